@@ -1,0 +1,219 @@
+//! Layered configuration: `config/default.toml` (or another file), then
+//! environment variables `SHOPRANK__SECTION__KEY`. Parsed and validated once at
+//! start-up; every module receives its own typed section and never reads the
+//! environment itself.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::Deserialize;
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("invalid configuration: {key}: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+/// The whole configuration, one section per module.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub encoder: EncoderSettings,
+    pub batching: BatchingSettings,
+    pub cache: CacheSettings,
+    pub head: HeadSettings,
+    pub limits: Limits,
+    pub user_text: UserTextBudget,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub addr: SocketAddr,
+    pub shutdown_grace_secs: u64,
+    pub max_concurrent_requests: usize,
+    pub request_timeout_secs: u64,
+}
+
+/// Numeric precision of the encoder's matrix products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Exact: the weights as shipped.
+    F32,
+    /// Linear-layer weights quantized to 8 bits (candle `Q8_0`).
+    Int8,
+}
+
+impl Precision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderSettings {
+    /// A local directory or a Hugging Face repo id.
+    pub source: String,
+    pub revision: String,
+    pub max_seq_len: usize,
+    pub precision: Precision,
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchingSettings {
+    pub max_batch_tokens: usize,
+    pub max_batch_texts: usize,
+    pub max_queued_texts: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSettings {
+    pub max_entries: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadSettings {
+    pub weights: PathBuf,
+    pub spec: PathBuf,
+    pub stats: PathBuf,
+}
+
+/// Explicit request limits; each one is documented in the README.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_candidates: usize,
+    pub max_history: usize,
+    pub default_top_k: usize,
+}
+
+/// Token budgets of the user-text fields (see `user_text`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserTextBudget {
+    pub query_tokens: usize,
+    pub profile_tokens: usize,
+}
+
+/// The configuration file compiled into the binary, so `shoprank` runs with
+/// its defaults even when started outside the repository.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+impl Settings {
+    /// Loads the defaults, then `file` (if given), then `SHOPRANK__*`
+    /// environment variables, and validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new().merge(Toml::string(DEFAULT_TOML));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment.merge(Env::prefixed("SHOPRANK__").split("__"));
+        let settings: Settings = figment.extract().map_err(Box::new)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks the relations between keys that types alone cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn positive(key: &'static str, value: usize) -> Result<(), ConfigError> {
+            if value == 0 {
+                return Err(ConfigError::Invalid { key, problem: "must be at least 1".into() });
+            }
+            Ok(())
+        }
+        positive("server.max_concurrent_requests", self.server.max_concurrent_requests)?;
+        positive("server.request_timeout_secs", self.server.request_timeout_secs as usize)?;
+        positive("batching.max_batch_texts", self.batching.max_batch_texts)?;
+        positive("batching.max_queued_texts", self.batching.max_queued_texts)?;
+        positive("cache.max_entries", self.cache.max_entries)?;
+        positive("limits.max_body_bytes", self.limits.max_body_bytes)?;
+        positive("limits.max_candidates", self.limits.max_candidates)?;
+        positive("limits.default_top_k", self.limits.default_top_k)?;
+        if !(8..=8192).contains(&self.encoder.max_seq_len) {
+            return Err(ConfigError::Invalid {
+                key: "encoder.max_seq_len",
+                problem: format!("{} is outside 8..=8192", self.encoder.max_seq_len),
+            });
+        }
+        if self.batching.max_batch_tokens < self.encoder.max_seq_len {
+            return Err(ConfigError::Invalid {
+                key: "batching.max_batch_tokens",
+                problem: format!(
+                    "{} is below encoder.max_seq_len ({}): a single long text would never fit",
+                    self.batching.max_batch_tokens, self.encoder.max_seq_len
+                ),
+            });
+        }
+        let fixed = self.user_text.query_tokens + self.user_text.profile_tokens;
+        if fixed + 16 > self.encoder.max_seq_len {
+            return Err(ConfigError::Invalid {
+                key: "user_text",
+                problem: format!(
+                    "query_tokens + profile_tokens = {fixed} leaves under 16 tokens of \
+                     encoder.max_seq_len ({}) for history",
+                    self.encoder.max_seq_len
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse_and_validate() {
+        let settings = Settings::load(None).expect("default config");
+        assert_eq!(settings.server.addr.port(), 8080);
+        assert_eq!(settings.limits.max_candidates, 1000);
+        assert_eq!(settings.encoder.precision, Precision::F32);
+    }
+
+    #[test]
+    fn environment_overrides_a_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SHOPRANK__LIMITS__MAX_CANDIDATES", "7");
+            let settings = Settings::load(None).expect("config");
+            assert_eq!(settings.limits.max_candidates, 7);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn zero_limit_is_rejected_with_its_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SHOPRANK__LIMITS__MAX_CANDIDATES", "0");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.contains("limits.max_candidates"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_key_is_rejected() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("x.toml", "[server]\nadress = \"1.2.3.4:1\"\n")?;
+            let err = Settings::load(Some(Path::new("x.toml"))).unwrap_err().to_string();
+            assert!(err.contains("adress"), "{err}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,104 @@
+//! A split made ready for scoring: its co-purchase matrix and history
+//! statistics, and the embeddings of every catalog item and of each test
+//! user's text. Training windows, the inner validation split and the test
+//! split are all prepared by this one code path.
+
+use std::collections::HashSet;
+
+use crate::config::UserTextBudget;
+use crate::data::split::{Split, TestUser};
+use crate::embed_store::{EmbedStore, StoreError};
+use crate::encoder::Encoder;
+use crate::features::{CandidateInput, UserContext};
+use crate::stats::{CoPurchase, HistoryStats};
+use crate::user_text::{self, UserSignals};
+
+pub struct PreparedSplit<'a> {
+    pub split: Split<'a>,
+    pub co_purchase: CoPurchase,
+    /// Built from this split's history; positions equal catalog indices.
+    pub stats: HistoryStats,
+    /// User text of each test user, in `split.test_users` order.
+    pub user_texts: Vec<String>,
+}
+
+impl<'a> PreparedSplit<'a> {
+    /// Builds statistics and user texts, and makes sure `store` holds the
+    /// embeddings of every catalog text and user text.
+    pub fn new(
+        split: Split<'a>,
+        encoder: &Encoder,
+        budget: UserTextBudget,
+        store: &mut EmbedStore,
+    ) -> Result<Self, StoreError> {
+        let co_purchase = CoPurchase::build(&split);
+        let stats = HistoryStats::build(&split, &co_purchase);
+        let user_texts = split
+            .test_users
+            .iter()
+            .map(|u| history_user_text(&split, encoder, budget, u.user))
+            .collect::<Result<Vec<_>, _>>()?;
+        let item_texts: Vec<&str> = stats.items.iter().map(|s| s.text.as_str()).collect();
+        store.embed_all(encoder, &item_texts, "item texts")?;
+        let user_refs: Vec<&str> = user_texts.iter().map(String::as_str).collect();
+        store.embed_all(encoder, &user_refs, "user texts")?;
+        Ok(Self { split, co_purchase, stats, user_texts })
+    }
+
+    /// Catalog positions of the user's history, most recent first.
+    pub fn history_positions(&self, user: u32) -> Vec<u32> {
+        self.split
+            .user_history
+            .get(&user)
+            .into_iter()
+            .flatten()
+            .filter_map(|&item| self.stats.position_of_id(self.split.data.items.name(item)))
+            .collect()
+    }
+
+    /// Catalog positions the user has not bought in history: what the
+    /// protocol ranks for them.
+    pub fn candidates(&self, user: u32) -> Vec<u32> {
+        let bought: HashSet<u32> = self.history_positions(user).into_iter().collect();
+        (0..self.stats.items.len() as u32).filter(|p| !bought.contains(p)).collect()
+    }
+
+    /// Catalog positions of a test user's truth.
+    pub fn truth_positions(&self, user: &TestUser) -> HashSet<u32> {
+        user.truth.iter().filter_map(|&i| self.stats.position_of_id(self.split.data.items.name(i))).collect()
+    }
+
+    /// The feature builder's view of test user `index`.
+    pub fn user_context(&self, index: usize, store: &EmbedStore) -> UserContext {
+        let user = self.split.test_users[index].user;
+        let history: Vec<(Option<u32>, &[f32])> = self
+            .history_positions(user)
+            .into_iter()
+            .map(|p| (Some(p), store.get(&self.stats.items[p as usize].text)))
+            .collect();
+        UserContext::new(&self.stats, store.get(&self.user_texts[index]).to_vec(), &history)
+    }
+
+    /// A catalog item as a candidate (price from the statistics, as served
+    /// when a request carries none).
+    pub fn candidate<'s>(&self, position: u32, store: &'s EmbedStore) -> CandidateInput<'s> {
+        CandidateInput { position: Some(position), embedding: store.get(&self.stats.items[position as usize].text), price: None }
+    }
+
+    /// The item id of a catalog position (for tie-breaking).
+    pub fn item_id(&self, position: u32) -> &str {
+        &self.stats.items[position as usize].id
+    }
+}
+
+/// The user text of a log user: their history titles, most recent first,
+/// through the same composition the server uses.
+fn history_user_text(split: &Split<'_>, encoder: &Encoder, budget: UserTextBudget, user: u32) -> Result<String, StoreError> {
+    let titles = split.history_titles(user);
+    Ok(user_text::compose(
+        encoder.tokenizer(),
+        budget,
+        encoder.max_seq_len(),
+        UserSignals { query: None, profile: None, history: &titles },
+    )?)
+}

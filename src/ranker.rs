@@ -1,0 +1,177 @@
+//! Ranking: a validated query in, candidates ordered by predicted purchase
+//! probability out. Synchronous and HTTP-free; the API runs it on the
+//! blocking pool, and `eval` scores catalogs through the same [`score`].
+
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor};
+
+use crate::batcher::{EmbedError, Embedder};
+use crate::config::UserTextBudget;
+use crate::features::{self, CandidateInput, UserContext};
+use crate::head::ScoringHead;
+use crate::metrics::Metrics;
+use crate::stats::HistoryStats;
+use crate::user_text::{self, UserSignals};
+
+/// An item the user bought or viewed. `id` (when it matches the history
+/// statistics) enables the co-purchase features; else the title is matched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryItem {
+    pub id: Option<String>,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub id: String,
+    pub text: String,
+    pub price: Option<f32>,
+}
+
+/// A request after validation: every field is within the documented limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RankQuery {
+    pub query: Option<String>,
+    pub profile: Option<String>,
+    /// Most recent first.
+    pub history: Vec<HistoryItem>,
+    pub candidates: Vec<Candidate>,
+    pub top_k: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RankedItem {
+    pub id: String,
+    pub score: f32,
+    pub rank: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RankError {
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+    #[error("scoring failed: {0}")]
+    Model(#[from] candle_core::Error),
+    #[error("tokenization failed: {0}")]
+    Encoder(#[from] crate::encoder::EncoderError),
+}
+
+/// The encoder, head and history statistics, loaded once at start-up.
+pub struct Ranker {
+    embedder: Embedder,
+    head: ScoringHead,
+    stats: Arc<HistoryStats>,
+    budget: UserTextBudget,
+    metrics: Metrics,
+}
+
+impl Ranker {
+    pub fn new(embedder: Embedder, head: ScoringHead, stats: HistoryStats, budget: UserTextBudget, metrics: Metrics) -> Self {
+        metrics
+            .model_info
+            .with_label_values(&[embedder.encoder().name(), embedder.encoder().precision().as_str(), &head.spec().version])
+            .set(1);
+        Self { embedder, head, stats: Arc::new(stats), budget, metrics }
+    }
+
+    pub fn encoder_name(&self) -> &str {
+        self.embedder.encoder().name()
+    }
+
+    pub fn head_version(&self) -> &str {
+        &self.head.spec().version
+    }
+
+    pub fn precision(&self) -> &'static str {
+        self.embedder.encoder().precision().as_str()
+    }
+
+    /// The user text the encoder sees for this query (see `user_text`).
+    pub fn user_text(&self, query: &RankQuery) -> Result<String, RankError> {
+        let titles: Vec<&str> = query.history.iter().map(|h| h.text.as_str()).collect();
+        let encoder = self.embedder.encoder();
+        Ok(user_text::compose(
+            encoder.tokenizer(),
+            self.budget,
+            encoder.max_seq_len(),
+            UserSignals { query: query.query.as_deref(), profile: query.profile.as_deref(), history: &titles },
+        )?)
+    }
+
+    /// Scores every candidate and returns the best `top_k`, best first.
+    /// Equal scores keep the request's order.
+    pub fn rank(&self, query: &RankQuery) -> Result<Vec<RankedItem>, RankError> {
+        let user_text = self.user_text(query)?;
+        let history = &query.history[..query.history.len().min(features::HISTORY_FEATURE_ITEMS)];
+        let mut texts: Vec<&str> = Vec::with_capacity(1 + history.len() + query.candidates.len());
+        texts.push(&user_text);
+        texts.extend(history.iter().map(|h| h.text.as_str()));
+        texts.extend(query.candidates.iter().map(|c| c.text.as_str()));
+        let vectors = self.embedder.embed(&texts)?;
+        let (user_vector, rest) = vectors.split_first().expect("the user text is embedded");
+        let (history_vectors, candidate_vectors) = rest.split_at(history.len());
+
+        let stats = &*self.stats;
+        let history_inputs: Vec<(Option<u32>, &[f32])> = history
+            .iter()
+            .zip(history_vectors)
+            .map(|(h, v)| {
+                let position = h.id.as_deref().and_then(|id| stats.position_of_id(id)).or_else(|| stats.position_of_text(&h.text));
+                (position, &v[..])
+            })
+            .collect();
+        let user = UserContext::new(stats, user_vector.to_vec(), &history_inputs);
+        let candidates: Vec<CandidateInput<'_>> = query
+            .candidates
+            .iter()
+            .zip(candidate_vectors)
+            .map(|(c, v)| CandidateInput { position: stats.position_of_id(&c.id), embedding: v, price: c.price })
+            .collect();
+        let scores = score(&self.head, stats, &user, &candidates)?;
+
+        self.metrics.candidates_per_request.observe(query.candidates.len() as f64);
+        let mut order: Vec<usize> = (0..scores.len()).collect();
+        order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+        order.truncate(query.top_k);
+        Ok(order
+            .into_iter()
+            .enumerate()
+            .map(|(rank, i)| {
+                self.metrics.predicted_score.observe(scores[i] as f64);
+                RankedItem { id: query.candidates[i].id.clone(), score: scores[i], rank: rank + 1 }
+            })
+            .collect())
+    }
+
+    /// One full request through every part, so the first real request does
+    /// not pay for lazy initialisation.
+    pub fn warm_up(&self) -> Result<(), RankError> {
+        let query = RankQuery {
+            query: Some("warm-up".into()),
+            profile: None,
+            history: vec![HistoryItem { id: None, text: "warm-up history item".into() }],
+            candidates: vec![Candidate { id: "warm-up".into(), text: "warm-up candidate".into(), price: None }],
+            top_k: 1,
+        };
+        self.rank(&query).map(|_| ())
+    }
+}
+
+/// Purchase probabilities of candidates for one user: the feature builder,
+/// then the head. Serving and evaluation both score through here.
+pub fn score(
+    head: &ScoringHead,
+    stats: &HistoryStats,
+    user: &UserContext,
+    candidates: &[CandidateInput<'_>],
+) -> candle_core::Result<Vec<f32>> {
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let dim = user.embedding.len();
+    let numeric: Vec<features::Numeric> = candidates.iter().map(|c| features::numeric(stats, user, c)).collect();
+    let flat: Vec<f32> = candidates.iter().flat_map(|c| c.embedding.iter().copied()).collect();
+    let items = Tensor::from_vec(flat, (candidates.len(), dim), &Device::Cpu)?;
+    head.score_user(&user.embedding, &items, &numeric)
+}

@@ -1,0 +1,241 @@
+//! History statistics: what the purchase log says about each item beyond its
+//! text — how many customers bought it (ever, and lately), its usual price,
+//! and which items share its buyers (item-to-item co-purchase cosine).
+//!
+//! `shoprank train` builds them from history only and writes them next to the
+//! head (`models/stats.json`); the server loads them at start-up, so serving
+//! builds exactly the features training used. Evaluation rebuilds them from
+//! the split's history with the same code.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::split::Split;
+
+/// Co-purchase neighbours kept per item in the artifact.
+pub const NEIGHBOURS_PER_ITEM: usize = 50;
+/// "Recent" popularity counts buyers in this many days before the cutoff.
+pub const RECENT_DAYS: i64 = 30;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ItemStats {
+    pub id: String,
+    pub text: String,
+    /// Distinct customers who bought it in history.
+    pub buyers: u32,
+    /// Distinct customers who bought it in the last `RECENT_DAYS` of history.
+    pub recent_buyers: u32,
+    /// Median unit price in history.
+    pub price: f32,
+    /// Up to `NEIGHBOURS_PER_ITEM` (item index, cosine of buyer sets), best first.
+    pub neighbours: Vec<(u32, f32)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryStats {
+    /// The history's end (exclusive), `YYYY-MM-DD HH:MM:SS`.
+    pub cutoff: String,
+    pub customers: u32,
+    pub items: Vec<ItemStats>,
+    #[serde(skip)]
+    by_id: HashMap<String, u32>,
+    #[serde(skip)]
+    by_text: HashMap<String, u32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatsError {
+    #[error("cannot read history statistics {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("history statistics {path} are not valid: {source}")]
+    Parse { path: String, source: serde_json::Error },
+    #[error("cannot write history statistics {path}: {source}")]
+    Write { path: String, source: std::io::Error },
+}
+
+/// Full item-by-item co-purchase cosine over a split's catalog:
+/// `cos(i, j) = |B_i ∩ B_j| / sqrt(|B_i| · |B_j|)` for buyer sets `B`.
+/// Row-major `[n, n]` in catalog order; used by the item-knn baseline in full
+/// and, truncated to each row's best neighbours, as a model feature.
+pub struct CoPurchase {
+    pub n: usize,
+    pub cosine: Vec<f32>,
+}
+
+impl CoPurchase {
+    pub fn build(split: &Split<'_>) -> Self {
+        let position: HashMap<u32, usize> = split.catalog.iter().enumerate().map(|(p, &i)| (i, p)).collect();
+        let n = split.catalog.len();
+        let mut counts = vec![0u32; n * n];
+        for items in split.user_history.values() {
+            let rows: Vec<usize> = items.iter().filter_map(|i| position.get(i).copied()).collect();
+            for &a in &rows {
+                for &b in &rows {
+                    counts[a * n + b] += 1;
+                }
+            }
+        }
+        let buyers: Vec<f32> = (0..n).map(|p| counts[p * n + p] as f32).collect();
+        let cosine = counts
+            .iter()
+            .enumerate()
+            .map(|(k, &c)| {
+                let (a, b) = (k / n, k % n);
+                if c == 0 || a == b { 0.0 } else { c as f32 / (buyers[a] * buyers[b]).sqrt() }
+            })
+            .collect();
+        Self { n, cosine }
+    }
+
+    pub fn row(&self, p: usize) -> &[f32] {
+        &self.cosine[p * self.n..(p + 1) * self.n]
+    }
+}
+
+impl HistoryStats {
+    /// Builds the statistics of a split's history (catalog order).
+    pub fn build(split: &Split<'_>, co_purchase: &CoPurchase) -> Self {
+        let data = split.data;
+        let recent_from = split.cutoff - RECENT_DAYS * 86_400;
+        let position: HashMap<u32, usize> = split.catalog.iter().enumerate().map(|(p, &i)| (i, p)).collect();
+        let n = split.catalog.len();
+        let mut buyers: Vec<std::collections::HashSet<u32>> = vec![Default::default(); n];
+        let mut recent: Vec<std::collections::HashSet<u32>> = vec![Default::default(); n];
+        let mut prices: Vec<Vec<f32>> = vec![Vec::new(); n];
+        for event in split.history {
+            let p = position[&event.item];
+            buyers[p].insert(event.user);
+            if event.time >= recent_from {
+                recent[p].insert(event.user);
+            }
+            if event.price.is_finite() {
+                prices[p].push(event.price);
+            }
+        }
+        let items = (0..n)
+            .map(|p| {
+                let item = split.catalog[p];
+                let mut neighbours: Vec<(u32, f32)> = co_purchase
+                    .row(p)
+                    .iter()
+                    .enumerate()
+                    .filter(|&(_, &c)| c > 0.0)
+                    .map(|(q, &c)| (q as u32, c))
+                    .collect();
+                neighbours.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                neighbours.truncate(NEIGHBOURS_PER_ITEM);
+                for neighbour in &mut neighbours {
+                    neighbour.1 = (neighbour.1 * 1e4).round() / 1e4;
+                }
+                ItemStats {
+                    id: data.items.name(item).to_string(),
+                    text: split.item_text[&item].clone(),
+                    buyers: buyers[p].len() as u32,
+                    recent_buyers: recent[p].len() as u32,
+                    price: median(&mut prices[p]),
+                    neighbours,
+                }
+            })
+            .collect();
+        let cutoff = chrono::DateTime::from_timestamp(split.cutoff, 0)
+            .map(|t| t.naive_utc().format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_default();
+        Self::from_parts(cutoff, split.user_history.len() as u32, items)
+    }
+
+    fn from_parts(cutoff: String, customers: u32, items: Vec<ItemStats>) -> Self {
+        let mut stats = Self { cutoff, customers, items, by_id: HashMap::new(), by_text: HashMap::new() };
+        stats.index();
+        stats
+    }
+
+    fn index(&mut self) {
+        self.by_id = self.items.iter().enumerate().map(|(p, s)| (s.id.clone(), p as u32)).collect();
+        self.by_text.clear();
+        for (p, s) in self.items.iter().enumerate() {
+            // Several items can share a title: the most bought one stands for it.
+            let entry = self.by_text.entry(s.text.clone()).or_insert(p as u32);
+            if self.items[*entry as usize].buyers < s.buyers {
+                *entry = p as u32;
+            }
+        }
+    }
+
+    /// Statistics with no items: every candidate is scored as a new product.
+    pub fn empty() -> Self {
+        Self::from_parts(String::new(), 0, Vec::new())
+    }
+
+    pub fn position_of_id(&self, id: &str) -> Option<u32> {
+        self.by_id.get(id).copied()
+    }
+
+    /// An item whose text is exactly `text` (used when a request's history
+    /// carries titles but no ids).
+    pub fn position_of_text(&self, text: &str) -> Option<u32> {
+        self.by_text.get(text.trim()).copied()
+    }
+
+    pub fn load(path: &Path) -> Result<Self, StatsError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| StatsError::Read { path: path.display().to_string(), source })?;
+        let mut stats: Self = serde_json::from_str(&text)
+            .map_err(|source| StatsError::Parse { path: path.display().to_string(), source })?;
+        stats.index();
+        Ok(stats)
+    }
+
+    pub fn save(&self, path: &Path) -> Result<(), StatsError> {
+        let text = serde_json::to_string(self).expect("stats serialise");
+        std::fs::write(path, text).map_err(|source| StatsError::Write { path: path.display().to_string(), source })
+    }
+
+    /// Median price over all items (fallback for unknown prices).
+    pub fn typical_price(&self) -> f32 {
+        let mut prices: Vec<f32> = self.items.iter().map(|s| s.price).filter(|p| p.is_finite()).collect();
+        let median = median(&mut prices);
+        if median.is_finite() { median } else { 1.0 }
+    }
+}
+
+fn median(values: &mut [f32]) -> f32 {
+    if values.is_empty() {
+        return f32::NAN;
+    }
+    values.sort_by(f32::total_cmp);
+    values[values.len() / 2]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::parse_time;
+    use crate::data::split::tests::synthetic;
+
+    #[test]
+    fn counts_buyers_prices_and_co_purchase() {
+        let data = synthetic(&[
+            ("u1", "A", "2011-09-01", "MUG"),
+            ("u1", "B", "2011-09-01", "BAG"),
+            ("u2", "A", "2011-10-20", "MUG"),
+            ("u2", "B", "2011-10-20", "BAG"),
+            ("u3", "A", "2011-10-25", "MUG"),
+            ("u3", "C", "2011-10-25", "CUP"),
+        ]);
+        let split = Split::new(&data, parse_time("2011-11-01").unwrap(), None);
+        let co = CoPurchase::build(&split);
+        let stats = HistoryStats::build(&split, &co);
+        let a = stats.position_of_id("A").unwrap() as usize;
+        let b = stats.position_of_id("B").unwrap() as usize;
+        assert_eq!(stats.items[a].buyers, 3);
+        assert_eq!(stats.items[a].recent_buyers, 2);
+        // A's buyers {u1,u2,u3}, B's {u1,u2}: 2 / sqrt(3·2).
+        let expected = 2.0 / 6f32.sqrt();
+        assert!((co.row(a)[b] - expected).abs() < 1e-6);
+        assert_eq!(stats.items[a].neighbours[0].0 as usize, b);
+        assert_eq!(stats.position_of_text("CUP"), stats.position_of_id("C"));
+        assert_eq!(co.row(a)[a], 0.0, "an item is not its own neighbour");
+    }
+}

@@ -1,0 +1,6 @@
+//! Integration tests, one binary with a module per topic (compiled and
+//! linked once). They use the real all-MiniLM-L6-v2 weights: `make test`
+//! fetches them first (scripts/fetch-model).
+
+mod common;
+mod encoder;
