@@ -157,9 +157,17 @@ struct TrainArgs {
 struct EvalArgs {
     #[command(flatten)]
     data: DataArgs,
+    /// End of the test period (default: the end of the log). With
+    /// --test-start 2011-10-01 --test-end 2011-11-01 this is the protocol's
+    /// inner validation split, the one to compare settings on.
+    #[arg(long)]
+    test_end: Option<String>,
     /// Write the report as JSON here.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Write a PNG chart here: metrics per method and the head's training curve.
+    #[arg(long)]
+    chart: Option<PathBuf>,
     /// Evaluate the baselines only.
     #[arg(long)]
     baselines_only: bool,
@@ -345,7 +353,8 @@ fn run_eval(settings: Settings, args: EvalArgs) -> Result<()> {
     };
     let mut store = EmbedStore::open(args.data.cache_dir(), &encoder)?;
     let t_test = parse_cutoff(&args.data.test_start).map_err(anyhow::Error::msg)?;
-    let split = Split::new(&data, t_test, None);
+    let t_end = args.test_end.as_deref().map(parse_cutoff).transpose().map_err(anyhow::Error::msg)?;
+    let split = Split::new(&data, t_test, t_end);
     let history_events = split.history.len();
     let prepared = PreparedSplit::new(split, &encoder, settings.user_text, &mut store)?;
     let mut methods: Vec<&str> = BASELINES.to_vec();
@@ -368,8 +377,22 @@ fn run_eval(settings: Settings, args: EvalArgs) -> Result<()> {
     }
     println!("evaluated in {:.0}s", started.elapsed().as_secs_f64());
     if let Some(out) = &args.out {
+        if let Some(dir) = out.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
         std::fs::write(out, serde_json::to_string_pretty(&report)? + "\n").with_context(|| format!("writing {}", out.display()))?;
         println!("wrote {}", out.display());
+    }
+    if let Some(chart) = &args.chart {
+        let training: Vec<train::EpochLog> = head
+            .as_ref()
+            .and_then(|h| serde_json::from_value(h.spec().training["epochs"].clone()).ok())
+            .unwrap_or_default();
+        if let Some(dir) = chart.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        eval::chart::write_chart(chart, &report, &training)?;
+        println!("wrote {}", chart.display());
     }
     Ok(())
 }

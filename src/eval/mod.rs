@@ -2,6 +2,7 @@
 //! baselines (random, popularity, text-cosine, item-knn), every method
 //! ranking the full catalog of items each test user has not bought.
 
+pub mod chart;
 pub mod metrics;
 pub mod prepared;
 

@@ -53,3 +53,31 @@ pub fn int8_encoder() -> Arc<Encoder> {
         .get_or_init(|| Arc::new(Encoder::load(&encoder_files(), &encoder_settings(Precision::Int8)).expect("load encoder")))
         .clone()
 }
+
+use shoprank::api::AppState;
+use shoprank::batcher::Embedder;
+use shoprank::head::{EncoderIdentity, ScoringHead};
+use shoprank::metrics::Metrics;
+use shoprank::ranker::Ranker;
+use shoprank::stats::HistoryStats;
+
+/// A ranker over the committed head and statistics (models/), as served.
+pub fn ranker(settings: &Settings, metrics: Metrics) -> Arc<Ranker> {
+    let encoder = encoder();
+    let identity = EncoderIdentity { name: encoder.name().to_string(), dim: encoder.dim() };
+    let head = ScoringHead::load(&settings.head.weights, &settings.head.spec, &identity).expect("committed head");
+    let stats = HistoryStats::load(&settings.head.stats).expect("committed stats");
+    let entries = std::num::NonZeroUsize::new(settings.cache.max_entries).unwrap();
+    let embedder = Embedder::new(encoder, settings.batching.clone(), entries, metrics.clone());
+    let ranker = Arc::new(Ranker::new(embedder, head, stats, settings.user_text, metrics));
+    ranker.warm_up().expect("warm-up");
+    ranker
+}
+
+/// A ready app state on `settings`.
+pub fn ready_state(settings: &Settings) -> AppState {
+    let metrics = Metrics::new();
+    let state = AppState::new(metrics.clone(), settings.limits.clone(), &settings.server);
+    state.install(ranker(settings, metrics));
+    state
+}

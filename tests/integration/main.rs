@@ -2,5 +2,8 @@
 //! linked once). They use the real all-MiniLM-L6-v2 weights: `make test`
 //! fetches them first (scripts/fetch-model).
 
+mod api;
+mod batching;
 mod common;
 mod encoder;
+mod real_data;

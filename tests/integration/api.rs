@@ -1,0 +1,286 @@
+//! The HTTP API through the real router (`app(state).oneshot`), with the real
+//! encoder and the committed head.
+
+use std::sync::OnceLock;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use shoprank::api::{app, AppState};
+use shoprank::metrics::Metrics;
+use tower::ServiceExt;
+
+use crate::common;
+
+fn shared_state() -> AppState {
+    static STATE: OnceLock<AppState> = OnceLock::new();
+    STATE.get_or_init(|| common::ready_state(&common::settings())).clone()
+}
+
+async fn call(router: Router, request: Request<Body>) -> (StatusCode, Option<String>, Value) {
+    let response = router.oneshot(request).await.unwrap();
+    let status = response.status();
+    let retry_after = response.headers().get(header::RETRY_AFTER).map(|v| v.to_str().unwrap().to_string());
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, retry_after, body)
+}
+
+fn post(body: impl Into<Body>) -> Request<Body> {
+    Request::post("/recommend").header(header::CONTENT_TYPE, "application/json").body(body.into()).unwrap()
+}
+
+async fn recommend(state: AppState, body: Value) -> (StatusCode, Value) {
+    let (status, _, body) = call(app(state), post(body.to_string())).await;
+    (status, body)
+}
+
+fn realistic_request() -> Value {
+    json!({
+        "user": {
+            "id": "c-17850",
+            "query": "red retrospot",
+            "history": ["JUMBO BAG RED RETROSPOT", "RED RETROSPOT CHARLOTTE BAG", "LUNCH BAG RED RETROSPOT"]
+        },
+        "candidates": [
+            {"id": "tyre", "text": "Car tyre 205/55 R16 all-season", "price": 79.0},
+            {"id": "usb", "text": "USB-C charging cable 2 m"},
+            {"id": "cake", "text": "RED RETROSPOT CAKE CASES", "price": 0.55},
+            {"id": "drill", "text": "Cordless hammer drill 18V", "price": 120.0},
+            {"id": "22386", "text": "JUMBO BAG PINK POLKADOT"},
+            {"id": "oil", "text": "Engine oil 5W-30, 5 litres"}
+        ],
+        "top_k": 4
+    })
+}
+
+#[tokio::test]
+async fn recommend_ranks_and_reports_the_model() {
+    let (status, body) = recommend(shared_state(), realistic_request()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let items = body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 4, "top_k honoured");
+    let scores: Vec<f64> = items.iter().map(|i| i["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "sorted: {scores:?}");
+    assert!(scores.iter().all(|s| (0.0..=1.0).contains(s)));
+    let ranks: Vec<u64> = items.iter().map(|i| i["rank"].as_u64().unwrap()).collect();
+    assert_eq!(ranks, [1, 2, 3, 4]);
+    assert_eq!(body["model"]["encoder"], "all-MiniLM-L6-v2");
+    assert!(!body["model"]["head"].as_str().unwrap().is_empty());
+    assert!(body["took_ms"].as_f64().unwrap() > 0.0);
+}
+
+#[tokio::test]
+async fn related_products_rank_above_unrelated_ones() {
+    let (_, body) = recommend(shared_state(), realistic_request()).await;
+    let top: Vec<&str> = body["items"].as_array().unwrap().iter().take(2).map(|i| i["id"].as_str().unwrap()).collect();
+    let mut top_sorted = top.clone();
+    top_sorted.sort();
+    assert_eq!(top_sorted, ["22386", "cake"], "the two gift-shop bags/cases lead: {body}");
+}
+
+#[tokio::test]
+async fn default_top_k_is_ten_and_history_objects_are_accepted() {
+    let candidates: Vec<Value> =
+        (0..12).map(|i| json!({"id": format!("p{i}"), "title": format!("product number {i}"), "colour": "red"})).collect();
+    let body = json!({"user": {"history": [{"id": "85123A", "text": "WHITE HANGING HEART T-LIGHT HOLDER"}]}, "candidates": candidates});
+    let (status, body) = recommend(shared_state(), body).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["items"].as_array().unwrap().len(), 10);
+}
+
+#[tokio::test]
+async fn texts_longer_than_the_window_are_truncated_not_rejected() {
+    let long = "vintage ceramic teapot ".repeat(400);
+    let body = json!({"user": {"text": long}, "candidates": [{"id": "a", "text": long}, {"id": "b", "text": "mug"}]});
+    let (status, body) = recommend(shared_state(), body).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+async fn expect_error(body: impl Into<Body>, status: StatusCode, kind: &str, mentions: &str) {
+    let (got, _, body) = call(app(shared_state()), post(body)).await;
+    assert_eq!(got, status, "{body}");
+    assert_eq!(body["kind"], kind, "{body}");
+    let message = body["error"].as_str().unwrap();
+    assert!(message.contains(mentions), "error {message:?} should mention {mentions:?}");
+}
+
+#[tokio::test]
+async fn malformed_json_is_400() {
+    expect_error("{\"user\": {", StatusCode::BAD_REQUEST, "malformed_json", "not valid JSON").await;
+    expect_error("{} trailing", StatusCode::BAD_REQUEST, "malformed_json", "").await;
+}
+
+#[tokio::test]
+async fn wrong_types_name_the_field() {
+    let mut body = realistic_request();
+    body["top_k"] = json!("ten");
+    expect_error(body.to_string(), StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "top_k").await;
+    let mut body = realistic_request();
+    body["candidates"][2]["price"] = json!("cheap");
+    expect_error(body.to_string(), StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "candidates[2].price").await;
+    let body = json!({"user": {"query": "x"}});
+    expect_error(body.to_string(), StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "candidates").await;
+    let body = json!({"user": {"query": "x"}, "candidates": [{"id": "a", "text": "b"}], "topk": 3});
+    expect_error(body.to_string(), StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "topk").await;
+}
+
+#[tokio::test]
+async fn a_user_needs_some_signal() {
+    let body = json!({"user": {"id": "u1", "query": "  ", "history": []}, "candidates": [{"id": "a", "text": "b"}]});
+    expect_error(body.to_string(), StatusCode::UNPROCESSABLE_ENTITY, "missing_user_signal", "query").await;
+}
+
+#[tokio::test]
+async fn candidate_rules_are_enforced() {
+    let with = |candidates: Value| json!({"user": {"query": "mug"}, "candidates": candidates}).to_string();
+    expect_error(with(json!([])), StatusCode::UNPROCESSABLE_ENTITY, "empty_candidates", "candidates").await;
+    expect_error(
+        with(json!([{"id": "", "text": "mug"}])),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_candidate",
+        "candidates[0].id",
+    )
+    .await;
+    expect_error(
+        with(json!([{"id": "a", "text": "mug"}, {"id": "b", "text": " "}])),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_candidate",
+        "candidates[1].text",
+    )
+    .await;
+    expect_error(
+        with(json!([{"id": "a", "text": "mug"}, {"id": "a", "text": "cup"}])),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "duplicate_candidate_id",
+        "`a`",
+    )
+    .await;
+    expect_error(
+        with(json!([{"id": "a", "text": "mug", "price": -1}])),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_candidate",
+        "price",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn top_k_zero_is_rejected() {
+    let mut body = realistic_request();
+    body["top_k"] = json!(0);
+    expect_error(body.to_string(), StatusCode::UNPROCESSABLE_ENTITY, "invalid_top_k", "top_k").await;
+}
+
+#[tokio::test]
+async fn non_finite_numbers_are_rejected() {
+    let body = r#"{"user": {"query": "mug"}, "candidates": [{"id": "a", "text": "mug", "price": 1e999}]}"#;
+    expect_error(body, StatusCode::UNPROCESSABLE_ENTITY, "non_finite_number", "candidates[0].price").await;
+    let body = r#"{"user": {"query": "mug"}, "candidates": [{"id": "a", "text": "mug", "price": NaN}]}"#;
+    expect_error(body, StatusCode::BAD_REQUEST, "malformed_json", "").await;
+}
+
+#[tokio::test]
+async fn too_many_candidates_is_422() {
+    let candidates: Vec<Value> = (0..1001).map(|i| json!({"id": i.to_string(), "text": "mug"})).collect();
+    let body = json!({"user": {"query": "mug"}, "candidates": candidates}).to_string();
+    expect_error(body, StatusCode::UNPROCESSABLE_ENTITY, "too_many_candidates", "1000").await;
+}
+
+#[tokio::test]
+async fn too_much_history_is_422() {
+    let history: Vec<&str> = vec!["mug"; 201];
+    let body = json!({"user": {"history": history}, "candidates": [{"id": "a", "text": "mug"}]}).to_string();
+    expect_error(body, StatusCode::UNPROCESSABLE_ENTITY, "too_many_history_items", "200").await;
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413() {
+    let padding = "x".repeat(2 * 1024 * 1024 + 1);
+    let body = json!({"user": {"query": padding}, "candidates": [{"id": "a", "text": "mug"}]}).to_string();
+    expect_error(body, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "max_body_bytes").await;
+}
+
+#[tokio::test]
+async fn curl_style_form_content_type_is_accepted() {
+    let request = Request::post("/recommend")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(realistic_request().to_string()))
+        .unwrap();
+    let (status, _, body) = call(app(shared_state()), request).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn ready_is_503_until_models_are_installed() {
+    let settings = common::settings();
+    let metrics = Metrics::new();
+    let state = AppState::new(metrics.clone(), settings.limits.clone(), &settings.server);
+    let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+
+    let (status, retry, body) = call(app(state.clone()), get("/ready")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["kind"], "not_ready");
+    assert!(retry.is_some(), "503 carries Retry-After");
+    let (status, _, _) = call(app(state.clone()), get("/health")).await;
+    assert_eq!(status, StatusCode::OK, "liveness does not wait for models");
+    let (status, _, body) = call(app(state.clone()), post(realistic_request().to_string())).await;
+    assert_eq!((status, body["kind"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("not_ready")));
+
+    state.install(common::ranker(&settings, metrics)); // warmed up inside
+    let (status, _, body) = call(app(state), get("/ready")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "ready");
+}
+
+#[tokio::test]
+async fn metrics_describe_the_traffic() {
+    let state = common::ready_state(&common::settings());
+    let (status, _) = recommend(state.clone(), realistic_request()).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut bad = realistic_request();
+    bad["top_k"] = json!(0);
+    recommend(state.clone(), bad).await;
+    let (status, _, body) = call(app(state), Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = body.as_str().unwrap();
+    for expected in [
+        r#"shoprank_http_requests_total{route="/recommend",status="200"} 1"#,
+        r#"shoprank_http_requests_total{route="/recommend",status="422"} 1"#,
+        r#"shoprank_request_errors_total{kind="invalid_top_k"} 1"#,
+        r#"shoprank_http_request_duration_seconds_count{route="/recommend"} 2"#,
+        "shoprank_encoder_forward_seconds_count",
+        "shoprank_encoder_batch_texts_bucket",
+        "shoprank_candidates_per_request_count 2", // warm-up + the request
+        "shoprank_predicted_score_count",
+        r#"shoprank_model_info{encoder="all-MiniLM-L6-v2",head="#,
+        "shoprank_embedding_cache_hits_total",
+        "shoprank_embedding_cache_entries",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(text.contains(expected), "metrics lack {expected:?}:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_get_json_errors() {
+    let (status, _, body) = call(app(shared_state()), Request::get("/nope").body(Body::empty()).unwrap()).await;
+    assert_eq!((status, body["kind"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    let (status, _, body) = call(app(shared_state()), Request::get("/recommend").body(Body::empty()).unwrap()).await;
+    assert_eq!((status, body["kind"].as_str()), (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed")));
+}
+
+#[tokio::test]
+async fn a_full_encoder_queue_answers_503_with_retry_after() {
+    let mut settings = common::settings();
+    settings.batching.max_queued_texts = 3;
+    let state = common::ready_state(&settings);
+    let candidates: Vec<Value> = (0..5).map(|i| json!({"id": i.to_string(), "text": format!("never seen item {i}")})).collect();
+    let body = json!({"user": {"query": "a query never seen"}, "candidates": candidates});
+    let (status, retry, body) = call(app(state), post(body.to_string())).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["kind"], "overloaded");
+    assert_eq!(retry.as_deref(), Some("1"));
+}
