@@ -14,7 +14,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use shoprank::batcher::Embedder;
 use shoprank::head::{EncoderIdentity, ScoringHead};
 use shoprank::metrics::Metrics;
-use shoprank::ranker::{Candidate, RankQuery, Ranker};
+use shoprank::ranker::{Candidate, HistoryItem, RankQuery, Ranker};
 use shoprank::stats::HistoryStats;
 
 fn ranker() -> Ranker {
@@ -28,11 +28,38 @@ fn ranker() -> Ranker {
     Ranker::new(embedder, head, stats, settings.user_text, metrics)
 }
 
-fn query(user_text: &str, titles: &[String], suffix: &str) -> RankQuery {
+/// A fixture user: its query and the 5 viewed titles as its text shows them
+/// (shortened), so the composed user text is ~100 tokens like the fixture's.
+/// A marker in front of the query makes it new on every request.
+struct User {
+    query: String,
+    viewed: Vec<String>,
+}
+
+fn users() -> Vec<User> {
+    let path = common::repo_path("benches/fixtures/user_texts.jsonl");
+    std::fs::read_to_string(path)
+        .expect("user fixture")
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).expect("json");
+            User {
+                query: v["query"].as_str().expect("query").to_string(),
+                viewed: v["text"]
+                    .as_str()
+                    .and_then(|t| t.split_once("recently viewed: "))
+                    .map(|(_, viewed)| viewed.split(" ; ").map(str::to_string).collect())
+                    .unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+fn query(user: &User, marker: usize, titles: &[String], suffix: &str) -> RankQuery {
     RankQuery {
-        query: None,
-        profile: Some(user_text.to_string()),
-        history: Vec::new(),
+        query: Some(format!("#{marker} {}", user.query)),
+        profile: None,
+        history: user.viewed.iter().map(|t| HistoryItem { id: None, text: t.clone() }).collect(),
         candidates: titles
             .iter()
             .enumerate()
@@ -45,9 +72,12 @@ fn query(user_text: &str, titles: &[String], suffix: &str) -> RankQuery {
 fn bench_recommend(c: &mut Criterion) {
     let ranker = ranker();
     let titles = common::corpus("titles.jsonl");
-    let users = common::corpus("user_texts.jsonl");
+    let users = users();
     let candidates = &titles[..100];
-    ranker.rank(&query("warm the cache", candidates, "")).expect("rank");
+    // Warm the cache with the candidates and every user's history titles.
+    for (i, user) in users.iter().enumerate() {
+        ranker.rank(&query(user, usize::MAX - i, candidates, "")).expect("rank");
+    }
 
     let mut group = c.benchmark_group("recommend/100_candidates");
     group.sample_size(20);
@@ -56,15 +86,13 @@ fn bench_recommend(c: &mut Criterion) {
         b.iter(|| {
             n += 1;
             // A user text never seen before: the user forward pass is paid.
-            let text = format!("{} #{n}", users[n % users.len()]);
-            ranker.rank(&query(&text, candidates, "")).expect("rank")
+            ranker.rank(&query(&users[n % users.len()], n, candidates, "")).expect("rank")
         })
     });
     group.bench_function("new_items_new_user", |b| {
         b.iter(|| {
             n += 1;
-            let text = format!("{} #{n}", users[n % users.len()]);
-            ranker.rank(&query(&text, candidates, &format!(" v{n}"))).expect("rank")
+            ranker.rank(&query(&users[n % users.len()], n, candidates, &format!(" v{n}"))).expect("rank")
         })
     });
     group.finish();

@@ -181,10 +181,14 @@ mod tests {
 
     #[test]
     fn defaults_parse_and_validate() {
-        let settings = Settings::load(None).expect("default config");
-        assert_eq!(settings.server.addr.port(), 8080);
-        assert_eq!(settings.limits.max_candidates, 1000);
-        assert_eq!(settings.encoder.precision, Precision::F32);
+        // Inside a Jail: the other tests set environment variables.
+        figment::Jail::expect_with(|_| {
+            let settings = Settings::load(None).expect("default config");
+            assert_eq!(settings.server.addr.port(), 8080);
+            assert_eq!(settings.limits.max_candidates, 1000);
+            assert_eq!(settings.encoder.precision, Precision::F32);
+            Ok(())
+        });
     }
 
     #[test]

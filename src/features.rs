@@ -8,9 +8,12 @@
 //! and deviations of its training data.
 //!
 //! A candidate the history statistics do not know (a new product) still gets
-//! every feature: buyers 0, the `known_item` flag 0, co-purchase 0, its price
-//! from the request (else the catalog's median price), and the text features
-//! (`text_cosine`, `history_cosine_*`) from its embedding as for any item.
+//! every feature: buyers 0, the `known_item` flag 0, age 0, co-purchase 0, its
+//! price from the request (else the catalog's median price), and the text
+//! features (`text_cosine`, `history_cosine_*`) from its embedding as for any
+//! item. Training shows the head such candidates on purpose: a share of the
+//! examples (`--cold-fraction`) have their item's statistics hidden, so the
+//! head learns to rank new products by text instead of writing them off.
 
 use std::collections::HashMap;
 
@@ -18,13 +21,16 @@ use crate::encoder::cosine;
 use crate::stats::HistoryStats;
 
 /// Names of the numeric features, in vector order (recorded in the head spec).
-pub const NUMERIC_FEATURES: [&str; 10] = [
+pub const NUMERIC_FEATURES: [&str; 13] = [
     "log_buyers",
     "log_recent_buyers",
+    "log_week_buyers",
     "known_item",
+    "log_item_age_days",
     "log_price",
     "copurchase_sum",
     "copurchase_max",
+    "copurchase_recent_sum",
     "text_cosine",
     "history_cosine_max",
     "history_cosine_mean",
@@ -33,38 +39,70 @@ pub const NUMERIC_FEATURES: [&str; 10] = [
 pub const NUMERIC_LEN: usize = NUMERIC_FEATURES.len();
 pub type Numeric = [f32; NUMERIC_LEN];
 
-/// History items (most recent first) that the features look at.
+/// History items (most recent first) whose texts the cosine features compare
+/// with the candidate (each one is an embedding to compute and compare).
 pub const HISTORY_FEATURE_ITEMS: usize = 50;
+/// History items (most recent first) whose co-purchase links count: lookups
+/// are cheap, and long histories (wholesalers) carry real signal.
+pub const HISTORY_COPURCHASE_ITEMS: usize = 200;
+/// The most recent history items, whose co-purchase links get a feature of
+/// their own (the last basket says most about the next one).
+pub const RECENT_HISTORY_ITEMS: usize = 5;
+
+/// Co-purchase of one candidate with the user's history.
+#[derive(Debug, Clone, Copy, Default)]
+struct CoPurchaseScore {
+    sum: f32,
+    max: f32,
+    recent_sum: f32,
+}
 
 /// What the features need to know about the user, computed once per request.
 pub struct UserContext {
     pub embedding: Vec<f32>,
     history_embeddings: Vec<Vec<f32>>,
-    /// Known item position → (sum, max) of co-purchase cosine with history.
-    co_purchase: HashMap<u32, (f32, f32)>,
+    /// Known item position → its co-purchase cosines with the history.
+    co_purchase: HashMap<u32, CoPurchaseScore>,
     history_len: usize,
 }
 
 impl UserContext {
-    /// `history` holds the user's history items, most recent first: their
-    /// positions in `stats` where known, and their text embeddings.
-    pub fn new(stats: &HistoryStats, embedding: Vec<f32>, history: &[(Option<u32>, &[f32])]) -> Self {
-        let history = &history[..history.len().min(HISTORY_FEATURE_ITEMS)];
-        let mut co_purchase: HashMap<u32, (f32, f32)> = HashMap::new();
-        for &(position, _) in history {
-            let Some(position) = position else { continue };
+    /// `history_positions` holds the positions in `stats` of the user's
+    /// history items, most recent first (`None` where unknown);
+    /// `history_embeddings` the text embeddings of the first of them (at most
+    /// `HISTORY_FEATURE_ITEMS` are used).
+    pub fn new(
+        stats: &HistoryStats,
+        embedding: Vec<f32>,
+        history_positions: &[Option<u32>],
+        history_embeddings: &[&[f32]],
+    ) -> Self {
+        let mut co_purchase: HashMap<u32, CoPurchaseScore> = HashMap::new();
+        for (rank, position) in history_positions.iter().take(HISTORY_COPURCHASE_ITEMS).enumerate() {
+            let Some(position) = *position else { continue };
             for &(neighbour, cos) in &stats.items[position as usize].neighbours {
-                let entry = co_purchase.entry(neighbour).or_insert((0.0, 0.0));
-                entry.0 += cos;
-                entry.1 = entry.1.max(cos);
+                let entry = co_purchase.entry(neighbour).or_default();
+                entry.sum += cos;
+                entry.max = entry.max.max(cos);
+                if rank < RECENT_HISTORY_ITEMS {
+                    entry.recent_sum += cos;
+                }
             }
         }
         Self {
             embedding,
-            history_embeddings: history.iter().map(|(_, e)| e.to_vec()).collect(),
+            history_embeddings: history_embeddings.iter().take(HISTORY_FEATURE_ITEMS).map(|e| e.to_vec()).collect(),
             co_purchase,
-            history_len: history.len(),
+            history_len: history_positions.len(),
         }
+    }
+
+    /// Known items co-purchased with the user's history (training draws
+    /// hard negatives from them).
+    pub fn co_purchased(&self) -> Vec<u32> {
+        let mut items: Vec<u32> = self.co_purchase.keys().copied().collect();
+        items.sort_unstable();
+        items
     }
 }
 
@@ -86,7 +124,7 @@ pub fn numeric(stats: &HistoryStats, user: &UserContext, candidate: &CandidateIn
         .filter(|p| p.is_finite() && *p > 0.0)
         .or(known.map(|s| s.price).filter(|p| p.is_finite()))
         .unwrap_or_else(|| stats.typical_price());
-    let (co_sum, co_max) = candidate.position.and_then(|p| user.co_purchase.get(&p).copied()).unwrap_or((0.0, 0.0));
+    let co = candidate.position.and_then(|p| user.co_purchase.get(&p).copied()).unwrap_or_default();
     let (mut cos_max, mut cos_sum) = (0f32, 0f32);
     for history in &user.history_embeddings {
         let c = cosine(history, candidate.embedding);
@@ -100,10 +138,13 @@ pub fn numeric(stats: &HistoryStats, user: &UserContext, candidate: &CandidateIn
     [
         (known.map_or(0, |s| s.buyers) as f32).ln_1p(),
         (known.map_or(0, |s| s.recent_buyers) as f32).ln_1p(),
+        (known.map_or(0, |s| s.week_buyers) as f32).ln_1p(),
         if known.is_some() { 1.0 } else { 0.0 },
+        known.map_or(0.0, |s| s.age_days).ln_1p(),
         price.ln_1p(),
-        co_sum,
-        co_max,
+        co.sum,
+        co.max,
+        co.recent_sum,
         cosine(&user.embedding, candidate.embedding),
         cos_max,
         cos_mean,
@@ -120,15 +161,17 @@ mod tests {
         let stats = HistoryStats::empty();
         let e1 = [1.0, 0.0];
         let e2 = [0.6, 0.8];
-        let user = UserContext::new(&stats, vec![0.0, 1.0], &[(None, &e1[..]), (None, &e2[..])]);
+        let user = UserContext::new(&stats, vec![0.0, 1.0], &[None, None], &[&e1[..], &e2[..]]);
         let f = numeric(&stats, &user, &CandidateInput { position: None, embedding: &[0.0, 1.0], price: Some(4.0) });
-        assert_eq!(f[0], 0.0);
-        assert_eq!(f[2], 0.0);
-        assert!((f[3] - 5f32.ln()).abs() < 1e-6);
-        assert_eq!(f[4], 0.0);
-        assert!((f[6] - 1.0).abs() < 1e-6);
-        assert!((f[7] - 0.8).abs() < 1e-6);
-        assert!((f[8] - 0.4).abs() < 1e-6);
-        assert!((f[9] - 3f32.ln()).abs() < 1e-6);
+        let named = |name: &str| f[NUMERIC_FEATURES.iter().position(|n| *n == name).unwrap()];
+        assert_eq!(named("log_buyers"), 0.0);
+        assert_eq!(named("known_item"), 0.0);
+        assert_eq!(named("log_item_age_days"), 0.0);
+        assert!((named("log_price") - 5f32.ln()).abs() < 1e-6);
+        assert_eq!(named("copurchase_sum"), 0.0);
+        assert!((named("text_cosine") - 1.0).abs() < 1e-6);
+        assert!((named("history_cosine_max") - 0.8).abs() < 1e-6);
+        assert!((named("history_cosine_mean") - 0.4).abs() < 1e-6);
+        assert!((named("log_history_len") - 3f32.ln()).abs() < 1e-6);
     }
 }

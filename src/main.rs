@@ -125,6 +125,12 @@ struct TrainArgs {
     window_days: i64,
     #[arg(long, default_value_t = 8)]
     negatives: usize,
+    /// Share of examples shown as new products (statistics hidden).
+    #[arg(long, default_value_t = 0.1)]
+    cold_fraction: f64,
+    /// Draw a third of the negatives among items co-purchased with the history.
+    #[arg(long)]
+    hard_negatives: bool,
     #[arg(long, value_delimiter = ',', default_value = "128,32")]
     hidden: Vec<usize>,
     #[arg(long, default_value_t = 20)]
@@ -294,6 +300,8 @@ fn run_train(settings: Settings, args: TrainArgs) -> Result<()> {
         windows: args.windows,
         window_days: args.window_days,
         negatives: args.negatives,
+        cold_fraction: args.cold_fraction,
+        hard_negatives: args.hard_negatives,
         hidden: args.hidden.clone(),
         max_epochs: args.max_epochs,
         patience: args.patience,

@@ -103,25 +103,25 @@ impl Ranker {
     /// Equal scores keep the request's order.
     pub fn rank(&self, query: &RankQuery) -> Result<Vec<RankedItem>, RankError> {
         let user_text = self.user_text(query)?;
-        let history = &query.history[..query.history.len().min(features::HISTORY_FEATURE_ITEMS)];
-        let mut texts: Vec<&str> = Vec::with_capacity(1 + history.len() + query.candidates.len());
+        // Only the most recent history titles are embedded for the cosine
+        // features; co-purchase looks at every history item.
+        let embedded_history = &query.history[..query.history.len().min(features::HISTORY_FEATURE_ITEMS)];
+        let mut texts: Vec<&str> = Vec::with_capacity(1 + embedded_history.len() + query.candidates.len());
         texts.push(&user_text);
-        texts.extend(history.iter().map(|h| h.text.as_str()));
+        texts.extend(embedded_history.iter().map(|h| h.text.as_str()));
         texts.extend(query.candidates.iter().map(|c| c.text.as_str()));
         let vectors = self.embedder.embed(&texts)?;
         let (user_vector, rest) = vectors.split_first().expect("the user text is embedded");
-        let (history_vectors, candidate_vectors) = rest.split_at(history.len());
+        let (history_vectors, candidate_vectors) = rest.split_at(embedded_history.len());
 
         let stats = &*self.stats;
-        let history_inputs: Vec<(Option<u32>, &[f32])> = history
+        let history_positions: Vec<Option<u32>> = query
+            .history
             .iter()
-            .zip(history_vectors)
-            .map(|(h, v)| {
-                let position = h.id.as_deref().and_then(|id| stats.position_of_id(id)).or_else(|| stats.position_of_text(&h.text));
-                (position, &v[..])
-            })
+            .map(|h| h.id.as_deref().and_then(|id| stats.position_of_id(id)).or_else(|| stats.position_of_text(&h.text)))
             .collect();
-        let user = UserContext::new(stats, user_vector.to_vec(), &history_inputs);
+        let history_embeddings: Vec<&[f32]> = history_vectors.iter().map(|v| &v[..]).collect();
+        let user = UserContext::new(stats, user_vector.to_vec(), &history_positions, &history_embeddings);
         let candidates: Vec<CandidateInput<'_>> = query
             .candidates
             .iter()

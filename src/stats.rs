@@ -18,6 +18,8 @@ use crate::data::split::Split;
 pub const NEIGHBOURS_PER_ITEM: usize = 50;
 /// "Recent" popularity counts buyers in this many days before the cutoff.
 pub const RECENT_DAYS: i64 = 30;
+/// "This week" popularity counts buyers in this many days before the cutoff.
+pub const WEEK_DAYS: i64 = 7;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ItemStats {
@@ -27,6 +29,10 @@ pub struct ItemStats {
     pub buyers: u32,
     /// Distinct customers who bought it in the last `RECENT_DAYS` of history.
     pub recent_buyers: u32,
+    /// Distinct customers who bought it in the last `WEEK_DAYS` of history.
+    pub week_buyers: u32,
+    /// Days from its first purchase to the cutoff (new products sell differently).
+    pub age_days: f32,
     /// Median unit price in history.
     pub price: f32,
     /// Up to `NEIGHBOURS_PER_ITEM` (item index, cosine of buyer sets), best first.
@@ -103,6 +109,9 @@ impl HistoryStats {
         let n = split.catalog.len();
         let mut buyers: Vec<std::collections::HashSet<u32>> = vec![Default::default(); n];
         let mut recent: Vec<std::collections::HashSet<u32>> = vec![Default::default(); n];
+        let mut week: Vec<std::collections::HashSet<u32>> = vec![Default::default(); n];
+        let mut first_seen: Vec<i64> = vec![i64::MAX; n];
+        let week_from = split.cutoff - WEEK_DAYS * 86_400;
         let mut prices: Vec<Vec<f32>> = vec![Vec::new(); n];
         for event in split.history {
             let p = position[&event.item];
@@ -110,6 +119,10 @@ impl HistoryStats {
             if event.time >= recent_from {
                 recent[p].insert(event.user);
             }
+            if event.time >= week_from {
+                week[p].insert(event.user);
+            }
+            first_seen[p] = first_seen[p].min(event.time);
             if event.price.is_finite() {
                 prices[p].push(event.price);
             }
@@ -134,6 +147,8 @@ impl HistoryStats {
                     text: split.item_text[&item].clone(),
                     buyers: buyers[p].len() as u32,
                     recent_buyers: recent[p].len() as u32,
+                    week_buyers: week[p].len() as u32,
+                    age_days: ((split.cutoff - first_seen[p]) as f32 / 86_400.0).max(0.0).round(),
                     price: median(&mut prices[p]),
                     neighbours,
                 }
@@ -231,6 +246,8 @@ mod tests {
         let b = stats.position_of_id("B").unwrap() as usize;
         assert_eq!(stats.items[a].buyers, 3);
         assert_eq!(stats.items[a].recent_buyers, 2);
+        assert_eq!(stats.items[a].week_buyers, 1);
+        assert_eq!(stats.items[a].age_days, 61.0);
         // A's buyers {u1,u2,u3}, B's {u1,u2}: 2 / sqrt(3·2).
         let expected = 2.0 / 6f32.sqrt();
         assert!((co.row(a)[b] - expected).abs() < 1e-6);

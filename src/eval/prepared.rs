@@ -9,7 +9,7 @@ use crate::config::UserTextBudget;
 use crate::data::split::{Split, TestUser};
 use crate::embed_store::{EmbedStore, StoreError};
 use crate::encoder::Encoder;
-use crate::features::{CandidateInput, UserContext};
+use crate::features::{self, CandidateInput, UserContext};
 use crate::stats::{CoPurchase, HistoryStats};
 use crate::user_text::{self, UserSignals};
 
@@ -71,12 +71,14 @@ impl<'a> PreparedSplit<'a> {
     /// The feature builder's view of test user `index`.
     pub fn user_context(&self, index: usize, store: &EmbedStore) -> UserContext {
         let user = self.split.test_users[index].user;
-        let history: Vec<(Option<u32>, &[f32])> = self
-            .history_positions(user)
-            .into_iter()
-            .map(|p| (Some(p), store.get(&self.stats.items[p as usize].text)))
+        let positions = self.history_positions(user);
+        let embeddings: Vec<&[f32]> = positions
+            .iter()
+            .take(features::HISTORY_FEATURE_ITEMS)
+            .map(|&p| store.get(&self.stats.items[p as usize].text))
             .collect();
-        UserContext::new(&self.stats, store.get(&self.user_texts[index]).to_vec(), &history)
+        let positions: Vec<Option<u32>> = positions.into_iter().map(Some).collect();
+        UserContext::new(&self.stats, store.get(&self.user_texts[index]).to_vec(), &positions, &embeddings)
     }
 
     /// A catalog item as a candidate (price from the statistics, as served

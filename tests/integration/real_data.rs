@@ -49,6 +49,8 @@ fn training_lowers_the_loss_on_a_slice_of_the_real_log() {
         windows: 1,
         window_days: 30,
         negatives: 4,
+        cold_fraction: 0.1,
+        hard_negatives: false,
         hidden: vec![32, 8],
         max_epochs: 4,
         patience: 4,
