@@ -102,6 +102,36 @@ impl Ranker {
     /// Scores every candidate and returns the best `top_k`, best first.
     /// Equal scores keep the request's order.
     pub fn rank(&self, query: &RankQuery) -> Result<Vec<RankedItem>, RankError> {
+        let scores = self.with_inputs(query, |user, candidates| score(&self.head, &self.stats, user, candidates))??;
+        self.metrics.candidates_per_request.observe(query.candidates.len() as f64);
+        let mut order: Vec<usize> = (0..scores.len()).collect();
+        order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+        order.truncate(query.top_k);
+        Ok(order
+            .into_iter()
+            .enumerate()
+            .map(|(rank, i)| {
+                self.metrics.predicted_score.observe(scores[i] as f64);
+                RankedItem { id: query.candidates[i].id.clone(), score: scores[i], rank: rank + 1 }
+            })
+            .collect())
+    }
+
+    /// The numeric feature vectors this query's candidates are scored with
+    /// (what `rank` feeds the head, exposed to check serving against training).
+    pub fn numeric_features(&self, query: &RankQuery) -> Result<Vec<features::Numeric>, RankError> {
+        self.with_inputs(query, |user, candidates| {
+            candidates.iter().map(|c| features::numeric(&self.stats, user, c)).collect()
+        })
+    }
+
+    /// Embeds the query's texts and maps it onto the feature builder's
+    /// inputs: the user context and one `CandidateInput` per candidate.
+    fn with_inputs<R>(
+        &self,
+        query: &RankQuery,
+        then: impl FnOnce(&UserContext, &[CandidateInput<'_>]) -> R,
+    ) -> Result<R, RankError> {
         let user_text = self.user_text(query)?;
         // Only the most recent history titles are embedded for the cosine
         // features; co-purchase looks at every history item.
@@ -128,20 +158,7 @@ impl Ranker {
             .zip(candidate_vectors)
             .map(|(c, v)| CandidateInput { position: stats.position_of_id(&c.id), embedding: v, price: c.price })
             .collect();
-        let scores = score(&self.head, stats, &user, &candidates)?;
-
-        self.metrics.candidates_per_request.observe(query.candidates.len() as f64);
-        let mut order: Vec<usize> = (0..scores.len()).collect();
-        order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
-        order.truncate(query.top_k);
-        Ok(order
-            .into_iter()
-            .enumerate()
-            .map(|(rank, i)| {
-                self.metrics.predicted_score.observe(scores[i] as f64);
-                RankedItem { id: query.candidates[i].id.clone(), score: scores[i], rank: rank + 1 }
-            })
-            .collect())
+        Ok(then(&user, &candidates))
     }
 
     /// One full request through every part, so the first real request does

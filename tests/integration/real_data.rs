@@ -9,6 +9,11 @@ use std::path::PathBuf;
 use shoprank::data::split::{Split, PROTOCOL_T_TEST, PROTOCOL_T_VAL};
 use shoprank::data::{parse_time, DataSource, Dataset};
 use shoprank::embed_store::EmbedStore;
+use shoprank::eval::prepared::PreparedSplit;
+use shoprank::features::{self, Numeric};
+use shoprank::metrics::Metrics;
+use shoprank::ranker::{Candidate, HistoryItem, RankQuery};
+use shoprank::stats::HistoryStats;
 use shoprank::train::{self, TrainOptions};
 
 use crate::common;
@@ -69,4 +74,47 @@ fn training_lowers_the_loss_on_a_slice_of_the_real_log() {
     // Better than chance on the validation users: the head learned something.
     assert!(outcome.validation.auc > 0.6, "inner-validation AUC {}", outcome.validation.auc);
     assert_eq!(outcome.stats.items.len(), 3_607, "shipped statistics cover the T_test catalog");
+}
+
+#[test]
+fn serving_builds_the_features_training_builds() {
+    let Some(data) = retail("serving_builds_the_features_training_builds") else { return };
+    let settings = common::settings();
+    let encoder = common::encoder();
+    let mut split = Split::new(&data, parse_time(PROTOCOL_T_TEST).unwrap(), None);
+    split.test_users.truncate(2);
+    let mut store = EmbedStore::open(None, &encoder).unwrap();
+    let prepared = PreparedSplit::new(split, &encoder, settings.user_text, &mut store).unwrap();
+
+    // The committed statistics are exactly what training builds from this history.
+    let committed = HistoryStats::load(&settings.head.stats).unwrap();
+    assert_eq!(committed.items, prepared.stats.items, "models/stats.json is stale: retrain");
+
+    for index in 0..2 {
+        let user = prepared.split.test_users[index].user;
+        // Training/eval path.
+        let context = prepared.user_context(index, &store);
+        let positions: Vec<u32> = prepared.candidates(user).into_iter().take(25).collect();
+        let expected: Vec<Numeric> =
+            positions.iter().map(|&p| features::numeric(&prepared.stats, &context, &prepared.candidate(p, &store))).collect();
+        // Serving path: the same user and items as a storefront would send them.
+        let history = prepared
+            .history_positions(user)
+            .into_iter()
+            .map(|p| HistoryItem { id: Some(prepared.item_id(p).to_string()), text: prepared.stats.items[p as usize].text.clone() })
+            .collect();
+        let candidates = positions
+            .iter()
+            .map(|&p| Candidate { id: prepared.item_id(p).to_string(), text: prepared.stats.items[p as usize].text.clone(), price: None })
+            .collect();
+        let query = RankQuery { query: None, profile: None, history, candidates, top_k: 10 };
+        let ranker = common::ranker(&settings, Metrics::new());
+        assert_eq!(ranker.user_text(&query).unwrap(), prepared.user_texts[index]);
+        let served = ranker.numeric_features(&query).unwrap();
+        for (s, e) in served.iter().zip(&expected) {
+            for (a, b) in s.iter().zip(e) {
+                assert!((a - b).abs() <= 1e-4, "served {s:?}\nvs trained {e:?}");
+            }
+        }
+    }
 }
