@@ -24,12 +24,7 @@ pub fn corpus(name: &str) -> Vec<String> {
 }
 
 pub fn settings() -> Settings {
-    let mut settings = Settings::load(None).expect("default settings");
-    settings.encoder.source = repo_path("models/all-MiniLM-L6-v2").display().to_string();
-    settings.head.weights = repo_path("models/head.safetensors");
-    settings.head.spec = repo_path("models/head.json");
-    settings.head.stats = repo_path("models/stats.json");
-    settings
+    Settings::load(None).expect("default settings").rooted_at(&repo_path(""))
 }
 
 pub fn encoder(precision: Precision, reference: bool) -> Encoder {

@@ -129,6 +129,21 @@ impl Settings {
         Ok(settings)
     }
 
+    /// Resolves the relative model paths against `root` instead of the
+    /// working directory (tests and benches run from anywhere).
+    pub fn rooted_at(mut self, root: &Path) -> Self {
+        let source = Path::new(&self.encoder.source);
+        if source.is_relative() && root.join(source).is_dir() {
+            self.encoder.source = root.join(source).display().to_string();
+        }
+        for path in [&mut self.head.weights, &mut self.head.spec, &mut self.head.stats] {
+            if path.is_relative() {
+                *path = root.join(&*path);
+            }
+        }
+        self
+    }
+
     /// Checks the relations between keys that types alone cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn positive(key: &'static str, value: usize) -> Result<(), ConfigError> {

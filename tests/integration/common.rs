@@ -12,12 +12,7 @@ pub fn repo_path(relative: &str) -> PathBuf {
 }
 
 pub fn settings() -> Settings {
-    let mut settings = Settings::load(None).expect("default settings");
-    settings.encoder.source = repo_path("models/all-MiniLM-L6-v2").display().to_string();
-    settings.head.weights = repo_path("models/head.safetensors");
-    settings.head.spec = repo_path("models/head.json");
-    settings.head.stats = repo_path("models/stats.json");
-    settings
+    Settings::load(None).expect("default settings").rooted_at(&repo_path(""))
 }
 
 pub fn encoder_files() -> EncoderFiles {
