@@ -7,7 +7,8 @@
 #
 # The trained head (models/head.*, models/stats.json) is committed and copied in.
 
-FROM rust:1.88-bookworm AS build
+# Rust >= 1.89: the AVX-512 gemm kernels need stabilised AVX-512 intrinsics.
+FROM rust:1-bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3-pip \
  && rm -rf /var/lib/apt/lists/*

@@ -7,6 +7,10 @@
 #[path = "common.rs"]
 mod common;
 
+/// The allocator the `shoprank` binary uses (see src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
