@@ -284,3 +284,14 @@ async fn a_full_encoder_queue_answers_503_with_retry_after() {
     assert_eq!(body["kind"], "overloaded");
     assert_eq!(retry.as_deref(), Some("1"));
 }
+
+#[tokio::test]
+async fn the_readme_example_request_is_served() {
+    let body = std::fs::read_to_string(common::repo_path("tests/fixtures/example-request.json")).unwrap();
+    let (status, _, body) = call(app(shared_state()), post(body)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let ids: Vec<&str> = body["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 5);
+    assert_eq!(ids[0], "22386", "the pink polkadot jumbo bag suits a red-retrospot bag buyer: {body}");
+    assert!(!ids.contains(&"sku-512"), "engine oil is not in this shopper's top 5: {body}");
+}

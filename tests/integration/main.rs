@@ -4,6 +4,7 @@
 
 mod api;
 mod batching;
+mod cli;
 mod common;
 mod encoder;
 mod real_data;
