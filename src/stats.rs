@@ -49,6 +49,9 @@ pub struct HistoryStats {
     by_id: HashMap<String, u32>,
     #[serde(skip)]
     by_text: HashMap<String, u32>,
+    /// Median of the item prices: the price of a new product sent without one.
+    #[serde(skip)]
+    typical_price: f32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,12 +164,18 @@ impl HistoryStats {
     }
 
     fn from_parts(cutoff: String, customers: u32, items: Vec<ItemStats>) -> Self {
-        let mut stats = Self { cutoff, customers, items, by_id: HashMap::new(), by_text: HashMap::new() };
+        let mut stats =
+            Self { cutoff, customers, items, by_id: HashMap::new(), by_text: HashMap::new(), typical_price: 1.0 };
         stats.index();
         stats
     }
 
+    /// Derives the lookups (and the typical price) from `items`, once, when
+    /// the statistics are built or loaded.
     fn index(&mut self) {
+        let mut prices: Vec<f32> = self.items.iter().map(|s| s.price).filter(|p| p.is_finite()).collect();
+        let typical = median(&mut prices);
+        self.typical_price = if typical.is_finite() { typical } else { 1.0 };
         self.by_id = self.items.iter().enumerate().map(|(p, s)| (s.id.clone(), p as u32)).collect();
         self.by_text.clear();
         for (p, s) in self.items.iter().enumerate() {
@@ -209,9 +218,7 @@ impl HistoryStats {
 
     /// Median price over all items (fallback for unknown prices).
     pub fn typical_price(&self) -> f32 {
-        let mut prices: Vec<f32> = self.items.iter().map(|s| s.price).filter(|p| p.is_finite()).collect();
-        let median = median(&mut prices);
-        if median.is_finite() { median } else { 1.0 }
+        self.typical_price
     }
 }
 

@@ -404,6 +404,8 @@ fn restore(varmap: &VarMap, weights: &HashMap<String, Tensor>) -> candle_core::R
 /// built once (they do not change between epochs).
 struct Validator {
     users: Vec<ValidationUser>,
+    /// Item id of each catalog position (ties are broken by id).
+    ids: Vec<String>,
 }
 
 struct ValidationUser {
@@ -412,7 +414,6 @@ struct ValidationUser {
     items: Tensor,
     numeric: Vec<features::Numeric>,
     truth: HashSet<u32>,
-    ids: Vec<String>,
 }
 
 impl Validator {
@@ -434,20 +435,19 @@ impl Validator {
                     embedding: context.embedding,
                     numeric,
                     truth: prepared.truth_positions(test_user),
-                    ids: candidates.iter().map(|&p| prepared.item_id(p).to_string()).collect(),
                     candidates,
                 })
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
-        Ok(Self { users })
+        let ids = prepared.stats.items.iter().map(|s| s.id.clone()).collect();
+        Ok(Self { users, ids })
     }
 
     fn evaluate(&self, head: &ScoringHead) -> candle_core::Result<RankingMetrics> {
         let mut all = Vec::with_capacity(self.users.len());
         for user in &self.users {
             let scores = head.score_user(&user.embedding, &user.items, &user.numeric)?;
-            let position: HashMap<u32, usize> = user.candidates.iter().enumerate().map(|(i, &p)| (p, i)).collect();
-            let ranked = rank_by_score(&user.candidates, &scores, |p| user.ids[position[&p]].clone());
+            let ranked = rank_by_score(&user.candidates, &scores, |p| self.ids[p as usize].as_str());
             all.push(score_ranking(&ranked, &user.truth));
         }
         Ok(mean(&all))

@@ -60,10 +60,6 @@ impl AppState {
         let _ = self.shared.ranker.set(ranker);
     }
 
-    pub fn metrics(&self) -> &Metrics {
-        &self.shared.metrics
-    }
-
     fn ranker(&self) -> Result<Arc<Ranker>, ApiError> {
         self.shared.ranker.get().cloned().ok_or_else(ApiError::not_ready)
     }

@@ -72,10 +72,10 @@ pub fn mean(all: &[RankingMetrics]) -> RankingMetrics {
 }
 
 /// Candidate order: score descending, ties by item id ascending.
-pub fn rank_by_score(candidates: &[u32], scores: &[f32], id: impl Fn(u32) -> String) -> Vec<u32> {
+pub fn rank_by_score<'a>(candidates: &[u32], scores: &[f32], id: impl Fn(u32) -> &'a str) -> Vec<u32> {
     let mut order: Vec<usize> = (0..candidates.len()).collect();
-    let ids: Vec<String> = candidates.iter().map(|&c| id(c)).collect();
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then_with(|| ids[a].cmp(&ids[b])));
+    let ids: Vec<&str> = candidates.iter().map(|&c| id(c)).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then_with(|| ids[a].cmp(ids[b])));
     order.into_iter().map(|i| candidates[i]).collect()
 }
 
@@ -128,7 +128,8 @@ mod tests {
 
     #[test]
     fn ties_break_by_item_id() {
-        let order = rank_by_score(&[3, 1, 2], &[0.5, 0.5, 0.9], |i| format!("id{i}"));
+        let ids = ["id0", "id1", "id2", "id3"];
+        let order = rank_by_score(&[3, 1, 2], &[0.5, 0.5, 0.9], |i| ids[i as usize]);
         assert_eq!(order, [2, 1, 3]);
     }
 

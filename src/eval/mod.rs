@@ -94,7 +94,7 @@ pub fn evaluate(
         let truth = prepared.truth_positions(test_user);
         for &method in methods {
             let scores = method_scores(method, prepared, store, head, index, &candidates, seed)?;
-            let ranked = rank_by_score(&candidates, &scores, |p| prepared.item_id(p).to_string());
+            let ranked = rank_by_score(&candidates, &scores, |p| prepared.item_id(p));
             per_method.entry(method.to_string()).or_default().push(score_ranking(&ranked, &truth));
         }
         progress.inc(1);

@@ -135,36 +135,17 @@ async fn a_user_needs_some_signal() {
 
 #[tokio::test]
 async fn candidate_rules_are_enforced() {
-    let with = |candidates: Value| json!({"user": {"query": "mug"}, "candidates": candidates}).to_string();
-    expect_error(with(json!([])), StatusCode::UNPROCESSABLE_ENTITY, "empty_candidates", "candidates").await;
-    expect_error(
-        with(json!([{"id": "", "text": "mug"}])),
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_candidate",
-        "candidates[0].id",
-    )
-    .await;
-    expect_error(
-        with(json!([{"id": "a", "text": "mug"}, {"id": "b", "text": " "}])),
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_candidate",
-        "candidates[1].text",
-    )
-    .await;
-    expect_error(
-        with(json!([{"id": "a", "text": "mug"}, {"id": "a", "text": "cup"}])),
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "duplicate_candidate_id",
-        "`a`",
-    )
-    .await;
-    expect_error(
-        with(json!([{"id": "a", "text": "mug", "price": -1}])),
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_candidate",
-        "price",
-    )
-    .await;
+    let cases = [
+        (json!([]), "empty_candidates", "candidates"),
+        (json!([{"id": "", "text": "mug"}]), "invalid_candidate", "candidates[0].id"),
+        (json!([{"id": "a", "text": "mug"}, {"id": "b", "text": " "}]), "invalid_candidate", "candidates[1].text"),
+        (json!([{"id": "a", "text": "mug"}, {"id": "a", "text": "cup"}]), "duplicate_candidate_id", "`a`"),
+        (json!([{"id": "a", "text": "mug", "price": -1}]), "invalid_candidate", "price"),
+    ];
+    for (candidates, kind, mentions) in cases {
+        let body = json!({"user": {"query": "mug"}, "candidates": candidates}).to_string();
+        expect_error(body, StatusCode::UNPROCESSABLE_ENTITY, kind, mentions).await;
+    }
 }
 
 #[tokio::test]
