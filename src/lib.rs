@@ -10,6 +10,7 @@
 //!
 //! - [`config`]: layered configuration, parsed and validated once.
 //! - [`model_files`]: where the encoder's files come from (local dir or hf-hub).
+//! - [`kernels`]: fused CPU kernels (gemm products on strided views, GELU, softmax, layer norm).
 //! - [`bert_fast`]: shoprank's packed (padding-free) BERT forward pass, f32 or int8.
 //! - [`encoder`]: tokenize → forward → mean-pool → L2-normalise.
 //! - [`embed_store`]: embeddings of many texts for offline jobs, kept on disk between runs.
@@ -35,6 +36,7 @@ pub mod encoder;
 pub mod eval;
 pub mod features;
 pub mod head;
+pub mod kernels;
 pub mod metrics;
 pub mod model_files;
 pub mod ranker;
