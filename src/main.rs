@@ -153,6 +153,11 @@ struct TrainArgs {
     dropout: f32,
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// MLPs trained from different seeds whose logits the head averages
+    /// (5 beat 1 on inner validation: NDCG@10 0.1073 vs 0.1039 for the
+    /// members on average).
+    #[arg(long, default_value_t = 5)]
+    members: usize,
     /// Skip retraining with the validation window added.
     #[arg(long)]
     no_refit: bool,
@@ -316,6 +321,7 @@ fn run_train(settings: Settings, args: TrainArgs) -> Result<()> {
         weight_decay: args.weight_decay,
         dropout: args.dropout,
         seed: args.seed,
+        members: args.members,
         refit: !args.no_refit,
         max_users: args.max_users,
     };
@@ -334,7 +340,7 @@ fn run_train(settings: Settings, args: TrainArgs) -> Result<()> {
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "options": options,
         "examples": outcome.examples,
-        "best_epoch": outcome.best_epoch,
+        "best_epochs": outcome.best_epochs,
         "epochs": outcome.log,
         "seconds": started.elapsed().as_secs_f64(),
     });
@@ -345,10 +351,10 @@ fn run_train(settings: Settings, args: TrainArgs) -> Result<()> {
     outcome.stats.save(&stats_path)?;
     let v = outcome.validation;
     println!(
-        "trained head {} in {:.0}s on {} examples (best epoch {})\n\
+        "trained head {} in {:.0}s on {} examples (best epochs {:?})\n\
          inner validation (history < {}, truth to {}): NDCG@10 {:.4}  Recall@10 {:.4}  HR@10 {:.3}  MRR {:.3}  AUC {:.3}\n\
          wrote {}, {}, {}",
-        spec.version, started.elapsed().as_secs_f64(), outcome.examples, outcome.best_epoch,
+        spec.version, started.elapsed().as_secs_f64(), outcome.examples, outcome.best_epochs,
         args.val_start, args.data.test_start, v.ndcg10, v.recall10, v.hit10, v.mrr, v.auc,
         weights.display(), spec_path.display(), stats_path.display()
     );

@@ -17,9 +17,15 @@
 //!   most recent month too. The statistics shipped beside it are built from
 //!   all history before `T_test`.
 //!
+//! - **Ensemble** (`members` > 1): the examples are sampled once; each member
+//!   MLP then runs the selection and the refit above from its own seed
+//!   (initial weights, shuffling, dropout), and the head averages their
+//!   logits. The inner-validation figure reported is the ensemble's, from
+//!   the members' selected (pre-refit) weights.
+//!
 //! Loss: binary cross-entropy on logits; optimiser: Adam (candle-nn's AdamW,
-//! decoupled weight decay). Everything random is drawn from one seeded
-//! generator, so a run is reproducible given its seed.
+//! decoupled weight decay). Everything random is drawn from generators
+//! seeded by `seed`, so a run is reproducible given its seed.
 
 use std::collections::{HashMap, HashSet};
 
@@ -40,7 +46,7 @@ use crate::encoder::Encoder;
 use crate::eval::metrics::{mean, rank_by_score, score_ranking, RankingMetrics};
 use crate::eval::prepared::PreparedSplit;
 use crate::features::{self, NUMERIC_LEN};
-use crate::head::{EncoderIdentity, HeadSpec, ScoringHead};
+use crate::head::{merge_members, EncoderIdentity, HeadSpec, ScoringHead};
 use crate::stats::HistoryStats;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,6 +71,8 @@ pub struct TrainOptions {
     pub weight_decay: f64,
     pub dropout: f32,
     pub seed: u64,
+    /// MLPs trained from different seeds whose logits the head averages.
+    pub members: usize,
     pub refit: bool,
     /// Use at most this many users per window (quick runs and tests).
     pub max_users: Option<usize>,
@@ -97,8 +105,10 @@ pub struct TrainOutcome {
     pub spec: HeadSpec,
     /// Statistics of all history before `t_test`, to ship with the head.
     pub stats: HistoryStats,
+    /// Epoch log of every member, one after the other.
     pub log: Vec<EpochLog>,
-    pub best_epoch: usize,
+    /// The selected epoch count of each member.
+    pub best_epochs: Vec<usize>,
     pub validation: RankingMetrics,
     pub examples: usize,
 }
@@ -110,6 +120,15 @@ struct Examples {
     item_rows: Vec<u32>,
     numeric: Vec<f32>,
     labels: Vec<f32>,
+}
+
+impl Examples {
+    fn extend_from(&mut self, other: &Examples) {
+        self.user_rows.extend_from_slice(&other.user_rows);
+        self.item_rows.extend_from_slice(&other.item_rows);
+        self.numeric.extend_from_slice(&other.numeric);
+        self.labels.extend_from_slice(&other.labels);
+    }
 }
 
 /// Unique vectors, each stored once, addressed by row.
@@ -171,49 +190,119 @@ pub fn train(
 
     let spec_base = HeadSpec::new(String::new(), EncoderIdentity { name: encoder.name().into(), dim }, options.hidden.clone());
     let (user_table, item_table) = (users.tensor(dim)?, items.tensor(dim)?);
-    let (varmap, mut log, best_epoch, best_metrics) = {
-        let mut run = Run::new(&spec_base, &window_examples, options, &mut rng)?;
-        let mut log = Vec::new();
-        let mut best: Option<(usize, RankingMetrics, HashMap<String, Tensor>)> = None;
-        for epoch in 1..=options.max_epochs {
-            let loss = run.epoch(&window_examples, &user_table, &item_table, options, &mut rng, epoch)?;
-            let metrics = validator.evaluate(&run.head)?;
-            tracing::info!(epoch, loss, val_ndcg10 = metrics.ndcg10, "epoch done");
-            eprintln!("epoch {epoch:>2}: train loss {loss:.4}, inner-validation NDCG@10 {:.4}", metrics.ndcg10);
-            log.push(EpochLog { epoch, loss, val_ndcg10: Some(metrics.ndcg10) });
-            if best.as_ref().is_none_or(|(_, m, _)| metrics.ndcg10 > m.ndcg10) {
-                best = Some((epoch, metrics, snapshot(&run.varmap)?));
-            } else if epoch - best.as_ref().map_or(0, |b| b.0) >= options.patience {
-                break;
-            }
-        }
-        let (best_epoch, best_metrics, weights) = best.expect("at least one epoch ran");
-        restore(&run.varmap, &weights)?;
-        (run.varmap, log, best_epoch, best_metrics)
-    };
-
-    let (varmap, examples) = if options.refit {
-        let mut all = window_examples;
+    let window = TrainingSet { examples: &window_examples, users: &user_table, items: &item_table };
+    // The refit's examples are sampled once, before any member trains, so
+    // every member sees the same data.
+    let mut refit_examples = None;
+    if options.refit {
+        let mut all = Examples::default();
+        all.extend_from(&window_examples);
         add_examples(&validation, store, options, &mut rng, &mut users, &mut items, &mut all);
-        let (user_table, item_table) = (users.tensor(dim)?, items.tensor(dim)?);
-        let mut run = Run::new(&spec_base, &all, options, &mut rng)?;
-        for epoch in 1..=best_epoch {
-            let loss = run.epoch(&all, &user_table, &item_table, options, &mut rng, epoch)?;
-            eprintln!("refit epoch {epoch:>2}/{best_epoch}: train loss {loss:.4}");
-            log.push(EpochLog { epoch, loss, val_ndcg10: None });
+        refit_examples = Some(all);
+    }
+    let (refit_users, refit_items) = (users.tensor(dim)?, items.tensor(dim)?);
+    let refit = refit_examples.as_ref().map(|examples| TrainingSet { examples, users: &refit_users, items: &refit_items });
+
+    let members = options.members.max(1);
+    let mut selected = Vec::with_capacity(members);
+    let mut ensemble = Vec::with_capacity(members);
+    let mut log = Vec::new();
+    for member in 0..members {
+        if members > 1 {
+            eprintln!("member {}/{members}", member + 1);
         }
-        (run.varmap, all.labels.len())
-    } else {
-        (varmap, window_examples.labels.len())
-    };
+        let mut member_rng = StdRng::seed_from_u64(options.seed.wrapping_mul(1000).wrapping_add(member as u64));
+        let trained = train_member(&spec_base, &window, refit.as_ref(), &validator, options, &mut member_rng)?;
+        log.extend(trained.log);
+        selected.push(trained.selected);
+        ensemble.push((trained.varmap, trained.best_epoch));
+    }
+
+    let mut spec = spec_base;
+    spec.members = members;
+    let validation_metrics = validator.evaluate(&head_over(&merge_members(&selected)?, &spec)?)?;
+    if members > 1 {
+        eprintln!("ensemble of {members}: inner-validation NDCG@10 {:.4}", validation_metrics.ndcg10);
+    }
+    let best_epochs: Vec<usize> = ensemble.iter().map(|(_, epochs)| *epochs).collect();
+    let varmaps: Vec<VarMap> = ensemble.into_iter().map(|(varmap, _)| varmap).collect();
+    let varmap = merge_members(&varmaps)?;
+    let examples = refit_examples.as_ref().unwrap_or(&window_examples).labels.len();
 
     // Statistics shipped with the head: all history before T_test.
     let full = Split::new(data, options.t_test, Some(options.t_test));
     let stats = HistoryStats::build(&full, &crate::stats::CoPurchase::build(&full));
-    let mut spec = spec_base;
-    spec.version = format!("{}-s{}-e{}", day(options.t_test), options.seed, best_epoch);
-    spec.validation = serde_json::to_value(best_metrics).expect("metrics serialise");
-    Ok(TrainOutcome { varmap, spec, stats, log, best_epoch, validation: best_metrics, examples })
+    let epochs = best_epochs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("_");
+    spec.version = match members {
+        1 => format!("{}-s{}-e{epochs}", day(options.t_test), options.seed),
+        n => format!("{}-s{}-x{n}-e{epochs}", day(options.t_test), options.seed),
+    };
+    spec.validation = serde_json::to_value(validation_metrics).expect("metrics serialise");
+    Ok(TrainOutcome { varmap, spec, stats, log, best_epochs, validation: validation_metrics, examples })
+}
+
+/// Examples with the vector tables their rows point into.
+struct TrainingSet<'a> {
+    examples: &'a Examples,
+    users: &'a Tensor,
+    items: &'a Tensor,
+}
+
+struct TrainedMember {
+    /// Weights after the refit (or the selected weights without one).
+    varmap: VarMap,
+    /// Weights of the selected epoch, before any refit.
+    selected: VarMap,
+    best_epoch: usize,
+    log: Vec<EpochLog>,
+}
+
+/// One MLP: epochs on the windows with early stopping on inner-validation
+/// NDCG@10, then (with `refit`) a fresh run for the selected epoch count.
+fn train_member(
+    spec: &HeadSpec,
+    window: &TrainingSet<'_>,
+    refit: Option<&TrainingSet<'_>>,
+    validator: &Validator,
+    options: &TrainOptions,
+    rng: &mut StdRng,
+) -> Result<TrainedMember, TrainError> {
+    let mut run = Run::new(spec, window.examples, options, rng)?;
+    let mut log = Vec::new();
+    let mut best: Option<(usize, f64, HashMap<String, Tensor>)> = None;
+    for epoch in 1..=options.max_epochs {
+        let loss = run.epoch(window, options, rng, epoch)?;
+        let metrics = validator.evaluate(&run.head)?;
+        tracing::info!(epoch, loss, val_ndcg10 = metrics.ndcg10, "epoch done");
+        eprintln!("epoch {epoch:>2}: train loss {loss:.4}, inner-validation NDCG@10 {:.4}", metrics.ndcg10);
+        log.push(EpochLog { epoch, loss, val_ndcg10: Some(metrics.ndcg10) });
+        if best.as_ref().is_none_or(|(_, ndcg, _)| metrics.ndcg10 > *ndcg) {
+            best = Some((epoch, metrics.ndcg10, snapshot(&run.varmap)?));
+        } else if epoch - best.as_ref().map_or(0, |b| b.0) >= options.patience {
+            break;
+        }
+    }
+    let (best_epoch, _, weights) = best.expect("at least one epoch ran");
+    restore(&run.varmap, &weights)?;
+    let selected = run.varmap;
+    let Some(refit) = refit else {
+        return Ok(TrainedMember { varmap: copy(&selected)?, selected, best_epoch, log });
+    };
+    let mut run = Run::new(spec, refit.examples, options, rng)?;
+    for epoch in 1..=best_epoch {
+        let loss = run.epoch(refit, options, rng, epoch)?;
+        eprintln!("refit epoch {epoch:>2}/{best_epoch}: train loss {loss:.4}");
+        log.push(EpochLog { epoch, loss, val_ndcg10: None });
+    }
+    Ok(TrainedMember { varmap: run.varmap, selected, best_epoch, log })
+}
+
+fn copy(varmap: &VarMap) -> candle_core::Result<VarMap> {
+    merge_members(std::slice::from_ref(varmap))
+}
+
+fn head_over(varmap: &VarMap, spec: &HeadSpec) -> Result<ScoringHead, TrainError> {
+    Ok(ScoringHead::new(VarBuilder::from_varmap(varmap, DType::F32, &Device::Cpu), spec.clone())?)
 }
 
 fn day(t: i64) -> String {
@@ -314,13 +403,12 @@ impl Run {
     /// One pass over the shuffled examples; returns the mean loss.
     fn epoch(
         &mut self,
-        examples: &Examples,
-        user_table: &Tensor,
-        item_table: &Tensor,
+        set: &TrainingSet<'_>,
         options: &TrainOptions,
         rng: &mut StdRng,
         epoch: usize,
     ) -> Result<f64, TrainError> {
+        let (examples, user_table, item_table) = (set.examples, set.users, set.items);
         let mut order: Vec<u32> = (0..examples.labels.len() as u32).collect();
         order.shuffle(rng);
         let batches = order.len().div_ceil(options.batch_size);

@@ -88,33 +88,83 @@ pub fn write_chart(path: &Path, report: &EvalReport, training: &[EpochLog]) -> R
     }
     chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(draw_error)?;
 
+    // The selection epochs of each trained MLP (an ensemble logs one run per
+    // member, each restarting at epoch 1); refit epochs carry no validation.
     let epochs: Vec<&EpochLog> = training.iter().filter(|e| e.val_ndcg10.is_some()).collect();
+    let mut runs: Vec<Vec<&EpochLog>> = Vec::new();
+    for &e in &epochs {
+        match runs.last_mut() {
+            Some(run) if e.epoch > run.last().map_or(0, |last| last.epoch) => run.push(e),
+            _ => runs.push(vec![e]),
+        }
+    }
+    let last_epoch = epochs.iter().map(|e| e.epoch).max().unwrap_or(1) as f64;
     let max_loss = epochs.iter().map(|e| e.loss).fold(0.0, f64::max) * 1.1 + 1e-3;
     let max_ndcg = epochs.iter().filter_map(|e| e.val_ndcg10).fold(0.0, f64::max) * 1.1 + 1e-3;
+    let caption = match runs.len() {
+        0 | 1 => "training: loss and inner-validation NDCG@10".to_string(),
+        n => format!("training ({n} members): loss and inner-validation NDCG@10"),
+    };
     let mut chart = ChartBuilder::on(&right)
-        .caption("training: loss and inner-validation NDCG@10", ("sans-serif", 20))
+        .caption(caption, ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(50)
         .right_y_label_area_size(50)
-        .build_cartesian_2d(0.5..epochs.len() as f64 + 0.5, 0.0..max_loss)
+        .build_cartesian_2d(0.5..last_epoch + 0.5, 0.0..max_loss)
         .map_err(draw_error)?
-        .set_secondary_coord(0.5..epochs.len() as f64 + 0.5, 0.0..max_ndcg);
+        .set_secondary_coord(0.5..last_epoch + 0.5, 0.0..max_ndcg);
     chart.configure_mesh().x_desc("epoch").y_desc("train loss").draw().map_err(draw_error)?;
     chart.configure_secondary_axes().y_desc("NDCG@10").draw().map_err(draw_error)?;
-    chart
-        .draw_series(LineSeries::new(epochs.iter().map(|e| (e.epoch as f64, e.loss)), BLUE.stroke_width(2)))
-        .map_err(draw_error)?
-        .label("train loss")
-        .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], BLUE));
-    chart
-        .draw_secondary_series(LineSeries::new(
-            epochs.iter().filter_map(|e| e.val_ndcg10.map(|n| (e.epoch as f64, n))),
-            RED.stroke_width(2),
-        ))
-        .map_err(draw_error)?
-        .label("inner-validation NDCG@10")
-        .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], RED));
+    for (i, run) in runs.iter().enumerate() {
+        let loss = chart
+            .draw_series(LineSeries::new(run.iter().map(|e| (e.epoch as f64, e.loss)), BLUE.stroke_width(2)))
+            .map_err(draw_error)?;
+        if i == 0 {
+            loss.label("train loss").legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], BLUE));
+        }
+        let ndcg = chart
+            .draw_secondary_series(LineSeries::new(
+                run.iter().filter_map(|e| e.val_ndcg10.map(|n| (e.epoch as f64, n))),
+                RED.stroke_width(2),
+            ))
+            .map_err(draw_error)?;
+        if i == 0 {
+            ndcg.label("inner-validation NDCG@10").legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], RED));
+        }
+    }
     chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(draw_error)?;
     root.present().map_err(draw_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::metrics::RankingMetrics;
+    use crate::eval::Counts;
+
+    #[test]
+    fn draws_a_png_for_an_ensemble_log() {
+        let metrics = |x: f64| RankingMetrics { ndcg10: x, recall10: x, hit10: x, mrr: x, auc: 0.5 + x };
+        let report = EvalReport {
+            protocol: "test".into(),
+            counts: Counts { test_users: 3, catalog_items: 7, history_events: 20 },
+            methods: [("random".to_string(), metrics(0.01)), ("model".to_string(), metrics(0.1))].into(),
+        };
+        // Two members, each selection run followed by a refit epoch.
+        let log = |epoch, loss, val| EpochLog { epoch, loss, val_ndcg10: val };
+        let training = [
+            log(1, 0.31, Some(0.10)),
+            log(2, 0.30, Some(0.11)),
+            log(1, 0.30, None),
+            log(1, 0.32, Some(0.09)),
+            log(2, 0.29, Some(0.10)),
+            log(1, 0.31, None),
+        ];
+        let path = std::env::temp_dir().join(format!("shoprank-chart-{}.png", std::process::id()));
+        write_chart(&path, &report, &training).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 1000, "{} bytes", bytes.len());
+    }
 }

@@ -64,6 +64,7 @@ fn training_lowers_the_loss_on_a_slice_of_the_real_log() {
         weight_decay: 0.0,
         dropout: 0.0,
         seed: 1,
+        members: 1,
         refit: false,
         max_users: Some(40),
     };
