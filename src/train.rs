@@ -191,21 +191,22 @@ pub fn train(
     let spec_base = HeadSpec::new(String::new(), EncoderIdentity { name: encoder.name().into(), dim }, options.hidden.clone());
     let (user_table, item_table) = (users.tensor(dim)?, items.tensor(dim)?);
     let window = TrainingSet { examples: &window_examples, users: &user_table, items: &item_table };
-    // The refit's examples are sampled once, before any member trains, so
-    // every member sees the same data.
-    let mut refit_examples = None;
-    if options.refit {
+    // The refit's examples (and the tables their new rows point into) are
+    // sampled once, before any member trains, so every member sees the same data.
+    let refit_data = if options.refit {
         let mut all = Examples::default();
         all.extend_from(&window_examples);
         add_examples(&validation, store, options, &mut rng, &mut users, &mut items, &mut all);
-        refit_examples = Some(all);
-    }
-    let (refit_users, refit_items) = (users.tensor(dim)?, items.tensor(dim)?);
-    let refit = refit_examples.as_ref().map(|examples| TrainingSet { examples, users: &refit_users, items: &refit_items });
+        Some((all, users.tensor(dim)?, items.tensor(dim)?))
+    } else {
+        None
+    };
+    let refit = refit_data.as_ref().map(|(examples, users, items)| TrainingSet { examples, users, items });
 
     let members = options.members.max(1);
     let mut selected = Vec::with_capacity(members);
-    let mut ensemble = Vec::with_capacity(members);
+    let mut refitted = Vec::with_capacity(members);
+    let mut best_epochs = Vec::with_capacity(members);
     let mut log = Vec::new();
     for member in 0..members {
         if members > 1 {
@@ -215,7 +216,8 @@ pub fn train(
         let trained = train_member(&spec_base, &window, refit.as_ref(), &validator, options, &mut member_rng)?;
         log.extend(trained.log);
         selected.push(trained.selected);
-        ensemble.push((trained.varmap, trained.best_epoch));
+        refitted.push(trained.varmap);
+        best_epochs.push(trained.best_epoch);
     }
 
     let mut spec = spec_base;
@@ -224,10 +226,8 @@ pub fn train(
     if members > 1 {
         eprintln!("ensemble of {members}: inner-validation NDCG@10 {:.4}", validation_metrics.ndcg10);
     }
-    let best_epochs: Vec<usize> = ensemble.iter().map(|(_, epochs)| *epochs).collect();
-    let varmaps: Vec<VarMap> = ensemble.into_iter().map(|(varmap, _)| varmap).collect();
-    let varmap = merge_members(&varmaps)?;
-    let examples = refit_examples.as_ref().unwrap_or(&window_examples).labels.len();
+    let varmap = merge_members(&refitted)?;
+    let examples = refit.as_ref().map_or(window_examples.labels.len(), |set| set.examples.labels.len());
 
     // Statistics shipped with the head: all history before T_test.
     let full = Split::new(data, options.t_test, Some(options.t_test));
