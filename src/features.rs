@@ -8,7 +8,8 @@
 //! and deviations of its training data.
 //!
 //! A candidate the history statistics do not know (a new product) still gets
-//! every feature: buyers 0, the `known_item` flag 0, age 0, co-purchase 0, its
+//! every feature: buyers 0, the `known_item` flag 0, age 0, co-purchase and
+//! recent-purchase EASE 0 (ranked after the whole catalog), its
 //! price from the request (else the catalog's median price), and the text
 //! features (`text_cosine`, `history_cosine_*`) from its embedding as for any
 //! item. Training shows the head such candidates on purpose: a share of the
@@ -21,7 +22,7 @@ use crate::encoder::cosine;
 use crate::stats::HistoryStats;
 
 /// Names of the numeric features, in vector order (recorded in the head spec).
-pub const NUMERIC_FEATURES: [&str; 13] = [
+pub const NUMERIC_FEATURES: [&str; 16] = [
     "log_buyers",
     "log_recent_buyers",
     "log_week_buyers",
@@ -31,6 +32,9 @@ pub const NUMERIC_FEATURES: [&str; 13] = [
     "copurchase_sum",
     "copurchase_max",
     "copurchase_recent_sum",
+    "recent_ease_sum",
+    "recent_ease_recent_sum",
+    "log_recent_ease_rank",
     "text_cosine",
     "history_cosine_max",
     "history_cosine_mean",
@@ -49,19 +53,24 @@ pub const HISTORY_COPURCHASE_ITEMS: usize = 200;
 /// their own (the last basket says most about the next one).
 pub const RECENT_HISTORY_ITEMS: usize = 5;
 
-/// Co-purchase of one candidate with the user's history.
+/// How one candidate relates to the user's history through the item-to-item
+/// statistics: co-purchase cosines and recent-purchase EASE weights.
 #[derive(Debug, Clone, Copy, Default)]
 struct CoPurchaseScore {
     sum: f32,
     max: f32,
     recent_sum: f32,
+    ease_sum: f32,
+    ease_recent_sum: f32,
+    /// 1-based rank of `ease_sum` among the items the user has not bought.
+    ease_rank: u32,
 }
 
 /// What the features need to know about the user, computed once per request.
 pub struct UserContext {
     pub embedding: Vec<f32>,
     history_embeddings: Vec<Vec<f32>>,
-    /// Known item position → its co-purchase cosines with the history.
+    /// Known item position → its co-purchase cosines and EASE weights from the history.
     co_purchase: HashMap<u32, CoPurchaseScore>,
     history_len: usize,
 }
@@ -80,14 +89,35 @@ impl UserContext {
         let mut co_purchase: HashMap<u32, CoPurchaseScore> = HashMap::new();
         for (rank, position) in history_positions.iter().take(HISTORY_COPURCHASE_ITEMS).enumerate() {
             let Some(position) = *position else { continue };
-            for &(neighbour, cos) in &stats.items[position as usize].neighbours {
+            let recent = rank < RECENT_HISTORY_ITEMS;
+            let item = &stats.items[position as usize];
+            for &(neighbour, cos) in &item.neighbours {
                 let entry = co_purchase.entry(neighbour).or_default();
                 entry.sum += cos;
                 entry.max = entry.max.max(cos);
-                if rank < RECENT_HISTORY_ITEMS {
+                if recent {
                     entry.recent_sum += cos;
                 }
             }
+            for &(neighbour, weight) in &item.recent_ease {
+                let entry = co_purchase.entry(neighbour).or_default();
+                entry.ease_sum += weight;
+                if recent {
+                    entry.ease_recent_sum += weight;
+                }
+            }
+        }
+        // Ranks say how a candidate compares with the user's other options,
+        // on a scale shared by all users (sums grow with history length).
+        let bought: std::collections::HashSet<u32> = history_positions.iter().flatten().copied().collect();
+        let mut by_ease: Vec<(u32, f32)> = co_purchase
+            .iter()
+            .filter(|(p, s)| s.ease_sum > 0.0 && !bought.contains(p))
+            .map(|(&p, s)| (p, s.ease_sum))
+            .collect();
+        by_ease.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        for (rank, (p, _)) in by_ease.iter().enumerate() {
+            co_purchase.get_mut(p).expect("ranked from the map").ease_rank = rank as u32 + 1;
         }
         Self {
             embedding,
@@ -97,12 +127,15 @@ impl UserContext {
         }
     }
 
-    /// Known items co-purchased with the user's history (training draws
-    /// hard negatives from them).
-    pub fn co_purchased(&self) -> Vec<u32> {
-        let mut items: Vec<u32> = self.co_purchase.keys().copied().collect();
-        items.sort_unstable();
-        items
+    /// The `k` known items the recent-purchase EASE weights of the user's
+    /// history point to most strongly (training draws hard negatives from
+    /// them: the items a full-catalog ranking must tell apart).
+    pub fn strongest_links(&self, k: usize) -> Vec<u32> {
+        let mut items: Vec<(u32, f32)> =
+            self.co_purchase.iter().filter(|(_, s)| s.ease_sum > 0.0).map(|(&p, s)| (p, s.ease_sum)).collect();
+        items.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        items.truncate(k);
+        items.into_iter().map(|(p, _)| p).collect()
     }
 }
 
@@ -145,6 +178,10 @@ pub fn numeric(stats: &HistoryStats, user: &UserContext, candidate: &CandidateIn
         co.sum,
         co.max,
         co.recent_sum,
+        co.ease_sum,
+        co.ease_recent_sum,
+        // Items the weights do not reach rank after every item of the catalog.
+        (if co.ease_rank == 0 { stats.items.len() as f32 + 1.0 } else { co.ease_rank as f32 }).ln(),
         cosine(&user.embedding, candidate.embedding),
         cos_max,
         cos_mean,
@@ -173,5 +210,53 @@ mod tests {
         assert!((named("history_cosine_max") - 0.8).abs() < 1e-6);
         assert!((named("history_cosine_mean") - 0.4).abs() < 1e-6);
         assert!((named("log_history_len") - 3f32.ln()).abs() < 1e-6);
+    }
+
+    fn item(id: &str, recent_ease: Vec<(u32, f32)>) -> crate::stats::ItemStats {
+        crate::stats::ItemStats {
+            id: id.into(),
+            text: id.into(),
+            buyers: 1,
+            recent_buyers: 1,
+            week_buyers: 0,
+            age_days: 10.0,
+            price: 1.0,
+            neighbours: Vec::new(),
+            recent_ease,
+        }
+    }
+
+    #[test]
+    fn recent_ease_features_sum_the_history_weights_and_rank_unbought_items() {
+        // History: A (most recent) and D. A points to B (0.3) and C (0.1), D to
+        // C (0.25) and to A, which the user already bought.
+        let stats = HistoryStats::from_parts(
+            String::new(),
+            1,
+            vec![
+                item("A", vec![(1, 0.3), (2, 0.1)]),
+                item("B", Vec::new()),
+                item("C", Vec::new()),
+                item("D", vec![(2, 0.25), (0, 0.9)]),
+                item("E", Vec::new()),
+            ],
+        );
+        let user = UserContext::new(&stats, vec![1.0, 0.0], &[Some(0), Some(3)], &[]);
+        let features = |position: Option<u32>| {
+            let f = numeric(&stats, &user, &CandidateInput { position, embedding: &[1.0, 0.0], price: None });
+            let named = move |name: &str| f[NUMERIC_FEATURES.iter().position(|n| *n == name).unwrap()];
+            (named("recent_ease_sum"), named("recent_ease_recent_sum"), named("log_recent_ease_rank"))
+        };
+        let (b_sum, b_recent, b_rank) = features(Some(1));
+        let (c_sum, c_recent, c_rank) = features(Some(2));
+        assert!((b_sum - 0.3).abs() < 1e-6 && (b_recent - 0.3).abs() < 1e-6);
+        // C: 0.1 from A and 0.25 from D; both are among the 5 most recent items.
+        assert!((c_sum - 0.35).abs() < 1e-6 && (c_recent - 0.35).abs() < 1e-6);
+        // A (bought) does not take a rank: C is first, B second.
+        assert_eq!((c_rank, b_rank), (1f32.ln(), 2f32.ln()));
+        // E is reached by no weight, and a new product is unknown: both rank
+        // after the whole catalog.
+        assert_eq!(features(Some(4)), (0.0, 0.0, 6f32.ln()));
+        assert_eq!(features(None), (0.0, 0.0, 6f32.ln()));
     }
 }

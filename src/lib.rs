@@ -40,6 +40,7 @@ pub mod kernels;
 pub mod metrics;
 pub mod model_files;
 pub mod ranker;
+pub mod recent_ease;
 pub mod stats;
 pub mod train;
 pub mod user_text;

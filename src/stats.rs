@@ -13,6 +13,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::data::split::Split;
+use crate::recent_ease::{self, RecentEase};
 
 /// Co-purchase neighbours kept per item in the artifact.
 pub const NEIGHBOURS_PER_ITEM: usize = 50;
@@ -37,6 +38,10 @@ pub struct ItemStats {
     pub price: f32,
     /// Up to `NEIGHBOURS_PER_ITEM` (item index, cosine of buyer sets), best first.
     pub neighbours: Vec<(u32, f32)>,
+    /// Up to `NEIGHBOURS_PER_ITEM` (item index, recent-purchase EASE weight
+    /// from this item to that one), positive weights only, best first.
+    #[serde(default)]
+    pub recent_ease: Vec<(u32, f32)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,6 +75,8 @@ pub enum StatsError {
 /// and, truncated to each row's best neighbours, as a model feature.
 pub struct CoPurchase {
     pub n: usize,
+    /// `XᵀX`: customers who bought both items (buyers on the diagonal).
+    pub counts: Vec<u32>,
     pub cosine: Vec<f32>,
 }
 
@@ -95,7 +102,7 @@ impl CoPurchase {
                 if c == 0 || a == b { 0.0 } else { c as f32 / (buyers[a] * buyers[b]).sqrt() }
             })
             .collect();
-        Self { n, cosine }
+        Self { n, counts, cosine }
     }
 
     pub fn row(&self, p: usize) -> &[f32] {
@@ -130,21 +137,10 @@ impl HistoryStats {
                 prices[p].push(event.price);
             }
         }
+        let recent_ease = RecentEase::fit(n, &co_purchase.counts, &history_to_recent(split, &position), recent_ease::LAMBDA);
         let items = (0..n)
             .map(|p| {
                 let item = split.catalog[p];
-                let mut neighbours: Vec<(u32, f32)> = co_purchase
-                    .row(p)
-                    .iter()
-                    .enumerate()
-                    .filter(|&(_, &c)| c > 0.0)
-                    .map(|(q, &c)| (q as u32, c))
-                    .collect();
-                neighbours.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-                neighbours.truncate(NEIGHBOURS_PER_ITEM);
-                for neighbour in &mut neighbours {
-                    neighbour.1 = (neighbour.1 * 1e4).round() / 1e4;
-                }
                 ItemStats {
                     id: data.items.name(item).to_string(),
                     text: split.item_text[&item].clone(),
@@ -153,7 +149,8 @@ impl HistoryStats {
                     week_buyers: week[p].len() as u32,
                     age_days: ((split.cutoff - first_seen[p]) as f32 / 86_400.0).max(0.0).round(),
                     price: median(&mut prices[p]),
-                    neighbours,
+                    neighbours: best_neighbours(co_purchase.row(p), 1e4),
+                    recent_ease: best_neighbours(recent_ease.row(p), 1e5),
                 }
             })
             .collect();
@@ -163,7 +160,7 @@ impl HistoryStats {
         Self::from_parts(cutoff, split.user_history.len() as u32, items)
     }
 
-    fn from_parts(cutoff: String, customers: u32, items: Vec<ItemStats>) -> Self {
+    pub(crate) fn from_parts(cutoff: String, customers: u32, items: Vec<ItemStats>) -> Self {
         let mut stats =
             Self { cutoff, customers, items, by_id: HashMap::new(), by_text: HashMap::new(), typical_price: 1.0 };
         stats.index();
@@ -222,6 +219,41 @@ impl HistoryStats {
     }
 }
 
+/// The `NEIGHBOURS_PER_ITEM` largest positive weights of a row, best first
+/// (ties by position), rounded to `1/scale` to keep the artifact small.
+fn best_neighbours(row: &[f32], scale: f32) -> Vec<(u32, f32)> {
+    let mut neighbours: Vec<(u32, f32)> =
+        row.iter().enumerate().filter(|&(_, &w)| w > 0.0).map(|(q, &w)| (q as u32, w)).collect();
+    neighbours.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    neighbours.truncate(NEIGHBOURS_PER_ITEM);
+    for neighbour in &mut neighbours {
+        neighbour.1 = (neighbour.1 * scale).round() / scale;
+    }
+    neighbours.retain(|n| n.1 > 0.0);
+    neighbours
+}
+
+/// `XᵀR` over catalog positions: customers who bought item `a` at any time in
+/// history and item `b` in its last `RECENT_DAYS`.
+fn history_to_recent(split: &Split<'_>, position: &HashMap<u32, usize>) -> Vec<u32> {
+    let n = split.catalog.len();
+    let recent_from = split.cutoff - RECENT_DAYS * 86_400;
+    let mut recent: HashMap<u32, std::collections::BTreeSet<usize>> = HashMap::new();
+    for event in split.history.iter().filter(|e| e.time >= recent_from) {
+        recent.entry(event.user).or_default().insert(position[&event.item]);
+    }
+    let mut counts = vec![0u32; n * n];
+    for (user, recent_items) in &recent {
+        for item in &split.user_history[user] {
+            let a = position[item];
+            for &b in recent_items {
+                counts[a * n + b] += 1;
+            }
+        }
+    }
+    counts
+}
+
 fn median(values: &mut [f32]) -> f32 {
     if values.is_empty() {
         return f32::NAN;
@@ -261,5 +293,11 @@ mod tests {
         assert_eq!(stats.items[a].neighbours[0].0 as usize, b);
         assert_eq!(stats.position_of_text("CUP"), stats.position_of_id("C"));
         assert_eq!(co.row(a)[a], 0.0, "an item is not its own neighbour");
+        for (p, item) in stats.items.iter().enumerate() {
+            assert!(item.recent_ease.iter().all(|&(q, w)| q as usize != p && w > 0.0), "{:?}", item.recent_ease);
+            assert!(item.recent_ease.windows(2).all(|w| w[0].1 >= w[1].1), "best first: {:?}", item.recent_ease);
+        }
+        // u2 bought A and B recently: B reaches A's recent buyers.
+        assert!(stats.items[b].recent_ease.iter().any(|&(q, _)| q as usize == a), "{:?}", stats.items[b].recent_ease);
     }
 }

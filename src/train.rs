@@ -4,10 +4,14 @@
 //! - **Training windows**: for cutoffs `T_val − k·window` (k = 1..=windows),
 //!   the history before the cutoff gives the user text, the statistics and
 //!   the features; the items each user newly bought in the following window
-//!   are positives; negatives are sampled from the rest of the catalog, half
-//!   uniformly and half by popularity (so the head must beat popularity).
-//!   Hard negatives (items co-purchased with the history) are an option; on
-//!   the inner split they made the head worse (0.089 vs 0.108 NDCG@10).
+//!   are positives; negatives are drawn uniformly from the rest of the
+//!   catalog. Uniform is what full-catalog ranking needs: a pointwise
+//!   classifier learns the odds of a purchase against the distribution its
+//!   negatives come from, so drawing them by popularity (half of them, until
+//!   this version; `--popular-share`) taught the head that popular items sell
+//!   less than they do, and drawing them among the items linked to the
+//!   history (`--hard-negatives`) taught it that those links are a bad sign.
+//!   Both lowered inner-validation NDCG@10 (see `models/README.md`).
 //! - **Model selection** on the protocol's inner split (history before
 //!   `T_val`, truth in `[T_val, T_test)`): full-catalog NDCG@10 after each
 //!   epoch; training stops after `patience` epochs without improvement and
@@ -61,8 +65,10 @@ pub struct TrainOptions {
     /// Share of examples whose item is shown as a new product (statistics
     /// hidden), so the head learns to score items the log does not know.
     pub cold_fraction: f64,
-    /// Also draw negatives among items co-purchased with the history.
+    /// Also draw negatives among the items most strongly linked to the history.
     pub hard_negatives: bool,
+    /// Share of the (not hard) negatives drawn by popularity; the rest are uniform.
+    pub popular_share: f64,
     pub hidden: Vec<usize>,
     pub max_epochs: usize,
     pub patience: usize,
@@ -154,6 +160,9 @@ impl VectorTable {
 }
 
 const DAY: i64 = 86_400;
+/// Hard negatives come from this many items most strongly linked to the
+/// user's history.
+const HARD_NEGATIVE_POOL: usize = 100;
 
 pub fn train(
     data: &Dataset,
@@ -351,19 +360,20 @@ fn add_examples(
         for &p in &positives {
             push(p, 1.0, rng.gen_bool(options.cold_fraction));
         }
-        let co_purchased = if options.hard_negatives { context.co_purchased() } else { Vec::new() };
+        let hard_pool = if options.hard_negatives { context.strongest_links(HARD_NEGATIVE_POOL) } else { Vec::new() };
         let wanted = positives.len() * options.negatives;
         let mut drawn = 0;
         let mut tries = 0;
         while drawn < wanted && tries < wanted * 20 {
             tries += 1;
-            // Uniform and by popularity, and (with --hard-negatives) items
-            // that share buyers with the user's history.
-            let sources = if co_purchased.is_empty() { 2 } else { 3 };
-            let p = match rng.gen_range(0..sources) {
-                0 => rng.gen_range(0..n) as u32,
-                1 => popular.sample(rng) as u32,
-                _ => co_purchased[rng.gen_range(0..co_purchased.len())],
+            // Uniform and by popularity, and (with --hard-negatives) a third
+            // among the items most strongly linked to the user's history.
+            let p = if !hard_pool.is_empty() && rng.gen_bool(1.0 / 3.0) {
+                hard_pool[rng.gen_range(0..hard_pool.len())]
+            } else if rng.gen_bool(options.popular_share) {
+                popular.sample(rng) as u32
+            } else {
+                rng.gen_range(0..n) as u32
             };
             if truth.contains(&p) || bought.contains(&p) {
                 continue;

@@ -48,8 +48,7 @@ pub fn write_chart(path: &Path, report: &EvalReport, training: &[EpochLog]) -> R
     let (left, right) = root.split_horizontally(640);
 
     let methods: Vec<(&String, &super::metrics::RankingMetrics)> = {
-        let order = super::BASELINES.iter().copied().chain(std::iter::once("model"));
-        order.filter_map(|m| report.methods.get_key_value(m)).collect()
+        super::method_order().filter_map(|m| report.methods.get_key_value(m)).collect()
     };
     let top = methods.iter().map(|(_, m)| m.ndcg10.max(m.recall10)).fold(0.0, f64::max) * 1.15 + 1e-3;
     let mut chart = ChartBuilder::on(&left)

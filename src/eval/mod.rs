@@ -19,8 +19,17 @@ use crate::encoder::cosine;
 use crate::head::ScoringHead;
 use crate::ranker;
 
-/// The methods of a report, in table order.
+/// The protocol's baselines, in table order.
 pub const BASELINES: [&str; 4] = ["random", "popularity", "text-cosine", "item-knn"];
+/// Scores beyond the protocol's baselines, reported beside them: the
+/// recent-purchase EASE score (`crate::recent_ease`) is the strongest single
+/// signal among the head's features, so the head has to beat it too.
+pub const REFERENCES: [&str; 1] = ["recent-ease"];
+
+/// Every method of a report, in table (and chart) order.
+pub fn method_order() -> impl Iterator<Item = &'static str> {
+    BASELINES.iter().chain(REFERENCES.iter()).copied().chain(std::iter::once("model"))
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Counts {
@@ -64,6 +73,15 @@ fn method_scores(
                 .iter()
                 .map(|&p| history.iter().map(|&h| prepared.co_purchase.row(h as usize)[p as usize]).sum())
                 .collect()
+        }
+        "recent-ease" => {
+            let mut scores = vec![0f32; stats.items.len()];
+            for h in prepared.history_positions(user) {
+                for &(neighbour, weight) in &stats.items[h as usize].recent_ease {
+                    scores[neighbour as usize] += weight;
+                }
+            }
+            candidates.iter().map(|&p| scores[p as usize]).collect()
         }
         "model" => {
             let head = head.expect("model scores need a head");
@@ -110,8 +128,7 @@ pub fn format_table(report: &EvalReport) -> String {
         report.protocol, report.counts.test_users, report.counts.catalog_items, report.counts.history_events
     );
     out.push_str(&format!("{:<12} {:>8} {:>10} {:>7} {:>7} {:>7}\n", "method", "NDCG@10", "Recall@10", "HR@10", "MRR", "AUC"));
-    let order = BASELINES.iter().copied().chain(std::iter::once("model"));
-    for method in order {
+    for method in method_order() {
         if let Some(m) = report.methods.get(method) {
             out.push_str(&format!(
                 "{:<12} {:>8.4} {:>10.4} {:>7.3} {:>7.3} {:>7.3}\n",
