@@ -5,7 +5,7 @@
 #   docker run -p 8080:8080 \
 #     -v "$PWD/models/all-MiniLM-L6-v2:/app/models/all-MiniLM-L6-v2:ro" shoprank
 #
-# The trained head (models/head.*, models/stats.json) is committed and copied in.
+# The trained head (models/head.*, models/stats.json.gz) is committed and copied in.
 
 # Rust >= 1.89: the AVX-512 gemm kernels need stabilised AVX-512 intrinsics.
 FROM rust:1-bookworm AS build
@@ -37,7 +37,7 @@ WORKDIR /app
 COPY --from=build /src/target/release/shoprank /usr/local/bin/shoprank
 COPY --from=build /src/models/all-MiniLM-L6-v2 models/all-MiniLM-L6-v2
 COPY config config
-COPY models/head.safetensors models/head.json models/stats.json models/
+COPY models/head.safetensors models/head.json models/stats.json.gz models/
 USER shoprank
 ENV SHOPRANK__SERVER__ADDR=0.0.0.0:8080
 EXPOSE 8080

@@ -172,7 +172,7 @@ struct TrainArgs {
     #[arg(long)]
     max_users: Option<usize>,
     /// Where to write the head (weights; the spec and statistics go beside it
-    /// as head.json and stats.json unless the config names other paths).
+    /// as head.json and stats.json.gz unless the config names other paths).
     #[arg(long)]
     out: Option<PathBuf>,
 }
@@ -337,7 +337,7 @@ fn run_train(settings: Settings, args: TrainArgs) -> Result<()> {
 
     let weights = args.out.clone().unwrap_or(settings.head.weights.clone());
     let (spec_path, stats_path) = match &args.out {
-        Some(out) => (out.with_file_name("head.json"), out.with_file_name("stats.json")),
+        Some(out) => (out.with_file_name("head.json"), out.with_file_name("stats.json.gz")),
         None => (settings.head.spec.clone(), settings.head.stats.clone()),
     };
     let mut spec = outcome.spec;

@@ -90,7 +90,7 @@ fn serving_builds_the_features_training_builds() {
 
     // The committed statistics are exactly what training builds from this history.
     let committed = HistoryStats::load(&settings.head.stats).unwrap();
-    assert_eq!(committed.items, prepared.stats.items, "models/stats.json is stale: retrain");
+    assert_eq!(committed.items, prepared.stats.items, "models/stats.json.gz is stale: retrain");
 
     for index in 0..2 {
         let user = prepared.split.test_users[index].user;
