@@ -127,15 +127,18 @@ impl UserContext {
         }
     }
 
-    /// The `k` known items the recent-purchase EASE weights of the user's
-    /// history point to most strongly (training draws hard negatives from
-    /// them: the items a full-catalog ranking must tell apart).
+    /// The `k` unbought items the recent-purchase EASE weights of the user's
+    /// history point to most strongly, best first (training draws hard
+    /// negatives from them: the items a full-catalog ranking must tell apart).
     pub fn strongest_links(&self, k: usize) -> Vec<u32> {
-        let mut items: Vec<(u32, f32)> =
-            self.co_purchase.iter().filter(|(_, s)| s.ease_sum > 0.0).map(|(&p, s)| (p, s.ease_sum)).collect();
-        items.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        items.truncate(k);
-        items.into_iter().map(|(p, _)| p).collect()
+        let mut ranked: Vec<(u32, u32)> = self
+            .co_purchase
+            .iter()
+            .filter(|(_, s)| s.ease_rank > 0 && s.ease_rank as usize <= k)
+            .map(|(&p, s)| (s.ease_rank, p))
+            .collect();
+        ranked.sort_unstable();
+        ranked.into_iter().map(|(_, p)| p).collect()
     }
 }
 
@@ -258,5 +261,7 @@ mod tests {
         // after the whole catalog.
         assert_eq!(features(Some(4)), (0.0, 0.0, 6f32.ln()));
         assert_eq!(features(None), (0.0, 0.0, 6f32.ln()));
+        assert_eq!(user.strongest_links(1), vec![2]);
+        assert_eq!(user.strongest_links(10), vec![2, 1], "ranked, without the bought A");
     }
 }
