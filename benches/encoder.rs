@@ -13,7 +13,20 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use shoprank::config::Precision;
-use shoprank::encoder::{Encoder, TokenizedText};
+use shoprank::model::encoder::{Encoder, TokenizedText};
+use shoprank::model::files::EncoderFiles;
+
+/// The encoder in `precision`; `reference` picks candle-transformers' BertModel.
+fn encoder(precision: Precision, reference: bool) -> Encoder {
+    let mut settings = common::settings().encoder;
+    settings.precision = precision;
+    let files = EncoderFiles::from_dir(&common::repo_path("models/all-MiniLM-L6-v2")).expect("run scripts/fetch-model");
+    if reference {
+        Encoder::load_reference(&files, &settings).expect("encoder")
+    } else {
+        Encoder::load(&files, &settings).expect("encoder")
+    }
+}
 
 fn tokenized(encoder: &Encoder, texts: &[String]) -> Vec<TokenizedText> {
     texts.iter().map(|t| encoder.tokenize(t).expect("tokenize")).collect()
@@ -28,7 +41,7 @@ fn bench_encoder(c: &mut Criterion) {
         ("fast-int8", Precision::Int8, false),
     ];
     for (name, precision, reference) in variants {
-        let encoder = common::encoder(precision, reference);
+        let encoder = encoder(precision, reference);
         let title_tokens = tokenized(&encoder, &titles);
         let mut group = c.benchmark_group(format!("encoder/{name}/titles"));
         group.sample_size(10);

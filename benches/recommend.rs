@@ -11,25 +11,17 @@ mod common;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::num::NonZeroUsize;
-use std::sync::Arc;
-
 use criterion::{criterion_group, criterion_main, Criterion};
-use shoprank::batcher::Embedder;
-use shoprank::head::{EncoderIdentity, ScoringHead};
-use shoprank::metrics::Metrics;
-use shoprank::ranker::{Candidate, HistoryItem, RankQuery, Ranker};
-use shoprank::stats::HistoryStats;
+use shoprank::serve::metrics::Metrics;
+use shoprank::serve::ranker::{Candidate, HistoryItem, RankQuery};
+use shoprank::serve::service::Service;
 
-fn ranker() -> Ranker {
-    let settings = common::settings();
-    let encoder = Arc::new(common::encoder(settings.encoder.precision, false));
-    let identity = EncoderIdentity { name: encoder.name().to_string(), dim: encoder.dim() };
-    let head = ScoringHead::load(&settings.head.weights, &settings.head.spec, &identity).expect("head");
-    let stats = HistoryStats::load(&settings.head.stats).expect("stats");
-    let metrics = Metrics::new();
-    let embedder = Embedder::new(encoder, settings.batching.clone(), NonZeroUsize::new(200_000).unwrap(), metrics.clone());
-    Ranker::new(embedder, head, stats, settings.user_text, metrics)
+/// The service as `shoprank serve` builds it, with a cache large enough to
+/// keep every text the bench sends.
+fn service() -> Service {
+    let mut settings = common::settings();
+    settings.cache.max_entries = 200_000;
+    Service::build(&settings, Metrics::new()).expect("service")
 }
 
 /// A fixture user: its query and the 5 viewed titles as its text shows them
@@ -74,13 +66,14 @@ fn query(user: &User, marker: usize, titles: &[String], suffix: &str) -> RankQue
 }
 
 fn bench_recommend(c: &mut Criterion) {
-    let ranker = ranker();
+    let service = service();
+    let (ranker, bundle) = (service.ranker(), service.bundle());
     let titles = common::corpus("titles.jsonl");
     let users = users();
     let candidates = &titles[..100];
     // Warm the cache with the candidates and every user's history titles.
     for (i, user) in users.iter().enumerate() {
-        ranker.rank(&query(user, usize::MAX - i, candidates, "")).expect("rank");
+        ranker.rank(&bundle, &query(user, usize::MAX - i, candidates, "")).expect("rank");
     }
 
     let mut group = c.benchmark_group("recommend/100_candidates");
@@ -90,13 +83,13 @@ fn bench_recommend(c: &mut Criterion) {
         b.iter(|| {
             n += 1;
             // A user text never seen before: the user forward pass is paid.
-            ranker.rank(&query(&users[n % users.len()], n, candidates, "")).expect("rank")
+            ranker.rank(&bundle, &query(&users[n % users.len()], n, candidates, "")).expect("rank")
         })
     });
     group.bench_function("new_items_new_user", |b| {
         b.iter(|| {
             n += 1;
-            ranker.rank(&query(&users[n % users.len()], n, candidates, &format!(" v{n}"))).expect("rank")
+            ranker.rank(&bundle, &query(&users[n % users.len()], n, candidates, &format!(" v{n}"))).expect("rank")
         })
     });
     group.finish();

@@ -27,7 +27,7 @@ pub struct Settings {
     pub encoder: EncoderSettings,
     pub batching: BatchingSettings,
     pub cache: CacheSettings,
-    pub head: HeadSettings,
+    pub bundle: BundleSettings,
     pub limits: Limits,
     pub user_text: UserTextBudget,
 }
@@ -87,10 +87,10 @@ pub struct CacheSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HeadSettings {
-    pub weights: PathBuf,
-    pub spec: PathBuf,
-    pub stats: PathBuf,
+pub struct BundleSettings {
+    /// The model bundle directory (`bundle.json`, `head.safetensors`,
+    /// `stats.json.gz`; see `model::bundle`).
+    pub path: PathBuf,
 }
 
 /// Explicit request limits; each one is documented in the README.
@@ -136,10 +136,8 @@ impl Settings {
         if source.is_relative() && root.join(source).is_dir() {
             self.encoder.source = root.join(source).display().to_string();
         }
-        for path in [&mut self.head.weights, &mut self.head.spec, &mut self.head.stats] {
-            if path.is_relative() {
-                *path = root.join(&*path);
-            }
+        if self.bundle.path.is_relative() {
+            self.bundle.path = root.join(&self.bundle.path);
         }
         self
     }
@@ -191,6 +189,8 @@ impl Settings {
 }
 
 #[cfg(test)]
+// figment's `Jail` fixes its closures' error type, a large `figment::Error`.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 

@@ -6,41 +6,26 @@
 //!
 //! # Layout
 //!
-//! Dependencies point down this list; HTTP never touches tensors.
+//! Three layers, visible in the folders. `serve` and `offline` both build on
+//! `model`; neither imports the other, and `model` imports neither.
+//! `scripts/check-layers` (run by CI) proves it: it builds the library with
+//! the `offline` feature off, which leaves the offline layer out.
 //!
 //! - [`config`]: layered configuration, parsed and validated once.
-//! - [`model_files`]: where the encoder's files come from (local dir or hf-hub).
-//! - [`kernels`]: fused CPU kernels (gemm products on strided views, GELU, softmax, layer norm).
-//! - [`bert_fast`]: shoprank's packed (padding-free) BERT forward pass, f32 or int8.
-//! - [`encoder`]: tokenize → forward → mean-pool → L2-normalise.
-//! - [`embed_store`]: embeddings of many texts for offline jobs, kept on disk between runs.
-//! - [`user_text`]: user signals → one budgeted user text.
-//! - [`stats`]: history statistics (popularity, prices, co-purchase) shipped with the head.
-//! - [`features`]: the one feature builder used by training and serving.
-//! - [`head`]: the MLP scoring head, its spec, load/save.
-//! - [`cache`]: bounded LRU of text embeddings.
-//! - [`batcher`]: the encoder's own thread, packing texts of concurrent requests into batches.
-//! - [`ranker`]: a validated query in, ranked candidates out (no HTTP).
-//! - [`metrics`]: the Prometheus registry and every metric shoprank exports.
-//! - [`api`]: axum routes, request/response types, the error → status map.
-//! - [`data`], [`eval`], [`train`]: purchase logs, EVAL_PROTOCOL v1, and training.
+//! - [`model`]: what a trained bundle *is* and how it scores — the encoder
+//!   (with its private kernels), the head, the features, the user text, the
+//!   served history statistics, the one scoring function, the bundle
+//!   (load/save/version).
+//! - [`serve`]: what a running process *does* — `Service::build`, the HTTP
+//!   API, the ranker, the encoder's batching thread, the embedding cache and
+//!   the metrics. HTTP never touches tensors.
+//! - [`offline`] (feature `offline`, on by default): how bundles are *made
+//!   and judged* — log importers, time splits, the statistics builder, EASE,
+//!   training, EVAL_PROTOCOL v1 evaluation and the `train`/`eval`/`embed`
+//!   commands.
 
-pub mod api;
-pub mod batcher;
-pub mod bert_fast;
-pub mod cache;
 pub mod config;
-pub mod data;
-pub mod embed_store;
-pub mod encoder;
-pub mod eval;
-pub mod features;
-pub mod head;
-pub mod kernels;
-pub mod metrics;
-pub mod model_files;
-pub mod ranker;
-pub mod recent_ease;
-pub mod stats;
-pub mod train;
-pub mod user_text;
+pub mod model;
+#[cfg(feature = "offline")]
+pub mod offline;
+pub mod serve;

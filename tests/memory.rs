@@ -7,11 +7,11 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use shoprank::cache::EmbeddingCache;
 use shoprank::config::Settings;
-use shoprank::encoder::Encoder;
-use shoprank::metrics::Metrics;
-use shoprank::model_files::EncoderFiles;
+use shoprank::model::encoder::Encoder;
+use shoprank::model::files::EncoderFiles;
+use shoprank::serve::cache::EmbeddingCache;
+use shoprank::serve::metrics::Metrics;
 
 /// Resident set size of this process, from /proc (Linux).
 fn rss_mib() -> Option<f64> {

@@ -1,15 +1,21 @@
 //! The HTTP API through the real router (`app(state).oneshot`), with the real
 //! encoder and the committed head.
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use shoprank::api::{app, AppState};
-use shoprank::metrics::Metrics;
+use shoprank::model::bundle::Bundle;
+use shoprank::model::encoder::{Encoder, EncoderError, TokenizedText};
+use shoprank::serve::api::{app, AppState};
+use shoprank::serve::batcher::{BatchForward, Embedder};
+use shoprank::serve::metrics::Metrics;
+use shoprank::serve::ranker::Ranker;
+use shoprank::serve::service::Service;
 use tower::ServiceExt;
 
 use crate::common;
@@ -83,8 +89,9 @@ async fn related_products_rank_above_unrelated_ones() {
 
 #[tokio::test]
 async fn default_top_k_is_ten_and_history_objects_are_accepted() {
-    let candidates: Vec<Value> =
-        (0..12).map(|i| json!({"id": format!("p{i}"), "title": format!("product number {i}"), "colour": "red"})).collect();
+    let candidates: Vec<Value> = (0..12)
+        .map(|i| json!({"id": format!("p{i}"), "title": format!("product number {i}"), "colour": "red"}))
+        .collect();
     let body = json!({"user": {"history": [{"id": "85123A", "text": "WHITE HANGING HEART T-LIGHT HOLDER"}]}, "candidates": candidates});
     let (status, body) = recommend(shared_state(), body).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -210,7 +217,7 @@ async fn ready_is_503_until_models_are_installed() {
     let (status, _, body) = call(app(state.clone()), post(realistic_request().to_string())).await;
     assert_eq!((status, body["kind"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("not_ready")));
 
-    state.install(common::ranker(&settings, metrics)); // warmed up inside
+    state.install(common::service(&settings, metrics)); // warmed up inside
     let (status, _, body) = call(app(state), get("/ready")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "ready");
@@ -258,7 +265,8 @@ async fn a_full_encoder_queue_answers_503_with_retry_after() {
     let mut settings = common::settings();
     settings.batching.max_queued_texts = 3;
     let state = common::ready_state(&settings);
-    let candidates: Vec<Value> = (0..5).map(|i| json!({"id": i.to_string(), "text": format!("never seen item {i}")})).collect();
+    let candidates: Vec<Value> =
+        (0..5).map(|i| json!({"id": i.to_string(), "text": format!("never seen item {i}")})).collect();
     let body = json!({"user": {"query": "a query never seen"}, "candidates": candidates});
     let (status, retry, body) = call(app(state), post(body.to_string())).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
@@ -275,4 +283,81 @@ async fn the_readme_example_request_is_served() {
     assert_eq!(ids.len(), 5);
     assert_eq!(ids[0], "22386", "the pink polkadot jumbo bag suits a red-retrospot bag buyer: {body}");
     assert!(!ids.contains(&"sku-512"), "engine oil is not in this shopper's top 5: {body}");
+}
+
+/// The real encoder for the warm-up, then a crash: the encoder thread dies
+/// on the first batch after start-up.
+struct DiesAfterWarmUp {
+    encoder: Arc<Encoder>,
+    calls: AtomicUsize,
+}
+
+impl BatchForward for DiesAfterWarmUp {
+    fn forward(&self, batch: &[&TokenizedText]) -> Result<Vec<Vec<f32>>, EncoderError> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) > 0 {
+            panic!("simulated encoder crash");
+        }
+        self.encoder.forward(batch)
+    }
+}
+
+#[tokio::test]
+async fn a_dead_encoder_thread_turns_ready_503_and_fails_requests_fast() {
+    let settings = common::settings();
+    let metrics = Metrics::new();
+    let encoder = common::encoder();
+    let forward = Arc::new(DiesAfterWarmUp { encoder: encoder.clone(), calls: AtomicUsize::new(0) });
+    let entries = std::num::NonZeroUsize::new(16).unwrap();
+    let embedder =
+        Embedder::with_forward(encoder.clone(), forward, settings.batching.clone(), entries, metrics.clone());
+    let ranker = Ranker::new(embedder, settings.user_text, metrics.clone());
+    let bundle = Bundle::load(&settings.bundle.path, &encoder.identity()).unwrap();
+    let state = AppState::new(metrics.clone(), settings.limits.clone(), &settings.server);
+    state.install(Arc::new(Service::new(ranker, bundle, metrics).expect("the warm-up runs on the real encoder")));
+    let get_ready = || Request::get("/ready").body(Body::empty()).unwrap();
+    assert_eq!(call(app(state.clone()), get_ready()).await.0, StatusCode::OK);
+
+    // The first request's batch kills the encoder thread.
+    let (status, _, body) = call(app(state.clone()), post(realistic_request().to_string())).await;
+    assert_eq!((status, body["kind"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("encoder_stopped")), "{body}");
+    let (status, retry, body) = call(app(state.clone()), get_ready()).await;
+    assert_eq!((status, body["kind"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("encoder_stopped")));
+    assert!(retry.is_some(), "503 carries Retry-After");
+    let started = std::time::Instant::now();
+    let (status, _, body) = call(app(state), post(realistic_request().to_string())).await;
+    assert_eq!((status, body["kind"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("encoder_stopped")));
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "fails fast, not at the request timeout");
+}
+
+#[tokio::test]
+async fn each_response_names_the_bundle_that_served_it_across_an_install() {
+    let settings = common::settings();
+    let metrics = Metrics::new();
+    let service = common::service(&settings, metrics.clone());
+    let state = AppState::new(metrics, settings.limits.clone(), &settings.server);
+    state.install(service.clone());
+    let (_, before) = recommend(state.clone(), realistic_request()).await;
+    let first = before["model"]["head"].as_str().unwrap().to_string();
+
+    // The committed bundle again, under another version.
+    let dir = std::env::temp_dir().join(format!("shoprank-api-bundle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for file in ["head.safetensors", "stats.json.gz"] {
+        std::fs::copy(settings.bundle.path.join(file), dir.join(file)).unwrap();
+    }
+    let manifest = std::fs::read_to_string(settings.bundle.path.join("bundle.json")).unwrap();
+    std::fs::write(dir.join("bundle.json"), manifest.replace(&format!("\"{first}\""), "\"second\"")).unwrap();
+    let previous = service.install(Bundle::load(&dir, &common::encoder().identity()).unwrap()).unwrap();
+    assert_eq!(previous.version(), first);
+
+    let (status, after) = recommend(state.clone(), realistic_request()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(after["model"]["head"], "second");
+    assert_eq!(after["items"], before["items"], "same weights, same ranking");
+    let (_, _, ready) = call(app(state.clone()), Request::get("/ready").body(Body::empty()).unwrap()).await;
+    assert_eq!(ready["head"], "second");
+    let (_, _, metrics) = call(app(state), Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    let text = metrics.as_str().unwrap();
+    assert!(text.contains(r#"head="second""#) && !text.contains(&format!(r#"head="{first}""#)), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

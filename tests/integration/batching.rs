@@ -3,9 +3,9 @@
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
-use shoprank::batcher::{Batcher, EmbedError, Embedder};
 use shoprank::config::BatchingSettings;
-use shoprank::metrics::Metrics;
+use shoprank::serve::batcher::{Batcher, EmbedError, Embedder};
+use shoprank::serve::metrics::Metrics;
 
 use crate::common;
 

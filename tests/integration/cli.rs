@@ -21,7 +21,8 @@ fn shoprank(args: &[&str], stdin: &str) -> std::process::Output {
 
 #[test]
 fn embed_turns_jsonl_texts_into_encoder_vectors() {
-    let output = shoprank(&["embed"], "{\"id\": 1, \"text\": \"red mug\"}\n\n{\"id\": \"b\", \"text\": \"garden hose\"}\n");
+    let output =
+        shoprank(&["embed"], "{\"id\": 1, \"text\": \"red mug\"}\n\n{\"id\": \"b\", \"text\": \"garden hose\"}\n");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let lines: Vec<serde_json::Value> =
         String::from_utf8(output.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();

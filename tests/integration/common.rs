@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use shoprank::config::{EncoderSettings, Precision, Settings};
-use shoprank::encoder::Encoder;
-use shoprank::model_files::EncoderFiles;
+use shoprank::model::encoder::Encoder;
+use shoprank::model::files::EncoderFiles;
 
 pub fn repo_path(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative)
@@ -28,7 +28,9 @@ fn encoder_settings(precision: Precision) -> EncoderSettings {
 pub fn encoder() -> Arc<Encoder> {
     static ENCODER: OnceLock<Arc<Encoder>> = OnceLock::new();
     ENCODER
-        .get_or_init(|| Arc::new(Encoder::load(&encoder_files(), &encoder_settings(Precision::F32)).expect("load encoder")))
+        .get_or_init(|| {
+            Arc::new(Encoder::load(&encoder_files(), &encoder_settings(Precision::F32)).expect("load encoder"))
+        })
         .clone()
 }
 
@@ -37,7 +39,9 @@ pub fn reference_encoder() -> Arc<Encoder> {
     static ENCODER: OnceLock<Arc<Encoder>> = OnceLock::new();
     ENCODER
         .get_or_init(|| {
-            Arc::new(Encoder::load_reference(&encoder_files(), &encoder_settings(Precision::F32)).expect("load encoder"))
+            Arc::new(
+                Encoder::load_reference(&encoder_files(), &encoder_settings(Precision::F32)).expect("load encoder"),
+            )
         })
         .clone()
 }
@@ -45,34 +49,26 @@ pub fn reference_encoder() -> Arc<Encoder> {
 pub fn int8_encoder() -> Arc<Encoder> {
     static ENCODER: OnceLock<Arc<Encoder>> = OnceLock::new();
     ENCODER
-        .get_or_init(|| Arc::new(Encoder::load(&encoder_files(), &encoder_settings(Precision::Int8)).expect("load encoder")))
+        .get_or_init(|| {
+            Arc::new(Encoder::load(&encoder_files(), &encoder_settings(Precision::Int8)).expect("load encoder"))
+        })
         .clone()
 }
 
-use shoprank::api::AppState;
-use shoprank::batcher::Embedder;
-use shoprank::head::{EncoderIdentity, ScoringHead};
-use shoprank::metrics::Metrics;
-use shoprank::ranker::Ranker;
-use shoprank::stats::HistoryStats;
+use shoprank::serve::api::AppState;
+use shoprank::serve::metrics::Metrics;
+use shoprank::serve::service::Service;
 
-/// A ranker over the committed head and statistics (models/), as served.
-pub fn ranker(settings: &Settings, metrics: Metrics) -> Arc<Ranker> {
-    let encoder = encoder();
-    let identity = EncoderIdentity { name: encoder.name().to_string(), dim: encoder.dim() };
-    let head = ScoringHead::load(&settings.head.weights, &settings.head.spec, &identity).expect("committed head");
-    let stats = HistoryStats::load(&settings.head.stats).expect("committed stats");
-    let entries = std::num::NonZeroUsize::new(settings.cache.max_entries).unwrap();
-    let embedder = Embedder::new(encoder, settings.batching.clone(), entries, metrics.clone());
-    let ranker = Arc::new(Ranker::new(embedder, head, stats, settings.user_text, metrics));
-    ranker.warm_up().expect("warm-up");
-    ranker
+/// The service on `settings` (the committed bundle), built and warmed up the
+/// way `shoprank serve` builds it.
+pub fn service(settings: &Settings, metrics: Metrics) -> Arc<Service> {
+    Arc::new(Service::build(settings, metrics).expect("service builds on the committed bundle"))
 }
 
 /// A ready app state on `settings`.
 pub fn ready_state(settings: &Settings) -> AppState {
     let metrics = Metrics::new();
     let state = AppState::new(metrics.clone(), settings.limits.clone(), &settings.server);
-    state.install(ranker(settings, metrics));
+    state.install(service(settings, metrics));
     state
 }

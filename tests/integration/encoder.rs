@@ -3,7 +3,7 @@
 //! scripts/make-reference-vectors.py from the same weights).
 
 use serde::Deserialize;
-use shoprank::encoder::{cosine, Encoder};
+use shoprank::model::encoder::{cosine, Encoder};
 
 use crate::common;
 

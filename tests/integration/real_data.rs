@@ -1,26 +1,29 @@
 //! Tests on the real UCI Online Retail log. They read it from the path in
-//! `SHOPRANK_RETAIL_DATA` (.ci/run sets it to ../shared/...); when that is
-//! unset they print SKIPPED to stderr and pass, since a fresh clone has no
-//! data.
+//! `SHOPRANK_RETAIL_DATA` (.ci/run and scripts/test set it to ../shared/...
+//! when it is there). When it is unset they print SKIPPED to stderr and pass,
+//! since a fresh clone has no data, unless `SHOPRANK_REQUIRE_REAL_DATA=1`
+//! (CI sets it): then a missing log fails them.
 
 use std::io::Write;
 use std::path::PathBuf;
 
-use shoprank::data::split::{Split, PROTOCOL_T_TEST, PROTOCOL_T_VAL};
-use shoprank::data::{parse_time, DataSource, Dataset};
-use shoprank::embed_store::EmbedStore;
-use shoprank::eval::prepared::PreparedSplit;
-use shoprank::features::{self, Numeric};
-use shoprank::metrics::Metrics;
-use shoprank::ranker::{Candidate, HistoryItem, RankQuery};
-use shoprank::stats::HistoryStats;
-use shoprank::train::{self, TrainOptions};
+use shoprank::model::features::{self, Numeric};
+use shoprank::model::stats::ItemPos;
+use shoprank::offline::data::split::{Split, PROTOCOL_T_TEST, PROTOCOL_T_VAL};
+use shoprank::offline::data::{parse_time, DataSource, Dataset};
+use shoprank::offline::embed_store::EmbedStore;
+use shoprank::offline::prepared::PreparedSplit;
+use shoprank::offline::train::{self, TrainOptions};
+use shoprank::serve::metrics::Metrics;
+use shoprank::serve::ranker::{Candidate, HistoryItem, RankQuery};
 
 use crate::common;
 
 fn retail(test: &str) -> Option<Dataset> {
-    match std::env::var_os("SHOPRANK_RETAIL_DATA") {
+    let required = std::env::var("SHOPRANK_REQUIRE_REAL_DATA").is_ok_and(|v| v == "1");
+    match std::env::var_os("SHOPRANK_RETAIL_DATA").filter(|p| !p.is_empty()) {
         Some(path) => Some(DataSource::OnlineRetail(PathBuf::from(path)).load().expect("real log loads")),
+        None if required => panic!("{test}: SHOPRANK_REQUIRE_REAL_DATA=1 but SHOPRANK_RETAIL_DATA is unset"),
         None => {
             // Straight to stderr: libtest does not capture this, so the skip shows.
             let _ = writeln!(std::io::stderr(), "SKIPPED {test}: set SHOPRANK_RETAIL_DATA to online_retail.csv.gz");
@@ -47,7 +50,7 @@ fn protocol_split_counts_match_eval_protocol() {
 fn training_lowers_the_loss_on_a_slice_of_the_real_log() {
     let Some(data) = retail("training_lowers_the_loss_on_a_slice_of_the_real_log") else { return };
     let encoder = common::encoder();
-    let mut store = EmbedStore::open(None, &encoder).unwrap();
+    let mut store = EmbedStore::open(None, &*encoder).unwrap();
     let options = TrainOptions {
         t_test: parse_time(PROTOCOL_T_TEST).unwrap(),
         t_val: parse_time(PROTOCOL_T_VAL).unwrap(),
@@ -69,7 +72,7 @@ fn training_lowers_the_loss_on_a_slice_of_the_real_log() {
         refit: false,
         max_users: Some(40),
     };
-    let outcome = train::train(&data, &encoder, common::settings().user_text, &mut store, &options).unwrap();
+    let outcome = train::train(&data, &*encoder, common::settings().user_text, &mut store, &options).unwrap();
     let losses: Vec<f64> = outcome.log.iter().map(|e| e.loss).collect();
     assert!(losses.len() >= 2, "{losses:?}");
     assert!(losses.last().unwrap() < &(losses[0] * 0.95), "loss did not drop: {losses:?}");
@@ -85,34 +88,43 @@ fn serving_builds_the_features_training_builds() {
     let encoder = common::encoder();
     let mut split = Split::new(&data, parse_time(PROTOCOL_T_TEST).unwrap(), None);
     split.test_users.truncate(2);
-    let mut store = EmbedStore::open(None, &encoder).unwrap();
-    let prepared = PreparedSplit::new(split, &encoder, settings.user_text, &mut store).unwrap();
+    let mut store = EmbedStore::open(None, &*encoder).unwrap();
+    let prepared = PreparedSplit::new(split, &*encoder, settings.user_text, &mut store).unwrap();
 
     // The committed statistics are exactly what training builds from this history.
-    let committed = HistoryStats::load(&settings.head.stats).unwrap();
-    assert_eq!(committed.items, prepared.stats.items, "models/stats.json.gz is stale: retrain");
+    let service = common::service(&settings, Metrics::new());
+    let bundle = service.bundle();
+    assert_eq!(bundle.stats().items, prepared.stats.items, "models/bundle/stats.json.gz is stale: retrain");
 
     for index in 0..2 {
         let user = prepared.split.test_users[index].user;
         // Training/eval path.
         let context = prepared.user_context(index, &store);
-        let positions: Vec<u32> = prepared.candidates(user).into_iter().take(25).collect();
-        let expected: Vec<Numeric> =
-            positions.iter().map(|&p| features::numeric(&prepared.stats, &context, &prepared.candidate(p, &store))).collect();
+        let positions: Vec<ItemPos> = prepared.candidates(user).into_iter().take(25).collect();
+        let expected: Vec<Numeric> = positions
+            .iter()
+            .map(|&p| features::numeric(&prepared.stats, &context, &prepared.candidate(p, &store)))
+            .collect();
         // Serving path: the same user and items as a storefront would send them.
         let history = prepared
             .history_positions(user)
             .into_iter()
-            .map(|p| HistoryItem { id: Some(prepared.item_id(p).to_string()), text: prepared.stats.items[p as usize].text.clone() })
+            .map(|p| HistoryItem {
+                id: Some(prepared.item_id(p).to_string()),
+                text: prepared.stats.item(p).text.clone(),
+            })
             .collect();
         let candidates = positions
             .iter()
-            .map(|&p| Candidate { id: prepared.item_id(p).to_string(), text: prepared.stats.items[p as usize].text.clone(), price: None })
+            .map(|&p| Candidate {
+                id: prepared.item_id(p).to_string(),
+                text: prepared.stats.item(p).text.clone(),
+                price: None,
+            })
             .collect();
         let query = RankQuery { query: None, profile: None, history, candidates, top_k: 10 };
-        let ranker = common::ranker(&settings, Metrics::new());
-        assert_eq!(ranker.user_text(&query).unwrap(), prepared.user_texts[index]);
-        let served = ranker.numeric_features(&query).unwrap();
+        assert_eq!(service.ranker().user_text(&query).unwrap(), prepared.user_texts[index]);
+        let served = service.ranker().numeric_features(&bundle, &query).unwrap();
         for (s, e) in served.iter().zip(&expected) {
             for (a, b) in s.iter().zip(e) {
                 assert!((a - b).abs() <= 1e-4, "served {s:?}\nvs trained {e:?}");

@@ -1,0 +1,307 @@
+//! A model bundle: everything `shoprank train` produces and a server loads
+//! besides the encoder, in one directory with one version.
+//!
+//! | file | what |
+//! |---|---|
+//! | `bundle.json` | [`BundleManifest`]: version, head spec, training record, inner-validation metrics |
+//! | `head.safetensors` | the head's weights |
+//! | `stats.json.gz` | the history statistics the features are built from |
+//!
+//! A loaded [`Bundle`] is immutable; a server holds it behind one pointer so
+//! that a new bundle replaces it in one swap. Loading checks everything it
+//! can before a request sees it: the manifest's format, the head spec, the
+//! encoder the head was trained on, the weights' shapes.
+
+use std::path::{Path, PathBuf};
+
+use candle_nn::VarMap;
+use serde::{Deserialize, Serialize};
+
+use crate::model::features::{CandidateInput, UserContext};
+use crate::model::head::{EncoderIdentity, HeadError, HeadSpec, ScoringHead};
+use crate::model::scoring;
+use crate::model::stats::{HistoryStats, StatsError};
+
+/// Manifest format understood by this build.
+pub const BUNDLE_FORMAT: u32 = 2;
+pub const MANIFEST_FILE: &str = "bundle.json";
+pub const WEIGHTS_FILE: &str = "head.safetensors";
+pub const STATS_FILE: &str = "stats.json.gz";
+
+/// The metrics of one ranking, or their mean over users (EVAL_PROTOCOL v1 §4).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct RankingMetrics {
+    #[serde(rename = "ndcg@10")]
+    pub ndcg10: f64,
+    #[serde(rename = "recall@10")]
+    pub recall10: f64,
+    #[serde(rename = "hit@10")]
+    pub hit10: f64,
+    pub mrr: f64,
+    pub auc: f64,
+}
+
+/// One epoch of one member's training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochLog {
+    pub epoch: usize,
+    pub loss: f64,
+    /// Inner-validation NDCG@10 (absent during the refit).
+    pub val_ndcg10: Option<f64>,
+}
+
+/// How a bundle was made: enough to reproduce and to chart it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingRecord {
+    /// The log trained on, as given on the command line.
+    pub data: String,
+    /// The importer's row counts (kept, skipped by reason).
+    pub data_summary: String,
+    /// UTC day of the run, `YYYY-MM-DD`.
+    pub date: String,
+    pub command: String,
+    /// The trainer's options as it recorded them. Serving never reads them,
+    /// so the model layer keeps them as plain JSON rather than depend on the
+    /// offline layer's type.
+    pub options: serde_json::Value,
+    /// Examples of the final fit.
+    pub examples: usize,
+    /// The selected epoch count of each ensemble member.
+    pub best_epochs: Vec<usize>,
+    /// Every member's epochs, one member after the other.
+    pub epochs: Vec<EpochLog>,
+    /// Wall time of the whole run.
+    pub seconds: f64,
+}
+
+/// `bundle.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleManifest {
+    pub format: u32,
+    /// Shown in responses, `/ready` and `shoprank_model_info`, e.g.
+    /// `2011-11-01-s7-x3-e6_1_3` (history end, seed, members, selected epochs).
+    pub version: String,
+    pub head: HeadSpec,
+    pub training: Option<TrainingRecord>,
+    /// Inner-validation metrics of the selected weights.
+    pub validation: Option<RankingMetrics>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a valid bundle manifest: {source}")]
+    Parse { path: PathBuf, source: serde_json::Error },
+    #[error("{path}: bundle format {found}; this build reads format {BUNDLE_FORMAT}: retrain with `shoprank train`")]
+    Format { path: PathBuf, found: u32 },
+    #[error("{path}: the bundle has no version")]
+    NoVersion { path: PathBuf },
+    #[error(
+        "the bundle {path} was trained on encoder `{bundle_encoder}` ({bundle_dim}-d) but the loaded encoder is \
+         `{encoder}` ({dim}-d): set encoder.source to the bundle's encoder or retrain"
+    )]
+    EncoderMismatch { path: PathBuf, bundle_encoder: String, bundle_dim: usize, encoder: String, dim: usize },
+    #[error("{path}: {source}")]
+    Head { path: PathBuf, source: HeadError },
+    #[error(transparent)]
+    Stats(#[from] StatsError),
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+/// A loaded, checked bundle.
+pub struct Bundle {
+    manifest: BundleManifest,
+    head: ScoringHead,
+    stats: HistoryStats,
+    dir: PathBuf,
+}
+
+impl Bundle {
+    /// Loads the bundle in `dir` for the encoder that will embed its inputs.
+    pub fn load(dir: &Path, encoder: &EncoderIdentity) -> Result<Self, BundleError> {
+        let manifest = read_manifest(dir)?;
+        let path = dir.join(MANIFEST_FILE);
+        let trained_on = &manifest.head.encoder;
+        if trained_on != encoder {
+            return Err(BundleError::EncoderMismatch {
+                path,
+                bundle_encoder: trained_on.name.clone(),
+                bundle_dim: trained_on.dim,
+                encoder: encoder.name.clone(),
+                dim: encoder.dim,
+            });
+        }
+        let weights = dir.join(WEIGHTS_FILE);
+        let head = ScoringHead::load(&weights, manifest.head.clone())
+            .map_err(|source| BundleError::Head { path: weights, source })?;
+        let stats = HistoryStats::load(&dir.join(STATS_FILE))?;
+        Ok(Self { manifest, head, stats, dir: dir.to_path_buf() })
+    }
+
+    /// Writes a bundle into `dir` (created if missing). Each file is written
+    /// beside its final name and renamed into place, so a reader never sees
+    /// half a file.
+    pub fn save(
+        dir: &Path,
+        manifest: &BundleManifest,
+        weights: &VarMap,
+        stats: &HistoryStats,
+    ) -> Result<(), BundleError> {
+        let write_error = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| BundleError::Write { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(write_error(dir))?;
+        let publish = |name: &str, write: &dyn Fn(&Path) -> Result<(), BundleError>| {
+            // The name keeps its extension: it says how the file is written (`.gz`).
+            let temporary = dir.join(format!(".tmp-{name}"));
+            write(&temporary)?;
+            std::fs::rename(&temporary, dir.join(name)).map_err(write_error(&dir.join(name)))
+        };
+        publish(WEIGHTS_FILE, &|path| {
+            weights.save(path).map_err(|e| BundleError::Head { path: path.to_path_buf(), source: e.into() })
+        })?;
+        publish(STATS_FILE, &|path| Ok(stats.save(path)?))?;
+        publish(MANIFEST_FILE, &|path| {
+            let text = serde_json::to_string_pretty(manifest).expect("a manifest serialises") + "\n";
+            std::fs::write(path, text).map_err(write_error(path))
+        })
+    }
+
+    pub fn manifest(&self) -> &BundleManifest {
+        &self.manifest
+    }
+
+    pub fn version(&self) -> &str {
+        &self.manifest.version
+    }
+
+    pub fn head(&self) -> &ScoringHead {
+        &self.head
+    }
+
+    pub fn stats(&self) -> &HistoryStats {
+        &self.stats
+    }
+
+    /// The directory it was loaded from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Purchase probabilities of `candidates` for `user`, through the one
+    /// scoring path.
+    pub fn score(&self, user: &UserContext, candidates: &[CandidateInput<'_>]) -> candle_core::Result<Vec<f32>> {
+        scoring::score(&self.head, &self.stats, user, candidates)
+    }
+}
+
+/// Reads and checks `dir/bundle.json`.
+pub fn read_manifest(dir: &Path) -> Result<BundleManifest, BundleError> {
+    let path = dir.join(MANIFEST_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|source| BundleError::Read { path: path.clone(), source })?;
+    // The format is checked before the whole manifest, so an older bundle
+    // gets "retrain" rather than a field-level parse error.
+    #[derive(Deserialize)]
+    struct FormatOnly {
+        format: u32,
+    }
+    let format = serde_json::from_str::<FormatOnly>(&text)
+        .map_err(|source| BundleError::Parse { path: path.clone(), source })?
+        .format;
+    if format != BUNDLE_FORMAT {
+        return Err(BundleError::Format { path, found: format });
+    }
+    let manifest: BundleManifest =
+        serde_json::from_str(&text).map_err(|source| BundleError::Parse { path: path.clone(), source })?;
+    if manifest.version.trim().is_empty() {
+        return Err(BundleError::NoVersion { path });
+    }
+    manifest.head.validate().map_err(|source| BundleError::Head { path, source })?;
+    Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device};
+    use candle_nn::VarBuilder;
+
+    use super::*;
+    use crate::model::stats::ItemStats;
+
+    fn stats() -> HistoryStats {
+        let item = ItemStats {
+            id: "A".into(),
+            text: "MUG".into(),
+            buyers: 2,
+            recent_buyers: 1,
+            week_buyers: 0,
+            age_days: 3.0,
+            price: 2.5,
+            neighbours: Vec::new(),
+            recent_ease: Vec::new(),
+        };
+        HistoryStats::from_parts("2011-11-01 00:00:00".into(), 2, vec![item])
+    }
+
+    fn saved(dir: &Path) -> BundleManifest {
+        let identity = EncoderIdentity { name: "enc".into(), dim: 4 };
+        let spec = HeadSpec::new(identity, vec![3], 1).unwrap();
+        let varmap = VarMap::new();
+        ScoringHead::new(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), spec.clone()).unwrap();
+        let manifest = BundleManifest {
+            format: BUNDLE_FORMAT,
+            version: "v1".into(),
+            head: spec,
+            training: None,
+            validation: None,
+        };
+        Bundle::save(dir, &manifest, &varmap, &stats()).unwrap();
+        manifest
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("shoprank-bundle-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn save_then_load_round_trips_and_checks_the_encoder() {
+        let dir = scratch("round-trip");
+        let manifest = saved(&dir);
+        let bundle = Bundle::load(&dir, &EncoderIdentity { name: "enc".into(), dim: 4 }).unwrap();
+        assert_eq!(bundle.manifest(), &manifest);
+        assert_eq!(bundle.version(), "v1");
+        assert_eq!(bundle.stats().position_of_id("A").map(|p| p.index()), Some(0));
+
+        let other = EncoderIdentity { name: "other".into(), dim: 768 };
+        let err = Bundle::load(&dir, &other).err().unwrap().to_string();
+        assert!(err.contains("other") && err.contains("enc"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_broken_manifest_is_refused_naming_the_file_and_the_problem() {
+        let dir = scratch("broken");
+        saved(&dir);
+        let path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let identity = EncoderIdentity { name: "enc".into(), dim: 4 };
+        for (from, to, needle) in [
+            ("\"members\": 1", "\"members\": 0", "members"),
+            ("\"hidden\": [\n      3\n    ]", "\"hidden\": []", "hidden"),
+            ("\"format\": 2", "\"format\": 1", "retrain"),
+            ("\"version\": \"v1\"", "\"version\": \" \"", "no version"),
+        ] {
+            assert!(text.contains(from), "fixture has {from}: {text}");
+            std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+            let err = Bundle::load(&dir, &identity).err().unwrap().to_string();
+            assert!(err.contains(needle) && err.contains("bundle.json"), "{to}: {err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,307 @@
+//! shoprank's own BERT forward pass over the same weights as
+//! candle-transformers' `BertModel`, built for serving on CPU:
+//!
+//! - **No work on padding.** The texts of a batch are packed end to end into
+//!   one `[total_tokens, hidden]` matrix. Every linear layer (the bulk of the
+//!   FLOPs) runs once over the packed rows; only attention, which must not mix
+//!   texts, runs per text and head (in parallel). A batch of one long and
+//!   many short texts costs the sum of their lengths, not `batch × longest`.
+//! - **Fused kernels** ([`crate::model::encoder::kernels`]): one `[hidden, 3·hidden]` Q/K/V
+//!   product; bias and residual added by the products themselves; heads read
+//!   in place from the Q/K/V rows; single-pass GELU, softmax and layer norm.
+//!   Candle loads the weights (safetensors, or the hub) and runs the int8
+//!   products; the f32 products call the `gemm` crate that candle itself
+//!   uses, without candle's per-op allocation and second thread pool.
+//! - **Optional int8 weights** (candle's `Q8_0` quantized tensors) for the
+//!   linear layers, selected by `encoder.precision`.
+//!
+//! Its f32 output matches `BertModel` to float rounding (checked in tests).
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Device, Module, Result, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{Config, HiddenAct};
+use rayon::prelude::*;
+
+use crate::config::Precision;
+use crate::model::encoder::kernels::{self, Accumulate, Product, SharedOut, View};
+
+/// A linear layer `y = x·Wᵀ + b` in either precision.
+struct Projection {
+    weight: Weight,
+    bias: Vec<f32>,
+    in_dim: usize,
+    out_dim: usize,
+}
+
+enum Weight {
+    /// `W` stored transposed and contiguous (`[in, out]`) for the gemm.
+    F32(Vec<f32>),
+    /// `W` quantized to 8 bits in blocks of 32 with one f16 scale each.
+    Int8(QMatMul),
+}
+
+impl Projection {
+    fn new(weight: Tensor, bias: Tensor, precision: Precision) -> Result<Self> {
+        let (out_dim, in_dim) = weight.dims2()?;
+        let weight = match precision {
+            Precision::F32 => Weight::F32(weight.t()?.contiguous()?.flatten_all()?.to_vec1()?),
+            Precision::Int8 => Weight::Int8(QMatMul::from_qtensor(QTensor::quantize(&weight, GgmlDType::Q8_0)?)?),
+        };
+        Ok(Self { weight, bias: bias.to_vec1()?, in_dim, out_dim })
+    }
+
+    fn load(vb: &VarBuilder, in_dim: usize, out_dim: usize, precision: Precision) -> Result<Self> {
+        let weight = vb.get((out_dim, in_dim), "weight")?;
+        let bias = vb.get(out_dim, "bias")?;
+        Self::new(weight, bias, precision)
+    }
+
+    /// `out = x·Wᵀ + b (+ residual)` for `rows` packed rows.
+    fn forward(&self, xs: &[f32], rows: usize, residual: Option<&[f32]>, out: &mut [f32]) -> Result<()> {
+        let out = &mut out[..rows * self.out_dim];
+        match &self.weight {
+            Weight::F32(weight_t) => {
+                kernels::fill_rows(out, &self.bias, residual);
+                let product = Product {
+                    a: View::dense(&xs[..rows * self.in_dim], rows, self.in_dim),
+                    b: View::dense(weight_t, self.in_dim, self.out_dim),
+                    transpose_b: false,
+                    scale: 1.0,
+                    accumulate: Accumulate::Add,
+                    threads: rayon::current_num_threads(),
+                };
+                product.write(out, self.out_dim);
+            }
+            Weight::Int8(weight) => {
+                let input = Tensor::from_slice(&xs[..rows * self.in_dim], (rows, self.in_dim), &Device::Cpu)?;
+                let product = weight.forward(&input)?.flatten_all()?.to_vec1::<f32>()?;
+                kernels::fill_rows(out, &self.bias, residual);
+                out.iter_mut().zip(product).for_each(|(o, p)| *o += p);
+            }
+        }
+        Ok(())
+    }
+}
+
+struct LayerNorm {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    eps: f32,
+}
+
+impl LayerNorm {
+    fn load(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self { weight: vb.get(dim, "weight")?.to_vec1()?, bias: vb.get(dim, "bias")?.to_vec1()?, eps: eps as f32 })
+    }
+
+    fn apply(&self, xs: &mut [f32]) {
+        kernels::layer_norm_rows(xs, &self.weight, &self.bias, self.eps);
+    }
+}
+
+struct Layer {
+    qkv: Projection,
+    attention_out: Projection,
+    attention_norm: LayerNorm,
+    intermediate: Projection,
+    output: Projection,
+    output_norm: LayerNorm,
+}
+
+impl Layer {
+    fn load(vb: VarBuilder, config: &Config, precision: Precision) -> Result<Self> {
+        let hidden = config.hidden_size;
+        let attn = vb.pp("attention");
+        let own = attn.pp("self");
+        let weights = ["query", "key", "value"].map(|name| own.pp(name).get((hidden, hidden), "weight"));
+        let biases = ["query", "key", "value"].map(|name| own.pp(name).get(hidden, "bias"));
+        let [wq, wk, wv] = weights;
+        let [bq, bk, bv] = biases;
+        let qkv = Projection::new(Tensor::cat(&[wq?, wk?, wv?], 0)?, Tensor::cat(&[bq?, bk?, bv?], 0)?, precision)?;
+        Ok(Self {
+            qkv,
+            attention_out: Projection::load(&attn.pp("output").pp("dense"), hidden, hidden, precision)?,
+            attention_norm: LayerNorm::load(attn.pp("output").pp("LayerNorm"), hidden, config.layer_norm_eps)?,
+            intermediate: Projection::load(
+                &vb.pp("intermediate").pp("dense"),
+                hidden,
+                config.intermediate_size,
+                precision,
+            )?,
+            output: Projection::load(&vb.pp("output").pp("dense"), config.intermediate_size, hidden, precision)?,
+            output_norm: LayerNorm::load(vb.pp("output").pp("LayerNorm"), hidden, config.layer_norm_eps)?,
+        })
+    }
+}
+
+/// The activation buffers of one forward pass, sized for its token rows
+/// and reused by every layer.
+struct Activations {
+    hidden: Vec<f32>,
+    qkv: Vec<f32>,
+    context: Vec<f32>,
+    attended: Vec<f32>,
+    inner: Vec<f32>,
+}
+
+/// The transformer, ready to run packed batches.
+pub struct FastBert {
+    word_embeddings: Vec<f32>,
+    position_embeddings: Vec<f32>,
+    token_type_zero: Vec<f32>,
+    vocab_size: usize,
+    max_positions: usize,
+    embedding_norm: LayerNorm,
+    layers: Vec<Layer>,
+    hidden: usize,
+    intermediate: usize,
+    heads: usize,
+    head_dim: usize,
+    hidden_act: HiddenAct,
+}
+
+impl FastBert {
+    pub fn load(vb: VarBuilder, config: &Config, precision: Precision) -> Result<Self> {
+        let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") { vb.pp("bert") } else { vb };
+        let hidden = config.hidden_size;
+        let emb = vb.pp("embeddings");
+        let token_types = emb.get((config.type_vocab_size, hidden), "token_type_embeddings.weight")?;
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| Layer::load(vb.pp(format!("encoder.layer.{i}")), config, precision))
+            .collect::<Result<Vec<_>>>()?;
+        let table =
+            |name: &str, rows: usize| -> Result<Vec<f32>> { emb.get((rows, hidden), name)?.flatten_all()?.to_vec1() };
+        Ok(Self {
+            word_embeddings: table("word_embeddings.weight", config.vocab_size)?,
+            position_embeddings: table("position_embeddings.weight", config.max_position_embeddings)?,
+            // Single-sentence inputs: every token has type 0.
+            token_type_zero: token_types.get(0)?.to_vec1()?,
+            vocab_size: config.vocab_size,
+            max_positions: config.max_position_embeddings,
+            embedding_norm: LayerNorm::load(emb.pp("LayerNorm"), hidden, config.layer_norm_eps)?,
+            layers,
+            hidden,
+            intermediate: config.intermediate_size,
+            heads: config.num_attention_heads,
+            head_dim: hidden / config.num_attention_heads,
+            hidden_act: config.hidden_act,
+        })
+    }
+
+    /// Runs the texts (token ids incl. `[CLS]`/`[SEP]`) packed, and returns
+    /// their mean-pooled last hidden states, `[batch, hidden]`, not yet
+    /// normalised.
+    pub fn forward_pooled(&self, texts: &[&[u32]], device: &Device) -> Result<Tensor> {
+        let lengths: Vec<usize> = texts.iter().map(|t| t.len()).collect();
+        let total: usize = lengths.iter().sum();
+        let mut acts = Activations {
+            hidden: self.embed(texts, total)?,
+            qkv: vec![0.0; total * 3 * self.hidden],
+            context: vec![0.0; total * self.hidden],
+            attended: vec![0.0; total * self.hidden],
+            inner: vec![0.0; total * self.intermediate],
+        };
+        for layer in &self.layers {
+            self.layer_forward(layer, &mut acts, &lengths)?;
+        }
+        Tensor::from_vec(self.mean_pool(&acts.hidden, &lengths), (texts.len(), self.hidden), device)
+    }
+
+    /// Word + position + type embeddings of every packed token, normalised.
+    fn embed(&self, texts: &[&[u32]], total: usize) -> Result<Vec<f32>> {
+        let h = self.hidden;
+        let mut xs = vec![0.0; total * h];
+        let mut rows = xs.chunks_exact_mut(h);
+        for text in texts {
+            if text.len() > self.max_positions {
+                candle_core::bail!("text of {} tokens exceeds the {} positions", text.len(), self.max_positions);
+            }
+            for (position, &id) in text.iter().enumerate() {
+                let id = id as usize;
+                if id >= self.vocab_size {
+                    candle_core::bail!("token id {id} outside the vocabulary of {}", self.vocab_size);
+                }
+                let row = rows.next().expect("one row per token");
+                let word = &self.word_embeddings[id * h..(id + 1) * h];
+                let pos = &self.position_embeddings[position * h..(position + 1) * h];
+                for (((x, w), p), t) in row.iter_mut().zip(word).zip(pos).zip(&self.token_type_zero) {
+                    *x = w + p + t;
+                }
+            }
+        }
+        self.embedding_norm.apply(&mut xs);
+        Ok(xs)
+    }
+
+    fn layer_forward(&self, layer: &Layer, acts: &mut Activations, lengths: &[usize]) -> Result<()> {
+        let rows = lengths.iter().sum();
+        layer.qkv.forward(&acts.hidden, rows, None, &mut acts.qkv)?;
+        self.attention(&acts.qkv, lengths, &mut acts.context);
+        layer.attention_out.forward(&acts.context, rows, Some(&acts.hidden), &mut acts.attended)?;
+        layer.attention_norm.apply(&mut acts.attended);
+        layer.intermediate.forward(&acts.attended, rows, None, &mut acts.inner)?;
+        match self.hidden_act {
+            HiddenAct::Gelu => kernels::gelu_erf(&mut acts.inner),
+            HiddenAct::Relu => acts.inner.par_iter_mut().for_each(|x| *x = x.max(0.0)),
+            HiddenAct::GeluApproximate => kernels::gelu_tanh(&mut acts.inner),
+        }
+        layer.output.forward(&acts.inner, rows, Some(&acts.attended), &mut acts.hidden)?;
+        layer.output_norm.apply(&mut acts.hidden);
+        Ok(())
+    }
+
+    /// Scaled dot-product attention of each text with itself only, one
+    /// parallel task per (text, head), each reading its head's columns of
+    /// the Q/K/V rows in place and writing its own block of `context`.
+    fn attention(&self, qkv: &[f32], lengths: &[usize], context: &mut [f32]) {
+        let (h, d) = (self.hidden, self.head_dim);
+        let scale = 1.0 / (d as f32).sqrt();
+        let total: usize = lengths.iter().sum();
+        let qkv = View::dense(qkv, total, 3 * h);
+        let mut tasks = Vec::with_capacity(lengths.len() * self.heads);
+        let mut start = 0;
+        for &len in lengths {
+            tasks.extend((0..self.heads).map(|head| (start, len, head)));
+            start += len;
+        }
+        let out = SharedOut::new(context);
+        tasks.into_par_iter().for_each(|(start, len, head)| {
+            let query = qkv.block(start, len, head * d, d);
+            let key = qkv.block(start, len, h + head * d, d);
+            let value = qkv.block(start, len, 2 * h + head * d, d);
+            let mut scores = vec![0.0; len * len];
+            let scaled_scores =
+                Product { a: query, b: key, transpose_b: true, scale, accumulate: Accumulate::Overwrite, threads: 1 };
+            scaled_scores.write(&mut scores, len);
+            kernels::softmax_rows(&mut scores, len);
+            let weighted_values = Product {
+                a: View::dense(&scores, len, len),
+                b: value,
+                transpose_b: false,
+                scale: 1.0,
+                accumulate: Accumulate::Overwrite,
+                threads: 1,
+            };
+            // SAFETY: (text, head) pairs are distinct, so their blocks of
+            // `context` (rows of the text × columns of the head) are disjoint,
+            // and `context` stays mutably borrowed until all tasks finish.
+            unsafe { weighted_values.write_raw(out.block(start * h + head * d, len, d, h), h) };
+        });
+    }
+
+    /// Mean of each text's rows.
+    fn mean_pool(&self, xs: &[f32], lengths: &[usize]) -> Vec<f32> {
+        let h = self.hidden;
+        let mut pooled = vec![0.0; lengths.len() * h];
+        let mut rows = xs.chunks_exact(h);
+        for (out, &len) in pooled.chunks_exact_mut(h).zip(lengths) {
+            for row in rows.by_ref().take(len) {
+                out.iter_mut().zip(row).for_each(|(o, x)| *o += x);
+            }
+            let inv = 1.0 / len.max(1) as f32;
+            out.iter_mut().for_each(|o| *o *= inv);
+        }
+        pooled
+    }
+}

@@ -1,0 +1,231 @@
+//! The text encoder: tokenize, BERT forward pass with the attention mask, mean
+//! pooling over real tokens, L2 normalisation — the recipe of
+//! sentence-transformers' all-MiniLM-L6-v2, so vectors match it to 1e-5.
+//!
+//! The encoder is synchronous and CPU-bound; callers on an async runtime go
+//! through `batcher::EmbedHandle`, which runs it on its own thread.
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use tokenizers::{Tokenizer, TruncationParams};
+
+mod bert_fast;
+mod kernels;
+
+use self::bert_fast::FastBert;
+use crate::config::{EncoderSettings, Precision};
+use crate::model::files::{EncoderFiles, ModelFilesError};
+use crate::model::head::EncoderIdentity;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EncoderError {
+    #[error(transparent)]
+    Files(#[from] ModelFilesError),
+    #[error("cannot read encoder config {path}: {source}")]
+    Config { path: String, source: Box<dyn std::error::Error + Send + Sync> },
+    #[error("cannot load tokenizer {path}: {source}")]
+    Tokenizer { path: String, source: tokenizers::Error },
+    #[error("tokenization failed: {0}")]
+    Tokenize(tokenizers::Error),
+    #[error("model error: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+/// A text turned into token ids, truncated to the encoder's window and
+/// wrapped in `[CLS] … [SEP]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenizedText {
+    pub ids: Vec<u32>,
+}
+
+impl TokenizedText {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// Which implementation of the transformer runs the forward pass.
+enum Backbone {
+    /// candle-transformers' `BertModel`: the reference, padded batches.
+    Reference(BertModel),
+    /// shoprank's own forward pass: no work on padding, optional int8 weights.
+    Fast(FastBert),
+}
+
+/// A loaded BERT sentence encoder.
+pub struct Encoder {
+    backbone: Backbone,
+    tokenizer: Tokenizer,
+    device: Device,
+    max_seq_len: usize,
+    dim: usize,
+    name: String,
+    precision: Precision,
+}
+
+impl Encoder {
+    /// Finds the encoder `settings.source` names (a directory or a hub repo
+    /// id) and loads it: the one way the server and the commands load it.
+    pub fn open(settings: &EncoderSettings) -> Result<Self, EncoderError> {
+        let files = EncoderFiles::resolve(&settings.source, &settings.revision)?;
+        let started = std::time::Instant::now();
+        let encoder = Self::load(&files, settings)?;
+        tracing::info!(
+            encoder = encoder.name(),
+            dim = encoder.dim(),
+            precision = encoder.precision().as_str(),
+            secs = started.elapsed().as_secs_f64(),
+            "encoder loaded"
+        );
+        Ok(encoder)
+    }
+
+    /// Loads the encoder from its files. `settings.precision` picks exact f32
+    /// or int8 weights; `reference = true` forces candle-transformers'
+    /// `BertModel` (exact f32), used to check the fast path against it.
+    pub fn load(files: &EncoderFiles, settings: &EncoderSettings) -> Result<Self, EncoderError> {
+        Self::load_with(files, settings, false)
+    }
+
+    pub fn load_reference(files: &EncoderFiles, settings: &EncoderSettings) -> Result<Self, EncoderError> {
+        Self::load_with(files, settings, true)
+    }
+
+    fn load_with(files: &EncoderFiles, settings: &EncoderSettings, reference: bool) -> Result<Self, EncoderError> {
+        let device = Device::Cpu;
+        let config_path = files.config.display().to_string();
+        let config_text = std::fs::read_to_string(&files.config)
+            .map_err(|e| EncoderError::Config { path: config_path.clone(), source: Box::new(e) })?;
+        let config: BertConfig = serde_json::from_str(&config_text)
+            .map_err(|e| EncoderError::Config { path: config_path, source: Box::new(e) })?;
+
+        let mut tokenizer = Tokenizer::from_file(&files.tokenizer)
+            .map_err(|source| EncoderError::Tokenizer { path: files.tokenizer.display().to_string(), source })?;
+        // The shipped tokenizer.json pads every text to 128 and truncates at
+        // 128; sentence-transformers uses a 256-token window and pads per
+        // batch. Padding is done here, per batch, so switch the file's off.
+        let max_seq_len = settings.max_seq_len.min(config.max_position_embeddings);
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(Some(TruncationParams { max_length: max_seq_len, ..Default::default() }))
+            .map_err(EncoderError::Tokenize)?;
+
+        // SAFETY: the weights file is memory-mapped read-only; shoprank never
+        // writes it, and the fetch script replaces it only atomically.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&files.weights], DType::F32, &device)? };
+        let backbone = if reference {
+            Backbone::Reference(BertModel::load(vb, &config)?)
+        } else {
+            Backbone::Fast(FastBert::load(vb, &config, settings.precision)?)
+        };
+        let precision = if reference { Precision::F32 } else { settings.precision };
+        Ok(Self {
+            backbone,
+            tokenizer,
+            device,
+            max_seq_len,
+            dim: config.hidden_size,
+            name: files.name.clone(),
+            precision,
+        })
+    }
+
+    /// Embedding width (384 for all-MiniLM-L6-v2).
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// What a head trained on this encoder's embeddings records.
+    pub fn identity(&self) -> EncoderIdentity {
+        EncoderIdentity { name: self.name.clone(), dim: self.dim }
+    }
+
+    /// The encoder's name, e.g. `all-MiniLM-L6-v2`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    pub fn max_seq_len(&self) -> usize {
+        self.max_seq_len
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Tokenizes one text, truncating it to the window.
+    pub fn tokenize(&self, text: &str) -> Result<TokenizedText, EncoderError> {
+        let encoding = self.tokenizer.encode(text, true).map_err(EncoderError::Tokenize)?;
+        Ok(TokenizedText { ids: encoding.get_ids().to_vec() })
+    }
+
+    /// Embeds texts in one forward pass (padded to the longest in the case
+    /// of the reference backbone). Returns one unit-length vector per text.
+    pub fn embed_tokenized(&self, batch: &[&TokenizedText]) -> Result<Vec<Vec<f32>>, EncoderError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pooled = match &self.backbone {
+            Backbone::Reference(model) => self.reference_forward(model, batch)?,
+            Backbone::Fast(model) => {
+                let ids: Vec<&[u32]> = batch.iter().map(|t| t.ids.as_slice()).collect();
+                model.forward_pooled(&ids, &self.device)?
+            }
+        };
+        let norms = pooled.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+        let normalized = pooled.broadcast_div(&norms)?;
+        Ok(normalized.to_vec2::<f32>()?)
+    }
+
+    fn reference_forward(&self, model: &BertModel, batch: &[&TokenizedText]) -> Result<Tensor, EncoderError> {
+        let longest = batch.iter().map(|t| t.len()).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(batch.len() * longest);
+        let mut mask = Vec::with_capacity(batch.len() * longest);
+        for text in batch {
+            ids.extend_from_slice(&text.ids);
+            ids.extend(std::iter::repeat_n(0u32, longest - text.len()));
+            mask.extend(std::iter::repeat_n(1u32, text.len()));
+            mask.extend(std::iter::repeat_n(0u32, longest - text.len()));
+        }
+        let shape = (batch.len(), longest);
+        let ids = Tensor::from_vec(ids, shape, &self.device)?;
+        let mask = Tensor::from_vec(mask, shape, &self.device)?;
+        let token_types = ids.zeros_like()?;
+        let hidden = model.forward(&ids, &token_types, Some(&mask))?;
+        // Mean over real tokens only: padded positions carry garbage.
+        let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+        let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
+        let counts = mask.sum(1)?;
+        Ok(summed.broadcast_div(&counts)?)
+    }
+
+    /// Embeds texts of any number, sorting them by length into batches of at
+    /// most `max_batch` so that little padding is computed. Output order is
+    /// the input order.
+    pub fn embed(&self, texts: &[&str], max_batch: usize) -> Result<Vec<Vec<f32>>, EncoderError> {
+        let tokenized = texts.iter().map(|t| self.tokenize(t)).collect::<Result<Vec<_>, _>>()?;
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| tokenized[i].len());
+        let mut out = vec![Vec::new(); texts.len()];
+        for chunk in order.chunks(max_batch.max(1)) {
+            let batch: Vec<&TokenizedText> = chunk.iter().map(|&i| &tokenized[i]).collect();
+            for (&i, vector) in chunk.iter().zip(self.embed_tokenized(&batch)?) {
+                out[i] = vector;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Dot product of two unit vectors = their cosine.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}

@@ -1,0 +1,37 @@
+//! The model layer: everything a trained bundle is made of and the one way it
+//! scores. Serving and the offline pipeline both build on it; it imports
+//! neither of them.
+//!
+//! - [`files`]: where the encoder's files come from (local dir or hf-hub).
+//! - [`encoder`]: tokenize → forward (shoprank's fused CPU kernels) →
+//!   mean-pool → L2-normalise.
+//! - [`user_text`]: user signals → one budgeted user text.
+//! - [`stats`]: the history statistics a bundle ships (popularity, prices,
+//!   co-purchase and EASE neighbours), addressed by [`stats::ItemPos`].
+//! - [`features`]: the one feature builder of training, evaluation and serving.
+//! - [`head`]: the MLP scoring head and its validated spec.
+//! - [`scoring`]: features → head → purchase probabilities, for one user.
+//! - [`bundle`]: head + spec + statistics + training record, one directory,
+//!   one version.
+
+pub mod bundle;
+pub mod encoder;
+pub mod features;
+pub mod files;
+pub mod head;
+pub mod scoring;
+pub mod stats;
+pub mod user_text;
+
+use std::io::Read;
+use std::path::Path;
+
+/// Opens a file for reading, transparently un-gzipping `*.gz`.
+pub(crate) fn open_maybe_gz(path: &Path) -> std::io::Result<Box<dyn Read>> {
+    let reader = std::io::BufReader::new(std::fs::File::open(path)?);
+    if path.extension().is_some_and(|e| e == "gz") {
+        Ok(Box::new(flate2::read::GzDecoder::new(reader)))
+    } else {
+        Ok(Box::new(reader))
+    }
+}

@@ -1,0 +1,60 @@
+//! The one scoring path: a user's candidates → the feature builder → the
+//! head → purchase probabilities. Serving, evaluation and training's model
+//! selection all score through here, so a number measured offline is the
+//! number a request gets.
+//!
+//! It has two steps because training's model selection scores the same users
+//! after every epoch: [`ScoringInputs::build`] computes what does not depend
+//! on the head's weights once, and [`ScoringInputs::score`] runs a head over it.
+
+use candle_core::{Device, Tensor};
+
+use crate::model::features::{self, CandidateInput, Numeric, UserContext};
+use crate::model::head::ScoringHead;
+use crate::model::stats::HistoryStats;
+
+/// What a head scores for one user: the user embedding, the candidates'
+/// embeddings as one `[n, dim]` tensor, and their numeric features.
+pub struct ScoringInputs {
+    user: Vec<f32>,
+    items: Tensor,
+    numeric: Vec<Numeric>,
+}
+
+impl ScoringInputs {
+    /// Builds the features of every candidate for this user.
+    pub fn build(
+        stats: &HistoryStats,
+        user: &UserContext,
+        candidates: &[CandidateInput<'_>],
+    ) -> candle_core::Result<Self> {
+        let dim = user.embedding.len();
+        let numeric: Vec<Numeric> = candidates.iter().map(|c| features::numeric(stats, user, c)).collect();
+        let flat: Vec<f32> = candidates.iter().flat_map(|c| c.embedding.iter().copied()).collect();
+        let items = Tensor::from_vec(flat, (candidates.len(), dim), &Device::Cpu)?;
+        Ok(Self { user: user.embedding.clone(), items, numeric })
+    }
+
+    /// The numeric feature vectors, in candidate order.
+    pub fn numeric(&self) -> &[Numeric] {
+        &self.numeric
+    }
+
+    /// Purchase probabilities, in candidate order.
+    pub fn score(&self, head: &ScoringHead) -> candle_core::Result<Vec<f32>> {
+        head.score_user(&self.user, &self.items, &self.numeric)
+    }
+}
+
+/// Purchase probabilities of candidates for one user.
+pub fn score(
+    head: &ScoringHead,
+    stats: &HistoryStats,
+    user: &UserContext,
+    candidates: &[CandidateInput<'_>],
+) -> candle_core::Result<Vec<f32>> {
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    ScoringInputs::build(stats, user, candidates)?.score(head)
+}

@@ -1,0 +1,208 @@
+//! History statistics: what the purchase log says about each item beyond its
+//! text — how many customers bought it (ever, and lately), its usual price,
+//! and which items share its buyers (item-to-item co-purchase cosine).
+//!
+//! `shoprank train` builds them from history only and writes them next to the
+//! head (`models/stats.json.gz`); the server loads them at start-up, so serving
+//! builds exactly the features training used. Evaluation rebuilds them from
+//! the split's history with the same code.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Co-purchase neighbours kept per item in the artifact.
+pub const NEIGHBOURS_PER_ITEM: usize = 50;
+/// "Recent" popularity counts buyers in this many days before the cutoff.
+pub const RECENT_DAYS: i64 = 30;
+/// "This week" popularity counts buyers in this many days before the cutoff.
+pub const WEEK_DAYS: i64 = 7;
+
+/// An item's position in one [`HistoryStats`]: the index the features, the
+/// neighbour lists and the head's inputs use. It is not the index a purchase
+/// log interns the item under (`offline::data::ItemIdx`); the two meet only
+/// through the item's id string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ItemPos(u32);
+
+impl ItemPos {
+    pub fn new(index: usize) -> Self {
+        Self(u32::try_from(index).expect("catalogs hold fewer than 2^32 items"))
+    }
+
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ItemStats {
+    pub id: String,
+    pub text: String,
+    /// Distinct customers who bought it in history.
+    pub buyers: u32,
+    /// Distinct customers who bought it in the last `RECENT_DAYS` of history.
+    pub recent_buyers: u32,
+    /// Distinct customers who bought it in the last `WEEK_DAYS` of history.
+    pub week_buyers: u32,
+    /// Days from its first purchase to the cutoff (new products sell differently).
+    pub age_days: f32,
+    /// Median unit price in history.
+    pub price: f32,
+    /// Up to `NEIGHBOURS_PER_ITEM` (item index, cosine of buyer sets), best first.
+    pub neighbours: Vec<(ItemPos, f32)>,
+    /// Up to `NEIGHBOURS_PER_ITEM` (item index, recent-purchase EASE weight
+    /// from this item to that one), positive weights only, best first.
+    #[serde(default)]
+    pub recent_ease: Vec<(ItemPos, f32)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryStats {
+    /// The history's end (exclusive), `YYYY-MM-DD HH:MM:SS`.
+    pub cutoff: String,
+    pub customers: u32,
+    pub items: Vec<ItemStats>,
+    #[serde(skip)]
+    by_id: HashMap<String, ItemPos>,
+    #[serde(skip)]
+    by_text: HashMap<String, ItemPos>,
+    /// Median of the item prices: the price of a new product sent without one.
+    #[serde(skip)]
+    typical_price: f32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatsError {
+    #[error("cannot read history statistics {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("history statistics {path} are not valid: {source}")]
+    Parse { path: String, source: serde_json::Error },
+    #[error("cannot write history statistics {path}: {source}")]
+    Write { path: String, source: std::io::Error },
+}
+
+impl HistoryStats {
+    pub fn from_parts(cutoff: String, customers: u32, items: Vec<ItemStats>) -> Self {
+        let mut stats =
+            Self { cutoff, customers, items, by_id: HashMap::new(), by_text: HashMap::new(), typical_price: 1.0 };
+        stats.index();
+        stats
+    }
+
+    /// Derives the lookups (and the typical price) from `items`, once, when
+    /// the statistics are built or loaded.
+    fn index(&mut self) {
+        let mut prices: Vec<f32> = self.items.iter().map(|s| s.price).filter(|p| p.is_finite()).collect();
+        let typical = median(&mut prices);
+        self.typical_price = if typical.is_finite() { typical } else { 1.0 };
+        self.by_id = self.items.iter().enumerate().map(|(p, s)| (s.id.clone(), ItemPos::new(p))).collect();
+        self.by_text.clear();
+        for (p, s) in self.items.iter().enumerate() {
+            // Several items can share a title: the most bought one stands for it.
+            let entry = self.by_text.entry(s.text.clone()).or_insert(ItemPos::new(p));
+            if self.items[entry.index()].buyers < s.buyers {
+                *entry = ItemPos::new(p);
+            }
+        }
+    }
+
+    /// Statistics with no items: every candidate is scored as a new product.
+    pub fn empty() -> Self {
+        Self::from_parts(String::new(), 0, Vec::new())
+    }
+
+    pub fn position_of_id(&self, id: &str) -> Option<ItemPos> {
+        self.by_id.get(id).copied()
+    }
+
+    /// An item whose text is exactly `text` (used when a request's history
+    /// carries titles but no ids).
+    pub fn position_of_text(&self, text: &str) -> Option<ItemPos> {
+        self.by_text.get(text.trim()).copied()
+    }
+
+    /// Reads JSON, gzipped when the name ends in `.gz` (the committed
+    /// artifact is: the neighbour lists make it 5.6 MB plain, 1.5 MB gzipped).
+    pub fn load(path: &Path) -> Result<Self, StatsError> {
+        let reader = super::open_maybe_gz(path)
+            .map_err(|source| StatsError::Read { path: path.display().to_string(), source })?;
+        let mut stats: Self = serde_json::from_reader(reader)
+            .map_err(|source| StatsError::Parse { path: path.display().to_string(), source })?;
+        stats.index();
+        Ok(stats)
+    }
+
+    /// Writes JSON, gzipped when the name ends in `.gz`.
+    pub fn save(&self, path: &Path) -> Result<(), StatsError> {
+        let write_error = |source| StatsError::Write { path: path.display().to_string(), source };
+        let text = serde_json::to_vec(self).expect("stats serialise");
+        let bytes = if path.extension().is_some_and(|e| e == "gz") {
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            std::io::Write::write_all(&mut encoder, &text).map_err(write_error)?;
+            encoder.finish().map_err(write_error)?
+        } else {
+            text
+        };
+        std::fs::write(path, bytes).map_err(write_error)
+    }
+
+    /// The statistics of the item at `position`.
+    pub fn item(&self, position: ItemPos) -> &ItemStats {
+        &self.items[position.index()]
+    }
+
+    /// Every position, in catalog order.
+    pub fn positions(&self) -> impl Iterator<Item = ItemPos> {
+        (0..self.items.len()).map(ItemPos::new)
+    }
+
+    /// Median price over all items (fallback for unknown prices).
+    pub fn typical_price(&self) -> f32 {
+        self.typical_price
+    }
+}
+
+pub(crate) fn median(values: &mut [f32]) -> f32 {
+    if values.is_empty() {
+        return f32::NAN;
+    }
+    values.sort_by(f32::total_cmp);
+    values[values.len() / 2]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saves_and_loads_plain_and_gzipped_json_alike() {
+        let item = |id: &str, text: &str, buyers: u32| ItemStats {
+            id: id.into(),
+            text: text.into(),
+            buyers,
+            recent_buyers: 1,
+            week_buyers: 0,
+            age_days: 3.0,
+            price: 2.5,
+            neighbours: vec![(ItemPos::new(1), 0.5)],
+            recent_ease: vec![(ItemPos::new(0), 0.25)],
+        };
+        let stats =
+            HistoryStats::from_parts("2011-11-01 00:00:00".into(), 2, vec![item("A", "MUG", 2), item("B", "BAG", 1)]);
+        let dir = std::env::temp_dir().join(format!("shoprank-stats-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in ["stats.json", "stats.json.gz"] {
+            let path = dir.join(name);
+            stats.save(&path).unwrap();
+            let loaded = HistoryStats::load(&path).unwrap();
+            assert_eq!(loaded.items, stats.items, "{name}");
+            assert_eq!(loaded.position_of_text("BAG"), stats.position_of_id("B"), "{name}: lookups rebuilt");
+        }
+        let gz = std::fs::read(dir.join("stats.json.gz")).unwrap();
+        assert_eq!(&gz[..2], &[0x1f, 0x8b], "a .gz name writes gzip");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,194 @@
+//! Purchase logs in, one shape out: a [`Dataset`] of purchase events with
+//! interned user and item ids, whatever the source format. Training,
+//! evaluation and the history statistics all start from it.
+//!
+//! - [`retail`]: the UCI Online Retail CSV as shipped, with EVAL_PROTOCOL v1's cleaning.
+//! - [`generic`]: `events.csv` + `items.csv`, the format any shop can export.
+//! - [`split`]: the protocol's time split, catalog, item texts and test users.
+
+pub mod generic;
+pub mod retail;
+pub mod split;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// A user's interned index in one [`Dataset`].
+pub type UserIdx = u32;
+/// An item's interned index in one [`Dataset`]. Not a position in the
+/// history statistics ([`crate::model::stats::ItemPos`], a newtype, so the
+/// two cannot be mixed up); they meet only through the item's id string.
+pub type ItemIdx = u32;
+
+/// One purchase: who bought what, when, how many and at what unit price.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Event {
+    pub user: UserIdx,
+    pub item: ItemIdx,
+    /// Seconds since the Unix epoch, shop-local time.
+    pub time: i64,
+    pub quantity: f32,
+    /// Unit price; `NaN` when the source has none.
+    pub price: f32,
+    /// Index into [`Dataset::descriptions`] of the text this event carried,
+    /// or `NO_TEXT` where texts come from a separate item table.
+    pub text: u32,
+}
+
+pub const NO_TEXT: u32 = u32::MAX;
+
+/// Interned ids: dense indices for the maths, original strings for output.
+#[derive(Debug, Default, Clone)]
+pub struct Interner {
+    names: Vec<String>,
+    index: HashMap<String, u32>,
+}
+
+impl Interner {
+    pub fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&i) = self.index.get(name) {
+            return i;
+        }
+        let i = self.names.len() as u32;
+        self.names.push(name.to_string());
+        self.index.insert(name.to_string(), i);
+        i
+    }
+    pub fn get(&self, name: &str) -> Option<u32> {
+        self.index.get(name).copied()
+    }
+    pub fn name(&self, i: u32) -> &str {
+        &self.names[i as usize]
+    }
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+/// Rows read, kept, and skipped for each reason; reported, never silent.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct ImportReport {
+    pub rows: usize,
+    pub kept: usize,
+    /// Reason → number of rows skipped for it.
+    pub skipped: std::collections::BTreeMap<String, usize>,
+    /// Up to 10 examples of skipped rows: (line number, reason).
+    pub examples: Vec<(usize, String)>,
+}
+
+impl ImportReport {
+    pub fn skip(&mut self, line: usize, reason: &str) {
+        *self.skipped.entry(reason.to_string()).or_default() += 1;
+        if self.examples.len() < 10 {
+            self.examples.push((line, reason.to_string()));
+        }
+    }
+
+    pub fn summary(&self) -> String {
+        let mut text = format!("{} rows read, {} kept", self.rows, self.kept);
+        for (reason, count) in &self.skipped {
+            text.push_str(&format!(", {count} skipped ({reason})"));
+        }
+        text
+    }
+}
+
+/// A purchase log, events sorted by time.
+#[derive(Debug, Default, Clone)]
+pub struct Dataset {
+    pub users: Interner,
+    pub items: Interner,
+    pub events: Vec<Event>,
+    /// Texts referenced by `Event::text` (UCI: each row's Description).
+    pub descriptions: Interner,
+    /// Fixed item texts by item index (generic format); empty otherwise.
+    pub item_texts: Vec<Option<String>>,
+    pub report: ImportReport,
+}
+
+/// Which importer reads the data.
+#[derive(Debug, Clone)]
+pub enum DataSource {
+    /// The UCI Online Retail CSV (`.csv` or `.csv.gz`).
+    OnlineRetail(PathBuf),
+    /// `events.csv` and `items.csv` in the generic format.
+    Generic { events: PathBuf, items: PathBuf },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("cannot open {path}: {source}")]
+    Open { path: PathBuf, source: std::io::Error },
+    #[error("{path}, line {line}: {problem}")]
+    Malformed { path: PathBuf, line: usize, problem: String },
+    #[error("{path}: no usable rows ({summary})")]
+    Empty { path: PathBuf, summary: String },
+}
+
+/// As the command line gave it: the file, or `events + items`.
+impl std::fmt::Display for DataSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DataSource::OnlineRetail(path) => write!(f, "{}", path.display()),
+            DataSource::Generic { events, items } => write!(f, "{} + {}", events.display(), items.display()),
+        }
+    }
+}
+
+impl DataSource {
+    pub fn load(&self) -> Result<Dataset, DataError> {
+        match self {
+            DataSource::OnlineRetail(path) => retail::load(path),
+            DataSource::Generic { events, items } => generic::load(events, items),
+        }
+    }
+}
+
+/// Opens a log file, transparently un-gzipping `*.gz`.
+pub(crate) fn open_maybe_gz(path: &Path) -> Result<Box<dyn std::io::Read>, DataError> {
+    crate::model::open_maybe_gz(path).map_err(|source| DataError::Open { path: path.into(), source })
+}
+
+/// Parses `YYYY-MM-DD HH:MM:SS`, `YYYY-MM-DDTHH:MM:SS[Z]`, `YYYY-MM-DD` or
+/// integer Unix seconds into Unix seconds.
+pub fn parse_time(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<i64>() {
+        return Some(seconds);
+    }
+    let text = text.trim_end_matches('Z');
+    for format in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S%.f"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, format) {
+            return Some(t.and_utc().timestamp());
+        }
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc().timestamp())
+}
+
+impl Dataset {
+    /// Sorts events by time (stable: same-time events keep file order).
+    pub(crate) fn finish(mut self) -> Self {
+        self.events.sort_by_key(|e| e.time);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_time_formats_it_documents() {
+        let t = parse_time("2011-11-01 00:00:00").unwrap();
+        assert_eq!(parse_time("2011-11-01T00:00:00Z"), Some(t));
+        assert_eq!(parse_time("2011-11-01"), Some(t));
+        assert_eq!(parse_time(&t.to_string()), Some(t));
+        assert_eq!(parse_time("yesterday"), None);
+    }
+}

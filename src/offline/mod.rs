@@ -1,0 +1,25 @@
+//! The offline layer: how bundles are made and judged. Built on
+//! [`crate::model`]; the server never imports it (see `scripts/check-layers`).
+//!
+//! - [`data`]: purchase logs (UCI Online Retail, the generic events/items
+//!   format) → one [`data::Dataset`], and EVAL_PROTOCOL v1's time split.
+//! - [`text_embedder`]: the narrow text-embedding trait the pipeline needs
+//!   (BERT in production, a hashing embedder in tests).
+//! - [`embed_store`]: embeddings of many texts, kept on disk between runs.
+//! - [`stats_builder`], [`recent_ease`]: the history statistics a bundle ships.
+//! - [`prepared`]: a split made ready for scoring (statistics, user texts, embeddings).
+//! - [`ranking_metrics`]: NDCG@10, Recall@10, HR@10, MRR, AUC of one ranking.
+//! - [`train`]: `shoprank train` — examples, epochs, model selection, refit, ensemble.
+//! - [`eval`]: `shoprank eval` — EVAL_PROTOCOL v1 tables and chart.
+//! - [`cli`]: the `train`, `eval` and `embed` commands' arguments and runs.
+
+pub mod cli;
+pub mod data;
+pub mod embed_store;
+pub mod eval;
+pub mod prepared;
+pub mod ranking_metrics;
+pub mod recent_ease;
+pub mod stats_builder;
+pub mod text_embedder;
+pub mod train;

@@ -1,0 +1,103 @@
+//! The one place where errors become HTTP statuses. 4xx bodies name the field
+//! and the problem; 5xx bodies are opaque and the cause is logged once.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::serve::batcher::EmbedError;
+use crate::serve::ranker::RankError;
+
+/// An error answer: status, a stable machine-readable `kind`, and a message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub message: String,
+    /// Seconds for the `Retry-After` header of 503 answers.
+    pub retry_after: Option<u32>,
+}
+
+/// Carried in the response's extensions so the metrics middleware can count
+/// errors by kind.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorKind(pub &'static str);
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    kind: &'a str,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self { status, kind, message: message.into(), retry_after: None }
+    }
+    /// The body is not JSON at all (400).
+    pub fn malformed_json(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "malformed_json", message)
+    }
+    /// Valid JSON whose field has the wrong type, or a missing required field (422).
+    pub fn invalid_field(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message)
+    }
+    /// A field's value breaks a rule or a limit (422). `kind` names the rule.
+    pub fn invalid(kind: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, kind, message)
+    }
+    pub fn body_too_large() -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "request body exceeds limits.max_body_bytes")
+    }
+    pub fn not_found(path: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("no route for {path}"))
+    }
+    pub fn method_not_allowed() -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+    }
+    fn unavailable(kind: &'static str, message: impl Into<String>, retry_after: u32) -> Self {
+        Self { retry_after: Some(retry_after), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, kind, message) }
+    }
+    pub fn not_ready() -> Self {
+        Self::unavailable("not_ready", "models are still loading; retry shortly", 2)
+    }
+    /// The encoder thread died: nothing can be ranked until a restart.
+    pub fn encoder_stopped() -> Self {
+        Self::unavailable("encoder_stopped", "the encoder has stopped; the service needs a restart", 30)
+    }
+    pub fn overloaded(message: impl Into<String>) -> Self {
+        Self::unavailable("overloaded", message, 1)
+    }
+    pub fn timeout(seconds: u64) -> Self {
+        Self::unavailable("timeout", format!("ranking took longer than {seconds} s"), 1)
+    }
+    /// An internal failure: logged here with its cause, answered opaquely.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "request failed");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+    }
+}
+
+impl From<RankError> for ApiError {
+    fn from(error: RankError) -> Self {
+        match error {
+            RankError::Embed(EmbedError::QueueFull { queued, limit }) => {
+                ApiError::overloaded(format!("encoder queue is full ({queued} of {limit} texts waiting)"))
+            }
+            // Logged once, by the encoder thread as it died.
+            RankError::Embed(EmbedError::Stopped) => ApiError::encoder_stopped(),
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = axum::Json(Body { error: &self.message, kind: self.kind });
+        let mut response = (self.status, body).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response.extensions_mut().insert(ErrorKind(self.kind));
+        response
+    }
+}

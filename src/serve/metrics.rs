@@ -1,0 +1,134 @@
+//! Every metric shoprank exports, in one registry, recorded where the event
+//! happens (the HTTP middleware, the encoder thread, the cache, the ranker).
+//! Names follow Prometheus conventions with the `shoprank_` prefix.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Shared handle to all metrics. Cheap to clone (the collectors are `Arc`s).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub request_errors: IntCounterVec,
+    pub encoder_forward: Histogram,
+    pub encoder_batch_texts: Histogram,
+    pub encoder_batch_tokens: Histogram,
+    pub embed_queue_texts: IntGauge,
+    pub candidates_per_request: Histogram,
+    pub predicted_score: Histogram,
+    pub model_info: IntGaugeVec,
+    pub cache_hits: IntCounter,
+    pub cache_misses: IntCounter,
+    pub cache_evictions: IntCounter,
+    pub cache_entries: IntGauge,
+    pub cache_bytes: IntGauge,
+}
+
+fn exponential(start: f64, factor: f64, count: usize) -> Vec<f64> {
+    prometheus::exponential_buckets(start, factor, count).expect("valid buckets")
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let m = Self {
+            http_requests: IntCounterVec::new(
+                Opts::new("shoprank_http_requests_total", "HTTP requests by route and status code"),
+                &["route", "status"],
+            )
+            .expect("metric"),
+            http_duration: HistogramVec::new(
+                HistogramOpts::new("shoprank_http_request_duration_seconds", "HTTP request duration by route")
+                    .buckets(exponential(0.001, 2.0, 15)),
+                &["route"],
+            )
+            .expect("metric"),
+            request_errors: IntCounterVec::new(
+                Opts::new("shoprank_request_errors_total", "Requests answered with an error, by error kind"),
+                &["kind"],
+            )
+            .expect("metric"),
+            encoder_forward: Histogram::with_opts(
+                HistogramOpts::new("shoprank_encoder_forward_seconds", "Duration of one encoder forward pass")
+                    .buckets(exponential(0.001, 2.0, 14)),
+            )
+            .expect("metric"),
+            encoder_batch_texts: Histogram::with_opts(
+                HistogramOpts::new("shoprank_encoder_batch_texts", "Texts in one encoder forward pass")
+                    .buckets(exponential(1.0, 2.0, 9)),
+            )
+            .expect("metric"),
+            encoder_batch_tokens: Histogram::with_opts(
+                HistogramOpts::new("shoprank_encoder_batch_tokens", "Tokens in one encoder forward pass")
+                    .buckets(exponential(8.0, 2.0, 12)),
+            )
+            .expect("metric"),
+            embed_queue_texts: IntGauge::new("shoprank_embed_queue_texts", "Texts waiting for the encoder")
+                .expect("metric"),
+            candidates_per_request: Histogram::with_opts(
+                HistogramOpts::new("shoprank_candidates_per_request", "Candidates in one /recommend request")
+                    .buckets(exponential(1.0, 2.0, 11)),
+            )
+            .expect("metric"),
+            predicted_score: Histogram::with_opts(
+                HistogramOpts::new("shoprank_predicted_score", "Predicted purchase probabilities returned")
+                    .buckets(prometheus::linear_buckets(0.05, 0.05, 19).expect("buckets")),
+            )
+            .expect("metric"),
+            model_info: IntGaugeVec::new(
+                Opts::new("shoprank_model_info", "The loaded models (value 1)"),
+                &["encoder", "precision", "head"],
+            )
+            .expect("metric"),
+            cache_hits: IntCounter::new("shoprank_embedding_cache_hits_total", "Embedding cache hits").expect("metric"),
+            cache_misses: IntCounter::new("shoprank_embedding_cache_misses_total", "Embedding cache misses")
+                .expect("metric"),
+            cache_evictions: IntCounter::new("shoprank_embedding_cache_evictions_total", "Embedding cache evictions")
+                .expect("metric"),
+            cache_entries: IntGauge::new("shoprank_embedding_cache_entries", "Embeddings in the cache")
+                .expect("metric"),
+            cache_bytes: IntGauge::new("shoprank_embedding_cache_bytes", "Approximate bytes held by the cache")
+                .expect("metric"),
+            registry,
+        };
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(m.http_requests.clone()),
+            Box::new(m.http_duration.clone()),
+            Box::new(m.request_errors.clone()),
+            Box::new(m.encoder_forward.clone()),
+            Box::new(m.encoder_batch_texts.clone()),
+            Box::new(m.encoder_batch_tokens.clone()),
+            Box::new(m.embed_queue_texts.clone()),
+            Box::new(m.candidates_per_request.clone()),
+            Box::new(m.predicted_score.clone()),
+            Box::new(m.model_info.clone()),
+            Box::new(m.cache_hits.clone()),
+            Box::new(m.cache_misses.clone()),
+            Box::new(m.cache_evictions.clone()),
+            Box::new(m.cache_entries.clone()),
+            Box::new(m.cache_bytes.clone()),
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+        ];
+        for collector in collectors {
+            m.registry.register(collector).expect("metric names are unique");
+        }
+        m
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buffer).expect("text encoding cannot fail");
+        String::from_utf8(buffer).expect("Prometheus text is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,18 @@
+//! The serving layer: what a running `shoprank serve` process does.
+//!
+//! - [`service`]: `Service::build` (encoder, embedder, bundle, warm-up) — the
+//!   one constructor `main`, the integration tests and the benches use — and
+//!   `serve`, which binds, loads and runs until a shutdown signal.
+//! - [`api`]: axum routes, request/response types, the error → status map.
+//! - [`ranker`]: a validated query and a bundle in, ranked candidates out (no HTTP).
+//! - [`batcher`]: the encoder's own thread, packing texts of concurrent
+//!   requests into batches, and the cached [`batcher::Embedder`] in front of it.
+//! - [`cache`]: bounded LRU of text embeddings.
+//! - [`metrics`]: the Prometheus registry and every metric shoprank exports.
+
+pub mod api;
+pub mod batcher;
+pub mod cache;
+pub mod metrics;
+pub mod ranker;
+pub mod service;

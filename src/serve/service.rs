@@ -1,0 +1,161 @@
+//! Building and running the service. [`Service::build`] is the one
+//! constructor `main`, the integration tests and the benches use: it loads
+//! the encoder and the bundle named by the settings, starts the encoder
+//! thread, and warms up. [`serve`] binds the socket, loads in the background
+//! (so `/health` answers and `/ready` says 503 meanwhile), and serves until a
+//! shutdown signal.
+//!
+//! The long-lived machinery (encoder, its thread, the embedding cache) lives
+//! in the [`Ranker`]; the bundle sits beside it behind one atomic pointer, so
+//! installing another bundle is a swap, not a restart.
+
+use std::future::Future;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use crate::config::Settings;
+use crate::model::bundle::{Bundle, BundleError};
+use crate::model::encoder::{Encoder, EncoderError};
+use crate::serve::api::{self, AppState};
+use crate::serve::batcher::Embedder;
+use crate::serve::metrics::Metrics;
+use crate::serve::ranker::{RankError, Ranker};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("loading the encoder: {0}")]
+    Encoder(#[from] EncoderError),
+    #[error("loading the model bundle: {0}")]
+    Bundle(#[from] BundleError),
+    #[error("the warm-up request failed: {0}")]
+    WarmUp(#[from] RankError),
+    #[error("binding {addr}: {source}")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("serving: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the loading task failed: {0}")]
+    Loading(String),
+}
+
+/// A loaded, warmed-up service: the ranker and the bundle it serves.
+pub struct Service {
+    ranker: Ranker,
+    bundle: ArcSwap<Bundle>,
+    metrics: Metrics,
+}
+
+impl Service {
+    /// Loads everything `settings` names and warms up.
+    pub fn build(settings: &Settings, metrics: Metrics) -> Result<Self, ServiceError> {
+        let encoder = Arc::new(Encoder::open(&settings.encoder)?);
+        let started = Instant::now();
+        let bundle = Bundle::load(&settings.bundle.path, &encoder.identity())?;
+        tracing::info!(
+            bundle = bundle.version(),
+            path = %settings.bundle.path.display(),
+            secs = started.elapsed().as_secs_f64(),
+            "bundle loaded"
+        );
+        let cache_entries = NonZeroUsize::new(settings.cache.max_entries).expect("validated: cache.max_entries >= 1");
+        let embedder = Embedder::new(encoder, settings.batching.clone(), cache_entries, metrics.clone());
+        Self::new(Ranker::new(embedder, settings.user_text, metrics.clone()), bundle, metrics)
+    }
+
+    /// A service over an already built ranker (tests inject failing parts
+    /// this way). Warms up with `bundle` before serving it.
+    pub fn new(ranker: Ranker, bundle: Bundle, metrics: Metrics) -> Result<Self, ServiceError> {
+        ranker.warm_up(&bundle)?;
+        let service = Self { ranker, bundle: ArcSwap::from_pointee(bundle), metrics };
+        service.publish_model_info();
+        Ok(service)
+    }
+
+    pub fn ranker(&self) -> &Ranker {
+        &self.ranker
+    }
+
+    /// The bundle serving now. A request takes it once and keeps it to the
+    /// end, whatever is installed meanwhile.
+    pub fn bundle(&self) -> Arc<Bundle> {
+        self.bundle.load_full()
+    }
+
+    /// Warms `bundle` up and, if its scores are sound, makes it the one that
+    /// serves; requests already running finish on the old one. A bundle that
+    /// fails its warm-up is refused and the old one keeps serving.
+    pub fn install(&self, bundle: Bundle) -> Result<Arc<Bundle>, ServiceError> {
+        self.ranker.warm_up(&bundle)?;
+        let previous = self.bundle.swap(Arc::new(bundle));
+        self.publish_model_info();
+        tracing::info!(from = previous.version(), to = self.bundle.load().version(), "bundle installed");
+        Ok(previous)
+    }
+
+    /// Ready while the encoder thread lives.
+    pub fn is_ready(&self) -> bool {
+        self.ranker.embedder().is_alive()
+    }
+
+    /// `shoprank_model_info` names exactly the bundle now serving.
+    fn publish_model_info(&self) {
+        let encoder = self.ranker.embedder().encoder();
+        let info = &self.metrics.model_info;
+        info.reset();
+        info.with_label_values(&[encoder.name(), encoder.precision().as_str(), self.bundle.load().version()]).set(1);
+    }
+}
+
+/// Binds `settings.server.addr`, loads the service in the background, and
+/// serves until `shutdown` resolves (then drains for `shutdown_grace_secs`).
+pub async fn serve(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServiceError> {
+    let metrics = Metrics::new();
+    let state = AppState::new(metrics.clone(), settings.limits.clone(), &settings.server);
+    let addr = settings.server.addr;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServiceError::Bind { addr, source })?;
+    tracing::info!(addr = %listener.local_addr()?, "listening; loading models");
+
+    // Load and warm up off the runtime; /ready turns 200 when done.
+    let loading_state = state.clone();
+    let loading = tokio::task::spawn_blocking(move || -> Result<(), ServiceError> {
+        let started = Instant::now();
+        loading_state.install(Arc::new(Service::build(&settings, metrics)?));
+        tracing::info!(secs = started.elapsed().as_secs_f64(), "ready");
+        Ok(())
+    });
+    let grace = Duration::from_secs(state.shutdown_grace_secs());
+    let server = api::run(listener, state, shutdown, grace);
+    tokio::pin!(server);
+    tokio::select! {
+        loaded = loading => {
+            loaded.map_err(|e| ServiceError::Loading(e.to_string()))??;
+            server.await?;
+        }
+        result = &mut server => result?,
+    }
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
