@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use crate::model::stats::{median, HistoryStats, ItemPos, ItemStats, NEIGHBOURS_PER_ITEM, RECENT_DAYS, WEEK_DAYS};
 use crate::offline::data::split::Split;
+use crate::offline::data::{ItemIdx, UserIdx};
 use crate::offline::recent_ease::{self, RecentEase};
 
 /// Full item-by-item co-purchase cosine over a split's catalog:
@@ -24,7 +25,7 @@ pub struct CoPurchase {
 
 impl CoPurchase {
     pub fn build(split: &Split<'_>) -> Self {
-        let position: HashMap<u32, usize> = split.catalog.iter().enumerate().map(|(p, &i)| (i, p)).collect();
+        let position: HashMap<ItemIdx, usize> = split.catalog.iter().enumerate().map(|(p, &i)| (i, p)).collect();
         let n = split.catalog.len();
         let mut counts = vec![0u32; n * n];
         for items in split.user_history.values() {
@@ -60,11 +61,11 @@ impl CoPurchase {
 pub fn build(split: &Split<'_>, co_purchase: &CoPurchase) -> HistoryStats {
     let data = split.data;
     let recent_from = split.cutoff - RECENT_DAYS * 86_400;
-    let position: HashMap<u32, usize> = split.catalog.iter().enumerate().map(|(p, &i)| (i, p)).collect();
+    let position: HashMap<ItemIdx, usize> = split.catalog.iter().enumerate().map(|(p, &i)| (i, p)).collect();
     let n = split.catalog.len();
-    let mut buyers: Vec<std::collections::HashSet<u32>> = vec![Default::default(); n];
-    let mut recent: Vec<std::collections::HashSet<u32>> = vec![Default::default(); n];
-    let mut week: Vec<std::collections::HashSet<u32>> = vec![Default::default(); n];
+    let mut buyers: Vec<std::collections::HashSet<UserIdx>> = vec![Default::default(); n];
+    let mut recent: Vec<std::collections::HashSet<UserIdx>> = vec![Default::default(); n];
+    let mut week: Vec<std::collections::HashSet<UserIdx>> = vec![Default::default(); n];
     let mut first_seen: Vec<i64> = vec![i64::MAX; n];
     let week_from = split.cutoff - WEEK_DAYS * 86_400;
     let mut prices: Vec<Vec<f32>> = vec![Vec::new(); n];
@@ -122,10 +123,10 @@ fn best_neighbours(row: &[f32], scale: f32) -> Vec<(ItemPos, f32)> {
 
 /// `XᵀR` over catalog positions: customers who bought item `a` at any time in
 /// history and item `b` in its last `RECENT_DAYS`.
-fn history_to_recent(split: &Split<'_>, position: &HashMap<u32, usize>) -> Vec<u32> {
+fn history_to_recent(split: &Split<'_>, position: &HashMap<ItemIdx, usize>) -> Vec<u32> {
     let n = split.catalog.len();
     let recent_from = split.cutoff - RECENT_DAYS * 86_400;
-    let mut recent: HashMap<u32, std::collections::BTreeSet<usize>> = HashMap::new();
+    let mut recent: HashMap<UserIdx, std::collections::BTreeSet<usize>> = HashMap::new();
     for event in split.history.iter().filter(|e| e.time >= recent_from) {
         recent.entry(event.user).or_default().insert(position[&event.item]);
     }

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::{open_maybe_gz, parse_time, DataError, Dataset, Event, NO_TEXT};
+use super::{open_maybe_gz, parse_time, DataError, Dataset, DenseId, Event};
 
 struct Columns {
     index: HashMap<String, usize>,
@@ -67,7 +67,7 @@ pub fn load(events_path: &Path, items_path: &Path) -> Result<Dataset, DataError>
             data.report.skip(line, "items.csv: empty item_id or text");
             continue;
         };
-        let item = data.items.intern(id) as usize;
+        let item = data.items.intern(id).index();
         if item < data.item_texts.len() {
             data.report.skip(line, "items.csv: duplicate item_id");
             continue;
@@ -117,9 +117,9 @@ fn parse_event(
     }
     let price = match columns.get(record, "price") {
         Some(p) => p.parse::<f32>().map_err(|_| "bad price")?,
-        None => item_prices[item as usize],
+        None => item_prices[item.index()],
     };
-    Ok(Event { user: data.users.intern(user), item, time, quantity, price, text: NO_TEXT })
+    Ok(Event { user: data.users.intern(user), item, time, quantity, price, text: None })
 }
 
 #[cfg(test)]
@@ -167,7 +167,7 @@ mod tests {
         let first = data.events[0];
         assert_eq!(data.items.name(first.item), "A");
         assert_eq!(first.price, 3.5);
-        assert_eq!(data.item_texts[first.item as usize].as_deref(), Some("Red mug"));
+        assert_eq!(data.item_texts[first.item.index()].as_deref(), Some("Red mug"));
     }
 
     #[test]

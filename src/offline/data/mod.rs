@@ -13,12 +13,44 @@ pub mod split;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// A user's interned index in one [`Dataset`].
-pub type UserIdx = u32;
-/// An item's interned index in one [`Dataset`]. Not a position in the
-/// history statistics ([`crate::model::stats::ItemPos`], a newtype, so the
-/// two cannot be mixed up); they meet only through the item's id string.
-pub type ItemIdx = u32;
+/// A dense index an [`Interner`] hands out for a string id.
+pub trait DenseId: Copy + Eq + std::hash::Hash + Ord + std::fmt::Debug {
+    fn from_index(index: usize) -> Self;
+    fn index(self) -> usize;
+}
+
+/// Declares a `u32` newtype usable as an [`Interner`]'s index.
+macro_rules! dense_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(u32);
+
+        impl DenseId for $name {
+            fn from_index(index: usize) -> Self {
+                Self(u32::try_from(index).expect("fewer than 2^32 distinct ids"))
+            }
+            fn index(self) -> usize {
+                self.0 as usize
+            }
+        }
+    };
+}
+
+dense_id!(
+    /// A user's interned index in one [`Dataset`].
+    UserIdx
+);
+dense_id!(
+    /// An item's interned index in one [`Dataset`]. Not a position in the
+    /// history statistics ([`crate::model::stats::ItemPos`]): the two meet
+    /// only through the item's id string.
+    ItemIdx
+);
+dense_id!(
+    /// A description's interned index (UCI rows each carry their own text).
+    TextIdx
+);
 
 /// One purchase: who bought what, when, how many and at what unit price.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -30,35 +62,39 @@ pub struct Event {
     pub quantity: f32,
     /// Unit price; `NaN` when the source has none.
     pub price: f32,
-    /// Index into [`Dataset::descriptions`] of the text this event carried,
-    /// or `NO_TEXT` where texts come from a separate item table.
-    pub text: u32,
+    /// The text this event carried, in [`Dataset::descriptions`]; `None`
+    /// where texts come from a separate item table.
+    pub text: Option<TextIdx>,
 }
-
-pub const NO_TEXT: u32 = u32::MAX;
 
 /// Interned ids: dense indices for the maths, original strings for output.
-#[derive(Debug, Default, Clone)]
-pub struct Interner {
+#[derive(Debug, Clone)]
+pub struct Interner<I> {
     names: Vec<String>,
-    index: HashMap<String, u32>,
+    index: HashMap<String, I>,
 }
 
-impl Interner {
-    pub fn intern(&mut self, name: &str) -> u32 {
+impl<I> Default for Interner<I> {
+    fn default() -> Self {
+        Self { names: Vec::new(), index: HashMap::new() }
+    }
+}
+
+impl<I: DenseId> Interner<I> {
+    pub fn intern(&mut self, name: &str) -> I {
         if let Some(&i) = self.index.get(name) {
             return i;
         }
-        let i = self.names.len() as u32;
+        let i = I::from_index(self.names.len());
         self.names.push(name.to_string());
         self.index.insert(name.to_string(), i);
         i
     }
-    pub fn get(&self, name: &str) -> Option<u32> {
+    pub fn get(&self, name: &str) -> Option<I> {
         self.index.get(name).copied()
     }
-    pub fn name(&self, i: u32) -> &str {
-        &self.names[i as usize]
+    pub fn name(&self, i: I) -> &str {
+        &self.names[i.index()]
     }
     pub fn len(&self) -> usize {
         self.names.len()
@@ -99,11 +135,11 @@ impl ImportReport {
 /// A purchase log, events sorted by time.
 #[derive(Debug, Default, Clone)]
 pub struct Dataset {
-    pub users: Interner,
-    pub items: Interner,
+    pub users: Interner<UserIdx>,
+    pub items: Interner<ItemIdx>,
     pub events: Vec<Event>,
     /// Texts referenced by `Event::text` (UCI: each row's Description).
-    pub descriptions: Interner,
+    pub descriptions: Interner<TextIdx>,
     /// Fixed item texts by item index (generic format); empty otherwise.
     pub item_texts: Vec<Option<String>>,
     pub report: ImportReport,

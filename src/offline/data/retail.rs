@@ -48,7 +48,7 @@ pub fn load(path: &Path) -> Result<Dataset, DataError> {
                     time,
                     quantity,
                     price,
-                    text: data.descriptions.intern(description),
+                    text: Some(data.descriptions.intern(description)),
                 };
                 data.events.push(event);
                 data.report.kept += 1;
@@ -124,7 +124,7 @@ mod tests {
             assert_eq!(data.report.skipped.get(reason), Some(&1), "{reason}");
         }
         assert_eq!(data.users.name(data.events[1].user), "101");
-        assert_eq!(data.descriptions.name(data.events[1].text), "SECOND GOOD");
+        assert_eq!(data.descriptions.name(data.events[1].text.unwrap()), "SECOND GOOD");
     }
 
     #[test]

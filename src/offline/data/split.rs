@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::{Dataset, Event, ItemIdx, UserIdx, NO_TEXT};
+use super::{Dataset, DenseId, Event, ItemIdx, TextIdx, UserIdx};
 
 /// `T_test` of EVAL_PROTOCOL v1: 2011-11-01 00:00:00.
 pub const PROTOCOL_T_TEST: &str = "2011-11-01 00:00:00";
@@ -49,18 +49,18 @@ impl<'a> Split<'a> {
         let test = &data.events[split_at..window_end.max(split_at)];
 
         let item_text = item_texts(data, history);
-        let mut catalog: Vec<u32> = item_text.keys().copied().collect();
+        let mut catalog: Vec<ItemIdx> = item_text.keys().copied().collect();
         catalog.sort_by(|&a, &b| data.items.name(a).cmp(data.items.name(b)));
 
-        let mut user_history: HashMap<u32, Vec<u32>> = HashMap::new();
-        let mut seen: HashSet<(u32, u32)> = HashSet::new();
+        let mut user_history: HashMap<UserIdx, Vec<ItemIdx>> = HashMap::new();
+        let mut seen: HashSet<(UserIdx, ItemIdx)> = HashSet::new();
         for event in history.iter().rev() {
             if seen.insert((event.user, event.item)) {
                 user_history.entry(event.user).or_default().push(event.item);
             }
         }
 
-        let mut truth: BTreeMap<&str, (u32, HashSet<u32>)> = BTreeMap::new();
+        let mut truth: BTreeMap<&str, (UserIdx, HashSet<ItemIdx>)> = BTreeMap::new();
         for event in test {
             let known_user = user_history.contains_key(&event.user);
             let new_catalog_item = item_text.contains_key(&event.item) && !seen.contains(&(event.user, event.item));
@@ -71,7 +71,7 @@ impl<'a> Split<'a> {
         let test_users = truth
             .into_values()
             .map(|(user, items)| {
-                let mut truth: Vec<u32> = items.into_iter().collect();
+                let mut truth: Vec<ItemIdx> = items.into_iter().collect();
                 truth.sort_unstable();
                 TestUser { user, truth }
             })
@@ -95,20 +95,19 @@ impl<'a> Split<'a> {
 /// Each history item's text: the fixed item table where the source has one,
 /// else its most frequent description among history events (ties: the
 /// lexicographically smallest).
-fn item_texts(data: &Dataset, history: &[Event]) -> HashMap<u32, String> {
-    let mut counts: HashMap<u32, HashMap<u32, usize>> = HashMap::new();
+fn item_texts(data: &Dataset, history: &[Event]) -> HashMap<ItemIdx, String> {
+    let mut counts: HashMap<ItemIdx, HashMap<Option<TextIdx>, usize>> = HashMap::new();
     for event in history {
         *counts.entry(event.item).or_default().entry(event.text).or_default() += 1;
     }
     counts
         .into_iter()
         .filter_map(|(item, texts)| {
-            let fixed = data.item_texts.get(item as usize).cloned().flatten();
+            let fixed = data.item_texts.get(item.index()).cloned().flatten();
             let text = fixed.or_else(|| {
                 texts
                     .into_iter()
-                    .filter(|&(text, _)| text != NO_TEXT)
-                    .map(|(text, count)| (count, data.descriptions.name(text)))
+                    .filter_map(|(text, count)| Some((count, data.descriptions.name(text?))))
                     .max_by(|(ca, ta), (cb, tb)| ca.cmp(cb).then_with(|| tb.cmp(ta)))
                     .map(|(_, text)| text.to_string())
             })?;
@@ -137,7 +136,7 @@ pub(crate) mod tests {
                 time: parse_time(time).unwrap(),
                 quantity: 1.0,
                 price: 1.0,
-                text: data.descriptions.intern(text),
+                text: Some(data.descriptions.intern(text)),
             };
             data.events.push(event);
         }
@@ -160,7 +159,7 @@ pub(crate) mod tests {
             ("u9", "A", "2011-11-03", "MUG RED"),  // no history: not a test user
         ]);
         let split = Split::new(&data, parse_time(PROTOCOL_T_TEST).unwrap(), None);
-        let names = |items: &[u32]| items.iter().map(|&i| data.items.name(i).to_string()).collect::<Vec<_>>();
+        let names = |items: &[ItemIdx]| items.iter().map(|&i| data.items.name(i).to_string()).collect::<Vec<_>>();
         assert_eq!(names(&split.catalog), ["A", "B", "C"]);
         assert_eq!(split.item_text[&data.items.get("A").unwrap()], "MUG, RED");
         assert_eq!(split.test_users.len(), 1);

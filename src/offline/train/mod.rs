@@ -319,7 +319,7 @@ mod tests {
                     time,
                     quantity: 1.0,
                     price: 1.0 + product as f32,
-                    text: data.descriptions.intern(&text),
+                    text: Some(data.descriptions.intern(&text)),
                 };
                 data.events.push(event);
                 time += rng.gen_range(2 * DAY..16 * DAY);
