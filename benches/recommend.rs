@@ -20,7 +20,7 @@ use shoprank::serve::service::Service;
 /// keep every text the bench sends.
 fn service() -> Service {
     let mut settings = common::settings();
-    settings.cache.max_entries = 200_000;
+    settings.cache.max_entries = std::num::NonZeroUsize::new(200_000).expect("non-zero");
     Service::build(&settings, Metrics::new()).expect("service")
 }
 

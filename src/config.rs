@@ -4,6 +4,7 @@
 //! environment itself.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Toml};
@@ -82,7 +83,7 @@ pub struct BatchingSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheSettings {
-    pub max_entries: usize,
+    pub max_entries: NonZeroUsize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -154,7 +155,6 @@ impl Settings {
         positive("server.request_timeout_secs", self.server.request_timeout_secs as usize)?;
         positive("batching.max_batch_texts", self.batching.max_batch_texts)?;
         positive("batching.max_queued_texts", self.batching.max_queued_texts)?;
-        positive("cache.max_entries", self.cache.max_entries)?;
         positive("limits.max_body_bytes", self.limits.max_body_bytes)?;
         positive("limits.max_candidates", self.limits.max_candidates)?;
         positive("limits.default_top_k", self.limits.default_top_k)?;

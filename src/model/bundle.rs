@@ -17,9 +17,7 @@ use std::path::{Path, PathBuf};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
-use crate::model::features::{CandidateInput, UserContext};
 use crate::model::head::{EncoderIdentity, HeadError, HeadSpec, ScoringHead};
-use crate::model::scoring;
 use crate::model::stats::{HistoryStats, StatsError};
 
 /// Manifest format understood by this build.
@@ -141,34 +139,42 @@ impl Bundle {
         Ok(Self { manifest, head, stats, dir: dir.to_path_buf() })
     }
 
-    /// Writes a bundle into `dir` (created if missing). Each file is written
-    /// beside its final name and renamed into place, so a reader never sees
-    /// half a file.
+    /// Writes a bundle as the directory `dir`. The files are written into a
+    /// staging directory beside it, which then replaces `dir` by renames, so a
+    /// reader finds the old bundle or the new one whole, never a mix of their
+    /// files (between the two renames it finds none and its load fails).
     pub fn save(
         dir: &Path,
         manifest: &BundleManifest,
         weights: &VarMap,
         stats: &HistoryStats,
     ) -> Result<(), BundleError> {
-        let write_error = |path: &Path| {
+        let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| BundleError::Write { path, source }
         };
-        std::fs::create_dir_all(dir).map_err(write_error(dir))?;
-        let publish = |name: &str, write: &dyn Fn(&Path) -> Result<(), BundleError>| {
-            // The name keeps its extension: it says how the file is written (`.gz`).
-            let temporary = dir.join(format!(".tmp-{name}"));
-            write(&temporary)?;
-            std::fs::rename(&temporary, dir.join(name)).map_err(write_error(&dir.join(name)))
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "bundle".into());
+        let parent = match dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            _ => PathBuf::from("."),
         };
-        publish(WEIGHTS_FILE, &|path| {
-            weights.save(path).map_err(|e| BundleError::Head { path: path.to_path_buf(), source: e.into() })
-        })?;
-        publish(STATS_FILE, &|path| Ok(stats.save(path)?))?;
-        publish(MANIFEST_FILE, &|path| {
-            let text = serde_json::to_string_pretty(manifest).expect("a manifest serialises") + "\n";
-            std::fs::write(path, text).map_err(write_error(path))
-        })
+        let staging = parent.join(format!(".{name}.staging-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir_all(&staging).map_err(io(&staging))?;
+        let weights_path = staging.join(WEIGHTS_FILE);
+        weights.save(&weights_path).map_err(|e| BundleError::Head { path: weights_path.clone(), source: e.into() })?;
+        stats.save(&staging.join(STATS_FILE))?;
+        let text = serde_json::to_string_pretty(manifest).expect("a manifest serialises") + "\n";
+        std::fs::write(staging.join(MANIFEST_FILE), text).map_err(io(&staging.join(MANIFEST_FILE)))?;
+        if dir.exists() {
+            let retired = parent.join(format!(".{name}.retired-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&retired);
+            std::fs::rename(dir, &retired).map_err(io(dir))?;
+            std::fs::rename(&staging, dir).map_err(io(dir))?;
+            std::fs::remove_dir_all(&retired).map_err(io(&retired))
+        } else {
+            std::fs::rename(&staging, dir).map_err(io(dir))
+        }
     }
 
     pub fn manifest(&self) -> &BundleManifest {
@@ -190,12 +196,6 @@ impl Bundle {
     /// The directory it was loaded from.
     pub fn dir(&self) -> &Path {
         &self.dir
-    }
-
-    /// Purchase probabilities of `candidates` for `user`, through the one
-    /// scoring path.
-    pub fn score(&self, user: &UserContext, candidates: &[CandidateInput<'_>]) -> candle_core::Result<Vec<f32>> {
-        scoring::score(&self.head, &self.stats, user, candidates)
     }
 }
 
@@ -277,6 +277,21 @@ mod tests {
         assert_eq!(bundle.manifest(), &manifest);
         assert_eq!(bundle.version(), "v1");
         assert_eq!(bundle.stats().position_of_id("A").map(|p| p.index()), Some(0));
+
+        // Saving again replaces the directory whole.
+        let mut second = manifest.clone();
+        second.version = "v2".into();
+        let varmap = VarMap::new();
+        ScoringHead::new(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), manifest.head.clone()).unwrap();
+        Bundle::save(&dir, &second, &varmap, &stats()).unwrap();
+        assert_eq!(Bundle::load(&dir, &EncoderIdentity { name: "enc".into(), dim: 4 }).unwrap().version(), "v2");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.parent().unwrap())
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.contains("staging") || n.contains("retired"))
+            .filter(|n| n.contains(&format!("-{}", std::process::id())))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
 
         let other = EncoderIdentity { name: "other".into(), dim: 768 };
         let err = Bundle::load(&dir, &other).err().unwrap().to_string();

@@ -3,8 +3,8 @@
 //! training (autograd through `forward_logits`) and serving (`score_user`,
 //! an algebraically identical but cheaper form for many candidates of one
 //! user). Weights live in safetensors with stable names (`fc0`, `fc1`, …,
-//! `out`, `numeric_mean`, `numeric_std`); the JSON spec beside them says what
-//! the head expects and where it came from.
+//! `out`, `numeric_mean`, `numeric_std`); the [`HeadSpec`] in the bundle's
+//! manifest says what the head expects (see `model::bundle`).
 //!
 //! A head may be an ensemble of `members` MLPs trained from different seeds
 //! on the same examples (weights `m0.fc0`, `m1.fc0`, …, one shared
@@ -51,9 +51,7 @@ pub struct EncoderIdentity {
 impl HeadSpec {
     /// The spec of a head this build trains, checked.
     pub fn new(encoder: EncoderIdentity, hidden: Vec<usize>, members: usize) -> Result<Self, HeadError> {
-        let numeric_features: Vec<String> = NUMERIC_FEATURES.iter().map(|s| s.to_string()).collect();
-        let mut feature_layout = vec!["u".to_string(), "v".to_string(), "u*v".to_string()];
-        feature_layout.extend(numeric_features.iter().cloned());
+        let (feature_layout, numeric_features) = expected_layout();
         let spec = Self { format: SPEC_FORMAT, feature_layout, numeric_features, hidden, members, encoder };
         spec.validate()?;
         Ok(spec)
@@ -62,7 +60,7 @@ impl HeadSpec {
     /// Checks that this build can run the head the spec describes.
     pub fn validate(&self) -> Result<(), HeadError> {
         let invalid = |problem: String| Err(HeadError::InvalidSpec(problem));
-        let expected: Vec<String> = NUMERIC_FEATURES.iter().map(|s| s.to_string()).collect();
+        let (layout, expected) = expected_layout();
         if self.format != SPEC_FORMAT || self.numeric_features != expected {
             return Err(HeadError::Incompatible {
                 found: self.format,
@@ -70,8 +68,6 @@ impl HeadSpec {
                 expected,
             });
         }
-        let mut layout = vec!["u".to_string(), "v".to_string(), "u*v".to_string()];
-        layout.extend(expected);
         if self.feature_layout != layout {
             return invalid(format!("feature_layout {:?} is not {layout:?}", self.feature_layout));
         }
@@ -90,6 +86,14 @@ impl HeadSpec {
     pub fn input_len(&self) -> usize {
         3 * self.encoder.dim + self.numeric_features.len()
     }
+}
+
+/// The input layout this build feeds a head (`[u, v, u*v, numeric…]`) and
+/// its numeric part alone.
+fn expected_layout() -> (Vec<String>, Vec<String>) {
+    let numeric: Vec<String> = NUMERIC_FEATURES.iter().map(|s| s.to_string()).collect();
+    let layout = ["u", "v", "u*v"].into_iter().map(String::from).chain(numeric.iter().cloned()).collect();
+    (layout, numeric)
 }
 
 #[derive(Debug, thiserror::Error)]

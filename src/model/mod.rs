@@ -19,7 +19,7 @@ pub mod encoder;
 pub mod features;
 pub mod files;
 pub mod head;
-pub mod scoring;
+pub(crate) mod scoring;
 pub mod stats;
 pub mod user_text;
 

@@ -1,11 +1,12 @@
 //! History statistics: what the purchase log says about each item beyond its
 //! text — how many customers bought it (ever, and lately), its usual price,
-//! and which items share its buyers (item-to-item co-purchase cosine).
+//! and which items share its buyers (item-to-item co-purchase cosine and
+//! recent-purchase EASE weights).
 //!
-//! `shoprank train` builds them from history only and writes them next to the
-//! head (`models/stats.json.gz`); the server loads them at start-up, so serving
-//! builds exactly the features training used. Evaluation rebuilds them from
-//! the split's history with the same code.
+//! This is the served side: the type, its lookups and its file
+//! (`stats.json.gz` in a bundle). `offline::stats_builder` builds it from a
+//! split's history, for the bundle `train` writes and for every split `eval`
+//! scores, so serving builds exactly the features training used.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -85,7 +86,7 @@ pub enum StatsError {
 }
 
 impl HistoryStats {
-    pub fn from_parts(cutoff: String, customers: u32, items: Vec<ItemStats>) -> Self {
+    pub(crate) fn from_parts(cutoff: String, customers: u32, items: Vec<ItemStats>) -> Self {
         let mut stats =
             Self { cutoff, customers, items, by_id: HashMap::new(), by_text: HashMap::new(), typical_price: 1.0 };
         stats.index();

@@ -129,8 +129,9 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
+    /// The options as given; `train` checks them before any work.
     fn options(&self) -> Result<TrainOptions> {
-        let options = TrainOptions {
+        Ok(TrainOptions {
             t_test: self.data.test_start()?,
             t_val: parse_cutoff(&self.val_start).map_err(anyhow::Error::msg).context("--val-start")?,
             windows: self.windows,
@@ -150,9 +151,7 @@ impl TrainArgs {
             members: self.members,
             refit: !self.no_refit,
             max_users: self.max_users,
-        };
-        options.validate()?;
-        Ok(options)
+        })
     }
 }
 
@@ -357,4 +356,26 @@ pub fn embed(settings: &Settings, args: &EmbedArgs) -> Result<()> {
     writer.flush()?;
     progress.finish_and_clear();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Train {
+        #[command(flatten)]
+        args: TrainArgs,
+    }
+
+    #[test]
+    fn the_command_line_defaults_are_the_documented_options_and_valid() {
+        let parsed = Train::try_parse_from(["train", "--data", "log.csv"]).unwrap();
+        let options = parsed.args.options().unwrap();
+        assert_eq!(options.validate(), Ok(()));
+        let documented = crate::offline::train::tests_support::defaults();
+        assert_eq!(serde_json::to_value(&options).unwrap(), serde_json::to_value(&documented).unwrap());
+    }
 }

@@ -16,10 +16,10 @@
 pub mod cli;
 pub mod data;
 pub mod embed_store;
-pub mod eval;
+pub(crate) mod eval;
 pub mod prepared;
-pub mod ranking_metrics;
-pub mod recent_ease;
-pub mod stats_builder;
+pub(crate) mod ranking_metrics;
+pub(crate) mod recent_ease;
+pub(crate) mod stats_builder;
 pub mod text_embedder;
 pub mod train;

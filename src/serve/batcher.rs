@@ -16,6 +16,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroUsize;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
@@ -54,8 +56,6 @@ struct Queue {
     entries: VecDeque<Entry>,
     /// No more texts are taken: the batcher was dropped or its thread died.
     closed: bool,
-    /// The thread is gone (for whatever reason).
-    stopped: bool,
 }
 
 /// The forward pass the batcher's thread runs: the BERT [`Encoder`] in
@@ -72,6 +72,9 @@ impl BatchForward for Encoder {
 
 struct Shared {
     queue: Mutex<Queue>,
+    /// Set (before any waiting request is failed) once the thread is gone;
+    /// read without the queue's lock by every readiness check.
+    stopped: AtomicBool,
     wake: Condvar,
     settings: BatchingSettings,
     metrics: Metrics,
@@ -92,13 +95,19 @@ pub struct Batcher {
 
 impl Batcher {
     pub fn start(encoder: Arc<dyn BatchForward>, settings: BatchingSettings, metrics: Metrics) -> Self {
-        let shared = Arc::new(Shared { queue: Mutex::default(), wake: Condvar::new(), settings, metrics });
+        let shared = Arc::new(Shared {
+            queue: Mutex::default(),
+            stopped: AtomicBool::new(false),
+            wake: Condvar::new(),
+            settings,
+            metrics,
+        });
         let worker_shared = shared.clone();
         let worker = std::thread::Builder::new()
             .name("shoprank-encoder".into())
             .spawn(move || {
-                let _stopped = StopOnExit(&worker_shared);
-                run_worker(&worker_shared, &*encoder)
+                run_worker(&worker_shared, &*encoder);
+                stop(&worker_shared);
             })
             .expect("spawn the encoder thread");
         Self { shared, worker: Some(worker) }
@@ -106,7 +115,7 @@ impl Batcher {
 
     /// False once the encoder thread has stopped: nothing can be embedded.
     pub fn is_alive(&self) -> bool {
-        !self.shared.lock().stopped
+        !self.shared.stopped.load(Ordering::Acquire)
     }
 
     /// Embeds tokenized texts, blocking until all are done. Fails at once
@@ -120,7 +129,7 @@ impl Batcher {
         {
             let mut queue = self.shared.lock();
             let limit = self.shared.settings.max_queued_texts;
-            if queue.closed || queue.stopped {
+            if queue.closed {
                 return Err(EmbedError::Stopped);
             }
             if queue.entries.len() + n > limit {
@@ -177,25 +186,25 @@ fn next_batch(shared: &Shared) -> Option<Vec<Entry>> {
     Some(batch)
 }
 
-/// Marks the batcher stopped when the encoder thread ends, normally or by a
-/// panic, and fails the texts still queued (dropping their reply channels
-/// wakes their requesters with `Stopped`) instead of leaving them to time out.
-struct StopOnExit<'a>(&'a Shared);
+/// Marks the batcher stopped, then fails the texts still queued (dropping
+/// their reply channels wakes their requesters with `Stopped`) instead of
+/// leaving them to time out. In this order, a request told `Stopped` finds
+/// the service already not ready.
+fn stop(shared: &Shared) {
+    shared.stopped.store(true, Ordering::Release);
+    let mut queue = shared.lock();
+    queue.closed = true;
+    queue.entries.clear();
+    shared.metrics.embed_queue_texts.set(0);
+}
 
-impl Drop for StopOnExit<'_> {
-    fn drop(&mut self) {
-        let mut queue = self.0.lock();
-        if std::thread::panicking() {
-            tracing::error!(
-                waiting = queue.entries.len(),
-                "the encoder thread panicked; embedding has stopped and the service is no longer ready"
-            );
-        }
-        queue.closed = true;
-        queue.stopped = true;
-        queue.entries.clear();
-        self.0.metrics.embed_queue_texts.set(0);
-    }
+/// The text of a panic's payload, for the log.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 fn run_worker(shared: &Shared, encoder: &dyn BatchForward) {
@@ -203,7 +212,19 @@ fn run_worker(shared: &Shared, encoder: &dyn BatchForward) {
         let texts: Vec<&TokenizedText> = batch.iter().map(|e| &e.text).collect();
         let tokens: usize = texts.iter().map(|t| t.len()).sum();
         let started = Instant::now();
-        let result = encoder.forward(&texts);
+        // A panic in the forward pass leaves the encoder in an unknown state:
+        // the thread stops for good, and says why once.
+        let result = match std::panic::catch_unwind(AssertUnwindSafe(|| encoder.forward(&texts))) {
+            Ok(result) => result,
+            Err(payload) => {
+                tracing::error!(
+                    panic = panic_message(&*payload),
+                    "the encoder thread panicked; embedding has stopped and the service is no longer ready"
+                );
+                stop(shared);
+                return;
+            }
+        };
         shared.metrics.encoder_forward.observe(started.elapsed().as_secs_f64());
         shared.metrics.encoder_batch_texts.observe(batch.len() as f64);
         shared.metrics.encoder_batch_tokens.observe(tokens as f64);

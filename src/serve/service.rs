@@ -10,8 +10,8 @@
 //! installing another bundle is a swap, not a restart.
 
 use std::future::Future;
-use std::num::NonZeroUsize;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -30,27 +30,38 @@ pub enum ServiceError {
     Encoder(#[from] EncoderError),
     #[error("loading the model bundle: {0}")]
     Bundle(#[from] BundleError),
-    #[error("the warm-up request failed: {0}")]
-    WarmUp(#[from] RankError),
+    #[error("the warm-up request with the bundle in {path} failed: {source}")]
+    WarmUp { path: PathBuf, source: Box<RankError> },
+    #[error(
+        "the bundle in {path} was trained on encoder `{bundle_encoder}` but the service runs `{encoder}`: \
+         retrain it for this encoder"
+    )]
+    EncoderMismatch { path: PathBuf, bundle_encoder: String, encoder: String },
     #[error("binding {addr}: {source}")]
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("serving: {0}")]
     Io(#[from] std::io::Error),
     #[error("the loading task failed: {0}")]
-    Loading(String),
+    Loading(#[from] tokio::task::JoinError),
 }
 
 /// A loaded, warmed-up service: the ranker and the bundle it serves.
 pub struct Service {
     ranker: Ranker,
     bundle: ArcSwap<Bundle>,
+    /// One install at a time, so the bundle and `shoprank_model_info` change together.
+    installing: Mutex<()>,
     metrics: Metrics,
 }
 
 impl Service {
     /// Loads everything `settings` names and warms up.
     pub fn build(settings: &Settings, metrics: Metrics) -> Result<Self, ServiceError> {
-        let encoder = Arc::new(Encoder::open(&settings.encoder)?);
+        Self::with_encoder(settings, Arc::new(Encoder::open(&settings.encoder)?), metrics)
+    }
+
+    /// As [`Service::build`], with an encoder already loaded (tests share one).
+    pub fn with_encoder(settings: &Settings, encoder: Arc<Encoder>, metrics: Metrics) -> Result<Self, ServiceError> {
         let started = Instant::now();
         let bundle = Bundle::load(&settings.bundle.path, &encoder.identity())?;
         tracing::info!(
@@ -59,16 +70,15 @@ impl Service {
             secs = started.elapsed().as_secs_f64(),
             "bundle loaded"
         );
-        let cache_entries = NonZeroUsize::new(settings.cache.max_entries).expect("validated: cache.max_entries >= 1");
-        let embedder = Embedder::new(encoder, settings.batching.clone(), cache_entries, metrics.clone());
+        let embedder = Embedder::new(encoder, settings.batching.clone(), settings.cache.max_entries, metrics.clone());
         Self::new(Ranker::new(embedder, settings.user_text, metrics.clone()), bundle, metrics)
     }
 
     /// A service over an already built ranker (tests inject failing parts
     /// this way). Warms up with `bundle` before serving it.
     pub fn new(ranker: Ranker, bundle: Bundle, metrics: Metrics) -> Result<Self, ServiceError> {
-        ranker.warm_up(&bundle)?;
-        let service = Self { ranker, bundle: ArcSwap::from_pointee(bundle), metrics };
+        check(&ranker, &bundle)?;
+        let service = Self { ranker, bundle: ArcSwap::from_pointee(bundle), installing: Mutex::new(()), metrics };
         service.publish_model_info();
         Ok(service)
     }
@@ -87,7 +97,8 @@ impl Service {
     /// serves; requests already running finish on the old one. A bundle that
     /// fails its warm-up is refused and the old one keeps serving.
     pub fn install(&self, bundle: Bundle) -> Result<Arc<Bundle>, ServiceError> {
-        self.ranker.warm_up(&bundle)?;
+        check(&self.ranker, &bundle)?;
+        let _one_at_a_time = self.installing.lock().unwrap_or_else(|p| p.into_inner());
         let previous = self.bundle.swap(Arc::new(bundle));
         self.publish_model_info();
         tracing::info!(from = previous.version(), to = self.bundle.load().version(), "bundle installed");
@@ -108,6 +119,23 @@ impl Service {
     }
 }
 
+/// What every bundle passes before it serves: it was trained on this
+/// service's encoder, and a warm-up request through it scores a probability.
+fn check(ranker: &Ranker, bundle: &Bundle) -> Result<(), ServiceError> {
+    let encoder = ranker.embedder().encoder().identity();
+    let trained_on = &bundle.manifest().head.encoder;
+    if *trained_on != encoder {
+        return Err(ServiceError::EncoderMismatch {
+            path: bundle.dir().to_path_buf(),
+            bundle_encoder: format!("{} ({}-d)", trained_on.name, trained_on.dim),
+            encoder: format!("{} ({}-d)", encoder.name, encoder.dim),
+        });
+    }
+    ranker
+        .warm_up(bundle)
+        .map_err(|source| ServiceError::WarmUp { path: bundle.dir().to_path_buf(), source: Box::new(source) })
+}
+
 /// Binds `settings.server.addr`, loads the service in the background, and
 /// serves until `shutdown` resolves (then drains for `shutdown_grace_secs`).
 pub async fn serve(
@@ -117,6 +145,7 @@ pub async fn serve(
     let metrics = Metrics::new();
     let state = AppState::new(metrics.clone(), settings.limits.clone(), &settings.server);
     let addr = settings.server.addr;
+    let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServiceError::Bind { addr, source })?;
     tracing::info!(addr = %listener.local_addr()?, "listening; loading models");
 
@@ -128,12 +157,11 @@ pub async fn serve(
         tracing::info!(secs = started.elapsed().as_secs_f64(), "ready");
         Ok(())
     });
-    let grace = Duration::from_secs(state.shutdown_grace_secs());
     let server = api::run(listener, state, shutdown, grace);
     tokio::pin!(server);
     tokio::select! {
         loaded = loading => {
-            loaded.map_err(|e| ServiceError::Loading(e.to_string()))??;
+            loaded??;
             server.await?;
         }
         result = &mut server => result?,

@@ -323,6 +323,8 @@ async fn a_dead_encoder_thread_turns_ready_503_and_fails_requests_fast() {
     let (status, retry, body) = call(app(state.clone()), get_ready()).await;
     assert_eq!((status, body["kind"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("encoder_stopped")));
     assert!(retry.is_some(), "503 carries Retry-After");
+    let (status, _, _) = call(app(state.clone()), Request::get("/health").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "a dead encoder fails liveness: the process needs a restart");
     let started = std::time::Instant::now();
     let (status, _, body) = call(app(state), post(realistic_request().to_string())).await;
     assert_eq!((status, body["kind"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("encoder_stopped")));

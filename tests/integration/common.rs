@@ -62,7 +62,7 @@ use shoprank::serve::service::Service;
 /// The service on `settings` (the committed bundle), built and warmed up the
 /// way `shoprank serve` builds it.
 pub fn service(settings: &Settings, metrics: Metrics) -> Arc<Service> {
-    Arc::new(Service::build(settings, metrics).expect("service builds on the committed bundle"))
+    Arc::new(Service::with_encoder(settings, encoder(), metrics).expect("service builds on the committed bundle"))
 }
 
 /// A ready app state on `settings`.

@@ -146,7 +146,7 @@ struct Activations {
 }
 
 /// The transformer, ready to run packed batches.
-pub struct FastBert {
+pub(crate) struct FastBert {
     word_embeddings: Vec<f32>,
     position_embeddings: Vec<f32>,
     token_type_zero: Vec<f32>,
@@ -162,7 +162,7 @@ pub struct FastBert {
 }
 
 impl FastBert {
-    pub fn load(vb: VarBuilder, config: &Config, precision: Precision) -> Result<Self> {
+    pub(crate) fn load(vb: VarBuilder, config: &Config, precision: Precision) -> Result<Self> {
         let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") { vb.pp("bert") } else { vb };
         let hidden = config.hidden_size;
         let emb = vb.pp("embeddings");
@@ -192,7 +192,7 @@ impl FastBert {
     /// Runs the texts (token ids incl. `[CLS]`/`[SEP]`) packed, and returns
     /// their mean-pooled last hidden states, `[batch, hidden]`, not yet
     /// normalised.
-    pub fn forward_pooled(&self, texts: &[&[u32]], device: &Device) -> Result<Tensor> {
+    pub(crate) fn forward_pooled(&self, texts: &[&[u32]], device: &Device) -> Result<Tensor> {
         let lengths: Vec<usize> = texts.iter().map(|t| t.len()).collect();
         let total: usize = lengths.iter().sum();
         let mut acts = Activations {

@@ -22,21 +22,21 @@ use rayon::prelude::*;
 /// `r * row_stride`. Views may be narrower than their buffer (one attention
 /// head inside the fused Q/K/V rows).
 #[derive(Clone, Copy)]
-pub struct View<'a> {
-    pub data: &'a [f32],
-    pub rows: usize,
-    pub cols: usize,
-    pub row_stride: usize,
+pub(crate) struct View<'a> {
+    pub(crate) data: &'a [f32],
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+    pub(crate) row_stride: usize,
 }
 
 impl<'a> View<'a> {
     /// A contiguous `rows × cols` matrix.
-    pub fn dense(data: &'a [f32], rows: usize, cols: usize) -> Self {
+    pub(crate) fn dense(data: &'a [f32], rows: usize, cols: usize) -> Self {
         Self { data, rows, cols, row_stride: cols }
     }
 
     /// Columns `start..start + cols` of rows `row..row + rows`.
-    pub fn block(&self, row: usize, rows: usize, start: usize, cols: usize) -> View<'a> {
+    pub(crate) fn block(&self, row: usize, rows: usize, start: usize, cols: usize) -> View<'a> {
         assert!(row + rows <= self.rows && start + cols <= self.cols, "block outside the view");
         View { data: &self.data[row * self.row_stride + start..], rows, cols, row_stride: self.row_stride }
     }
@@ -52,7 +52,7 @@ impl<'a> View<'a> {
 
 /// How a product combines with what its output already holds.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Accumulate {
+pub(crate) enum Accumulate {
     /// `out = scale · a · b`
     Overwrite,
     /// `out += scale · a · b` (the output was pre-filled with bias/residual)
@@ -62,21 +62,21 @@ pub enum Accumulate {
 /// One matrix product `scale · a · b` (or `a · bᵀ`), described before it is
 /// written somewhere.
 #[derive(Clone, Copy)]
-pub struct Product<'a> {
-    pub a: View<'a>,
+pub(crate) struct Product<'a> {
+    pub(crate) a: View<'a>,
     /// Read as `a.cols × out_cols`; with `transpose_b` as the transpose of
     /// `out_cols × a.cols` (the keys in `Q·Kᵀ`).
-    pub b: View<'a>,
-    pub transpose_b: bool,
-    pub scale: f32,
-    pub accumulate: Accumulate,
+    pub(crate) b: View<'a>,
+    pub(crate) transpose_b: bool,
+    pub(crate) scale: f32,
+    pub(crate) accumulate: Accumulate,
     /// More than one lets gemm split the product over rayon's pool.
-    pub threads: usize,
+    pub(crate) threads: usize,
 }
 
 impl Product<'_> {
     /// `a.rows × out_cols`.
-    pub fn out_cols(&self) -> usize {
+    pub(crate) fn out_cols(&self) -> usize {
         if self.transpose_b {
             self.b.rows
         } else {
@@ -85,7 +85,7 @@ impl Product<'_> {
     }
 
     /// Writes (or adds) the product into `out`, whose rows are `out_stride` apart.
-    pub fn write(&self, out: &mut [f32], out_stride: usize) {
+    pub(crate) fn write(&self, out: &mut [f32], out_stride: usize) {
         let (rows, cols) = (self.a.rows, self.out_cols());
         if rows > 0 && cols > 0 {
             assert!((rows - 1) * out_stride + cols <= out.len(), "output exceeds its buffer");
@@ -101,7 +101,7 @@ impl Product<'_> {
     /// # Safety
     /// The `a.rows × out_cols` block at `out` (row stride `out_stride`) must
     /// be valid for writes and not be read or written by anyone else meanwhile.
-    pub unsafe fn write_raw(&self, out: *mut f32, out_stride: usize) {
+    pub(crate) unsafe fn write_raw(&self, out: *mut f32, out_stride: usize) {
         let Product { a, b, transpose_b, scale, accumulate, threads } = *self;
         let inner = if transpose_b { b.cols } else { b.rows };
         assert_eq!(a.cols, inner, "inner dimensions differ");
@@ -138,7 +138,7 @@ impl Product<'_> {
 
 /// Fills each `width`-wide row of `out` with `bias`, plus the matching row of
 /// `residual` when given: the starting value a product then adds onto.
-pub fn fill_rows(out: &mut [f32], bias: &[f32], residual: Option<&[f32]>) {
+pub(crate) fn fill_rows(out: &mut [f32], bias: &[f32], residual: Option<&[f32]>) {
     let width = bias.len();
     match residual {
         None => out.chunks_exact_mut(width).for_each(|row| row.copy_from_slice(bias)),
@@ -157,7 +157,7 @@ pub fn fill_rows(out: &mut [f32], bias: &[f32], residual: Option<&[f32]>) {
 const ROWS_PER_TASK: usize = 16;
 
 /// Layer normalisation of every `gamma.len()`-wide row, in place.
-pub fn layer_norm_rows(xs: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+pub(crate) fn layer_norm_rows(xs: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     let width = gamma.len();
     xs.par_chunks_mut(width * ROWS_PER_TASK)
         .for_each(|rows| rows.chunks_exact_mut(width).for_each(|row| layer_norm_row(row, gamma, beta, eps)));
@@ -199,7 +199,7 @@ fn lane_sum(xs: &[f32]) -> f32 {
 }
 
 /// Exact (erf-based) GELU, in place, over the whole buffer.
-pub fn gelu_erf(xs: &mut [f32]) {
+pub(crate) fn gelu_erf(xs: &mut [f32]) {
     xs.par_chunks_mut(4096).for_each(gelu_erf_chunk);
 }
 
@@ -211,7 +211,7 @@ fn gelu_erf_chunk(xs: &mut [f32]) {
 }
 
 /// GELU by its tanh approximation (configs with `gelu_new`), in place.
-pub fn gelu_tanh(xs: &mut [f32]) {
+pub(crate) fn gelu_tanh(xs: &mut [f32]) {
     xs.par_chunks_mut(4096).for_each(gelu_tanh_chunk);
 }
 
@@ -228,7 +228,7 @@ fn gelu_tanh_chunk(xs: &mut [f32]) {
 
 /// Softmax of each `width`-wide row, in place.
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
-pub fn softmax_rows(xs: &mut [f32], width: usize) {
+pub(crate) fn softmax_rows(xs: &mut [f32], width: usize) {
     for row in xs.chunks_exact_mut(width) {
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         for x in row.iter_mut() {
@@ -246,7 +246,7 @@ pub fn softmax_rows(xs: &mut [f32], width: usize) {
 /// `|r| ≤ ln2/2`, and `2ⁿ` built in the exponent bits. Relative error is
 /// below 2 ulp over the f32 range; inputs below −87 give 0.
 #[inline(always)]
-pub fn exp(x: f32) -> f32 {
+pub(crate) fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     // Adding then subtracting 1.5·2²³ rounds to the nearest integer in
@@ -263,7 +263,7 @@ pub fn exp(x: f32) -> f32 {
 /// The error function, by Abramowitz & Stegun 7.1.26 (absolute error below
 /// 1.5·10⁻⁷, the size of f32 rounding near 1), branch-free for vectorising.
 #[inline(always)]
-pub fn erf(x: f32) -> f32 {
+pub(crate) fn erf(x: f32) -> f32 {
     const P: f32 = 0.327_591_1;
     const A: [f32; 5] = [0.254_829_6, -0.284_496_74, 1.421_413_7, -1.453_152_1, 1.061_405_4];
     let a = x.abs();
@@ -276,7 +276,7 @@ pub fn erf(x: f32) -> f32 {
 /// A buffer's base pointer that parallel tasks may share because each
 /// writes a disjoint block of it through [`Product::write_raw`].
 #[derive(Clone, Copy)]
-pub struct SharedOut<'a> {
+pub(crate) struct SharedOut<'a> {
     ptr: *mut f32,
     len: usize,
     /// Keeps the buffer mutably borrowed for as long as the tasks hold this.
@@ -289,13 +289,13 @@ unsafe impl Send for SharedOut<'_> {}
 unsafe impl Sync for SharedOut<'_> {}
 
 impl<'a> SharedOut<'a> {
-    pub fn new(buffer: &'a mut [f32]) -> Self {
+    pub(crate) fn new(buffer: &'a mut [f32]) -> Self {
         Self { ptr: buffer.as_mut_ptr(), len: buffer.len(), _buffer: std::marker::PhantomData }
     }
 
     /// Pointer to the `rows × cols` block starting at element `offset`
     /// with row stride `stride`, after checking that it fits the buffer.
-    pub fn block(&self, offset: usize, rows: usize, cols: usize, stride: usize) -> *mut f32 {
+    pub(crate) fn block(&self, offset: usize, rows: usize, cols: usize, stride: usize) -> *mut f32 {
         if rows > 0 && cols > 0 {
             assert!(offset + (rows - 1) * stride + cols <= self.len, "block outside the shared buffer");
         }

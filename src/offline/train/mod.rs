@@ -44,6 +44,9 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use self::examples::{add_examples, limit_users, Examples, VectorTable};
+/// The documented defaults, for tests elsewhere in the crate.
+#[cfg(test)]
+pub(crate) use self::options::tests as tests_support;
 pub use self::options::{InvalidOption, TrainOptions};
 pub use self::run::bce_with_logits;
 use self::run::{restore, snapshot, Run};
@@ -99,10 +102,11 @@ pub fn train(
     store: &mut EmbedStore,
     options: &TrainOptions,
 ) -> Result<TrainOutcome, TrainError> {
+    // Every option and the head's shape are checked before any work.
     options.validate()?;
+    let spec = HeadSpec::new(encoder.identity(), options.hidden.clone(), options.members)?;
     let mut rng = StdRng::seed_from_u64(options.seed);
-    let identity = encoder.identity();
-    let dim = identity.dim;
+    let dim = spec.encoder.dim;
     let mut users = VectorTable::default();
     let mut items = VectorTable::default();
 
@@ -127,7 +131,6 @@ pub fn train(
     }
     let validator = Validator::new(&validation, store)?;
 
-    let spec = HeadSpec::new(identity, options.hidden.clone(), options.members)?;
     // Members train alone, as one-MLP heads; the ensemble is assembled after.
     let member_spec = HeadSpec { members: 1, ..spec.clone() };
     let (user_table, item_table) = (users.tensor(dim)?, items.tensor(dim)?);
@@ -370,6 +373,13 @@ mod tests {
             Err(TrainError::Options(e)) => assert_eq!(e.option, "batch-size"),
             Err(other) => panic!("expected an options error, got {other}"),
             Ok(_) => panic!("trained with batch size 0"),
+        }
+        for bad in [TrainOptions { members: 0, ..options() }, TrainOptions { hidden: vec![], ..options() }] {
+            match train(&data, &HashingEmbedder, budget, &mut store, &bad) {
+                Err(TrainError::Head(e)) => assert!(e.to_string().contains("spec is not valid"), "{e}"),
+                Err(other) => panic!("expected a head spec error, got {other}"),
+                Ok(_) => panic!("trained a head that cannot score"),
+            }
         }
     }
 }

@@ -46,13 +46,12 @@ impl TrainOptions {
     /// Checks every option's range and the relations between them.
     pub fn validate(&self) -> Result<(), InvalidOption> {
         let fail = |option: &'static str, problem: String| Err(InvalidOption { option, problem });
+        // `hidden` and `members` are the head's shape: `HeadSpec::new` checks them.
         for (option, value) in [
             ("windows", self.windows),
             ("negatives", self.negatives),
             ("max-epochs", self.max_epochs),
-            ("patience", self.patience),
             ("batch-size", self.batch_size),
-            ("members", self.members),
         ] {
             if value == 0 {
                 return fail(option, "must be at least 1".into());
@@ -74,9 +73,6 @@ impl TrainOptions {
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return fail("weight-decay", format!("{} is not a number >= 0", self.weight_decay));
-        }
-        if self.hidden.is_empty() || self.hidden.contains(&0) {
-            return fail("hidden", format!("{:?}: give at least one layer, each of width >= 1", self.hidden));
         }
         if self.max_users == Some(0) {
             return fail("max-users", "must be at least 1".into());
@@ -121,11 +117,9 @@ pub(crate) mod tests {
     fn the_defaults_are_valid_and_each_bad_value_is_named() {
         assert_eq!(defaults().validate(), Ok(()));
         type Spoil = fn(&mut TrainOptions);
-        let cases: [(&str, Spoil); 9] = [
+        let cases: [(&str, Spoil); 7] = [
             ("batch-size", |o| o.batch_size = 0),
             ("cold-fraction", |o| o.cold_fraction = 2.0),
-            ("members", |o| o.members = 0),
-            ("hidden", |o| o.hidden = vec![]),
             ("dropout", |o| o.dropout = 1.0),
             ("learning-rate", |o| o.learning_rate = f64::NAN),
             ("window-days", |o| o.window_days = 0),

@@ -42,7 +42,6 @@ struct Shared {
     limits: Limits,
     admission: Arc<Semaphore>,
     request_timeout: Duration,
-    shutdown_grace_secs: u64,
 }
 
 impl AppState {
@@ -54,7 +53,6 @@ impl AppState {
                 limits,
                 admission: Arc::new(Semaphore::new(server.max_concurrent_requests)),
                 request_timeout: Duration::from_secs(server.request_timeout_secs),
-                shutdown_grace_secs: server.shutdown_grace_secs,
             }),
         }
     }
@@ -62,10 +60,6 @@ impl AppState {
     /// Makes the service ready (a built `Service` has warmed up).
     pub fn install(&self, service: Arc<Service>) {
         let _ = self.shared.service.set(service);
-    }
-
-    pub fn shutdown_grace_secs(&self) -> u64 {
-        self.shared.shutdown_grace_secs
     }
 
     /// The service, if it is loaded and its encoder thread is alive.
@@ -160,9 +154,14 @@ async fn recommend(
     Ok(Json(RecommendResponse { items, model, took_ms }))
 }
 
-/// Liveness: the process answers.
-async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok"}))
+/// Liveness: the process answers, and its encoder thread has not died (a
+/// dead encoder cannot recover, so an orchestrator should restart the
+/// process). Still 200 while the models load.
+async fn health(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    match state.shared.service.get() {
+        Some(service) if !service.is_ready() => Err(ApiError::encoder_stopped()),
+        _ => Ok(Json(serde_json::json!({"status": "ok"}))),
+    }
 }
 
 /// Readiness: 200 once the models are loaded and one warm-up pass has run,
