@@ -31,6 +31,7 @@ pub struct Settings {
     pub bundle: BundleSettings,
     pub limits: Limits,
     pub user_text: UserTextBudget,
+    pub offline: OfflineSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -104,6 +105,15 @@ pub struct Limits {
     pub default_top_k: usize,
 }
 
+/// Settings of `train` and `eval` that must agree between them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfflineSettings {
+    /// Most items the recent-purchase EASE is fitted over (its dense solve
+    /// costs items³ time and items² memory).
+    pub ease_max_items: usize,
+}
+
 /// Token budgets of the user-text fields (see `user_text`).
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -158,6 +168,7 @@ impl Settings {
         positive("limits.max_body_bytes", self.limits.max_body_bytes)?;
         positive("limits.max_candidates", self.limits.max_candidates)?;
         positive("limits.default_top_k", self.limits.default_top_k)?;
+        positive("offline.ease_max_items", self.offline.ease_max_items)?;
         if !(8..=8192).contains(&self.encoder.max_seq_len) {
             return Err(ConfigError::Invalid {
                 key: "encoder.max_seq_len",

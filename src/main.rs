@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use shoprank::config::Settings;
 #[cfg(feature = "offline")]
-use shoprank::offline::cli::{self, EmbedArgs, EvalArgs, TrainArgs};
+use shoprank::offline::cli::{self, EmbedArgs, EvalArgs, ScaleDataArgs, TrainArgs};
 use shoprank::serve::service;
 
 /// mimalloc keeps freed tensor buffers for reuse; with the system allocator
@@ -55,6 +55,9 @@ enum Command {
     /// Embed JSONL {"id", "text"} lines into JSONL {"id", "vector"} lines.
     #[cfg(feature = "offline")]
     Embed(EmbedArgs),
+    /// Derive a larger log from a real one (replicated catalog and customers), for scaling runs.
+    #[cfg(feature = "offline")]
+    ScaleData(ScaleDataArgs),
 }
 
 fn main() -> Result<()> {
@@ -76,6 +79,8 @@ fn main() -> Result<()> {
         Command::Eval(args) => cli::eval(&settings, &args),
         #[cfg(feature = "offline")]
         Command::Embed(args) => cli::embed(&settings, &args),
+        #[cfg(feature = "offline")]
+        Command::ScaleData(args) => cli::scale_data(&args),
     }
 }
 

@@ -48,6 +48,15 @@ pub struct EpochLog {
     pub val_ndcg10: Option<f64>,
 }
 
+/// Wall time and peak resident memory of one stage of a training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageRecord {
+    pub name: String,
+    pub seconds: f64,
+    /// The process's peak RSS during the stage (absent off Linux).
+    pub peak_rss_mib: Option<f64>,
+}
+
 /// How a bundle was made: enough to reproduce and to chart it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainingRecord {
@@ -70,6 +79,13 @@ pub struct TrainingRecord {
     pub epochs: Vec<EpochLog>,
     /// Wall time of the whole run.
     pub seconds: f64,
+    /// Each stage's time and peak memory, in run order.
+    #[serde(default)]
+    pub stages: Vec<StageRecord>,
+    /// Where the run met a bound and did less than asked (fewer validation
+    /// users, the EASE over fewer items), in words.
+    #[serde(default)]
+    pub limits: Vec<String>,
 }
 
 /// `bundle.json`.

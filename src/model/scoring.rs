@@ -35,6 +35,12 @@ impl ScoringInputs {
         Ok(Self { user: user.embedding.clone(), items, numeric })
     }
 
+    /// Inputs already built: the user embedding, the candidates' embeddings
+    /// `[n, dim]` and their numeric features.
+    pub fn new(user: Vec<f32>, items: Tensor, numeric: &[Numeric]) -> Self {
+        Self { user, items, numeric: numeric.to_vec() }
+    }
+
     /// The numeric feature vectors, in candidate order.
     pub fn numeric(&self) -> &[Numeric] {
         &self.numeric

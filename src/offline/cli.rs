@@ -16,7 +16,8 @@ use crate::offline::data::split::{parse_cutoff, Split, PROTOCOL_T_TEST, PROTOCOL
 use crate::offline::data::{DataSource, Dataset};
 use crate::offline::embed_store::EmbedStore;
 use crate::offline::eval::{self, Counts, EvalReport, BASELINES, REFERENCES};
-use crate::offline::prepared::PreparedSplit;
+use crate::offline::prepared::{PreparedSplit, SplitSettings};
+use crate::offline::scale_data::{self, ScaleOptions};
 use crate::offline::train::{self, TrainOptions};
 
 /// Where the purchase log comes from, and the test split's start.
@@ -123,6 +124,11 @@ pub struct TrainArgs {
     /// Use at most N users per window (quick runs).
     #[arg(long)]
     max_users: Option<usize>,
+    /// Most (validation user × catalog item) pairs ranked for model
+    /// selection after each epoch; beyond it a seeded sample of the users is
+    /// ranked (bounds memory: 68 bytes a pair).
+    #[arg(long, default_value_t = 16_000_000)]
+    max_validation_pairs: usize,
     /// The bundle directory to write (default: bundle.path from the config).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -151,6 +157,7 @@ impl TrainArgs {
             members: self.members,
             refit: !self.no_refit,
             max_users: self.max_users,
+            max_validation_pairs: self.max_validation_pairs,
         })
     }
 }
@@ -173,6 +180,12 @@ pub struct EvalArgs {
     /// Evaluate the baselines only.
     #[arg(long)]
     baselines_only: bool,
+    /// Rank for at most N test users, a sample drawn from --seed (large
+    /// catalogs: time and memory grow with users × items). The report's
+    /// counts say how many the split had.
+    #[arg(long)]
+    max_users: Option<usize>,
+    /// Seeds the random baseline and the --max-users sample.
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }
@@ -190,6 +203,55 @@ pub struct EmbedArgs {
     batch: usize,
 }
 
+#[derive(Args)]
+pub struct ScaleDataArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Catalog size wanted (about: a whole number of replicas of the log's).
+    #[arg(long)]
+    catalog_items: usize,
+    /// Events per item wanted (about).
+    #[arg(long, default_value_t = 20.0)]
+    events_per_item: f64,
+    /// Share of purchases that go to the same product in another replica.
+    #[arg(long, default_value_t = 0.05)]
+    cross_share: f64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Directory to write events.csv and items.csv into.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// `shoprank scale-data`: a larger log derived from a real one.
+pub fn scale_data(args: &ScaleDataArgs) -> Result<()> {
+    if !(0.0..=1.0).contains(&args.cross_share)
+        || args.events_per_item.is_nan()
+        || args.events_per_item <= 0.0
+        || args.catalog_items == 0
+    {
+        bail!("--catalog-items and --events-per-item must be positive and --cross-share a share in [0, 1]");
+    }
+    let data = args.data.load()?;
+    let options = ScaleOptions {
+        items: args.catalog_items,
+        events_per_item: args.events_per_item,
+        cross_share: args.cross_share,
+        seed: args.seed,
+    };
+    let report = scale_data::generate(&data, &options, &args.out)?;
+    println!(
+        "wrote {} items ({} replicas), {} customers, {} events ({} across replicas) to {}",
+        report.items,
+        report.replicas,
+        report.customers,
+        report.events,
+        report.cross_replica_events,
+        args.out.display()
+    );
+    Ok(())
+}
+
 /// `shoprank train`: fits a head and writes a bundle.
 pub fn train(settings: &Settings, args: &TrainArgs) -> Result<()> {
     let started = Instant::now();
@@ -200,7 +262,7 @@ pub fn train(settings: &Settings, args: &TrainArgs) -> Result<()> {
         eprintln!("note: training with {} encoder precision", encoder.precision().as_str());
     }
     let mut store = EmbedStore::open(args.data.cache_dir(), &encoder)?;
-    let outcome = train::train(&data, &encoder, settings.user_text, &mut store, &options)?;
+    let outcome = train::train(&data, &encoder, &SplitSettings::from_settings(settings), &mut store, &options)?;
 
     let dir = args.out.clone().unwrap_or_else(|| settings.bundle.path.clone());
     let manifest = BundleManifest {
@@ -217,6 +279,8 @@ pub fn train(settings: &Settings, args: &TrainArgs) -> Result<()> {
             best_epochs: outcome.best_epochs.clone(),
             epochs: outcome.log.clone(),
             seconds: started.elapsed().as_secs_f64(),
+            stages: outcome.stages.clone(),
+            limits: outcome.limits.clone(),
         }),
         validation: Some(outcome.validation),
     };
@@ -251,9 +315,10 @@ pub fn eval(settings: &Settings, args: &EvalArgs) -> Result<()> {
         if args.baselines_only { None } else { Some(Bundle::load(&settings.bundle.path, &encoder.identity())?) };
     let mut store = EmbedStore::open(args.data.cache_dir(), &encoder)?;
     let t_end = args.test_end.as_deref().map(parse_cutoff).transpose().map_err(anyhow::Error::msg)?;
-    let split = Split::new(&data, args.data.test_start()?, t_end);
+    let mut split = Split::new(&data, args.data.test_start()?, t_end);
+    let sampled_from = args.max_users.and_then(|max| eval::sample_test_users(&mut split, max, args.seed));
     let history_events = split.history.len();
-    let prepared = PreparedSplit::new(split, &encoder, settings.user_text, &mut store)?;
+    let prepared = PreparedSplit::new(split, &encoder, &SplitSettings::from_settings(settings), &mut store)?;
     let mut methods: Vec<&str> = BASELINES.iter().chain(REFERENCES.iter()).copied().collect();
     if bundle.is_some() {
         methods.push("model");
@@ -266,6 +331,7 @@ pub fn eval(settings: &Settings, args: &EvalArgs) -> Result<()> {
             test_users: prepared.split.test_users.len(),
             catalog_items: prepared.split.catalog.len(),
             history_events,
+            sampled_from,
         },
         methods: results,
     };

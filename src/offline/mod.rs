@@ -8,6 +8,8 @@
 //! - [`embed_store`]: embeddings of many texts, kept on disk between runs.
 //! - [`stats_builder`], [`recent_ease`]: the history statistics a bundle ships.
 //! - [`prepared`]: a split made ready for scoring (statistics, user texts, embeddings).
+//! - [`scale_data`]: larger logs derived from a real one, to measure scaling.
+//! - [`resources`]: wall time and peak memory of each stage of a run.
 //! - [`ranking_metrics`]: NDCG@10, Recall@10, HR@10, MRR, AUC of one ranking.
 //! - [`train`]: `shoprank train` — examples, epochs, model selection, refit, ensemble.
 //! - [`eval`]: `shoprank eval` — EVAL_PROTOCOL v1 tables and chart.
@@ -20,6 +22,8 @@ pub(crate) mod eval;
 pub mod prepared;
 pub(crate) mod ranking_metrics;
 pub(crate) mod recent_ease;
+pub mod resources;
+pub mod scale_data;
 pub(crate) mod stats_builder;
 pub mod text_embedder;
 pub mod train;

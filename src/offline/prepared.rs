@@ -12,8 +12,21 @@ use crate::model::user_text::UserSignals;
 use crate::offline::data::split::{Split, TestUser};
 use crate::offline::data::UserIdx;
 use crate::offline::embed_store::{EmbedStore, StoreError};
-use crate::offline::stats_builder::{self, CoPurchase};
+use crate::offline::stats_builder::{self, CoPurchase, EaseCoverage};
 use crate::offline::text_embedder::TextEmbedder;
+
+/// What every split is prepared with: `train` and `eval` must agree on it.
+#[derive(Debug, Clone, Copy)]
+pub struct SplitSettings {
+    pub user_text: UserTextBudget,
+    pub ease_max_items: usize,
+}
+
+impl SplitSettings {
+    pub fn from_settings(settings: &crate::config::Settings) -> Self {
+        Self { user_text: settings.user_text, ease_max_items: settings.offline.ease_max_items }
+    }
+}
 
 pub struct PreparedSplit<'a> {
     pub split: Split<'a>,
@@ -22,32 +35,42 @@ pub struct PreparedSplit<'a> {
     pub stats: HistoryStats,
     /// User text of each test user, in `split.test_users` order.
     pub user_texts: Vec<String>,
+    /// Over how many items the statistics' recent-purchase EASE was fitted.
+    pub ease: EaseCoverage,
 }
 
 impl<'a> PreparedSplit<'a> {
-    /// Builds statistics and user texts, and makes sure `store` holds the
-    /// embeddings of every catalog text and user text.
+    /// Builds statistics (the EASE over at most `settings.ease_max_items`) and
+    /// user texts, and makes sure `store` holds the embeddings of every
+    /// catalog text and user text.
     pub fn new(
         split: Split<'a>,
         encoder: &dyn TextEmbedder,
-        budget: UserTextBudget,
+        settings: &SplitSettings,
         store: &mut EmbedStore,
     ) -> Result<Self, StoreError> {
         let co_purchase = CoPurchase::build(&split);
-        let stats = stats_builder::build(&split, &co_purchase);
+        let (stats, ease) = stats_builder::build(&split, &co_purchase, settings.ease_max_items);
+        if ease.fitted_items < ease.catalog_items {
+            tracing::warn!(
+                fitted = ease.fitted_items,
+                catalog = ease.catalog_items,
+                "recent-purchase EASE fitted over the most recently bought items only (offline.ease_max_items)"
+            );
+        }
         let user_texts = split
             .test_users
             .iter()
             .map(|u| {
                 let titles = split.history_titles(u.user);
-                encoder.user_text(budget, UserSignals { query: None, profile: None, history: &titles })
+                encoder.user_text(settings.user_text, UserSignals { query: None, profile: None, history: &titles })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let item_texts: Vec<&str> = stats.items.iter().map(|s| s.text.as_str()).collect();
         store.embed_all(encoder, &item_texts, "item texts")?;
         let user_refs: Vec<&str> = user_texts.iter().map(String::as_str).collect();
         store.embed_all(encoder, &user_refs, "user texts")?;
-        Ok(Self { split, co_purchase, stats, user_texts })
+        Ok(Self { split, co_purchase, stats, user_texts, ease })
     }
 
     /// Catalog positions of the user's history, most recent first.

@@ -12,7 +12,7 @@ use shoprank::model::stats::ItemPos;
 use shoprank::offline::data::split::{Split, PROTOCOL_T_TEST, PROTOCOL_T_VAL};
 use shoprank::offline::data::{parse_time, DataSource, Dataset};
 use shoprank::offline::embed_store::EmbedStore;
-use shoprank::offline::prepared::PreparedSplit;
+use shoprank::offline::prepared::{PreparedSplit, SplitSettings};
 use shoprank::offline::train::{self, TrainOptions};
 use shoprank::serve::metrics::Metrics;
 use shoprank::serve::ranker::{Candidate, HistoryItem, RankQuery};
@@ -71,8 +71,11 @@ fn training_lowers_the_loss_on_a_slice_of_the_real_log() {
         members: 1,
         refit: false,
         max_users: Some(40),
+        max_validation_pairs: 16_000_000,
     };
-    let outcome = train::train(&data, &*encoder, common::settings().user_text, &mut store, &options).unwrap();
+    let outcome =
+        train::train(&data, &*encoder, &SplitSettings::from_settings(&common::settings()), &mut store, &options)
+            .unwrap();
     let losses: Vec<f64> = outcome.log.iter().map(|e| e.loss).collect();
     assert!(losses.len() >= 2, "{losses:?}");
     assert!(losses.last().unwrap() < &(losses[0] * 0.95), "loss did not drop: {losses:?}");
@@ -89,7 +92,7 @@ fn serving_builds_the_features_training_builds() {
     let mut split = Split::new(&data, parse_time(PROTOCOL_T_TEST).unwrap(), None);
     split.test_users.truncate(2);
     let mut store = EmbedStore::open(None, &*encoder).unwrap();
-    let prepared = PreparedSplit::new(split, &*encoder, settings.user_text, &mut store).unwrap();
+    let prepared = PreparedSplit::new(split, &*encoder, &SplitSettings::from_settings(&settings), &mut store).unwrap();
 
     // The committed statistics are exactly what training builds from this history.
     let service = common::service(&settings, Metrics::new());

@@ -149,7 +149,7 @@ mod tests {
         let metrics = |x: f64| RankingMetrics { ndcg10: x, recall10: x, hit10: x, mrr: x, auc: 0.5 + x };
         let report = EvalReport {
             protocol: "test".into(),
-            counts: Counts { test_users: 3, catalog_items: 7, history_events: 20 },
+            counts: Counts { test_users: 3, catalog_items: 7, history_events: 20, sampled_from: None },
             methods: [("random".to_string(), metrics(0.01)), ("model".to_string(), metrics(0.1))].into(),
         };
         // Two members, each selection run followed by a refit epoch.

@@ -35,6 +35,10 @@ pub struct Counts {
     pub test_users: usize,
     pub catalog_items: usize,
     pub history_events: usize,
+    /// With `--max-users`: how many test users the split had before the
+    /// seeded sample (absent when every test user was ranked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampled_from: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,11 +71,14 @@ fn method_scores(
             candidates.iter().map(|&p| cosine(u, store.get(&stats.item(p).text))).collect()
         }
         "item-knn" => {
-            let history = prepared.history_positions(user);
-            candidates
-                .iter()
-                .map(|&p| history.iter().map(|&h| prepared.co_purchase.row(h.index())[p.index()]).sum())
-                .collect()
+            // Summed in history order for every candidate, as a dense sum would.
+            let mut scores = vec![0f32; stats.items.len()];
+            for h in prepared.history_positions(user) {
+                for (q, cosine) in prepared.co_purchase.cosines(h.index()) {
+                    scores[q] += cosine;
+                }
+            }
+            candidates.iter().map(|&p| scores[p.index()]).collect()
         }
         "recent-ease" => {
             let mut scores = vec![0f32; stats.items.len()];
@@ -123,9 +130,11 @@ pub fn evaluate(
 
 /// The report as a fixed-width table, methods in a stable order.
 pub fn format_table(report: &EvalReport) -> String {
+    let counts = &report.counts;
+    let sampled = counts.sampled_from.map(|all| format!(" (a seeded sample of {all})")).unwrap_or_default();
     let mut out = format!(
-        "{} — {} test users, {} catalog items, {} history events\n",
-        report.protocol, report.counts.test_users, report.counts.catalog_items, report.counts.history_events
+        "{} — {} test users{sampled}, {} catalog items, {} history events\n",
+        report.protocol, counts.test_users, counts.catalog_items, counts.history_events
     );
     out.push_str(&format!(
         "{:<12} {:>8} {:>10} {:>7} {:>7} {:>7}\n",
@@ -140,4 +149,17 @@ pub fn format_table(report: &EvalReport) -> String {
         }
     }
     out
+}
+
+/// Keeps a seeded sample of `max` test users (in their original order), if
+/// the split has more; returns how many it had.
+pub fn sample_test_users(split: &mut crate::offline::data::split::Split<'_>, max: usize, seed: u64) -> Option<usize> {
+    let all = split.test_users.len();
+    if all <= max {
+        return None;
+    }
+    let mut keep = rand::seq::index::sample(&mut rand::rngs::StdRng::seed_from_u64(seed), all, max).into_vec();
+    keep.sort_unstable();
+    split.test_users = keep.into_iter().map(|i| split.test_users[i].clone()).collect();
+    Some(all)
 }

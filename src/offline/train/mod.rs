@@ -51,15 +51,15 @@ pub use self::options::{InvalidOption, TrainOptions};
 pub use self::run::bce_with_logits;
 use self::run::{restore, snapshot, Run};
 use self::validator::Validator;
-use crate::config::UserTextBudget;
-use crate::model::bundle::{EpochLog, RankingMetrics};
+use crate::model::bundle::{EpochLog, RankingMetrics, StageRecord};
 use crate::model::head::{merge_members, HeadSpec, ScoringHead};
 use crate::model::stats::HistoryStats;
 use crate::offline::data::split::Split;
 use crate::offline::data::Dataset;
 use crate::offline::embed_store::{EmbedStore, StoreError};
-use crate::offline::prepared::PreparedSplit;
-use crate::offline::stats_builder::{self, CoPurchase};
+use crate::offline::prepared::{PreparedSplit, SplitSettings};
+use crate::offline::resources::Stage;
+use crate::offline::stats_builder::{self, CoPurchase, EaseCoverage};
 use crate::offline::text_embedder::TextEmbedder;
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +91,10 @@ pub struct TrainOutcome {
     pub best_epochs: Vec<usize>,
     pub validation: RankingMetrics,
     pub examples: usize,
+    /// Time and peak memory of each stage.
+    pub stages: Vec<StageRecord>,
+    /// Bounds the run met, in words (also logged as it met them).
+    pub limits: Vec<String>,
 }
 
 const DAY: i64 = 86_400;
@@ -98,7 +102,7 @@ const DAY: i64 = 86_400;
 pub fn train(
     data: &Dataset,
     encoder: &dyn TextEmbedder,
-    budget: UserTextBudget,
+    settings: &SplitSettings,
     store: &mut EmbedStore,
     options: &TrainOptions,
 ) -> Result<TrainOutcome, TrainError> {
@@ -109,27 +113,45 @@ pub fn train(
     let dim = spec.encoder.dim;
     let mut users = VectorTable::default();
     let mut items = VectorTable::default();
+    let mut stages = Vec::new();
+    let mut limits = Vec::new();
 
     // Training windows, oldest first.
+    let stage = Stage::start("training windows");
     let mut window_examples = Examples::default();
     for k in (1..=options.windows).rev() {
         let cutoff = options.t_val - k as i64 * options.window_days * DAY;
         let split = Split::new(data, cutoff, Some(cutoff + options.window_days * DAY));
-        let prepared = PreparedSplit::new(limit_users(split, options.max_users), encoder, budget, store)?;
+        let prepared = PreparedSplit::new(limit_users(split, options.max_users), encoder, settings, store)?;
+        note_ease(&prepared, &format!("window from {}", day(cutoff)), &mut limits);
         add_examples(&prepared, store, options, &mut rng, &mut users, &mut items, &mut window_examples);
         tracing::info!(cutoff = %day(cutoff), examples = window_examples.labels.len(), "training window ready");
     }
     if window_examples.labels.is_empty() {
         return Err(TrainError::NoExamples(day(options.t_val)));
     }
+    stages.push(stage.finish());
 
     // The inner validation split doubles as the refit window.
+    let stage = Stage::start("validation split");
     let val_split = Split::new(data, options.t_val, Some(options.t_test));
-    let validation = PreparedSplit::new(limit_users(val_split, options.max_users), encoder, budget, store)?;
+    let validation = PreparedSplit::new(limit_users(val_split, options.max_users), encoder, settings, store)?;
     if validation.split.test_users.is_empty() {
         return Err(TrainError::NoValidationUsers);
     }
-    let validator = Validator::new(&validation, store)?;
+    note_ease(&validation, "validation split", &mut limits);
+    let validator = Validator::new(&validation, store, options.max_validation_pairs, options.seed)?;
+    if validator.users() < validation.split.test_users.len() {
+        let limit = format!(
+            "model selection ranked {} of {} validation users (max_validation_pairs {}: users × {} catalog items)",
+            validator.users(),
+            validation.split.test_users.len(),
+            options.max_validation_pairs,
+            validation.stats.items.len()
+        );
+        tracing::warn!("{limit}");
+        limits.push(limit);
+    }
 
     // Members train alone, as one-MLP heads; the ensemble is assembled after.
     let member_spec = HeadSpec { members: 1, ..spec.clone() };
@@ -146,7 +168,11 @@ pub fn train(
         None
     };
     let refit = refit_data.as_ref().map(|(examples, users, items)| TrainingSet { examples, users, items });
+    // The validator keeps what it needs; the split's statistics can go.
+    drop(validation);
+    stages.push(stage.finish());
 
+    let stage = Stage::start("members");
     let members = options.members;
     let mut selected = Vec::with_capacity(members);
     let mut refitted = Vec::with_capacity(members);
@@ -170,16 +196,47 @@ pub fn train(
     }
     let varmap = merge_members(&refitted)?;
     let examples = refit.as_ref().map_or(window_examples.labels.len(), |set| set.examples.labels.len());
+    stages.push(stage.finish());
 
     // Statistics shipped with the head: all history before T_test.
+    let stage = Stage::start("shipped statistics");
     let full = Split::new(data, options.t_test, Some(options.t_test));
-    let stats = stats_builder::build(&full, &CoPurchase::build(&full));
+    let (stats, ease) = stats_builder::build(&full, &CoPurchase::build(&full), settings.ease_max_items);
+    if ease.fitted_items < ease.catalog_items {
+        limits.push(ease_limit("shipped statistics", ease));
+    }
+    stages.push(stage.finish());
     let epochs = best_epochs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("_");
     let version = match members {
         1 => format!("{}-s{}-e{epochs}", day(options.t_test), options.seed),
         n => format!("{}-s{}-x{n}-e{epochs}", day(options.t_test), options.seed),
     };
-    Ok(TrainOutcome { version, varmap, spec, stats, log, best_epochs, validation: validation_metrics, examples })
+    Ok(TrainOutcome {
+        version,
+        varmap,
+        spec,
+        stats,
+        log,
+        best_epochs,
+        validation: validation_metrics,
+        examples,
+        stages,
+        limits,
+    })
+}
+
+fn ease_limit(what: &str, ease: EaseCoverage) -> String {
+    format!(
+        "{what}: recent-purchase EASE fitted over the {} most recently bought of {} items (offline.ease_max_items)",
+        ease.fitted_items, ease.catalog_items
+    )
+}
+
+/// Records that a split's EASE met its bound (once per kind of split).
+fn note_ease(prepared: &PreparedSplit<'_>, what: &str, limits: &mut Vec<String>) {
+    if prepared.ease.fitted_items < prepared.ease.catalog_items {
+        limits.push(ease_limit(what, prepared.ease));
+    }
 }
 
 /// Examples with the vector tables their rows point into.
@@ -258,6 +315,7 @@ mod tests {
     use rand::Rng;
 
     use super::*;
+    use crate::config::UserTextBudget;
     use crate::model::encoder::EncoderError;
     use crate::model::head::EncoderIdentity;
     use crate::model::user_text::UserSignals;
@@ -351,8 +409,9 @@ mod tests {
     fn training_on_a_synthetic_log_lowers_the_loss_and_learns_the_departments() {
         let data = synthetic_log(1);
         let mut store = EmbedStore::open(None, &HashingEmbedder).unwrap();
-        let budget = UserTextBudget { query_tokens: 48, profile_tokens: 48 };
-        let outcome = train(&data, &HashingEmbedder, budget, &mut store, &options()).unwrap();
+        let settings =
+            SplitSettings { user_text: UserTextBudget { query_tokens: 48, profile_tokens: 48 }, ease_max_items: 4000 };
+        let outcome = train(&data, &HashingEmbedder, &settings, &mut store, &options()).unwrap();
         let losses: Vec<f64> = outcome.log.iter().map(|e| e.loss).collect();
         assert_eq!(losses.len(), 5, "{losses:?}");
         assert!(losses[4] < losses[0] * 0.9, "the loss did not drop: {losses:?}");
@@ -367,15 +426,16 @@ mod tests {
     fn bad_options_stop_training_before_any_work() {
         let data = synthetic_log(2);
         let mut store = EmbedStore::open(None, &HashingEmbedder).unwrap();
-        let budget = UserTextBudget { query_tokens: 48, profile_tokens: 48 };
+        let settings =
+            SplitSettings { user_text: UserTextBudget { query_tokens: 48, profile_tokens: 48 }, ease_max_items: 4000 };
         let bad = TrainOptions { batch_size: 0, ..options() };
-        match train(&data, &HashingEmbedder, budget, &mut store, &bad) {
+        match train(&data, &HashingEmbedder, &settings, &mut store, &bad) {
             Err(TrainError::Options(e)) => assert_eq!(e.option, "batch-size"),
             Err(other) => panic!("expected an options error, got {other}"),
             Ok(_) => panic!("trained with batch size 0"),
         }
         for bad in [TrainOptions { members: 0, ..options() }, TrainOptions { hidden: vec![], ..options() }] {
-            match train(&data, &HashingEmbedder, budget, &mut store, &bad) {
+            match train(&data, &HashingEmbedder, &settings, &mut store, &bad) {
                 Err(TrainError::Head(e)) => assert!(e.to_string().contains("spec is not valid"), "{e}"),
                 Err(other) => panic!("expected a head spec error, got {other}"),
                 Ok(_) => panic!("trained a head that cannot score"),

@@ -32,6 +32,11 @@ pub struct TrainOptions {
     pub refit: bool,
     /// Use at most this many users per window (quick runs and tests).
     pub max_users: Option<usize>,
+    /// Most (validation user × catalog item) pairs model selection ranks
+    /// after each epoch; above it, a seeded sample of the validation users.
+    /// Each pair keeps its 16 numeric features (68 bytes), so this bounds the
+    /// validator's memory (16M pairs: about 1.1 GB).
+    pub max_validation_pairs: usize,
 }
 
 /// An option out of its range: names the option and what it accepts.
@@ -52,6 +57,7 @@ impl TrainOptions {
             ("negatives", self.negatives),
             ("max-epochs", self.max_epochs),
             ("batch-size", self.batch_size),
+            ("max-validation-pairs", self.max_validation_pairs),
         ] {
             if value == 0 {
                 return fail(option, "must be at least 1".into());
@@ -110,6 +116,7 @@ pub(crate) mod tests {
             members: 3,
             refit: true,
             max_users: None,
+            max_validation_pairs: 16_000_000,
         }
     }
 
