@@ -129,6 +129,10 @@ pub struct TrainArgs {
     /// ranked (bounds memory: 68 bytes a pair).
     #[arg(long, default_value_t = 16_000_000)]
     max_validation_pairs: usize,
+    /// Most training examples, about (windows and refit); beyond it each
+    /// window keeps a seeded sample of its users (bounds epoch time).
+    #[arg(long, default_value_t = 1_200_000)]
+    max_examples: usize,
     /// The bundle directory to write (default: bundle.path from the config).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -158,6 +162,7 @@ impl TrainArgs {
             refit: !self.no_refit,
             max_users: self.max_users,
             max_validation_pairs: self.max_validation_pairs,
+            max_examples: self.max_examples,
         })
     }
 }
@@ -316,7 +321,7 @@ pub fn eval(settings: &Settings, args: &EvalArgs) -> Result<()> {
     let mut store = EmbedStore::open(args.data.cache_dir(), &encoder)?;
     let t_end = args.test_end.as_deref().map(parse_cutoff).transpose().map_err(anyhow::Error::msg)?;
     let mut split = Split::new(&data, args.data.test_start()?, t_end);
-    let sampled_from = args.max_users.and_then(|max| eval::sample_test_users(&mut split, max, args.seed));
+    let sampled_from = args.max_users.and_then(|max| split.sample_test_users(max, args.seed));
     let history_events = split.history.len();
     let prepared = PreparedSplit::new(split, &encoder, &SplitSettings::from_settings(settings), &mut store)?;
     let mut methods: Vec<&str> = BASELINES.iter().chain(REFERENCES.iter()).copied().collect();

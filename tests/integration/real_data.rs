@@ -72,6 +72,7 @@ fn training_lowers_the_loss_on_a_slice_of_the_real_log() {
         refit: false,
         max_users: Some(40),
         max_validation_pairs: 16_000_000,
+        max_examples: 1_200_000,
     };
     let outcome =
         train::train(&data, &*encoder, &SplitSettings::from_settings(&common::settings()), &mut store, &options)

@@ -7,6 +7,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use rand::SeedableRng;
+
 use super::{Dataset, DenseId, Event, ItemIdx, TextIdx, UserIdx};
 
 /// `T_test` of EVAL_PROTOCOL v1: 2011-11-01 00:00:00.
@@ -77,6 +79,25 @@ impl<'a> Split<'a> {
             })
             .collect();
         Self { data, cutoff, history, catalog, item_text, user_history, test_users }
+    }
+
+    /// Keeps a sample of `max` test users drawn from `seed` (in their
+    /// order), if there are more; returns how many there were.
+    pub fn sample_test_users(&mut self, max: usize, seed: u64) -> Option<usize> {
+        let all = self.test_users.len();
+        if all <= max {
+            return None;
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut keep = rand::seq::index::sample(&mut rng, all, max).into_vec();
+        keep.sort_unstable();
+        self.test_users = keep.into_iter().map(|i| self.test_users[i].clone()).collect();
+        Some(all)
+    }
+
+    /// Positives this split's test users give a training window.
+    pub fn positives(&self) -> usize {
+        self.test_users.iter().map(|u| u.truth.len()).sum()
     }
 
     /// Titles of the user's distinct history items, most recent first.

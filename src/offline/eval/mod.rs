@@ -150,16 +150,3 @@ pub fn format_table(report: &EvalReport) -> String {
     }
     out
 }
-
-/// Keeps a seeded sample of `max` test users (in their original order), if
-/// the split has more; returns how many it had.
-pub fn sample_test_users(split: &mut crate::offline::data::split::Split<'_>, max: usize, seed: u64) -> Option<usize> {
-    let all = split.test_users.len();
-    if all <= max {
-        return None;
-    }
-    let mut keep = rand::seq::index::sample(&mut rand::rngs::StdRng::seed_from_u64(seed), all, max).into_vec();
-    keep.sort_unstable();
-    split.test_users = keep.into_iter().map(|i| split.test_users[i].clone()).collect();
-    Some(all)
-}

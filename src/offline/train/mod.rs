@@ -116,13 +116,27 @@ pub fn train(
     let mut stages = Vec::new();
     let mut limits = Vec::new();
 
-    // Training windows, oldest first.
+    // Training windows, oldest first; the inner validation split last (it
+    // doubles as the refit window).
     let stage = Stage::start("training windows");
+    let windows: Vec<(i64, i64)> = (1..=options.windows)
+        .rev()
+        .map(|k| options.t_val - k as i64 * options.window_days * DAY)
+        .map(|cutoff| (cutoff, cutoff + options.window_days * DAY))
+        .chain(std::iter::once((options.t_val, options.t_test)))
+        .collect();
+    let user_share = example_budget_share(data, &windows, options, &mut limits);
+    let window_split = |(index, &(start, end)): (usize, &(i64, i64))| {
+        let mut split = limit_users(Split::new(data, start, Some(end)), options.max_users);
+        if user_share < 1.0 {
+            let keep = ((split.test_users.len() as f64 * user_share).ceil() as usize).max(1);
+            split.sample_test_users(keep, options.seed ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9));
+        }
+        split
+    };
     let mut window_examples = Examples::default();
-    for k in (1..=options.windows).rev() {
-        let cutoff = options.t_val - k as i64 * options.window_days * DAY;
-        let split = Split::new(data, cutoff, Some(cutoff + options.window_days * DAY));
-        let prepared = PreparedSplit::new(limit_users(split, options.max_users), encoder, settings, store)?;
+    for (index, &(cutoff, end)) in windows[..options.windows].iter().enumerate() {
+        let prepared = PreparedSplit::new(window_split((index, &(cutoff, end))), encoder, settings, store)?;
         note_ease(&prepared, &format!("window from {}", day(cutoff)), &mut limits);
         add_examples(&prepared, store, options, &mut rng, &mut users, &mut items, &mut window_examples);
         tracing::info!(cutoff = %day(cutoff), examples = window_examples.labels.len(), "training window ready");
@@ -134,8 +148,8 @@ pub fn train(
 
     // The inner validation split doubles as the refit window.
     let stage = Stage::start("validation split");
-    let val_split = Split::new(data, options.t_val, Some(options.t_test));
-    let validation = PreparedSplit::new(limit_users(val_split, options.max_users), encoder, settings, store)?;
+    let val_split = window_split((options.windows, &windows[options.windows]));
+    let validation = PreparedSplit::new(val_split, encoder, settings, store)?;
     if validation.split.test_users.is_empty() {
         return Err(TrainError::NoValidationUsers);
     }
@@ -223,6 +237,36 @@ pub fn train(
         stages,
         limits,
     })
+}
+
+/// The share of each window's users to keep so that the examples (about
+/// positives × (1 + negatives), over the windows and the refit window) fit
+/// in `max_examples`: 1 when they do. Counting takes one pass over the
+/// splits, which are dropped again.
+fn example_budget_share(
+    data: &Dataset,
+    windows: &[(i64, i64)],
+    options: &TrainOptions,
+    limits: &mut Vec<String>,
+) -> f64 {
+    let positives: usize = windows
+        .iter()
+        .map(|&(start, end)| limit_users(Split::new(data, start, Some(end)), options.max_users).positives())
+        .sum();
+    let examples = positives * (1 + options.negatives);
+    if examples <= options.max_examples {
+        return 1.0;
+    }
+    let share = options.max_examples as f64 / examples as f64;
+    let limit = format!(
+        "examples: a {:.0}% sample of each window's users, about {} of {examples} examples (max_examples {})",
+        share * 100.0,
+        options.max_examples,
+        options.max_examples
+    );
+    tracing::warn!("{limit}");
+    limits.push(limit);
+    share
 }
 
 fn ease_limit(what: &str, ease: EaseCoverage) -> String {

@@ -37,6 +37,10 @@ pub struct TrainOptions {
     /// Each pair keeps its 16 numeric features (68 bytes), so this bounds the
     /// validator's memory (16M pairs: about 1.1 GB).
     pub max_validation_pairs: usize,
+    /// Most training examples (windows and refit together, about); above
+    /// it, a seeded sample of each window's users gives them. Epoch time
+    /// grows with the examples: this bounds a run's time on a large log.
+    pub max_examples: usize,
 }
 
 /// An option out of its range: names the option and what it accepts.
@@ -58,6 +62,7 @@ impl TrainOptions {
             ("max-epochs", self.max_epochs),
             ("batch-size", self.batch_size),
             ("max-validation-pairs", self.max_validation_pairs),
+            ("max-examples", self.max_examples),
         ] {
             if value == 0 {
                 return fail(option, "must be at least 1".into());
@@ -117,6 +122,7 @@ pub(crate) mod tests {
             refit: true,
             max_users: None,
             max_validation_pairs: 16_000_000,
+            max_examples: 1_200_000,
         }
     }
 
