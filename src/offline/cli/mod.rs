@@ -1,8 +1,14 @@
-//! The offline commands as the command line sees them: `train`, `eval` and
-//! `embed`, their arguments (clap) and what each one runs. `main` only
-//! parses and dispatches here. `anyhow` is used at this edge, as in `main`.
+//! The offline commands as the command line sees them: `train`, `eval`,
+//! `embed` ([`embed`]) and `scale-data` ([`scale`]), their arguments (clap)
+//! and what each one runs. `main` only parses and dispatches here. `anyhow`
+//! is used at this edge, as in `main`.
 
-use std::io::{BufRead, Write};
+mod embed;
+mod scale;
+
+pub use self::embed::{embed, EmbedArgs};
+pub use self::scale::{scale_data, ScaleDataArgs};
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -17,7 +23,6 @@ use crate::offline::data::{DataSource, Dataset};
 use crate::offline::embed_store::EmbedStore;
 use crate::offline::eval::{self, Counts, EvalReport, BASELINES, REFERENCES};
 use crate::offline::prepared::{PreparedSplit, SplitSettings};
-use crate::offline::scale_data::{self, ScaleOptions};
 use crate::offline::train::{self, TrainOptions};
 
 /// Where the purchase log comes from, and the test split's start.
@@ -195,68 +200,6 @@ pub struct EvalArgs {
     seed: u64,
 }
 
-#[derive(Args)]
-pub struct EmbedArgs {
-    /// Input file (default: standard input).
-    #[arg(long)]
-    input: Option<PathBuf>,
-    /// Output file (default: standard output).
-    #[arg(long)]
-    output: Option<PathBuf>,
-    /// Texts per forward pass.
-    #[arg(long, default_value_t = 32)]
-    batch: usize,
-}
-
-#[derive(Args)]
-pub struct ScaleDataArgs {
-    #[command(flatten)]
-    data: DataArgs,
-    /// Catalog size wanted (about: a whole number of replicas of the log's).
-    #[arg(long)]
-    catalog_items: usize,
-    /// Events per item wanted (about).
-    #[arg(long, default_value_t = 20.0)]
-    events_per_item: f64,
-    /// Share of purchases that go to the same product in another replica.
-    #[arg(long, default_value_t = 0.05)]
-    cross_share: f64,
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// Directory to write events.csv and items.csv into.
-    #[arg(long)]
-    out: PathBuf,
-}
-
-/// `shoprank scale-data`: a larger log derived from a real one.
-pub fn scale_data(args: &ScaleDataArgs) -> Result<()> {
-    if !(0.0..=1.0).contains(&args.cross_share)
-        || args.events_per_item.is_nan()
-        || args.events_per_item <= 0.0
-        || args.catalog_items == 0
-    {
-        bail!("--catalog-items and --events-per-item must be positive and --cross-share a share in [0, 1]");
-    }
-    let data = args.data.load()?;
-    let options = ScaleOptions {
-        items: args.catalog_items,
-        events_per_item: args.events_per_item,
-        cross_share: args.cross_share,
-        seed: args.seed,
-    };
-    let report = scale_data::generate(&data, &options, &args.out)?;
-    println!(
-        "wrote {} items ({} replicas), {} customers, {} events ({} across replicas) to {}",
-        report.items,
-        report.replicas,
-        report.customers,
-        report.events,
-        report.cross_replica_events,
-        args.out.display()
-    );
-    Ok(())
-}
-
 /// `shoprank train`: fits a head and writes a bundle.
 pub fn train(settings: &Settings, args: &TrainArgs) -> Result<()> {
     let started = Instant::now();
@@ -369,63 +312,6 @@ fn create_parent(path: &Path) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    Ok(())
-}
-
-#[derive(serde::Deserialize)]
-struct EmbedLine {
-    id: serde_json::Value,
-    text: String,
-}
-
-/// `shoprank embed`: JSONL `{"id", "text"}` in, JSONL `{"id", "vector"}` out.
-pub fn embed(settings: &Settings, args: &EmbedArgs) -> Result<()> {
-    let encoder = Encoder::open(&settings.encoder)?;
-    let batch = args.batch.max(1);
-    let reader: Box<dyn BufRead> = match &args.input {
-        Some(path) => Box::new(std::io::BufReader::new(
-            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
-        )),
-        None => Box::new(std::io::stdin().lock()),
-    };
-    let mut writer: Box<dyn Write> = match &args.output {
-        Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
-    };
-    let progress = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        indicatif::ProgressBar::new_spinner()
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    let mut pending: Vec<EmbedLine> = Vec::new();
-    let flush = |pending: &mut Vec<EmbedLine>, writer: &mut Box<dyn Write>| -> Result<()> {
-        let texts: Vec<&str> = pending.iter().map(|l| l.text.as_str()).collect();
-        let vectors = encoder.embed(&texts, batch)?;
-        for (line, vector) in pending.drain(..).zip(vectors) {
-            serde_json::to_writer(&mut *writer, &serde_json::json!({"id": line.id, "vector": vector}))?;
-            writer.write_all(b"\n")?;
-        }
-        progress.set_message(format!("{} texts embedded", progress.position()));
-        Ok(())
-    };
-    for (number, line) in reader.lines().enumerate() {
-        let line = line.context("reading input")?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let parsed: EmbedLine = serde_json::from_str(&line)
-            .with_context(|| format!("line {}: expected {{\"id\": ..., \"text\": \"...\"}}", number + 1))?;
-        pending.push(parsed);
-        progress.inc(1);
-        if pending.len() >= batch * 8 {
-            flush(&mut pending, &mut writer)?;
-        }
-    }
-    flush(&mut pending, &mut writer)?;
-    writer.flush()?;
-    progress.finish_and_clear();
     Ok(())
 }
 
