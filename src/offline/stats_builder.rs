@@ -265,16 +265,22 @@ mod tests {
     use crate::offline::data::parse_time;
     use crate::offline::data::split::tests::synthetic;
 
-    #[test]
-    fn counts_buyers_prices_and_co_purchase() {
-        let data = synthetic(&[
+    /// A and B bought together by u1 (September) and u2 (October), A and C by
+    /// u3 (October).
+    fn three_customers() -> crate::offline::data::Dataset {
+        synthetic(&[
             ("u1", "A", "2011-09-01", "MUG"),
             ("u1", "B", "2011-09-01", "BAG"),
             ("u2", "A", "2011-10-20", "MUG"),
             ("u2", "B", "2011-10-20", "BAG"),
             ("u3", "A", "2011-10-25", "MUG"),
             ("u3", "C", "2011-10-25", "CUP"),
-        ]);
+        ])
+    }
+
+    #[test]
+    fn counts_buyers_prices_and_co_purchase() {
+        let data = three_customers();
         let split = Split::new(&data, parse_time("2011-11-01").unwrap(), None);
         let co = CoPurchase::build(&split);
         let (stats, coverage) = build(&split, &co, 10);
@@ -303,14 +309,7 @@ mod tests {
 
     #[test]
     fn above_its_bound_the_ease_is_fitted_over_the_most_recently_bought_items() {
-        let data = synthetic(&[
-            ("u1", "A", "2011-09-01", "MUG"),
-            ("u1", "B", "2011-09-01", "BAG"),
-            ("u2", "A", "2011-10-20", "MUG"),
-            ("u2", "B", "2011-10-20", "BAG"),
-            ("u3", "A", "2011-10-25", "MUG"),
-            ("u3", "C", "2011-10-25", "CUP"),
-        ]);
+        let data = three_customers();
         let split = Split::new(&data, parse_time("2011-11-01").unwrap(), None);
         let co = CoPurchase::build(&split);
         // Recent buyers: A 2, B 1, C 1; B has more buyers overall than C.
