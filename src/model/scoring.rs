@@ -7,6 +7,8 @@
 //! after every epoch: [`ScoringInputs::build`] computes what does not depend
 //! on the head's weights once, and [`ScoringInputs::score`] runs a head over it.
 
+use std::borrow::Cow;
+
 use candle_core::{Device, Tensor};
 
 use crate::model::features::{self, CandidateInput, Numeric, UserContext};
@@ -14,31 +16,33 @@ use crate::model::head::ScoringHead;
 use crate::model::stats::HistoryStats;
 
 /// What a head scores for one user: the user embedding, the candidates'
-/// embeddings as one `[n, dim]` tensor, and their numeric features.
-pub struct ScoringInputs {
-    user: Vec<f32>,
+/// embeddings as one `[n, dim]` tensor, and their numeric features. Built
+/// here they are owned; model selection lends the ones it keeps, so scoring
+/// them after each epoch copies nothing.
+pub struct ScoringInputs<'a> {
+    user: Cow<'a, [f32]>,
     items: Tensor,
-    numeric: Vec<Numeric>,
+    numeric: Cow<'a, [Numeric]>,
 }
 
-impl ScoringInputs {
+impl<'a> ScoringInputs<'a> {
     /// Builds the features of every candidate for this user.
     pub fn build(
         stats: &HistoryStats,
         user: &UserContext,
         candidates: &[CandidateInput<'_>],
-    ) -> candle_core::Result<Self> {
+    ) -> candle_core::Result<ScoringInputs<'static>> {
         let dim = user.embedding.len();
         let numeric: Vec<Numeric> = candidates.iter().map(|c| features::numeric(stats, user, c)).collect();
         let flat: Vec<f32> = candidates.iter().flat_map(|c| c.embedding.iter().copied()).collect();
         let items = Tensor::from_vec(flat, (candidates.len(), dim), &Device::Cpu)?;
-        Ok(Self { user: user.embedding.clone(), items, numeric })
+        Ok(ScoringInputs { user: Cow::Owned(user.embedding.clone()), items, numeric: Cow::Owned(numeric) })
     }
 
     /// Inputs already built: the user embedding, the candidates' embeddings
     /// `[n, dim]` and their numeric features.
-    pub fn new(user: Vec<f32>, items: Tensor, numeric: &[Numeric]) -> Self {
-        Self { user, items, numeric: numeric.to_vec() }
+    pub fn new(user: &'a [f32], items: Tensor, numeric: &'a [Numeric]) -> Self {
+        Self { user: Cow::Borrowed(user), items, numeric: Cow::Borrowed(numeric) }
     }
 
     /// The numeric feature vectors, in candidate order.

@@ -113,7 +113,7 @@ impl Ranker {
     /// Embeds the query's texts, maps it onto the feature builder's inputs
     /// (the user context and one `CandidateInput` per candidate) and builds
     /// what the head scores, through the one scoring path.
-    fn inputs(&self, bundle: &Bundle, query: &RankQuery) -> Result<ScoringInputs, RankError> {
+    fn inputs(&self, bundle: &Bundle, query: &RankQuery) -> Result<ScoringInputs<'static>, RankError> {
         let user_text = self.user_text(query)?;
         // Only the most recent history titles are embedded for the cosine
         // features; co-purchase looks at every history item.

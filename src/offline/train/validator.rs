@@ -82,8 +82,7 @@ impl Validator {
         let mut all = Vec::with_capacity(self.users.len());
         for user in &self.users {
             let rows = Tensor::from_iter(user.candidates.iter().map(|p| p.index() as u32), &Device::Cpu)?;
-            let inputs =
-                ScoringInputs::new(user.embedding.clone(), self.catalog.index_select(&rows, 0)?, &user.numeric);
+            let inputs = ScoringInputs::new(&user.embedding, self.catalog.index_select(&rows, 0)?, &user.numeric);
             let scores = inputs.score(head)?;
             let ranked = rank_by_score(&user.candidates, &scores, |p| self.ids[p.index()].as_str());
             all.push(score_ranking(&ranked, &user.truth));
