@@ -21,6 +21,11 @@ pub fn corpus(name: &str) -> Vec<String> {
         .collect()
 }
 
+/// The default settings, with the catalog in a fresh temporary directory.
 pub fn settings() -> Settings {
-    Settings::load(None).expect("default settings").rooted_at(&repo_path(""))
+    let mut settings = Settings::load(None).expect("default settings").rooted_at(&repo_path(""));
+    let dir = std::env::temp_dir().join(format!("shoprank-bench-catalog-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    settings.catalog.data_dir = dir;
+    settings
 }

@@ -52,17 +52,16 @@ fn users() -> Vec<User> {
 }
 
 fn query(user: &User, marker: usize, titles: &[String], suffix: &str) -> RankQuery {
-    RankQuery {
-        query: Some(format!("#{marker} {}", user.query)),
-        profile: None,
-        history: user.viewed.iter().map(|t| HistoryItem { id: None, text: t.clone() }).collect(),
-        candidates: titles
+    RankQuery::new(
+        Some(format!("#{marker} {}", user.query)),
+        user.viewed.iter().map(|t| HistoryItem { id: None, text: t.clone() }).collect(),
+        titles
             .iter()
             .enumerate()
-            .map(|(i, t)| Candidate { id: i.to_string(), text: format!("{t}{suffix}"), price: None })
+            .map(|(i, t)| Candidate { id: i.to_string(), text: format!("{t}{suffix}"), price: None, available: true })
             .collect(),
-        top_k: 10,
-    }
+        10,
+    )
 }
 
 fn bench_recommend(c: &mut Criterion) {
@@ -73,7 +72,7 @@ fn bench_recommend(c: &mut Criterion) {
     let candidates = &titles[..100];
     // Warm the cache with the candidates and every user's history titles.
     for (i, user) in users.iter().enumerate() {
-        ranker.rank(&bundle, &query(user, usize::MAX - i, candidates, "")).expect("rank");
+        ranker.rank(&bundle, &query(user, usize::MAX - i, candidates, ""), None).expect("rank");
     }
 
     let mut group = c.benchmark_group("recommend/100_candidates");
@@ -83,13 +82,13 @@ fn bench_recommend(c: &mut Criterion) {
         b.iter(|| {
             n += 1;
             // A user text never seen before: the user forward pass is paid.
-            ranker.rank(&bundle, &query(&users[n % users.len()], n, candidates, "")).expect("rank")
+            ranker.rank(&bundle, &query(&users[n % users.len()], n, candidates, ""), None).expect("rank")
         })
     });
     group.bench_function("new_items_new_user", |b| {
         b.iter(|| {
             n += 1;
-            ranker.rank(&bundle, &query(&users[n % users.len()], n, candidates, &format!(" v{n}"))).expect("rank")
+            ranker.rank(&bundle, &query(&users[n % users.len()], n, candidates, &format!(" v{n}")), None).expect("rank")
         })
     });
     group.finish();

@@ -31,6 +31,8 @@ pub struct Settings {
     pub bundle: BundleSettings,
     pub limits: Limits,
     pub user_text: UserTextBudget,
+    pub catalog: CatalogSettings,
+    pub search: SearchSettings,
     pub offline: OfflineSettings,
 }
 
@@ -79,6 +81,12 @@ pub struct BatchingSettings {
     pub max_batch_tokens: usize,
     pub max_batch_texts: usize,
     pub max_queued_texts: usize,
+    /// Most texts in one batch of catalog ingestion (a request waits for
+    /// at most one such batch).
+    pub background_batch_texts: usize,
+    /// While requests keep the encoder busy, one ingestion batch runs after
+    /// this many request batches.
+    pub background_every_batches: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -103,6 +111,42 @@ pub struct Limits {
     pub max_candidates: usize,
     pub max_history: usize,
     pub default_top_k: usize,
+}
+
+/// The catalog shoprank keeps, and retrieval from it (see `serve::catalog`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogSettings {
+    /// Directory of the catalog store file (`catalog.sqlite3`).
+    pub data_dir: PathBuf,
+    /// Most items in one `PUT /v1/catalog/items`.
+    pub max_upsert_items: usize,
+    /// Most items the catalog holds (memory: about 1.6 KB each with a 384-d encoder).
+    pub max_items: usize,
+    /// Items taken from the store per ingestion round.
+    pub ingest_batch_items: usize,
+    /// Items retrieved by embedding similarity for a request without candidates.
+    pub retrieve_k: usize,
+    /// Items retrieved through co-purchase and recent-purchase links of the history.
+    pub related_k: usize,
+    /// Recently popular items added to every retrieval.
+    pub popular_k: usize,
+}
+
+/// Ranking with a search query (see `model::relevance`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchSettings {
+    /// Width of a relevance band in query cosine; 0 ranks by the head alone.
+    pub relevance_margin: f32,
+    /// Candidates whose query cosine is below this share the last band.
+    pub relevance_floor: f32,
+}
+
+impl SearchSettings {
+    pub fn banding(&self) -> crate::model::relevance::Banding {
+        crate::model::relevance::Banding { margin: self.relevance_margin, floor: self.relevance_floor }
+    }
 }
 
 /// Settings of `train` and `eval` that must agree between them.
@@ -150,6 +194,9 @@ impl Settings {
         if self.bundle.path.is_relative() {
             self.bundle.path = root.join(&self.bundle.path);
         }
+        if self.catalog.data_dir.is_relative() {
+            self.catalog.data_dir = root.join(&self.catalog.data_dir);
+        }
         self
     }
 
@@ -165,10 +212,33 @@ impl Settings {
         positive("server.request_timeout_secs", self.server.request_timeout_secs as usize)?;
         positive("batching.max_batch_texts", self.batching.max_batch_texts)?;
         positive("batching.max_queued_texts", self.batching.max_queued_texts)?;
+        positive("batching.background_batch_texts", self.batching.background_batch_texts)?;
+        positive("batching.background_every_batches", self.batching.background_every_batches)?;
         positive("limits.max_body_bytes", self.limits.max_body_bytes)?;
         positive("limits.max_candidates", self.limits.max_candidates)?;
         positive("limits.default_top_k", self.limits.default_top_k)?;
         positive("offline.ease_max_items", self.offline.ease_max_items)?;
+        positive("catalog.max_upsert_items", self.catalog.max_upsert_items)?;
+        positive("catalog.max_items", self.catalog.max_items)?;
+        positive("catalog.ingest_batch_items", self.catalog.ingest_batch_items)?;
+        positive("catalog.retrieve_k", self.catalog.retrieve_k)?;
+        for (key, value) in [
+            ("search.relevance_margin", self.search.relevance_margin),
+            ("search.relevance_floor", self.search.relevance_floor),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(ConfigError::Invalid { key, problem: format!("{value} is not a number >= 0") });
+            }
+        }
+        if self.catalog.ingest_batch_items > self.batching.max_queued_texts {
+            return Err(ConfigError::Invalid {
+                key: "catalog.ingest_batch_items",
+                problem: format!(
+                    "{} is above batching.max_queued_texts ({}): no ingestion round would fit the queue",
+                    self.catalog.ingest_batch_items, self.batching.max_queued_texts
+                ),
+            });
+        }
         if !(8..=8192).contains(&self.encoder.max_seq_len) {
             return Err(ConfigError::Invalid {
                 key: "encoder.max_seq_len",

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use shoprank::config::Settings;
 #[cfg(feature = "offline")]
-use shoprank::offline::cli::{self, EmbedArgs, EvalArgs, ScaleDataArgs, TrainArgs};
+use shoprank::offline::cli::{self, EmbedArgs, EvalArgs, EvalSearchArgs, ScaleDataArgs, TrainArgs};
 use shoprank::serve::service;
 
 /// mimalloc keeps freed tensor buffers for reuse; with the system allocator
@@ -52,6 +52,9 @@ enum Command {
     /// Evaluate the bundle and the baselines with EVAL_PROTOCOL v1.
     #[cfg(feature = "offline")]
     Eval(EvalArgs),
+    /// Search quality on a labelled query set from the bundle's catalog.
+    #[cfg(feature = "offline")]
+    EvalSearch(EvalSearchArgs),
     /// Embed JSONL {"id", "text"} lines into JSONL {"id", "vector"} lines.
     #[cfg(feature = "offline")]
     Embed(EmbedArgs),
@@ -77,6 +80,8 @@ fn main() -> Result<()> {
         Command::Train(args) => cli::train(&settings, &args),
         #[cfg(feature = "offline")]
         Command::Eval(args) => cli::eval(&settings, &args),
+        #[cfg(feature = "offline")]
+        Command::EvalSearch(args) => cli::eval_search(&settings, &args),
         #[cfg(feature = "offline")]
         Command::Embed(args) => cli::embed(&settings, &args),
         #[cfg(feature = "offline")]

@@ -15,6 +15,15 @@
 //! item. Training shows the head such candidates on purpose: a share of the
 //! examples (`--cold-fraction`) have their item's statistics hidden, so the
 //! head learns to rank new products by text instead of writing them off.
+//!
+//! A search query gets features of its own: `has_query` and `query_cosine`,
+//! the cosine between the query *alone* and the item. The query is also the
+//! first part of the user text, but there it is one signal blended with the
+//! whole history, which the head learned to read as "what this user buys";
+//! on its own it says "what this user is looking for now", for known and new
+//! products alike. Training shows the head pseudo-queries drawn from the
+//! purchased item's title (`--query-fraction`), so it learns how much a
+//! query match matters against the purchase statistics.
 
 use std::collections::HashMap;
 
@@ -22,7 +31,7 @@ use crate::model::encoder::cosine;
 use crate::model::stats::{HistoryStats, ItemPos};
 
 /// Names of the numeric features, in vector order (recorded in the head spec).
-pub const NUMERIC_FEATURES: [&str; 16] = [
+pub const NUMERIC_FEATURES: [&str; 18] = [
     "log_buyers",
     "log_recent_buyers",
     "log_week_buyers",
@@ -39,8 +48,12 @@ pub const NUMERIC_FEATURES: [&str; 16] = [
     "history_cosine_max",
     "history_cosine_mean",
     "log_history_len",
+    "has_query",
+    "query_cosine",
 ];
 pub const NUMERIC_LEN: usize = NUMERIC_FEATURES.len();
+/// Where `query_cosine` sits in the numeric vector.
+pub const QUERY_COSINE: usize = NUMERIC_LEN - 1;
 pub type Numeric = [f32; NUMERIC_LEN];
 
 /// History items (most recent first) whose texts the cosine features compare
@@ -69,6 +82,8 @@ struct CoPurchaseScore {
 /// What the features need to know about the user, computed once per request.
 pub struct UserContext {
     pub embedding: Vec<f32>,
+    /// The search query's own embedding, when the request has a query.
+    query_embedding: Option<Vec<f32>>,
     history_embeddings: Vec<Vec<f32>>,
     /// Known item position → its co-purchase cosines and EASE weights from the history.
     co_purchase: HashMap<ItemPos, CoPurchaseScore>,
@@ -121,10 +136,18 @@ impl UserContext {
         }
         Self {
             embedding,
+            query_embedding: None,
             history_embeddings: history_embeddings.iter().take(HISTORY_FEATURE_ITEMS).map(|e| e.to_vec()).collect(),
             co_purchase,
             history_len: history_positions.len(),
         }
+    }
+
+    /// Adds the search query's own embedding (the query text alone, not
+    /// the composed user text), which the query features compare with.
+    pub fn with_query(mut self, query_embedding: Vec<f32>) -> Self {
+        self.query_embedding = Some(query_embedding);
+        self
     }
 
     /// The `k` unbought items the recent-purchase EASE weights of the user's
@@ -190,6 +213,8 @@ pub fn numeric(stats: &HistoryStats, user: &UserContext, candidate: &CandidateIn
         cos_max,
         cos_mean,
         (user.history_len as f32).ln_1p(),
+        if user.query_embedding.is_some() { 1.0 } else { 0.0 },
+        user.query_embedding.as_deref().map_or(0.0, |q| cosine(q, candidate.embedding)),
     ]
 }
 
@@ -214,6 +239,24 @@ mod tests {
         assert!((named("history_cosine_max") - 0.8).abs() < 1e-6);
         assert!((named("history_cosine_mean") - 0.4).abs() < 1e-6);
         assert!((named("log_history_len") - 3f32.ln()).abs() < 1e-6);
+        assert_eq!((named("has_query"), named("query_cosine")), (0.0, 0.0), "no query, no query features");
+    }
+
+    #[test]
+    fn query_cosine_is_where_its_index_says() {
+        assert_eq!(NUMERIC_FEATURES[QUERY_COSINE], "query_cosine");
+    }
+
+    #[test]
+    fn query_features_compare_the_query_alone_with_the_item() {
+        let stats = HistoryStats::empty();
+        // The user text (history-heavy) points one way, the query another.
+        let user = UserContext::new(&stats, vec![1.0, 0.0], &[], &[]).with_query(vec![0.0, 1.0]);
+        let f = numeric(&stats, &user, &CandidateInput { position: None, embedding: &[0.6, 0.8], price: None });
+        let named = |name: &str| f[NUMERIC_FEATURES.iter().position(|n| *n == name).unwrap()];
+        assert_eq!(named("has_query"), 1.0);
+        assert!((named("query_cosine") - 0.8).abs() < 1e-6);
+        assert!((named("text_cosine") - 0.6).abs() < 1e-6);
     }
 
     fn item(id: &str, recent_ease: &[(usize, f32)]) -> crate::model::stats::ItemStats {

@@ -174,6 +174,15 @@ impl ScoringHead {
         &self.spec
     }
 
+    /// The mean of each numeric feature over the training examples: the
+    /// "average pair" explanations measure contributions against.
+    pub fn numeric_means(&self) -> candle_core::Result<Numeric> {
+        let means = self.numeric_mean.to_vec1::<f32>()?;
+        let mut out = [0f32; NUMERIC_LEN];
+        out.copy_from_slice(&means[..NUMERIC_LEN]);
+        Ok(out)
+    }
+
     /// Logits for a batch of pairs: `u`, `v` are `[B, D]`, `numeric` `[B, K]`.
     /// In training, `dropout_masks[i]` (`[B, hidden_i]`, entries 0 or
     /// 1/(1-p)) multiplies hidden layer i; the trainer draws them from its

@@ -10,15 +10,21 @@
 //!   co-purchase and EASE neighbours), addressed by [`stats::ItemPos`].
 //! - [`features`]: the one feature builder of training, evaluation and serving.
 //! - [`head`]: the MLP scoring head and its validated spec.
+//! - [`relevance`]: with a query, relevance bands first, probability within.
 //! - [`scoring`]: features → head → purchase probabilities, for one user.
+//! - [`candidates`]: candidate sources from the statistics (linked, popular).
+//! - [`explain`]: a score taken apart into reasons (group Shapley values).
 //! - [`bundle`]: head + spec + statistics + training record, one directory,
 //!   one version.
 
 pub mod bundle;
+pub mod candidates;
 pub mod encoder;
+pub mod explain;
 pub mod features;
 pub mod files;
 pub mod head;
+pub mod relevance;
 pub(crate) mod scoring;
 pub mod stats;
 pub mod user_text;

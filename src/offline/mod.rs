@@ -9,6 +9,8 @@
 //! - [`stats_builder`], [`recent_ease`]: the history statistics a bundle ships.
 //! - [`prepared`]: a split made ready for scoring (statistics, user texts, embeddings).
 //! - [`scale_data`]: larger logs derived from a real one, to measure scaling.
+//! - [`search_eval`]: `shoprank eval-search` — does a query matter? A labelled query set.
+//! - [`search_terms`]: title words, the query relevance rule, pseudo-queries.
 //! - [`resources`]: wall time and peak memory of each stage of a run.
 //! - [`ranking_metrics`]: NDCG@10, Recall@10, HR@10, MRR, AUC of one ranking.
 //! - [`train`]: `shoprank train` — examples, epochs, model selection, refit, ensemble.
@@ -24,6 +26,8 @@ pub(crate) mod ranking_metrics;
 pub(crate) mod recent_ease;
 pub mod resources;
 pub mod scale_data;
+pub mod search_eval;
+pub mod search_terms;
 pub(crate) mod stats_builder;
 pub mod text_embedder;
 pub mod train;

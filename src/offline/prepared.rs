@@ -98,6 +98,11 @@ impl<'a> PreparedSplit<'a> {
 
     /// The feature builder's view of test user `index`.
     pub fn user_context(&self, index: usize, store: &EmbedStore) -> UserContext {
+        self.user_context_with_text(index, &self.user_texts[index], store)
+    }
+
+    /// As [`Self::user_context`], with another user text (one with a query).
+    pub fn user_context_with_text(&self, index: usize, user_text: &str, store: &EmbedStore) -> UserContext {
         let user = self.split.test_users[index].user;
         let positions = self.history_positions(user);
         let embeddings: Vec<&[f32]> = positions
@@ -106,7 +111,7 @@ impl<'a> PreparedSplit<'a> {
             .map(|&p| store.get(&self.stats.item(p).text))
             .collect();
         let positions: Vec<Option<ItemPos>> = positions.into_iter().map(Some).collect();
-        UserContext::new(&self.stats, store.get(&self.user_texts[index]).to_vec(), &positions, &embeddings)
+        UserContext::new(&self.stats, store.get(user_text).to_vec(), &positions, &embeddings)
     }
 
     /// A catalog item as a candidate (price from the statistics, as served

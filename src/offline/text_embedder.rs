@@ -29,7 +29,7 @@ impl TextEmbedder for Encoder {
     }
 
     fn cache_key(&self) -> String {
-        format!("{}-{}-{}", self.name(), self.precision().as_str(), self.max_seq_len())
+        self.embedding_key()
     }
 
     fn user_text(&self, budget: UserTextBudget, signals: UserSignals<'_>) -> Result<String, EncoderError> {

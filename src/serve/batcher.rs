@@ -9,6 +9,13 @@
 //! [`Embedder`] puts the embedding cache in front: only texts never seen (or
 //! evicted) reach the queue.
 //!
+//! Catalog ingestion uses the same thread through a second, **background**
+//! queue: a batch of background texts (at most
+//! `batching.background_batch_texts`) runs when no request is waiting, and
+//! at least once every `batching.background_every_batches` batches while
+//! requests keep coming, so ingestion gets a share of the encoder without
+//! starving `/recommend`: a request waits at most one small background batch.
+//!
 //! If the thread dies (a panic in a forward pass), it says so once in the log,
 //! closes the queue and fails every text still waiting with
 //! [`EmbedError::Stopped`]; later calls fail at once, and
@@ -54,6 +61,11 @@ struct Entry {
 #[derive(Default)]
 struct Queue {
     entries: VecDeque<Entry>,
+    /// Catalog ingestion's texts: taken when `entries` is empty, or after
+    /// `background_every_batches` request batches in a row.
+    background: VecDeque<Entry>,
+    /// Request batches run since the last background batch.
+    since_background: usize,
     /// No more texts are taken: the batcher was dropped or its thread died.
     closed: bool,
 }
@@ -121,6 +133,15 @@ impl Batcher {
     /// Embeds tokenized texts, blocking until all are done. Fails at once
     /// with `QueueFull` if they do not fit in the queue.
     pub fn embed(&self, texts: Vec<TokenizedText>) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.submit(texts, false)
+    }
+
+    /// As [`Batcher::embed`], on the background queue (catalog ingestion).
+    pub fn embed_background(&self, texts: Vec<TokenizedText>) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.submit(texts, true)
+    }
+
+    fn submit(&self, texts: Vec<TokenizedText>, background: bool) -> Result<Vec<Vec<f32>>, EmbedError> {
         let n = texts.len();
         if n == 0 {
             return Ok(Vec::new());
@@ -132,13 +153,15 @@ impl Batcher {
             if queue.closed {
                 return Err(EmbedError::Stopped);
             }
-            if queue.entries.len() + n > limit {
-                return Err(EmbedError::QueueFull { queued: queue.entries.len(), limit });
+            let queued = queue.entries.len() + queue.background.len();
+            if queued + n > limit {
+                return Err(EmbedError::QueueFull { queued, limit });
             }
+            let target = if background { &mut queue.background } else { &mut queue.entries };
             for (index, text) in texts.into_iter().enumerate() {
-                queue.entries.push_back(Entry { text, index, reply: reply.clone() });
+                target.push_back(Entry { text, index, reply: reply.clone() });
             }
-            self.shared.metrics.embed_queue_texts.set(queue.entries.len() as i64);
+            self.shared.metrics.embed_queue_texts.set((queue.entries.len() + queue.background.len()) as i64);
         }
         drop(reply);
         self.shared.wake.notify_one();
@@ -162,27 +185,38 @@ impl Drop for Batcher {
 }
 
 /// Takes the next batch: at least one text, then more in arrival order while
-/// the token and text budgets allow. `None` once closed and drained.
+/// the token and text budgets allow; from the request queue unless the
+/// background queue's turn has come (see the module docs). `None` once
+/// closed and drained.
 fn next_batch(shared: &Shared) -> Option<Vec<Entry>> {
     let mut queue = shared.lock();
-    while queue.entries.is_empty() {
+    while queue.entries.is_empty() && queue.background.is_empty() {
         if queue.closed {
             return None;
         }
         queue = shared.wake.wait(queue).unwrap_or_else(|p| p.into_inner());
     }
     let settings = &shared.settings;
+    let background_turn = !queue.background.is_empty()
+        && (queue.entries.is_empty() || queue.since_background >= settings.background_every_batches);
+    let (source, max_texts) = if background_turn {
+        queue.since_background = 0;
+        (&mut queue.background, settings.background_batch_texts.min(settings.max_batch_texts))
+    } else {
+        queue.since_background += 1;
+        (&mut queue.entries, settings.max_batch_texts)
+    };
     let mut batch = Vec::new();
     let mut tokens = 0;
-    while let Some(next) = queue.entries.front() {
-        let fits = tokens + next.text.len() <= settings.max_batch_tokens && batch.len() < settings.max_batch_texts;
+    while let Some(next) = source.front() {
+        let fits = tokens + next.text.len() <= settings.max_batch_tokens && batch.len() < max_texts;
         if !batch.is_empty() && !fits {
             break;
         }
         tokens += next.text.len();
-        batch.push(queue.entries.pop_front().expect("front exists"));
+        batch.push(source.pop_front().expect("front exists"));
     }
-    shared.metrics.embed_queue_texts.set(queue.entries.len() as i64);
+    shared.metrics.embed_queue_texts.set((queue.entries.len() + queue.background.len()) as i64);
     Some(batch)
 }
 
@@ -195,6 +229,7 @@ fn stop(shared: &Shared) {
     let mut queue = shared.lock();
     queue.closed = true;
     queue.entries.clear();
+    queue.background.clear();
     shared.metrics.embed_queue_texts.set(0);
 }
 
@@ -308,6 +343,13 @@ impl Embedder {
         }
         Ok(out.into_iter().map(|v| v.expect("every text embedded")).collect())
     }
+
+    /// Embeds texts on the background queue, bypassing the cache (catalog
+    /// ingestion keeps its vectors in the catalog). Blocks.
+    pub fn embed_background(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let tokenized = texts.iter().map(|text| self.encoder.tokenize(text)).collect::<Result<Vec<_>, _>>()?;
+        self.batcher.embed_background(tokenized)
+    }
 }
 
 #[cfg(test)]
@@ -326,7 +368,13 @@ mod tests {
     }
 
     fn settings() -> BatchingSettings {
-        BatchingSettings { max_batch_tokens: 512, max_batch_texts: 1, max_queued_texts: 100 }
+        BatchingSettings {
+            max_batch_tokens: 512,
+            max_batch_texts: 1,
+            max_queued_texts: 100,
+            background_batch_texts: 1,
+            background_every_batches: 4,
+        }
     }
 
     fn text(id: u32) -> TokenizedText {

@@ -26,6 +26,9 @@ pub struct Metrics {
     pub cache_evictions: IntCounter,
     pub cache_entries: IntGauge,
     pub cache_bytes: IntGauge,
+    pub catalog_items: IntGauge,
+    pub catalog_pending: IntGauge,
+    pub catalog_embedded: IntCounter,
 }
 
 fn exponential(start: f64, factor: f64, count: usize) -> Vec<f64> {
@@ -93,6 +96,17 @@ impl Metrics {
                 .expect("metric"),
             cache_bytes: IntGauge::new("shoprank_embedding_cache_bytes", "Approximate bytes held by the cache")
                 .expect("metric"),
+            catalog_items: IntGauge::new("shoprank_catalog_items", "Items in the catalog").expect("metric"),
+            catalog_pending: IntGauge::new(
+                "shoprank_catalog_pending_items",
+                "Catalog items waiting for their embedding",
+            )
+            .expect("metric"),
+            catalog_embedded: IntCounter::new(
+                "shoprank_catalog_embedded_total",
+                "Catalog items embedded by background ingestion",
+            )
+            .expect("metric"),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -111,6 +125,9 @@ impl Metrics {
             Box::new(m.cache_evictions.clone()),
             Box::new(m.cache_entries.clone()),
             Box::new(m.cache_bytes.clone()),
+            Box::new(m.catalog_items.clone()),
+            Box::new(m.catalog_pending.clone()),
+            Box::new(m.catalog_embedded.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for collector in collectors {

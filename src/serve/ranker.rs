@@ -4,14 +4,30 @@
 //! embedder with its encoder thread and cache); the bundle is passed to each
 //! call, so a request is scored by exactly one bundle even while another is
 //! being installed.
+//!
+//! A request's candidates are the ones it sent, or (without any) those
+//! retrieved from the catalog (`retrieve`); the request's filter applies to
+//! both. After scoring, `diversity` λ > 0 re-orders the top by maximal
+//! marginal relevance, and `explain` attaches each returned item's reasons
+//! (`model::explain`).
+
+use std::sync::Arc;
 
 use crate::config::UserTextBudget;
 use crate::model::bundle::Bundle;
-use crate::model::features::{self, CandidateInput, UserContext};
+use crate::model::encoder::cosine;
+use crate::model::explain::{self, ReasonKind};
+use crate::model::features::{self, CandidateInput, UserContext, HISTORY_COPURCHASE_ITEMS};
+use crate::model::relevance::{self, Banding};
 use crate::model::scoring::ScoringInputs;
+use crate::model::stats::{HistoryStats, ItemPos};
 use crate::model::user_text::{self, UserSignals};
 use crate::serve::batcher::{EmbedError, Embedder};
+use crate::serve::cache::Embedding;
+use crate::serve::catalog::index::ItemFilter;
+use crate::serve::catalog::Catalog;
 use crate::serve::metrics::Metrics;
+use crate::serve::retrieve::{self, RetrievalLimits};
 
 /// An item the user bought or viewed. `id` (when it matches the history
 /// statistics) enables the co-purchase features; else the title is matched.
@@ -26,6 +42,7 @@ pub struct Candidate {
     pub id: String,
     pub text: String,
     pub price: Option<f32>,
+    pub available: bool,
 }
 
 /// A request after validation: every field is within the documented limits.
@@ -35,8 +52,29 @@ pub struct RankQuery {
     pub profile: Option<String>,
     /// Most recent first.
     pub history: Vec<HistoryItem>,
-    pub candidates: Vec<Candidate>,
+    /// The caller's candidates; `None`: retrieve from the catalog.
+    pub candidates: Option<Vec<Candidate>>,
     pub top_k: usize,
+    pub filter: ItemFilter,
+    /// Maximal-marginal-relevance weight λ in [0, 1]; 0 ranks by score alone.
+    pub diversity: f32,
+    pub explain: bool,
+}
+
+impl RankQuery {
+    /// A query over given candidates with the default options.
+    pub fn new(query: Option<String>, history: Vec<HistoryItem>, candidates: Vec<Candidate>, top_k: usize) -> Self {
+        Self {
+            query,
+            profile: None,
+            history,
+            candidates: Some(candidates),
+            top_k,
+            filter: ItemFilter { available_only: true, ..ItemFilter::default() },
+            diversity: 0.0,
+            explain: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -44,6 +82,32 @@ pub struct RankedItem {
     pub id: String,
     pub score: f32,
     pub rank: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<Explanation>,
+}
+
+/// Why an item scored what it did (see `model::explain`):
+/// `score = baseline + Σ reasons' contributions + unlisted`, exactly;
+/// `reasons` lists the groups that raised the score, largest first.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Explanation {
+    /// The score of this pair with every item feature at its training mean.
+    pub baseline: f32,
+    pub reasons: Vec<Reason>,
+    /// What the groups not listed add up to (those that lowered the score,
+    /// or raised it by under 5% of the listed ones' total).
+    pub unlisted: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Reason {
+    pub kind: ReasonKind,
+    pub text: String,
+    /// Change in purchase probability this reason accounts for.
+    pub contribution: f32,
+    /// The history items behind it (bought together with, similar to).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history_ids: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,22 +120,55 @@ pub enum RankError {
     Encoder(#[from] crate::model::encoder::EncoderError),
     #[error("bundle {bundle} scored the warm-up request {score:?}, not a probability in [0, 1]")]
     BadScore { bundle: String, score: Option<f32> },
+    #[error("the request has no candidates and this service keeps no catalog")]
+    NoCatalog,
+}
+
+/// The user's side of a request, embedded.
+struct UserSide {
+    vector: Embedding,
+    query: Option<Embedding>,
+    /// The first `HISTORY_FEATURE_ITEMS` history items' embeddings.
+    history: Vec<Embedding>,
+    /// Positions of every history item in the bundle's statistics.
+    positions: Vec<Option<ItemPos>>,
+}
+
+/// A candidate ready to score.
+struct Pooled {
+    id: String,
+    price: Option<f32>,
+    embedding: Embedding,
 }
 
 /// The embedder and the user-text budget, built once at start-up.
 pub struct Ranker {
-    embedder: Embedder,
+    embedder: Arc<Embedder>,
     budget: UserTextBudget,
+    retrieval: RetrievalLimits,
+    /// `search.relevance_margin` and `relevance_floor` (see `model::relevance`).
+    banding: Banding,
     metrics: Metrics,
 }
 
 impl Ranker {
-    pub fn new(embedder: Embedder, budget: UserTextBudget, metrics: Metrics) -> Self {
-        Self { embedder, budget, metrics }
+    pub fn new(
+        embedder: Arc<Embedder>,
+        budget: UserTextBudget,
+        retrieval: RetrievalLimits,
+        banding: Banding,
+        metrics: Metrics,
+    ) -> Self {
+        Self { embedder, budget, retrieval, banding, metrics }
     }
 
     pub fn embedder(&self) -> &Embedder {
         &self.embedder
+    }
+
+    /// The embedder, shared (catalog ingestion embeds through it too).
+    pub fn shared_embedder(&self) -> Arc<Embedder> {
+        self.embedder.clone()
     }
 
     /// The user text the encoder sees for this query (see `user_text`).
@@ -86,80 +183,285 @@ impl Ranker {
         )?)
     }
 
-    /// Scores every candidate with `bundle` and returns the best `top_k`,
-    /// best first. Equal scores keep the request's order.
-    pub fn rank(&self, bundle: &Bundle, query: &RankQuery) -> Result<Vec<RankedItem>, RankError> {
-        let scores = self.inputs(bundle, query)?.score(bundle.head())?;
-        self.metrics.candidates_per_request.observe(query.candidates.len() as f64);
-        let mut order: Vec<usize> = (0..scores.len()).collect();
-        order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
-        order.truncate(query.top_k);
-        Ok(order
+    /// Scores the candidates (given, or retrieved from `catalog`) with
+    /// `bundle` and returns the best `top_k`, best first. Equal scores keep
+    /// the candidates' order.
+    pub fn rank(
+        &self,
+        bundle: &Bundle,
+        query: &RankQuery,
+        catalog: Option<&Catalog>,
+    ) -> Result<Vec<RankedItem>, RankError> {
+        let (user, pool) = self.user_and_pool(bundle, query, catalog)?;
+        let stats = bundle.stats();
+        let context = user_context(stats, &user);
+        let inputs = scoring_inputs(stats, &context, &pool)?;
+        let scores = inputs.score(bundle.head())?;
+        self.metrics.candidates_per_request.observe(pool.len() as f64);
+        // With a query: relevance bands first, probability within a band.
+        let keys = if query.query.is_some() {
+            let cosines: Vec<f32> = inputs.numeric().iter().map(|n| n[features::QUERY_COSINE]).collect();
+            relevance::banded_keys(&scores, &cosines, self.banding)
+        } else {
+            scores.clone()
+        };
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_by(|&a, &b| keys[b].total_cmp(&keys[a]).then(a.cmp(&b)));
+        let order = if query.diversity > 0.0 {
+            diversify(&order, &keys, &pool, query.diversity, query.top_k)
+        } else {
+            order.into_iter().take(query.top_k).collect()
+        };
+        order
             .into_iter()
             .enumerate()
             .map(|(rank, i)| {
                 self.metrics.predicted_score.observe(scores[i] as f64);
-                RankedItem { id: query.candidates[i].id.clone(), score: scores[i], rank: rank + 1 }
+                let explanation = if query.explain {
+                    let numeric = &inputs.numeric()[i];
+                    Some(explain_item(bundle, query, &user, &pool[i], numeric)?)
+                } else {
+                    None
+                };
+                Ok(RankedItem { id: pool[i].id.clone(), score: scores[i], rank: rank + 1, explanation })
             })
-            .collect())
+            .collect()
     }
 
     /// The numeric feature vectors this query's candidates are scored with
     /// (what `rank` feeds the head, exposed to check serving against training).
     pub fn numeric_features(&self, bundle: &Bundle, query: &RankQuery) -> Result<Vec<features::Numeric>, RankError> {
-        Ok(self.inputs(bundle, query)?.numeric().to_vec())
+        let (user, pool) = self.user_and_pool(bundle, query, None)?;
+        let context = user_context(bundle.stats(), &user);
+        Ok(scoring_inputs(bundle.stats(), &context, &pool)?.numeric().to_vec())
     }
 
-    /// Embeds the query's texts, maps it onto the feature builder's inputs
-    /// (the user context and one `CandidateInput` per candidate) and builds
-    /// what the head scores, through the one scoring path.
-    fn inputs(&self, bundle: &Bundle, query: &RankQuery) -> Result<ScoringInputs<'static>, RankError> {
+    /// Embeds the user's texts and gathers the candidates: the given ones
+    /// (embedded in the same call, so one request is one encoder round
+    /// trip) or those retrieved from the catalog.
+    fn user_and_pool(
+        &self,
+        bundle: &Bundle,
+        query: &RankQuery,
+        catalog: Option<&Catalog>,
+    ) -> Result<(UserSide, Vec<Pooled>), RankError> {
         let user_text = self.user_text(query)?;
+        let given: Vec<&Candidate> =
+            query.candidates.iter().flatten().filter(|c| query.filter.allows(&c.id, c.price, c.available)).collect();
         // Only the most recent history titles are embedded for the cosine
         // features; co-purchase looks at every history item.
         let embedded_history = &query.history[..query.history.len().min(features::HISTORY_FEATURE_ITEMS)];
-        let mut texts: Vec<&str> = Vec::with_capacity(1 + embedded_history.len() + query.candidates.len());
+        let mut texts: Vec<&str> = Vec::with_capacity(2 + embedded_history.len() + given.len());
         texts.push(&user_text);
+        // The query alone, for the query features (see `features`).
+        texts.extend(query.query.as_deref());
         texts.extend(embedded_history.iter().map(|h| h.text.as_str()));
-        texts.extend(query.candidates.iter().map(|c| c.text.as_str()));
-        let vectors = self.embedder.embed(&texts)?;
-        let (user_vector, rest) = vectors.split_first().expect("the user text is embedded");
-        let (history_vectors, candidate_vectors) = rest.split_at(embedded_history.len());
-
+        texts.extend(given.iter().map(|c| c.text.as_str()));
+        let mut vectors = self.embedder.embed(&texts)?.into_iter();
         let stats = bundle.stats();
-        let history_positions: Vec<_> = query
-            .history
-            .iter()
-            .map(|h| {
-                h.id.as_deref().and_then(|id| stats.position_of_id(id)).or_else(|| stats.position_of_text(&h.text))
-            })
-            .collect();
-        let history_embeddings: Vec<&[f32]> = history_vectors.iter().map(|v| &v[..]).collect();
-        let user = UserContext::new(stats, user_vector.to_vec(), &history_positions, &history_embeddings);
-        let candidates: Vec<CandidateInput<'_>> = query
-            .candidates
-            .iter()
-            .zip(candidate_vectors)
-            .map(|(c, v)| CandidateInput { position: stats.position_of_id(&c.id), embedding: v, price: c.price })
-            .collect();
-        Ok(ScoringInputs::build(stats, &user, &candidates)?)
+        let user = UserSide {
+            vector: vectors.next().expect("the user text is embedded"),
+            query: query.query.as_ref().map(|_| vectors.next().expect("the query is embedded")),
+            history: vectors.by_ref().take(embedded_history.len()).collect(),
+            positions: query
+                .history
+                .iter()
+                .map(|h| {
+                    h.id.as_deref().and_then(|id| stats.position_of_id(id)).or_else(|| stats.position_of_text(&h.text))
+                })
+                .collect(),
+        };
+        let pool = match &query.candidates {
+            Some(_) => given
+                .into_iter()
+                .zip(vectors)
+                .map(|(c, embedding)| Pooled { id: c.id.clone(), price: c.price, embedding })
+                .collect(),
+            None => {
+                let catalog = catalog.ok_or(RankError::NoCatalog)?;
+                let search = user.query.as_ref().unwrap_or(&user.vector);
+                let view = catalog.index().read();
+                retrieve::retrieve(&view, stats, search, &user.positions, &query.filter, self.retrieval)
+                    .into_iter()
+                    .map(|r| Pooled { id: r.id, price: r.price, embedding: r.embedding })
+                    .collect()
+            }
+        };
+        Ok((user, pool))
     }
 
     /// One full request through every part with `bundle`, so the first real
     /// request does not pay for lazy initialisation, and a bundle whose scores
     /// are not probabilities never serves.
     pub fn warm_up(&self, bundle: &Bundle) -> Result<(), RankError> {
-        let query = RankQuery {
-            query: Some("warm-up".into()),
-            profile: None,
-            history: vec![HistoryItem { id: None, text: "warm-up history item".into() }],
-            candidates: vec![Candidate { id: "warm-up".into(), text: "warm-up candidate".into(), price: None }],
-            top_k: 1,
-        };
-        let ranked = self.rank(bundle, &query)?;
+        let mut query = RankQuery::new(
+            Some("warm-up".into()),
+            vec![HistoryItem { id: None, text: "warm-up history item".into() }],
+            vec![Candidate { id: "warm-up".into(), text: "warm-up candidate".into(), price: None, available: true }],
+            1,
+        );
+        query.explain = true;
+        let ranked = self.rank(bundle, &query, None)?;
         match ranked.first().map(|item| item.score) {
             Some(score) if (0.0..=1.0).contains(&score) => Ok(()),
             other => Err(RankError::BadScore { bundle: bundle.version().to_string(), score: other }),
         }
     }
+}
+
+/// The feature builder's view of the user.
+fn user_context(stats: &HistoryStats, user: &UserSide) -> UserContext {
+    let history: Vec<&[f32]> = user.history.iter().map(|v| &v[..]).collect();
+    let context = UserContext::new(stats, user.vector.to_vec(), &user.positions, &history);
+    match &user.query {
+        Some(query) => context.with_query(query.to_vec()),
+        None => context,
+    }
+}
+
+fn scoring_inputs(
+    stats: &HistoryStats,
+    context: &UserContext,
+    pool: &[Pooled],
+) -> candle_core::Result<ScoringInputs<'static>> {
+    let candidates: Vec<CandidateInput<'_>> = pool
+        .iter()
+        .map(|c| CandidateInput { position: stats.position_of_id(&c.id), embedding: &c.embedding, price: c.price })
+        .collect();
+    ScoringInputs::build(stats, context, &candidates)
+}
+
+/// Maximal marginal relevance: picks `k` items one at a time, each
+/// maximising `(1 − λ)·score − λ·max cosine to the items already picked`.
+/// `order` is the candidates by score, best first; `scores` are the sort
+/// keys (relevance-banded with a query).
+fn diversify(order: &[usize], scores: &[f32], pool: &[Pooled], lambda: f32, k: usize) -> Vec<usize> {
+    let mut left: Vec<usize> = order.to_vec();
+    let mut picked: Vec<usize> = Vec::with_capacity(k.min(left.len()));
+    // Highest cosine of each remaining candidate to the picked ones.
+    let mut redundancy = vec![0f32; pool.len()];
+    while picked.len() < k && !left.is_empty() {
+        let (best, _) = left
+            .iter()
+            .enumerate()
+            .map(|(at, &i)| (at, (1.0 - lambda) * scores[i] - lambda * redundancy[i]))
+            .fold((0, f32::NEG_INFINITY), |best, next| if next.1 > best.1 { next } else { best });
+        let chosen = left.remove(best);
+        for &i in &left {
+            redundancy[i] = redundancy[i].max(cosine(&pool[i].embedding, &pool[chosen].embedding));
+        }
+        picked.push(chosen);
+    }
+    picked
+}
+
+/// Contributions below this share of the score's upward deviation are not
+/// listed as reasons.
+const MIN_REASON_SHARE: f32 = 0.05;
+
+/// The item's reasons: the attribution's positive contributions, worded
+/// with the inputs behind them.
+fn explain_item(
+    bundle: &Bundle,
+    query: &RankQuery,
+    user: &UserSide,
+    item: &Pooled,
+    numeric: &features::Numeric,
+) -> Result<Explanation, RankError> {
+    let held: &[ReasonKind] = if user.query.is_some() { &[] } else { &[ReasonKind::MatchesQuery] };
+    let attribution = explain::attribute(bundle.head(), &user.vector, &item.embedding, numeric, held)?;
+    let stats = bundle.stats();
+    let upward: f32 = attribution.contributions.iter().map(|c| c.value.max(0.0)).sum();
+    let mut contributions: Vec<_> =
+        attribution.contributions.iter().filter(|c| c.value > 0.0 && c.value >= MIN_REASON_SHARE * upward).collect();
+    contributions.sort_by(|a, b| b.value.total_cmp(&a.value));
+    let reasons: Vec<Reason> = contributions
+        .into_iter()
+        .map(|c| {
+            let (text, history_ids) = describe(c.kind, stats, query, user, item);
+            Reason { kind: c.kind, text, contribution: c.value, history_ids }
+        })
+        .collect();
+    let listed: f32 = reasons.iter().map(|r| r.contribution).sum();
+    let total: f32 = attribution.contributions.iter().map(|c| c.value).sum();
+    Ok(Explanation { baseline: attribution.baseline, reasons, unlisted: total - listed })
+}
+
+/// How many history items a reason names at most.
+const REASON_HISTORY_ITEMS: usize = 2;
+
+/// A reason in words, and the history items it rests on.
+fn describe(
+    kind: ReasonKind,
+    stats: &HistoryStats,
+    query: &RankQuery,
+    user: &UserSide,
+    item: &Pooled,
+) -> (String, Vec<String>) {
+    let history_id = |i: usize| {
+        let h = &query.history[i];
+        h.id.clone().or_else(|| user.positions[i].map(|p| stats.item(p).id.clone())).unwrap_or_default()
+    };
+    let titles = |items: &[usize]| items.iter().map(|&i| format!("\"{}\"", query.history[i].text)).collect::<Vec<_>>();
+    match kind {
+        ReasonKind::MatchesQuery => {
+            (format!("matches your search \"{}\"", query.query.as_deref().unwrap_or("")), vec![])
+        }
+        ReasonKind::BoughtTogether => {
+            let links = bought_together_with(stats, user, item);
+            let text = if links.is_empty() {
+                "bought together with your items".to_string()
+            } else {
+                format!("bought together with {}", titles(&links).join(" and "))
+            };
+            (text, links.into_iter().map(history_id).filter(|id| !id.is_empty()).collect())
+        }
+        ReasonKind::SimilarToHistory => {
+            let closest = user
+                .history
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (i, cosine(v, &item.embedding)))
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .map(|(i, _)| i);
+            match closest {
+                Some(i) => {
+                    let ids = Some(history_id(i)).filter(|id| !id.is_empty()).into_iter().collect();
+                    (format!("similar to {}", titles(&[i])[0]), ids)
+                }
+                None => ("similar to what you viewed".to_string(), vec![]),
+            }
+        }
+        ReasonKind::Popular => {
+            let known = stats.position_of_id(&item.id).map(|p| stats.item(p));
+            let text = match known {
+                Some(s) if s.week_buyers > 0 => format!("popular this week ({} buyers)", s.week_buyers),
+                Some(s) if s.recent_buyers > 0 => format!("popular this month ({} buyers)", s.recent_buyers),
+                Some(s) => format!("bought by {} customers", s.buyers),
+                None => "popular".to_string(),
+            };
+            (text, vec![])
+        }
+        ReasonKind::MatchesProfile => ("matches your interests".to_string(), vec![]),
+        ReasonKind::Price => ("its price".to_string(), vec![]),
+    }
+}
+
+/// History items (indices into the request's history) whose co-purchase or
+/// EASE links reach `item`, strongest first.
+fn bought_together_with(stats: &HistoryStats, user: &UserSide, item: &Pooled) -> Vec<usize> {
+    let Some(target) = stats.position_of_id(&item.id) else { return Vec::new() };
+    let mut links: Vec<(usize, f32)> = user
+        .positions
+        .iter()
+        .take(HISTORY_COPURCHASE_ITEMS)
+        .enumerate()
+        .filter_map(|(i, p)| {
+            let s = stats.item((*p)?);
+            let w: f32 = s.neighbours.iter().chain(&s.recent_ease).filter(|(n, _)| *n == target).map(|(_, w)| w).sum();
+            (w > 0.0).then_some((i, w))
+        })
+        .collect();
+    links.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    links.into_iter().take(REASON_HISTORY_ITEMS).map(|(i, _)| i).collect()
 }

@@ -7,7 +7,8 @@
 //!
 //! The long-lived machinery (encoder, its thread, the embedding cache) lives
 //! in the [`Ranker`]; the bundle sits beside it behind one atomic pointer, so
-//! installing another bundle is a swap, not a restart.
+//! installing another bundle is a swap, not a restart. The [`Catalog`] (its
+//! store, in-memory index and ingestion thread) is opened with them.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -21,8 +22,11 @@ use crate::model::bundle::{Bundle, BundleError};
 use crate::model::encoder::{Encoder, EncoderError};
 use crate::serve::api::{self, AppState};
 use crate::serve::batcher::Embedder;
+use crate::serve::catalog::store::CatalogStoreError;
+use crate::serve::catalog::Catalog;
 use crate::serve::metrics::Metrics;
 use crate::serve::ranker::{RankError, Ranker};
+use crate::serve::retrieve::RetrievalLimits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -37,6 +41,8 @@ pub enum ServiceError {
          retrain it for this encoder"
     )]
     EncoderMismatch { path: PathBuf, bundle_encoder: String, encoder: String },
+    #[error("opening the catalog: {0}")]
+    Catalog(#[from] CatalogStoreError),
     #[error("binding {addr}: {source}")]
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("serving: {0}")]
@@ -45,9 +51,10 @@ pub enum ServiceError {
     Loading(#[from] tokio::task::JoinError),
 }
 
-/// A loaded, warmed-up service: the ranker and the bundle it serves.
+/// A loaded, warmed-up service: the ranker, the bundle it serves, and the catalog.
 pub struct Service {
     ranker: Ranker,
+    catalog: Option<Catalog>,
     bundle: ArcSwap<Bundle>,
     /// One install at a time, so the bundle and `shoprank_model_info` change together.
     installing: Mutex<()>,
@@ -70,21 +77,38 @@ impl Service {
             secs = started.elapsed().as_secs_f64(),
             "bundle loaded"
         );
-        let embedder = Embedder::new(encoder, settings.batching.clone(), settings.cache.max_entries, metrics.clone());
-        Self::new(Ranker::new(embedder, settings.user_text, metrics.clone()), bundle, metrics)
+        let embedder =
+            Arc::new(Embedder::new(encoder, settings.batching.clone(), settings.cache.max_entries, metrics.clone()));
+        let catalog = Catalog::open(&settings.catalog, embedder.clone(), metrics.clone())?;
+        let retrieval = RetrievalLimits::from_settings(&settings.catalog);
+        let banding = settings.search.banding();
+        let ranker = Ranker::new(embedder, settings.user_text, retrieval, banding, metrics.clone());
+        let service = Self::new(ranker, bundle, metrics)?;
+        Ok(service.with_catalog(catalog))
     }
 
     /// A service over an already built ranker (tests inject failing parts
     /// this way). Warms up with `bundle` before serving it.
     pub fn new(ranker: Ranker, bundle: Bundle, metrics: Metrics) -> Result<Self, ServiceError> {
         check(&ranker, &bundle)?;
-        let service = Self { ranker, bundle: ArcSwap::from_pointee(bundle), installing: Mutex::new(()), metrics };
+        let service =
+            Self { ranker, catalog: None, bundle: ArcSwap::from_pointee(bundle), installing: Mutex::new(()), metrics };
         service.publish_model_info();
         Ok(service)
     }
 
+    /// This service with a catalog to retrieve from.
+    pub fn with_catalog(mut self, catalog: Catalog) -> Self {
+        self.catalog = Some(catalog);
+        self
+    }
+
     pub fn ranker(&self) -> &Ranker {
         &self.ranker
+    }
+
+    pub fn catalog(&self) -> Option<&Catalog> {
+        self.catalog.as_ref()
     }
 
     /// The bundle serving now. A request takes it once and keeps it to the
@@ -143,7 +167,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServiceError> {
     let metrics = Metrics::new();
-    let state = AppState::new(metrics.clone(), settings.limits.clone(), &settings.server);
+    let state = AppState::new(metrics.clone(), settings.limits.clone(), &settings.server, &settings.catalog);
     let addr = settings.server.addr;
     let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServiceError::Bind { addr, source })?;

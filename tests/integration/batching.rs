@@ -10,7 +10,13 @@ use shoprank::serve::metrics::Metrics;
 use crate::common;
 
 fn settings(max_queued_texts: usize) -> BatchingSettings {
-    BatchingSettings { max_batch_tokens: 512, max_batch_texts: 16, max_queued_texts }
+    BatchingSettings {
+        max_batch_tokens: 512,
+        max_batch_texts: 16,
+        max_queued_texts,
+        background_batch_texts: 4,
+        background_every_batches: 4,
+    }
 }
 
 #[test]

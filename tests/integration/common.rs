@@ -11,8 +11,22 @@ pub fn repo_path(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
+/// The default settings, models from the repository, and the catalog in a
+/// fresh directory of its own (each call gets a new one).
 pub fn settings() -> Settings {
-    Settings::load(None).expect("default settings").rooted_at(&repo_path(""))
+    let mut settings = Settings::load(None).expect("default settings").rooted_at(&repo_path(""));
+    settings.catalog.data_dir = temp_dir("catalog");
+    settings
+}
+
+/// A new empty directory under the system's temporary directory.
+pub fn temp_dir(what: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("shoprank-test-{what}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a temporary directory");
+    dir
 }
 
 pub fn encoder_files() -> EncoderFiles {
@@ -68,7 +82,7 @@ pub fn service(settings: &Settings, metrics: Metrics) -> Arc<Service> {
 /// A ready app state on `settings`.
 pub fn ready_state(settings: &Settings) -> AppState {
     let metrics = Metrics::new();
-    let state = AppState::new(metrics.clone(), settings.limits.clone(), &settings.server);
+    let state = AppState::new(metrics.clone(), settings.limits.clone(), &settings.server, &settings.catalog);
     state.install(service(settings, metrics));
     state
 }

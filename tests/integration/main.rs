@@ -4,7 +4,9 @@
 
 mod api;
 mod batching;
+mod catalog;
 mod cli;
 mod common;
 mod encoder;
 mod real_data;
+mod search;

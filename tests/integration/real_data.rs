@@ -58,6 +58,7 @@ fn training_lowers_the_loss_on_a_slice_of_the_real_log() {
         window_days: 30,
         negatives: 4,
         cold_fraction: 0.1,
+        query_fraction: 0.3,
         hard_negatives: false,
         popular_share: 0.5,
         hidden: vec![32, 8],
@@ -124,9 +125,10 @@ fn serving_builds_the_features_training_builds() {
                 id: prepared.item_id(p).to_string(),
                 text: prepared.stats.item(p).text.clone(),
                 price: None,
+                available: true,
             })
             .collect();
-        let query = RankQuery { query: None, profile: None, history, candidates, top_k: 10 };
+        let query = RankQuery::new(None, history, candidates, 10);
         assert_eq!(service.ranker().user_text(&query).unwrap(), prepared.user_texts[index]);
         let served = service.ranker().numeric_features(&bundle, &query).unwrap();
         for (s, e) in served.iter().zip(&expected) {

@@ -144,6 +144,12 @@ impl Encoder {
         EncoderIdentity { name: self.name.clone(), dim: self.dim }
     }
 
+    /// Names this encoder's embeddings exactly (model, precision, window),
+    /// so vectors stored by one encoder are never taken for another's.
+    pub fn embedding_key(&self) -> String {
+        format!("{}-{}-{}", self.name(), self.precision().as_str(), self.max_seq_len())
+    }
+
     /// The encoder's name, e.g. `all-MiniLM-L6-v2`.
     pub fn name(&self) -> &str {
         &self.name

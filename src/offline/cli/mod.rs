@@ -1,13 +1,15 @@
 //! The offline commands as the command line sees them: `train`, `eval`,
-//! `embed` ([`embed`]) and `scale-data` ([`scale`]), their arguments (clap)
+//! `eval-search` ([`search`]), `embed` ([`embed`]) and `scale-data` ([`scale`]), their arguments (clap)
 //! and what each one runs. `main` only parses and dispatches here. `anyhow`
 //! is used at this edge, as in `main`.
 
 mod embed;
 mod scale;
+mod search;
 
 pub use self::embed::{embed, EmbedArgs};
 pub use self::scale::{scale_data, ScaleDataArgs};
+pub use self::search::{eval_search, EvalSearchArgs};
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -21,7 +23,7 @@ use crate::model::encoder::Encoder;
 use crate::offline::data::split::{parse_cutoff, Split, PROTOCOL_T_TEST, PROTOCOL_T_VAL};
 use crate::offline::data::{DataSource, Dataset};
 use crate::offline::embed_store::EmbedStore;
-use crate::offline::eval::{self, Counts, EvalReport, BASELINES, REFERENCES};
+use crate::offline::eval::{self, Counts, EvalReport, RetrievalSizes, BASELINES, REFERENCES};
 use crate::offline::prepared::{PreparedSplit, SplitSettings};
 use crate::offline::train::{self, TrainOptions};
 
@@ -92,6 +94,11 @@ pub struct TrainArgs {
     /// Share of examples shown as new products (statistics hidden).
     #[arg(long, default_value_t = 0.1)]
     cold_fraction: f64,
+    /// Share of users who also get a search session: a pseudo-query drawn
+    /// from the title of an item they bought, so the head learns what a
+    /// query match is worth (0 turns search training off).
+    #[arg(long, default_value_t = 0.3)]
+    query_fraction: f64,
     /// Draw a third of the negatives among the 100 items the history's
     /// recent-purchase EASE weights rank highest (hurts: see the model card).
     #[arg(long)]
@@ -131,7 +138,7 @@ pub struct TrainArgs {
     max_users: Option<usize>,
     /// Most (validation user × catalog item) pairs ranked for model
     /// selection after each epoch; beyond it a seeded sample of the users is
-    /// ranked (bounds memory: 68 bytes a pair).
+    /// ranked (bounds memory: 76 bytes a pair).
     #[arg(long, default_value_t = 16_000_000)]
     max_validation_pairs: usize,
     /// Most training examples, about (windows and refit); beyond it each
@@ -153,6 +160,7 @@ impl TrainArgs {
             window_days: self.window_days,
             negatives: self.negatives,
             cold_fraction: self.cold_fraction,
+            query_fraction: self.query_fraction,
             hard_negatives: self.hard_negatives,
             popular_share: self.popular_share,
             hidden: self.hidden.clone(),
@@ -195,6 +203,12 @@ pub struct EvalArgs {
     /// counts say how many the split had.
     #[arg(long)]
     max_users: Option<usize>,
+    /// Also rank two-stage, as a request without candidates is: retrieve
+    /// the K items nearest the user text (plus catalog.related_k linked and
+    /// catalog.popular_k popular ones), let the head rank those; reports
+    /// the retrieval's recall and the `model-retrieve` row.
+    #[arg(long, value_name = "K")]
+    retrieve: Option<usize>,
     /// Seeds the random baseline and the --max-users sample.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -272,7 +286,16 @@ pub fn eval(settings: &Settings, args: &EvalArgs) -> Result<()> {
         methods.push("model");
     }
     let head = bundle.as_ref().map(Bundle::head);
-    let results = eval::evaluate(&prepared, &store, head, &methods, args.seed, true)?;
+    let retrieval = match (args.retrieve, &head) {
+        (Some(k), Some(_)) => Some(RetrievalSizes {
+            retrieve_k: k,
+            related_k: settings.catalog.related_k,
+            popular_k: settings.catalog.popular_k,
+        }),
+        (Some(_), None) => bail!("--retrieve needs the model: drop --baselines-only"),
+        (None, _) => None,
+    };
+    let (results, retrieval) = eval::evaluate(&prepared, &store, head, &methods, args.seed, true, retrieval)?;
     let report = EvalReport {
         protocol: "EVAL_PROTOCOL v1".into(),
         counts: Counts {
@@ -282,6 +305,7 @@ pub fn eval(settings: &Settings, args: &EvalArgs) -> Result<()> {
             sampled_from,
         },
         methods: results,
+        retrieval,
     };
     print!("{}", eval::format_table(&report));
     if let Some(bundle) = &bundle {

@@ -151,6 +151,7 @@ mod tests {
             protocol: "test".into(),
             counts: Counts { test_users: 3, catalog_items: 7, history_events: 20, sampled_from: None },
             methods: [("random".to_string(), metrics(0.01)), ("model".to_string(), metrics(0.1))].into(),
+            retrieval: None,
         };
         // Two members, each selection run followed by a refit epoch.
         let log = |epoch, loss, val| EpochLog { epoch, loss, val_ndcg10: val };

@@ -1,15 +1,24 @@
 //! `shoprank eval`: EVAL_PROTOCOL v1 — the trained head against the four
 //! baselines (random, popularity, text-cosine, item-knn), every method
 //! ranking the full catalog of items each test user has not bought.
+//!
+//! With `--retrieve K` it also measures two-stage ranking as a request
+//! without candidates gets it (`serve::retrieve`): the `K` items nearest to
+//! the user text, the `catalog.related_k` items most linked to the history
+//! and the `catalog.popular_k` most popular ones are retrieved; the head
+//! ranks those, and every other item comes after them (`model-retrieve`).
+//! The retrieval's recall (the share of a user's truth it keeps) is
+//! reported beside it.
 
 pub mod chart;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use crate::model::candidates::{popular, related};
 use crate::model::encoder::cosine;
 use crate::model::head::ScoringHead;
 use crate::model::scoring;
@@ -27,7 +36,56 @@ pub const REFERENCES: [&str; 1] = ["recent-ease"];
 
 /// Every method of a report, in table (and chart) order.
 pub fn method_order() -> impl Iterator<Item = &'static str> {
-    BASELINES.iter().chain(REFERENCES.iter()).copied().chain(std::iter::once("model"))
+    BASELINES.iter().chain(REFERENCES.iter()).copied().chain(["model", TWO_STAGE])
+}
+
+/// The head ranking only what retrieval found (`--retrieve`).
+pub const TWO_STAGE: &str = "model-retrieve";
+
+/// How many items each retrieval source gives (see `serve::retrieve`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct RetrievalSizes {
+    pub retrieve_k: usize,
+    pub related_k: usize,
+    pub popular_k: usize,
+}
+
+/// The candidates retrieval keeps for test user `index`, as serving's
+/// retrieval picks them: nearest to the user text, linked to the history,
+/// popular.
+pub fn retrieved(
+    prepared: &PreparedSplit<'_>,
+    store: &EmbedStore,
+    index: usize,
+    candidates: &[ItemPos],
+    sizes: RetrievalSizes,
+) -> HashSet<ItemPos> {
+    let stats = &prepared.stats;
+    let open: HashSet<ItemPos> = candidates.iter().copied().collect();
+    let user = store.get(&prepared.user_texts[index]);
+    let mut nearest: Vec<(f32, ItemPos)> =
+        candidates.iter().map(|&p| (cosine(user, store.get(&stats.item(p).text)), p)).collect();
+    let k = sizes.retrieve_k.min(nearest.len());
+    if k > 0 && k < nearest.len() {
+        nearest.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    }
+    let mut kept: HashSet<ItemPos> = nearest[..k].iter().map(|&(_, p)| p).collect();
+    let history: Vec<Option<ItemPos>> =
+        prepared.history_positions(prepared.split.test_users[index].user).into_iter().map(Some).collect();
+    for (source, share) in
+        [(related(stats, &history), sizes.related_k), (popular(stats, sizes.popular_k * 4), sizes.popular_k)]
+    {
+        let mut left = share;
+        for p in source {
+            if left == 0 {
+                break;
+            }
+            if open.contains(&p) && kept.insert(p) {
+                left -= 1;
+            }
+        }
+    }
+    kept
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,9 +104,22 @@ pub struct EvalReport {
     pub protocol: String,
     pub counts: Counts,
     pub methods: BTreeMap<String, RankingMetrics>,
+    /// With `--retrieve`: the retrieval's sizes and mean recall (share of
+    /// each user's truth among the retrieved items).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrieval: Option<RetrievalReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RetrievalReport {
+    pub sizes: RetrievalSizes,
+    pub mean_retrieved: f64,
+    pub recall: f64,
 }
 
 /// Scores every candidate of test user `index` with one method.
+// One flat call per (method, user): the arguments are what a method may need.
+#[allow(clippy::too_many_arguments)]
 fn method_scores(
     method: &str,
     prepared: &PreparedSplit<'_>,
@@ -57,6 +128,7 @@ fn method_scores(
     index: usize,
     candidates: &[ItemPos],
     seed: u64,
+    kept: Option<&HashSet<ItemPos>>,
 ) -> candle_core::Result<Vec<f32>> {
     let user = prepared.split.test_users[index].user;
     let stats = &prepared.stats;
@@ -95,11 +167,29 @@ fn method_scores(
             let inputs: Vec<_> = candidates.iter().map(|&p| prepared.candidate(p, store)).collect();
             scoring::score(head, stats, &context, &inputs)?
         }
+        TWO_STAGE => {
+            // The head scores what retrieval kept; everything else follows.
+            let kept = kept.expect("two-stage scores need the retrieved set");
+            let head = head.expect("model scores need a head");
+            let context = prepared.user_context(index, store);
+            let pool: Vec<ItemPos> = candidates.iter().copied().filter(|p| kept.contains(p)).collect();
+            let inputs: Vec<_> = pool.iter().map(|&p| prepared.candidate(p, store)).collect();
+            let scored = scoring::score(head, stats, &context, &inputs)?;
+            let mut scores = vec![f32::NEG_INFINITY; candidates.len()];
+            let mut scored = pool.iter().zip(scored);
+            for (slot, p) in scores.iter_mut().zip(candidates) {
+                if kept.contains(p) {
+                    *slot = scored.next().expect("one score per kept item").1;
+                }
+            }
+            scores
+        }
         other => unreachable!("unknown method {other}"),
     })
 }
 
-/// Mean metrics of each method over the split's test users.
+/// Mean metrics of each method over the split's test users, and (with
+/// `retrieval`) the retrieval's report.
 pub fn evaluate(
     prepared: &PreparedSplit<'_>,
     store: &EmbedStore,
@@ -107,25 +197,39 @@ pub fn evaluate(
     methods: &[&str],
     seed: u64,
     show_progress: bool,
-) -> candle_core::Result<BTreeMap<String, RankingMetrics>> {
+    retrieval: Option<RetrievalSizes>,
+) -> candle_core::Result<(BTreeMap<String, RankingMetrics>, Option<RetrievalReport>)> {
     let users = &prepared.split.test_users;
     let progress = if show_progress { ProgressBar::new(users.len() as u64) } else { ProgressBar::hidden() };
     progress
         .set_style(ProgressStyle::with_template("{msg:>16} {bar:40} {pos}/{len} users (eta {eta})").expect("template"));
     progress.set_message("ranking");
     let mut per_method: BTreeMap<String, Vec<RankingMetrics>> = BTreeMap::new();
+    let (mut recall, mut retrieved_items) = (0f64, 0usize);
     for (index, test_user) in users.iter().enumerate() {
         let candidates = prepared.candidates(test_user.user);
         let truth = prepared.truth_positions(test_user);
-        for &method in methods {
-            let scores = method_scores(method, prepared, store, head, index, &candidates, seed)?;
+        let kept = retrieval.map(|sizes| retrieved(prepared, store, index, &candidates, sizes));
+        if let Some(kept) = &kept {
+            retrieved_items += kept.len();
+            recall += truth.iter().filter(|p| kept.contains(p)).count() as f64 / truth.len().max(1) as f64;
+        }
+        let all_methods = methods.iter().copied().chain(kept.as_ref().map(|_| TWO_STAGE));
+        for method in all_methods {
+            let scores = method_scores(method, prepared, store, head, index, &candidates, seed, kept.as_ref())?;
             let ranked = rank_by_score(&candidates, &scores, |p| prepared.item_id(p));
             per_method.entry(method.to_string()).or_default().push(score_ranking(&ranked, &truth));
         }
         progress.inc(1);
     }
     progress.finish_and_clear();
-    Ok(per_method.into_iter().map(|(method, all)| (method, mean(&all))).collect())
+    let users = users.len().max(1) as f64;
+    let report = retrieval.map(|sizes| RetrievalReport {
+        sizes,
+        mean_retrieved: retrieved_items as f64 / users,
+        recall: recall / users,
+    });
+    Ok((per_method.into_iter().map(|(method, all)| (method, mean(&all))).collect(), report))
 }
 
 /// The report as a fixed-width table, methods in a stable order.
@@ -137,16 +241,22 @@ pub fn format_table(report: &EvalReport) -> String {
         report.protocol, counts.test_users, counts.catalog_items, counts.history_events
     );
     out.push_str(&format!(
-        "{:<12} {:>8} {:>10} {:>7} {:>7} {:>7}\n",
+        "{:<14} {:>8} {:>10} {:>7} {:>7} {:>7}\n",
         "method", "NDCG@10", "Recall@10", "HR@10", "MRR", "AUC"
     ));
     for method in method_order() {
         if let Some(m) = report.methods.get(method) {
             out.push_str(&format!(
-                "{:<12} {:>8.4} {:>10.4} {:>7.3} {:>7.3} {:>7.3}\n",
+                "{:<14} {:>8.4} {:>10.4} {:>7.3} {:>7.3} {:>7.3}\n",
                 method, m.ndcg10, m.recall10, m.hit10, m.mrr, m.auc
             ));
         }
+    }
+    if let Some(r) = &report.retrieval {
+        out.push_str(&format!(
+            "retrieval (retrieve_k {}, related_k {}, popular_k {}): {:.0} items a user, recall {:.4}\n",
+            r.sizes.retrieve_k, r.sizes.related_k, r.sizes.popular_k, r.mean_retrieved, r.recall
+        ));
     }
     out
 }

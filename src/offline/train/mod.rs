@@ -12,6 +12,9 @@
 //!   less than they do, and drawing them among the items linked to the
 //!   history (`--hard-negatives`) taught it that those links are a bad sign.
 //!   Both lowered inner-validation NDCG@10 (see `models/README.md`).
+//! - **Search sessions** (`--query-fraction`): a share of each window's
+//!   users also search with a pseudo-query from one item they bought; see
+//!   `examples`. Model selection and the shipped statistics do not use them.
 //! - **Model selection** on the protocol's inner split (history before
 //!   `T_val`, truth in `[T_val, T_test)`): full-catalog NDCG@10 after each
 //!   epoch; training stops after `patience` epochs without improvement and
@@ -43,7 +46,7 @@ use candle_nn::{VarBuilder, VarMap};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use self::examples::{add_examples, limit_users, Examples, VectorTable};
+use self::examples::{add_examples, limit_users, search_sessions, Examples, VectorTable};
 /// The documented defaults, for tests elsewhere in the crate.
 #[cfg(test)]
 pub(crate) use self::options::tests as tests_support;
@@ -138,7 +141,8 @@ pub fn train(
     for (index, &(cutoff, end)) in windows[..options.windows].iter().enumerate() {
         let prepared = PreparedSplit::new(window_split((index, &(cutoff, end))), encoder, settings, store)?;
         note_ease(&prepared, &format!("window from {}", day(cutoff)), &mut limits);
-        add_examples(&prepared, store, options, &mut rng, &mut users, &mut items, &mut window_examples);
+        let sessions = search_sessions(&prepared, encoder, settings.user_text, store, options, &mut rng)?;
+        add_examples(&prepared, store, &sessions, options, &mut rng, &mut users, &mut items, &mut window_examples);
         tracing::info!(cutoff = %day(cutoff), examples = window_examples.labels.len(), "training window ready");
     }
     if window_examples.labels.is_empty() {
@@ -176,7 +180,8 @@ pub fn train(
     let refit_data = if options.refit {
         let mut all = Examples::default();
         all.extend_from(&window_examples);
-        add_examples(&validation, store, options, &mut rng, &mut users, &mut items, &mut all);
+        let sessions = search_sessions(&validation, encoder, settings.user_text, store, options, &mut rng)?;
+        add_examples(&validation, store, &sessions, options, &mut rng, &mut users, &mut items, &mut all);
         Some((all, users.tensor(dim)?, items.tensor(dim)?))
     } else {
         None

@@ -15,6 +15,9 @@ pub struct TrainOptions {
     /// Share of examples whose item is shown as a new product (statistics
     /// hidden), so the head learns to score items the log does not know.
     pub cold_fraction: f64,
+    /// Share of users who also get a search session (a pseudo-query from an
+    /// item they bought), so the head learns what a query match is worth.
+    pub query_fraction: f64,
     /// Also draw negatives among the items most strongly linked to the history.
     pub hard_negatives: bool,
     /// Share of the (not hard) negatives drawn by popularity; the rest are uniform.
@@ -34,8 +37,8 @@ pub struct TrainOptions {
     pub max_users: Option<usize>,
     /// Most (validation user × catalog item) pairs model selection ranks
     /// after each epoch; above it, a seeded sample of the validation users.
-    /// Each pair keeps its 16 numeric features (68 bytes), so this bounds the
-    /// validator's memory (16M pairs: about 1.1 GB).
+    /// Each pair keeps its 18 numeric features (76 bytes), so this bounds the
+    /// validator's memory (16M pairs: about 1.2 GB).
     pub max_validation_pairs: usize,
     /// Most training examples (windows and refit together, about); above
     /// it, a seeded sample of each window's users gives them. Epoch time
@@ -71,7 +74,11 @@ impl TrainOptions {
         if self.window_days < 1 {
             return fail("window-days", format!("{} is not a positive number of days", self.window_days));
         }
-        for (option, share) in [("cold-fraction", self.cold_fraction), ("popular-share", self.popular_share)] {
+        for (option, share) in [
+            ("cold-fraction", self.cold_fraction),
+            ("popular-share", self.popular_share),
+            ("query-fraction", self.query_fraction),
+        ] {
             if !(0.0..=1.0).contains(&share) {
                 return fail(option, format!("{share} is not a share in [0, 1]"));
             }
@@ -108,6 +115,7 @@ pub(crate) mod tests {
             window_days: 30,
             negatives: 8,
             cold_fraction: 0.1,
+            query_fraction: 0.3,
             hard_negatives: false,
             popular_share: 0.0,
             hidden: vec![128, 32],
@@ -130,7 +138,8 @@ pub(crate) mod tests {
     fn the_defaults_are_valid_and_each_bad_value_is_named() {
         assert_eq!(defaults().validate(), Ok(()));
         type Spoil = fn(&mut TrainOptions);
-        let cases: [(&str, Spoil); 7] = [
+        let cases: [(&str, Spoil); 8] = [
+            ("query-fraction", |o| o.query_fraction = -0.1),
             ("batch-size", |o| o.batch_size = 0),
             ("cold-fraction", |o| o.cold_fraction = 2.0),
             ("dropout", |o| o.dropout = 1.0),

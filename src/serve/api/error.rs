@@ -51,6 +51,14 @@ impl ApiError {
     pub fn not_found(path: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", format!("no route for {path}"))
     }
+    /// A catalog item that is not there (404).
+    pub fn item_not_found(id: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "item_not_found", format!("no catalog item with id `{id}`"))
+    }
+    /// This service keeps no catalog (only services built without one).
+    pub fn no_catalog() -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "no_catalog", "candidates: required, this service keeps no catalog")
+    }
     pub fn method_not_allowed() -> Self {
         Self::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
     }
@@ -68,7 +76,11 @@ impl ApiError {
         Self::unavailable("overloaded", message, 1)
     }
     pub fn timeout(seconds: u64) -> Self {
-        Self::unavailable("timeout", format!("ranking took longer than {seconds} s"), 1)
+        Self::unavailable(
+            "timeout",
+            format!("the request took longer than {seconds} s (server.request_timeout_secs)"),
+            1,
+        )
     }
     /// An internal failure: logged here with its cause, answered opaquely.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
@@ -85,6 +97,7 @@ impl From<RankError> for ApiError {
             }
             // Logged once, by the encoder thread as it died.
             RankError::Embed(EmbedError::Stopped) => ApiError::encoder_stopped(),
+            RankError::NoCatalog => ApiError::no_catalog(),
             other => ApiError::internal(&other),
         }
     }

@@ -1,8 +1,9 @@
-//! The HTTP API (axum): `POST /recommend`, `GET /health`, `GET /ready`,
+//! The HTTP API (axum): `POST /recommend`, `PUT /v1/catalog/items`,
+//! `GET`/`DELETE /v1/catalog/items/{id}`, `GET /health`, `GET /ready`,
 //! `GET /metrics`. A request's path is short and one-way: JSON extractor →
-//! validation into a `RankQuery` → admission (a concurrency permit, or 503)
-//! → the blocking pool → `Ranker::rank` with the bundle serving now → JSON
-//! response naming that bundle.
+//! validation → admission (a concurrency permit, or 503) → the blocking pool
+//! → `Ranker::rank` with the bundle serving now (or the catalog's store) →
+//! JSON response.
 
 pub mod error;
 pub mod json;
@@ -12,19 +13,20 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use tokio::sync::Semaphore;
 
 use self::error::{ApiError, ErrorKind};
 use self::json::ApiJson;
-use self::types::{ModelInfo, RecommendRequest, RecommendResponse};
-use crate::config::{Limits, ServerSettings};
+use self::types::{CatalogItemOut, ModelInfo, RecommendRequest, RecommendResponse, UpsertRequest};
+use crate::config::{CatalogSettings, Limits, ServerSettings};
 use crate::model::bundle::Bundle;
+use crate::serve::catalog::CatalogWriteError;
 use crate::serve::metrics::Metrics;
 use crate::serve::service::Service;
 
@@ -40,17 +42,29 @@ struct Shared {
     service: OnceLock<Arc<Service>>,
     metrics: Metrics,
     limits: Limits,
+    catalog_limits: CatalogLimits,
     admission: Arc<Semaphore>,
     request_timeout: Duration,
 }
 
+/// The catalog write limits the API enforces.
+#[derive(Debug, Clone, Copy)]
+struct CatalogLimits {
+    max_upsert_items: usize,
+    max_items: usize,
+}
+
 impl AppState {
-    pub fn new(metrics: Metrics, limits: Limits, server: &ServerSettings) -> Self {
+    pub fn new(metrics: Metrics, limits: Limits, server: &ServerSettings, catalog: &CatalogSettings) -> Self {
         Self {
             shared: Arc::new(Shared {
                 service: OnceLock::new(),
                 metrics,
                 limits,
+                catalog_limits: CatalogLimits {
+                    max_upsert_items: catalog.max_upsert_items,
+                    max_items: catalog.max_items,
+                },
                 admission: Arc::new(Semaphore::new(server.max_concurrent_requests)),
                 request_timeout: Duration::from_secs(server.request_timeout_secs),
             }),
@@ -70,6 +84,35 @@ impl AppState {
             Some(service) => Ok(service.clone()),
         }
     }
+
+    /// A concurrency permit, or 503.
+    fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        self.shared
+            .admission
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::overloaded("too many requests in flight (server.max_concurrent_requests)"))
+    }
+
+    /// Runs blocking work on the blocking pool under a permit and the
+    /// request timeout. The permit lives as long as the work does, even if
+    /// the client is answered with a timeout first.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let permit = self.admit()?;
+        let task = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        });
+        let timeout = self.shared.request_timeout;
+        match tokio::time::timeout(timeout, task).await {
+            Err(_) => Err(ApiError::timeout(timeout.as_secs())),
+            Ok(Err(join_error)) => Err(ApiError::internal(&join_error)),
+            Ok(Ok(result)) => result,
+        }
+    }
 }
 
 /// The router, without a socket: tests call `app(state).oneshot(request)`.
@@ -77,6 +120,8 @@ pub fn app(state: AppState) -> Router {
     let body_limit = state.shared.limits.max_body_bytes;
     Router::new()
         .route("/recommend", post(recommend))
+        .route("/v1/catalog/items", put(upsert_items))
+        .route("/v1/catalog/items/{id}", get(get_item).delete(delete_item))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -126,32 +171,73 @@ async fn recommend(
     let user_id = request.user.id.clone();
     let query = request.validate(&state.shared.limits)?;
     let service = state.service()?;
-    let permit = state
-        .shared
-        .admission
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::overloaded("too many requests in flight (server.max_concurrent_requests)"))?;
     // The bundle is taken once: this request is scored by it and names it,
     // whatever is installed while it runs.
     let bundle = service.bundle();
     let model = model_info(&service, &bundle);
     // The forward pass is CPU-bound: it runs on the blocking pool, never on
-    // a runtime worker. The permit lives as long as the work does, even if
-    // the client is answered with a timeout first.
-    let work = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        service.ranker().rank(&bundle, &query)
-    });
-    let timeout = state.shared.request_timeout;
-    let items = match tokio::time::timeout(timeout, work).await {
-        Err(_) => return Err(ApiError::timeout(timeout.as_secs())),
-        Ok(Err(join_error)) => return Err(ApiError::internal(&join_error)),
-        Ok(Ok(result)) => result?,
-    };
+    // a runtime worker.
+    let items = state.blocking(move || Ok(service.ranker().rank(&bundle, &query, service.catalog())?)).await?;
     let took_ms = started.elapsed().as_secs_f64() * 1e3;
     tracing::debug!(user = user_id.as_deref().unwrap_or("-"), took_ms, "ranked");
     Ok(Json(RecommendResponse { items, model, took_ms }))
+}
+
+/// `PUT /v1/catalog/items`: upserts a batch, durably, before answering.
+async fn upsert_items(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<UpsertRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let limits = state.shared.catalog_limits;
+    let items = request.validate(limits.max_upsert_items)?;
+    let service = state.service()?;
+    state
+        .blocking(move || {
+            let catalog = service.catalog().ok_or_else(ApiError::no_catalog)?;
+            catalog.upsert(&items, limits.max_items).map_err(|e| match e {
+                full @ CatalogWriteError::Full { .. } => ApiError::invalid("catalog_full", full.to_string()),
+                CatalogWriteError::Store(e) => ApiError::internal(&e),
+            })?;
+            let (items_now, embedded) = catalog.index().counts();
+            Ok(Json(serde_json::json!({
+                "upserted": items.len(),
+                "catalog_items": items_now,
+                "pending_embeddings": items_now - embedded,
+            })))
+        })
+        .await
+}
+
+/// `GET /v1/catalog/items/{id}`.
+async fn get_item(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<CatalogItemOut>, ApiError> {
+    let service = state.service()?;
+    // The index's lock may wait for a scan: off the runtime's workers.
+    state
+        .blocking(move || {
+            let catalog = service.catalog().ok_or_else(ApiError::no_catalog)?;
+            let view = catalog.index().read();
+            let (item, vector) = view.get(&id).ok_or_else(|| ApiError::item_not_found(&id))?;
+            Ok(Json(CatalogItemOut { item: item.clone(), embedded: vector.is_some() }))
+        })
+        .await
+}
+
+/// `DELETE /v1/catalog/items/{id}`: durable before answering.
+async fn delete_item(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let service = state.service()?;
+    state
+        .blocking(move || {
+            let catalog = service.catalog().ok_or_else(ApiError::no_catalog)?;
+            match catalog.delete(&id) {
+                Ok(true) => Ok(Json(serde_json::json!({"deleted": id}))),
+                Ok(false) => Err(ApiError::item_not_found(&id)),
+                Err(e) => Err(ApiError::internal(&e)),
+            }
+        })
+        .await
 }
 
 /// Liveness: the process answers, and its encoder thread has not died (a

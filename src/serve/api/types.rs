@@ -6,16 +6,40 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
+use crate::serve::catalog::store::CatalogItem;
+
 use super::error::ApiError;
 use crate::config::Limits;
+use crate::serve::catalog::index::ItemFilter;
 use crate::serve::ranker::{Candidate, HistoryItem, RankQuery, RankedItem};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecommendRequest {
     pub user: UserIn,
-    pub candidates: Vec<CandidateIn>,
+    /// Absent, null or empty: retrieve from the catalog.
+    #[serde(default)]
+    pub candidates: Option<Vec<CandidateIn>>,
     pub top_k: Option<u64>,
+    /// Ids never to return (the cart, what was just bought).
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default)]
+    pub filters: FiltersIn,
+    /// Maximal-marginal-relevance weight λ in [0, 1]; 0 (the default) is off.
+    pub diversity: Option<f64>,
+    /// Attach each item's reasons.
+    #[serde(default)]
+    pub explain: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FiltersIn {
+    /// Only available items (default true).
+    pub available: Option<bool>,
+    pub min_price: Option<f64>,
+    pub max_price: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -52,6 +76,8 @@ pub struct CandidateIn {
     #[serde(alias = "title")]
     pub text: String,
     pub price: Option<f64>,
+    /// Default true; `filters.available` drops unavailable candidates.
+    pub available: Option<bool>,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -99,13 +125,11 @@ impl RecommendRequest {
                 "user needs at least one non-empty field of: text, query, history",
             ));
         }
-        if self.candidates.is_empty() {
-            return Err(ApiError::invalid("empty_candidates", "candidates: the list is empty"));
-        }
-        if self.candidates.len() > limits.max_candidates {
+        let given = self.candidates.unwrap_or_default();
+        if given.len() > limits.max_candidates {
             return Err(ApiError::invalid(
                 "too_many_candidates",
-                format!("candidates: {} given; the limit is {}", self.candidates.len(), limits.max_candidates),
+                format!("candidates: {} given; the limit is {}", given.len(), limits.max_candidates),
             ));
         }
         let top_k = match self.top_k {
@@ -113,9 +137,16 @@ impl RecommendRequest {
             Some(k) => usize::try_from(k).unwrap_or(usize::MAX),
             None => limits.default_top_k,
         };
+        let filter = filter(self.filters, self.exclude, limits)?;
+        let diversity = match self.diversity {
+            Some(d) if !(0.0..=1.0).contains(&d) => {
+                return Err(ApiError::invalid("invalid_diversity", format!("diversity must be in [0, 1]; got {d}")))
+            }
+            d => d.unwrap_or(0.0) as f32,
+        };
         let mut seen = HashSet::new();
-        let mut candidates = Vec::with_capacity(self.candidates.len());
-        for (i, c) in self.candidates.into_iter().enumerate() {
+        let mut candidates = Vec::with_capacity(given.len());
+        for (i, c) in given.into_iter().enumerate() {
             if c.id.trim().is_empty() {
                 return Err(ApiError::invalid("invalid_candidate", format!("candidates[{i}].id is empty")));
             }
@@ -137,8 +168,120 @@ impl RecommendRequest {
                 }
                 p => p.map(|p| p as f32),
             };
-            candidates.push(Candidate { id: c.id, text: c.text, price });
+            candidates.push(Candidate { id: c.id, text: c.text, price, available: c.available.unwrap_or(true) });
         }
-        Ok(RankQuery { query, profile, history, candidates, top_k })
+        let candidates = (!candidates.is_empty()).then_some(candidates);
+        Ok(RankQuery { query, profile, history, candidates, top_k, filter, diversity, explain: self.explain })
     }
+}
+
+/// The request's filters and exclusions as one filter.
+fn filter(filters: FiltersIn, exclude: Vec<String>, limits: &Limits) -> Result<ItemFilter, ApiError> {
+    if exclude.len() > limits.max_candidates {
+        return Err(ApiError::invalid(
+            "too_many_excluded",
+            format!("exclude: {} ids given; the limit is {}", exclude.len(), limits.max_candidates),
+        ));
+    }
+    let price = |name: &str, value: Option<f64>| match value {
+        Some(p) if !p.is_finite() || p < 0.0 || p > f32::MAX as f64 => {
+            Err(ApiError::invalid("invalid_filters", format!("filters.{name} must be a finite number >= 0")))
+        }
+        p => Ok(p.map(|p| p as f32)),
+    };
+    let min_price = price("min_price", filters.min_price)?;
+    let max_price = price("max_price", filters.max_price)?;
+    if let (Some(min), Some(max)) = (min_price, max_price) {
+        if min > max {
+            return Err(ApiError::invalid(
+                "invalid_filters",
+                format!("filters.min_price ({min}) is above filters.max_price ({max})"),
+            ));
+        }
+    }
+    Ok(ItemFilter {
+        available_only: filters.available.unwrap_or(true),
+        min_price,
+        max_price,
+        exclude: exclude.into_iter().collect(),
+    })
+}
+
+/// `PUT /v1/catalog/items`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpsertRequest {
+    pub items: Vec<CatalogItemIn>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogItemIn {
+    pub id: String,
+    #[serde(alias = "title")]
+    pub text: String,
+    pub price: Option<f64>,
+    pub available: Option<bool>,
+    #[serde(default)]
+    pub attributes: serde_json::Value,
+}
+
+/// Longest item id accepted, in bytes.
+pub const MAX_ITEM_ID_BYTES: usize = 256;
+
+impl UpsertRequest {
+    /// Checks every item; the error names the first bad one.
+    pub fn validate(self, max_items: usize) -> Result<Vec<CatalogItem>, ApiError> {
+        if self.items.is_empty() {
+            return Err(ApiError::invalid("empty_items", "items: the list is empty"));
+        }
+        if self.items.len() > max_items {
+            return Err(ApiError::invalid(
+                "too_many_items",
+                format!("items: {} given; the limit is {max_items} (catalog.max_upsert_items)", self.items.len()),
+            ));
+        }
+        let mut seen = HashSet::new();
+        self.items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let bad = |problem: String| ApiError::invalid("invalid_item", format!("items[{i}].{problem}"));
+                if item.id.trim().is_empty() || item.id.len() > MAX_ITEM_ID_BYTES {
+                    return Err(bad(format!("id must be 1 to {MAX_ITEM_ID_BYTES} bytes, not blank")));
+                }
+                if item.text.trim().is_empty() {
+                    return Err(bad("text is empty".into()));
+                }
+                if !seen.insert(item.id.clone()) {
+                    return Err(bad(format!("id `{}` appears more than once", item.id)));
+                }
+                let price = match item.price {
+                    Some(p) if !p.is_finite() || p < 0.0 || p > f32::MAX as f64 => {
+                        return Err(bad("price must be a finite number >= 0".into()))
+                    }
+                    p => p.map(|p| p as f32),
+                };
+                if !(item.attributes.is_object() || item.attributes.is_null()) {
+                    return Err(bad("attributes must be a JSON object".into()));
+                }
+                Ok(CatalogItem {
+                    id: item.id,
+                    text: item.text,
+                    price,
+                    available: item.available.unwrap_or(true),
+                    attributes: item.attributes,
+                })
+            })
+            .collect()
+    }
+}
+
+/// `GET /v1/catalog/items/{id}`: the item as stored, and whether its
+/// embedding is ready (only then can retrieval find it).
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct CatalogItemOut {
+    #[serde(flatten)]
+    pub item: CatalogItem,
+    pub embedded: bool,
 }

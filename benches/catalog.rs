@@ -1,0 +1,212 @@
+//! Catalog load run: retrieval latency over a 100k-item catalog, restart
+//! time, and background ingestion's throughput and its effect on requests.
+//! A load script rather than a criterion bench, because the targets are
+//! percentiles (p50, p99) and throughputs, measured side by side in one run:
+//!
+//! 1. **Restart**: 100,000 items with stored embeddings are written to a
+//!    fresh SQLite store, then the service opens it (`Catalog::open`).
+//! 2. **Retrieval vs re-ranking**: the same users (a new user text each
+//!    request, as in `benches/recommend.rs`) ask with 100 cached candidates
+//!    and with none (retrieval from the 100k catalog), interleaved.
+//! 3. **Ingestion**: the encoder's throughput on 16-text batches of new
+//!    titles through the request path, then catalog ingestion's throughput
+//!    on as many new items; then the no-candidate request's latency while
+//!    ingestion runs, against the idle figure.
+//!
+//! `cargo bench --bench catalog` (`-- --items N --requests N` to change sizes).
+//! The 100k items' vectors are mixes of the 2,000 fixture titles' real
+//! embeddings plus noise (embedding 100k texts would take the run an hour):
+//! the scan's cost does not depend on what the vectors say.
+
+#[path = "common.rs"]
+mod common;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use shoprank::serve::catalog::sqlite::SqliteStore;
+use shoprank::serve::catalog::store::{CatalogItem, CatalogStore, PendingItem};
+use shoprank::serve::metrics::Metrics;
+use shoprank::serve::ranker::{Candidate, HistoryItem, RankQuery};
+use shoprank::serve::service::Service;
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn percentile(samples: &mut [f64], p: f64) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
+    samples.sort_by(f64::total_cmp);
+    samples[((samples.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn report(name: &str, samples: &mut [f64]) -> (f64, f64) {
+    let (p50, p99) = (percentile(samples, 0.5), percentile(samples, 0.99));
+    println!("{name:<44} p50 {p50:>7.2} ms  p99 {p99:>7.2} ms  ({} requests)", samples.len());
+    (p50, p99)
+}
+
+fn unit(mut v: Vec<f32>) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x /= norm);
+    v
+}
+
+fn main() {
+    let items = arg("--items", 100_000);
+    let requests = arg("--requests", 200);
+    let mut settings = common::settings();
+    settings.cache.max_entries = std::num::NonZeroUsize::new(200_000).expect("non-zero");
+    let titles = common::corpus("titles.jsonl");
+    let users = common::corpus("user_texts.jsonl");
+    println!("catalog load run: {items} items, {requests} requests per figure");
+
+    // The fixture titles' embeddings, through a throw-away service.
+    let vectors: Vec<Vec<f32>> = {
+        let service = Service::build(&settings, Metrics::new()).expect("service");
+        let refs: Vec<&str> = titles.iter().map(String::as_str).collect();
+        service.ranker().embedder().embed(&refs).expect("embed").iter().map(|v| v.to_vec()).collect()
+    };
+
+    // 1. A store with `items` embedded items, then a restart on it.
+    let key = {
+        let service = Service::build(&settings, Metrics::new()).expect("service");
+        service.ranker().embedder().encoder().embedding_key()
+    };
+    {
+        let store = SqliteStore::open(&settings.catalog.data_dir).expect("store");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let started = Instant::now();
+        for chunk in (0..items).collect::<Vec<_>>().chunks(10_000) {
+            let batch: Vec<CatalogItem> = chunk
+                .iter()
+                .map(|&i| CatalogItem {
+                    id: format!("sku-{i}"),
+                    text: format!("{} #{i}", titles[i % titles.len()]),
+                    price: Some(1.0 + (i % 50) as f32),
+                    available: true,
+                    attributes: serde_json::Value::Null,
+                })
+                .collect();
+            store.upsert(&batch).expect("upsert");
+            let embedded: Vec<(PendingItem, Vec<f32>)> = batch
+                .into_iter()
+                .map(|item| {
+                    let (a, b) = (rng.gen_range(0..vectors.len()), rng.gen_range(0..vectors.len()));
+                    let mixed = (0..vectors[a].len())
+                        .map(|d| 0.7 * vectors[a][d] + 0.3 * vectors[b][d] + rng.gen_range(-0.02..0.02))
+                        .collect();
+                    (PendingItem { id: item.id, text: item.text }, unit(mixed))
+                })
+                .collect();
+            store.set_embeddings(&key, &embedded).expect("embeddings");
+        }
+        println!("wrote {items} items with embeddings in {:.1} s", started.elapsed().as_secs_f64());
+    }
+    let started = Instant::now();
+    let service = Service::build(&settings, Metrics::new()).expect("service");
+    println!(
+        "restart: service ready (encoder, bundle, {items}-item catalog) in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    let (ranker, bundle, catalog) = (service.ranker(), service.bundle(), service.catalog().expect("catalog"));
+
+    // 2. Retrieval against 100 cached candidates, same users, interleaved.
+    let candidates: Vec<Candidate> = titles[..100]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Candidate { id: format!("c{i}"), text: t.clone(), price: None, available: true })
+        .collect();
+    let query = |n: usize, with_candidates: bool| {
+        let user = &users[n % users.len()];
+        let history = vec![HistoryItem { id: None, text: titles[(n * 7) % titles.len()].clone() }];
+        let mut q = RankQuery::new(Some(format!("#{n} {user}")), history, candidates.clone(), 10);
+        if !with_candidates {
+            q.candidates = None;
+        }
+        q
+    };
+    for n in 0..20 {
+        ranker.rank(&bundle, &query(1_000_000 + n, true), Some(catalog)).expect("warm");
+    }
+    let time = |q: &RankQuery| {
+        let started = Instant::now();
+        ranker.rank(&bundle, q, Some(catalog)).expect("rank");
+        started.elapsed().as_secs_f64() * 1e3
+    };
+    let (mut given, mut retrieved) = (Vec::new(), Vec::new());
+    for n in 0..requests {
+        // A new user text for each request: both pay the user's forward pass.
+        given.push(time(&query(2 * n, true)));
+        retrieved.push(time(&query(2 * n + 1, false)));
+    }
+    let (g50, g99) = report("100 cached candidates", &mut given);
+    let (r50, r99) = report(&format!("no candidates, retrieval over {items} items"), &mut retrieved);
+    println!(
+        "ratio retrieval / candidates: p50 {:.2}x (target <= 1.5x), p99 {:.2}x (target <= 2x)",
+        r50 / g50,
+        r99 / g99
+    );
+
+    // 3. Ingestion throughput: the encoder on 16-text batches of new texts,
+    // then ingestion on as many new items.
+    let fresh = |tag: &str| -> Vec<String> { titles.iter().map(|t| format!("{t} ({tag})")).collect() };
+    let texts = fresh("direct");
+    let started = Instant::now();
+    for chunk in texts.chunks(settings.batching.background_batch_texts) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        ranker.embedder().embed(&refs).expect("embed");
+    }
+    let direct = texts.len() as f64 / started.elapsed().as_secs_f64();
+    let ingest = |tag: &str| {
+        let new: Vec<CatalogItem> = fresh(tag)
+            .into_iter()
+            .enumerate()
+            .map(|(i, text)| CatalogItem {
+                id: format!("{tag}-{i}"),
+                text,
+                price: None,
+                available: true,
+                attributes: serde_json::Value::Null,
+            })
+            .collect();
+        for chunk in new.chunks(settings.catalog.max_upsert_items) {
+            catalog.upsert(chunk, settings.catalog.max_items).expect("upsert");
+        }
+        new.len()
+    };
+    let wait_ingested = |deadline: Duration| {
+        let started = Instant::now();
+        while catalog.index().counts().0 != catalog.index().counts().1 {
+            assert!(started.elapsed() < deadline, "ingestion did not finish");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let started = Instant::now();
+    let n = ingest("idle");
+    wait_ingested(Duration::from_secs(600));
+    let ingested = n as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "encoder on {}-text batches: {direct:.0} texts/s; ingestion with no requests: {ingested:.0} items/s = {:.0}% (target >= 80%)",
+        settings.batching.background_batch_texts,
+        100.0 * ingested / direct
+    );
+
+    // Requests while ingestion runs, against the idle figure above.
+    ingest("busy");
+    let mut busy = Vec::new();
+    let mut n = 0;
+    while catalog.index().counts().0 != catalog.index().counts().1 && busy.len() < requests {
+        busy.push(time(&query(10_000 + n, false)));
+        n += 1;
+    }
+    wait_ingested(Duration::from_secs(600));
+    let (_, b99) = report("no candidates, while ingestion runs", &mut busy);
+    println!("p99 while ingesting / idle: {:.2}x (target <= 1.3x)", b99 / r99);
+}

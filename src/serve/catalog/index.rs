@@ -1,0 +1,296 @@
+//! The catalog in memory: every item's metadata and, once computed, its
+//! embedding in one contiguous `[slots × dim]` array, so nearest-neighbour
+//! retrieval is an exact scan (the SIMD `cosine` over each row, a bounded
+//! heap for the best `k`). At 100k items of 384 dimensions that is 150 MB
+//! and a few milliseconds a scan. Requests read it under a read lock;
+//! writes (upserts, deletes, new embeddings) take the write lock briefly.
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::sync::{RwLock, RwLockReadGuard};
+
+use super::store::{CatalogItem, PendingItem, StoredItem};
+use crate::model::encoder::cosine;
+
+/// Which items a retrieval or a ranking may return.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ItemFilter {
+    /// Only items marked available (the default for requests).
+    pub available_only: bool,
+    pub min_price: Option<f32>,
+    pub max_price: Option<f32>,
+    /// Ids never to return (e.g. the cart).
+    pub exclude: HashSet<String>,
+}
+
+impl ItemFilter {
+    /// Whether an item with this id, price and availability passes. An item
+    /// without a price passes a price range only when none is set.
+    pub fn allows(&self, id: &str, price: Option<f32>, available: bool) -> bool {
+        if self.available_only && !available {
+            return false;
+        }
+        if self.min_price.is_some() || self.max_price.is_some() {
+            let Some(price) = price else { return false };
+            if self.min_price.is_some_and(|min| price < min) || self.max_price.is_some_and(|max| price > max) {
+                return false;
+            }
+        }
+        !self.exclude.contains(id)
+    }
+}
+
+struct Slot {
+    item: CatalogItem,
+    embedded: bool,
+}
+
+#[derive(Default)]
+struct Inner {
+    slots: Vec<Option<Slot>>,
+    by_id: HashMap<String, usize>,
+    /// `slots.len() × dim`; rows of empty or not yet embedded slots are unused.
+    vectors: Vec<f32>,
+    /// Slots freed by deletes, reused by inserts.
+    free: Vec<usize>,
+    embedded: usize,
+}
+
+pub struct CatalogIndex {
+    dim: usize,
+    inner: RwLock<Inner>,
+}
+
+/// A read view of the index for one request.
+pub struct IndexView<'a> {
+    dim: usize,
+    inner: RwLockReadGuard<'a, Inner>,
+}
+
+/// A scored slot, ordered so that a `BinaryHeap` of them keeps the worst on top.
+#[derive(PartialEq)]
+struct Scored(f32, usize);
+impl Eq for Scored {}
+impl PartialOrd for Scored {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scored {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Reversed: the smallest score (then the largest slot) is the heap's top.
+        other.0.total_cmp(&self.0).then(self.1.cmp(&other.1))
+    }
+}
+
+impl CatalogIndex {
+    pub fn new(dim: usize) -> Self {
+        Self { dim, inner: RwLock::default() }
+    }
+
+    /// The index over a store's contents (start-up).
+    pub fn from_stored(dim: usize, stored: Vec<StoredItem>) -> Self {
+        let index = Self::new(dim);
+        {
+            let mut inner = index.write();
+            for StoredItem { item, embedding } in stored {
+                let slot = inner.put(dim, item);
+                if let Some(vector) = embedding.filter(|v| v.len() == dim) {
+                    inner.set_vector(dim, slot, &vector);
+                }
+            }
+        }
+        index
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn read(&self) -> IndexView<'_> {
+        IndexView { dim: self.dim, inner: self.inner.read().unwrap_or_else(|p| p.into_inner()) }
+    }
+
+    /// Applies upserts already made durable: a changed text waits for its
+    /// new embedding (the item is not retrievable by vector until then).
+    pub fn upsert(&self, items: &[CatalogItem]) {
+        let mut inner = self.write();
+        for item in items {
+            inner.put(self.dim, item.clone());
+        }
+    }
+
+    pub fn delete(&self, id: &str) {
+        let mut inner = self.write();
+        if let Some(slot) = inner.by_id.remove(id) {
+            if inner.slots[slot].take().is_some_and(|s| s.embedded) {
+                inner.embedded -= 1;
+            }
+            inner.free.push(slot);
+        }
+    }
+
+    /// Sets an item's embedding if its text is still `text`.
+    pub fn set_vector(&self, id: &str, text: &str, vector: &[f32]) {
+        let mut inner = self.write();
+        let Some(&slot) = inner.by_id.get(id) else { return };
+        if vector.len() == self.dim && inner.slots[slot].as_ref().is_some_and(|s| s.item.text == text) {
+            inner.set_vector(self.dim, slot, vector);
+        }
+    }
+
+    /// Sets many items' embeddings under one write lock (each only if the
+    /// item's text is still the one embedded).
+    pub fn set_vectors(&self, embedded: &[(PendingItem, Vec<f32>)]) {
+        let mut inner = self.write();
+        for (item, vector) in embedded {
+            let Some(&slot) = inner.by_id.get(&item.id) else { continue };
+            if vector.len() == self.dim && inner.slots[slot].as_ref().is_some_and(|s| s.item.text == item.text) {
+                inner.set_vector(self.dim, slot, vector);
+            }
+        }
+    }
+
+    /// (items, items with an embedding).
+    pub fn counts(&self) -> (usize, usize) {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        (inner.by_id.len(), inner.embedded)
+    }
+}
+
+impl Inner {
+    fn put(&mut self, dim: usize, item: CatalogItem) -> usize {
+        if let Some(&slot) = self.by_id.get(&item.id) {
+            let existing = self.slots[slot].as_mut().expect("indexed slots are live");
+            if existing.item.text != item.text && existing.embedded {
+                existing.embedded = false;
+                self.embedded -= 1;
+            }
+            existing.item = item;
+            return slot;
+        }
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.slots.push(None);
+                self.vectors.resize(self.slots.len() * dim, 0.0);
+                self.slots.len() - 1
+            }
+        };
+        self.by_id.insert(item.id.clone(), slot);
+        self.slots[slot] = Some(Slot { item, embedded: false });
+        slot
+    }
+
+    fn set_vector(&mut self, dim: usize, slot: usize, vector: &[f32]) {
+        self.vectors[slot * dim..(slot + 1) * dim].copy_from_slice(vector);
+        let entry = self.slots[slot].as_mut().expect("live slot");
+        if !entry.embedded {
+            entry.embedded = true;
+            self.embedded += 1;
+        }
+    }
+}
+
+impl IndexView<'_> {
+    pub fn len(&self) -> usize {
+        self.inner.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.by_id.is_empty()
+    }
+
+    /// The item and its embedding (if computed).
+    pub fn get(&self, id: &str) -> Option<(&CatalogItem, Option<&[f32]>)> {
+        let slot = *self.inner.by_id.get(id)?;
+        let entry = self.inner.slots[slot].as_ref()?;
+        let vector = entry.embedded.then(|| &self.inner.vectors[slot * self.dim..(slot + 1) * self.dim]);
+        Some((&entry.item, vector))
+    }
+
+    /// The `k` embedded items the filter allows with the highest cosine to
+    /// `query`, best first (ties: lower slot first). An exact scan.
+    pub fn nearest(&self, query: &[f32], k: usize, filter: &ItemFilter) -> Vec<(&str, f32)> {
+        if k == 0 || query.len() != self.dim {
+            return Vec::new();
+        }
+        let mut heap: BinaryHeap<Scored> = BinaryHeap::with_capacity(k + 1);
+        for (slot, entry) in self.inner.slots.iter().enumerate() {
+            let Some(entry) = entry else { continue };
+            if !entry.embedded || !filter.allows(&entry.item.id, entry.item.price, entry.item.available) {
+                continue;
+            }
+            let score = cosine(query, &self.inner.vectors[slot * self.dim..(slot + 1) * self.dim]);
+            if heap.len() < k {
+                heap.push(Scored(score, slot));
+            } else if heap.peek().is_some_and(|worst| score > worst.0) {
+                heap.pop();
+                heap.push(Scored(score, slot));
+            }
+        }
+        let mut best = heap.into_vec();
+        best.sort();
+        best.into_iter()
+            .map(|Scored(score, slot)| (self.inner.slots[slot].as_ref().expect("live").item.id.as_str(), score))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(id: &str, text: &str, price: Option<f32>, available: bool) -> CatalogItem {
+        CatalogItem { id: id.into(), text: text.into(), price, available, attributes: serde_json::Value::Null }
+    }
+
+    fn unit(angle: f32) -> Vec<f32> {
+        vec![angle.cos(), angle.sin()]
+    }
+
+    #[test]
+    fn nearest_is_an_exact_scan_over_embedded_items_the_filter_allows() {
+        let index = CatalogIndex::new(2);
+        index.upsert(&[
+            item("a", "A", Some(1.0), true),
+            item("b", "B", Some(5.0), true),
+            item("c", "C", None, false),
+            item("d", "D", Some(2.0), true),
+            item("e", "E", Some(2.0), true),
+        ]);
+        for (id, angle) in [("a", 0.0), ("b", 0.1), ("c", 0.05), ("d", 0.5)] {
+            index.set_vector(id, &id.to_uppercase(), &unit(angle));
+        }
+        let ids = |filter: &ItemFilter, k| -> Vec<String> {
+            index.read().nearest(&unit(0.0), k, filter).into_iter().map(|(id, _)| id.to_string()).collect()
+        };
+        assert_eq!(ids(&ItemFilter::default(), 10), ["a", "c", "b", "d"], "e has no embedding yet");
+        assert_eq!(ids(&ItemFilter::default(), 2), ["a", "c"]);
+        let available = ItemFilter { available_only: true, ..Default::default() };
+        assert_eq!(ids(&available, 10), ["a", "b", "d"]);
+        let priced = ItemFilter { min_price: Some(1.5), max_price: Some(5.0), ..Default::default() };
+        assert_eq!(ids(&priced, 10), ["b", "d"], "no price, no match for a price range");
+        let excluding = ItemFilter { exclude: ["a".to_string()].into(), ..available };
+        assert_eq!(ids(&excluding, 1), ["b"]);
+    }
+
+    #[test]
+    fn a_text_change_hides_the_item_until_its_new_embedding_and_deletes_free_the_slot() {
+        let index = CatalogIndex::new(2);
+        index.upsert(&[item("a", "red mug", None, true)]);
+        index.set_vector("a", "red mug", &unit(0.0));
+        assert_eq!(index.counts(), (1, 1));
+        index.upsert(&[item("a", "blue mug", None, true)]);
+        assert_eq!(index.counts(), (1, 0));
+        index.set_vector("a", "red mug", &unit(0.0));
+        assert_eq!(index.counts(), (1, 0), "a vector of the old text is ignored");
+        index.set_vector("a", "blue mug", &unit(1.0));
+        assert_eq!(index.read().get("a").unwrap().1, Some(&unit(1.0)[..]));
+        index.delete("a");
+        assert_eq!(index.counts(), (0, 0));
+        index.upsert(&[item("b", "cup", None, true)]);
+        assert_eq!(index.read().len(), 1);
+        assert!(index.read().nearest(&unit(0.0), 5, &ItemFilter::default()).is_empty());
+    }
+}

@@ -1,0 +1,141 @@
+//! The catalog shoprank keeps: items a storefront puts through
+//! `/v1/catalog/items`, stored durably ([`store`], SQLite by default),
+//! embedded once in the background ([`ingest`]) and held in memory for
+//! retrieval ([`index`]). `POST /recommend` without candidates retrieves
+//! from it (see `serve::retrieve`).
+//!
+//! A write is acknowledged only after the store has committed it; the
+//! in-memory index follows, then the ingestion thread is woken. At start-up
+//! the index is rebuilt from the store, stored embeddings included, so a
+//! restart re-embeds nothing but the items still pending.
+
+pub mod index;
+pub mod ingest;
+pub mod sqlite;
+pub mod store;
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use self::index::CatalogIndex;
+use self::ingest::{IngestSignal, IngestWorker};
+use self::store::{CatalogItem, CatalogStore, CatalogStoreError};
+use crate::config::CatalogSettings;
+use crate::serve::batcher::Embedder;
+use crate::serve::metrics::Metrics;
+
+pub struct Catalog {
+    store: Arc<dyn CatalogStore>,
+    index: Arc<CatalogIndex>,
+    /// One write at a time, store then index: the index applies writes in
+    /// the order the store committed them, and the size check holds.
+    writing: Mutex<()>,
+    signal: Arc<IngestSignal>,
+    worker: Mutex<Option<std::thread::JoinHandle<()>>>,
+    metrics: Metrics,
+}
+
+impl Catalog {
+    /// Opens the SQLite store in `settings.data_dir` and starts ingestion.
+    pub fn open(
+        settings: &CatalogSettings,
+        embedder: Arc<Embedder>,
+        metrics: Metrics,
+    ) -> Result<Self, CatalogStoreError> {
+        let store = Arc::new(sqlite::SqliteStore::open(&settings.data_dir)?);
+        tracing::info!(path = %store.path().display(), "catalog store opened");
+        Self::with_store(store, settings, embedder, metrics)
+    }
+
+    /// A catalog over any store: loads the index, starts the ingestion thread.
+    pub fn with_store(
+        store: Arc<dyn CatalogStore>,
+        settings: &CatalogSettings,
+        embedder: Arc<Embedder>,
+        metrics: Metrics,
+    ) -> Result<Self, CatalogStoreError> {
+        let started = Instant::now();
+        let encoder_key = embedder.encoder().embedding_key();
+        let dim = embedder.encoder().dim();
+        let dropped = store.forget_other_embeddings(&encoder_key)?;
+        if dropped > 0 {
+            tracing::info!(items = dropped, encoder = %encoder_key, "catalog embeddings of another encoder dropped: re-embedding");
+        }
+        let index = Arc::new(CatalogIndex::from_stored(dim, store.load_all(&encoder_key)?));
+        let (items, embedded) = index.counts();
+        tracing::info!(items, embedded, secs = started.elapsed().as_secs_f64(), "catalog loaded");
+        metrics.catalog_items.set(items as i64);
+        metrics.catalog_pending.set((items - embedded) as i64);
+        let signal = Arc::new(IngestSignal::default());
+        let worker = IngestWorker {
+            store: store.clone(),
+            index: index.clone(),
+            embedder,
+            encoder_key,
+            batch: settings.ingest_batch_items,
+            signal: signal.clone(),
+            metrics: metrics.clone(),
+        };
+        let worker = std::thread::Builder::new()
+            .name("shoprank-ingest".into())
+            .spawn(move || worker.run())
+            .map_err(|source| CatalogStoreError::Io { path: settings.data_dir.clone(), source })?;
+        Ok(Self { store, index, writing: Mutex::new(()), signal, worker: Mutex::new(Some(worker)), metrics })
+    }
+
+    pub fn index(&self) -> &CatalogIndex {
+        &self.index
+    }
+
+    /// Stores `items` durably, then makes them visible and queues their
+    /// embedding; refuses the batch if its new ids would take the catalog
+    /// past `max_items`.
+    pub fn upsert(&self, items: &[CatalogItem], max_items: usize) -> Result<(), CatalogWriteError> {
+        let _one_writer = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let new = {
+            let view = self.index.read();
+            items.iter().filter(|item| view.get(&item.id).is_none()).count()
+        };
+        let (held, _) = self.index.counts();
+        if held + new > max_items {
+            return Err(CatalogWriteError::Full { held, new, max_items });
+        }
+        self.store.upsert(items)?;
+        self.index.upsert(items);
+        self.after_write();
+        Ok(())
+    }
+
+    /// Deletes an item durably; false if there was none.
+    pub fn delete(&self, id: &str) -> Result<bool, CatalogStoreError> {
+        let _one_writer = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let found = self.store.delete(id)?;
+        self.index.delete(id);
+        self.after_write();
+        Ok(found)
+    }
+
+    fn after_write(&self) {
+        let (items, embedded) = self.index.counts();
+        self.metrics.catalog_items.set(items as i64);
+        self.metrics.catalog_pending.set((items - embedded) as i64);
+        self.signal.notify();
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogWriteError {
+    #[error("the catalog holds {held} items; {new} more would pass catalog.max_items ({max_items})")]
+    Full { held: usize, new: usize, max_items: usize },
+    #[error(transparent)]
+    Store(#[from] CatalogStoreError),
+}
+
+impl Drop for Catalog {
+    fn drop(&mut self) {
+        self.signal.stop();
+        if let Some(worker) = self.worker.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = worker.join();
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! Where the catalog is kept: one trait, so that a server-grade database can
+//! back several replicas later while the embedded SQLite file
+//! ([`super::sqlite::SqliteStore`]) is the default.
+//!
+//! A write returns only once it is durable: an acknowledged upsert or
+//! delete survives `kill -9`. Embeddings are stored beside their items,
+//! tagged with the encoder that made them, so a restart loads them instead
+//! of re-embedding, and a change of encoder (or of an item's text) makes
+//! the item pending again.
+
+use serde::{Deserialize, Serialize};
+
+/// A product as the storefront sends it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatalogItem {
+    pub id: String,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<f32>,
+    #[serde(default = "available_by_default")]
+    pub available: bool,
+    /// Free JSON the storefront wants kept with the item (returned as given).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub attributes: serde_json::Value,
+}
+
+fn available_by_default() -> bool {
+    true
+}
+
+/// A stored item and its embedding, if it has been computed with the
+/// encoder the store was asked about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredItem {
+    pub item: CatalogItem,
+    pub embedding: Option<Vec<f32>>,
+}
+
+/// An item waiting for its embedding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingItem {
+    pub id: String,
+    pub text: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogStoreError {
+    #[error("catalog store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("catalog store: creating {path}: {source}")]
+    Io { path: std::path::PathBuf, source: std::io::Error },
+    #[error("catalog store: item `{id}` has a corrupt {what}")]
+    Corrupt { id: String, what: &'static str },
+}
+
+/// The catalog's durable home. `encoder` names the encoder (its cache key)
+/// whose embeddings count; others are treated as absent.
+pub trait CatalogStore: Send + Sync {
+    /// Inserts or replaces `items` in one transaction; an item whose text
+    /// changed loses its embedding. Returns once durable.
+    fn upsert(&self, items: &[CatalogItem]) -> Result<(), CatalogStoreError>;
+    /// Removes an item; false if there was none. Returns once durable.
+    fn delete(&self, id: &str) -> Result<bool, CatalogStoreError>;
+    fn get(&self, id: &str, encoder: &str) -> Result<Option<StoredItem>, CatalogStoreError>;
+    /// Every item, for building the in-memory index at start-up.
+    fn load_all(&self, encoder: &str) -> Result<Vec<StoredItem>, CatalogStoreError>;
+    /// Drops embeddings made by another encoder than `encoder` (the service
+    /// changed encoders): those items become pending. Returns how many.
+    fn forget_other_embeddings(&self, encoder: &str) -> Result<usize, CatalogStoreError>;
+    /// Up to `limit` items without an embedding, oldest write first.
+    fn pending(&self, limit: usize) -> Result<Vec<PendingItem>, CatalogStoreError>;
+    /// Stores embeddings; an item whose text changed meanwhile is skipped
+    /// (it is pending again with its new text). Returns the ids stored.
+    fn set_embeddings(
+        &self,
+        encoder: &str,
+        embedded: &[(PendingItem, Vec<f32>)],
+    ) -> Result<Vec<String>, CatalogStoreError>;
+    fn count(&self) -> Result<usize, CatalogStoreError>;
+}

@@ -1,0 +1,90 @@
+//! Candidate retrieval for a request without candidates: the union of
+//!
+//! 1. the `retrieve_k` catalog items nearest to the search query (or,
+//!    without one, to the user text) in embedding space — an exact scan of
+//!    the in-memory index;
+//! 2. up to `related_k` items the history's co-purchase and recent-purchase
+//!    (EASE) links point to most strongly (summed over the history);
+//! 3. the `popular_k` items with the most buyers in the bundle's last week
+//!    (then last 30 days) of history.
+//!
+//! Every source sees only catalog items that have an embedding and pass the
+//! request's filter; the union (first source first, no repeats) is what the
+//! head then scores. Items the bundle's statistics know but the catalog
+//! does not hold are never returned: the catalog says what is for sale.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use crate::config::CatalogSettings;
+use crate::model::candidates::{popular, related};
+use crate::model::stats::{HistoryStats, ItemPos};
+use crate::serve::catalog::index::{IndexView, ItemFilter};
+
+/// How many items each source contributes at most.
+#[derive(Debug, Clone, Copy)]
+pub struct RetrievalLimits {
+    pub retrieve_k: usize,
+    pub related_k: usize,
+    pub popular_k: usize,
+}
+
+impl RetrievalLimits {
+    pub fn from_settings(settings: &CatalogSettings) -> Self {
+        Self { retrieve_k: settings.retrieve_k, related_k: settings.related_k, popular_k: settings.popular_k }
+    }
+}
+
+/// A retrieved item, with what scoring needs.
+#[derive(Debug, Clone)]
+pub struct Retrieved {
+    pub id: String,
+    pub price: Option<f32>,
+    pub embedding: Arc<[f32]>,
+}
+
+/// The union of the three sources, without repeats.
+pub fn retrieve(
+    view: &IndexView<'_>,
+    stats: &HistoryStats,
+    search_vector: &[f32],
+    history_positions: &[Option<ItemPos>],
+    filter: &ItemFilter,
+    limits: RetrievalLimits,
+) -> Vec<Retrieved> {
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut out = Vec::new();
+    // Adds an item if the catalog holds it embedded and the filter allows it.
+    let mut add = |id: &str| -> bool {
+        if seen.contains(id) {
+            return false;
+        }
+        let Some((item, Some(vector))) = view.get(id) else { return false };
+        if !filter.allows(&item.id, item.price, item.available) {
+            return false;
+        }
+        seen.insert(id.to_string());
+        out.push(Retrieved { id: item.id.clone(), price: item.price, embedding: Arc::from(vector) });
+        true
+    };
+    for (id, _) in view.nearest(search_vector, limits.retrieve_k, filter) {
+        add(id);
+    }
+    let mut left = limits.related_k;
+    for position in related(stats, history_positions) {
+        if left == 0 {
+            break;
+        }
+        left -= usize::from(add(&stats.item(position).id));
+    }
+    // Some popular items may be missing from the catalog or filtered out:
+    // look a few times deeper than the share.
+    let mut left = limits.popular_k;
+    for position in popular(stats, limits.popular_k.saturating_mul(4)) {
+        if left == 0 {
+            break;
+        }
+        left -= usize::from(add(&stats.item(position).id));
+    }
+    out
+}

@@ -1,0 +1,393 @@
+//! The catalog through the router, against a real SQLite file: upserts,
+//! reads and deletes, background embedding, retrieval without candidates,
+//! request options (exclude, filters, diversity, explain), restarts, and
+//! acknowledged writes surviving `kill -9` of a real `shoprank serve`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use serde_json::{json, Value};
+use shoprank::config::Settings;
+use shoprank::serve::api::{app, AppState};
+use shoprank::serve::catalog::sqlite::SqliteStore;
+use shoprank::serve::catalog::store::CatalogStore;
+use shoprank::serve::metrics::Metrics;
+
+use crate::api::call;
+use crate::common;
+
+fn json_request(method: &str, uri: &str, body: &Value) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+async fn put_items(state: &AppState, items: Value) -> (StatusCode, Value) {
+    let (status, _, body) =
+        call(app(state.clone()), json_request("PUT", "/v1/catalog/items", &json!({"items": items}))).await;
+    (status, body)
+}
+
+async fn get_item(state: &AppState, id: &str) -> (StatusCode, Value) {
+    let request = Request::get(format!("/v1/catalog/items/{id}")).body(Body::empty()).unwrap();
+    let (status, _, body) = call(app(state.clone()), request).await;
+    (status, body)
+}
+
+async fn recommend(state: &AppState, body: Value) -> (StatusCode, Value) {
+    let (status, _, body) = call(app(state.clone()), json_request("POST", "/recommend", &body)).await;
+    (status, body)
+}
+
+/// Waits until every listed item reports `embedded: true`.
+async fn wait_embedded(state: &AppState, ids: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for id in ids {
+        loop {
+            let (status, body) = get_item(state, id).await;
+            assert_eq!(status, StatusCode::OK, "{id}: {body}");
+            if body["embedded"] == json!(true) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{id} was not embedded within 60 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn ids(body: &Value) -> Vec<String> {
+    body["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()).collect()
+}
+
+/// A small storefront catalog: bags, shoes, electronics, kitchen.
+fn shop_items() -> Value {
+    json!([
+        {"id": "bag-red", "text": "red leather handbag for women", "price": 89.0, "attributes": {"brand": "Ava"}},
+        {"id": "bag-shoulder", "text": "red shoulder bag", "price": 45.0},
+        {"id": "bag-tote", "text": "black canvas tote bag", "price": 25.0},
+        {"id": "shoes-run", "text": "mens running shoes", "price": 70.0},
+        {"id": "earphones", "text": "bluetooth earphones with charging case", "price": 35.0},
+        {"id": "kettle", "text": "stainless steel electric kettle", "price": 30.0},
+        {"id": "mug", "text": "ceramic coffee mug", "price": 8.0},
+        {"id": "wallet", "text": "leather wallet for women", "price": 40.0, "available": false}
+    ])
+}
+
+const SHOP_IDS: [&str; 8] =
+    ["bag-red", "bag-shoulder", "bag-tote", "shoes-run", "earphones", "kettle", "mug", "wallet"];
+
+#[tokio::test]
+async fn items_round_trip_and_bad_writes_name_the_problem() {
+    let state = common::ready_state(&common::settings());
+    let (status, body) = put_items(&state, shop_items()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["upserted"], 8);
+    let (status, body) = get_item(&state, "bag-red").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["text"], "red leather handbag for women");
+    assert_eq!(body["price"], 89.0);
+    assert_eq!(body["available"], true);
+    assert_eq!(body["attributes"]["brand"], "Ava");
+    assert_eq!(get_item(&state, "wallet").await.1["available"], false);
+    wait_embedded(&state, &SHOP_IDS).await;
+
+    let delete = Request::delete("/v1/catalog/items/mug").body(Body::empty()).unwrap();
+    let (status, _, body) = call(app(state.clone()), delete).await;
+    assert_eq!((status, body["deleted"].as_str()), (StatusCode::OK, Some("mug")));
+    assert_eq!(get_item(&state, "mug").await.0, StatusCode::NOT_FOUND);
+    let delete = Request::delete("/v1/catalog/items/mug").body(Body::empty()).unwrap();
+    let (status, _, body) = call(app(state.clone()), delete).await;
+    assert_eq!((status, body["kind"].as_str()), (StatusCode::NOT_FOUND, Some("item_not_found")));
+
+    let cases = [
+        (json!([]), "empty_items", "items"),
+        (json!([{"id": "", "text": "x"}]), "invalid_item", "items[0].id"),
+        (json!([{"id": "a", "text": " "}]), "invalid_item", "items[0].text"),
+        (json!([{"id": "a", "text": "x"}, {"id": "a", "text": "y"}]), "invalid_item", "`a`"),
+        (json!([{"id": "a", "text": "x", "price": -2}]), "invalid_item", "price"),
+        (json!([{"id": "a", "text": "x", "attributes": [1, 2]}]), "invalid_item", "attributes"),
+    ];
+    for (items, kind, mentions) in cases {
+        let (status, body) = put_items(&state, items).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["kind"], kind, "{body}");
+        assert!(body["error"].as_str().unwrap().contains(mentions), "{body}");
+    }
+    let too_many: Vec<Value> = (0..1001).map(|i| json!({"id": format!("i{i}"), "text": "x"})).collect();
+    let (status, body) = put_items(&state, Value::Array(too_many)).await;
+    assert_eq!((status, body["kind"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("too_many_items")));
+}
+
+#[tokio::test]
+async fn a_full_catalog_refuses_new_items_but_accepts_updates() {
+    let mut settings = common::settings();
+    settings.catalog.max_items = 2;
+    let state = common::ready_state(&settings);
+    assert_eq!(
+        put_items(&state, json!([{"id": "a", "text": "mug"}, {"id": "b", "text": "cup"}])).await.0,
+        StatusCode::OK
+    );
+    let (status, body) = put_items(&state, json!([{"id": "c", "text": "plate"}])).await;
+    assert_eq!((status, body["kind"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("catalog_full")), "{body}");
+    assert_eq!(put_items(&state, json!([{"id": "a", "text": "blue mug"}])).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn recommend_without_candidates_is_product_search_over_the_catalog() {
+    let state = common::ready_state(&common::settings());
+    assert_eq!(put_items(&state, shop_items()).await.0, StatusCode::OK);
+    wait_embedded(&state, &SHOP_IDS).await;
+
+    let (status, body) = recommend(&state, json!({"user": {"query": "red handbag"}, "top_k": 3})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let found = ids(&body);
+    assert_eq!(found.len(), 3);
+    let mut bags = found[..2].to_vec();
+    bags.sort();
+    assert_eq!(bags, ["bag-red", "bag-shoulder"], "both red bags first: {body}");
+
+    // An empty candidate list retrieves too; unavailable items never show
+    // by default, and do when asked for.
+    let (_, body) = recommend(&state, json!({"user": {"query": "leather wallet"}, "candidates": [], "top_k": 8})).await;
+    assert!(!ids(&body).contains(&"wallet".to_string()), "unavailable: {body}");
+    let (_, body) =
+        recommend(&state, json!({"user": {"query": "leather wallet"}, "filters": {"available": false}, "top_k": 1}))
+            .await;
+    assert_eq!(ids(&body), ["wallet"]);
+
+    // exclude and a price range.
+    let (_, body) = recommend(
+        &state,
+        json!({"user": {"query": "red handbag"}, "exclude": ["bag-red"], "filters": {"max_price": 50}, "top_k": 8}),
+    )
+    .await;
+    let found = ids(&body);
+    assert_eq!(found[0], "bag-shoulder", "{body}");
+    assert!(!found.contains(&"bag-red".to_string()) && !found.contains(&"shoes-run".to_string()), "{body}");
+
+    for (options, kind) in [
+        (json!({"diversity": 1.5}), "invalid_diversity"),
+        (json!({"filters": {"min_price": 10, "max_price": 5}}), "invalid_filters"),
+        (json!({"filters": {"min_price": -1}}), "invalid_filters"),
+    ] {
+        let mut request = json!({"user": {"query": "bag"}});
+        request.as_object_mut().unwrap().extend(options.as_object().unwrap().clone());
+        let (status, body) = recommend(&state, request).await;
+        assert_eq!((status, body["kind"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some(kind)), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn diversity_spreads_near_duplicates_apart() {
+    let state = common::ready_state(&common::settings());
+    let items = json!([
+        {"id": "r1", "text": "red leather handbag"},
+        {"id": "r2", "text": "red leather handbag, large"},
+        {"id": "r3", "text": "red leather handbag, small"},
+        {"id": "b1", "text": "black canvas backpack"},
+        {"id": "s1", "text": "straw beach bag"}
+    ]);
+    assert_eq!(put_items(&state, items).await.0, StatusCode::OK);
+    wait_embedded(&state, &["r1", "r2", "r3", "b1", "s1"]).await;
+    // "Recommended for you" (no query, so no relevance bands): MMR trades
+    // probability against similarity to the items already picked.
+    let request =
+        |diversity: f64| json!({"user": {"history": ["red leather handbag"]}, "top_k": 3, "diversity": diversity});
+    let plain = ids(&recommend(&state, request(0.0)).await.1);
+    let varied = ids(&recommend(&state, request(0.9)).await.1);
+    let duplicates = |found: &[String]| found.iter().filter(|id| id.starts_with('r')).count();
+    assert_eq!(duplicates(&plain), 3, "{plain:?}");
+    assert!(duplicates(&varied) < 3, "MMR keeps fewer near-duplicates: {varied:?}");
+    assert!(varied[0].starts_with('r'), "the best item stays first: {varied:?}");
+}
+
+/// The example, with caller-given candidates.
+#[tokio::test]
+async fn a_search_query_puts_both_bags_first() {
+    let state = common::ready_state(&common::settings());
+    let body = json!({
+        "user": {"query": "red handbag", "history": ["leather wallet for women"]},
+        "candidates": [
+            {"id": "handbag", "text": "red leather handbag for women"},
+            {"id": "shoes", "text": "mens running shoes"},
+            {"id": "earphones", "text": "bluetooth earphones"},
+            {"id": "shoulder", "text": "red shoulder bag"}
+        ]
+    });
+    let (status, body) = recommend(&state, body).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut first_two = ids(&body)[..2].to_vec();
+    first_two.sort();
+    assert_eq!(first_two, ["handbag", "shoulder"], "{body}");
+}
+
+#[tokio::test]
+async fn explanations_follow_the_inputs_and_add_up_to_the_score() {
+    let state = common::ready_state(&common::settings());
+    let candidates = json!([
+        {"id": "22386", "text": "JUMBO BAG PINK POLKADOT"},
+        {"id": "mug", "text": "ceramic coffee mug"}
+    ]);
+    let ask = |user: Value| json!({"user": user, "candidates": candidates.clone(), "explain": true});
+    let reasons = |item: &Value| -> Vec<String> {
+        item["explanation"]["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["kind"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let item =
+        |body: &Value, id: &str| body["items"].as_array().unwrap().iter().find(|i| i["id"] == id).unwrap().clone();
+
+    // With a search for mugs, the mug's first reason is the query match;
+    // without the query, that reason is gone.
+    let (status, with_query) =
+        recommend(&state, ask(json!({"query": "coffee mug", "history": ["JUMBO BAG RED RETROSPOT"]}))).await;
+    assert_eq!(status, StatusCode::OK, "{with_query}");
+    let mug = item(&with_query, "mug");
+    assert_eq!(reasons(&mug).first().map(String::as_str), Some("matches_query"), "{mug}");
+    assert!(mug["explanation"]["reasons"][0]["text"].as_str().unwrap().contains("coffee mug"));
+    let (_, without) = recommend(&state, ask(json!({"history": ["JUMBO BAG RED RETROSPOT"]}))).await;
+    assert!(!reasons(&item(&without, "mug")).contains(&"matches_query".to_string()), "{without}");
+
+    // A history item that co-purchase links to the candidate is named.
+    let bag = item(&with_query, "22386");
+    let together = bag["explanation"]["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "bought_together")
+        .unwrap_or_else(|| panic!("no bought_together reason: {bag}"));
+    assert!(together["text"].as_str().unwrap().contains("JUMBO BAG RED RETROSPOT"), "{together}");
+    assert_eq!(together["history_ids"], json!(["85099B"]));
+
+    // score = baseline + reasons + unlisted, and the listed reasons carry
+    // most of an upward deviation.
+    for body in [&with_query, &without] {
+        for item in body["items"].as_array().unwrap() {
+            let e = &item["explanation"];
+            let listed: f64 =
+                e["reasons"].as_array().unwrap().iter().map(|r| r["contribution"].as_f64().unwrap()).sum();
+            let (score, baseline) = (item["score"].as_f64().unwrap(), e["baseline"].as_f64().unwrap());
+            let unlisted = e["unlisted"].as_f64().unwrap();
+            assert!((baseline + listed + unlisted - score).abs() < 1e-4, "{item}");
+            if score - baseline > 0.05 {
+                assert!(listed >= 0.8 * (score - baseline), "{item}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_restart_loads_items_and_embeddings_without_re_embedding() {
+    let settings = common::settings();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    {
+        let state = common::ready_state(&settings);
+        runtime.block_on(async {
+            assert_eq!(put_items(&state, shop_items()).await.0, StatusCode::OK);
+            wait_embedded(&state, &SHOP_IDS).await;
+        });
+    }
+    let metrics = Metrics::new();
+    let state = AppState::new(metrics.clone(), settings.limits.clone(), &settings.server, &settings.catalog);
+    state.install(common::service(&settings, metrics.clone()));
+    runtime.block_on(async {
+        for id in SHOP_IDS {
+            assert_eq!(get_item(&state, id).await.1["embedded"], true, "{id} embedded at once after the restart");
+        }
+    });
+    let exported = metrics.render();
+    assert!(exported.contains("shoprank_catalog_items 8"), "{exported}");
+    assert!(exported.contains("shoprank_catalog_pending_items 0"), "{exported}");
+    assert!(exported.contains("shoprank_catalog_embedded_total 0"), "nothing re-embedded: {exported}");
+}
+
+/// One HTTP/1.1 request over a fresh connection; returns status and body.
+fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let body = body.map(Value::to_string).unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line)?;
+    let status = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let mut rest = String::new();
+    reader.read_to_string(&mut rest)?;
+    Ok((status, rest.split("\r\n\r\n").nth(1).unwrap_or("").to_string()))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `shoprank serve` on `port` with its catalog in `data_dir`, once ready.
+fn start_server(settings: &Settings, data_dir: &Path, port: u16) -> std::process::Child {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_shoprank"))
+        .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
+        .env("SHOPRANK__ENCODER__SOURCE", &settings.encoder.source)
+        .env("SHOPRANK__BUNDLE__PATH", &settings.bundle.path)
+        .env("SHOPRANK__CATALOG__DATA_DIR", data_dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start shoprank serve");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !matches!(http(port, "GET", "/ready", None), Ok((200, _))) {
+        assert!(Instant::now() < deadline, "shoprank serve was not ready within 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child
+}
+
+#[test]
+fn acknowledged_catalog_writes_survive_kill_9() {
+    let settings = common::settings();
+    let data_dir = common::temp_dir("kill9");
+    let port = free_port();
+    let mut server = start_server(&settings, &data_dir, port);
+    // Acknowledged writes, the last one answered just before SIGKILL.
+    let mut acknowledged = Vec::new();
+    for batch in 0..20 {
+        let items: Vec<Value> = (0..50)
+            .map(|i| json!({"id": format!("b{batch}-{i}"), "text": format!("product {i} of batch {batch}")}))
+            .collect();
+        let (status, body) = http(port, "PUT", "/v1/catalog/items", Some(&json!({"items": items}))).unwrap();
+        assert_eq!(status, 200, "{body}");
+        acknowledged.extend((0..50).map(|i| format!("b{batch}-{i}")));
+    }
+    let (status, _) = http(port, "DELETE", "/v1/catalog/items/b0-0", None).unwrap();
+    assert_eq!(status, 200);
+    server.kill().expect("SIGKILL"); // std's kill() is SIGKILL on Unix
+    server.wait().unwrap();
+
+    let store = SqliteStore::open(&data_dir).unwrap();
+    let key = common::encoder().embedding_key();
+    let stored: std::collections::HashSet<String> =
+        store.load_all(&key).unwrap().into_iter().map(|s| s.item.id).collect();
+    assert!(!stored.contains("b0-0"), "the acknowledged delete held");
+    for id in &acknowledged[1..] {
+        assert!(stored.contains(id), "acknowledged item {id} lost");
+    }
+    drop(store);
+
+    // And the service comes back with them.
+    let mut server = start_server(&settings, &data_dir, port);
+    let (status, body) = http(port, "GET", "/v1/catalog/items/b19-49", None).unwrap();
+    assert_eq!(status, 200, "{body}");
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
