@@ -157,13 +157,17 @@ fn main() {
     // 3. Ingestion throughput: the encoder on 16-text batches of new texts,
     // then ingestion on as many new items.
     let fresh = |tag: &str| -> Vec<String> { titles.iter().map(|t| format!("{t} ({tag})")).collect() };
-    let texts = fresh("direct");
-    let started = Instant::now();
-    for chunk in texts.chunks(settings.batching.background_batch_texts) {
-        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-        ranker.embedder().embed(&refs).expect("embed");
-    }
-    let direct = texts.len() as f64 / started.elapsed().as_secs_f64();
+    let throughput = |tag: &str, batch: usize| {
+        let texts = fresh(tag);
+        let started = Instant::now();
+        for chunk in texts.chunks(batch) {
+            let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            ranker.embedder().embed(&refs).expect("embed");
+        }
+        texts.len() as f64 / started.elapsed().as_secs_f64()
+    };
+    let full = throughput("full", settings.batching.max_batch_texts);
+    let direct = throughput("direct", settings.batching.background_batch_texts);
     let ingest = |tag: &str| {
         let new: Vec<CatalogItem> = fresh(tag)
             .into_iter()
@@ -193,9 +197,12 @@ fn main() {
     wait_ingested(Duration::from_secs(600));
     let ingested = n as f64 / started.elapsed().as_secs_f64();
     println!(
-        "encoder on {}-text batches: {direct:.0} texts/s; ingestion with no requests: {ingested:.0} items/s = {:.0}% (target >= 80%)",
-        settings.batching.background_batch_texts,
-        100.0 * ingested / direct
+        "encoder on {}-text batches: {full:.0} texts/s, on {}-text batches: {direct:.0} texts/s",
+        settings.batching.max_batch_texts, settings.batching.background_batch_texts
+    );
+    println!(
+        "ingestion with no requests: {ingested:.0} items/s = {:.0}% of full batches (target >= 80%)",
+        100.0 * ingested / full
     );
 
     // Requests while ingestion runs, against the idle figure above.

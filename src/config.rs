@@ -149,6 +149,10 @@ impl SearchSettings {
     }
 }
 
+/// Most items one retrieval may hand to the head (`retrieve_k + related_k +
+/// popular_k`): each is scored, so this bounds a request's work.
+pub const MAX_RETRIEVED: usize = 10_000;
+
 /// Settings of `train` and `eval` that must agree between them.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -229,6 +233,16 @@ impl Settings {
             if !(value.is_finite() && value >= 0.0) {
                 return Err(ConfigError::Invalid { key, problem: format!("{value} is not a number >= 0") });
             }
+        }
+        let retrieved = self.catalog.retrieve_k + self.catalog.related_k + self.catalog.popular_k;
+        if retrieved > MAX_RETRIEVED {
+            return Err(ConfigError::Invalid {
+                key: "catalog.retrieve_k",
+                problem: format!(
+                    "retrieve_k + related_k + popular_k = {retrieved} is above {MAX_RETRIEVED}: every retrieved \
+                     item is scored on each request"
+                ),
+            });
         }
         if self.catalog.ingest_batch_items > self.batching.max_queued_texts {
             return Err(ConfigError::Invalid {

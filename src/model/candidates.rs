@@ -26,18 +26,7 @@ pub fn related(stats: &HistoryStats, history_positions: &[Option<ItemPos>]) -> V
 }
 
 /// The `k` items with the most buyers in the last week, then the last 30
-/// days, then ever.
+/// days, then ever (at most `stats::POPULAR_KEPT`).
 pub fn popular(stats: &HistoryStats, k: usize) -> Vec<ItemPos> {
-    let key = |p: &ItemPos| {
-        let s = stats.item(*p);
-        (s.week_buyers, s.recent_buyers, s.buyers)
-    };
-    let mut positions: Vec<ItemPos> = stats.positions().collect();
-    if positions.len() > k && k > 0 {
-        positions.select_nth_unstable_by(k - 1, |a, b| key(b).cmp(&key(a)).then(a.cmp(b)));
-        positions.truncate(k);
-    }
-    positions.sort_by(|a, b| key(b).cmp(&key(a)).then(a.cmp(b)));
-    positions.truncate(k);
-    positions
+    stats.most_popular().iter().take(k).copied().collect()
 }

@@ -73,7 +73,13 @@ pub struct HistoryStats {
     /// Median of the item prices: the price of a new product sent without one.
     #[serde(skip)]
     typical_price: f32,
+    /// The `POPULAR_KEPT` most popular items, best first (see `most_popular`).
+    #[serde(skip)]
+    popular: Vec<ItemPos>,
 }
+
+/// How many of the most popular items the statistics keep ranked.
+pub const POPULAR_KEPT: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatsError {
@@ -87,8 +93,15 @@ pub enum StatsError {
 
 impl HistoryStats {
     pub(crate) fn from_parts(cutoff: String, customers: u32, items: Vec<ItemStats>) -> Self {
-        let mut stats =
-            Self { cutoff, customers, items, by_id: HashMap::new(), by_text: HashMap::new(), typical_price: 1.0 };
+        let mut stats = Self {
+            cutoff,
+            customers,
+            items,
+            by_id: HashMap::new(),
+            by_text: HashMap::new(),
+            typical_price: 1.0,
+            popular: Vec::new(),
+        };
         stats.index();
         stats
     }
@@ -100,6 +113,7 @@ impl HistoryStats {
         let typical = median(&mut prices);
         self.typical_price = if typical.is_finite() { typical } else { 1.0 };
         self.by_id = self.items.iter().enumerate().map(|(p, s)| (s.id.clone(), ItemPos::new(p))).collect();
+        self.popular = self.rank_by_popularity(POPULAR_KEPT);
         self.by_text.clear();
         for (p, s) in self.items.iter().enumerate() {
             // Several items can share a title: the most bought one stands for it.
@@ -113,6 +127,32 @@ impl HistoryStats {
     /// Statistics with no items: every candidate is scored as a new product.
     pub fn empty() -> Self {
         Self::from_parts(String::new(), 0, Vec::new())
+    }
+
+    /// The most popular items, best first: most buyers in the last week,
+    /// then the last 30 days, then ever (ties: lower position). At most
+    /// `POPULAR_KEPT`; ranked once, when the statistics are built or loaded,
+    /// so retrieval does not sort the catalog per request.
+    pub fn most_popular(&self) -> &[ItemPos] {
+        &self.popular
+    }
+
+    fn rank_by_popularity(&self, k: usize) -> Vec<ItemPos> {
+        let key = |p: &ItemPos| {
+            let s = &self.items[p.index()];
+            (s.week_buyers, s.recent_buyers, s.buyers)
+        };
+        let mut positions: Vec<ItemPos> = (0..self.items.len()).map(ItemPos::new).collect();
+        let order = |a: &ItemPos, b: &ItemPos| key(b).cmp(&key(a)).then(a.cmp(b));
+        if k == 0 {
+            return Vec::new();
+        }
+        if positions.len() > k {
+            positions.select_nth_unstable_by(k - 1, order);
+            positions.truncate(k);
+        }
+        positions.sort_by(order);
+        positions
     }
 
     pub fn position_of_id(&self, id: &str) -> Option<ItemPos> {

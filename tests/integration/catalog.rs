@@ -330,12 +330,32 @@ fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> std::io::R
     Ok((status, rest.split("\r\n\r\n").nth(1).unwrap_or("").to_string()))
 }
 
+/// A port free a moment ago (the server binds it by number: it reports no
+/// address back; a clash fails the readiness wait, not silently).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A `shoprank serve` child, killed (SIGKILL) when dropped, so a failed
+/// assertion does not leave it running.
+struct Server(std::process::Child);
+
+impl Server {
+    fn kill_9(&mut self) {
+        self.0.kill().expect("SIGKILL"); // std's kill() is SIGKILL on Unix
+        self.0.wait().expect("reap");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `shoprank serve` on `port` with its catalog in `data_dir`, once ready.
-fn start_server(settings: &Settings, data_dir: &Path, port: u16) -> std::process::Child {
+fn start_server(settings: &Settings, data_dir: &Path, port: u16) -> Server {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_shoprank"))
         .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
         .env("SHOPRANK__ENCODER__SOURCE", &settings.encoder.source)
@@ -345,12 +365,13 @@ fn start_server(settings: &Settings, data_dir: &Path, port: u16) -> std::process
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start shoprank serve");
+    let server = Server(child);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !matches!(http(port, "GET", "/ready", None), Ok((200, _))) {
         assert!(Instant::now() < deadline, "shoprank serve was not ready within 60 s");
         std::thread::sleep(Duration::from_millis(100));
     }
-    child
+    server
 }
 
 #[test]
@@ -371,8 +392,7 @@ fn acknowledged_catalog_writes_survive_kill_9() {
     }
     let (status, _) = http(port, "DELETE", "/v1/catalog/items/b0-0", None).unwrap();
     assert_eq!(status, 200);
-    server.kill().expect("SIGKILL"); // std's kill() is SIGKILL on Unix
-    server.wait().unwrap();
+    server.kill_9();
 
     let store = SqliteStore::open(&data_dir).unwrap();
     let key = common::encoder().embedding_key();
@@ -385,9 +405,7 @@ fn acknowledged_catalog_writes_survive_kill_9() {
     drop(store);
 
     // And the service comes back with them.
-    let mut server = start_server(&settings, &data_dir, port);
+    let _server = start_server(&settings, &data_dir, port);
     let (status, body) = http(port, "GET", "/v1/catalog/items/b19-49", None).unwrap();
     assert_eq!(status, 200, "{body}");
-    server.kill().unwrap();
-    server.wait().unwrap();
 }

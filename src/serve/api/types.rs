@@ -137,6 +137,12 @@ impl RecommendRequest {
             Some(k) => usize::try_from(k).unwrap_or(usize::MAX),
             None => limits.default_top_k,
         };
+        if self.explain && top_k > MAX_EXPLAINED {
+            return Err(ApiError::invalid(
+                "too_many_explained",
+                format!("explain: at most {MAX_EXPLAINED} items are explained; top_k is {top_k}"),
+            ));
+        }
         let filter = filter(self.filters, self.exclude, limits)?;
         let diversity = match self.diversity {
             Some(d) if !(0.0..=1.0).contains(&d) => {
@@ -225,6 +231,9 @@ pub struct CatalogItemIn {
     #[serde(default)]
     pub attributes: serde_json::Value,
 }
+
+/// Most items one request may have explained (each costs 64 head rows).
+pub const MAX_EXPLAINED: usize = 100;
 
 /// Longest item id accepted, in bytes.
 pub const MAX_ITEM_ID_BYTES: usize = 256;
