@@ -59,13 +59,21 @@ fn unit(mut v: Vec<f32>) -> Vec<f32> {
 }
 
 fn main() {
-    let items = arg("--items", 100_000);
-    let requests = arg("--requests", 200);
+    // `cargo test --all-targets` runs this file too, without `--bench`: a
+    // small smoke run then checks that the load run works, in seconds.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let items = arg("--items", if smoke { 2_000 } else { 100_000 });
+    let requests = arg("--requests", if smoke { 10 } else { 200 });
+    let ingested_titles = if smoke { 64 } else { usize::MAX };
     let mut settings = common::settings();
     settings.cache.max_entries = std::num::NonZeroUsize::new(200_000).expect("non-zero");
-    let titles = common::corpus("titles.jsonl");
+    let mut titles = common::corpus("titles.jsonl");
+    if smoke {
+        titles.truncate(200);
+    }
     let users = common::corpus("user_texts.jsonl");
-    println!("catalog load run: {items} items, {requests} requests per figure");
+    let mode = if smoke { " (smoke run: `cargo bench --bench catalog` for the figures)" } else { "" };
+    println!("catalog load run: {items} items, {requests} requests per figure{mode}");
 
     // The fixture titles' embeddings, through a throw-away service.
     let vectors: Vec<Vec<f32>> = {
@@ -156,7 +164,8 @@ fn main() {
 
     // 3. Ingestion throughput: the encoder on 16-text batches of new texts,
     // then ingestion on as many new items.
-    let fresh = |tag: &str| -> Vec<String> { titles.iter().map(|t| format!("{t} ({tag})")).collect() };
+    let fresh =
+        |tag: &str| -> Vec<String> { titles.iter().take(ingested_titles).map(|t| format!("{t} ({tag})")).collect() };
     let throughput = |tag: &str, batch: usize| {
         let texts = fresh(tag);
         let started = Instant::now();
