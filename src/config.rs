@@ -127,6 +127,9 @@ pub struct CatalogSettings {
     pub ingest_batch_items: usize,
     /// Items retrieved by embedding similarity for a request without candidates.
     pub retrieve_k: usize,
+    /// Above this many embedded items at start-up, that retrieval uses an
+    /// HNSW graph instead of an exact scan.
+    pub exact_scan_max: usize,
     /// Items retrieved through co-purchase and recent-purchase links of the history.
     pub related_k: usize,
     /// Recently popular items added to every retrieval.

@@ -2,13 +2,16 @@
 //! embedding in one contiguous `[slots × dim]` array, so nearest-neighbour
 //! retrieval is an exact scan (the SIMD `cosine` over each row, a bounded
 //! heap for the best `k`). At 100k items of 384 dimensions that is 150 MB
-//! and a few milliseconds a scan. Requests read it under a read lock;
-//! writes (upserts, deletes, new embeddings) take the write lock briefly.
+//! and a few milliseconds a scan. Above `catalog.exact_scan_max` embedded
+//! items at start-up, an HNSW graph ([`super::ann`]) answers instead, its
+//! candidates re-scored with the exact cosine. Requests read the index under
+//! a read lock; writes (upserts, deletes, new embeddings) take the write lock.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::{RwLock, RwLockReadGuard};
 
+use super::ann::AnnIndex;
 use super::store::{CatalogItem, PendingItem, StoredItem};
 use crate::model::encoder::cosine;
 
@@ -54,10 +57,18 @@ struct Inner {
     /// Slots freed by deletes, reused by inserts.
     free: Vec<usize>,
     embedded: usize,
+    /// The HNSW graph, when the catalog was above `exact_scan_max` at start-up.
+    ann: Option<AnnIndex>,
+    /// Each slot's current node in `ann` (`NO_NODE`: none).
+    slot_node: Vec<usize>,
 }
+
+const NO_NODE: usize = usize::MAX;
 
 pub struct CatalogIndex {
     dim: usize,
+    /// Above this many embedded items at start-up, retrieval uses HNSW.
+    exact_scan_max: usize,
     inner: RwLock<Inner>,
 }
 
@@ -84,13 +95,14 @@ impl Ord for Scored {
 }
 
 impl CatalogIndex {
-    pub fn new(dim: usize) -> Self {
-        Self { dim, inner: RwLock::default() }
+    pub fn new(dim: usize, exact_scan_max: usize) -> Self {
+        Self { dim, exact_scan_max, inner: RwLock::default() }
     }
 
-    /// The index over a store's contents (start-up).
-    pub fn from_stored(dim: usize, stored: Vec<StoredItem>) -> Self {
-        let index = Self::new(dim);
+    /// The index over a store's contents (start-up); with more than
+    /// `exact_scan_max` embedded items, an HNSW graph over them too.
+    pub fn from_stored(dim: usize, exact_scan_max: usize, stored: Vec<StoredItem>) -> Self {
+        let index = Self::new(dim, exact_scan_max);
         {
             let mut inner = index.write();
             for StoredItem { item, embedding } in stored {
@@ -98,6 +110,23 @@ impl CatalogIndex {
                 if let Some(vector) = embedding.filter(|v| v.len() == dim) {
                     inner.set_vector(dim, slot, &vector);
                 }
+            }
+            if inner.embedded > exact_scan_max {
+                let started = std::time::Instant::now();
+                let inner = &mut *inner;
+                let vectors: Vec<(usize, &[f32])> = inner
+                    .slots
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.as_ref().is_some_and(|s| s.embedded))
+                    .map(|(slot, _)| (slot, &inner.vectors[slot * dim..(slot + 1) * dim]))
+                    .collect();
+                let ann = AnnIndex::build(inner.slots.len(), &vectors);
+                for (node, &(slot, _)) in vectors.iter().enumerate() {
+                    inner.slot_node[slot] = node;
+                }
+                inner.ann = Some(ann);
+                tracing::info!(items = vectors.len(), secs = started.elapsed().as_secs_f64(), "HNSW index built");
             }
         }
         index
@@ -126,6 +155,7 @@ impl CatalogIndex {
             if inner.slots[slot].take().is_some_and(|s| s.embedded) {
                 inner.embedded -= 1;
             }
+            inner.slot_node[slot] = NO_NODE;
             inner.free.push(slot);
         }
     }
@@ -137,6 +167,7 @@ impl CatalogIndex {
         if vector.len() == self.dim && inner.slots[slot].as_ref().is_some_and(|s| s.item.text == text) {
             inner.set_vector(self.dim, slot, vector);
         }
+        inner.warn_if_scan_too_large(self.exact_scan_max);
     }
 
     /// Sets many items' embeddings under one write lock (each only if the
@@ -149,6 +180,7 @@ impl CatalogIndex {
                 inner.set_vector(self.dim, slot, vector);
             }
         }
+        inner.warn_if_scan_too_large(self.exact_scan_max);
     }
 
     /// (items, items with an embedding).
@@ -173,6 +205,7 @@ impl Inner {
             Some(slot) => slot,
             None => {
                 self.slots.push(None);
+                self.slot_node.push(NO_NODE);
                 self.vectors.resize(self.slots.len() * dim, 0.0);
                 self.slots.len() - 1
             }
@@ -184,10 +217,28 @@ impl Inner {
 
     fn set_vector(&mut self, dim: usize, slot: usize, vector: &[f32]) {
         self.vectors[slot * dim..(slot + 1) * dim].copy_from_slice(vector);
+        if let Some(ann) = &mut self.ann {
+            self.slot_node[slot] = ann.insert(slot, vector);
+        }
         let entry = self.slots[slot].as_mut().expect("live slot");
         if !entry.embedded {
             entry.embedded = true;
             self.embedded += 1;
+        }
+    }
+}
+
+impl Inner {
+    /// The graph is built at start-up only: a catalog that grows past the
+    /// bound while running keeps the exact scan (correct, slower) until a
+    /// restart, and says so once per thousand items.
+    fn warn_if_scan_too_large(&self, exact_scan_max: usize) {
+        if self.ann.is_none() && self.embedded > exact_scan_max && self.embedded.is_multiple_of(1000) {
+            tracing::warn!(
+                embedded = self.embedded,
+                exact_scan_max,
+                "the catalog outgrew catalog.exact_scan_max: retrieval scans it exactly until a restart builds HNSW"
+            );
         }
     }
 }
@@ -215,6 +266,9 @@ impl IndexView<'_> {
         if k == 0 || query.len() != self.dim {
             return Vec::new();
         }
+        if let Some(ann) = &self.inner.ann {
+            return self.nearest_approximate(ann, query, k, filter);
+        }
         let mut heap: BinaryHeap<Scored> = BinaryHeap::with_capacity(k + 1);
         for (slot, entry) in self.inner.slots.iter().enumerate() {
             let Some(entry) = entry else { continue };
@@ -237,6 +291,30 @@ impl IndexView<'_> {
     }
 }
 
+impl IndexView<'_> {
+    /// `nearest` through the HNSW graph: its current, allowed nodes,
+    /// re-scored with the exact cosine.
+    fn nearest_approximate(&self, ann: &AnnIndex, query: &[f32], k: usize, filter: &ItemFilter) -> Vec<(&str, f32)> {
+        let inner = &self.inner;
+        let current = |slot: usize, node: usize| {
+            inner.slot_node.get(slot) == Some(&node)
+                && inner.slots[slot]
+                    .as_ref()
+                    .is_some_and(|s| s.embedded && filter.allows(&s.item.id, s.item.price, s.item.available))
+        };
+        let mut found: Vec<(usize, f32)> = ann
+            .search(query, k, &current)
+            .into_iter()
+            .map(|slot| (slot, cosine(query, &inner.vectors[slot * self.dim..(slot + 1) * self.dim])))
+            .collect();
+        found.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        found
+            .into_iter()
+            .map(|(slot, score)| (inner.slots[slot].as_ref().expect("live").item.id.as_str(), score))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,7 +329,7 @@ mod tests {
 
     #[test]
     fn nearest_is_an_exact_scan_over_embedded_items_the_filter_allows() {
-        let index = CatalogIndex::new(2);
+        let index = CatalogIndex::new(2, usize::MAX);
         index.upsert(&[
             item("a", "A", Some(1.0), true),
             item("b", "B", Some(5.0), true),
@@ -277,7 +355,7 @@ mod tests {
 
     #[test]
     fn a_text_change_hides_the_item_until_its_new_embedding_and_deletes_free_the_slot() {
-        let index = CatalogIndex::new(2);
+        let index = CatalogIndex::new(2, usize::MAX);
         index.upsert(&[item("a", "red mug", None, true)]);
         index.set_vector("a", "red mug", &unit(0.0));
         assert_eq!(index.counts(), (1, 1));
@@ -292,5 +370,30 @@ mod tests {
         index.upsert(&[item("b", "cup", None, true)]);
         assert_eq!(index.read().len(), 1);
         assert!(index.read().nearest(&unit(0.0), 5, &ItemFilter::default()).is_empty());
+    }
+
+    #[test]
+    fn above_the_exact_scan_bound_hnsw_answers_and_follows_updates() {
+        let stored: Vec<StoredItem> = (0..300)
+            .map(|i| StoredItem {
+                item: item(&format!("i{i}"), &format!("T{i}"), Some(i as f32), true),
+                embedding: Some(unit(i as f32 * 0.01)),
+            })
+            .collect();
+        let index = CatalogIndex::from_stored(2, 100, stored);
+        let ids = |filter: &ItemFilter, k| -> Vec<String> {
+            index.read().nearest(&unit(1.0), k, filter).into_iter().map(|(id, _)| id.to_string()).collect()
+        };
+        assert_eq!(ids(&ItemFilter::default(), 1), ["i100"]);
+        let cheap = ItemFilter { max_price: Some(50.0), ..Default::default() };
+        assert_eq!(ids(&cheap, 1), ["i50"], "filters apply inside the graph search");
+        // A new text moves i100 far away; a new item lands where it was.
+        index.upsert(&[item("i100", "moved", Some(100.0), true), item("new", "N", Some(1.0), true)]);
+        index.set_vector("i100", "moved", &unit(2.5));
+        index.set_vector("new", "N", &unit(1.0));
+        assert_eq!(ids(&ItemFilter::default(), 1), ["new"]);
+        index.delete("new");
+        let near = ids(&ItemFilter::default(), 2);
+        assert!(near.contains(&"i99".to_string()) && near.contains(&"i101".to_string()), "{near:?}");
     }
 }
