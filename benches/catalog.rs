@@ -27,6 +27,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
+use shoprank::serve::catalog::index::{CatalogIndex, ItemFilter};
 use shoprank::serve::catalog::sqlite::SqliteStore;
 use shoprank::serve::catalog::store::{CatalogItem, CatalogStore, PendingItem};
 use shoprank::serve::metrics::Metrics;
@@ -124,6 +125,24 @@ fn main() {
         started.elapsed().as_secs_f64()
     );
     let (ranker, bundle, catalog) = (service.ranker(), service.bundle(), service.catalog().expect("catalog"));
+
+    // Above catalog.exact_scan_max the service retrieves through HNSW:
+    // its recall against an exact scan of the same items.
+    if items > settings.catalog.exact_scan_max {
+        let store = SqliteStore::open(&settings.catalog.data_dir).expect("store");
+        let exact = CatalogIndex::from_stored(vectors[0].len(), usize::MAX, store.load_all(&key).expect("load"));
+        let k = settings.catalog.retrieve_k;
+        let filter = ItemFilter::default();
+        let mut recall = 0.0;
+        for query in vectors.iter().take(50) {
+            let truth: std::collections::HashSet<String> =
+                exact.read().nearest(query, k, &filter).into_iter().map(|(id, _)| id.to_string()).collect();
+            let view = catalog.index().read();
+            let found = view.nearest(query, k, &filter);
+            recall += found.iter().filter(|(id, _)| truth.contains(*id)).count() as f64 / k as f64;
+        }
+        println!("HNSW recall@{k} against an exact scan: {:.3} (50 queries)", recall / 50.0);
+    }
 
     // 2. Retrieval against 100 cached candidates, same users, interleaved.
     let candidates: Vec<Candidate> = titles[..100]
