@@ -165,19 +165,23 @@ impl RecommendRequest {
                     format!("candidates[{i}].id `{}` appears more than once", c.id),
                 ));
             }
-            let price = match c.price {
-                Some(p) if !p.is_finite() || p < 0.0 || p > f32::MAX as f64 => {
-                    return Err(ApiError::invalid(
-                        "invalid_candidate",
-                        format!("candidates[{i}].price must be a finite number >= 0"),
-                    ))
-                }
-                p => p.map(|p| p as f32),
-            };
+            let price = price("invalid_candidate", &format!("candidates[{i}].price"), c.price)?;
             candidates.push(Candidate { id: c.id, text: c.text, price, available: c.available.unwrap_or(true) });
         }
         let candidates = (!candidates.is_empty()).then_some(candidates);
         Ok(RankQuery { query, profile, history, candidates, top_k, filter, diversity, explain: self.explain })
+    }
+}
+
+/// A price as the API accepts it: absent, or finite, >= 0 and within f32;
+/// else a 422 of `kind` naming `field`. Candidates, catalog items and the
+/// price filters share this rule.
+fn price(kind: &'static str, field: &str, value: Option<f64>) -> Result<Option<f32>, ApiError> {
+    match value {
+        Some(p) if !p.is_finite() || p < 0.0 || p > f32::MAX as f64 => {
+            Err(ApiError::invalid(kind, format!("{field} must be a finite number >= 0")))
+        }
+        p => Ok(p.map(|p| p as f32)),
     }
 }
 
@@ -189,14 +193,8 @@ fn filter(filters: FiltersIn, exclude: Vec<String>, limits: &Limits) -> Result<I
             format!("exclude: {} ids given; the limit is {}", exclude.len(), limits.max_candidates),
         ));
     }
-    let price = |name: &str, value: Option<f64>| match value {
-        Some(p) if !p.is_finite() || p < 0.0 || p > f32::MAX as f64 => {
-            Err(ApiError::invalid("invalid_filters", format!("filters.{name} must be a finite number >= 0")))
-        }
-        p => Ok(p.map(|p| p as f32)),
-    };
-    let min_price = price("min_price", filters.min_price)?;
-    let max_price = price("max_price", filters.max_price)?;
+    let min_price = price("invalid_filters", "filters.min_price", filters.min_price)?;
+    let max_price = price("invalid_filters", "filters.max_price", filters.max_price)?;
     if let (Some(min), Some(max)) = (min_price, max_price) {
         if min > max {
             return Err(ApiError::invalid(
@@ -265,12 +263,7 @@ impl UpsertRequest {
                 if !seen.insert(item.id.clone()) {
                     return Err(bad(format!("id `{}` appears more than once", item.id)));
                 }
-                let price = match item.price {
-                    Some(p) if !p.is_finite() || p < 0.0 || p > f32::MAX as f64 => {
-                        return Err(bad("price must be a finite number >= 0".into()))
-                    }
-                    p => p.map(|p| p as f32),
-                };
+                let price = price("invalid_item", &format!("items[{i}].price"), item.price)?;
                 if !(item.attributes.is_object() || item.attributes.is_null()) {
                     return Err(bad("attributes must be a JSON object".into()));
                 }

@@ -61,7 +61,6 @@ pub trait CatalogStore: Send + Sync {
     fn upsert(&self, items: &[CatalogItem]) -> Result<(), CatalogStoreError>;
     /// Removes an item; false if there was none. Returns once durable.
     fn delete(&self, id: &str) -> Result<bool, CatalogStoreError>;
-    fn get(&self, id: &str, encoder: &str) -> Result<Option<StoredItem>, CatalogStoreError>;
     /// Every item, for building the in-memory index at start-up.
     fn load_all(&self, encoder: &str) -> Result<Vec<StoredItem>, CatalogStoreError>;
     /// Drops embeddings made by another encoder than `encoder` (the service
@@ -76,5 +75,4 @@ pub trait CatalogStore: Send + Sync {
         encoder: &str,
         embedded: &[(PendingItem, Vec<f32>)],
     ) -> Result<Vec<String>, CatalogStoreError>;
-    fn count(&self) -> Result<usize, CatalogStoreError>;
 }
