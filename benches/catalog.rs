@@ -30,6 +30,7 @@ use rand::{Rng, SeedableRng};
 use shoprank::serve::catalog::index::{CatalogIndex, ItemFilter};
 use shoprank::serve::catalog::sqlite::SqliteStore;
 use shoprank::serve::catalog::store::{CatalogItem, CatalogStore, PendingItem};
+use shoprank::serve::batcher::Ticket;
 use shoprank::serve::metrics::Metrics;
 use shoprank::serve::ranker::{Candidate, HistoryItem, RankQuery};
 use shoprank::serve::service::Service;
@@ -67,7 +68,7 @@ fn main() {
     let requests = arg("--requests", if smoke { 10 } else { 200 });
     let ingested_titles = if smoke { 64 } else { usize::MAX };
     let mut settings = common::settings();
-    settings.cache.max_entries = std::num::NonZeroUsize::new(200_000).expect("non-zero");
+    settings.cache.max_bytes = 512 << 20;
     let mut titles = common::corpus("titles.jsonl");
     if smoke {
         titles.truncate(200);
@@ -80,7 +81,7 @@ fn main() {
     let vectors: Vec<Vec<f32>> = {
         let service = Service::build(&settings, Metrics::new()).expect("service");
         let refs: Vec<&str> = titles.iter().map(String::as_str).collect();
-        service.ranker().embedder().embed(&refs).expect("embed").iter().map(|v| v.to_vec()).collect()
+        service.ranker().embedder().embed(&refs, &Ticket::detached()).expect("embed").iter().map(|v| v.to_vec()).collect()
     };
 
     // 1. A store with `items` embedded items, then a restart on it.
@@ -160,11 +161,11 @@ fn main() {
         q
     };
     for n in 0..20 {
-        ranker.rank(&bundle, &query(1_000_000 + n, true), Some(catalog)).expect("warm");
+        ranker.rank(&bundle, &query(1_000_000 + n, true), Some(catalog), &Ticket::detached()).expect("warm");
     }
     let time = |q: &RankQuery| {
         let started = Instant::now();
-        ranker.rank(&bundle, q, Some(catalog)).expect("rank");
+        ranker.rank(&bundle, q, Some(catalog), &Ticket::detached()).expect("rank");
         started.elapsed().as_secs_f64() * 1e3
     };
     let (mut given, mut retrieved) = (Vec::new(), Vec::new());
@@ -190,7 +191,7 @@ fn main() {
         let started = Instant::now();
         for chunk in texts.chunks(batch) {
             let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-            ranker.embedder().embed(&refs).expect("embed");
+            ranker.embedder().embed(&refs, &Ticket::detached()).expect("embed");
         }
         texts.len() as f64 / started.elapsed().as_secs_f64()
     };

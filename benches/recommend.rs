@@ -12,6 +12,7 @@ mod common;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use shoprank::serve::batcher::Ticket;
 use shoprank::serve::metrics::Metrics;
 use shoprank::serve::ranker::{Candidate, HistoryItem, RankQuery};
 use shoprank::serve::service::Service;
@@ -20,7 +21,7 @@ use shoprank::serve::service::Service;
 /// keep every text the bench sends.
 fn service() -> Service {
     let mut settings = common::settings();
-    settings.cache.max_entries = std::num::NonZeroUsize::new(200_000).expect("non-zero");
+    settings.cache.max_bytes = 512 << 20;
     Service::build(&settings, Metrics::new()).expect("service")
 }
 
@@ -72,7 +73,7 @@ fn bench_recommend(c: &mut Criterion) {
     let candidates = &titles[..100];
     // Warm the cache with the candidates and every user's history titles.
     for (i, user) in users.iter().enumerate() {
-        ranker.rank(&bundle, &query(user, usize::MAX - i, candidates, ""), None).expect("rank");
+        ranker.rank(&bundle, &query(user, usize::MAX - i, candidates, ""), None, &Ticket::detached()).expect("rank");
     }
 
     let mut group = c.benchmark_group("recommend/100_candidates");
@@ -82,13 +83,13 @@ fn bench_recommend(c: &mut Criterion) {
         b.iter(|| {
             n += 1;
             // A user text never seen before: the user forward pass is paid.
-            ranker.rank(&bundle, &query(&users[n % users.len()], n, candidates, ""), None).expect("rank")
+            ranker.rank(&bundle, &query(&users[n % users.len()], n, candidates, ""), None, &Ticket::detached()).expect("rank")
         })
     });
     group.bench_function("new_items_new_user", |b| {
         b.iter(|| {
             n += 1;
-            ranker.rank(&bundle, &query(&users[n % users.len()], n, candidates, &format!(" v{n}")), None).expect("rank")
+            ranker.rank(&bundle, &query(&users[n % users.len()], n, candidates, &format!(" v{n}")), None, &Ticket::detached()).expect("rank")
         })
     });
     group.finish();

@@ -4,7 +4,6 @@
 //! environment itself.
 
 use std::net::SocketAddr;
-use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Toml};
@@ -43,6 +42,14 @@ pub struct ServerSettings {
     pub shutdown_grace_secs: u64,
     pub max_concurrent_requests: usize,
     pub request_timeout_secs: u64,
+    /// Seconds a connection may take to send a request's headers, counted
+    /// from when it opens or its last response was sent: the idle timeout
+    /// of kept-alive connections too.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a request may take to send its body once its headers are in.
+    pub body_read_timeout_secs: u64,
+    /// Open connections at most; further ones are closed as they are accepted.
+    pub max_connections: usize,
 }
 
 /// Numeric precision of the encoder's matrix products.
@@ -81,6 +88,10 @@ pub struct BatchingSettings {
     pub max_batch_tokens: usize,
     pub max_batch_texts: usize,
     pub max_queued_texts: usize,
+    /// Tokens of new (uncached) text one request may have embedded.
+    pub max_request_tokens: usize,
+    /// Milliseconds of encoder work that may wait ahead of a request.
+    pub max_queue_wait_ms: u64,
     /// Most texts in one batch of catalog ingestion (a request waits for
     /// at most one such batch).
     pub background_batch_texts: usize,
@@ -92,7 +103,9 @@ pub struct BatchingSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheSettings {
-    pub max_entries: NonZeroUsize,
+    /// Bytes the embedding cache may hold (entries cost their vector plus
+    /// a fixed overhead; texts are hashed, not kept).
+    pub max_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -217,6 +230,11 @@ impl Settings {
         }
         positive("server.max_concurrent_requests", self.server.max_concurrent_requests)?;
         positive("server.request_timeout_secs", self.server.request_timeout_secs as usize)?;
+        positive("server.header_read_timeout_secs", self.server.header_read_timeout_secs as usize)?;
+        positive("server.body_read_timeout_secs", self.server.body_read_timeout_secs as usize)?;
+        positive("server.max_connections", self.server.max_connections)?;
+        positive("batching.max_queue_wait_ms", self.batching.max_queue_wait_ms as usize)?;
+        positive("cache.max_bytes", self.cache.max_bytes)?;
         positive("batching.max_batch_texts", self.batching.max_batch_texts)?;
         positive("batching.max_queued_texts", self.batching.max_queued_texts)?;
         positive("batching.background_batch_texts", self.batching.background_batch_texts)?;
@@ -268,6 +286,15 @@ impl Settings {
                 problem: format!(
                     "{} is below encoder.max_seq_len ({}): a single long text would never fit",
                     self.batching.max_batch_tokens, self.encoder.max_seq_len
+                ),
+            });
+        }
+        if self.batching.max_request_tokens < self.encoder.max_seq_len {
+            return Err(ConfigError::Invalid {
+                key: "batching.max_request_tokens",
+                problem: format!(
+                    "{} is below encoder.max_seq_len ({}): a request with one long text would always be refused",
+                    self.batching.max_request_tokens, self.encoder.max_seq_len
                 ),
             });
         }

@@ -63,7 +63,34 @@ enum Command {
     ScaleData(ScaleDataArgs),
 }
 
-fn main() -> Result<()> {
+/// Errors end the process with one line naming every cause once.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", error_chain(&error));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes joined by ": ", skipping a cause whose text
+/// the message before it already includes (many errors quote their source).
+fn error_chain(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
+fn run() -> Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let mut settings = Settings::load(cli.config.as_deref()).context("loading configuration")?;

@@ -3,7 +3,6 @@
 //! process holds nothing but the encoder and the cache being measured.
 
 use std::io::Write;
-use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -31,7 +30,9 @@ fn a_full_cache_of_100k_embeddings_stays_under_400_mib_and_does_not_grow() {
     encoder.embed(&["touch every weight once"], 1).unwrap();
 
     let entries = 100_000;
-    let cache = EmbeddingCache::new(NonZeroUsize::new(entries).unwrap(), Metrics::new());
+    // The byte budget of 100,000 entries (vector + the fixed 96 bytes).
+    let budget = entries * (dim * 4 + 96);
+    let cache = EmbeddingCache::new(budget, Metrics::new());
     let title = |i: usize| format!("product {i}: hand-painted ceramic mug with gift box, 350 ml");
     let vector = |i: usize| -> Arc<[f32]> { (0..dim).map(|d| ((i * 31 + d) % 97) as f32 / 97.0).collect() };
     for i in 0..entries {
@@ -43,11 +44,20 @@ fn a_full_cache_of_100k_embeddings_stays_under_400_mib_and_does_not_grow() {
         cache.insert(&title(i), vector(i));
     }
     let after = rss_mib().unwrap();
+    // Texts are hashed, not kept: 200 unique 1.9 MB texts cost what short ones do.
+    let huge = "ceramic mug ".repeat(1_900_000 / 12);
+    for i in 0..200 {
+        cache.insert(&format!("{huge}{i}"), vector(i));
+        assert!(cache.bytes() <= budget, "cache bytes {} over the budget {budget}", cache.bytes());
+    }
+    let after_huge = rss_mib().unwrap();
     let _ = writeln!(
         std::io::stderr(),
-        "memory: start {start:.0} MiB, encoder + {entries} cached embeddings {full:.0} MiB, after {entries} more (evicting) {after:.0} MiB"
+        "memory: start {start:.0} MiB, encoder + {entries} cached embeddings {full:.0} MiB, after {entries} more \
+         (evicting) {after:.0} MiB, after 200 texts of 1.9 MB {after_huge:.0} MiB"
     );
     assert_eq!(cache.len(), entries, "the cache is bounded");
     assert!(full < 400.0, "RSS {full:.0} MiB with {entries} cached embeddings");
     assert!(after < full * 1.1, "RSS grew from {full:.0} to {after:.0} MiB while evicting");
+    assert!(after_huge < full * 1.1, "RSS grew from {full:.0} to {after_huge:.0} MiB with huge texts");
 }

@@ -242,7 +242,7 @@ pub fn read_manifest(dir: &Path) -> Result<BundleManifest, BundleError> {
 
 #[cfg(test)]
 mod tests {
-    use candle_core::{DType, Device};
+    use candle_core::{DType, Device, Tensor};
     use candle_nn::VarBuilder;
 
     use super::*;
@@ -332,6 +332,43 @@ mod tests {
             std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
             let err = Bundle::load(&dir, &identity).err().unwrap().to_string();
             assert!(err.contains(needle) && err.contains("bundle.json"), "{to}: {err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn weights_that_do_not_fit_the_spec_or_cannot_score_are_refused_naming_the_file() {
+        let dir = scratch("broken-weights");
+        saved(&dir);
+        let path = dir.join(WEIGHTS_FILE);
+        let good = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+        let identity = EncoderIdentity { name: "enc".into(), dim: 4 };
+        type Edit = fn(&mut std::collections::HashMap<String, Tensor>);
+        let cases: [(&str, Edit, &str); 5] = [
+            ("NaN weights", |t| {
+                let w = &t["fc0.weight"];
+                t.insert("fc0.weight".into(), (w * f64::NAN).unwrap());
+            }, "not finite"),
+            ("a second member", |t| {
+                t.insert("m1.fc0.weight".into(), t["fc0.weight"].clone());
+            }, "m1.fc0.weight"),
+            ("a missing bias", |t| {
+                t.remove("out.bias");
+            }, "out.bias"),
+            ("a wider layer", |t| {
+                t.insert("fc0.bias".into(), Tensor::zeros(5, DType::F32, &Device::Cpu).unwrap());
+            }, "fc0.bias has shape [5]"),
+            ("a zero scale", |t| {
+                let n = t["numeric_std"].dims()[0];
+                t.insert("numeric_std".into(), Tensor::zeros(n, DType::F32, &Device::Cpu).unwrap());
+            }, "numeric_std"),
+        ];
+        for (what, edit, needle) in cases {
+            let mut tensors = good.clone();
+            edit(&mut tensors);
+            candle_core::safetensors::save(&tensors, &path).unwrap();
+            let err = Bundle::load(&dir, &identity).err().unwrap().to_string();
+            assert!(err.contains(needle) && err.contains(WEIGHTS_FILE), "{what}: {err}");
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -12,6 +12,7 @@
 //! from different seeds differ by about 0.01 NDCG@10 on this data, and the
 //! mean removes most of that seed noise.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var, D};
@@ -86,6 +87,65 @@ impl HeadSpec {
     pub fn input_len(&self) -> usize {
         3 * self.encoder.dim + self.numeric_features.len()
     }
+
+    /// Every tensor a weights file for this spec holds, with its shape.
+    fn expected_tensors(&self) -> BTreeMap<String, Vec<usize>> {
+        let mut tensors = BTreeMap::new();
+        for index in 0..self.members {
+            let prefix = member_prefix(index, self.members);
+            let mut width = self.input_len();
+            let layers = self.hidden.iter().enumerate().map(|(i, &h)| (format!("fc{i}"), h));
+            for (name, out) in layers.chain([("out".to_string(), 1)]) {
+                tensors.insert(format!("{prefix}{name}.weight"), vec![out, width]);
+                tensors.insert(format!("{prefix}{name}.bias"), vec![out]);
+                width = out;
+            }
+        }
+        let n = self.numeric_features.len();
+        tensors.insert("numeric_mean".into(), vec![n]);
+        tensors.insert("numeric_std".into(), vec![n]);
+        tensors
+    }
+
+    /// Refuses weights that do not fit this spec exactly (a missing, extra
+    /// or misshapen tensor: the file and the spec come from different
+    /// heads) or that cannot score (a value that is not finite, a feature
+    /// scale that is not positive).
+    fn check_weights(&self, tensors: &HashMap<String, Tensor>) -> Result<(), HeadError> {
+        let expected = self.expected_tensors();
+        let missing: Vec<&String> = expected.keys().filter(|name| !tensors.contains_key(*name)).collect();
+        let mut extra: Vec<&String> = tensors.keys().filter(|name| !expected.contains_key(*name)).collect();
+        extra.sort();
+        let mismatch = |problem: String| {
+            Err(HeadError::Mismatch(format!(
+                "{problem} (the spec has hidden = {:?}, members = {}, input width {})",
+                self.hidden,
+                self.members,
+                self.input_len()
+            )))
+        };
+        if !missing.is_empty() {
+            return mismatch(format!("tensors {missing:?} are missing"));
+        }
+        if !extra.is_empty() {
+            return mismatch(format!("tensors {extra:?} are not part of this head"));
+        }
+        for (name, shape) in &expected {
+            let tensor = &tensors[name];
+            if tensor.dims() != shape.as_slice() {
+                return mismatch(format!("tensor {name} has shape {:?}, not {shape:?}", tensor.dims()));
+            }
+            let values = tensor.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            let bad = values.iter().filter(|v| !v.is_finite()).count();
+            if bad > 0 {
+                return Err(HeadError::Unusable(format!("tensor {name} holds {bad} values that are not finite")));
+            }
+            if name == "numeric_std" && values.iter().any(|&v| v <= 0.0) {
+                return Err(HeadError::Unusable("numeric_std holds a scale <= 0".into()));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The input layout this build feeds a head (`[u, v, u*v, numeric…]`) and
@@ -105,6 +165,10 @@ pub enum HeadError {
     Incompatible { found: u32, features: Vec<String>, expected: Vec<String> },
     #[error("the head spec is not valid: {0}")]
     InvalidSpec(String),
+    #[error("the weights do not match the head spec in bundle.json: {0}")]
+    Mismatch(String),
+    #[error("the weights cannot score: {0}")]
+    Unusable(String),
     #[error("head weights: {0}")]
     Candle(#[from] candle_core::Error),
 }
@@ -162,12 +226,13 @@ impl ScoringHead {
         Ok(Self { members, numeric_mean, numeric_std, spec, device: vb.device().clone() })
     }
 
-    /// Loads trained weights for `spec` from a safetensors file.
+    /// Loads trained weights for `spec` from a safetensors file, checked
+    /// against the spec tensor by tensor.
     pub fn load(weights: &Path, spec: HeadSpec) -> Result<Self, HeadError> {
         let device = Device::Cpu;
-        // SAFETY: the weights file is only read; `train` writes a new file.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &device)? };
-        Self::new(vb, spec)
+        let tensors = candle_core::safetensors::load(weights, &device)?;
+        spec.check_weights(&tensors)?;
+        Self::new(VarBuilder::from_tensors(tensors, DType::F32, &device), spec)
     }
 
     pub fn spec(&self) -> &HeadSpec {

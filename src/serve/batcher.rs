@@ -1,10 +1,27 @@
 //! The encoder's own thread and the queue in front of it (TEI-style dynamic
-//! batching). Requests put their texts on one bounded queue; the thread takes
-//! texts in arrival order into a batch until the batch would exceed
+//! batching). A request puts its texts on one bounded queue as a **group**;
+//! the thread builds each batch by taking one text from each waiting group
+//! in turn (round robin) until the batch would exceed
 //! `batching.max_batch_tokens` or `max_batch_texts`, runs one forward pass,
 //! and hands each vector back to the request that asked for it. Concurrent
-//! requests therefore share forward passes, and a full queue is refused
-//! (`EmbedError::QueueFull` → 503) instead of growing without bound.
+//! requests therefore share forward passes, and a request with one text
+//! (the user text of a request whose candidates are cached) joins the next
+//! batch even behind a request with a thousand new texts.
+//!
+//! Work is admitted only if it can be done (`EmbedError` → 503 or 422):
+//! - a request's new texts may hold at most `batching.max_request_tokens`
+//!   tokens (one request cannot hold the encoder for seconds);
+//! - at most `max_queued_texts` texts wait in all;
+//! - the work queued ahead of a request, at the encoder's measured
+//!   throughput, must be done within `max_queue_wait_ms`, and all of it
+//!   before the request's deadline. Under overload the surplus is refused at
+//!   once (with Retry-After) instead of waiting to time out, so the encoder
+//!   spends its time on answers somebody still waits for.
+//!
+//! Every request carries a [`Ticket`]. When nobody waits for its answer any
+//! more (the client went away, or its time ran out), its texts are
+//! withdrawn from the queue at once, a batch whose texts are all abandoned
+//! is skipped, and the waiting thread returns [`EmbedError::Abandoned`].
 //!
 //! [`Embedder`] puts the embedding cache in front: only texts never seen (or
 //! evicted) reach the queue.
@@ -22,12 +39,13 @@
 //! [`Batcher::is_alive`] turns false so `/ready` reports 503.
 
 use std::collections::{HashMap, VecDeque};
-use std::num::NonZeroUsize;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
 
 use crate::config::BatchingSettings;
 use crate::model::encoder::{Encoder, EncoderError, TokenizedText};
@@ -38,6 +56,18 @@ use crate::serve::metrics::Metrics;
 pub enum EmbedError {
     #[error("the encoder queue is full ({queued} texts waiting, limit {limit})")]
     QueueFull { queued: usize, limit: usize },
+    #[error(
+        "the encoder has about {wait_ms} ms of work queued ahead of this request \
+         (limit {limit_ms} ms: batching.max_queue_wait_ms, or the time left before the request times out)"
+    )]
+    Backlog { wait_ms: u64, limit_ms: u64 },
+    #[error(
+        "the request's new texts hold {tokens} tokens, over batching.max_request_tokens = {limit}; \
+         send fewer or shorter uncached texts, or add the items to the catalog"
+    )]
+    OverBudget { tokens: usize, limit: usize },
+    #[error("nobody waits for this request any more")]
+    Abandoned,
     #[error("the encoder has stopped")]
     Stopped,
     #[error("encoder failure: {0}")]
@@ -50,24 +80,126 @@ impl From<EncoderError> for EmbedError {
     }
 }
 
+/// What a request's work carries through the server: whether anybody still
+/// waits for its answer, and by when it must be done. The API cancels the
+/// token when the request's future is dropped (client gone) or times out.
+#[derive(Clone, Debug)]
+pub struct Ticket {
+    cancel: CancellationToken,
+    deadline: Option<Instant>,
+}
+
+impl Ticket {
+    pub fn new(cancel: CancellationToken, deadline: Instant) -> Self {
+        Self { cancel, deadline: Some(deadline) }
+    }
+
+    /// Work that is never abandoned and has no deadline (warm-up, tools, tests).
+    pub fn detached() -> Self {
+        Self { cancel: CancellationToken::new(), deadline: None }
+    }
+
+    /// True once nobody waits for the answer: stop working on it.
+    pub fn is_abandoned(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Fails with [`EmbedError::Abandoned`] once nobody waits.
+    pub fn check(&self) -> Result<(), EmbedError> {
+        if self.is_abandoned() {
+            Err(EmbedError::Abandoned)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn time_left(&self) -> Option<Duration> {
+        self.deadline.map(|d| d.saturating_duration_since(Instant::now()))
+    }
+}
+
+/// How often a thread waiting for its vectors looks whether its request
+/// was abandoned.
+const ABANDON_POLL: Duration = Duration::from_millis(5);
+
+/// Weight of the newest forward pass in the throughput estimate.
+const THROUGHPUT_SMOOTHING: f64 = 0.3;
+
 type Reply = mpsc::Sender<(usize, Result<Vec<f32>, EmbedError>)>;
 
 struct Entry {
     text: TokenizedText,
     index: usize,
+}
+
+/// One caller's texts still waiting.
+struct Group {
+    id: u64,
+    entries: VecDeque<Entry>,
+    tokens: usize,
     reply: Reply,
+    ticket: Ticket,
+}
+
+/// A text taken into a batch.
+struct Taken {
+    text: TokenizedText,
+    index: usize,
+    reply: Reply,
+    ticket: Ticket,
 }
 
 #[derive(Default)]
 struct Queue {
-    entries: VecDeque<Entry>,
-    /// Catalog ingestion's texts: taken when `entries` is empty, or after
-    /// `background_every_batches` request batches in a row.
-    background: VecDeque<Entry>,
+    /// Requests' groups, served round robin.
+    requests: VecDeque<Group>,
+    /// Catalog ingestion's groups, served in order: taken when no request
+    /// waits, or after `background_every_batches` request batches in a row.
+    background: VecDeque<Group>,
+    /// Texts waiting, in both queues.
+    texts: usize,
     /// Request batches run since the last background batch.
     since_background: usize,
+    next_id: u64,
+    /// Tokens per second of recent forward passes; 0 until one has run.
+    tokens_per_sec: f64,
     /// No more texts are taken: the batcher was dropped or its thread died.
     closed: bool,
+}
+
+impl Queue {
+    /// Drops the groups nobody waits for; returns how many texts they held.
+    fn drop_abandoned(&mut self) -> usize {
+        let before = self.texts;
+        let mut kept = VecDeque::with_capacity(self.requests.len());
+        for group in self.requests.drain(..) {
+            if group.ticket.is_abandoned() {
+                self.texts -= group.entries.len();
+            } else {
+                kept.push_back(group);
+            }
+        }
+        self.requests = kept;
+        before - self.texts
+    }
+
+    /// Removes one group (its caller stopped waiting); returns its texts.
+    fn withdraw(&mut self, id: u64) -> usize {
+        let Some(at) = self.requests.iter().position(|g| g.id == id) else { return 0 };
+        let group = self.requests.remove(at).expect("position is in range");
+        self.texts -= group.entries.len();
+        group.entries.len()
+    }
+
+    /// Seconds of encoder work queued ahead of a new request of `tokens`
+    /// tokens: with round robin, each waiting group delays it by at most
+    /// as many tokens as the request itself holds.
+    fn wait_ahead(&self, tokens: usize) -> Option<f64> {
+        (self.tokens_per_sec > 0.0).then(|| {
+            let ahead: usize = self.requests.iter().map(|g| g.tokens.min(tokens)).sum();
+            ahead as f64 / self.tokens_per_sec
+        })
+    }
 }
 
 /// The forward pass the batcher's thread runs: the BERT [`Encoder`] in
@@ -96,6 +228,10 @@ impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    fn publish_queue(&self, queue: &Queue) {
+        self.metrics.embed_queue_texts.set(queue.texts as i64);
+    }
 }
 
 /// Handle to the encoder thread. Dropping it stops the thread once the queue
@@ -103,6 +239,24 @@ impl Shared {
 pub struct Batcher {
     shared: Arc<Shared>,
     worker: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Withdraws a request's texts still queued when its caller stops waiting,
+/// whatever the reason (abandoned, an error, a panic).
+struct Withdraw<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for Withdraw<'_> {
+    fn drop(&mut self) {
+        let mut queue = self.shared.lock();
+        let withdrawn = queue.withdraw(self.id);
+        if withdrawn > 0 {
+            self.shared.metrics.encoder_abandoned_texts.inc_by(withdrawn as u64);
+            self.shared.publish_queue(&queue);
+        }
+    }
 }
 
 impl Batcher {
@@ -130,47 +284,91 @@ impl Batcher {
         !self.shared.stopped.load(Ordering::Acquire)
     }
 
-    /// Embeds tokenized texts, blocking until all are done. Fails at once
-    /// with `QueueFull` if they do not fit in the queue.
-    pub fn embed(&self, texts: Vec<TokenizedText>) -> Result<Vec<Vec<f32>>, EmbedError> {
-        self.submit(texts, false)
+    /// Embeds a request's tokenized texts, blocking until all are done or
+    /// `ticket` is abandoned. Refused at once if the work cannot be admitted
+    /// (see the module docs).
+    pub fn embed(&self, texts: Vec<TokenizedText>, ticket: &Ticket) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let tokens: usize = texts.iter().map(TokenizedText::len).sum();
+        let limit = self.shared.settings.max_request_tokens;
+        if tokens > limit {
+            return Err(EmbedError::OverBudget { tokens, limit });
+        }
+        self.submit(texts, ticket, false)
     }
 
-    /// As [`Batcher::embed`], on the background queue (catalog ingestion).
+    /// As [`Batcher::embed`], on the background queue (catalog ingestion):
+    /// no token or time budget, never abandoned.
     pub fn embed_background(&self, texts: Vec<TokenizedText>) -> Result<Vec<Vec<f32>>, EmbedError> {
-        self.submit(texts, true)
+        self.submit(texts, &Ticket::detached(), true)
     }
 
-    fn submit(&self, texts: Vec<TokenizedText>, background: bool) -> Result<Vec<Vec<f32>>, EmbedError> {
+    fn submit(&self, texts: Vec<TokenizedText>, ticket: &Ticket, background: bool) -> Result<Vec<Vec<f32>>, EmbedError> {
         let n = texts.len();
         if n == 0 {
             return Ok(Vec::new());
         }
+        ticket.check()?;
+        let tokens: usize = texts.iter().map(TokenizedText::len).sum();
         let (reply, results) = mpsc::channel();
-        {
+        let id = {
             let mut queue = self.shared.lock();
-            let limit = self.shared.settings.max_queued_texts;
             if queue.closed {
                 return Err(EmbedError::Stopped);
             }
-            let queued = queue.entries.len() + queue.background.len();
-            if queued + n > limit {
-                return Err(EmbedError::QueueFull { queued, limit });
+            queue.drop_abandoned();
+            let limit = self.shared.settings.max_queued_texts;
+            if queue.texts + n > limit {
+                return Err(EmbedError::QueueFull { queued: queue.texts, limit });
             }
-            let target = if background { &mut queue.background } else { &mut queue.entries };
-            for (index, text) in texts.into_iter().enumerate() {
-                target.push_back(Entry { text, index, reply: reply.clone() });
+            if !background {
+                self.admit_in_time(&queue, tokens, ticket)?;
             }
-            self.shared.metrics.embed_queue_texts.set((queue.entries.len() + queue.background.len()) as i64);
-        }
-        drop(reply);
+            let id = queue.next_id;
+            queue.next_id += 1;
+            let entries = texts.into_iter().enumerate().map(|(index, text)| Entry { text, index }).collect();
+            let group = Group { id, entries, tokens, reply, ticket: ticket.clone() };
+            if background {
+                queue.background.push_back(group);
+            } else {
+                queue.requests.push_back(group);
+            }
+            queue.texts += n;
+            self.shared.publish_queue(&queue);
+            id
+        };
         self.shared.wake.notify_one();
+        let _withdraw = Withdraw { shared: &self.shared, id };
         let mut out = vec![Vec::new(); n];
-        for _ in 0..n {
-            let (index, vector) = results.recv().map_err(|_| EmbedError::Stopped)?;
-            out[index] = vector?;
+        let mut received = 0;
+        while received < n {
+            match results.recv_timeout(ABANDON_POLL) {
+                Ok((index, vector)) => {
+                    out[index] = vector?;
+                    received += 1;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => ticket.check()?,
+                // The group was dropped unanswered: abandoned, or the thread stopped.
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    ticket.check()?;
+                    return Err(EmbedError::Stopped);
+                }
+            }
         }
         Ok(out)
+    }
+
+    /// Refuses a request the encoder cannot serve in time: too much work
+    /// ahead of it, or not enough time left for that work and its own.
+    fn admit_in_time(&self, queue: &Queue, tokens: usize, ticket: &Ticket) -> Result<(), EmbedError> {
+        let Some(ahead) = queue.wait_ahead(tokens) else { return Ok(()) };
+        let limit = Duration::from_millis(self.shared.settings.max_queue_wait_ms);
+        let own = tokens as f64 / queue.tokens_per_sec;
+        let time_left = ticket.time_left().unwrap_or(Duration::MAX);
+        if ahead > limit.as_secs_f64() || ahead + own > time_left.as_secs_f64() {
+            let limit_ms = limit.min(time_left).as_millis() as u64;
+            return Err(EmbedError::Backlog { wait_ms: ((ahead + own) * 1e3) as u64, limit_ms });
+        }
+        Ok(())
     }
 }
 
@@ -184,13 +382,20 @@ impl Drop for Batcher {
     }
 }
 
-/// Takes the next batch: at least one text, then more in arrival order while
-/// the token and text budgets allow; from the request queue unless the
-/// background queue's turn has come (see the module docs). `None` once
-/// closed and drained.
-fn next_batch(shared: &Shared) -> Option<Vec<Entry>> {
+/// Takes the next batch (see the module docs): round robin over the
+/// requests' groups, or in order from the background queue when its turn
+/// has come. `None` once closed and drained.
+fn next_batch(shared: &Shared) -> Option<Vec<Taken>> {
     let mut queue = shared.lock();
-    while queue.entries.is_empty() && queue.background.is_empty() {
+    loop {
+        let abandoned = queue.drop_abandoned();
+        if abandoned > 0 {
+            shared.metrics.encoder_abandoned_texts.inc_by(abandoned as u64);
+        }
+        if !queue.requests.is_empty() || !queue.background.is_empty() {
+            break;
+        }
+        shared.publish_queue(&queue);
         if queue.closed {
             return None;
         }
@@ -198,26 +403,84 @@ fn next_batch(shared: &Shared) -> Option<Vec<Entry>> {
     }
     let settings = &shared.settings;
     let background_turn = !queue.background.is_empty()
-        && (queue.entries.is_empty() || queue.since_background >= settings.background_every_batches);
-    let (source, max_texts) = if background_turn {
+        && (queue.requests.is_empty() || queue.since_background >= settings.background_every_batches);
+    let mut batch = Budget { texts: Vec::new(), tokens: 0, max_tokens: settings.max_batch_tokens, max_texts: 0 };
+    if background_turn {
         queue.since_background = 0;
-        (&mut queue.background, settings.background_batch_texts.min(settings.max_batch_texts))
+        batch.max_texts = settings.background_batch_texts.min(settings.max_batch_texts);
+        take_in_order(&mut queue.background, &mut batch);
     } else {
         queue.since_background += 1;
-        (&mut queue.entries, settings.max_batch_texts)
-    };
-    let mut batch = Vec::new();
-    let mut tokens = 0;
-    while let Some(next) = source.front() {
-        let fits = tokens + next.text.len() <= settings.max_batch_tokens && batch.len() < max_texts;
-        if !batch.is_empty() && !fits {
+        batch.max_texts = settings.max_batch_texts;
+        take_round_robin(&mut queue.requests, &mut batch);
+    }
+    queue.texts -= batch.texts.len();
+    shared.publish_queue(&queue);
+    Some(batch.texts)
+}
+
+/// A batch being filled, and its limits.
+struct Budget {
+    texts: Vec<Taken>,
+    tokens: usize,
+    max_tokens: usize,
+    max_texts: usize,
+}
+
+impl Budget {
+    /// Whether a text of `len` tokens may join. The first always may (a text
+    /// longer than the token budget runs alone).
+    fn fits(&self, len: usize) -> bool {
+        self.texts.is_empty() || (self.tokens + len <= self.max_tokens && self.texts.len() < self.max_texts)
+    }
+
+    fn take(&mut self, group: &mut Group) {
+        let entry = group.entries.pop_front().expect("the group has a text");
+        group.tokens -= entry.text.len();
+        self.tokens += entry.text.len();
+        self.texts.push(Taken {
+            text: entry.text,
+            index: entry.index,
+            reply: group.reply.clone(),
+            ticket: group.ticket.clone(),
+        });
+    }
+}
+
+/// One text from each group in turn until the batch is full. The group
+/// that did not fit goes first next time; emptied groups leave.
+fn take_round_robin(groups: &mut VecDeque<Group>, batch: &mut Budget) {
+    let mut resume_at = 0;
+    'fill: loop {
+        let mut took_any = false;
+        for (at, group) in groups.iter_mut().enumerate() {
+            let Some(next) = group.entries.front() else { continue };
+            if !batch.fits(next.text.len()) {
+                resume_at = at;
+                break 'fill;
+            }
+            batch.take(group);
+            took_any = true;
+        }
+        if !took_any {
             break;
         }
-        tokens += next.text.len();
-        batch.push(source.pop_front().expect("front exists"));
     }
-    shared.metrics.embed_queue_texts.set((queue.entries.len() + queue.background.len()) as i64);
-    Some(batch)
+    groups.rotate_left(resume_at);
+    groups.retain(|g| !g.entries.is_empty());
+}
+
+/// Texts in arrival order until the batch is full.
+fn take_in_order(groups: &mut VecDeque<Group>, batch: &mut Budget) {
+    while let Some(group) = groups.front_mut() {
+        while group.entries.front().is_some_and(|next| batch.fits(next.text.len())) {
+            batch.take(group);
+        }
+        if !group.entries.is_empty() {
+            break;
+        }
+        groups.pop_front();
+    }
 }
 
 /// Marks the batcher stopped, then fails the texts still queued (dropping
@@ -228,9 +491,10 @@ fn stop(shared: &Shared) {
     shared.stopped.store(true, Ordering::Release);
     let mut queue = shared.lock();
     queue.closed = true;
-    queue.entries.clear();
+    queue.requests.clear();
     queue.background.clear();
-    shared.metrics.embed_queue_texts.set(0);
+    queue.texts = 0;
+    shared.publish_queue(&queue);
 }
 
 /// The text of a panic's payload, for the log.
@@ -244,7 +508,15 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
 
 fn run_worker(shared: &Shared, encoder: &dyn BatchForward) {
     while let Some(batch) = next_batch(shared) {
-        let texts: Vec<&TokenizedText> = batch.iter().map(|e| &e.text).collect();
+        // Abandoned while the batch was formed: nobody would read it.
+        let (batch, abandoned): (Vec<Taken>, Vec<Taken>) = batch.into_iter().partition(|t| !t.ticket.is_abandoned());
+        if !abandoned.is_empty() {
+            shared.metrics.encoder_abandoned_texts.inc_by(abandoned.len() as u64);
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let texts: Vec<&TokenizedText> = batch.iter().map(|t| &t.text).collect();
         let tokens: usize = texts.iter().map(|t| t.len()).sum();
         let started = Instant::now();
         // A panic in the forward pass leaves the encoder in an unknown state:
@@ -260,21 +532,31 @@ fn run_worker(shared: &Shared, encoder: &dyn BatchForward) {
                 return;
             }
         };
-        shared.metrics.encoder_forward.observe(started.elapsed().as_secs_f64());
+        let secs = started.elapsed().as_secs_f64();
+        shared.metrics.encoder_forward.observe(secs);
         shared.metrics.encoder_batch_texts.observe(batch.len() as f64);
         shared.metrics.encoder_batch_tokens.observe(tokens as f64);
+        if secs > 0.0 {
+            let mut queue = shared.lock();
+            let rate = tokens as f64 / secs;
+            queue.tokens_per_sec = if queue.tokens_per_sec > 0.0 {
+                THROUGHPUT_SMOOTHING * rate + (1.0 - THROUGHPUT_SMOOTHING) * queue.tokens_per_sec
+            } else {
+                rate
+            };
+        }
         match result {
             Ok(vectors) => {
-                for (entry, vector) in batch.into_iter().zip(vectors) {
-                    // A requester that gave up (timeout) has dropped its receiver.
-                    let _ = entry.reply.send((entry.index, Ok(vector)));
+                for (taken, vector) in batch.into_iter().zip(vectors) {
+                    // A requester that gave up has dropped its receiver.
+                    let _ = taken.reply.send((taken.index, Ok(vector)));
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, "encoder forward pass failed");
                 let error = EmbedError::from(e);
-                for entry in batch {
-                    let _ = entry.reply.send((entry.index, Err(error.clone())));
+                for taken in batch {
+                    let _ = taken.reply.send((taken.index, Err(error.clone())));
                 }
             }
         }
@@ -289,13 +571,8 @@ pub struct Embedder {
 }
 
 impl Embedder {
-    pub fn new(
-        encoder: Arc<Encoder>,
-        settings: BatchingSettings,
-        cache_entries: NonZeroUsize,
-        metrics: Metrics,
-    ) -> Self {
-        Self::with_forward(encoder.clone(), encoder, settings, cache_entries, metrics)
+    pub fn new(encoder: Arc<Encoder>, settings: BatchingSettings, cache_bytes: usize, metrics: Metrics) -> Self {
+        Self::with_forward(encoder.clone(), encoder, settings, cache_bytes, metrics)
     }
 
     /// An embedder whose thread runs `forward` instead of the encoder's own
@@ -304,10 +581,10 @@ impl Embedder {
         encoder: Arc<Encoder>,
         forward: Arc<dyn BatchForward>,
         settings: BatchingSettings,
-        cache_entries: NonZeroUsize,
+        cache_bytes: usize,
         metrics: Metrics,
     ) -> Self {
-        let cache = EmbeddingCache::new(cache_entries, metrics.clone());
+        let cache = EmbeddingCache::new(cache_bytes, metrics.clone());
         let batcher = Batcher::start(forward, settings, metrics);
         Self { encoder, batcher, cache }
     }
@@ -321,9 +598,10 @@ impl Embedder {
         self.batcher.is_alive()
     }
 
-    /// Embeds texts, serving repeats from the cache; the same text twice in
-    /// one call is encoded once. Blocks; call from a blocking context.
-    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Embedding>, EmbedError> {
+    /// Embeds a request's texts, serving repeats from the cache; the same
+    /// text twice in one call is encoded once. Blocks until done or
+    /// `ticket` is abandoned; call from a blocking context.
+    pub fn embed(&self, texts: &[&str], ticket: &Ticket) -> Result<Vec<Embedding>, EmbedError> {
         let mut out: Vec<Option<Embedding>> = texts.iter().map(|t| self.cache.get(t)).collect();
         let mut missing: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, text) in texts.iter().enumerate() {
@@ -333,7 +611,7 @@ impl Embedder {
         }
         let missing: Vec<(&str, Vec<usize>)> = missing.into_iter().collect();
         let tokenized = missing.iter().map(|(text, _)| self.encoder.tokenize(text)).collect::<Result<Vec<_>, _>>()?;
-        let vectors = self.batcher.embed(tokenized)?;
+        let vectors = self.batcher.embed(tokenized, ticket)?;
         for ((text, positions), vector) in missing.into_iter().zip(vectors) {
             let vector: Embedding = Arc::from(vector);
             self.cache.insert(text, vector.clone());
@@ -362,8 +640,28 @@ mod tests {
     impl BatchForward for Panicking {
         fn forward(&self, _: &[&TokenizedText]) -> Result<Vec<Vec<f32>>, EncoderError> {
             self.0.wait();
-            std::thread::sleep(std::time::Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(50));
             panic!("a forward pass failed");
+        }
+    }
+
+    /// Records each batch's first token ids, and takes `delay` per batch.
+    struct Recording {
+        batches: Mutex<Vec<Vec<u32>>>,
+        delay: Duration,
+    }
+
+    impl Recording {
+        fn new(delay: Duration) -> Arc<Self> {
+            Arc::new(Self { batches: Mutex::default(), delay })
+        }
+    }
+
+    impl BatchForward for Recording {
+        fn forward(&self, batch: &[&TokenizedText]) -> Result<Vec<Vec<f32>>, EncoderError> {
+            std::thread::sleep(self.delay);
+            self.batches.lock().unwrap().push(batch.iter().map(|t| t.ids[1]).collect());
+            Ok(batch.iter().map(|t| vec![t.ids[1] as f32]).collect())
         }
     }
 
@@ -372,6 +670,8 @@ mod tests {
             max_batch_tokens: 512,
             max_batch_texts: 1,
             max_queued_texts: 100,
+            max_request_tokens: 1000,
+            max_queue_wait_ms: 60_000,
             background_batch_texts: 1,
             background_every_batches: 4,
         }
@@ -379,6 +679,14 @@ mod tests {
 
     fn text(id: u32) -> TokenizedText {
         TokenizedText { ids: vec![101, id, 102] }
+    }
+
+    fn wait_until(what: &str, condition: impl Fn() -> bool) {
+        let started = Instant::now();
+        while !condition() {
+            assert!(started.elapsed() < Duration::from_secs(5), "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     #[test]
@@ -389,13 +697,81 @@ mod tests {
         let waiting = {
             let batcher = batcher.clone();
             // One text per batch: the first batch panics while the other texts wait.
-            std::thread::spawn(move || batcher.embed((0..5).map(text).collect()))
+            std::thread::spawn(move || batcher.embed((0..5).map(text).collect(), &Ticket::detached()))
         };
         forward.0.wait();
         let started = Instant::now();
         assert!(matches!(waiting.join().unwrap(), Err(EmbedError::Stopped)));
-        assert!(started.elapsed() < std::time::Duration::from_secs(2), "waiting texts fail fast");
+        assert!(started.elapsed() < Duration::from_secs(2), "waiting texts fail fast");
         assert!(!batcher.is_alive());
-        assert!(matches!(batcher.embed(vec![text(7)]), Err(EmbedError::Stopped)), "later calls fail at once");
+        assert!(
+            matches!(batcher.embed(vec![text(7)], &Ticket::detached()), Err(EmbedError::Stopped)),
+            "later calls fail at once"
+        );
+    }
+
+    #[test]
+    fn one_text_joins_the_next_batch_behind_a_long_request() {
+        let forward = Recording::new(Duration::from_millis(2));
+        let settings = BatchingSettings { max_batch_texts: 4, ..settings() };
+        let batcher = Arc::new(Batcher::start(forward.clone(), settings, Metrics::new()));
+        let long = {
+            let batcher = batcher.clone();
+            std::thread::spawn(move || batcher.embed((1000..1040).map(text).collect(), &Ticket::detached()))
+        };
+        wait_until("the long request to start", || !forward.batches.lock().unwrap().is_empty());
+        let short = batcher.embed(vec![text(7)], &Ticket::detached()).unwrap();
+        assert_eq!(short, vec![vec![7.0]]);
+        let long = long.join().unwrap().unwrap();
+        assert_eq!(long.len(), 40);
+        assert!(long.iter().zip(1000..).all(|(v, id)| v[0] == id as f32), "answers go back in order");
+        let batches = forward.batches.lock().unwrap();
+        let at = batches.iter().position(|b| b.contains(&7)).expect("the short text ran");
+        assert!(at <= 2, "the short text waited for {at} batches of the long request: {batches:?}");
+    }
+
+    #[test]
+    fn an_abandoned_request_is_withdrawn_and_its_waiter_returns_at_once() {
+        let forward = Recording::new(Duration::from_millis(20));
+        let metrics = Metrics::new();
+        let batcher = Arc::new(Batcher::start(forward.clone(), settings(), metrics.clone()));
+        let cancel = CancellationToken::new();
+        let ticket = Ticket::new(cancel.clone(), Instant::now() + Duration::from_secs(60));
+        let abandoned = {
+            let batcher = batcher.clone();
+            std::thread::spawn(move || batcher.embed((1000..1050).map(text).collect(), &ticket))
+        };
+        wait_until("the first batch", || !forward.batches.lock().unwrap().is_empty());
+        let cancelled_at = Instant::now();
+        cancel.cancel();
+        assert!(matches!(abandoned.join().unwrap(), Err(EmbedError::Abandoned)));
+        assert!(cancelled_at.elapsed() < Duration::from_millis(500), "the waiter returns at once");
+        // Another request runs right after the batch in flight, not after 50.
+        let started = Instant::now();
+        assert_eq!(batcher.embed(vec![text(7)], &Ticket::detached()).unwrap(), vec![vec![7.0]]);
+        assert!(started.elapsed() < Duration::from_millis(200), "waited {:?}", started.elapsed());
+        let ran: usize = forward.batches.lock().unwrap().iter().map(Vec::len).sum();
+        assert!(ran <= 4, "{ran} texts of the abandoned request were encoded");
+        assert!(metrics.encoder_abandoned_texts.get() >= 45);
+        assert_eq!(metrics.embed_queue_texts.get(), 0);
+    }
+
+    #[test]
+    fn work_over_the_request_budget_or_the_backlog_is_refused_at_once() {
+        let forward = Recording::new(Duration::from_millis(30));
+        let settings = BatchingSettings { max_request_tokens: 30, max_queue_wait_ms: 50, ..settings() };
+        let batcher = Arc::new(Batcher::start(forward.clone(), settings, Metrics::new()));
+        let over = batcher.embed((0..11).map(text).collect(), &Ticket::detached());
+        assert!(matches!(over, Err(EmbedError::OverBudget { tokens: 33, limit: 30 })), "{over:?}");
+        // One pass measures the throughput (3 tokens in ~30 ms).
+        batcher.embed(vec![text(1)], &Ticket::detached()).unwrap();
+        let queued = {
+            let batcher = batcher.clone();
+            std::thread::spawn(move || batcher.embed((0..10).map(text).collect(), &Ticket::detached()))
+        };
+        wait_until("the queue to fill", || forward.batches.lock().unwrap().len() >= 2);
+        let refused = batcher.embed((0..10).map(text).collect(), &Ticket::detached());
+        assert!(matches!(refused, Err(EmbedError::Backlog { .. })), "{refused:?}");
+        assert!(queued.join().unwrap().is_ok(), "admitted work still completes");
     }
 }

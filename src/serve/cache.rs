@@ -1,38 +1,52 @@
-//! A bounded least-recently-used cache of text embeddings.
+//! A least-recently-used cache of text embeddings, bounded in bytes.
 //!
-//! Keys are the exact text: a lookup can only ever return the vector of that
-//! very text (no hash collisions). One cache belongs to one loaded encoder, so
-//! the encoder's identity is implied; entries of another encoder can never be
-//! served. Hits, misses, evictions, entries and bytes go to the metrics.
+//! Keys are a 128-bit XXH3 hash of the text, not the text itself: a 2 MB
+//! candidate text costs the cache 16 bytes, so an entry's size is fixed by
+//! the encoder's width (about 1.6 KB at 384-d) and `cache.max_bytes` bounds
+//! the memory whatever the texts. Two different texts share a key only by a
+//! hash collision, with odds of about n²/2¹²⁹ for n cached texts (below
+//! 10⁻²⁸ for a million). One cache belongs to one loaded encoder, so the
+//! encoder's identity is implied. Hits, misses, evictions, entries and bytes
+//! go to the metrics.
 
-use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
+use xxhash_rust::xxh3::xxh3_128;
 
 use crate::serve::metrics::Metrics;
 
 /// An embedding shared between the cache and the requests using it.
 pub type Embedding = Arc<[f32]>;
 
+/// Bytes one entry costs besides its vector: the key, the vector's `Arc`
+/// header, and the LRU's node and map slot.
+const ENTRY_OVERHEAD: usize = 96;
+
 pub struct EmbeddingCache {
-    entries: Mutex<LruCache<Arc<str>, Embedding>>,
+    entries: Mutex<Entries>,
+    max_bytes: usize,
     metrics: Metrics,
 }
 
+struct Entries {
+    lru: LruCache<u128, Embedding>,
+    bytes: usize,
+}
+
 impl EmbeddingCache {
-    pub fn new(max_entries: NonZeroUsize, metrics: Metrics) -> Self {
-        Self { entries: Mutex::new(LruCache::new(max_entries)), metrics }
+    pub fn new(max_bytes: usize, metrics: Metrics) -> Self {
+        Self { entries: Mutex::new(Entries { lru: LruCache::unbounded(), bytes: 0 }), max_bytes, metrics }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<Arc<str>, Embedding>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         // A panic while holding the lock cannot leave the LRU half-updated in a
         // way that breaks later lookups, so a poisoned lock is still usable.
         self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn get(&self, text: &str) -> Option<Embedding> {
-        let found = self.lock().get(text).cloned();
+        let found = self.lock().lru.get(&key(text)).cloned();
         match found {
             Some(_) => self.metrics.cache_hits.inc(),
             None => self.metrics.cache_misses.inc(),
@@ -40,39 +54,58 @@ impl EmbeddingCache {
         found
     }
 
+    /// Keeps `embedding` for `text`, evicting the least recently used
+    /// entries until the cache is within its byte budget again. A vector
+    /// larger than the whole budget is not kept.
     pub fn insert(&self, text: &str, embedding: Embedding) {
-        let added = entry_bytes(text, &embedding);
-        let mut entries = self.lock();
-        if let Some((old_text, old)) = entries.push(Arc::from(text), embedding) {
-            if &*old_text != text {
-                self.metrics.cache_evictions.inc();
-            }
-            self.metrics.cache_bytes.sub(entry_bytes(&old_text, &old));
+        let added = entry_bytes(&embedding);
+        if added > self.max_bytes {
+            return;
         }
-        self.metrics.cache_bytes.add(added);
-        self.metrics.cache_entries.set(entries.len() as i64);
+        let mut entries = self.lock();
+        if let Some(old) = entries.lru.put(key(text), embedding) {
+            entries.bytes -= entry_bytes(&old);
+        }
+        entries.bytes += added;
+        while entries.bytes > self.max_bytes {
+            let Some((_, evicted)) = entries.lru.pop_lru() else { break };
+            entries.bytes -= entry_bytes(&evicted);
+            self.metrics.cache_evictions.inc();
+        }
+        self.metrics.cache_bytes.set(entries.bytes as i64);
+        self.metrics.cache_entries.set(entries.lru.len() as i64);
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().lru.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Bytes the entries take, by the same count the budget is checked with.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
 }
 
-/// Approximate heap bytes of one entry (text, vector, LRU bookkeeping).
-fn entry_bytes(text: &str, embedding: &[f32]) -> i64 {
-    (text.len() + std::mem::size_of_val(embedding) + 64) as i64
+fn key(text: &str) -> u128 {
+    xxh3_128(text.as_bytes())
+}
+
+/// Heap bytes of one entry: its vector and the fixed bookkeeping.
+fn entry_bytes(embedding: &[f32]) -> usize {
+    std::mem::size_of_val(embedding) + ENTRY_OVERHEAD
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Room for `n` two-float entries.
     fn cache(n: usize) -> EmbeddingCache {
-        EmbeddingCache::new(NonZeroUsize::new(n).unwrap(), Metrics::new())
+        EmbeddingCache::new(n * (8 + ENTRY_OVERHEAD), Metrics::new())
     }
 
     #[test]
@@ -88,14 +121,26 @@ mod tests {
     #[test]
     fn evicts_the_least_recently_used_and_counts_it() {
         let c = cache(2);
-        c.insert("a", Arc::from(vec![1.0]));
-        c.insert("b", Arc::from(vec![2.0]));
+        c.insert("a", Arc::from(vec![1.0, 1.0]));
+        c.insert("b", Arc::from(vec![2.0, 2.0]));
         assert!(c.get("a").is_some()); // b is now the oldest
-        c.insert("c", Arc::from(vec![3.0]));
+        c.insert("c", Arc::from(vec![3.0, 3.0]));
         assert!(c.get("b").is_none());
         assert_eq!(c.len(), 2);
         assert_eq!(c.metrics.cache_evictions.get(), 1);
         assert_eq!(c.metrics.cache_entries.get(), 2);
-        assert_eq!(c.metrics.cache_bytes.get(), 2 * (1 + 4 + 64));
+        assert_eq!(c.metrics.cache_bytes.get(), 2 * (8 + ENTRY_OVERHEAD) as i64);
+    }
+
+    #[test]
+    fn huge_texts_cost_no_more_than_short_ones() {
+        let c = cache(3);
+        let huge = "x".repeat(2 << 20);
+        for i in 0..10 {
+            c.insert(&format!("{huge}{i}"), Arc::from(vec![i as f32, 0.0]));
+            assert!(c.bytes() <= c.max_bytes, "{} bytes over a budget of {}", c.bytes(), c.max_bytes);
+        }
+        assert_eq!(c.len(), 3);
+        assert_eq!(&*c.get(&format!("{huge}9")).unwrap(), &[9.0, 0.0]);
     }
 }

@@ -18,6 +18,9 @@ pub struct Metrics {
     pub encoder_batch_texts: Histogram,
     pub encoder_batch_tokens: Histogram,
     pub embed_queue_texts: IntGauge,
+    pub encoder_abandoned_texts: IntCounter,
+    pub open_connections: IntGauge,
+    pub refused_connections: IntCounter,
     pub candidates_per_request: Histogram,
     pub predicted_score: Histogram,
     pub model_info: IntGaugeVec,
@@ -72,6 +75,18 @@ impl Metrics {
             .expect("metric"),
             embed_queue_texts: IntGauge::new("shoprank_embed_queue_texts", "Texts waiting for the encoder")
                 .expect("metric"),
+            encoder_abandoned_texts: IntCounter::new(
+                "shoprank_encoder_abandoned_texts_total",
+                "Texts withdrawn from the encoder queue because nobody waited for them any more",
+            )
+            .expect("metric"),
+            open_connections: IntGauge::new("shoprank_http_open_connections", "Open HTTP connections")
+                .expect("metric"),
+            refused_connections: IntCounter::new(
+                "shoprank_http_refused_connections_total",
+                "Connections closed on accept because server.max_connections were open",
+            )
+            .expect("metric"),
             candidates_per_request: Histogram::with_opts(
                 HistogramOpts::new("shoprank_candidates_per_request", "Candidates in one /recommend request")
                     .buckets(exponential(1.0, 2.0, 11)),
@@ -117,6 +132,9 @@ impl Metrics {
             Box::new(m.encoder_batch_texts.clone()),
             Box::new(m.encoder_batch_tokens.clone()),
             Box::new(m.embed_queue_texts.clone()),
+            Box::new(m.encoder_abandoned_texts.clone()),
+            Box::new(m.open_connections.clone()),
+            Box::new(m.refused_connections.clone()),
             Box::new(m.candidates_per_request.clone()),
             Box::new(m.predicted_score.clone()),
             Box::new(m.model_info.clone()),

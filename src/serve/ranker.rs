@@ -22,7 +22,7 @@ use crate::model::relevance::{self, Banding};
 use crate::model::scoring::ScoringInputs;
 use crate::model::stats::{HistoryStats, ItemPos};
 use crate::model::user_text::{self, UserSignals};
-use crate::serve::batcher::{EmbedError, Embedder};
+use crate::serve::batcher::{EmbedError, Embedder, Ticket};
 use crate::serve::cache::Embedding;
 use crate::serve::catalog::index::ItemFilter;
 use crate::serve::catalog::Catalog;
@@ -185,14 +185,17 @@ impl Ranker {
 
     /// Scores the candidates (given, or retrieved from `catalog`) with
     /// `bundle` and returns the best `top_k`, best first. Equal scores keep
-    /// the candidates' order.
+    /// the candidates' order. Stops with `EmbedError::Abandoned` as soon as
+    /// nobody waits for the answer (`ticket`).
     pub fn rank(
         &self,
         bundle: &Bundle,
         query: &RankQuery,
         catalog: Option<&Catalog>,
+        ticket: &Ticket,
     ) -> Result<Vec<RankedItem>, RankError> {
-        let (user, pool) = self.user_and_pool(bundle, query, catalog)?;
+        let (user, pool) = self.user_and_pool(bundle, query, catalog, ticket)?;
+        ticket.check()?;
         let stats = bundle.stats();
         let context = user_context(stats, &user);
         let inputs = scoring_inputs(stats, &context, &pool)?;
@@ -231,7 +234,7 @@ impl Ranker {
     /// The numeric feature vectors this query's candidates are scored with
     /// (what `rank` feeds the head, exposed to check serving against training).
     pub fn numeric_features(&self, bundle: &Bundle, query: &RankQuery) -> Result<Vec<features::Numeric>, RankError> {
-        let (user, pool) = self.user_and_pool(bundle, query, None)?;
+        let (user, pool) = self.user_and_pool(bundle, query, None, &Ticket::detached())?;
         let context = user_context(bundle.stats(), &user);
         Ok(scoring_inputs(bundle.stats(), &context, &pool)?.numeric().to_vec())
     }
@@ -244,6 +247,7 @@ impl Ranker {
         bundle: &Bundle,
         query: &RankQuery,
         catalog: Option<&Catalog>,
+        ticket: &Ticket,
     ) -> Result<(UserSide, Vec<Pooled>), RankError> {
         let user_text = self.user_text(query)?;
         let given: Vec<&Candidate> =
@@ -257,7 +261,7 @@ impl Ranker {
         texts.extend(query.query.as_deref());
         texts.extend(embedded_history.iter().map(|h| h.text.as_str()));
         texts.extend(given.iter().map(|c| c.text.as_str()));
-        let mut vectors = self.embedder.embed(&texts)?.into_iter();
+        let mut vectors = self.embedder.embed(&texts, ticket)?.into_iter();
         let stats = bundle.stats();
         let user = UserSide {
             vector: vectors.next().expect("the user text is embedded"),
@@ -301,7 +305,7 @@ impl Ranker {
             1,
         );
         query.explain = true;
-        let ranked = self.rank(bundle, &query, None)?;
+        let ranked = self.rank(bundle, &query, None, &Ticket::detached())?;
         match ranked.first().map(|item| item.score) {
             Some(score) if (0.0..=1.0).contains(&score) => Ok(()),
             other => Err(RankError::BadScore { bundle: bundle.version().to_string(), score: other }),

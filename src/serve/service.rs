@@ -13,7 +13,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
@@ -78,7 +78,7 @@ impl Service {
             "bundle loaded"
         );
         let embedder =
-            Arc::new(Embedder::new(encoder, settings.batching.clone(), settings.cache.max_entries, metrics.clone()));
+            Arc::new(Embedder::new(encoder, settings.batching.clone(), settings.cache.max_bytes, metrics.clone()));
         let catalog = Catalog::open(&settings.catalog, embedder.clone(), metrics.clone())?;
         let retrieval = RetrievalLimits::from_settings(&settings.catalog);
         let banding = settings.search.banding();
@@ -169,7 +169,7 @@ pub async fn serve(
     let metrics = Metrics::new();
     let state = AppState::new(metrics.clone(), settings.limits.clone(), &settings.server, &settings.catalog);
     let addr = settings.server.addr;
-    let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
+    let limits = api::ConnectionLimits::from_settings(&settings.server);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServiceError::Bind { addr, source })?;
     tracing::info!(addr = %listener.local_addr()?, "listening; loading models");
 
@@ -181,7 +181,7 @@ pub async fn serve(
         tracing::info!(secs = started.elapsed().as_secs_f64(), "ready");
         Ok(())
     });
-    let server = api::run(listener, state, shutdown, grace);
+    let server = api::run(listener, state, shutdown, limits);
     tokio::pin!(server);
     tokio::select! {
         loaded = loading => {

@@ -307,9 +307,13 @@ async fn a_dead_encoder_thread_turns_ready_503_and_fails_requests_fast() {
     let metrics = Metrics::new();
     let encoder = common::encoder();
     let forward = Arc::new(DiesAfterWarmUp { encoder: encoder.clone(), calls: AtomicUsize::new(0) });
-    let entries = std::num::NonZeroUsize::new(16).unwrap();
-    let embedder =
-        Arc::new(Embedder::with_forward(encoder.clone(), forward, settings.batching.clone(), entries, metrics.clone()));
+    let embedder = Arc::new(Embedder::with_forward(
+        encoder.clone(),
+        forward,
+        settings.batching.clone(),
+        settings.cache.max_bytes,
+        metrics.clone(),
+    ));
     let retrieval = RetrievalLimits::from_settings(&settings.catalog);
     let ranker = Ranker::new(embedder, settings.user_text, retrieval, settings.search.banding(), metrics.clone());
     let bundle = Bundle::load(&settings.bundle.path, &encoder.identity()).unwrap();

@@ -48,6 +48,33 @@ impl ApiError {
     pub fn body_too_large() -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "request body exceeds limits.max_body_bytes")
     }
+    /// The body did not arrive within `server.body_read_timeout_secs` (408).
+    pub fn body_timeout(seconds: u64) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!("the request body did not arrive within {seconds} s (server.body_read_timeout_secs)"),
+        )
+    }
+    pub fn uri_too_long(bytes: usize, limit: usize) -> Self {
+        Self::new(StatusCode::URI_TOO_LONG, "uri_too_long", format!("the request target is {bytes} bytes; the limit is {limit}"))
+    }
+    pub fn headers_too_large(count: usize, bytes: usize) -> Self {
+        Self::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!(
+                "{count} headers of {bytes} bytes; the limits are {} headers and {} bytes",
+                super::middleware::MAX_HEADERS,
+                super::middleware::MAX_HEADER_BYTES
+            ),
+        )
+    }
+    /// Nobody waits for the answer: the client went away or the request
+    /// timed out (its timeout was answered already). Never reaches a client.
+    pub fn abandoned() -> Self {
+        Self::new(StatusCode::from_u16(499).expect("a valid status code"), "client_closed", "the client went away")
+    }
     pub fn not_found(path: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", format!("no route for {path}"))
     }
@@ -95,6 +122,11 @@ impl From<RankError> for ApiError {
             RankError::Embed(EmbedError::QueueFull { queued, limit }) => {
                 ApiError::overloaded(format!("encoder queue is full ({queued} of {limit} texts waiting)"))
             }
+            RankError::Embed(backlog @ EmbedError::Backlog { .. }) => ApiError::overloaded(backlog.to_string()),
+            RankError::Embed(budget @ EmbedError::OverBudget { .. }) => {
+                ApiError::invalid("encoder_budget", budget.to_string())
+            }
+            RankError::Embed(EmbedError::Abandoned) => ApiError::abandoned(),
             // Logged once, by the encoder thread as it died.
             RankError::Embed(EmbedError::Stopped) => ApiError::encoder_stopped(),
             RankError::NoCatalog => ApiError::no_catalog(),
@@ -103,14 +135,48 @@ impl From<RankError> for ApiError {
     }
 }
 
+/// Longest `error` message sent, in bytes. Messages quote what the request
+/// sent (an unknown key, a bad value, an id); a 1 MB key must not come back
+/// as a 1 MB error body.
+pub const MAX_MESSAGE_BYTES: usize = 300;
+
+/// `message` cut to at most `MAX_MESSAGE_BYTES` bytes at a character
+/// boundary, ending in an ellipsis when cut.
+fn bounded(message: &str) -> std::borrow::Cow<'_, str> {
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return message.into();
+    }
+    let ellipsis = "…";
+    let mut end = MAX_MESSAGE_BYTES - ellipsis.len();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{ellipsis}", &message[..end]).into()
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = axum::Json(Body { error: &self.message, kind: self.kind });
+        let body = axum::Json(Body { error: &bounded(&self.message), kind: self.kind });
         let mut response = (self.status, body).into_response();
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response.extensions_mut().insert(ErrorKind(self.kind));
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_at_a_character_boundary() {
+        assert_eq!(bounded("short"), "short");
+        let long = format!("unknown field `{}`", "é".repeat(MAX_MESSAGE_BYTES));
+        let cut = bounded(&long);
+        assert!(cut.len() <= MAX_MESSAGE_BYTES, "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        assert!(cut.starts_with("unknown field `é"));
     }
 }

@@ -1,34 +1,38 @@
 //! The HTTP API (axum): `POST /recommend`, `PUT /v1/catalog/items`,
 //! `GET`/`DELETE /v1/catalog/items/{id}`, `GET /health`, `GET /ready`,
-//! `GET /metrics`. A request's path is short and one-way: JSON extractor →
-//! validation → admission (a concurrency permit, or 503) → the blocking pool
-//! → `Ranker::rank` with the bundle serving now (or the catalog's store) →
-//! JSON response.
+//! `GET /metrics`. A request's path is short and one-way: the head checks
+//! and admission (a concurrency permit, or 503, before the body is read;
+//! see `middleware`) → JSON extractor → validation → the blocking pool →
+//! `Ranker::rank` with the bundle serving now (or the catalog's store) →
+//! JSON response. `server` owns the sockets.
 
 pub mod error;
 pub mod json;
+pub mod middleware;
+pub mod server;
 pub mod types;
 
-use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
-use axum::http::StatusCode;
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use tokio::sync::Semaphore;
 
-use self::error::{ApiError, ErrorKind};
+use self::error::ApiError;
 use self::json::ApiJson;
+use self::middleware::{Abandon, InFlight};
 use self::types::{CatalogItemOut, ModelInfo, RecommendRequest, RecommendResponse, UpsertRequest};
 use crate::config::{CatalogSettings, Limits, ServerSettings};
 use crate::model::bundle::Bundle;
+use crate::serve::batcher::Ticket;
 use crate::serve::catalog::CatalogWriteError;
 use crate::serve::metrics::Metrics;
 use crate::serve::service::Service;
+
+pub use self::server::{run, ConnectionLimits};
 
 /// Shared application state. Cloning is shallow: every clone points at the
 /// same [`Shared`].
@@ -45,6 +49,8 @@ struct Shared {
     catalog_limits: CatalogLimits,
     admission: Arc<Semaphore>,
     request_timeout: Duration,
+    body_read_timeout: Duration,
+    in_flight: InFlight,
 }
 
 /// The catalog write limits the API enforces.
@@ -67,6 +73,8 @@ impl AppState {
                 },
                 admission: Arc::new(Semaphore::new(server.max_concurrent_requests)),
                 request_timeout: Duration::from_secs(server.request_timeout_secs),
+                body_read_timeout: Duration::from_secs(server.body_read_timeout_secs),
+                in_flight: InFlight::default(),
             }),
         }
     }
@@ -74,6 +82,20 @@ impl AppState {
     /// Makes the service ready (a built `Service` has warmed up).
     pub fn install(&self, service: Arc<Service>) {
         let _ = self.shared.service.set(service);
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Requests being handled now.
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.count()
+    }
+
+    /// Resolves once no request is being handled.
+    pub async fn all_answered(&self) {
+        self.shared.in_flight.all_answered().await
     }
 
     /// The service, if it is loaded and its encoder thread is alive.
@@ -94,21 +116,23 @@ impl AppState {
             .map_err(|_| ApiError::overloaded("too many requests in flight (server.max_concurrent_requests)"))
     }
 
-    /// Runs blocking work on the blocking pool under a permit and the
-    /// request timeout. The permit lives as long as the work does, even if
-    /// the client is answered with a timeout first.
+    /// Runs blocking work on the blocking pool within the request timeout.
+    /// The work gets a [`Ticket`] that turns abandoned when the timeout
+    /// passes or the client goes away (`abandon`), so it stops then too.
     async fn blocking<T: Send + 'static>(
         &self,
-        work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+        abandon: &Abandon,
+        work: impl FnOnce(&Ticket) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let permit = self.admit()?;
-        let task = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            work()
-        });
         let timeout = self.shared.request_timeout;
-        match tokio::time::timeout(timeout, task).await {
-            Err(_) => Err(ApiError::timeout(timeout.as_secs())),
+        let deadline = Instant::now() + timeout;
+        let ticket = Ticket::new(abandon.0.clone(), deadline);
+        let task = tokio::task::spawn_blocking(move || work(&ticket));
+        match tokio::time::timeout_at(deadline.into(), task).await {
+            Err(_) => {
+                abandon.0.cancel();
+                Err(ApiError::timeout(timeout.as_secs()))
+            }
             Ok(Err(join_error)) => Err(ApiError::internal(&join_error)),
             Ok(Ok(result)) => result,
         }
@@ -118,53 +142,27 @@ impl AppState {
 /// The router, without a socket: tests call `app(state).oneshot(request)`.
 pub fn app(state: AppState) -> Router {
     let body_limit = state.shared.limits.max_body_bytes;
-    Router::new()
+    let work = Router::new()
         .route("/recommend", post(recommend))
         .route("/v1/catalog/items", put(upsert_items))
         .route("/v1/catalog/items/{id}", get(get_item).delete(delete_item))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::admit));
+    Router::new()
+        .merge(work)
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .fallback(|request: Request| async move { ApiError::not_found(request.uri().path()) })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::check_head))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::record_metrics))
         .with_state(state)
-}
-
-/// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight
-/// requests finish for at most `grace`.
-pub async fn run(
-    listener: tokio::net::TcpListener,
-    state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
-) -> std::io::Result<()> {
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let signal = async move {
-        shutdown.await;
-        tracing::info!(grace_secs = grace.as_secs(), "shutting down: finishing in-flight requests");
-        let _ = stopping_tx.send(());
-    };
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(signal);
-    let deadline = async move {
-        if stopping_rx.await.is_ok() {
-            tokio::time::sleep(grace).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::select! {
-        result = server => result,
-        _ = deadline => {
-            tracing::warn!("grace period over; dropping the requests still in flight");
-            Ok(())
-        }
-    }
 }
 
 async fn recommend(
     State(state): State<AppState>,
+    Extension(abandon): Extension<Abandon>,
     ApiJson(request): ApiJson<RecommendRequest>,
 ) -> Result<Json<RecommendResponse>, ApiError> {
     let started = Instant::now();
@@ -177,7 +175,9 @@ async fn recommend(
     let model = model_info(&service, &bundle);
     // The forward pass is CPU-bound: it runs on the blocking pool, never on
     // a runtime worker.
-    let items = state.blocking(move || Ok(service.ranker().rank(&bundle, &query, service.catalog())?)).await?;
+    let items = state
+        .blocking(&abandon, move |ticket| Ok(service.ranker().rank(&bundle, &query, service.catalog(), ticket)?))
+        .await?;
     let took_ms = started.elapsed().as_secs_f64() * 1e3;
     tracing::debug!(user = user_id.as_deref().unwrap_or("-"), took_ms, "ranked");
     Ok(Json(RecommendResponse { items, model, took_ms }))
@@ -186,13 +186,14 @@ async fn recommend(
 /// `PUT /v1/catalog/items`: upserts a batch, durably, before answering.
 async fn upsert_items(
     State(state): State<AppState>,
+    Extension(abandon): Extension<Abandon>,
     ApiJson(request): ApiJson<UpsertRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let limits = state.shared.catalog_limits;
     let items = request.validate(limits.max_upsert_items)?;
     let service = state.service()?;
     state
-        .blocking(move || {
+        .blocking(&abandon, move |_| {
             let catalog = service.catalog().ok_or_else(ApiError::no_catalog)?;
             catalog.upsert(&items, limits.max_items).map_err(|e| match e {
                 full @ CatalogWriteError::Full { .. } => ApiError::invalid("catalog_full", full.to_string()),
@@ -209,11 +210,15 @@ async fn upsert_items(
 }
 
 /// `GET /v1/catalog/items/{id}`.
-async fn get_item(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<CatalogItemOut>, ApiError> {
+async fn get_item(
+    State(state): State<AppState>,
+    Extension(abandon): Extension<Abandon>,
+    Path(id): Path<String>,
+) -> Result<Json<CatalogItemOut>, ApiError> {
     let service = state.service()?;
     // The index's lock may wait for a scan: off the runtime's workers.
     state
-        .blocking(move || {
+        .blocking(&abandon, move |_| {
             let catalog = service.catalog().ok_or_else(ApiError::no_catalog)?;
             let view = catalog.index().read();
             let (item, vector) = view.get(&id).ok_or_else(|| ApiError::item_not_found(&id))?;
@@ -225,11 +230,12 @@ async fn get_item(State(state): State<AppState>, Path(id): Path<String>) -> Resu
 /// `DELETE /v1/catalog/items/{id}`: durable before answering.
 async fn delete_item(
     State(state): State<AppState>,
+    Extension(abandon): Extension<Abandon>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let service = state.service()?;
     state
-        .blocking(move || {
+        .blocking(&abandon, move |_| {
             let catalog = service.catalog().ok_or_else(ApiError::no_catalog)?;
             match catalog.delete(&id) {
                 Ok(true) => Ok(Json(serde_json::json!({"deleted": id}))),
@@ -270,25 +276,4 @@ fn model_info(service: &Service, bundle: &Bundle) -> ModelInfo {
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], state.shared.metrics.render())
-}
-
-/// Counts every request by matched route and status, times it, and counts
-/// error answers by kind.
-async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let metrics = &state.shared.metrics;
-    metrics.http_duration.with_label_values(&[&route]).observe(started.elapsed().as_secs_f64());
-    metrics.http_requests.with_label_values(&[&route, response.status().as_str()]).inc();
-    if let Some(ErrorKind(kind)) = response.extensions().get::<ErrorKind>() {
-        metrics.request_errors.with_label_values(&[kind]).inc();
-    } else if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        metrics.request_errors.with_label_values(&["body_too_large"]).inc();
-    }
-    response
 }

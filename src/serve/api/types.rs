@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::serve::catalog::store::CatalogItem;
 
 use super::error::ApiError;
+use super::json;
 use crate::config::Limits;
 use crate::serve::catalog::index::ItemFilter;
 use crate::serve::ranker::{Candidate, HistoryItem, RankQuery, RankedItem};
@@ -16,15 +17,17 @@ use crate::serve::ranker::{Candidate, HistoryItem, RankQuery, RankedItem};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecommendRequest {
+    #[serde(deserialize_with = "json::object")]
     pub user: UserIn,
     /// Absent, null or empty: retrieve from the catalog.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "json::optional_objects")]
     pub candidates: Option<Vec<CandidateIn>>,
-    pub top_k: Option<u64>,
+    /// Any JSON number, so that `-0` or `2.5` get `invalid_top_k` too.
+    pub top_k: Option<serde_json::Number>,
     /// Ids never to return (the cart, what was just bought).
     #[serde(default)]
     pub exclude: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "json::object")]
     pub filters: FiltersIn,
     /// Maximal-marginal-relevance weight λ in [0, 1]; 0 (the default) is off.
     pub diversity: Option<f64>,
@@ -61,11 +64,15 @@ pub struct UserIn {
 #[serde(untagged)]
 pub enum HistoryIn {
     Title(String),
-    Item {
-        id: Option<String>,
-        #[serde(alias = "title")]
-        text: String,
-    },
+    Item(#[serde(deserialize_with = "json::object")] HistoryItemIn),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryItemIn {
+    pub id: Option<String>,
+    #[serde(alias = "title")]
+    pub text: String,
 }
 
 /// A candidate product. Fields other than these are accepted and ignored, so
@@ -115,7 +122,7 @@ impl RecommendRequest {
             .into_iter()
             .map(|h| match h {
                 HistoryIn::Title(text) => HistoryItem { id: None, text },
-                HistoryIn::Item { id, text } => HistoryItem { id, text },
+                HistoryIn::Item(HistoryItemIn { id, text }) => HistoryItem { id, text },
             })
             .filter(|h| !h.text.trim().is_empty())
             .collect();
@@ -133,9 +140,11 @@ impl RecommendRequest {
             ));
         }
         let top_k = match self.top_k {
-            Some(0) => return Err(ApiError::invalid("invalid_top_k", "top_k must be at least 1")),
-            Some(k) => usize::try_from(k).unwrap_or(usize::MAX),
             None => limits.default_top_k,
+            Some(k) => match k.as_u64() {
+                Some(k) if k >= 1 => usize::try_from(k).unwrap_or(usize::MAX),
+                _ => return Err(ApiError::invalid("invalid_top_k", format!("top_k must be a whole number >= 1; got {k}"))),
+            },
         };
         if self.explain && top_k > MAX_EXPLAINED {
             return Err(ApiError::invalid(
@@ -215,6 +224,7 @@ fn filter(filters: FiltersIn, exclude: Vec<String>, limits: &Limits) -> Result<I
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpsertRequest {
+    #[serde(deserialize_with = "json::objects")]
     pub items: Vec<CatalogItemIn>,
 }
 

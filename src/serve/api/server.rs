@@ -1,0 +1,144 @@
+//! The socket side: accepting connections and serving HTTP/1.1 on them with
+//! hyper, under the limits axum's own `serve` has no settings for.
+//!
+//! - At most `server.max_connections` are open; one more is closed as it is
+//!   accepted (and counted in `shoprank_http_refused_connections_total`).
+//! - A connection must send a request's headers within
+//!   `server.header_read_timeout_secs` of opening or of its previous
+//!   response, else it is closed: this bounds slow-header clients and idle
+//!   kept-alive connections alike.
+//! - Headers are read into a buffer of at most [`MAX_HEAD_BYTES`]; the
+//!   request middleware answers larger-than-allowed heads with JSON errors,
+//!   and hyper itself closes a connection whose head overflows the buffer.
+//! - Only HTTP/1.1 (and 1.0) is served. Cleartext HTTP/2 is not: a
+//!   load balancer or proxy in front can speak HTTP/2 to clients.
+//!
+//! On shutdown the listener closes, every connection is told to close once
+//! its current response is out (idle ones close at once), and the server
+//! waits for the requests being handled, up to `server.shutdown_grace_secs`;
+//! connections with no request in flight (idle, or still sending headers)
+//! never hold it up.
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+use super::{app, AppState};
+use crate::config::ServerSettings;
+
+/// The read buffer of a connection, which bounds a request's head (request
+/// line and headers). hyper's own default is about 400 KB per connection.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Headers hyper parses before giving up (bare 431). The middleware refuses
+/// requests with more than [`super::middleware::MAX_HEADERS`] with a JSON body.
+const HYPER_MAX_HEADERS: usize = 256;
+
+/// How long shutdown waits, once no request is in flight, for the last
+/// responses to be written and their connections closed.
+const FLUSH_WAIT: Duration = Duration::from_millis(500);
+
+/// The connection limits and timeouts, from `[server]`.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+impl ConnectionLimits {
+    pub fn from_settings(server: &ServerSettings) -> Self {
+        Self {
+            max_connections: server.max_connections,
+            header_read_timeout: Duration::from_secs(server.header_read_timeout_secs),
+            shutdown_grace: Duration::from_secs(server.shutdown_grace_secs),
+        }
+    }
+}
+
+/// Serves `app(state)` on `listener` until `shutdown` resolves, then drains
+/// (see the module docs).
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: ConnectionLimits,
+) -> std::io::Result<()> {
+    let router = app(state.clone());
+    let metrics = state.metrics().clone();
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let stopping = tokio_util::sync::CancellationToken::new();
+    let connections = TaskTracker::new();
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of file descriptors, most likely: back off a little
+                    // rather than spin; the connections open now still work.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics.refused_connections.inc();
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone().map_request(|r: hyper::Request<Incoming>| r.map(Body::new)));
+        let stopping = stopping.clone();
+        let metrics = metrics.clone();
+        connections.spawn(async move {
+            let _slot = slot;
+            metrics.open_connections.inc();
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .max_buf_size(MAX_HEAD_BYTES)
+                .max_headers(HYPER_MAX_HEADERS);
+            let connection = http.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = stopping.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = result {
+                tracing::debug!(%error, "connection closed with an error");
+            }
+            metrics.open_connections.dec();
+        });
+    }
+    drop(listener);
+    let in_flight = state.in_flight();
+    tracing::info!(
+        grace_secs = limits.shutdown_grace.as_secs(),
+        in_flight,
+        "shutting down: no new connections; finishing the requests in flight"
+    );
+    stopping.cancel();
+    connections.close();
+    if tokio::time::timeout(limits.shutdown_grace, state.all_answered()).await.is_err() {
+        tracing::warn!(in_flight = state.in_flight(), "grace period over; dropping the requests still in flight");
+        return Ok(());
+    }
+    // Every request is answered; give the last responses a moment to be
+    // written before the connections are dropped.
+    let _ = tokio::time::timeout(FLUSH_WAIT, connections.wait()).await;
+    tracing::info!("every request in flight was answered");
+    Ok(())
+}
