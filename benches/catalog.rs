@@ -27,10 +27,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
+use shoprank::serve::batcher::Ticket;
 use shoprank::serve::catalog::index::{CatalogIndex, ItemFilter};
 use shoprank::serve::catalog::sqlite::SqliteStore;
 use shoprank::serve::catalog::store::{CatalogItem, CatalogStore, PendingItem};
-use shoprank::serve::batcher::Ticket;
 use shoprank::serve::metrics::Metrics;
 use shoprank::serve::ranker::{Candidate, HistoryItem, RankQuery};
 use shoprank::serve::service::Service;
@@ -81,7 +81,14 @@ fn main() {
     let vectors: Vec<Vec<f32>> = {
         let service = Service::build(&settings, Metrics::new()).expect("service");
         let refs: Vec<&str> = titles.iter().map(String::as_str).collect();
-        service.ranker().embedder().embed(&refs, &Ticket::detached()).expect("embed").iter().map(|v| v.to_vec()).collect()
+        service
+            .ranker()
+            .embedder()
+            .embed(&refs, &Ticket::detached())
+            .expect("embed")
+            .iter()
+            .map(|v| v.to_vec())
+            .collect()
     };
 
     // 1. A store with `items` embedded items, then a restart on it.

@@ -83,13 +83,22 @@ fn bench_recommend(c: &mut Criterion) {
         b.iter(|| {
             n += 1;
             // A user text never seen before: the user forward pass is paid.
-            ranker.rank(&bundle, &query(&users[n % users.len()], n, candidates, ""), None, &Ticket::detached()).expect("rank")
+            ranker
+                .rank(&bundle, &query(&users[n % users.len()], n, candidates, ""), None, &Ticket::detached())
+                .expect("rank")
         })
     });
     group.bench_function("new_items_new_user", |b| {
         b.iter(|| {
             n += 1;
-            ranker.rank(&bundle, &query(&users[n % users.len()], n, candidates, &format!(" v{n}")), None, &Ticket::detached()).expect("rank")
+            ranker
+                .rank(
+                    &bundle,
+                    &query(&users[n % users.len()], n, candidates, &format!(" v{n}")),
+                    None,
+                    &Ticket::detached(),
+                )
+                .expect("rank")
         })
     });
     group.finish();

@@ -345,23 +345,43 @@ mod tests {
         let identity = EncoderIdentity { name: "enc".into(), dim: 4 };
         type Edit = fn(&mut std::collections::HashMap<String, Tensor>);
         let cases: [(&str, Edit, &str); 5] = [
-            ("NaN weights", |t| {
-                let w = &t["fc0.weight"];
-                t.insert("fc0.weight".into(), (w * f64::NAN).unwrap());
-            }, "not finite"),
-            ("a second member", |t| {
-                t.insert("m1.fc0.weight".into(), t["fc0.weight"].clone());
-            }, "m1.fc0.weight"),
-            ("a missing bias", |t| {
-                t.remove("out.bias");
-            }, "out.bias"),
-            ("a wider layer", |t| {
-                t.insert("fc0.bias".into(), Tensor::zeros(5, DType::F32, &Device::Cpu).unwrap());
-            }, "fc0.bias has shape [5]"),
-            ("a zero scale", |t| {
-                let n = t["numeric_std"].dims()[0];
-                t.insert("numeric_std".into(), Tensor::zeros(n, DType::F32, &Device::Cpu).unwrap());
-            }, "numeric_std"),
+            (
+                "NaN weights",
+                |t| {
+                    let w = &t["fc0.weight"];
+                    t.insert("fc0.weight".into(), (w * f64::NAN).unwrap());
+                },
+                "not finite",
+            ),
+            (
+                "a second member",
+                |t| {
+                    t.insert("m1.fc0.weight".into(), t["fc0.weight"].clone());
+                },
+                "m1.fc0.weight",
+            ),
+            (
+                "a missing bias",
+                |t| {
+                    t.remove("out.bias");
+                },
+                "out.bias",
+            ),
+            (
+                "a wider layer",
+                |t| {
+                    t.insert("fc0.bias".into(), Tensor::zeros(5, DType::F32, &Device::Cpu).unwrap());
+                },
+                "fc0.bias has shape [5]",
+            ),
+            (
+                "a zero scale",
+                |t| {
+                    let n = t["numeric_std"].dims()[0];
+                    t.insert("numeric_std".into(), Tensor::zeros(n, DType::F32, &Device::Cpu).unwrap());
+                },
+                "numeric_std",
+            ),
         ];
         for (what, edit, needle) in cases {
             let mut tensors = good.clone();

@@ -302,7 +302,12 @@ impl Batcher {
         self.submit(texts, &Ticket::detached(), true)
     }
 
-    fn submit(&self, texts: Vec<TokenizedText>, ticket: &Ticket, background: bool) -> Result<Vec<Vec<f32>>, EmbedError> {
+    fn submit(
+        &self,
+        texts: Vec<TokenizedText>,
+        ticket: &Ticket,
+        background: bool,
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
         let n = texts.len();
         if n == 0 {
             return Ok(Vec::new());

@@ -80,8 +80,7 @@ impl Metrics {
                 "Texts withdrawn from the encoder queue because nobody waited for them any more",
             )
             .expect("metric"),
-            open_connections: IntGauge::new("shoprank_http_open_connections", "Open HTTP connections")
-                .expect("metric"),
+            open_connections: IntGauge::new("shoprank_http_open_connections", "Open HTTP connections").expect("metric"),
             refused_connections: IntCounter::new(
                 "shoprank_http_refused_connections_total",
                 "Connections closed on accept because server.max_connections were open",

@@ -154,10 +154,81 @@ async fn candidate_rules_are_enforced() {
 }
 
 #[tokio::test]
-async fn top_k_zero_is_rejected() {
-    let mut body = realistic_request();
-    body["top_k"] = json!(0);
-    expect_error(body.to_string(), StatusCode::UNPROCESSABLE_ENTITY, "invalid_top_k", "top_k").await;
+async fn top_k_must_be_a_whole_number_of_at_least_one() {
+    for top_k in ["0", "-0", "-3", "2.5", "1e3"] {
+        let mut body = realistic_request();
+        body["top_k"] = json!(null);
+        let body = body.to_string().replace("\"top_k\":null", &format!("\"top_k\":{top_k}"));
+        expect_error(body, StatusCode::UNPROCESSABLE_ENTITY, "invalid_top_k", "top_k").await;
+    }
+}
+
+#[tokio::test]
+async fn arrays_are_not_taken_for_objects() {
+    let cases = [
+        (json!([{"query": "mug"}, [{"id": "a", "text": "mug"}]]), "expected a JSON object"),
+        (json!({"user": ["mug"], "candidates": [{"id": "a", "text": "mug"}]}), "user"),
+        (json!({"user": {"query": "mug"}, "candidates": [["a", "mug"]]}), "candidates[0]"),
+        (json!({"user": {"query": "mug"}, "candidates": [{"id": "a", "text": "mug"}], "filters": [true]}), "filters"),
+    ];
+    for (body, mentions) in cases {
+        expect_error(body.to_string(), StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", mentions).await;
+    }
+    // A history entry is a title or an object, never a list.
+    let body = json!({"user": {"history": [["a", "mug"]]}, "candidates": [{"id": "a", "text": "mug"}]});
+    expect_error(body.to_string(), StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "history").await;
+}
+
+#[tokio::test]
+async fn error_bodies_stay_small_whatever_the_request_echoes() {
+    let huge = "k".repeat(700_000);
+    let unknown_key = format!(r#"{{"user": {{"query": "mug"}}, "{huge}": 1}}"#);
+    let huge_top_k = json!({"user": {"query": "mug"}, "top_k": huge}).to_string();
+    let huge_id =
+        json!({"user": {"query": "mug"}, "candidates": [{"id": huge, "text": "a"}, {"id": huge, "text": "b"}]});
+    for body in [unknown_key, huge_top_k, huge_id.to_string()] {
+        let response = app(shared_state()).oneshot(post(body)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(bytes.len() <= 1024, "an error body of {} bytes", bytes.len());
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        assert!(body["error"].as_str().unwrap().ends_with('…'), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn oversized_heads_get_json_errors() {
+    let long_uri = format!("/recommend?{}", "q".repeat(9000));
+    let request = Request::post(long_uri).body(Body::from("{}")).unwrap();
+    let (status, _, body) = call(app(shared_state()), request).await;
+    assert_eq!((status, body["kind"].as_str()), (StatusCode::URI_TOO_LONG, Some("uri_too_long")), "{body}");
+    let mut request = post(realistic_request().to_string());
+    for i in 0..150 {
+        request.headers_mut().insert(
+            header::HeaderName::from_bytes(format!("x-padding-{i}").as_bytes()).unwrap(),
+            header::HeaderValue::from_static("1"),
+        );
+    }
+    let (status, _, body) = call(app(shared_state()), request).await;
+    assert_eq!(
+        (status, body["kind"].as_str()),
+        (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, Some("headers_too_large")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn new_text_over_the_request_budget_is_422() {
+    let mut settings = common::settings();
+    settings.batching.max_request_tokens = 300;
+    let state = common::ready_state(&settings);
+    let candidates: Vec<Value> =
+        (0..40).map(|i| json!({"id": i.to_string(), "text": format!("never seen enamel jug number {i}")})).collect();
+    let body = json!({"user": {"query": "jug"}, "candidates": candidates});
+    let (status, _, body) = call(app(state), post(body.to_string())).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["kind"], "encoder_budget");
+    assert!(body["error"].as_str().unwrap().contains("max_request_tokens"), "{body}");
 }
 
 #[tokio::test]

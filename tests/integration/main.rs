@@ -9,4 +9,5 @@ mod cli;
 mod common;
 mod encoder;
 mod real_data;
+mod resilience;
 mod search;

@@ -57,7 +57,11 @@ impl ApiError {
         )
     }
     pub fn uri_too_long(bytes: usize, limit: usize) -> Self {
-        Self::new(StatusCode::URI_TOO_LONG, "uri_too_long", format!("the request target is {bytes} bytes; the limit is {limit}"))
+        Self::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!("the request target is {bytes} bytes; the limit is {limit}"),
+        )
     }
     pub fn headers_too_large(count: usize, bytes: usize) -> Self {
         Self::new(

@@ -143,7 +143,12 @@ impl RecommendRequest {
             None => limits.default_top_k,
             Some(k) => match k.as_u64() {
                 Some(k) if k >= 1 => usize::try_from(k).unwrap_or(usize::MAX),
-                _ => return Err(ApiError::invalid("invalid_top_k", format!("top_k must be a whole number >= 1; got {k}"))),
+                _ => {
+                    return Err(ApiError::invalid(
+                        "invalid_top_k",
+                        format!("top_k must be a whole number >= 1; got {k}"),
+                    ))
+                }
             },
         };
         if self.explain && top_k > MAX_EXPLAINED {
