@@ -50,6 +50,9 @@ pub struct ServerSettings {
     pub body_read_timeout_secs: u64,
     /// Open connections at most; further ones are closed as they are accepted.
     pub max_connections: usize,
+    /// Threads that run requests' blocking work (tokenizing, waiting for the
+    /// encoder, scoring); admitted requests beyond them wait their turn.
+    pub blocking_threads: usize,
 }
 
 /// Numeric precision of the encoder's matrix products.
@@ -233,6 +236,7 @@ impl Settings {
         positive("server.header_read_timeout_secs", self.server.header_read_timeout_secs as usize)?;
         positive("server.body_read_timeout_secs", self.server.body_read_timeout_secs as usize)?;
         positive("server.max_connections", self.server.max_connections)?;
+        positive("server.blocking_threads", self.server.blocking_threads)?;
         positive("batching.max_queue_wait_ms", self.batching.max_queue_wait_ms as usize)?;
         positive("cache.max_bytes", self.cache.max_bytes)?;
         positive("batching.max_batch_texts", self.batching.max_batch_texts)?;

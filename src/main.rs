@@ -100,7 +100,10 @@ fn run() -> Result<()> {
             if let Some(addr) = addr {
                 settings.server.addr = addr;
             }
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .max_blocking_threads(settings.server.blocking_threads)
+                .enable_all()
+                .build()?;
             Ok(runtime.block_on(service::serve(settings, service::shutdown_signal()))?)
         }
         #[cfg(feature = "offline")]

@@ -122,9 +122,6 @@ impl Ticket {
 /// was abandoned.
 const ABANDON_POLL: Duration = Duration::from_millis(5);
 
-/// Weight of the newest forward pass in the throughput estimate.
-const THROUGHPUT_SMOOTHING: f64 = 0.3;
-
 type Reply = mpsc::Sender<(usize, Result<Vec<f32>, EmbedError>)>;
 
 struct Entry {
@@ -161,8 +158,8 @@ struct Queue {
     /// Request batches run since the last background batch.
     since_background: usize,
     next_id: u64,
-    /// Tokens per second of recent forward passes; 0 until one has run.
-    tokens_per_sec: f64,
+    /// The encoder's recent speed, for admission.
+    throughput: Throughput,
     /// No more texts are taken: the batcher was dropped or its thread died.
     closed: bool,
 }
@@ -195,10 +192,40 @@ impl Queue {
     /// tokens: with round robin, each waiting group delays it by at most
     /// as many tokens as the request itself holds.
     fn wait_ahead(&self, tokens: usize) -> Option<f64> {
-        (self.tokens_per_sec > 0.0).then(|| {
+        let rate = self.throughput.tokens_per_sec();
+        (rate > 0.0).then(|| {
             let ahead: usize = self.requests.iter().map(|g| g.tokens.min(tokens)).sum();
-            ahead as f64 / self.tokens_per_sec
+            ahead as f64 / rate
         })
+    }
+}
+
+/// Tokens per second over recent forward passes, each pass weighted by its
+/// size: tokens and seconds are summed with the older passes decayed, so a
+/// run of one-text passes (slow per token) cannot make the estimate forget
+/// what full batches achieve, which is how queued work will run.
+#[derive(Default)]
+struct Throughput {
+    tokens: f64,
+    secs: f64,
+}
+
+impl Throughput {
+    /// How much of the sums one forward pass later still counts.
+    const DECAY: f64 = 0.9;
+
+    fn record(&mut self, tokens: usize, secs: f64) {
+        self.tokens = self.tokens * Self::DECAY + tokens as f64;
+        self.secs = self.secs * Self::DECAY + secs;
+    }
+
+    /// 0 until a pass has run.
+    fn tokens_per_sec(&self) -> f64 {
+        if self.secs > 0.0 {
+            self.tokens / self.secs
+        } else {
+            0.0
+        }
     }
 }
 
@@ -206,11 +233,30 @@ impl Queue {
 /// production; tests substitute one that fails on purpose.
 pub trait BatchForward: Send + Sync + 'static {
     fn forward(&self, batch: &[&TokenizedText]) -> Result<Vec<Vec<f32>>, EncoderError>;
+
+    /// As `forward`, but may give up (`None`) once `abandoned` says yes;
+    /// the encoder asks between layers.
+    fn forward_until(
+        &self,
+        batch: &[&TokenizedText],
+        abandoned: &dyn Fn() -> bool,
+    ) -> Result<Option<Vec<Vec<f32>>>, EncoderError> {
+        let _ = abandoned;
+        self.forward(batch).map(Some)
+    }
 }
 
 impl BatchForward for Encoder {
     fn forward(&self, batch: &[&TokenizedText]) -> Result<Vec<Vec<f32>>, EncoderError> {
         self.embed_tokenized(batch)
+    }
+
+    fn forward_until(
+        &self,
+        batch: &[&TokenizedText],
+        abandoned: &dyn Fn() -> bool,
+    ) -> Result<Option<Vec<Vec<f32>>>, EncoderError> {
+        self.embed_tokenized_until(batch, abandoned)
     }
 }
 
@@ -296,6 +342,18 @@ impl Batcher {
         self.submit(texts, ticket, false)
     }
 
+    /// Refuses at once, before the texts are even tokenized, work of at
+    /// least `min_tokens` tokens that [`Batcher::embed`] would refuse. Under
+    /// overload most requests are refused, so they should cost little.
+    pub fn precheck(&self, min_tokens: usize, ticket: &Ticket) -> Result<(), EmbedError> {
+        let limit = self.shared.settings.max_request_tokens;
+        if min_tokens > limit {
+            return Err(EmbedError::OverBudget { tokens: min_tokens, limit });
+        }
+        let queue = self.shared.lock();
+        self.admit_in_time(&queue, min_tokens, ticket)
+    }
+
     /// As [`Batcher::embed`], on the background queue (catalog ingestion):
     /// no token or time budget, never abandoned.
     pub fn embed_background(&self, texts: Vec<TokenizedText>) -> Result<Vec<Vec<f32>>, EmbedError> {
@@ -367,7 +425,7 @@ impl Batcher {
     fn admit_in_time(&self, queue: &Queue, tokens: usize, ticket: &Ticket) -> Result<(), EmbedError> {
         let Some(ahead) = queue.wait_ahead(tokens) else { return Ok(()) };
         let limit = Duration::from_millis(self.shared.settings.max_queue_wait_ms);
-        let own = tokens as f64 / queue.tokens_per_sec;
+        let own = tokens as f64 / queue.throughput.tokens_per_sec();
         let time_left = ticket.time_left().unwrap_or(Duration::MAX);
         if ahead > limit.as_secs_f64() || ahead + own > time_left.as_secs_f64() {
             let limit_ms = limit.min(time_left).as_millis() as u64;
@@ -524,10 +582,16 @@ fn run_worker(shared: &Shared, encoder: &dyn BatchForward) {
         let texts: Vec<&TokenizedText> = batch.iter().map(|t| &t.text).collect();
         let tokens: usize = texts.iter().map(|t| t.len()).sum();
         let started = Instant::now();
+        // Abandoned while it runs: the rest of the pass is skipped.
+        let abandoned = || batch.iter().all(|t| t.ticket.is_abandoned());
         // A panic in the forward pass leaves the encoder in an unknown state:
         // the thread stops for good, and says why once.
-        let result = match std::panic::catch_unwind(AssertUnwindSafe(|| encoder.forward(&texts))) {
-            Ok(result) => result,
+        let result = match std::panic::catch_unwind(AssertUnwindSafe(|| encoder.forward_until(&texts, &abandoned))) {
+            Ok(Ok(None)) => {
+                shared.metrics.encoder_abandoned_texts.inc_by(batch.len() as u64);
+                continue;
+            }
+            Ok(result) => result.map(|vectors| vectors.expect("not abandoned")),
             Err(payload) => {
                 tracing::error!(
                     panic = panic_message(&*payload),
@@ -541,14 +605,10 @@ fn run_worker(shared: &Shared, encoder: &dyn BatchForward) {
         shared.metrics.encoder_forward.observe(secs);
         shared.metrics.encoder_batch_texts.observe(batch.len() as f64);
         shared.metrics.encoder_batch_tokens.observe(tokens as f64);
-        if secs > 0.0 {
+        {
             let mut queue = shared.lock();
-            let rate = tokens as f64 / secs;
-            queue.tokens_per_sec = if queue.tokens_per_sec > 0.0 {
-                THROUGHPUT_SMOOTHING * rate + (1.0 - THROUGHPUT_SMOOTHING) * queue.tokens_per_sec
-            } else {
-                rate
-            };
+            queue.throughput.record(tokens, secs);
+            shared.metrics.encoder_tokens_per_second.set(queue.throughput.tokens_per_sec());
         }
         match result {
             Ok(vectors) => {
@@ -615,7 +675,19 @@ impl Embedder {
             }
         }
         let missing: Vec<(&str, Vec<usize>)> = missing.into_iter().collect();
-        let tokenized = missing.iter().map(|(text, _)| self.encoder.tokenize(text)).collect::<Result<Vec<_>, _>>()?;
+        if missing.is_empty() {
+            return Ok(out.into_iter().map(|v| v.expect("every text cached")).collect());
+        }
+        self.batcher.precheck(missing.iter().map(|(text, _)| self.min_tokens(text)).sum(), ticket)?;
+        let mut tokenized = Vec::with_capacity(missing.len());
+        for (n, (text, _)) in missing.iter().enumerate() {
+            // Tokenizing a thousand texts takes tens of milliseconds: stop
+            // if nobody waits any more.
+            if n % 64 == 63 {
+                ticket.check()?;
+            }
+            tokenized.push(self.encoder.tokenize(text)?);
+        }
         let vectors = self.batcher.embed(tokenized, ticket)?;
         for ((text, positions), vector) in missing.into_iter().zip(vectors) {
             let vector: Embedding = Arc::from(vector);
@@ -625,6 +697,14 @@ impl Embedder {
             }
         }
         Ok(out.into_iter().map(|v| v.expect("every text embedded")).collect())
+    }
+
+    /// A lower bound of `text`'s token count, without tokenizing: every
+    /// whitespace-separated word is at least one token, plus `[CLS]` and
+    /// `[SEP]`, within the window. (The reported `OverBudget` figure can
+    /// therefore be below the real count.)
+    fn min_tokens(&self, text: &str) -> usize {
+        (2 + text.split_whitespace().count()).min(self.encoder.max_seq_len())
     }
 
     /// Embeds texts on the background queue, bypassing the cache (catalog
@@ -692,6 +772,18 @@ mod tests {
             assert!(started.elapsed() < Duration::from_secs(5), "timed out waiting for {what}");
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    #[test]
+    fn one_text_passes_do_not_drag_the_throughput_below_what_batches_achieve() {
+        let mut throughput = Throughput::default();
+        assert_eq!(throughput.tokens_per_sec(), 0.0);
+        throughput.record(4000, 0.4); // a full batch: 10,000 tokens/s
+        for _ in 0..10 {
+            throughput.record(10, 0.002); // one short text each: 5,000 tokens/s
+        }
+        let rate = throughput.tokens_per_sec();
+        assert!((9000.0..10_000.0).contains(&rate), "{rate}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub struct Metrics {
     pub encoder_batch_tokens: Histogram,
     pub embed_queue_texts: IntGauge,
     pub encoder_abandoned_texts: IntCounter,
+    pub encoder_tokens_per_second: prometheus::Gauge,
     pub open_connections: IntGauge,
     pub refused_connections: IntCounter,
     pub candidates_per_request: Histogram,
@@ -80,6 +81,11 @@ impl Metrics {
                 "Texts withdrawn from the encoder queue because nobody waited for them any more",
             )
             .expect("metric"),
+            encoder_tokens_per_second: prometheus::Gauge::new(
+                "shoprank_encoder_tokens_per_second",
+                "The encoder's recent throughput, the estimate admission judges queued work by",
+            )
+            .expect("metric"),
             open_connections: IntGauge::new("shoprank_http_open_connections", "Open HTTP connections").expect("metric"),
             refused_connections: IntCounter::new(
                 "shoprank_http_refused_connections_total",
@@ -132,6 +138,7 @@ impl Metrics {
             Box::new(m.encoder_batch_tokens.clone()),
             Box::new(m.embed_queue_texts.clone()),
             Box::new(m.encoder_abandoned_texts.clone()),
+            Box::new(m.encoder_tokens_per_second.clone()),
             Box::new(m.open_connections.clone()),
             Box::new(m.refused_connections.clone()),
             Box::new(m.candidates_per_request.clone()),

@@ -77,7 +77,7 @@ impl RankQuery {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct RankedItem {
     pub id: String,
     pub score: f32,
@@ -89,7 +89,7 @@ pub struct RankedItem {
 /// Why an item scored what it did (see `model::explain`):
 /// `score = baseline + Σ reasons' contributions + unlisted`, exactly;
 /// `reasons` lists the groups that raised the score, largest first.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Explanation {
     /// The score of this pair with every item feature at its training mean.
     pub baseline: f32,
@@ -99,7 +99,7 @@ pub struct Explanation {
     pub unlisted: f32,
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Reason {
     pub kind: ReasonKind,
     pub text: String,

@@ -8,6 +8,7 @@ mod catalog;
 mod cli;
 mod common;
 mod encoder;
+mod openapi;
 mod real_data;
 mod resilience;
 mod search;

@@ -191,8 +191,14 @@ impl FastBert {
 
     /// Runs the texts (token ids incl. `[CLS]`/`[SEP]`) packed, and returns
     /// their mean-pooled last hidden states, `[batch, hidden]`, not yet
-    /// normalised.
-    pub(crate) fn forward_pooled(&self, texts: &[&[u32]], device: &Device) -> Result<Tensor> {
+    /// normalised. `stop` is asked before each layer; `None` if it said yes
+    /// (nobody waits for these texts any more).
+    pub(crate) fn forward_pooled(
+        &self,
+        texts: &[&[u32]],
+        device: &Device,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<Tensor>> {
         let lengths: Vec<usize> = texts.iter().map(|t| t.len()).collect();
         let total: usize = lengths.iter().sum();
         let mut acts = Activations {
@@ -203,9 +209,12 @@ impl FastBert {
             inner: vec![0.0; total * self.intermediate],
         };
         for layer in &self.layers {
+            if stop() {
+                return Ok(None);
+            }
             self.layer_forward(layer, &mut acts, &lengths)?;
         }
-        Tensor::from_vec(self.mean_pool(&acts.hidden, &lengths), (texts.len(), self.hidden), device)
+        Tensor::from_vec(self.mean_pool(&acts.hidden, &lengths), (texts.len(), self.hidden), device).map(Some)
     }
 
     /// Word + position + type embeddings of every packed token, normalised.

@@ -176,19 +176,33 @@ impl Encoder {
     /// Embeds texts in one forward pass (padded to the longest in the case
     /// of the reference backbone). Returns one unit-length vector per text.
     pub fn embed_tokenized(&self, batch: &[&TokenizedText]) -> Result<Vec<Vec<f32>>, EncoderError> {
+        Ok(self.embed_tokenized_until(batch, &|| false)?.expect("never stopped"))
+    }
+
+    /// As [`Encoder::embed_tokenized`], asking `stop` between layers; `None`
+    /// if it said yes. The server's encoder thread stops a batch whose
+    /// requests have all been abandoned this way.
+    pub fn embed_tokenized_until(
+        &self,
+        batch: &[&TokenizedText],
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<Vec<Vec<f32>>>, EncoderError> {
         if batch.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         }
         let pooled = match &self.backbone {
             Backbone::Reference(model) => self.reference_forward(model, batch)?,
             Backbone::Fast(model) => {
                 let ids: Vec<&[u32]> = batch.iter().map(|t| t.ids.as_slice()).collect();
-                model.forward_pooled(&ids, &self.device)?
+                match model.forward_pooled(&ids, &self.device, stop)? {
+                    Some(pooled) => pooled,
+                    None => return Ok(None),
+                }
             }
         };
         let norms = pooled.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
         let normalized = pooled.broadcast_div(&norms)?;
-        Ok(normalized.to_vec2::<f32>()?)
+        Ok(Some(normalized.to_vec2::<f32>()?))
     }
 
     fn reference_forward(&self, model: &BertModel, batch: &[&TokenizedText]) -> Result<Tensor, EncoderError> {

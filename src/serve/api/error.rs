@@ -4,6 +4,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::serve::batcher::EmbedError;
 use crate::serve::ranker::RankError;
@@ -23,11 +24,63 @@ pub struct ApiError {
 #[derive(Debug, Clone, Copy)]
 pub struct ErrorKind(pub &'static str);
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: &'a str,
-    kind: &'a str,
+/// The body of every error answer.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody<'a> {
+    /// What went wrong, for people: a 4xx names the field and the problem, a
+    /// 5xx says no more than its kind. A long message is cut short, ending
+    /// in `…`.
+    pub error: &'a str,
+    /// What went wrong, for programs: one of [`KINDS`], stable across versions.
+    #[schema(schema_with = super::openapi::error_kind)]
+    pub kind: &'a str,
 }
+
+/// Every `kind` an answer can carry, by status; the OpenAPI document lists
+/// them (`client_closed` is left out: nobody is there to read it).
+pub const KINDS: &[&str] = &[
+    // 400
+    "malformed_json",
+    // 404
+    "not_found",
+    "item_not_found",
+    // 405
+    "method_not_allowed",
+    // 408
+    "body_timeout",
+    // 413
+    "body_too_large",
+    // 414
+    "uri_too_long",
+    // 422: a field of the wrong type, a number out of range, then the rules.
+    "invalid_field",
+    "non_finite_number",
+    "missing_user_signal",
+    "too_many_history_items",
+    "too_many_candidates",
+    "invalid_candidate",
+    "duplicate_candidate_id",
+    "invalid_top_k",
+    "too_many_explained",
+    "invalid_diversity",
+    "too_many_excluded",
+    "invalid_filters",
+    "encoder_budget",
+    "no_catalog",
+    "empty_items",
+    "too_many_items",
+    "invalid_item",
+    "catalog_full",
+    // 431
+    "headers_too_large",
+    // 500
+    "internal",
+    // 503, with a Retry-After header
+    "overloaded",
+    "timeout",
+    "not_ready",
+    "encoder_stopped",
+];
 
 impl ApiError {
     fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
@@ -126,7 +179,11 @@ impl From<RankError> for ApiError {
             RankError::Embed(EmbedError::QueueFull { queued, limit }) => {
                 ApiError::overloaded(format!("encoder queue is full ({queued} of {limit} texts waiting)"))
             }
-            RankError::Embed(backlog @ EmbedError::Backlog { .. }) => ApiError::overloaded(backlog.to_string()),
+            // Retry once the work queued now is likely done.
+            RankError::Embed(backlog @ EmbedError::Backlog { wait_ms, .. }) => ApiError {
+                retry_after: Some(wait_ms.div_ceil(1000).clamp(1, 10) as u32),
+                ..ApiError::overloaded(backlog.to_string())
+            },
             RankError::Embed(budget @ EmbedError::OverBudget { .. }) => {
                 ApiError::invalid("encoder_budget", budget.to_string())
             }
@@ -160,7 +217,7 @@ fn bounded(message: &str) -> std::borrow::Cow<'_, str> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = axum::Json(Body { error: &bounded(&self.message), kind: self.kind });
+        let body = axum::Json(ErrorBody { error: &bounded(&self.message), kind: self.kind });
         let mut response = (self.status, body).into_response();
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));

@@ -1,6 +1,7 @@
 //! The HTTP API (axum): `POST /recommend`, `PUT /v1/catalog/items`,
 //! `GET`/`DELETE /v1/catalog/items/{id}`, `GET /health`, `GET /ready`,
-//! `GET /metrics`. A request's path is short and one-way: the head checks
+//! `GET /metrics`, and their OpenAPI document at `GET /openapi.json`
+//! (`openapi`). A request's path is short and one-way: the head checks
 //! and admission (a concurrency permit, or 503, before the body is read;
 //! see `middleware`) → JSON extractor → validation → the blocking pool →
 //! `Ranker::rank` with the bundle serving now (or the catalog's store) →
@@ -9,6 +10,7 @@
 pub mod error;
 pub mod json;
 pub mod middleware;
+pub mod openapi;
 pub mod server;
 pub mod types;
 
@@ -24,7 +26,11 @@ use tokio::sync::Semaphore;
 use self::error::ApiError;
 use self::json::ApiJson;
 use self::middleware::{Abandon, InFlight};
-use self::types::{CatalogItemOut, ModelInfo, RecommendRequest, RecommendResponse, UpsertRequest};
+use self::openapi::{HeadErrors, HealthErrors, ItemErrors, ReadyErrors, RecommendErrors, UpsertErrors};
+use self::types::{
+    CatalogItemOut, DeleteResponse, HealthResponse, ModelInfo, ReadyResponse, RecommendRequest, RecommendResponse,
+    UpsertRequest, UpsertResponse,
+};
 use crate::config::{CatalogSettings, Limits, ServerSettings};
 use crate::model::bundle::Bundle;
 use crate::serve::batcher::Ticket;
@@ -152,6 +158,7 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi_json))
         .fallback(|request: Request| async move { ApiError::not_found(request.uri().path()) })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(body_limit))
@@ -160,6 +167,15 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// `POST /recommend`: ranks the request's candidates, or retrieves from the
+/// catalog when it sends none.
+#[utoipa::path(
+    post,
+    path = "/recommend",
+    tag = "recommend",
+    request_body = RecommendRequest,
+    responses((status = 200, description = "The items, best first.", body = RecommendResponse), RecommendErrors)
+)]
 async fn recommend(
     State(state): State<AppState>,
     Extension(abandon): Extension<Abandon>,
@@ -184,11 +200,18 @@ async fn recommend(
 }
 
 /// `PUT /v1/catalog/items`: upserts a batch, durably, before answering.
+#[utoipa::path(
+    put,
+    path = "/v1/catalog/items",
+    tag = "catalog",
+    request_body = UpsertRequest,
+    responses((status = 200, description = "The items are stored.", body = UpsertResponse), UpsertErrors)
+)]
 async fn upsert_items(
     State(state): State<AppState>,
     Extension(abandon): Extension<Abandon>,
     ApiJson(request): ApiJson<UpsertRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<UpsertResponse>, ApiError> {
     let limits = state.shared.catalog_limits;
     let items = request.validate(limits.max_upsert_items)?;
     let service = state.service()?;
@@ -200,16 +223,23 @@ async fn upsert_items(
                 CatalogWriteError::Store(e) => ApiError::internal(&e),
             })?;
             let (items_now, embedded) = catalog.index().counts();
-            Ok(Json(serde_json::json!({
-                "upserted": items.len(),
-                "catalog_items": items_now,
-                "pending_embeddings": items_now - embedded,
-            })))
+            Ok(Json(UpsertResponse {
+                upserted: items.len(),
+                catalog_items: items_now,
+                pending_embeddings: items_now - embedded,
+            }))
         })
         .await
 }
 
 /// `GET /v1/catalog/items/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/catalog/items/{id}",
+    tag = "catalog",
+    params(("id" = String, Path, description = "The item's id.")),
+    responses((status = 200, description = "The item as stored.", body = CatalogItemOut), ItemErrors)
+)]
 async fn get_item(
     State(state): State<AppState>,
     Extension(abandon): Extension<Abandon>,
@@ -228,17 +258,24 @@ async fn get_item(
 }
 
 /// `DELETE /v1/catalog/items/{id}`: durable before answering.
+#[utoipa::path(
+    delete,
+    path = "/v1/catalog/items/{id}",
+    tag = "catalog",
+    params(("id" = String, Path, description = "The item's id.")),
+    responses((status = 200, description = "The item is deleted.", body = DeleteResponse), ItemErrors)
+)]
 async fn delete_item(
     State(state): State<AppState>,
     Extension(abandon): Extension<Abandon>,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<DeleteResponse>, ApiError> {
     let service = state.service()?;
     state
         .blocking(&abandon, move |_| {
             let catalog = service.catalog().ok_or_else(ApiError::no_catalog)?;
             match catalog.delete(&id) {
-                Ok(true) => Ok(Json(serde_json::json!({"deleted": id}))),
+                Ok(true) => Ok(Json(DeleteResponse { deleted: id })),
                 Ok(false) => Err(ApiError::item_not_found(&id)),
                 Err(e) => Err(ApiError::internal(&e)),
             }
@@ -249,19 +286,30 @@ async fn delete_item(
 /// Liveness: the process answers, and its encoder thread has not died (a
 /// dead encoder cannot recover, so an orchestrator should restart the
 /// process). Still 200 while the models load.
-async fn health(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    responses((status = 200, description = "The process is alive.", body = HealthResponse), HealthErrors)
+)]
+async fn health(State(state): State<AppState>) -> Result<Json<HealthResponse>, ApiError> {
     match state.shared.service.get() {
         Some(service) if !service.is_ready() => Err(ApiError::encoder_stopped()),
-        _ => Ok(Json(serde_json::json!({"status": "ok"}))),
+        _ => Ok(Json(HealthResponse { status: "ok".into() })),
     }
 }
 
 /// Readiness: 200 once the models are loaded and one warm-up pass has run,
 /// and for as long as the encoder thread lives.
-async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "operations",
+    responses((status = 200, description = "Requests can be served.", body = ReadyResponse), ReadyErrors)
+)]
+async fn ready(State(state): State<AppState>) -> Result<Json<ReadyResponse>, ApiError> {
     let service = state.service()?;
-    let ModelInfo { encoder, precision, head } = model_info(&service, &service.bundle());
-    Ok(Json(serde_json::json!({"status": "ready", "encoder": encoder, "precision": precision, "head": head})))
+    Ok(Json(ReadyResponse { status: "ready".into(), model: model_info(&service, &service.bundle()) }))
 }
 
 /// What a response says served it: the encoder and the bundle's version.
@@ -274,6 +322,27 @@ fn model_info(service: &Service, bundle: &Bundle) -> ModelInfo {
     }
 }
 
+/// `GET /metrics`: every metric, in Prometheus' text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The metrics.", body = String, content_type = "text/plain; version=0.0.4"),
+        HeadErrors
+    )
+)]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], state.shared.metrics.render())
+}
+
+/// `GET /openapi.json`: this document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document.", body = Object), HeadErrors)
+)]
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi::document())
 }

@@ -1,10 +1,13 @@
 //! The wire format of `/recommend` and its validation into a
-//! [`RankQuery`](crate::serve::ranker::RankQuery). Every rule here is listed in the
-//! README's "Limits and errors".
+//! [`RankQuery`](crate::serve::ranker::RankQuery), and of the catalog and
+//! health routes. Every rule here is listed in the README's "Limits and
+//! errors". The types derive their OpenAPI schemas (`openapi`): their doc
+//! comments are the document's descriptions.
 
 use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::serve::catalog::store::CatalogItem;
 
@@ -14,7 +17,9 @@ use crate::config::Limits;
 use crate::serve::catalog::index::ItemFilter;
 use crate::serve::ranker::{Candidate, HistoryItem, RankQuery, RankedItem};
 
-#[derive(Debug, Deserialize)]
+/// `POST /recommend`: who the user is, and what to rank (the given
+/// candidates, or else the catalog).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecommendRequest {
     #[serde(deserialize_with = "json::object")]
@@ -22,7 +27,10 @@ pub struct RecommendRequest {
     /// Absent, null or empty: retrieve from the catalog.
     #[serde(default, deserialize_with = "json::optional_objects")]
     pub candidates: Option<Vec<CandidateIn>>,
-    /// Any JSON number, so that `-0` or `2.5` get `invalid_top_k` too.
+    /// How many items to return: a whole number >= 1 (default
+    /// `limits.default_top_k`). Read as any JSON number, so that `-0` or
+    /// `2.5` get `invalid_top_k` rather than `invalid_field`.
+    #[schema(value_type = Option<u64>, minimum = 1)]
     pub top_k: Option<serde_json::Number>,
     /// Ids never to return (the cart, what was just bought).
     #[serde(default)]
@@ -30,22 +38,26 @@ pub struct RecommendRequest {
     #[serde(default, deserialize_with = "json::object")]
     pub filters: FiltersIn,
     /// Maximal-marginal-relevance weight λ in [0, 1]; 0 (the default) is off.
+    #[schema(minimum = 0, maximum = 1)]
     pub diversity: Option<f64>,
     /// Attach each item's reasons.
     #[serde(default)]
     pub explain: bool,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FiltersIn {
     /// Only available items (default true).
     pub available: Option<bool>,
+    #[schema(minimum = 0)]
     pub min_price: Option<f64>,
+    #[schema(minimum = 0)]
     pub max_price: Option<f64>,
 }
 
-#[derive(Debug, Deserialize)]
+/// At least one of `text`, `query` and `history` must say something.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserIn {
     /// The storefront's id for the user; echoed in logs only.
@@ -60,44 +72,60 @@ pub struct UserIn {
     pub history: Vec<HistoryIn>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A history entry: a title, or an item object.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum HistoryIn {
+    /// The item's title.
     Title(String),
+    /// The item, with its id if known.
     Item(#[serde(deserialize_with = "json::object")] HistoryItemIn),
 }
 
-#[derive(Debug, Deserialize)]
+/// A history item; `title` is accepted for `text`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryItemIn {
+    /// The item's id, if the storefront has one (enables co-purchase features).
     pub id: Option<String>,
+    /// The item's title or description.
     #[serde(alias = "title")]
     pub text: String,
 }
 
 /// A candidate product. Fields other than these are accepted and ignored, so
-/// a storefront can send its product objects as they are.
-#[derive(Debug, Deserialize)]
+/// a storefront can send its product objects as they are; `title` is
+/// accepted for `text`.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct CandidateIn {
+    /// Unique within the request.
     pub id: String,
+    /// The product's title or description.
     #[serde(alias = "title")]
     pub text: String,
+    #[schema(minimum = 0)]
     pub price: Option<f64>,
     /// Default true; `filters.available` drops unavailable candidates.
     pub available: Option<bool>,
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+/// The ranked items, best first, and what served them.
+#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct RecommendResponse {
     pub items: Vec<RankedItem>,
     pub model: ModelInfo,
+    /// Time spent on the request, in milliseconds.
     pub took_ms: f64,
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq, Clone)]
+/// What served a response.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Clone, ToSchema)]
 pub struct ModelInfo {
+    /// The text encoder's name.
     pub encoder: String,
+    /// The encoder's arithmetic (`f32`, `int8`).
     pub precision: String,
+    /// The version of the bundle (the scoring head) that scored the items.
     pub head: String,
 }
 
@@ -226,23 +254,69 @@ fn filter(filters: FiltersIn, exclude: Vec<String>, limits: &Limits) -> Result<I
 }
 
 /// `PUT /v1/catalog/items`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpsertRequest {
+    /// The items to insert or replace (by id), at most
+    /// `catalog.max_upsert_items`.
     #[serde(deserialize_with = "json::objects")]
     pub items: Vec<CatalogItemIn>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A catalog item as the storefront sends it; `title` is accepted for `text`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CatalogItemIn {
+    /// 1 to 256 bytes, not blank; unique within the request.
     pub id: String,
+    /// The product's title or description: what is embedded.
     #[serde(alias = "title")]
     pub text: String,
+    #[schema(minimum = 0)]
     pub price: Option<f64>,
+    /// Default true.
     pub available: Option<bool>,
+    /// Free JSON kept with the item and returned as given.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub attributes: serde_json::Value,
+}
+
+/// The answer to `PUT /v1/catalog/items`, once the items are stored.
+#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct UpsertResponse {
+    /// Items written by this request.
+    pub upserted: usize,
+    /// Items in the catalog now.
+    pub catalog_items: usize,
+    /// Items whose embedding is still being computed (retrieval cannot
+    /// find them yet).
+    pub pending_embeddings: usize,
+}
+
+/// The answer to `DELETE /v1/catalog/items/{id}`.
+#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct DeleteResponse {
+    /// The id of the item deleted.
+    pub deleted: String,
+}
+
+/// The answer to `GET /health`.
+#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct HealthResponse {
+    /// Always `ok`.
+    #[schema(pattern = "^ok$")]
+    pub status: String,
+}
+
+/// The answer to `GET /ready`: what serves requests now.
+#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct ReadyResponse {
+    /// Always `ready`.
+    #[schema(pattern = "^ready$")]
+    pub status: String,
+    #[serde(flatten)]
+    pub model: ModelInfo,
 }
 
 /// Most items one request may have explained (each costs 64 head rows).
@@ -296,9 +370,10 @@ impl UpsertRequest {
 
 /// `GET /v1/catalog/items/{id}`: the item as stored, and whether its
 /// embedding is ready (only then can retrieval find it).
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct CatalogItemOut {
     #[serde(flatten)]
     pub item: CatalogItem,
+    /// Whether the item's embedding is computed.
     pub embedded: bool,
 }

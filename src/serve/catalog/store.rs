@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A product as the storefront sends it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CatalogItem {
     pub id: String,
     pub text: String,
@@ -21,6 +21,7 @@ pub struct CatalogItem {
     pub available: bool,
     /// Free JSON the storefront wants kept with the item (returned as given).
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    #[schema(value_type = Object)]
     pub attributes: serde_json::Value,
 }
 
