@@ -402,9 +402,8 @@ async fn suite(plan: &Plan) -> Vec<Row> {
         for k in 0..4 {
             // Short texts (about 7 tokens), so that 1,000 of them fit
             // batching.max_request_tokens and the encoder takes them on.
-            let candidates: Vec<Value> = (0..1000)
-                .map(|i| json!({"id": format!("a{i}"), "text": format!("gift {round} {k} {i}")}))
-                .collect();
+            let candidates: Vec<Value> =
+                (0..1000).map(|i| json!({"id": format!("a{i}"), "text": format!("gift {round} {k} {i}")})).collect();
             let body = json!({"user": {"query": "gift"}, "candidates": candidates}).to_string();
             tokio::spawn(async move {
                 let mut client = Client::connect(port).await.expect("connect");

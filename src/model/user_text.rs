@@ -84,8 +84,19 @@ fn cut_to_tokens<'t>(
     if offsets.len() <= max_tokens && encoding.get_overflowing().is_empty() {
         return Ok((text, offsets.len()));
     }
-    let end = offsets[max_tokens - 1].1;
-    Ok((text[..end].trim_end(), max_tokens))
+    // Cut after token `kept - 1`, where the next token starts no earlier
+    // than it ends. Normalisation can turn one character into several
+    // tokens (a Hangul syllable into its jamo, each with the syllable's
+    // offsets); such a character cannot be split, so it is left out whole.
+    let kept = (1..=max_tokens.min(offsets.len()))
+        .rev()
+        .find(|&kept| offsets.get(kept).is_none_or(|next| next.0 >= offsets[kept - 1].1))
+        .unwrap_or(0);
+    if kept == 0 {
+        return Ok(("", 0));
+    }
+    let end = offsets[kept - 1].1;
+    Ok((text[..end].trim_end(), kept))
 }
 
 #[cfg(test)]

@@ -98,3 +98,23 @@ fn vectors_do_not_depend_on_batch_order_or_size() {
         assert!(max_abs_diff(a, b) <= 1e-5);
     }
 }
+
+/// Found by `scripts/fuzz` (user_text): the normaliser splits a Hangul
+/// syllable into three jamo tokens that share its offsets, so cutting "after
+/// the fifth token" kept the whole syllable, and the text overflowed its
+/// window. Each part is now cut where no character is split.
+#[test]
+fn the_user_text_stays_in_its_window_when_one_character_is_several_tokens() {
+    use shoprank::config::UserTextBudget;
+    use shoprank::model::user_text::{compose, UserSignals};
+    let encoder = common::encoder();
+    let budget = UserTextBudget { query_tokens: 0, profile_tokens: 0 };
+    for window in 8..16 {
+        let history = ["\u{7f}", "fts\0JB\0\0\0텬\0\0RED", "NUNC RER", "한국어 가방 텬텬"];
+        let signals = UserSignals { query: Some("빨간 가방"), profile: None, history: &history };
+        let budget = UserTextBudget { query_tokens: 4, ..budget };
+        let text = compose(encoder.tokenizer(), budget, window, signals).unwrap();
+        let tokens = encoder.tokenizer().encode(text.as_str(), true).unwrap().len();
+        assert!(tokens <= window, "{tokens} tokens for a window of {window}: {text:?}");
+    }
+}

@@ -43,6 +43,11 @@ fuzz_target!(|input: Input| {
     let text = compose(tokenizer(), budget, max_seq_len, signals).expect("composing never fails on valid UTF-8");
     // Every part is cut at a token boundary within the window, with room
     // for [CLS] and [SEP].
-    let tokens = tokenizer().encode(text.as_str(), true).expect("tokenize").len();
-    assert!(tokens <= max_seq_len, "{tokens} tokens for a window of {max_seq_len}: {text:?}");
+    let encoding = tokenizer().encode(text.as_str(), true).expect("tokenize");
+    let tokens = encoding.len();
+    assert!(
+        tokens <= max_seq_len,
+        "{tokens} tokens for a window of {max_seq_len}: {text:?} {:?} from {input:?}",
+        encoding.get_tokens()
+    );
 });
