@@ -75,17 +75,20 @@ fn main() -> std::process::ExitCode {
 }
 
 /// The error and its causes joined by ": ", skipping a cause whose text
-/// the message before it already includes (many errors quote their source).
+/// the message just before it already includes (many errors quote their
+/// source).
 fn error_chain(error: &anyhow::Error) -> String {
     let mut line = String::new();
+    let mut previous = String::new();
     for cause in error.chain() {
         let text = cause.to_string();
-        if !line.contains(&text) {
+        if !previous.contains(&text) {
             if !line.is_empty() {
                 line.push_str(": ");
             }
             line.push_str(&text);
         }
+        previous = text;
     }
     line
 }

@@ -36,18 +36,18 @@ fn a_full_cache_of_100k_embeddings_stays_under_400_mib_and_does_not_grow() {
     let title = |i: usize| format!("product {i}: hand-painted ceramic mug with gift box, 350 ml");
     let vector = |i: usize| -> Arc<[f32]> { (0..dim).map(|d| ((i * 31 + d) % 97) as f32 / 97.0).collect() };
     for i in 0..entries {
-        cache.insert(&title(i), vector(i));
+        cache.insert(EmbeddingCache::key(&title(i)), vector(i));
     }
     let full = rss_mib().unwrap();
     // A long run: as many again new texts, each evicting the oldest entry.
     for i in entries..2 * entries {
-        cache.insert(&title(i), vector(i));
+        cache.insert(EmbeddingCache::key(&title(i)), vector(i));
     }
     let after = rss_mib().unwrap();
     // Texts are hashed, not kept: 200 unique 1.9 MB texts cost what short ones do.
     let huge = "ceramic mug ".repeat(1_900_000 / 12);
     for i in 0..200 {
-        cache.insert(&format!("{huge}{i}"), vector(i));
+        cache.insert(EmbeddingCache::key(&format!("{huge}{i}")), vector(i));
         assert!(cache.bytes() <= budget, "cache bytes {} over the budget {budget}", cache.bytes());
     }
     let after_huge = rss_mib().unwrap();

@@ -305,6 +305,8 @@ mod tests {
             .unwrap()
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
             .filter(|n| n.contains("staging") || n.contains("retired"))
+            // Only this test's bundle: others save theirs beside it meanwhile.
+            .filter(|n| n.contains(&format!("{}.", dir.file_name().unwrap().to_string_lossy())))
             .filter(|n| n.contains(&format!("-{}", std::process::id())))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");

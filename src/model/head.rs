@@ -112,6 +112,16 @@ impl HeadSpec {
     /// heads) or that cannot score (a value that is not finite, a feature
     /// scale that is not positive).
     fn check_weights(&self, tensors: &HashMap<String, Tensor>) -> Result<(), HeadError> {
+        // Each member has at least two tensors: a spec claiming more members
+        // than the file could hold (a billion) is refused before the list
+        // of expected names is built from it.
+        if self.members > tensors.len() {
+            return Err(HeadError::Mismatch(format!(
+                "the file holds {} tensors, too few for members = {}",
+                tensors.len(),
+                self.members
+            )));
+        }
         let expected = self.expected_tensors();
         let missing: Vec<&String> = expected.keys().filter(|name| !tensors.contains_key(*name)).collect();
         let mut extra: Vec<&String> = tensors.keys().filter(|name| !expected.contains_key(*name)).collect();

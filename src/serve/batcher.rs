@@ -21,7 +21,9 @@
 //! Every request carries a [`Ticket`]. When nobody waits for its answer any
 //! more (the client went away, or its time ran out), its texts are
 //! withdrawn from the queue at once, a batch whose texts are all abandoned
-//! is skipped, and the waiting thread returns [`EmbedError::Abandoned`].
+//! is stopped between layers, and the waiter gets [`EmbedError::Abandoned`].
+//! A request's texts go on the queue as a [`Pending`]; the server awaits it
+//! without holding a thread (`Pending::wait`), tools block on it.
 //!
 //! [`Embedder`] puts the embedding cache in front: only texts never seen (or
 //! evicted) reach the queue.
@@ -41,7 +43,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -113,16 +114,23 @@ impl Ticket {
         }
     }
 
+    /// Marks the work abandoned: everything waiting on the ticket stops.
+    pub fn abandon(&self) {
+        self.cancel.cancel();
+    }
+
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
     fn time_left(&self) -> Option<Duration> {
         self.deadline.map(|d| d.saturating_duration_since(Instant::now()))
     }
 }
 
-/// How often a thread waiting for its vectors looks whether its request
-/// was abandoned.
-const ABANDON_POLL: Duration = Duration::from_millis(5);
-
-type Reply = mpsc::Sender<(usize, Result<Vec<f32>, EmbedError>)>;
+/// Each text's vector goes back on its request's channel as soon as its
+/// batch is done. Unbounded: a request's channel holds at most its own texts.
+type Reply = tokio::sync::mpsc::UnboundedSender<(usize, Result<Vec<f32>, EmbedError>)>;
 
 struct Entry {
     text: TokenizedText,
@@ -182,10 +190,14 @@ impl Queue {
 
     /// Removes one group (its caller stopped waiting); returns its texts.
     fn withdraw(&mut self, id: u64) -> usize {
-        let Some(at) = self.requests.iter().position(|g| g.id == id) else { return 0 };
-        let group = self.requests.remove(at).expect("position is in range");
-        self.texts -= group.entries.len();
-        group.entries.len()
+        for groups in [&mut self.requests, &mut self.background] {
+            if let Some(at) = groups.iter().position(|g| g.id == id) {
+                let group = groups.remove(at).expect("position is in range");
+                self.texts -= group.entries.len();
+                return group.entries.len();
+            }
+        }
+        0
     }
 
     /// Seconds of encoder work queued ahead of a new request of `tokens`
@@ -287,15 +299,76 @@ pub struct Batcher {
     worker: Option<std::thread::JoinHandle<()>>,
 }
 
-/// Withdraws a request's texts still queued when its caller stops waiting,
-/// whatever the reason (abandoned, an error, a panic).
-struct Withdraw<'a> {
-    shared: &'a Shared,
+/// Texts on the encoder queue, and the way their vectors come back. Waiting
+/// for them costs no thread in the async [`Pending::wait`] (the server's
+/// path), or blocks in [`Pending::wait_blocking`]. Dropped unfinished (the
+/// request was abandoned, failed or timed out), it withdraws the texts still
+/// queued, so the encoder never embeds them for nobody.
+pub struct Pending {
+    shared: Arc<Shared>,
     id: u64,
+    texts: usize,
+    results: tokio::sync::mpsc::UnboundedReceiver<(usize, Result<Vec<f32>, EmbedError>)>,
 }
 
-impl Drop for Withdraw<'_> {
+impl Pending {
+    /// Nothing to embed.
+    fn done(shared: &Arc<Shared>) -> Self {
+        let (_, results) = tokio::sync::mpsc::unbounded_channel();
+        Self { shared: shared.clone(), id: u64::MAX, texts: 0, results }
+    }
+
+    /// The vectors, in the order the texts were given, once all are done;
+    /// `Abandoned` as soon as `ticket` is.
+    pub async fn wait(mut self, ticket: &Ticket) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let mut out = vec![Vec::new(); self.texts];
+        for _ in 0..self.texts {
+            tokio::select! {
+                biased;
+                () = ticket.cancel.cancelled() => return Err(EmbedError::Abandoned),
+                received = self.results.recv() => match received {
+                    Some((index, vector)) => out[index] = vector?,
+                    // The group was dropped unanswered: the thread stopped.
+                    None => return Err(EmbedError::Stopped),
+                },
+            }
+        }
+        Ok(out)
+    }
+
+    /// As [`Pending::wait`], blocking the calling thread: for warm-up,
+    /// catalog ingestion, tools and tests. It polls (every 100 µs) rather
+    /// than parks, so it works on any thread, an async runtime's included
+    /// (tests build services inside one), and notices abandonment promptly.
+    pub fn wait_blocking(mut self, ticket: &Ticket) -> Result<Vec<Vec<f32>>, EmbedError> {
+        use tokio::sync::mpsc::error::TryRecvError;
+        let mut out = vec![Vec::new(); self.texts];
+        let mut received = 0;
+        while received < self.texts {
+            match self.results.try_recv() {
+                Ok((index, vector)) => {
+                    out[index] = vector?;
+                    received += 1;
+                }
+                Err(TryRecvError::Empty) => {
+                    ticket.check()?;
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+                Err(TryRecvError::Disconnected) => {
+                    ticket.check()?;
+                    return Err(EmbedError::Stopped);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Pending {
     fn drop(&mut self) {
+        if self.texts == 0 {
+            return;
+        }
         let mut queue = self.shared.lock();
         let withdrawn = queue.withdraw(self.id);
         if withdrawn > 0 {
@@ -330,16 +403,20 @@ impl Batcher {
         !self.shared.stopped.load(Ordering::Acquire)
     }
 
-    /// Embeds a request's tokenized texts, blocking until all are done or
-    /// `ticket` is abandoned. Refused at once if the work cannot be admitted
-    /// (see the module docs).
-    pub fn embed(&self, texts: Vec<TokenizedText>, ticket: &Ticket) -> Result<Vec<Vec<f32>>, EmbedError> {
+    /// Puts a request's tokenized texts on the queue, or refuses them at
+    /// once if they cannot be admitted (see the module docs).
+    pub fn enqueue(&self, texts: Vec<TokenizedText>, ticket: &Ticket) -> Result<Pending, EmbedError> {
         let tokens: usize = texts.iter().map(TokenizedText::len).sum();
         let limit = self.shared.settings.max_request_tokens;
         if tokens > limit {
             return Err(EmbedError::OverBudget { tokens, limit });
         }
         self.submit(texts, ticket, false)
+    }
+
+    /// Embeds a request's tokenized texts, blocking until all are done.
+    pub fn embed(&self, texts: Vec<TokenizedText>, ticket: &Ticket) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.enqueue(texts, ticket)?.wait_blocking(ticket)
     }
 
     /// Refuses at once, before the texts are even tokenized, work of at
@@ -357,28 +434,30 @@ impl Batcher {
     /// As [`Batcher::embed`], on the background queue (catalog ingestion):
     /// no token or time budget, never abandoned.
     pub fn embed_background(&self, texts: Vec<TokenizedText>) -> Result<Vec<Vec<f32>>, EmbedError> {
-        self.submit(texts, &Ticket::detached(), true)
+        let ticket = Ticket::detached();
+        self.submit(texts, &ticket, true)?.wait_blocking(&ticket)
     }
 
-    fn submit(
-        &self,
-        texts: Vec<TokenizedText>,
-        ticket: &Ticket,
-        background: bool,
-    ) -> Result<Vec<Vec<f32>>, EmbedError> {
+    fn submit(&self, texts: Vec<TokenizedText>, ticket: &Ticket, background: bool) -> Result<Pending, EmbedError> {
         let n = texts.len();
         if n == 0 {
-            return Ok(Vec::new());
+            return Ok(Pending::done(&self.shared));
         }
         ticket.check()?;
         let tokens: usize = texts.iter().map(TokenizedText::len).sum();
-        let (reply, results) = mpsc::channel();
+        let entries: VecDeque<Entry> =
+            texts.into_iter().enumerate().map(|(index, text)| Entry { text, index }).collect();
+        let (reply, results) = tokio::sync::mpsc::unbounded_channel();
         let id = {
             let mut queue = self.shared.lock();
             if queue.closed {
                 return Err(EmbedError::Stopped);
             }
-            queue.drop_abandoned();
+            let abandoned = queue.drop_abandoned();
+            if abandoned > 0 {
+                self.shared.metrics.encoder_abandoned_texts.inc_by(abandoned as u64);
+                self.shared.publish_queue(&queue);
+            }
             let limit = self.shared.settings.max_queued_texts;
             if queue.texts + n > limit {
                 return Err(EmbedError::QueueFull { queued: queue.texts, limit });
@@ -388,7 +467,6 @@ impl Batcher {
             }
             let id = queue.next_id;
             queue.next_id += 1;
-            let entries = texts.into_iter().enumerate().map(|(index, text)| Entry { text, index }).collect();
             let group = Group { id, entries, tokens, reply, ticket: ticket.clone() };
             if background {
                 queue.background.push_back(group);
@@ -400,24 +478,7 @@ impl Batcher {
             id
         };
         self.shared.wake.notify_one();
-        let _withdraw = Withdraw { shared: &self.shared, id };
-        let mut out = vec![Vec::new(); n];
-        let mut received = 0;
-        while received < n {
-            match results.recv_timeout(ABANDON_POLL) {
-                Ok((index, vector)) => {
-                    out[index] = vector?;
-                    received += 1;
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => ticket.check()?,
-                // The group was dropped unanswered: abandoned, or the thread stopped.
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    ticket.check()?;
-                    return Err(EmbedError::Stopped);
-                }
-            }
-        }
-        Ok(out)
+        Ok(Pending { shared: self.shared.clone(), id, texts: n, results })
     }
 
     /// Refuses a request the encoder cannot serve in time: too much work
@@ -628,6 +689,16 @@ fn run_worker(shared: &Shared, encoder: &dyn BatchForward) {
     }
 }
 
+/// A request's texts half embedded (see [`Embedder::begin`]): the vectors
+/// found in the cache, where each missing text goes, and the encoder's
+/// pending work. Dropping it withdraws that work.
+pub struct EmbedJob {
+    pub out: Vec<Option<Embedding>>,
+    /// Each missing text's cache key and its positions in `out`.
+    pub missing: Vec<(u128, Vec<usize>)>,
+    pub pending: Pending,
+}
+
 /// Cached, batched text embeddings: the one way the server embeds text.
 pub struct Embedder {
     encoder: Arc<Encoder>,
@@ -664,39 +735,63 @@ impl Embedder {
     }
 
     /// Embeds a request's texts, serving repeats from the cache; the same
-    /// text twice in one call is encoded once. Blocks until done or
-    /// `ticket` is abandoned; call from a blocking context.
+    /// text twice in one call is encoded once. Blocks until done; call from
+    /// a blocking context.
     pub fn embed(&self, texts: &[&str], ticket: &Ticket) -> Result<Vec<Embedding>, EmbedError> {
-        let mut out: Vec<Option<Embedding>> = texts.iter().map(|t| self.cache.get(t)).collect();
-        let mut missing: HashMap<&str, Vec<usize>> = HashMap::new();
-        for (i, text) in texts.iter().enumerate() {
+        let job = self.begin(texts, ticket)?;
+        let vectors = job.pending.wait_blocking(ticket)?;
+        Ok(self.finish(job.out, job.missing, vectors))
+    }
+
+    /// The first half of [`Embedder::embed`], which does the CPU work: the
+    /// cache lookups, tokenizing the texts it misses, and putting them on the
+    /// encoder queue (or refusing them). The vectors then come through the
+    /// job's [`Pending`]; [`Embedder::finish`] caches and places them.
+    pub fn begin(&self, texts: &[&str], ticket: &Ticket) -> Result<EmbedJob, EmbedError> {
+        let keys: Vec<u128> = texts.iter().map(|t| EmbeddingCache::key(t)).collect();
+        let out: Vec<Option<Embedding>> = keys.iter().map(|&key| self.cache.get(key)).collect();
+        let mut missing: HashMap<u128, (usize, Vec<usize>)> = HashMap::new();
+        for (i, &key) in keys.iter().enumerate() {
             if out[i].is_none() {
-                missing.entry(text).or_default().push(i);
+                missing.entry(key).or_insert_with(|| (i, Vec::new())).1.push(i);
             }
         }
-        let missing: Vec<(&str, Vec<usize>)> = missing.into_iter().collect();
+        let missing: Vec<(u128, usize, Vec<usize>)> =
+            missing.into_iter().map(|(key, (first, positions))| (key, first, positions)).collect();
         if missing.is_empty() {
-            return Ok(out.into_iter().map(|v| v.expect("every text cached")).collect());
+            return Ok(EmbedJob { out, missing: Vec::new(), pending: self.batcher.submit(Vec::new(), ticket, false)? });
         }
-        self.batcher.precheck(missing.iter().map(|(text, _)| self.min_tokens(text)).sum(), ticket)?;
+        self.batcher.precheck(missing.iter().map(|&(_, first, _)| self.min_tokens(texts[first])).sum(), ticket)?;
         let mut tokenized = Vec::with_capacity(missing.len());
-        for (n, (text, _)) in missing.iter().enumerate() {
+        for (n, &(_, first, _)) in missing.iter().enumerate() {
             // Tokenizing a thousand texts takes tens of milliseconds: stop
             // if nobody waits any more.
             if n % 64 == 63 {
                 ticket.check()?;
             }
-            tokenized.push(self.encoder.tokenize(text)?);
+            tokenized.push(self.encoder.tokenize(texts[first])?);
         }
-        let vectors = self.batcher.embed(tokenized, ticket)?;
-        for ((text, positions), vector) in missing.into_iter().zip(vectors) {
+        let pending = self.batcher.enqueue(tokenized, ticket)?;
+        let missing = missing.into_iter().map(|(key, _, positions)| (key, positions)).collect();
+        Ok(EmbedJob { out, missing, pending })
+    }
+
+    /// The second half of [`Embedder::embed`]: caches the new vectors and
+    /// returns every text's vector in order.
+    pub fn finish(
+        &self,
+        mut out: Vec<Option<Embedding>>,
+        missing: Vec<(u128, Vec<usize>)>,
+        vectors: Vec<Vec<f32>>,
+    ) -> Vec<Embedding> {
+        for ((key, positions), vector) in missing.into_iter().zip(vectors) {
             let vector: Embedding = Arc::from(vector);
-            self.cache.insert(text, vector.clone());
+            self.cache.insert(key, vector.clone());
             for i in positions {
                 out[i] = Some(vector.clone());
             }
         }
-        Ok(out.into_iter().map(|v| v.expect("every text embedded")).collect())
+        out.into_iter().map(|v| v.expect("every text embedded")).collect()
     }
 
     /// A lower bound of `text`'s token count, without tokenizing: every

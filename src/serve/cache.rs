@@ -45,8 +45,14 @@ impl EmbeddingCache {
         self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn get(&self, text: &str) -> Option<Embedding> {
-        let found = self.lock().lru.get(&key(text)).cloned();
+    /// The key a text is cached under (hashed outside the lock: a 2 MB
+    /// text takes a fraction of a millisecond).
+    pub fn key(text: &str) -> u128 {
+        xxh3_128(text.as_bytes())
+    }
+
+    pub fn get(&self, key: u128) -> Option<Embedding> {
+        let found = self.lock().lru.get(&key).cloned();
         match found {
             Some(_) => self.metrics.cache_hits.inc(),
             None => self.metrics.cache_misses.inc(),
@@ -57,13 +63,13 @@ impl EmbeddingCache {
     /// Keeps `embedding` for `text`, evicting the least recently used
     /// entries until the cache is within its byte budget again. A vector
     /// larger than the whole budget is not kept.
-    pub fn insert(&self, text: &str, embedding: Embedding) {
+    pub fn insert(&self, key: u128, embedding: Embedding) {
         let added = entry_bytes(&embedding);
         if added > self.max_bytes {
             return;
         }
         let mut entries = self.lock();
-        if let Some(old) = entries.lru.put(key(text), embedding) {
+        if let Some(old) = entries.lru.put(key, embedding) {
             entries.bytes -= entry_bytes(&old);
         }
         entries.bytes += added;
@@ -90,10 +96,6 @@ impl EmbeddingCache {
     }
 }
 
-fn key(text: &str) -> u128 {
-    xxh3_128(text.as_bytes())
-}
-
 /// Heap bytes of one entry: its vector and the fixed bookkeeping.
 fn entry_bytes(embedding: &[f32]) -> usize {
     std::mem::size_of_val(embedding) + ENTRY_OVERHEAD
@@ -111,21 +113,23 @@ mod tests {
     #[test]
     fn returns_only_the_vector_of_the_exact_text() {
         let c = cache(10);
-        c.insert("red mug", Arc::from(vec![1.0, 0.0]));
-        c.insert("red mug ", Arc::from(vec![0.0, 1.0]));
-        assert_eq!(&*c.get("red mug").unwrap(), &[1.0, 0.0]);
-        assert_eq!(&*c.get("red mug ").unwrap(), &[0.0, 1.0]);
-        assert!(c.get("Red mug").is_none());
+        let key = EmbeddingCache::key;
+        c.insert(key("red mug"), Arc::from(vec![1.0, 0.0]));
+        c.insert(key("red mug "), Arc::from(vec![0.0, 1.0]));
+        assert_eq!(&*c.get(key("red mug")).unwrap(), &[1.0, 0.0]);
+        assert_eq!(&*c.get(key("red mug ")).unwrap(), &[0.0, 1.0]);
+        assert!(c.get(key("Red mug")).is_none());
     }
 
     #[test]
     fn evicts_the_least_recently_used_and_counts_it() {
         let c = cache(2);
-        c.insert("a", Arc::from(vec![1.0, 1.0]));
-        c.insert("b", Arc::from(vec![2.0, 2.0]));
-        assert!(c.get("a").is_some()); // b is now the oldest
-        c.insert("c", Arc::from(vec![3.0, 3.0]));
-        assert!(c.get("b").is_none());
+        let key = EmbeddingCache::key;
+        c.insert(key("a"), Arc::from(vec![1.0, 1.0]));
+        c.insert(key("b"), Arc::from(vec![2.0, 2.0]));
+        assert!(c.get(key("a")).is_some()); // b is now the oldest
+        c.insert(key("c"), Arc::from(vec![3.0, 3.0]));
+        assert!(c.get(key("b")).is_none());
         assert_eq!(c.len(), 2);
         assert_eq!(c.metrics.cache_evictions.get(), 1);
         assert_eq!(c.metrics.cache_entries.get(), 2);
@@ -137,10 +141,10 @@ mod tests {
         let c = cache(3);
         let huge = "x".repeat(2 << 20);
         for i in 0..10 {
-            c.insert(&format!("{huge}{i}"), Arc::from(vec![i as f32, 0.0]));
+            c.insert(EmbeddingCache::key(&format!("{huge}{i}")), Arc::from(vec![i as f32, 0.0]));
             assert!(c.bytes() <= c.max_bytes, "{} bytes over a budget of {}", c.bytes(), c.max_bytes);
         }
         assert_eq!(c.len(), 3);
-        assert_eq!(&*c.get(&format!("{huge}9")).unwrap(), &[9.0, 0.0]);
+        assert_eq!(&*c.get(EmbeddingCache::key(&format!("{huge}9"))).unwrap(), &[9.0, 0.0]);
     }
 }

@@ -22,7 +22,7 @@ use crate::model::relevance::{self, Banding};
 use crate::model::scoring::ScoringInputs;
 use crate::model::stats::{HistoryStats, ItemPos};
 use crate::model::user_text::{self, UserSignals};
-use crate::serve::batcher::{EmbedError, Embedder, Ticket};
+use crate::serve::batcher::{EmbedError, EmbedJob, Embedder, Pending, Ticket};
 use crate::serve::cache::Embedding;
 use crate::serve::catalog::index::ItemFilter;
 use crate::serve::catalog::Catalog;
@@ -185,8 +185,9 @@ impl Ranker {
 
     /// Scores the candidates (given, or retrieved from `catalog`) with
     /// `bundle` and returns the best `top_k`, best first. Equal scores keep
-    /// the candidates' order. Stops with `EmbedError::Abandoned` as soon as
-    /// nobody waits for the answer (`ticket`).
+    /// the candidates' order. Blocks while the encoder works; the server
+    /// instead runs [`Ranker::begin`], awaits the [`Pending`] vectors without
+    /// holding a thread, then [`Ranker::end`].
     pub fn rank(
         &self,
         bundle: &Bundle,
@@ -194,7 +195,43 @@ impl Ranker {
         catalog: Option<&Catalog>,
         ticket: &Ticket,
     ) -> Result<Vec<RankedItem>, RankError> {
-        let (user, pool) = self.user_and_pool(bundle, query, catalog, ticket)?;
+        let (begun, pending) = self.begin(query.clone(), ticket)?;
+        let vectors = pending.wait_blocking(ticket)?;
+        self.end(bundle, begun, vectors, catalog, ticket)
+    }
+
+    /// The first half of a request, CPU only: composes the user text and
+    /// puts every text the cache misses on the encoder queue (or refuses
+    /// them, see `batcher`).
+    pub fn begin(&self, query: RankQuery, ticket: &Ticket) -> Result<(Begun, Pending), RankError> {
+        let user_text = self.user_text(&query)?;
+        let given = given_candidates(&query);
+        let embedded_history = &query.history[..query.history.len().min(features::HISTORY_FEATURE_ITEMS)];
+        let mut texts: Vec<&str> = Vec::with_capacity(2 + embedded_history.len() + given.len());
+        texts.push(&user_text);
+        // The query alone, for the query features (see `features`).
+        texts.extend(query.query.as_deref());
+        texts.extend(embedded_history.iter().map(|h| h.text.as_str()));
+        texts.extend(given.iter().map(|c| c.text.as_str()));
+        let EmbedJob { out, missing, pending } = self.embedder.begin(&texts, ticket)?;
+        Ok((Begun { query, cached: out, missing }, pending))
+    }
+
+    /// The second half, once the encoder's vectors are in: retrieval (for a
+    /// request without candidates), scoring, ordering, explanations.
+    pub fn end(
+        &self,
+        bundle: &Bundle,
+        begun: Begun,
+        vectors: Vec<Vec<f32>>,
+        catalog: Option<&Catalog>,
+        ticket: &Ticket,
+    ) -> Result<Vec<RankedItem>, RankError> {
+        ticket.check()?;
+        let Begun { query, cached, missing } = begun;
+        let embeddings = self.embedder.finish(cached, missing, vectors);
+        let (user, pool) = self.user_and_pool(bundle, &query, embeddings, catalog)?;
+        let query = &query;
         ticket.check()?;
         let stats = bundle.stats();
         let context = user_context(stats, &user);
@@ -234,34 +271,27 @@ impl Ranker {
     /// The numeric feature vectors this query's candidates are scored with
     /// (what `rank` feeds the head, exposed to check serving against training).
     pub fn numeric_features(&self, bundle: &Bundle, query: &RankQuery) -> Result<Vec<features::Numeric>, RankError> {
-        let (user, pool) = self.user_and_pool(bundle, query, None, &Ticket::detached())?;
+        let ticket = Ticket::detached();
+        let (begun, pending) = self.begin(query.clone(), &ticket)?;
+        let embeddings = self.embedder.finish(begun.cached, begun.missing, pending.wait_blocking(&ticket)?);
+        let (user, pool) = self.user_and_pool(bundle, query, embeddings, None)?;
         let context = user_context(bundle.stats(), &user);
         Ok(scoring_inputs(bundle.stats(), &context, &pool)?.numeric().to_vec())
     }
 
-    /// Embeds the user's texts and gathers the candidates: the given ones
-    /// (embedded in the same call, so one request is one encoder round
-    /// trip) or those retrieved from the catalog.
+    /// Gathers the user's side and the candidates from the request's
+    /// embeddings (in `begin`'s order): the given candidates, embedded in
+    /// the same encoder round trip, or those retrieved from the catalog.
     fn user_and_pool(
         &self,
         bundle: &Bundle,
         query: &RankQuery,
+        embeddings: Vec<Embedding>,
         catalog: Option<&Catalog>,
-        ticket: &Ticket,
     ) -> Result<(UserSide, Vec<Pooled>), RankError> {
-        let user_text = self.user_text(query)?;
-        let given: Vec<&Candidate> =
-            query.candidates.iter().flatten().filter(|c| query.filter.allows(&c.id, c.price, c.available)).collect();
-        // Only the most recent history titles are embedded for the cosine
-        // features; co-purchase looks at every history item.
+        let given = given_candidates(query);
         let embedded_history = &query.history[..query.history.len().min(features::HISTORY_FEATURE_ITEMS)];
-        let mut texts: Vec<&str> = Vec::with_capacity(2 + embedded_history.len() + given.len());
-        texts.push(&user_text);
-        // The query alone, for the query features (see `features`).
-        texts.extend(query.query.as_deref());
-        texts.extend(embedded_history.iter().map(|h| h.text.as_str()));
-        texts.extend(given.iter().map(|c| c.text.as_str()));
-        let mut vectors = self.embedder.embed(&texts, ticket)?.into_iter();
+        let mut vectors = embeddings.into_iter();
         let stats = bundle.stats();
         let user = UserSide {
             vector: vectors.next().expect("the user text is embedded"),
@@ -311,6 +341,20 @@ impl Ranker {
             other => Err(RankError::BadScore { bundle: bundle.version().to_string(), score: other }),
         }
     }
+}
+
+/// The request's own candidates that pass its filter.
+fn given_candidates(query: &RankQuery) -> Vec<&Candidate> {
+    query.candidates.iter().flatten().filter(|c| query.filter.allows(&c.id, c.price, c.available)).collect()
+}
+
+/// A request whose texts are with the encoder (see [`Ranker::begin`]).
+pub struct Begun {
+    query: RankQuery,
+    /// The request's embeddings found in the cache, `None` where missing.
+    cached: Vec<Option<Embedding>>,
+    /// Each missing text's cache key and positions.
+    missing: Vec<(u128, Vec<usize>)>,
 }
 
 /// The feature builder's view of the user.

@@ -196,21 +196,31 @@ impl From<RankError> for ApiError {
     }
 }
 
-/// Longest `error` message sent, in bytes. Messages quote what the request
-/// sent (an unknown key, a bad value, an id); a 1 MB key must not come back
-/// as a 1 MB error body.
+/// Longest `error` message sent, in bytes of its JSON text (escapes
+/// included). Messages quote what the request sent (an unknown key, a bad
+/// value, an id); a 1 MB key must not come back as a 1 MB error body.
 pub const MAX_MESSAGE_BYTES: usize = 300;
 
-/// `message` cut to at most `MAX_MESSAGE_BYTES` bytes at a character
-/// boundary, ending in an ellipsis when cut.
+/// `message` cut, at a character boundary, so that its JSON escaping takes
+/// at most `MAX_MESSAGE_BYTES` bytes; it ends in an ellipsis when cut.
 fn bounded(message: &str) -> std::borrow::Cow<'_, str> {
-    if message.len() <= MAX_MESSAGE_BYTES {
+    let escaped = |c: char| match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{08}' | '\u{0c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    };
+    if message.chars().map(escaped).sum::<usize>() <= MAX_MESSAGE_BYTES {
         return message.into();
     }
-    let ellipsis = "…";
-    let mut end = MAX_MESSAGE_BYTES - ellipsis.len();
-    while !message.is_char_boundary(end) {
-        end -= 1;
+    let ellipsis = '…';
+    let mut used = ellipsis.len_utf8();
+    let mut end = 0;
+    for (at, c) in message.char_indices() {
+        used += escaped(c);
+        if used > MAX_MESSAGE_BYTES {
+            break;
+        }
+        end = at + c.len_utf8();
     }
     format!("{}{ellipsis}", &message[..end]).into()
 }
@@ -239,5 +249,9 @@ mod tests {
         assert!(cut.len() <= MAX_MESSAGE_BYTES, "{}", cut.len());
         assert!(cut.ends_with('…'));
         assert!(cut.starts_with("unknown field `é"));
+        // Control characters take six bytes each once escaped.
+        let controls = "\u{1}".repeat(400);
+        let json = serde_json::to_string(&bounded(&controls)).unwrap();
+        assert!(json.len() <= MAX_MESSAGE_BYTES + 2, "{}", json.len());
     }
 }

@@ -34,10 +34,9 @@ where
         let deadline = request.extensions().get::<BodyDeadline>().copied();
         let read = Bytes::from_request(request, state);
         let read = match deadline {
-            Some(BodyDeadline(deadline)) => tokio::time::timeout_at(deadline.into(), read).await.map_err(|_| {
-                let seconds = deadline.saturating_duration_since(std::time::Instant::now());
-                ApiError::body_timeout(seconds.as_secs())
-            })?,
+            Some(BodyDeadline { at, timeout }) => {
+                tokio::time::timeout_at(at.into(), read).await.map_err(|_| ApiError::body_timeout(timeout.as_secs()))?
+            }
             None => read.await,
         };
         let bytes = read.map_err(|rejection| {

@@ -140,9 +140,12 @@ pub async fn check_head(State(state): State<AppState>, request: Request, next: N
     next.run(request).await
 }
 
-/// When a request's body must be in by.
+/// When a request's body must be in by, and the timeout that set it.
 #[derive(Debug, Clone, Copy)]
-pub struct BodyDeadline(pub Instant);
+pub struct BodyDeadline {
+    pub at: Instant,
+    pub timeout: std::time::Duration,
+}
 
 /// Cancelled when nobody waits for the request's answer any more.
 #[derive(Debug, Clone)]
@@ -157,8 +160,8 @@ pub async fn admit(State(state): State<AppState>, mut request: Request, next: Ne
     let cancel = CancellationToken::new();
     // Dropped when this future is: answered, timed out, or its client gone.
     let _cancel_on_drop = cancel.clone().drop_guard();
-    let body_deadline = Instant::now() + state.shared.body_read_timeout;
-    request.extensions_mut().insert(BodyDeadline(body_deadline));
+    let timeout = state.shared.body_read_timeout;
+    request.extensions_mut().insert(BodyDeadline { at: Instant::now() + timeout, timeout });
     request.extensions_mut().insert(Abandon(cancel));
     let response = next.run(request).await;
     drop(permit);

@@ -36,6 +36,7 @@ use crate::model::bundle::Bundle;
 use crate::serve::batcher::Ticket;
 use crate::serve::catalog::CatalogWriteError;
 use crate::serve::metrics::Metrics;
+use crate::serve::ranker::RankError;
 use crate::serve::service::Service;
 
 pub use self::server::{run, ConnectionLimits};
@@ -130,17 +131,46 @@ impl AppState {
         abandon: &Abandon,
         work: impl FnOnce(&Ticket) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let timeout = self.shared.request_timeout;
-        let deadline = Instant::now() + timeout;
-        let ticket = Ticket::new(abandon.0.clone(), deadline);
-        let task = tokio::task::spawn_blocking(move || work(&ticket));
-        match tokio::time::timeout_at(deadline.into(), task).await {
-            Err(_) => {
-                abandon.0.cancel();
-                Err(ApiError::timeout(timeout.as_secs()))
+        let ticket = self.ticket(abandon);
+        self.in_time(&ticket, self.on_blocking_pool(&ticket, work)).await
+    }
+
+    /// The ticket of a request whose time starts now.
+    fn ticket(&self, abandon: &Abandon) -> Ticket {
+        Ticket::new(abandon.0.clone(), Instant::now() + self.shared.request_timeout)
+    }
+
+    /// `work` on the blocking pool, skipped if the request was abandoned
+    /// while it waited for a thread.
+    async fn on_blocking_pool<T: Send + 'static>(
+        &self,
+        ticket: &Ticket,
+        work: impl FnOnce(&Ticket) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let ticket = ticket.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            if ticket.is_abandoned() {
+                return Err(ApiError::abandoned());
             }
-            Ok(Err(join_error)) => Err(ApiError::internal(&join_error)),
-            Ok(Ok(result)) => result,
+            work(&ticket)
+        });
+        task.await.map_err(|join_error| ApiError::internal(&join_error))?
+    }
+
+    /// `work` until the ticket's deadline; past it, the request is
+    /// abandoned (its work withdrawn) and answered `timeout`.
+    async fn in_time<T>(
+        &self,
+        ticket: &Ticket,
+        work: impl std::future::Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        let deadline = ticket.deadline().expect("request tickets have a deadline");
+        match tokio::time::timeout_at(deadline.into(), work).await {
+            Ok(result) => result,
+            Err(_) => {
+                ticket.abandon();
+                Err(ApiError::timeout(self.shared.request_timeout.as_secs()))
+            }
         }
     }
 }
@@ -189,11 +219,21 @@ async fn recommend(
     // whatever is installed while it runs.
     let bundle = service.bundle();
     let model = model_info(&service, &bundle);
-    // The forward pass is CPU-bound: it runs on the blocking pool, never on
-    // a runtime worker.
-    let items = state
-        .blocking(&abandon, move |ticket| Ok(service.ranker().rank(&bundle, &query, service.catalog(), ticket)?))
-        .await?;
+    // The CPU work runs on the blocking pool, never on a runtime worker; the
+    // wait for the encoder between its two halves holds no thread at all.
+    let ticket = state.ticket(&abandon);
+    let ranking = async {
+        let ranker = service.clone();
+        let (begun, pending) =
+            state.on_blocking_pool(&ticket, move |ticket| Ok(ranker.ranker().begin(query, ticket)?)).await?;
+        let vectors = pending.wait(&ticket).await.map_err(RankError::from)?;
+        state
+            .on_blocking_pool(&ticket, move |ticket| {
+                Ok(service.ranker().end(&bundle, begun, vectors, service.catalog(), ticket)?)
+            })
+            .await
+    };
+    let items = state.in_time(&ticket, ranking).await?;
     let took_ms = started.elapsed().as_secs_f64() * 1e3;
     tracing::debug!(user = user_id.as_deref().unwrap_or("-"), took_ms, "ranked");
     Ok(Json(RecommendResponse { items, model, took_ms }))
