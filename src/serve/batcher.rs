@@ -231,9 +231,16 @@ impl Throughput {
         self.secs = self.secs * Self::DECAY + secs;
     }
 
-    /// 0 until a pass has run.
+    /// Recent tokens below which the estimate is not trusted: the warm-up
+    /// pass's few short texts, or a stream of one-text passes, run far below
+    /// the speed of full batches, and admission would then refuse work the
+    /// encoder can do.
+    const MIN_TOKENS: f64 = 256.0;
+
+    /// 0 (unknown: admission does not judge by time) until enough tokens
+    /// have been seen.
     fn tokens_per_sec(&self) -> f64 {
-        if self.secs > 0.0 {
+        if self.tokens >= Self::MIN_TOKENS && self.secs > 0.0 {
             self.tokens / self.secs
         } else {
             0.0
@@ -950,20 +957,31 @@ mod tests {
 
     #[test]
     fn work_over_the_request_budget_or_the_backlog_is_refused_at_once() {
+        // One 100-token text per pass, 30 ms each: about 3,300 tokens/s.
         let forward = Recording::new(Duration::from_millis(30));
-        let settings = BatchingSettings { max_request_tokens: 30, max_queue_wait_ms: 50, ..settings() };
+        let settings = BatchingSettings { max_request_tokens: 1500, max_queue_wait_ms: 50, ..settings() };
         let batcher = Arc::new(Batcher::start(forward.clone(), settings, Metrics::new()));
-        let over = batcher.embed((0..11).map(text).collect(), &Ticket::detached());
-        assert!(matches!(over, Err(EmbedError::OverBudget { tokens: 33, limit: 30 })), "{over:?}");
-        // One pass measures the throughput (3 tokens in ~30 ms).
-        batcher.embed(vec![text(1)], &Ticket::detached()).unwrap();
+        let long = |id: u32| TokenizedText { ids: [101, id].into_iter().chain([7; 97]).chain([102]).collect() };
+        let over = batcher.embed((0..16).map(long).collect(), &Ticket::detached());
+        assert!(matches!(over, Err(EmbedError::OverBudget { tokens: 1600, limit: 1500 })), "{over:?}");
+        // Admitted at once: no throughput is known yet.
         let queued = {
             let batcher = batcher.clone();
-            std::thread::spawn(move || batcher.embed((0..10).map(text).collect(), &Ticket::detached()))
+            std::thread::spawn(move || batcher.embed((0..10).map(long).collect(), &Ticket::detached()))
         };
-        wait_until("the queue to fill", || forward.batches.lock().unwrap().len() >= 2);
-        let refused = batcher.embed((0..10).map(text).collect(), &Ticket::detached());
+        // Three passes (300 tokens) make the estimate; about 700 tokens, 0.2 s, are still queued.
+        wait_until("the estimate", || forward.batches.lock().unwrap().len() >= 3);
+        let refused = batcher.embed((20..30).map(long).collect(), &Ticket::detached());
         assert!(matches!(refused, Err(EmbedError::Backlog { .. })), "{refused:?}");
         assert!(queued.join().unwrap().is_ok(), "admitted work still completes");
+    }
+
+    #[test]
+    fn the_estimate_is_not_trusted_before_enough_tokens() {
+        let mut throughput = Throughput::default();
+        throughput.record(24, 0.5); // a slow warm-up pass
+        assert_eq!(throughput.tokens_per_sec(), 0.0);
+        throughput.record(4000, 0.4);
+        assert!(throughput.tokens_per_sec() > 4000.0);
     }
 }
