@@ -29,11 +29,11 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use shoprank::serve::batcher::Ticket;
 use shoprank::serve::catalog::index::{CatalogIndex, ItemFilter};
-use shoprank::serve::catalog::sqlite::SqliteStore;
-use shoprank::serve::catalog::store::{CatalogItem, CatalogStore, PendingItem};
 use shoprank::serve::metrics::Metrics;
 use shoprank::serve::ranker::{Candidate, HistoryItem, RankQuery};
 use shoprank::serve::service::Service;
+use shoprank::store::catalog::{CatalogItem, CatalogStore, PendingItem};
+use shoprank::store::sqlite::SqliteStore;
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
@@ -97,7 +97,7 @@ fn main() {
         service.ranker().embedder().encoder().embedding_key()
     };
     {
-        let store = SqliteStore::open(&settings.catalog.data_dir).expect("store");
+        let store = SqliteStore::open(std::path::Path::new(&settings.store.url)).expect("store");
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let started = Instant::now();
         for chunk in (0..items).collect::<Vec<_>>().chunks(10_000) {
@@ -137,7 +137,7 @@ fn main() {
     // Above catalog.exact_scan_max the service retrieves through HNSW:
     // its recall against an exact scan of the same items.
     if items > settings.catalog.exact_scan_max {
-        let store = SqliteStore::open(&settings.catalog.data_dir).expect("store");
+        let store = SqliteStore::open(std::path::Path::new(&settings.store.url)).expect("store");
         let exact = CatalogIndex::from_stored(vectors[0].len(), usize::MAX, store.load_all(&key).expect("load"));
         let k = settings.catalog.retrieve_k;
         let filter = ItemFilter::default();

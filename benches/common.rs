@@ -26,6 +26,6 @@ pub fn settings() -> Settings {
     let mut settings = Settings::load(None).expect("default settings").rooted_at(&repo_path(""));
     let dir = std::env::temp_dir().join(format!("shoprank-bench-catalog-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    settings.catalog.data_dir = dir;
+    settings.store.url = dir.display().to_string();
     settings
 }

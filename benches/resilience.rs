@@ -86,7 +86,7 @@ impl Server {
             .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
             .env("SHOPRANK__ENCODER__SOURCE", &settings.encoder.source)
             .env("SHOPRANK__BUNDLE__PATH", &settings.bundle.path)
-            .env("SHOPRANK__CATALOG__DATA_DIR", &settings.catalog.data_dir)
+            .env("SHOPRANK__STORE__URL", &settings.store.url)
             .env("SHOPRANK__SERVER__HEADER_READ_TIMEOUT_SECS", plan.header_timeout_secs.to_string())
             .env("SHOPRANK_LOG", "shoprank=warn")
             .stdout(Stdio::null())

@@ -31,8 +31,78 @@ pub struct Settings {
     pub limits: Limits,
     pub user_text: UserTextBudget,
     pub catalog: CatalogSettings,
+    pub store: StoreSettings,
+    pub events: EventSettings,
+    pub admin: AdminSettings,
+    pub ab: AbSettings,
     pub search: SearchSettings,
     pub offline: OfflineSettings,
+}
+
+/// Where the catalog and the feedback events are kept (see `store`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// A directory for the embedded SQLite file, or a `postgres://` URL.
+    pub url: String,
+    /// Most PostgreSQL connections this process holds.
+    pub max_connections: u32,
+    /// Seconds to wait for a PostgreSQL connection before failing.
+    pub connect_timeout_secs: u64,
+}
+
+impl StoreSettings {
+    pub fn location(&self) -> crate::store::StoreLocation {
+        crate::store::StoreLocation::parse(&self.url)
+    }
+
+    pub fn pool(&self) -> crate::store::PoolLimits {
+        crate::store::PoolLimits {
+            max_connections: self.max_connections,
+            connect_timeout: std::time::Duration::from_secs(self.connect_timeout_secs),
+        }
+    }
+}
+
+/// `POST /v1/events` (see `serve::events`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSettings {
+    /// Most events in one request.
+    pub max_batch_events: usize,
+    /// Events accepted but not yet committed, at most; beyond it 503.
+    pub max_queued_events: usize,
+    /// Most events committed in one transaction (several requests' worth).
+    pub max_commit_events: usize,
+    /// Hours an event's timestamp may be ahead of the server's clock.
+    pub max_future_hours: u64,
+}
+
+/// The admin routes (`/admin/*`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Bearer token the admin routes require; empty turns them off.
+    pub token: String,
+}
+
+/// A/B variants (see `serve::variants`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AbSettings {
+    pub variants: Vec<VariantSettings>,
+}
+
+/// One variant: a name, a bundle, a share of users.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VariantSettings {
+    pub name: String,
+    /// A bundle version in `bundle.path`, or "current": whatever that
+    /// directory serves now (follows reloads and rollbacks).
+    pub bundle: String,
+    /// Share of users, in (0, 1]; the shares add up to 1.
+    pub share: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -117,6 +187,8 @@ pub struct BundleSettings {
     /// The model bundle directory (`bundle.json`, `head.safetensors`,
     /// `stats.json.gz`; see `model::bundle`).
     pub path: PathBuf,
+    /// Seconds between checks of a versions directory's `CURRENT` (0: off).
+    pub watch_secs: u64,
 }
 
 /// Explicit request limits; each one is documented in the README.
@@ -133,8 +205,6 @@ pub struct Limits {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CatalogSettings {
-    /// Directory of the catalog store file (`catalog.sqlite3`).
-    pub data_dir: PathBuf,
     /// Most items in one `PUT /v1/catalog/items`.
     pub max_upsert_items: usize,
     /// Most items the catalog holds (memory: about 1.6 KB each with a 384-d encoder).
@@ -217,8 +287,10 @@ impl Settings {
         if self.bundle.path.is_relative() {
             self.bundle.path = root.join(&self.bundle.path);
         }
-        if self.catalog.data_dir.is_relative() {
-            self.catalog.data_dir = root.join(&self.catalog.data_dir);
+        if let crate::store::StoreLocation::Embedded(dir) = self.store.location() {
+            if dir.is_relative() {
+                self.store.url = root.join(dir).display().to_string();
+            }
         }
         self
     }
@@ -251,6 +323,19 @@ impl Settings {
         positive("catalog.max_items", self.catalog.max_items)?;
         positive("catalog.ingest_batch_items", self.catalog.ingest_batch_items)?;
         positive("catalog.retrieve_k", self.catalog.retrieve_k)?;
+        positive("store.max_connections", self.store.max_connections as usize)?;
+        positive("events.max_batch_events", self.events.max_batch_events)?;
+        positive("events.max_commit_events", self.events.max_commit_events)?;
+        if self.events.max_queued_events < self.events.max_batch_events {
+            return Err(ConfigError::Invalid {
+                key: "events.max_queued_events",
+                problem: format!(
+                    "{} is below events.max_batch_events ({}): a full batch would never be accepted",
+                    self.events.max_queued_events, self.events.max_batch_events
+                ),
+            });
+        }
+        check_variants(&self.ab.variants).map_err(|problem| ConfigError::Invalid { key: "ab.variants", problem })?;
         for (key, value) in [
             ("search.relevance_margin", self.search.relevance_margin),
             ("search.relevance_floor", self.search.relevance_floor),
@@ -315,6 +400,35 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// Names are unique, short and safe inside a request id; shares are in
+/// (0, 1] and add up to 1.
+fn check_variants(variants: &[VariantSettings]) -> Result<(), String> {
+    let mut names = std::collections::HashSet::new();
+    for variant in variants {
+        let name = &variant.name;
+        if name.is_empty()
+            || name.len() > 32
+            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(format!("variant name `{name}`: use 1 to 32 of a-z, A-Z, 0-9, _ and -"));
+        }
+        if !names.insert(name) {
+            return Err(format!("variant `{name}` is listed twice"));
+        }
+        if !(variant.share > 0.0 && variant.share <= 1.0) {
+            return Err(format!("variant `{name}`: share {} is not in (0, 1]", variant.share));
+        }
+        if variant.bundle.trim().is_empty() {
+            return Err(format!("variant `{name}`: bundle is empty (a version, or \"current\")"));
+        }
+    }
+    let total: f64 = variants.iter().map(|v| v.share).sum();
+    if !variants.is_empty() && (total - 1.0).abs() > 1e-6 {
+        return Err(format!("the shares add up to {total}, not 1"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

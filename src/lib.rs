@@ -6,8 +6,9 @@
 //!
 //! # Layout
 //!
-//! Three layers, visible in the folders. `serve` and `offline` both build on
-//! `model`; neither imports the other, and `model` imports neither.
+//! Four layers, visible in the folders. `serve` and `offline` both build on
+//! `model` and `store`; neither imports the other, and `model` and `store`
+//! import neither.
 //! `scripts/check-layers` (run by CI) proves it: it builds the library with
 //! the `offline` feature off, which leaves the offline layer out.
 //!
@@ -16,6 +17,9 @@
 //!   (with its private kernels), the head, the features, the user text, the
 //!   served history statistics, the one scoring function, the bundle
 //!   (load/save/version).
+//! - [`store`]: where the catalog and the feedback events are kept — the
+//!   embedded SQLite file or PostgreSQL, behind one trait, with versioned
+//!   migrations.
 //! - [`serve`]: what a running process *does* — `Service::build`, the HTTP
 //!   API, the ranker, the encoder's batching thread, the embedding cache and
 //!   the metrics. HTTP never touches tensors.
@@ -29,3 +33,4 @@ pub mod model;
 #[cfg(feature = "offline")]
 pub mod offline;
 pub mod serve;
+pub mod store;

@@ -9,7 +9,9 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use shoprank::config::Settings;
 #[cfg(feature = "offline")]
-use shoprank::offline::cli::{self, EmbedArgs, EvalArgs, EvalSearchArgs, ScaleDataArgs, TrainArgs};
+use shoprank::offline::cli::{
+    self, EmbedArgs, EvalArgs, EvalSearchArgs, ReportArgs, ScaleDataArgs, StoreCommand, TrainArgs,
+};
 use shoprank::serve::service;
 
 /// mimalloc keeps freed tensor buffers for reuse; with the system allocator
@@ -46,7 +48,7 @@ enum Command {
         #[arg(long)]
         addr: Option<std::net::SocketAddr>,
     },
-    /// Train the scoring head on a purchase log (EVAL_PROTOCOL v1 split) and write a bundle.
+    /// Train the scoring head on a purchase log or the store (EVAL_PROTOCOL v1 split) and write a bundle.
     #[cfg(feature = "offline")]
     Train(TrainArgs),
     /// Evaluate the bundle and the baselines with EVAL_PROTOCOL v1.
@@ -61,6 +63,14 @@ enum Command {
     /// Derive a larger log from a real one (replicated catalog and customers), for scaling runs.
     #[cfg(feature = "offline")]
     ScaleData(ScaleDataArgs),
+    /// Move a log into the store, or the store's log out to CSV.
+    #[cfg(feature = "offline")]
+    #[command(subcommand)]
+    Store(StoreCommand),
+    /// Per A/B variant: impressions, clicks, add-to-carts, purchases and
+    /// their rates, from the events in the store.
+    #[cfg(feature = "offline")]
+    Report(ReportArgs),
 }
 
 /// Errors end the process with one line naming every cause once.
@@ -118,7 +128,11 @@ fn run() -> Result<()> {
         #[cfg(feature = "offline")]
         Command::Embed(args) => cli::embed(&settings, &args),
         #[cfg(feature = "offline")]
-        Command::ScaleData(args) => cli::scale_data(&args),
+        Command::ScaleData(args) => cli::scale_data(&settings, &args),
+        #[cfg(feature = "offline")]
+        Command::Store(command) => cli::store::run(&settings, &command),
+        #[cfg(feature = "offline")]
+        Command::Report(args) => cli::report(&settings, &args),
     }
 }
 

@@ -16,6 +16,7 @@
 //! - [`explain`]: a score taken apart into reasons (group Shapley values).
 //! - [`bundle`]: head + spec + statistics + training record, one directory,
 //!   one version.
+//! - [`versions`]: a directory of bundle versions and its `CURRENT` pointer.
 
 pub mod bundle;
 pub mod candidates;
@@ -28,6 +29,7 @@ pub mod relevance;
 pub(crate) mod scoring;
 pub mod stats;
 pub mod user_text;
+pub mod versions;
 
 use std::io::Read;
 use std::path::Path;

@@ -33,6 +33,13 @@ pub struct Metrics {
     pub catalog_items: IntGauge,
     pub catalog_pending: IntGauge,
     pub catalog_embedded: IntCounter,
+    pub events_stored: IntCounterVec,
+    pub events_duplicate: IntCounter,
+    pub event_queue: IntGauge,
+    pub event_commit_seconds: Histogram,
+    pub event_commit_events: Histogram,
+    pub variant_requests: IntCounterVec,
+    pub bundle_changes: IntCounterVec,
 }
 
 fn exponential(start: f64, factor: f64, count: usize) -> Vec<f64> {
@@ -104,7 +111,7 @@ impl Metrics {
             .expect("metric"),
             model_info: IntGaugeVec::new(
                 Opts::new("shoprank_model_info", "The loaded models (value 1)"),
-                &["encoder", "precision", "head"],
+                &["encoder", "precision", "head", "variant"],
             )
             .expect("metric"),
             cache_hits: IntCounter::new("shoprank_embedding_cache_hits_total", "Embedding cache hits").expect("metric"),
@@ -125,6 +132,46 @@ impl Metrics {
             catalog_embedded: IntCounter::new(
                 "shoprank_catalog_embedded_total",
                 "Catalog items embedded by background ingestion",
+            )
+            .expect("metric"),
+            events_stored: IntCounterVec::new(
+                Opts::new(
+                    "shoprank_events_total",
+                    "Feedback events stored (duplicates not counted), by kind and by the A/B variant their \
+                     request_id names (\"none\" without one); CTR per variant is \
+                     rate(click) / rate(impression)",
+                ),
+                &["kind", "variant"],
+            )
+            .expect("metric"),
+            events_duplicate: IntCounter::new(
+                "shoprank_events_duplicate_total",
+                "Feedback events received again (same event_id) and not stored twice",
+            )
+            .expect("metric"),
+            event_queue: IntGauge::new("shoprank_event_queue_events", "Events accepted and not yet committed")
+                .expect("metric"),
+            event_commit_seconds: Histogram::with_opts(
+                HistogramOpts::new("shoprank_event_commit_seconds", "Duration of one group commit of events")
+                    .buckets(exponential(0.0005, 2.0, 14)),
+            )
+            .expect("metric"),
+            event_commit_events: Histogram::with_opts(
+                HistogramOpts::new("shoprank_event_commit_events", "Events in one group commit")
+                    .buckets(exponential(1.0, 4.0, 8)),
+            )
+            .expect("metric"),
+            variant_requests: IntCounterVec::new(
+                Opts::new("shoprank_variant_requests_total", "/recommend answers by A/B variant"),
+                &["variant"],
+            )
+            .expect("metric"),
+            bundle_changes: IntCounterVec::new(
+                Opts::new(
+                    "shoprank_bundle_changes_total",
+                    "Bundle reloads and rollbacks by outcome (installed, unchanged, refused, rolled_back)",
+                ),
+                &["outcome"],
             )
             .expect("metric"),
             registry,
@@ -152,6 +199,13 @@ impl Metrics {
             Box::new(m.catalog_items.clone()),
             Box::new(m.catalog_pending.clone()),
             Box::new(m.catalog_embedded.clone()),
+            Box::new(m.events_stored.clone()),
+            Box::new(m.events_duplicate.clone()),
+            Box::new(m.event_queue.clone()),
+            Box::new(m.event_commit_seconds.clone()),
+            Box::new(m.event_commit_events.clone()),
+            Box::new(m.variant_requests.clone()),
+            Box::new(m.bundle_changes.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for collector in collectors {

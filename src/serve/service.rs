@@ -7,8 +7,11 @@
 //!
 //! The long-lived machinery (encoder, its thread, the embedding cache) lives
 //! in the [`Ranker`]; the bundle sits beside it behind one atomic pointer, so
-//! installing another bundle is a swap, not a restart. The [`Catalog`] (its
-//! store, in-memory index and ingestion thread) is opened with them.
+//! installing another bundle is a swap, not a restart ([`Service::reload`],
+//! [`Service::rollback`]). The store is opened with them; the [`Catalog`]
+//! (in-memory index and ingestion thread) and the [`EventWriter`] work on it.
+//! A/B [`Variants`] choose, per user, between the current bundle and fixed
+//! versions.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -20,13 +23,16 @@ use arc_swap::ArcSwap;
 use crate::config::Settings;
 use crate::model::bundle::{Bundle, BundleError};
 use crate::model::encoder::{Encoder, EncoderError};
+use crate::model::versions::{BundleSource, VersionsError};
 use crate::serve::api::{self, AppState};
 use crate::serve::batcher::Embedder;
-use crate::serve::catalog::store::CatalogStoreError;
 use crate::serve::catalog::Catalog;
+use crate::serve::events::EventWriter;
 use crate::serve::metrics::Metrics;
 use crate::serve::ranker::{RankError, Ranker};
 use crate::serve::retrieve::RetrievalLimits;
+use crate::serve::variants::{Served, Variant, Variants};
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -41,8 +47,12 @@ pub enum ServiceError {
          retrain it for this encoder"
     )]
     EncoderMismatch { path: PathBuf, bundle_encoder: String, encoder: String },
-    #[error("opening the catalog: {0}")]
-    Catalog(#[from] CatalogStoreError),
+    #[error("opening the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("finding the bundle: {0}")]
+    Versions(#[from] VersionsError),
+    #[error("nothing to roll back to: no earlier bundle was served since start-up")]
+    NoEarlierBundle,
     #[error("binding {addr}: {source}")]
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("serving: {0}")]
@@ -51,14 +61,39 @@ pub enum ServiceError {
     Loading(#[from] tokio::task::JoinError),
 }
 
-/// A loaded, warmed-up service: the ranker, the bundle it serves, and the catalog.
+/// Bundles served before the current one, kept for rollbacks.
+const ROLLBACK_DEPTH: usize = 4;
+
+/// A loaded, warmed-up service: the ranker, the bundles it serves, the
+/// store and what works on it.
 pub struct Service {
     ranker: Ranker,
     catalog: Option<Catalog>,
+    events: Option<EventWriter>,
+    store: Option<Arc<dyn Store>>,
     bundle: ArcSwap<Bundle>,
-    /// One install at a time, so the bundle and `shoprank_model_info` change together.
+    source: BundleSource,
+    /// Earlier bundles, most recent last.
+    earlier: Mutex<Vec<Arc<Bundle>>>,
+    /// What the versions directory's CURRENT said when last acted on.
+    seen_current: Mutex<Option<String>>,
+    variants: Variants,
+    /// One change at a time, so the bundle and `shoprank_model_info` change together.
     installing: Mutex<()>,
     metrics: Metrics,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reloaded {
+    Installed {
+        from: String,
+        to: String,
+    },
+    /// The bundle asked for is already serving.
+    Unchanged {
+        version: String,
+    },
 }
 
 impl Service {
@@ -70,29 +105,57 @@ impl Service {
     /// As [`Service::build`], with an encoder already loaded (tests share one).
     pub fn with_encoder(settings: &Settings, encoder: Arc<Encoder>, metrics: Metrics) -> Result<Self, ServiceError> {
         let started = Instant::now();
-        let bundle = Bundle::load(&settings.bundle.path, &encoder.identity())?;
+        let source = BundleSource::at(&settings.bundle.path);
+        let (dir, _) = source.current()?;
+        let bundle = Bundle::load(&dir, &encoder.identity())?;
         tracing::info!(
             bundle = bundle.version(),
-            path = %settings.bundle.path.display(),
+            path = %dir.display(),
             secs = started.elapsed().as_secs_f64(),
             "bundle loaded"
         );
         let embedder =
             Arc::new(Embedder::new(encoder, settings.batching.clone(), settings.cache.max_bytes, metrics.clone()));
-        let catalog = Catalog::open(&settings.catalog, embedder.clone(), metrics.clone())?;
+        let store = crate::store::open(&settings.store.location(), settings.store.pool())?;
+        let catalog = Catalog::with_store(store.clone(), &settings.catalog, embedder.clone(), metrics.clone())?;
+        let events = EventWriter::start(store.clone(), settings.events, metrics.clone())
+            .map_err(|source| StoreError::Io { path: "the event writer thread".into(), source })?;
         let retrieval = RetrievalLimits::from_settings(&settings.catalog);
         let banding = settings.search.banding();
         let ranker = Ranker::new(embedder, settings.user_text, retrieval, banding, metrics.clone());
-        let service = Self::new(ranker, bundle, metrics)?;
-        Ok(service.with_catalog(catalog))
+        let mut service = Self::new(ranker, bundle, metrics)?;
+        service.source = source.clone();
+        *service.seen_current.get_mut().unwrap_or_else(|p| p.into_inner()) = source.current_name()?;
+        service.variants = Variants::from_settings(&settings.ab.variants, |version| {
+            let bundle = Bundle::load(&source.version(version)?, &service.ranker.embedder().encoder().identity())?;
+            check(&service.ranker, &bundle)?;
+            Ok::<_, ServiceError>(Arc::new(bundle))
+        })?;
+        service.publish_model_info();
+        service.catalog = Some(catalog);
+        service.events = Some(events);
+        service.store = Some(store);
+        Ok(service)
     }
 
     /// A service over an already built ranker (tests inject failing parts
-    /// this way). Warms up with `bundle` before serving it.
+    /// this way), with no store. Warms up with `bundle` before serving it.
     pub fn new(ranker: Ranker, bundle: Bundle, metrics: Metrics) -> Result<Self, ServiceError> {
         check(&ranker, &bundle)?;
-        let service =
-            Self { ranker, catalog: None, bundle: ArcSwap::from_pointee(bundle), installing: Mutex::new(()), metrics };
+        let source = BundleSource::Single(bundle.dir().to_path_buf());
+        let service = Self {
+            ranker,
+            catalog: None,
+            events: None,
+            store: None,
+            bundle: ArcSwap::from_pointee(bundle),
+            source,
+            earlier: Mutex::new(Vec::new()),
+            seen_current: Mutex::new(None),
+            variants: Variants::single(),
+            installing: Mutex::new(()),
+            metrics,
+        };
         service.publish_model_info();
         Ok(service)
     }
@@ -111,10 +174,28 @@ impl Service {
         self.catalog.as_ref()
     }
 
+    pub fn events(&self) -> Option<&EventWriter> {
+        self.events.as_ref()
+    }
+
+    pub fn variants(&self) -> &Variants {
+        &self.variants
+    }
+
     /// The bundle serving now. A request takes it once and keeps it to the
     /// end, whatever is installed meanwhile.
     pub fn bundle(&self) -> Arc<Bundle> {
         self.bundle.load_full()
+    }
+
+    /// The variant of `user_id` and the bundle it serves now.
+    pub fn choose(&self, user_id: Option<&str>) -> (&Variant, Arc<Bundle>) {
+        let variant = self.variants.assign(user_id);
+        let bundle = match &variant.served {
+            Served::Current => self.bundle(),
+            Served::Fixed(bundle) => bundle.clone(),
+        };
+        (variant, bundle)
     }
 
     /// Warms `bundle` up and, if its scores are sound, makes it the one that
@@ -124,9 +205,80 @@ impl Service {
         check(&self.ranker, &bundle)?;
         let _one_at_a_time = self.installing.lock().unwrap_or_else(|p| p.into_inner());
         let previous = self.bundle.swap(Arc::new(bundle));
+        let mut earlier = self.earlier.lock().unwrap_or_else(|p| p.into_inner());
+        earlier.push(previous.clone());
+        if earlier.len() > ROLLBACK_DEPTH {
+            earlier.remove(0);
+        }
+        drop(earlier);
         self.publish_model_info();
         tracing::info!(from = previous.version(), to = self.bundle.load().version(), "bundle installed");
         Ok(previous)
+    }
+
+    /// Loads `version` from the bundle directory (or, without one, what
+    /// its CURRENT names, or the single bundle again), checks it and
+    /// installs it. Blocking: loading and the warm-up take a moment.
+    pub fn reload(&self, version: Option<&str>) -> Result<Reloaded, ServiceError> {
+        let current = self.source.current_name()?;
+        let dir = match version {
+            Some(version) => self.source.version(version)?,
+            None => self.source.current()?.0,
+        };
+        let serving = self.bundle();
+        let result = (|| {
+            if dir == serving.dir() {
+                return Ok(Reloaded::Unchanged { version: serving.version().to_string() });
+            }
+            let bundle = Bundle::load(&dir, &self.ranker.embedder().encoder().identity())?;
+            let previous = self.install(bundle)?;
+            Ok(Reloaded::Installed { from: previous.version().to_string(), to: self.bundle().version().to_string() })
+        })();
+        let outcome = match &result {
+            Ok(Reloaded::Installed { .. }) => "installed",
+            Ok(Reloaded::Unchanged { .. }) => "unchanged",
+            Err(_) => "refused",
+        };
+        self.metrics.bundle_changes.with_label_values(&[outcome]).inc();
+        if version.is_none() {
+            *self.seen_current.lock().unwrap_or_else(|p| p.into_inner()) = current;
+        }
+        result
+    }
+
+    /// Goes back to the bundle served before the current one.
+    pub fn rollback(&self) -> Result<Reloaded, ServiceError> {
+        let _one_at_a_time = self.installing.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = self.earlier.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let Some(previous) = previous else {
+            return Err(ServiceError::NoEarlierBundle);
+        };
+        let from = self.bundle.swap(previous);
+        self.publish_model_info();
+        self.metrics.bundle_changes.with_label_values(&["rolled_back"]).inc();
+        let to = self.bundle().version().to_string();
+        tracing::info!(from = from.version(), to, "bundle rolled back");
+        Ok(Reloaded::Installed { from: from.version().to_string(), to })
+    }
+
+    /// Reloads if the versions directory's CURRENT changed since it was
+    /// last acted on (the `bundle.watch_secs` poll). A refused bundle is
+    /// logged and not retried until CURRENT changes again.
+    pub fn reload_if_current_changed(&self) {
+        let now = match self.source.current_name() {
+            Ok(now) => now,
+            Err(error) => {
+                tracing::warn!(%error, "reading the bundle directory's CURRENT failed");
+                return;
+            }
+        };
+        if now.is_none() || *self.seen_current.lock().unwrap_or_else(|p| p.into_inner()) == now {
+            return;
+        }
+        match self.reload(None) {
+            Ok(outcome) => tracing::info!(?outcome, "CURRENT changed: reloaded"),
+            Err(error) => tracing::error!(%error, "CURRENT changed, but its bundle was refused; the old one serves"),
+        }
     }
 
     /// Ready while the encoder thread lives.
@@ -134,12 +286,20 @@ impl Service {
         self.ranker.embedder().is_alive()
     }
 
-    /// `shoprank_model_info` names exactly the bundle now serving.
+    /// `shoprank_model_info` names exactly the bundles now serving, one
+    /// series per variant.
     fn publish_model_info(&self) {
         let encoder = self.ranker.embedder().encoder();
         let info = &self.metrics.model_info;
         info.reset();
-        info.with_label_values(&[encoder.name(), encoder.precision().as_str(), self.bundle.load().version()]).set(1);
+        for variant in self.variants.iter() {
+            let bundle = match &variant.served {
+                Served::Current => self.bundle(),
+                Served::Fixed(bundle) => bundle.clone(),
+            };
+            info.with_label_values(&[encoder.name(), encoder.precision().as_str(), bundle.version(), &variant.name])
+                .set(1);
+        }
     }
 }
 
@@ -167,7 +327,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServiceError> {
     let metrics = Metrics::new();
-    let state = AppState::new(metrics.clone(), settings.limits.clone(), &settings.server, &settings.catalog);
+    let watch_secs = settings.bundle.watch_secs;
+    let state = AppState::new(metrics.clone(), &settings);
     let addr = settings.server.addr;
     let limits = api::ConnectionLimits::from_settings(&settings.server);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServiceError::Bind { addr, source })?;
@@ -181,16 +342,33 @@ pub async fn serve(
         tracing::info!(secs = started.elapsed().as_secs_f64(), "ready");
         Ok(())
     });
+    let watched_state = state.clone();
     let server = api::run(listener, state, shutdown, limits);
     tokio::pin!(server);
     tokio::select! {
         loaded = loading => {
             loaded??;
+            if watch_secs > 0 {
+                tokio::spawn(watch_current(watched_state, std::time::Duration::from_secs(watch_secs)));
+            }
             server.await?;
         }
         result = &mut server => result?,
     }
     Ok(())
+}
+
+/// Every `every`, reloads the bundle if the versions directory's CURRENT
+/// changed (`bundle.watch_secs`). Polling, not inotify: it works the same
+/// on a network volume shared by replicas.
+async fn watch_current(state: AppState, every: std::time::Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(service) = state.service_if_loaded() else { continue };
+        let _ = tokio::task::spawn_blocking(move || service.reload_if_current_changed()).await;
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -274,7 +274,7 @@ async fn curl_style_form_content_type_is_accepted() {
 async fn ready_is_503_until_models_are_installed() {
     let settings = common::settings();
     let metrics = Metrics::new();
-    let state = AppState::new(metrics.clone(), settings.limits.clone(), &settings.server, &settings.catalog);
+    let state = AppState::new(metrics.clone(), &settings);
     let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
 
     let (status, retry, body) = call(app(state.clone()), get("/ready")).await;
@@ -388,7 +388,7 @@ async fn a_dead_encoder_thread_turns_ready_503_and_fails_requests_fast() {
     let retrieval = RetrievalLimits::from_settings(&settings.catalog);
     let ranker = Ranker::new(embedder, settings.user_text, retrieval, settings.search.banding(), metrics.clone());
     let bundle = Bundle::load(&settings.bundle.path, &encoder.identity()).unwrap();
-    let state = AppState::new(metrics.clone(), settings.limits.clone(), &settings.server, &settings.catalog);
+    let state = AppState::new(metrics.clone(), &settings);
     state.install(Arc::new(Service::new(ranker, bundle, metrics).expect("the warm-up runs on the real encoder")));
     let get_ready = || Request::get("/ready").body(Body::empty()).unwrap();
     assert_eq!(call(app(state.clone()), get_ready()).await.0, StatusCode::OK);
@@ -412,7 +412,7 @@ async fn each_response_names_the_bundle_that_served_it_across_an_install() {
     let settings = common::settings();
     let metrics = Metrics::new();
     let service = common::service(&settings, metrics.clone());
-    let state = AppState::new(metrics, settings.limits.clone(), &settings.server, &settings.catalog);
+    let state = AppState::new(metrics, &settings);
     state.install(service.clone());
     let (_, before) = recommend(state.clone(), realistic_request()).await;
     let first = before["model"]["head"].as_str().unwrap().to_string();

@@ -3,19 +3,15 @@
 //! request options (exclude, filters, diversity, explain), restarts, and
 //! acknowledged writes surviving `kill -9` of a real `shoprank serve`.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use serde_json::{json, Value};
-use shoprank::config::Settings;
 use shoprank::serve::api::{app, AppState};
-use shoprank::serve::catalog::sqlite::SqliteStore;
-use shoprank::serve::catalog::store::CatalogStore;
 use shoprank::serve::metrics::Metrics;
+use shoprank::store::catalog::CatalogStore;
+use shoprank::store::sqlite::SqliteStore;
 
 use crate::api::call;
 use crate::common;
@@ -298,7 +294,7 @@ fn a_restart_loads_items_and_embeddings_without_re_embedding() {
         });
     }
     let metrics = Metrics::new();
-    let state = AppState::new(metrics.clone(), settings.limits.clone(), &settings.server, &settings.catalog);
+    let state = AppState::new(metrics.clone(), &settings);
     state.install(common::service(&settings, metrics.clone()));
     runtime.block_on(async {
         for id in SHOP_IDS {
@@ -311,86 +307,23 @@ fn a_restart_loads_items_and_embeddings_without_re_embedding() {
     assert!(exported.contains("shoprank_catalog_embedded_total 0"), "nothing re-embedded: {exported}");
 }
 
-/// One HTTP/1.1 request over a fresh connection; returns status and body.
-fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let body = body.map(Value::to_string).unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut reader = BufReader::new(stream);
-    let mut status_line = String::new();
-    reader.read_line(&mut status_line)?;
-    let status = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let mut rest = String::new();
-    reader.read_to_string(&mut rest)?;
-    Ok((status, rest.split("\r\n\r\n").nth(1).unwrap_or("").to_string()))
-}
-
-/// A port free a moment ago (the server binds it by number: it reports no
-/// address back; a clash fails the readiness wait, not silently).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A `shoprank serve` child, killed (SIGKILL) when dropped, so a failed
-/// assertion does not leave it running.
-struct Server(std::process::Child);
-
-impl Server {
-    fn kill_9(&mut self) {
-        self.0.kill().expect("SIGKILL"); // std's kill() is SIGKILL on Unix
-        self.0.wait().expect("reap");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `shoprank serve` on `port` with its catalog in `data_dir`, once ready.
-fn start_server(settings: &Settings, data_dir: &Path, port: u16) -> Server {
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_shoprank"))
-        .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
-        .env("SHOPRANK__ENCODER__SOURCE", &settings.encoder.source)
-        .env("SHOPRANK__BUNDLE__PATH", &settings.bundle.path)
-        .env("SHOPRANK__CATALOG__DATA_DIR", data_dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start shoprank serve");
-    let server = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !matches!(http(port, "GET", "/ready", None), Ok((200, _))) {
-        assert!(Instant::now() < deadline, "shoprank serve was not ready within 60 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    server
-}
-
 #[test]
 fn acknowledged_catalog_writes_survive_kill_9() {
     let settings = common::settings();
     let data_dir = common::temp_dir("kill9");
-    let port = free_port();
-    let mut server = start_server(&settings, &data_dir, port);
+    let port = common::free_port();
+    let mut server = common::start_server(&settings, &data_dir.display().to_string(), port, &[]);
     // Acknowledged writes, the last one answered just before SIGKILL.
     let mut acknowledged = Vec::new();
     for batch in 0..20 {
         let items: Vec<Value> = (0..50)
             .map(|i| json!({"id": format!("b{batch}-{i}"), "text": format!("product {i} of batch {batch}")}))
             .collect();
-        let (status, body) = http(port, "PUT", "/v1/catalog/items", Some(&json!({"items": items}))).unwrap();
+        let (status, body) = common::http(port, "PUT", "/v1/catalog/items", Some(&json!({"items": items}))).unwrap();
         assert_eq!(status, 200, "{body}");
         acknowledged.extend((0..50).map(|i| format!("b{batch}-{i}")));
     }
-    let (status, _) = http(port, "DELETE", "/v1/catalog/items/b0-0", None).unwrap();
+    let (status, _) = common::http(port, "DELETE", "/v1/catalog/items/b0-0", None).unwrap();
     assert_eq!(status, 200);
     server.kill_9();
 
@@ -405,7 +338,7 @@ fn acknowledged_catalog_writes_survive_kill_9() {
     drop(store);
 
     // And the service comes back with them.
-    let _server = start_server(&settings, &data_dir, port);
-    let (status, body) = http(port, "GET", "/v1/catalog/items/b19-49", None).unwrap();
+    let _server = common::start_server(&settings, &data_dir.display().to_string(), port, &[]);
+    let (status, body) = common::http(port, "GET", "/v1/catalog/items/b19-49", None).unwrap();
     assert_eq!(status, 200, "{body}");
 }

@@ -15,7 +15,7 @@ pub fn repo_path(relative: &str) -> PathBuf {
 /// fresh directory of its own (each call gets a new one).
 pub fn settings() -> Settings {
     let mut settings = Settings::load(None).expect("default settings").rooted_at(&repo_path(""));
-    settings.catalog.data_dir = temp_dir("catalog");
+    settings.store.url = temp_dir("catalog").display().to_string();
     settings
 }
 
@@ -82,7 +82,116 @@ pub fn service(settings: &Settings, metrics: Metrics) -> Arc<Service> {
 /// A ready app state on `settings`.
 pub fn ready_state(settings: &Settings) -> AppState {
     let metrics = Metrics::new();
-    let state = AppState::new(metrics.clone(), settings.limits.clone(), &settings.server, &settings.catalog);
+    let state = AppState::new(metrics.clone(), settings);
     state.install(service(settings, metrics));
     state
+}
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// One HTTP/1.1 request over a fresh connection; returns status and body.
+pub fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let body = body.map(Value::to_string).unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line)?;
+    let status = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let mut rest = String::new();
+    reader.read_to_string(&mut rest)?;
+    Ok((status, rest.split("\r\n\r\n").nth(1).unwrap_or("").to_string()))
+}
+
+/// A port free a moment ago (the server binds it by number: it reports no
+/// address back; a clash fails the readiness wait, not silently).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A `shoprank serve` child, killed (SIGKILL) when dropped, so a failed
+/// assertion does not leave it running.
+pub struct Server(pub std::process::Child);
+
+impl Server {
+    pub fn kill_9(&mut self) {
+        self.0.kill().expect("SIGKILL"); // std's kill() is SIGKILL on Unix
+        self.0.wait().expect("reap");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `shoprank serve` on `port` with its store at `store_url` (a directory or
+/// a postgres:// URL) and `env` besides, once ready.
+pub fn start_server(settings: &Settings, store_url: &str, port: u16, env: &[(&str, &str)]) -> Server {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_shoprank"))
+        .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
+        .env("SHOPRANK__ENCODER__SOURCE", &settings.encoder.source)
+        .env("SHOPRANK__BUNDLE__PATH", &settings.bundle.path)
+        .env("SHOPRANK__STORE__URL", store_url)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start shoprank serve");
+    let server = Server(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !matches!(http(port, "GET", "/ready", None), Ok((200, _))) {
+        assert!(Instant::now() < deadline, "shoprank serve was not ready within 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server
+}
+
+/// A fresh PostgreSQL schema for one test, as a store URL (`search_path`
+/// set through the URL's `options`). PostgreSQL is found at
+/// $SHOPRANK_TEST_POSTGRES (default postgres://postgres@127.0.0.1:5432/test).
+/// When it cannot be reached the test says SKIPPED and gets `None`, unless
+/// SHOPRANK_REQUIRE_POSTGRES=1 (CI), which makes that a failure.
+pub fn postgres_url(test: &str) -> Option<String> {
+    let base =
+        std::env::var("SHOPRANK_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let mut config: postgres::Config = base.parse().expect("SHOPRANK_TEST_POSTGRES is a PostgreSQL URL");
+    config.connect_timeout(Duration::from_secs(3));
+    let mut client = match config.connect(postgres::NoTls) {
+        Ok(client) => client,
+        Err(error) if std::env::var("SHOPRANK_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
+            panic!("{test}: PostgreSQL at {base} is required (SHOPRANK_REQUIRE_POSTGRES=1) but unreachable: {error}")
+        }
+        Err(error) => {
+            eprintln!("SKIPPED {test} on PostgreSQL: {base} is unreachable ({error}); set SHOPRANK_TEST_POSTGRES");
+            return None;
+        }
+    };
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let schema = format!("shoprank_test_{}_{n}", std::process::id());
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"))
+        .expect("create a test schema");
+    let separator = if base.contains('?') { '&' } else { '?' };
+    Some(format!("{base}{separator}options=-c%20search_path%3D{schema}"))
+}
+
+/// The store URLs a test runs against: an embedded store in a fresh
+/// directory, and a fresh PostgreSQL schema when PostgreSQL is reachable.
+pub fn store_urls(test: &str) -> Vec<String> {
+    let mut urls = vec![temp_dir(test).display().to_string()];
+    urls.extend(postgres_url(test));
+    urls
 }

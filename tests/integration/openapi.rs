@@ -23,7 +23,7 @@ fn shared_state() -> AppState {
 /// The routes `app` serves, as method and path template. Kept by hand: a
 /// route added to the router, or to the document, without the other fails
 /// here.
-const ROUTES: [(&str, &str); 8] = [
+const ROUTES: [(&str, &str); 11] = [
     ("post", "/recommend"),
     ("put", "/v1/catalog/items"),
     ("get", "/v1/catalog/items/{id}"),
@@ -32,6 +32,9 @@ const ROUTES: [(&str, &str); 8] = [
     ("get", "/ready"),
     ("get", "/metrics"),
     ("get", "/openapi.json"),
+    ("post", "/v1/events"),
+    ("post", "/admin/reload"),
+    ("post", "/admin/rollback"),
 ];
 
 /// The methods an OpenAPI path item can hold an operation for.
@@ -305,13 +308,27 @@ async fn real_answers_match_their_documented_schemas() {
     assert_eq!((status, &body), (StatusCode::OK, &json!({"deleted": "openapi-mug"})));
     let (status, body) = check(request("get", "/v1/catalog/items/openapi-mug", None), Some(item)).await;
     assert_eq!((status, body["kind"].as_str()), (StatusCode::NOT_FOUND, Some("item_not_found")));
+
+    let events = json!({"events": [{"event_id": "openapi-1", "user_id": "u", "item_id": "i", "type": "click",
+        "timestamp": "2026-11-29T10:00:00Z", "request_id": "default.0000000000000001"}]});
+    let (status, body) = check(request("post", "/v1/events", Some(&events)), Some("/v1/events")).await;
+    assert_eq!((status, body["received"].as_u64()), (StatusCode::OK, Some(1)), "{body}");
+    let bad =
+        json!({"events": [{"event_id": "openapi-2", "user_id": "u", "item_id": "i", "type": "like", "timestamp": 1}]});
+    let (status, body) = check(request("post", "/v1/events", Some(&bad)), Some("/v1/events")).await;
+    assert_eq!((status, body["problems"][0]["index"].as_u64()), (StatusCode::UNPROCESSABLE_ENTITY, Some(0)), "{body}");
+    // The shared state has no admin token: the admin routes are off.
+    for path in ["/admin/reload", "/admin/rollback"] {
+        let (status, body) = check(request("post", path, None), Some(path)).await;
+        assert_eq!((status, body["kind"].as_str()), (StatusCode::FORBIDDEN, Some("admin_disabled")), "{path}");
+    }
 }
 
 #[tokio::test]
 async fn answers_before_the_models_load_match_too() {
     let document = document().await;
     let settings = common::settings();
-    let unready = AppState::new(Metrics::new(), settings.limits.clone(), &settings.server, &settings.catalog);
+    let unready = AppState::new(Metrics::new(), &settings);
     for (method, path, body) in
         [("get", "/ready", None), ("post", "/recommend", Some(recommend_request())), ("get", "/health", None)]
     {

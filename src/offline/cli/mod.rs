@@ -1,15 +1,18 @@
 //! The offline commands as the command line sees them: `train`, `eval`,
-//! `eval-search` ([`search`]), `embed` ([`embed`]) and `scale-data` ([`scale`]), their arguments (clap)
+//! `eval-search` ([`search`]), `embed` ([`embed`]), `scale-data` ([`scale`]),
+//! `store import|export` and `report` ([`store`]), their arguments (clap)
 //! and what each one runs. `main` only parses and dispatches here. `anyhow`
 //! is used at this edge, as in `main`.
 
 mod embed;
 mod scale;
 mod search;
+pub mod store;
 
 pub use self::embed::{embed, EmbedArgs};
 pub use self::scale::{scale_data, ScaleDataArgs};
 pub use self::search::{eval_search, EvalSearchArgs};
+pub use self::store::{report, ReportArgs, StoreCommand};
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -20,8 +23,9 @@ use clap::Args;
 use crate::config::{Precision, Settings};
 use crate::model::bundle::{Bundle, BundleManifest, TrainingRecord, BUNDLE_FORMAT};
 use crate::model::encoder::Encoder;
+use crate::model::versions;
 use crate::offline::data::split::{parse_cutoff, Split, PROTOCOL_T_TEST, PROTOCOL_T_VAL};
-use crate::offline::data::{DataSource, Dataset};
+use crate::offline::data::{redacted, DataSource, Dataset};
 use crate::offline::embed_store::EmbedStore;
 use crate::offline::eval::{self, Counts, EvalReport, RetrievalSizes, BASELINES, REFERENCES};
 use crate::offline::prepared::{PreparedSplit, SplitSettings};
@@ -39,6 +43,11 @@ pub struct DataArgs {
     /// Generic format: items.csv (item_id,text[,price]).
     #[arg(long, requires = "events")]
     items: Option<PathBuf>,
+    /// shoprank's store: its catalog and stored purchases. A directory or a
+    /// postgres:// URL; given bare (`--store`), store.url from the config
+    /// (SHOPRANK__STORE__URL), which keeps a password off the command line.
+    #[arg(long, num_args = 0..=1, default_missing_value = "", conflicts_with_all = ["data", "events"])]
+    store: Option<String>,
     /// Start of the test period: history is everything before it.
     #[arg(long, default_value = PROTOCOL_T_TEST)]
     test_start: String,
@@ -48,18 +57,25 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
-    fn source(&self) -> Result<DataSource> {
-        match (&self.data, &self.events, &self.items) {
-            (Some(path), _, _) => Ok(DataSource::OnlineRetail(path.clone())),
-            (None, Some(events), Some(items)) => {
+    fn source(&self, settings: &Settings) -> Result<DataSource> {
+        match (&self.data, &self.events, &self.items, &self.store) {
+            (Some(path), _, _, _) => Ok(DataSource::OnlineRetail(path.clone())),
+            (None, Some(events), Some(items), _) => {
                 Ok(DataSource::Generic { events: events.clone(), items: items.clone() })
             }
-            _ => bail!("give the log with --data FILE, or --events FILE --items FILE"),
+            (None, None, None, Some(url)) => {
+                let mut store = settings.store.clone();
+                if !url.is_empty() {
+                    store.url = url.clone();
+                }
+                Ok(DataSource::Store(store))
+            }
+            _ => bail!("give the log with --data FILE, --events FILE --items FILE, or --store [URL]"),
         }
     }
 
-    fn load(&self) -> Result<Dataset> {
-        let source = self.source()?;
+    fn load(&self, settings: &Settings) -> Result<Dataset> {
+        let source = self.source(settings)?;
         let started = Instant::now();
         let data = source.load().with_context(|| format!("loading {source}"))?;
         eprintln!("loaded {source} in {:.1}s: {}", started.elapsed().as_secs_f64(), data.report.summary());
@@ -73,7 +89,7 @@ impl DataArgs {
         (!self.cache_dir.is_empty()).then(|| Path::new(&self.cache_dir))
     }
 
-    fn test_start(&self) -> Result<i64> {
+    pub(crate) fn test_start(&self) -> Result<i64> {
         parse_cutoff(&self.test_start).map_err(anyhow::Error::msg).context("--test-start")
     }
 }
@@ -148,6 +164,14 @@ pub struct TrainArgs {
     /// The bundle directory to write (default: bundle.path from the config).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Treat --out as a directory of versions: write the bundle as a new
+    /// version in it (never over an existing one), then point its CURRENT
+    /// at it, so servers watching it (or told to reload) switch.
+    #[arg(long)]
+    versioned: bool,
+    /// With --versioned: write the version but leave CURRENT as it is.
+    #[arg(long, requires = "versioned")]
+    no_publish: bool,
 }
 
 impl TrainArgs {
@@ -218,7 +242,7 @@ pub struct EvalArgs {
 pub fn train(settings: &Settings, args: &TrainArgs) -> Result<()> {
     let started = Instant::now();
     let options = args.options()?;
-    let data = args.data.load()?;
+    let data = args.data.load(settings)?;
     let encoder = Encoder::open(&settings.encoder)?;
     if encoder.precision() != Precision::F32 {
         eprintln!("note: training with {} encoder precision", encoder.precision().as_str());
@@ -226,16 +250,23 @@ pub fn train(settings: &Settings, args: &TrainArgs) -> Result<()> {
     let mut store = EmbedStore::open(args.data.cache_dir(), &encoder)?;
     let outcome = train::train(&data, &encoder, &SplitSettings::from_settings(settings), &mut store, &options)?;
 
-    let dir = args.out.clone().unwrap_or_else(|| settings.bundle.path.clone());
+    let out = args.out.clone().unwrap_or_else(|| settings.bundle.path.clone());
+    let (dir, version_dir) = if args.versioned {
+        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+        let name = versions::free_name(&out, &outcome.version)?;
+        (out.join(&name), Some((out.clone(), name)))
+    } else {
+        (out.clone(), None)
+    };
     let manifest = BundleManifest {
         format: BUNDLE_FORMAT,
         version: outcome.version.clone(),
         head: outcome.spec.clone(),
         training: Some(TrainingRecord {
-            data: args.data.source()?.to_string(),
+            data: args.data.source(settings)?.to_string(),
             data_summary: data.report.summary(),
             date: chrono::Utc::now().format("%Y-%m-%d").to_string(),
-            command: std::env::args().collect::<Vec<_>>().join(" "),
+            command: redacted(&std::env::args().collect::<Vec<_>>().join(" ")),
             options: serde_json::to_value(&options)?,
             examples: outcome.examples,
             best_epochs: outcome.best_epochs.clone(),
@@ -247,6 +278,17 @@ pub fn train(settings: &Settings, args: &TrainArgs) -> Result<()> {
         validation: Some(outcome.validation),
     };
     Bundle::save(&dir, &manifest, &outcome.varmap, &outcome.stats)?;
+    if let Some((versions_dir, name)) = &version_dir {
+        if args.no_publish {
+            println!(
+                "wrote version {name}; {} unchanged (--no-publish)",
+                versions_dir.join(versions::CURRENT_FILE).display()
+            );
+        } else {
+            versions::publish(versions_dir, name)?;
+            println!("published version {name} in {}", versions_dir.join(versions::CURRENT_FILE).display());
+        }
+    }
     let v = outcome.validation;
     println!(
         "trained bundle {} in {:.0}s on {} examples (best epochs {:?})\n\
@@ -271,7 +313,7 @@ pub fn train(settings: &Settings, args: &TrainArgs) -> Result<()> {
 /// `shoprank eval`: EVAL_PROTOCOL v1 for the bundle and the baselines.
 pub fn eval(settings: &Settings, args: &EvalArgs) -> Result<()> {
     let started = Instant::now();
-    let data = args.data.load()?;
+    let data = args.data.load(settings)?;
     let encoder = Encoder::open(&settings.encoder)?;
     let bundle =
         if args.baselines_only { None } else { Some(Bundle::load(&settings.bundle.path, &encoder.identity())?) };

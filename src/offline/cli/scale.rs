@@ -30,7 +30,7 @@ pub struct ScaleDataArgs {
 }
 
 /// `shoprank scale-data`: a larger log derived from a real one.
-pub fn scale_data(args: &ScaleDataArgs) -> Result<()> {
+pub fn scale_data(settings: &crate::config::Settings, args: &ScaleDataArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&args.cross_share)
         || args.events_per_item.is_nan()
         || args.events_per_item <= 0.0
@@ -38,7 +38,7 @@ pub fn scale_data(args: &ScaleDataArgs) -> Result<()> {
     {
         bail!("--catalog-items and --events-per-item must be positive and --cross-share a share in [0, 1]");
     }
-    let data = args.data.load()?;
+    let data = args.data.load(settings)?;
     let options = ScaleOptions {
         items: args.catalog_items,
         events_per_item: args.events_per_item,

@@ -4,8 +4,10 @@
 //!
 //! - [`retail`]: the UCI Online Retail CSV as shipped, with EVAL_PROTOCOL v1's cleaning.
 //! - [`generic`]: `events.csv` + `items.csv`, the format any shop can export.
+//! - [`from_store`]: the catalog and the purchases of shoprank's own store.
 //! - [`split`]: the protocol's time split, catalog, item texts and test users.
 
+pub mod from_store;
 pub mod generic;
 pub mod retail;
 pub mod split;
@@ -152,6 +154,8 @@ pub enum DataSource {
     OnlineRetail(PathBuf),
     /// `events.csv` and `items.csv` in the generic format.
     Generic { events: PathBuf, items: PathBuf },
+    /// shoprank's store: its catalog and its purchase events.
+    Store(crate::config::StoreSettings),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +166,8 @@ pub enum DataError {
     Malformed { path: PathBuf, line: usize, problem: String },
     #[error("{path}: no usable rows ({summary})")]
     Empty { path: PathBuf, summary: String },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// As the command line gave it: the file, or `events + items`.
@@ -170,6 +176,7 @@ impl std::fmt::Display for DataSource {
         match self {
             DataSource::OnlineRetail(path) => write!(f, "{}", path.display()),
             DataSource::Generic { events, items } => write!(f, "{} + {}", events.display(), items.display()),
+            DataSource::Store(store) => write!(f, "store {}", redacted(&store.url)),
         }
     }
 }
@@ -179,8 +186,43 @@ impl DataSource {
         match self {
             DataSource::OnlineRetail(path) => retail::load(path),
             DataSource::Generic { events, items } => generic::load(events, items),
+            DataSource::Store(settings) => {
+                let store = crate::store::open(&settings.location(), settings.pool())?;
+                let data = from_store::load(store.as_ref())?;
+                if data.events.is_empty() {
+                    return Err(DataError::Empty {
+                        path: redacted(&settings.url).into(),
+                        summary: data.report.summary(),
+                    });
+                }
+                Ok(data)
+            }
         }
     }
+}
+
+/// `text` with the password of any `scheme://user:password@host` URL in it
+/// replaced by `***`: command lines and sources are recorded in bundles.
+pub fn redacted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("://") {
+        let (head, tail) = rest.split_at(start + 3);
+        out.push_str(head);
+        let authority_end = tail.find(['/', ' ', '?']).unwrap_or(tail.len());
+        let authority = &tail[..authority_end];
+        match (authority.rfind('@'), authority.find(':')) {
+            (Some(at), Some(colon)) if colon < at => {
+                out.push_str(&authority[..colon]);
+                out.push_str(":***");
+                out.push_str(&authority[at..]);
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &tail[authority_end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Opens a log file, transparently un-gzipping `*.gz`.
@@ -218,6 +260,16 @@ impl Dataset {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(
+            redacted("train --store postgres://shop:s3cret@db:5432/shop --out x"),
+            "train --store postgres://shop:***@db:5432/shop --out x"
+        );
+        assert_eq!(redacted("postgres://shop@db/shop"), "postgres://shop@db/shop");
+        assert_eq!(redacted("data/events.csv"), "data/events.csv");
+    }
 
     #[test]
     fn parses_the_time_formats_it_documents() {

@@ -138,8 +138,23 @@ fn item_texts(data: &Dataset, history: &[Event]) -> HashMap<ItemIdx, String> {
 }
 
 /// Parses a split time given on the command line.
+/// A time as the command line gives it: what [`super::parse_time`] reads,
+/// or `now`, or `now-<N>d` (N days ago), for retraining on a live store.
 pub fn parse_cutoff(text: &str) -> Result<i64, String> {
-    super::parse_time(text).ok_or_else(|| format!("`{text}` is not a time (use YYYY-MM-DD[ HH:MM:SS])"))
+    let bad = || format!("`{text}` is not a time (use YYYY-MM-DD[ HH:MM:SS], now, or now-<N>d)");
+    if let Some(relative) = text.trim().strip_prefix("now") {
+        let now = chrono::Utc::now().timestamp();
+        if relative.is_empty() {
+            return Ok(now);
+        }
+        let days: i64 = relative
+            .strip_prefix('-')
+            .and_then(|d| d.strip_suffix('d'))
+            .and_then(|d| d.parse().ok())
+            .ok_or_else(bad)?;
+        return Ok(now - days * 86_400);
+    }
+    super::parse_time(text).ok_or_else(bad)
 }
 
 #[cfg(test)]

@@ -17,7 +17,21 @@ pub struct ApiError {
     pub message: String,
     /// Seconds for the `Retry-After` header of 503 answers.
     pub retry_after: Option<u32>,
+    /// Per-element problems of a batch (`POST /v1/events`), at most
+    /// [`MAX_PROBLEMS`], each message bounded like `message`.
+    pub problems: Vec<Problem>,
 }
+
+/// What is wrong with one element of a batch.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Problem {
+    /// The element's position in the batch, from 0.
+    pub index: usize,
+    pub error: String,
+}
+
+/// Most per-element problems listed in one answer.
+pub const MAX_PROBLEMS: usize = 100;
 
 /// Carried in the response's extensions so the metrics middleware can count
 /// errors by kind.
@@ -34,6 +48,10 @@ pub struct ErrorBody<'a> {
     /// What went wrong, for programs: one of [`KINDS`], stable across versions.
     #[schema(schema_with = super::openapi::error_kind)]
     pub kind: &'a str,
+    /// For a batch: each bad element and why (the first 100).
+    #[serde(skip_serializing_if = "<[Problem]>::is_empty")]
+    #[schema(value_type = Option<Vec<Problem>>)]
+    pub problems: &'a [Problem],
 }
 
 /// Every `kind` an answer can carry, by status; the OpenAPI document lists
@@ -44,6 +62,7 @@ pub const KINDS: &[&str] = &[
     // 404
     "not_found",
     "item_not_found",
+    "unknown_version",
     // 405
     "method_not_allowed",
     // 408
@@ -71,6 +90,16 @@ pub const KINDS: &[&str] = &[
     "too_many_items",
     "invalid_item",
     "catalog_full",
+    "empty_events",
+    "too_many_events",
+    "invalid_events",
+    "bundle_refused",
+    // 401
+    "unauthorized",
+    // 403
+    "admin_disabled",
+    // 409
+    "nothing_to_roll_back",
     // 431
     "headers_too_large",
     // 500
@@ -80,11 +109,12 @@ pub const KINDS: &[&str] = &[
     "timeout",
     "not_ready",
     "encoder_stopped",
+    "store_unavailable",
 ];
 
 impl ApiError {
     fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
-        Self { status, kind, message: message.into(), retry_after: None }
+        Self { status, kind, message: message.into(), retry_after: None, problems: Vec::new() }
     }
     /// The body is not JSON at all (400).
     pub fn malformed_json(message: impl Into<String>) -> Self {
@@ -166,6 +196,38 @@ impl ApiError {
             1,
         )
     }
+    /// Some elements of a batch are invalid (422): each is listed.
+    pub fn invalid_batch(kind: &'static str, message: impl Into<String>, mut problems: Vec<Problem>) -> Self {
+        problems.truncate(MAX_PROBLEMS);
+        for problem in &mut problems {
+            problem.error = bounded(&problem.error).into_owned();
+        }
+        Self { problems, ..Self::invalid(kind, message) }
+    }
+    /// No or the wrong bearer token on an admin route (401).
+    pub fn unauthorized() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "this route needs `Authorization: Bearer <admin.token>`")
+    }
+    /// The admin routes are off: no admin.token is configured (403).
+    pub fn admin_disabled() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "admin_disabled",
+            "admin routes are off: set admin.token (SHOPRANK__ADMIN__TOKEN)",
+        )
+    }
+    pub fn conflict(kind: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, kind, message)
+    }
+    pub fn not_found_kind(kind: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, kind, message)
+    }
+    /// The store cannot take the write now (its pool is exhausted, or
+    /// PostgreSQL is down): logged with its cause, answered 503.
+    pub fn store_unavailable(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "store write failed");
+        Self::unavailable("store_unavailable", "the store is unavailable; retry shortly", 2)
+    }
     /// An internal failure: logged here with its cause, answered opaquely.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "request failed");
@@ -227,7 +289,7 @@ fn bounded(message: &str) -> std::borrow::Cow<'_, str> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = axum::Json(ErrorBody { error: &bounded(&self.message), kind: self.kind });
+        let body = axum::Json(ErrorBody { error: &bounded(&self.message), kind: self.kind, problems: &self.problems });
         let mut response = (self.status, body).into_response();
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));

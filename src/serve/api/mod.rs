@@ -1,5 +1,6 @@
 //! The HTTP API (axum): `POST /recommend`, `PUT /v1/catalog/items`,
-//! `GET`/`DELETE /v1/catalog/items/{id}`, `GET /health`, `GET /ready`,
+//! `GET`/`DELETE /v1/catalog/items/{id}`, `POST /v1/events`,
+//! `POST /admin/reload` and `/admin/rollback` (`admin`), `GET /health`, `GET /ready`,
 //! `GET /metrics`, and their OpenAPI document at `GET /openapi.json`
 //! (`openapi`). A request's path is short and one-way: the head checks
 //! and admission (a concurrency permit, or 503, before the body is read;
@@ -7,7 +8,9 @@
 //! `Ranker::rank` with the bundle serving now (or the catalog's store) →
 //! JSON response. `server` owns the sockets.
 
+pub mod admin;
 pub mod error;
+pub mod events;
 pub mod json;
 pub mod middleware;
 pub mod openapi;
@@ -18,23 +21,29 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use tokio::sync::Semaphore;
 
+use self::admin::{AdminToken, ReloadRequest, ReloadResponse};
 use self::error::ApiError;
+use self::events::{EventRules, EventsRequest, EventsResponse};
 use self::json::ApiJson;
 use self::middleware::{Abandon, InFlight};
-use self::openapi::{HeadErrors, HealthErrors, ItemErrors, ReadyErrors, RecommendErrors, UpsertErrors};
+use self::openapi::{
+    AdminErrors, EventsErrors, HeadErrors, HealthErrors, ItemErrors, ReadyErrors, RecommendErrors, UpsertErrors,
+};
 use self::types::{
     CatalogItemOut, DeleteResponse, HealthResponse, ModelInfo, ReadyResponse, RecommendRequest, RecommendResponse,
     UpsertRequest, UpsertResponse,
 };
-use crate::config::{CatalogSettings, Limits, ServerSettings};
+use crate::config::{Limits, Settings};
 use crate::model::bundle::Bundle;
 use crate::serve::batcher::Ticket;
 use crate::serve::catalog::CatalogWriteError;
+use crate::serve::events::SubmitError;
 use crate::serve::metrics::Metrics;
 use crate::serve::ranker::RankError;
 use crate::serve::service::Service;
@@ -58,6 +67,8 @@ struct Shared {
     request_timeout: Duration,
     body_read_timeout: Duration,
     in_flight: InFlight,
+    event_rules: EventRules,
+    admin: AdminToken,
 }
 
 /// The catalog write limits the API enforces.
@@ -68,7 +79,8 @@ struct CatalogLimits {
 }
 
 impl AppState {
-    pub fn new(metrics: Metrics, limits: Limits, server: &ServerSettings, catalog: &CatalogSettings) -> Self {
+    pub fn new(metrics: Metrics, settings: &Settings) -> Self {
+        let (server, catalog, limits) = (&settings.server, &settings.catalog, settings.limits.clone());
         Self {
             shared: Arc::new(Shared {
                 service: OnceLock::new(),
@@ -82,6 +94,12 @@ impl AppState {
                 request_timeout: Duration::from_secs(server.request_timeout_secs),
                 body_read_timeout: Duration::from_secs(server.body_read_timeout_secs),
                 in_flight: InFlight::default(),
+                event_rules: EventRules {
+                    max_batch_events: settings.events.max_batch_events,
+                    max_future_ms: settings.events.max_future_hours.saturating_mul(3_600_000).min(i64::MAX as u64)
+                        as i64,
+                },
+                admin: AdminToken::new(&settings.admin.token),
             }),
         }
     }
@@ -103,6 +121,11 @@ impl AppState {
     /// Resolves once no request is being handled.
     pub async fn all_answered(&self) {
         self.shared.in_flight.all_answered().await
+    }
+
+    /// The service once loaded, whatever its state.
+    pub fn service_if_loaded(&self) -> Option<Arc<Service>> {
+        self.shared.service.get().cloned()
     }
 
     /// The service, if it is loaded and its encoder thread is alive.
@@ -182,9 +205,12 @@ pub fn app(state: AppState) -> Router {
         .route("/recommend", post(recommend))
         .route("/v1/catalog/items", put(upsert_items))
         .route("/v1/catalog/items/{id}", get(get_item).delete(delete_item))
+        .route("/v1/events", post(post_events))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::admit));
     Router::new()
         .merge(work)
+        .route("/admin/reload", post(reload))
+        .route("/admin/rollback", post(rollback))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -215,9 +241,11 @@ async fn recommend(
     let user_id = request.user.id.clone();
     let query = request.validate(&state.shared.limits)?;
     let service = state.service()?;
-    // The bundle is taken once: this request is scored by it and names it,
-    // whatever is installed while it runs.
-    let bundle = service.bundle();
+    // The variant and its bundle are taken once: this request is scored by
+    // that bundle and names it, whatever is installed while it runs.
+    let (variant, bundle) = service.choose(user_id.as_deref());
+    let variant = variant.name.clone();
+    state.shared.metrics.variant_requests.with_label_values(&[&variant]).inc();
     let model = model_info(&service, &bundle);
     // The CPU work runs on the blocking pool, never on a runtime worker; the
     // wait for the encoder between its two halves holds no thread at all.
@@ -235,8 +263,9 @@ async fn recommend(
     };
     let items = state.in_time(&ticket, ranking).await?;
     let took_ms = started.elapsed().as_secs_f64() * 1e3;
-    tracing::debug!(user = user_id.as_deref().unwrap_or("-"), took_ms, "ranked");
-    Ok(Json(RecommendResponse { items, model, took_ms }))
+    let request_id = crate::serve::variants::request_id(&variant);
+    tracing::debug!(user = user_id.as_deref().unwrap_or("-"), request_id, took_ms, "ranked");
+    Ok(Json(RecommendResponse { items, model, variant, request_id, took_ms }))
 }
 
 /// `PUT /v1/catalog/items`: upserts a batch, durably, before answering.
@@ -321,6 +350,85 @@ async fn delete_item(
             }
         })
         .await
+}
+
+/// `POST /v1/events`: stores a batch of feedback events durably before
+/// answering; a retried event (same `event_id`) is stored once.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "events",
+    request_body = EventsRequest,
+    responses((status = 200, description = "Every event is durably stored.", body = EventsResponse), EventsErrors)
+)]
+async fn post_events(
+    State(state): State<AppState>,
+    Extension(abandon): Extension<Abandon>,
+    ApiJson(request): ApiJson<EventsRequest>,
+) -> Result<Json<EventsResponse>, ApiError> {
+    let service = state.service()?;
+    let events = request.validate(state.shared.event_rules, crate::store::now_ms(), service.variants())?;
+    let writer = service.events().ok_or_else(|| ApiError::internal(&"this service keeps no store"))?;
+    let labels: Vec<(&'static str, String)> =
+        events.iter().map(|e| (e.kind.as_str(), e.variant.clone().unwrap_or_else(|| "none".into()))).collect();
+    let received = events.len();
+    let committed = writer.submit(events).map_err(|e| match e {
+        full @ SubmitError::Full { .. } => ApiError::overloaded(full.to_string()),
+        stopped @ SubmitError::Stopped => ApiError::store_unavailable(&stopped),
+    })?;
+    let ticket = state.ticket(&abandon);
+    let committed = state
+        .in_time(&ticket, async {
+            committed.await.map_err(|_| ApiError::store_unavailable(&"the event writer stopped"))
+        })
+        .await?;
+    let new = committed.map_err(|e| ApiError::store_unavailable(&e))?;
+    let metrics = &state.shared.metrics;
+    for ((kind, variant), _) in labels.iter().zip(&new).filter(|(_, new)| **new) {
+        metrics.events_stored.with_label_values(&[kind, variant.as_str()]).inc();
+    }
+    let stored = new.iter().filter(|new| **new).count();
+    metrics.events_duplicate.inc_by((received - stored) as u64);
+    Ok(Json(EventsResponse { received, stored, duplicates: received - stored }))
+}
+
+/// `POST /admin/reload`: loads, warms up and installs a bundle; the old
+/// one serves until the swap, and keeps serving if the new one is refused.
+#[utoipa::path(
+    post,
+    path = "/admin/reload",
+    tag = "admin",
+    request_body(content = Option<ReloadRequest>, description = "Optional: `{\"version\": ...}`."),
+    responses((status = 200, description = "The bundle serving now.", body = ReloadResponse), AdminErrors),
+    security(("bearer" = []))
+)]
+async fn reload(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<ReloadResponse>, ApiError> {
+    state.shared.admin.check(&headers)?;
+    let request: ReloadRequest =
+        if body.iter().all(u8::is_ascii_whitespace) { ReloadRequest::default() } else { json::parse(&body)? };
+    let service = state.service()?;
+    let reloaded = tokio::task::spawn_blocking(move || service.reload(request.version.as_deref()))
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok(Json(reloaded.map_err(admin::refused)?.into()))
+}
+
+/// `POST /admin/rollback`: back to the bundle served before this one.
+#[utoipa::path(
+    post,
+    path = "/admin/rollback",
+    tag = "admin",
+    responses((status = 200, description = "The bundle serving now.", body = ReloadResponse), AdminErrors),
+    security(("bearer" = []))
+)]
+async fn rollback(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<ReloadResponse>, ApiError> {
+    state.shared.admin.check(&headers)?;
+    let service = state.service()?;
+    Ok(Json(service.rollback().map_err(admin::refused)?.into()))
 }
 
 /// Liveness: the process answers, and its encoder thread has not died (a

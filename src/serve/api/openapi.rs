@@ -30,6 +30,9 @@ use super::types::{CandidateIn, CatalogItemIn, HistoryItemIn};
         super::upsert_items,
         super::get_item,
         super::delete_item,
+        super::post_events,
+        super::reload,
+        super::rollback,
         super::health,
         super::ready,
         super::metrics,
@@ -203,6 +206,87 @@ impl IntoResponses for UpsertErrors {
     }
 }
 
+/// The errors of `POST /v1/events`.
+pub(super) struct EventsErrors;
+
+impl IntoResponses for EventsErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let invalid = ErrorStatus {
+            status: 422,
+            name: None,
+            description: "The body is JSON, but `events` is missing or not a list of objects (`invalid_field`), \
+                is empty or too long, or some events are invalid (`invalid_events`: `problems` lists each by \
+                index; none of the batch was stored).",
+            kinds: &["invalid_field", "non_finite_number", "empty_events", "too_many_events", "invalid_events"],
+        };
+        let unavailable = ErrorStatus {
+            status: 503,
+            name: None,
+            description: "Not now: the event queue is full or too many requests are in flight (`overloaded`), \
+                the commit ran past `server.request_timeout_secs` (`timeout`: the events may be stored; retrying \
+                with the same ids is safe), the store cannot be written (`store_unavailable`), or the service is \
+                still loading (`not_ready`, `encoder_stopped`).",
+            kinds: &["overloaded", "timeout", "store_unavailable", "not_ready", "encoder_stopped"],
+        };
+        error_responses(HEAD.iter().chain(&[MALFORMED_JSON, BODY_TIMEOUT, invalid, INTERNAL, unavailable]))
+    }
+}
+
+/// The errors of `POST /admin/reload` and `/admin/rollback`.
+pub(super) struct AdminErrors;
+
+impl IntoResponses for AdminErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let unauthorized = ErrorStatus {
+            status: 401,
+            name: None,
+            description: "No `Authorization: Bearer` header, or the wrong token.",
+            kinds: &["unauthorized"],
+        };
+        let disabled = ErrorStatus {
+            status: 403,
+            name: None,
+            description: "The admin routes are off: `admin.token` is not set.",
+            kinds: &["admin_disabled"],
+        };
+        let unknown = ErrorStatus {
+            status: 404,
+            name: None,
+            description: "The bundle directory has no such version.",
+            kinds: &["unknown_version"],
+        };
+        let nothing = ErrorStatus {
+            status: 409,
+            name: None,
+            description: "No earlier bundle to roll back to.",
+            kinds: &["nothing_to_roll_back"],
+        };
+        let refused = ErrorStatus {
+            status: 422,
+            name: None,
+            description: "The bundle was refused (it does not load, was trained on another encoder, or fails the \
+                warm-up check); the serving bundle is unchanged. Or the body is not a reload request.",
+            kinds: &["bundle_refused", "invalid_field", "non_finite_number"],
+        };
+        let unready = ErrorStatus {
+            status: 503,
+            name: None,
+            description: "The service is still loading (`not_ready`) or its encoder stopped (`encoder_stopped`).",
+            kinds: &["not_ready", "encoder_stopped"],
+        };
+        error_responses(HEAD.iter().chain(&[
+            MALFORMED_JSON,
+            unauthorized,
+            disabled,
+            unknown,
+            nothing,
+            refused,
+            INTERNAL,
+            unready,
+        ]))
+    }
+}
+
 /// The errors of `GET` and `DELETE /v1/catalog/items/{id}`.
 pub(super) struct ItemErrors;
 
@@ -363,10 +447,14 @@ mod tests {
             include_str!("middleware.rs"),
             include_str!("mod.rs"),
             include_str!("types.rs"),
+            include_str!("events.rs"),
+            include_str!("admin.rs"),
         ];
         let mut kinds = std::collections::BTreeSet::new();
         for source in sources {
-            for call in ["invalid(", "price(", "unavailable(", "Self::new("] {
+            for call in
+                ["invalid(", "price(", "unavailable(", "Self::new(", "invalid_batch(", "conflict(", "not_found_kind("]
+            {
                 for (at, _) in source.match_indices(call) {
                     let arguments = &source[at + call.len()..];
                     let (mut depth, mut literal, mut in_string) = (1, String::new(), false);

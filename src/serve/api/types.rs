@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::serve::catalog::store::CatalogItem;
+use crate::store::catalog::CatalogItem;
 
 use super::error::ApiError;
 use super::json;
@@ -114,6 +114,11 @@ pub struct CandidateIn {
 pub struct RecommendResponse {
     pub items: Vec<RankedItem>,
     pub model: ModelInfo,
+    /// The A/B variant that served this user (`default` without variants).
+    pub variant: String,
+    /// This response's id, `<variant>.<16 hex digits>`: send it back with
+    /// the events of the items it showed (`POST /v1/events`).
+    pub request_id: String,
     /// Time spent on the request, in milliseconds.
     pub took_ms: f64,
 }

@@ -12,8 +12,8 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::{RwLock, RwLockReadGuard};
 
 use super::ann::AnnIndex;
-use super::store::{CatalogItem, PendingItem, StoredItem};
 use crate::model::encoder::cosine;
+use crate::store::catalog::{CatalogItem, PendingItem, StoredItem};
 
 /// Which items a retrieval or a ranking may return.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -8,9 +8,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use super::index::CatalogIndex;
-use super::store::CatalogStore;
 use crate::serve::batcher::{EmbedError, Embedder};
 use crate::serve::metrics::Metrics;
+use crate::store::catalog::CatalogStore;
 
 /// How long the thread waits before retrying after a failure.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -102,7 +102,7 @@ impl IngestWorker {
 #[derive(Debug, thiserror::Error)]
 enum IngestError {
     #[error(transparent)]
-    Store(#[from] super::store::CatalogStoreError),
+    Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Embed(#[from] EmbedError),
 }

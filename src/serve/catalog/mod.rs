@@ -1,5 +1,5 @@
 //! The catalog shoprank keeps: items a storefront puts through
-//! `/v1/catalog/items`, stored durably ([`store`], SQLite by default),
+//! `/v1/catalog/items`, stored durably (`crate::store`, SQLite by default),
 //! embedded once in the background ([`ingest`]) and held in memory for
 //! retrieval ([`index`]). `POST /recommend` without candidates retrieves
 //! from it (see `serve::retrieve`).
@@ -12,18 +12,17 @@
 pub mod ann;
 pub mod index;
 pub mod ingest;
-pub mod sqlite;
-pub mod store;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use self::index::CatalogIndex;
 use self::ingest::{IngestSignal, IngestWorker};
-use self::store::{CatalogItem, CatalogStore, CatalogStoreError};
 use crate::config::CatalogSettings;
 use crate::serve::batcher::Embedder;
 use crate::serve::metrics::Metrics;
+use crate::store::catalog::{CatalogItem, CatalogStore};
+use crate::store::StoreError;
 
 pub struct Catalog {
     store: Arc<dyn CatalogStore>,
@@ -37,24 +36,13 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Opens the SQLite store in `settings.data_dir` and starts ingestion.
-    pub fn open(
-        settings: &CatalogSettings,
-        embedder: Arc<Embedder>,
-        metrics: Metrics,
-    ) -> Result<Self, CatalogStoreError> {
-        let store = Arc::new(sqlite::SqliteStore::open(&settings.data_dir)?);
-        tracing::info!(path = %store.path().display(), "catalog store opened");
-        Self::with_store(store, settings, embedder, metrics)
-    }
-
     /// A catalog over any store: loads the index, starts the ingestion thread.
     pub fn with_store(
         store: Arc<dyn CatalogStore>,
         settings: &CatalogSettings,
         embedder: Arc<Embedder>,
         metrics: Metrics,
-    ) -> Result<Self, CatalogStoreError> {
+    ) -> Result<Self, StoreError> {
         let started = Instant::now();
         let encoder_key = embedder.encoder().embedding_key();
         let dim = embedder.encoder().dim();
@@ -80,7 +68,7 @@ impl Catalog {
         let worker = std::thread::Builder::new()
             .name("shoprank-ingest".into())
             .spawn(move || worker.run())
-            .map_err(|source| CatalogStoreError::Io { path: settings.data_dir.clone(), source })?;
+            .map_err(|source| StoreError::Io { path: "the ingestion thread".into(), source })?;
         Ok(Self { store, index, writing: Mutex::new(()), signal, worker: Mutex::new(Some(worker)), metrics })
     }
 
@@ -108,7 +96,7 @@ impl Catalog {
     }
 
     /// Deletes an item durably; false if there was none.
-    pub fn delete(&self, id: &str) -> Result<bool, CatalogStoreError> {
+    pub fn delete(&self, id: &str) -> Result<bool, StoreError> {
         let _one_writer = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let found = self.store.delete(id)?;
         self.index.delete(id);
@@ -129,7 +117,7 @@ pub enum CatalogWriteError {
     #[error("the catalog holds {held} items; {new} more would pass catalog.max_items ({max_items})")]
     Full { held: usize, new: usize, max_items: usize },
     #[error(transparent)]
-    Store(#[from] CatalogStoreError),
+    Store(#[from] StoreError),
 }
 
 impl Drop for Catalog {

@@ -1,6 +1,5 @@
-//! Where the catalog is kept: one trait, so that a server-grade database can
-//! back several replicas later while the embedded SQLite file
-//! ([`super::sqlite::SqliteStore`]) is the default.
+//! The catalog half of the store: items as the storefront sends them, and
+//! their embeddings.
 //!
 //! A write returns only once it is durable: an acknowledged upsert or
 //! delete survives `kill -9`. Embeddings are stored beside their items,
@@ -9,6 +8,8 @@
 //! the item pending again.
 
 use serde::{Deserialize, Serialize};
+
+use super::StoreError;
 
 /// A product as the storefront sends it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -44,36 +45,22 @@ pub struct PendingItem {
     pub text: String,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum CatalogStoreError {
-    #[error("catalog store: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("catalog store: creating {path}: {source}")]
-    Io { path: std::path::PathBuf, source: std::io::Error },
-    #[error("catalog store: item `{id}` has a corrupt {what}")]
-    Corrupt { id: String, what: &'static str },
-}
-
 /// The catalog's durable home. `encoder` names the encoder (its cache key)
 /// whose embeddings count; others are treated as absent.
 pub trait CatalogStore: Send + Sync {
     /// Inserts or replaces `items` in one transaction; an item whose text
     /// changed loses its embedding. Returns once durable.
-    fn upsert(&self, items: &[CatalogItem]) -> Result<(), CatalogStoreError>;
+    fn upsert(&self, items: &[CatalogItem]) -> Result<(), StoreError>;
     /// Removes an item; false if there was none. Returns once durable.
-    fn delete(&self, id: &str) -> Result<bool, CatalogStoreError>;
+    fn delete(&self, id: &str) -> Result<bool, StoreError>;
     /// Every item, for building the in-memory index at start-up.
-    fn load_all(&self, encoder: &str) -> Result<Vec<StoredItem>, CatalogStoreError>;
+    fn load_all(&self, encoder: &str) -> Result<Vec<StoredItem>, StoreError>;
     /// Drops embeddings made by another encoder than `encoder` (the service
     /// changed encoders): those items become pending. Returns how many.
-    fn forget_other_embeddings(&self, encoder: &str) -> Result<usize, CatalogStoreError>;
+    fn forget_other_embeddings(&self, encoder: &str) -> Result<usize, StoreError>;
     /// Up to `limit` items without an embedding, oldest write first.
-    fn pending(&self, limit: usize) -> Result<Vec<PendingItem>, CatalogStoreError>;
+    fn pending(&self, limit: usize) -> Result<Vec<PendingItem>, StoreError>;
     /// Stores embeddings; an item whose text changed meanwhile is skipped
     /// (it is pending again with its new text). Returns the ids stored.
-    fn set_embeddings(
-        &self,
-        encoder: &str,
-        embedded: &[(PendingItem, Vec<f32>)],
-    ) -> Result<Vec<String>, CatalogStoreError>;
+    fn set_embeddings(&self, encoder: &str, embedded: &[(PendingItem, Vec<f32>)]) -> Result<Vec<String>, StoreError>;
 }

@@ -1,55 +1,47 @@
-//! The default catalog store: one SQLite file (`catalog.data_dir`/
-//! `catalog.sqlite3`) in WAL mode with `synchronous = FULL`, so a write is
-//! on disk when its transaction commits, and readers never block the writer.
-//! One connection behind a mutex: writes are serial anyway, and the store is
-//! read only at start-up and by ingestion (requests, `GET`s included, are
-//! served from the in-memory index).
+//! The default store: one embedded SQLite file (`shoprank.sqlite3` in the
+//! `store.url` directory) in WAL mode with `synchronous = FULL`, so a write
+//! is on disk when its transaction commits, and readers never block the
+//! writer. One connection behind a mutex: writes are serial anyway, and the
+//! server reads the store only at start-up and for ingestion (requests,
+//! `GET`s included, are served from memory).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use rusqlite::{params, Connection};
 
-use super::store::{CatalogItem, CatalogStore, CatalogStoreError, PendingItem, StoredItem};
+use super::catalog::{CatalogItem, CatalogStore, PendingItem, StoredItem};
+use super::events::{EventKind, EventStore, FeedbackEvent, VariantCount};
+use super::{from_blob, now_ms, to_blob, Store, StoreError};
 
-pub const FILE_NAME: &str = "catalog.sqlite3";
+pub const FILE_NAME: &str = "shoprank.sqlite3";
+/// The file's name before it held events too; opened if it is there.
+const FORMER_FILE_NAME: &str = "catalog.sqlite3";
+
+mod migrations {
+    refinery::embed_migrations!("src/store/migrations/sqlite");
+}
 
 pub struct SqliteStore {
     connection: Mutex<Connection>,
     path: PathBuf,
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS items (
-    id         TEXT PRIMARY KEY,
-    text       TEXT NOT NULL,
-    price      REAL,
-    available  INTEGER NOT NULL,
-    attributes TEXT,
-    -- Little-endian f32s, and the encoder that made them.
-    embedding  BLOB,
-    encoder    TEXT,
-    -- Write order: pending items are embedded oldest first.
-    written    INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS items_pending ON items (written) WHERE embedding IS NULL;
-CREATE INDEX IF NOT EXISTS items_written ON items (written);
-";
-
 impl SqliteStore {
-    /// Opens (or creates) the store in `data_dir`.
-    pub fn open(data_dir: &Path) -> Result<Self, CatalogStoreError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|source| CatalogStoreError::Io { path: data_dir.to_path_buf(), source })?;
-        let path = data_dir.join(FILE_NAME);
-        let connection = Connection::open(&path)?;
+    /// Opens (or creates) the store in `data_dir` and migrates its schema.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Io { path: data_dir.to_path_buf(), source })?;
+        let former = data_dir.join(FORMER_FILE_NAME);
+        let path =
+            if former.exists() && !data_dir.join(FILE_NAME).exists() { former } else { data_dir.join(FILE_NAME) };
+        let mut connection = Connection::open(&path)?;
         let mode: String = connection.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            tracing::warn!(path = %path.display(), mode, "the catalog store could not use WAL mode; writes stay durable");
+            tracing::warn!(path = %path.display(), mode, "the store could not use WAL mode; writes stay durable");
         }
         connection.pragma_update(None, "synchronous", "FULL")?;
         connection.busy_timeout(std::time::Duration::from_secs(5))?;
-        connection.execute_batch(SCHEMA)?;
+        migrations::migrations::runner().run(&mut connection)?;
         Ok(Self { connection: Mutex::new(connection), path })
     }
 
@@ -62,20 +54,15 @@ impl SqliteStore {
     }
 }
 
-fn to_blob(vector: &[f32]) -> Vec<u8> {
-    vector.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-fn from_blob(id: &str, blob: &[u8]) -> Result<Vec<f32>, CatalogStoreError> {
-    if !blob.len().is_multiple_of(4) {
-        return Err(CatalogStoreError::Corrupt { id: id.to_string(), what: "embedding" });
+impl Store for SqliteStore {
+    fn describe(&self) -> String {
+        format!("sqlite:{}", self.path.display())
     }
-    Ok(blob.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
 }
 
 const SELECT: &str = "SELECT id, text, price, available, attributes, embedding, encoder FROM items";
 
-fn read_row(row: &rusqlite::Row<'_>, encoder: &str) -> rusqlite::Result<Result<StoredItem, CatalogStoreError>> {
+fn read_row(row: &rusqlite::Row<'_>, encoder: &str) -> rusqlite::Result<Result<StoredItem, StoreError>> {
     let id: String = row.get(0)?;
     let attributes: Option<String> = row.get(4)?;
     let blob: Option<Vec<u8>> = row.get(5)?;
@@ -83,7 +70,7 @@ fn read_row(row: &rusqlite::Row<'_>, encoder: &str) -> rusqlite::Result<Result<S
     let attributes = match attributes.map(|a| serde_json::from_str(&a)) {
         None => serde_json::Value::Null,
         Some(Ok(value)) => value,
-        Some(Err(_)) => return Ok(Err(CatalogStoreError::Corrupt { id, what: "attributes" })),
+        Some(Err(_)) => return Ok(Err(StoreError::Corrupt { id, what: "attributes" })),
     };
     let embedding = match (blob, made_by.as_deref() == Some(encoder)) {
         (Some(blob), true) => match from_blob(&id, &blob) {
@@ -103,7 +90,7 @@ fn read_row(row: &rusqlite::Row<'_>, encoder: &str) -> rusqlite::Result<Result<S
 }
 
 impl CatalogStore for SqliteStore {
-    fn upsert(&self, items: &[CatalogItem]) -> Result<(), CatalogStoreError> {
+    fn upsert(&self, items: &[CatalogItem]) -> Result<(), StoreError> {
         let mut connection = self.lock();
         let tx = connection.transaction()?;
         {
@@ -135,11 +122,11 @@ impl CatalogStore for SqliteStore {
         Ok(())
     }
 
-    fn delete(&self, id: &str) -> Result<bool, CatalogStoreError> {
+    fn delete(&self, id: &str) -> Result<bool, StoreError> {
         Ok(self.lock().execute("DELETE FROM items WHERE id = ?1", [id])? > 0)
     }
 
-    fn load_all(&self, encoder: &str) -> Result<Vec<StoredItem>, CatalogStoreError> {
+    fn load_all(&self, encoder: &str) -> Result<Vec<StoredItem>, StoreError> {
         let connection = self.lock();
         let mut statement = connection.prepare(&format!("{SELECT} ORDER BY written"))?;
         let rows = statement.query_map([], |row| read_row(row, encoder))?;
@@ -150,14 +137,14 @@ impl CatalogStore for SqliteStore {
         Ok(out)
     }
 
-    fn forget_other_embeddings(&self, encoder: &str) -> Result<usize, CatalogStoreError> {
+    fn forget_other_embeddings(&self, encoder: &str) -> Result<usize, StoreError> {
         Ok(self.lock().execute(
             "UPDATE items SET embedding = NULL, encoder = NULL WHERE embedding IS NOT NULL AND encoder IS NOT ?1",
             [encoder],
         )?)
     }
 
-    fn pending(&self, limit: usize) -> Result<Vec<PendingItem>, CatalogStoreError> {
+    fn pending(&self, limit: usize) -> Result<Vec<PendingItem>, StoreError> {
         let connection = self.lock();
         let mut statement = connection
             .prepare_cached("SELECT id, text FROM items WHERE embedding IS NULL ORDER BY written LIMIT ?1")?;
@@ -166,11 +153,7 @@ impl CatalogStore for SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn set_embeddings(
-        &self,
-        encoder: &str,
-        embedded: &[(PendingItem, Vec<f32>)],
-    ) -> Result<Vec<String>, CatalogStoreError> {
+    fn set_embeddings(&self, encoder: &str, embedded: &[(PendingItem, Vec<f32>)]) -> Result<Vec<String>, StoreError> {
         let mut connection = self.lock();
         let tx = connection.transaction()?;
         let mut stored = Vec::with_capacity(embedded.len());
@@ -185,6 +168,98 @@ impl CatalogStore for SqliteStore {
         }
         tx.commit()?;
         Ok(stored)
+    }
+}
+
+const EVENT_COLUMNS: &str = "event_id, user_id, item_id, kind, ts_ms, request_id, variant, quantity, price";
+
+fn read_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<FeedbackEvent, StoreError>> {
+    let event_id: String = row.get(0)?;
+    let kind: String = row.get(3)?;
+    let Some(kind) = EventKind::parse(&kind) else {
+        return Ok(Err(StoreError::Corrupt { id: event_id, what: "event kind" }));
+    };
+    Ok(Ok(FeedbackEvent {
+        event_id,
+        user_id: row.get(1)?,
+        item_id: row.get(2)?,
+        kind,
+        timestamp_ms: row.get(4)?,
+        request_id: row.get(5)?,
+        variant: row.get(6)?,
+        quantity: row.get(7)?,
+        price: row.get(8)?,
+    }))
+}
+
+impl EventStore for SqliteStore {
+    fn append(&self, batches: &[&[FeedbackEvent]]) -> Result<Vec<Vec<bool>>, StoreError> {
+        let received = now_ms();
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        let mut stored = Vec::with_capacity(batches.len());
+        {
+            let mut insert = tx.prepare_cached(&format!(
+                "INSERT INTO events ({EVENT_COLUMNS}, received_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT (event_id) DO NOTHING"
+            ))?;
+            for batch in batches {
+                let mut new = Vec::with_capacity(batch.len());
+                for e in *batch {
+                    let inserted = insert.execute(params![
+                        e.event_id,
+                        e.user_id,
+                        e.item_id,
+                        e.kind.as_str(),
+                        e.timestamp_ms,
+                        e.request_id,
+                        e.variant,
+                        e.quantity,
+                        e.price,
+                        received
+                    ])?;
+                    new.push(inserted > 0);
+                }
+                stored.push(new);
+            }
+        }
+        tx.commit()?;
+        Ok(stored)
+    }
+
+    fn scan(&self, kinds: &[EventKind], each: &mut dyn FnMut(FeedbackEvent)) -> Result<(), StoreError> {
+        let connection = self.lock();
+        let kinds: Vec<String> = kinds.iter().map(|k| format!("'{}'", k.as_str())).collect();
+        let mut statement = connection.prepare(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE kind IN ({}) ORDER BY ts_ms, seq",
+            kinds.join(",")
+        ))?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            each(read_event(row)??);
+        }
+        Ok(())
+    }
+
+    fn variant_counts(&self) -> Result<Vec<VariantCount>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection.prepare(
+            "SELECT variant, kind, COUNT(*) FROM events WHERE variant IS NOT NULL GROUP BY variant, kind ORDER BY variant, kind",
+        )?;
+        let rows = statement
+            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (variant, kind, events) = row?;
+            let kind =
+                EventKind::parse(&kind).ok_or(StoreError::Corrupt { id: variant.clone(), what: "event kind" })?;
+            out.push(VariantCount { variant, kind, events: events as u64 });
+        }
+        Ok(out)
+    }
+
+    fn event_count(&self) -> Result<u64, StoreError> {
+        Ok(self.lock().query_row("SELECT COUNT(*) FROM events", [], |row| row.get::<_, i64>(0))? as u64)
     }
 }
 

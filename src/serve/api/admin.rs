@@ -1,0 +1,106 @@
+//! The admin routes: `POST /admin/reload` and `POST /admin/rollback`. They
+//! need `Authorization: Bearer <admin.token>`; the token is compared in
+//! constant time (`subtle`) and never logged. Without a configured token
+//! they answer 403: an admin route must never be open by accident.
+
+use axum::http::{header, HeaderMap};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
+
+use super::error::ApiError;
+use crate::serve::service::{Reloaded, ServiceError};
+
+/// The configured token; `None` turns the admin routes off.
+#[derive(Clone)]
+pub struct AdminToken(Option<Vec<u8>>);
+
+impl AdminToken {
+    pub fn new(token: &str) -> Self {
+        Self((!token.is_empty()).then(|| token.as_bytes().to_vec()))
+    }
+
+    /// Ok if `headers` carry the token. The comparison's time depends on
+    /// the token's length only, not on where a guess first differs.
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(expected) = &self.0 else {
+            return Err(ApiError::admin_disabled());
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
+            .unwrap_or_default();
+        if bool::from(given.ct_eq(expected.as_slice())) {
+            Ok(())
+        } else {
+            Err(ApiError::unauthorized())
+        }
+    }
+}
+
+/// `POST /admin/reload`: which bundle to load.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadRequest {
+    /// A version in the bundle directory; absent: what its `CURRENT` names
+    /// (or the single bundle directory, re-read).
+    pub version: Option<String>,
+}
+
+/// What a reload or rollback did.
+#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct ReloadResponse {
+    /// `installed`, or `unchanged` when that bundle already serves.
+    pub outcome: String,
+    /// The version serving before.
+    pub from: String,
+    /// The version serving now.
+    pub to: String,
+}
+
+impl From<Reloaded> for ReloadResponse {
+    fn from(reloaded: Reloaded) -> Self {
+        match reloaded {
+            Reloaded::Installed { from, to } => Self { outcome: "installed".into(), from, to },
+            Reloaded::Unchanged { version } => Self { outcome: "unchanged".into(), from: version.clone(), to: version },
+        }
+    }
+}
+
+/// A refused bundle is the caller's to fix (422, saying why); the old
+/// bundle keeps serving either way.
+pub fn refused(error: ServiceError) -> ApiError {
+    use crate::model::versions::VersionsError;
+    match error {
+        ServiceError::Versions(unknown @ VersionsError::Unknown { .. }) => {
+            ApiError::not_found_kind("unknown_version", unknown.to_string())
+        }
+        ServiceError::NoEarlierBundle => ApiError::conflict("nothing_to_roll_back", error.to_string()),
+        other => {
+            tracing::warn!(error = %other, "bundle refused; the serving bundle is unchanged");
+            ApiError::invalid("bundle_refused", format!("{other}; the serving bundle is unchanged"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn only_the_configured_token_passes() {
+        let token = AdminToken::new("s3cret");
+        assert!(token.check(&bearer("s3cret")).is_ok());
+        for wrong in ["s3cre", "s3cret ", "S3CRET", ""] {
+            assert_eq!(token.check(&bearer(wrong)).unwrap_err().kind, "unauthorized", "{wrong:?}");
+        }
+        assert_eq!(token.check(&HeaderMap::new()).unwrap_err().kind, "unauthorized");
+        assert_eq!(AdminToken::new("").check(&bearer("")).unwrap_err().kind, "admin_disabled");
+    }
+}

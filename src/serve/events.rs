@@ -1,0 +1,232 @@
+//! Writing feedback events durably, fast, and never silently dropping one.
+//!
+//! Requests hand their validated batch to a bounded queue
+//! (`events.max_queued_events`, counted in events) and wait for its commit
+//! without holding a thread. One writer thread takes whatever has queued
+//! meanwhile, up to `events.max_commit_events`, and commits it in one
+//! transaction: one fsync (or one PostgreSQL commit) for several requests,
+//! which is what lets a single disk take tens of thousands of events a
+//! second. A request is answered only after its transaction committed; a
+//! batch that would overfill the queue is refused at once (503).
+//!
+//! A request whose client goes away after queueing is still written: the
+//! events are valid, and their ids make the client's retry a no-op.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use crate::config::EventSettings;
+use crate::serve::metrics::Metrics;
+use crate::store::events::{EventStore, FeedbackEvent};
+use crate::store::StoreError;
+
+/// Which events of a batch were new (the others were stored before).
+pub type Committed = Result<Vec<bool>, Arc<StoreError>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the event queue holds {queued} of at most {limit} events (events.max_queued_events)")]
+    Full { queued: usize, limit: usize },
+    #[error("the event writer has stopped")]
+    Stopped,
+}
+
+struct Job {
+    events: Vec<FeedbackEvent>,
+    done: oneshot::Sender<Committed>,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    /// Events queued or being committed: what the bound counts.
+    events: usize,
+    stopping: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+}
+
+/// The queue and its writer thread; dropping it commits what is queued,
+/// then stops the thread.
+pub struct EventWriter {
+    shared: Arc<Shared>,
+    limit: usize,
+    worker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EventWriter {
+    pub fn start(store: Arc<dyn EventStore>, settings: EventSettings, metrics: Metrics) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared { queue: Mutex::new(Queue::default()), wake: Condvar::new() });
+        let worker = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("shoprank-events".into())
+                .spawn(move || write_loop(&shared, store.as_ref(), settings.max_commit_events, &metrics))?
+        };
+        Ok(Self { shared, limit: settings.max_queued_events, worker: Some(worker) })
+    }
+
+    /// Queues `events`; the receiver resolves once they are committed.
+    pub fn submit(&self, events: Vec<FeedbackEvent>) -> Result<oneshot::Receiver<Committed>, SubmitError> {
+        let (done, receiver) = oneshot::channel();
+        let mut queue = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if queue.stopping {
+            return Err(SubmitError::Stopped);
+        }
+        if queue.events + events.len() > self.limit {
+            return Err(SubmitError::Full { queued: queue.events, limit: self.limit });
+        }
+        queue.events += events.len();
+        queue.jobs.push_back(Job { events, done });
+        drop(queue);
+        self.shared.wake.notify_one();
+        Ok(receiver)
+    }
+
+    /// Events queued or being committed now.
+    pub fn queued(&self) -> usize {
+        self.shared.queue.lock().unwrap_or_else(|p| p.into_inner()).events
+    }
+}
+
+impl Drop for EventWriter {
+    fn drop(&mut self) {
+        self.shared.queue.lock().unwrap_or_else(|p| p.into_inner()).stopping = true;
+        self.shared.wake.notify_all();
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+fn write_loop(shared: &Shared, store: &dyn EventStore, max_commit: usize, metrics: &Metrics) {
+    loop {
+        // Take every job queued meanwhile, up to max_commit events (and at
+        // least one job, however large).
+        let jobs = {
+            let mut queue = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            while queue.jobs.is_empty() && !queue.stopping {
+                queue = shared.wake.wait(queue).unwrap_or_else(|p| p.into_inner());
+            }
+            if queue.jobs.is_empty() {
+                return;
+            }
+            let mut taken = Vec::new();
+            let mut events = 0;
+            while let Some(job) = queue.jobs.front() {
+                if !taken.is_empty() && events + job.events.len() > max_commit {
+                    break;
+                }
+                events += job.events.len();
+                taken.extend(queue.jobs.pop_front());
+            }
+            taken
+        };
+        let started = Instant::now();
+        let batches: Vec<&[FeedbackEvent]> = jobs.iter().map(|job| job.events.as_slice()).collect();
+        let result = store.append(&batches);
+        let events: usize = jobs.iter().map(|job| job.events.len()).sum();
+        metrics.event_commit_seconds.observe(started.elapsed().as_secs_f64());
+        metrics.event_commit_events.observe(events as f64);
+        {
+            let mut queue = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            queue.events -= events;
+            metrics.event_queue.set(queue.events as i64);
+        }
+        match result {
+            Ok(new) => {
+                for (job, new) in jobs.into_iter().zip(new) {
+                    let _ = job.done.send(Ok(new));
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, events, "committing feedback events failed");
+                let error = Arc::new(error);
+                for job in jobs {
+                    let _ = job.done.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::store::events::{EventKind, VariantCount};
+
+    /// A store whose commits wait until the test lets them through.
+    struct GatedStore {
+        gate: Mutex<mpsc::Receiver<()>>,
+        commits: Mutex<Vec<usize>>,
+    }
+
+    impl EventStore for GatedStore {
+        fn append(&self, batches: &[&[FeedbackEvent]]) -> Result<Vec<Vec<bool>>, StoreError> {
+            self.gate.lock().unwrap().recv().unwrap();
+            self.commits.lock().unwrap().push(batches.iter().map(|b| b.len()).sum());
+            Ok(batches.iter().map(|b| vec![true; b.len()]).collect())
+        }
+        fn scan(&self, _: &[EventKind], _: &mut dyn FnMut(FeedbackEvent)) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn variant_counts(&self) -> Result<Vec<VariantCount>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn event_count(&self) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+    }
+
+    fn events(n: usize) -> Vec<FeedbackEvent> {
+        (0..n)
+            .map(|i| FeedbackEvent {
+                event_id: format!("e{i}"),
+                user_id: "u".into(),
+                item_id: "i".into(),
+                kind: EventKind::Click,
+                timestamp_ms: 0,
+                request_id: None,
+                variant: None,
+                quantity: None,
+                price: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_full_queue_refuses_and_waiting_batches_share_one_commit() {
+        let (open, gate) = mpsc::channel();
+        let store = Arc::new(GatedStore { gate: Mutex::new(gate), commits: Mutex::new(Vec::new()) });
+        let settings =
+            EventSettings { max_batch_events: 10, max_queued_events: 30, max_commit_events: 100, max_future_hours: 1 };
+        let writer = EventWriter::start(store.clone(), settings, Metrics::new()).unwrap();
+        // The first batch is taken by the writer, which then waits at the gate.
+        let first = writer.submit(events(10)).unwrap();
+        while !writer.shared.queue.lock().unwrap().jobs.is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let second = writer.submit(events(10)).unwrap();
+        let third = writer.submit(events(10)).unwrap();
+        // 30 events are queued or committing: the next batch is refused, not dropped.
+        assert!(matches!(writer.submit(events(1)), Err(SubmitError::Full { queued: 30, limit: 30 })));
+        for _ in 0..2 {
+            open.send(()).unwrap();
+        }
+        for receiver in [first, second, third] {
+            assert_eq!(receiver.blocking_recv().unwrap().unwrap(), vec![true; 10]);
+        }
+        // The two batches that queued behind the first went in one commit.
+        assert_eq!(*store.commits.lock().unwrap(), [10, 20]);
+        assert_eq!(writer.queued(), 0);
+        drop(open);
+    }
+}

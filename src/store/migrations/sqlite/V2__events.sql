@@ -1,0 +1,18 @@
+-- Feedback events from the storefront. `seq` (the rowid) keeps arrival
+-- order, the tie-break between events of the same timestamp.
+CREATE TABLE events (
+    seq         INTEGER PRIMARY KEY,
+    event_id    TEXT NOT NULL UNIQUE,
+    user_id     TEXT NOT NULL,
+    item_id     TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    ts_ms       INTEGER NOT NULL,
+    request_id  TEXT,
+    -- The A/B variant named by request_id, kept for the report.
+    variant     TEXT,
+    quantity    REAL,
+    price       REAL,
+    received_ms INTEGER NOT NULL
+);
+CREATE INDEX events_kind_time ON events (kind, ts_ms, seq);
+CREATE INDEX events_variant ON events (variant, kind) WHERE variant IS NOT NULL;
