@@ -26,6 +26,8 @@
 
 #[path = "common.rs"]
 mod common;
+#[path = "http.rs"]
+mod http;
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -33,13 +35,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use self::http::{percentile, wait_ready, Client};
 
 /// Sizes of one run: the full suite or the short one CI runs.
 struct Plan {
@@ -122,38 +122,6 @@ impl Drop for Server {
     }
 }
 
-/// A kept-alive HTTP/1.1 connection.
-struct Client {
-    sender: http1::SendRequest<Full<Bytes>>,
-}
-
-impl Client {
-    async fn connect(port: u16) -> std::io::Result<Self> {
-        let stream = TcpStream::connect(("127.0.0.1", port)).await?;
-        stream.set_nodelay(true)?;
-        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
-        tokio::spawn(connection);
-        Ok(Self { sender })
-    }
-
-    /// Status, Retry-After seconds, body.
-    async fn send(&mut self, method: &str, path: &str, body: String) -> std::io::Result<(u16, Option<u64>, Bytes)> {
-        self.sender.ready().await.map_err(std::io::Error::other)?;
-        let request = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "localhost")
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .expect("a valid request");
-        let response = self.sender.send_request(request).await.map_err(std::io::Error::other)?;
-        let status = response.status().as_u16();
-        let retry = response.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse().ok());
-        let body = response.into_body().collect().await.map_err(std::io::Error::other)?.to_bytes();
-        Ok((status, retry, body))
-    }
-}
-
 async fn get(port: u16, path: &str) -> (u16, String) {
     let mut client = Client::connect(port).await.expect("connect");
     let (status, _, body) = client.send("GET", path, String::new()).await.expect("request");
@@ -163,19 +131,6 @@ async fn get(port: u16, path: &str) -> (u16, String) {
 async fn metric(port: u16, name: &str) -> f64 {
     let (_, text) = get(port, "/metrics").await;
     text.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
-}
-
-async fn wait_ready(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Ok(mut client) = Client::connect(port).await {
-            if let Ok((200, _, _)) = client.send("GET", "/ready", String::new()).await {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "shoprank serve was not ready within 120 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Request bodies: `new` ones have 100 never-seen candidates each; cached
@@ -301,14 +256,6 @@ async fn seconds_until_idle(port: u16) -> f64 {
         }
     }
     (last_change - started).as_secs_f64()
-}
-
-fn percentile(samples: &mut [f64], p: f64) -> f64 {
-    if samples.is_empty() {
-        return f64::NAN;
-    }
-    samples.sort_by(f64::total_cmp);
-    samples[((samples.len() as f64 - 1.0) * p).round() as usize]
 }
 
 /// One table row: scenario, what was measured, the target, met or not.

@@ -211,6 +211,9 @@ pub struct CatalogSettings {
     pub max_items: usize,
     /// Items taken from the store per ingestion round.
     pub ingest_batch_items: usize,
+    /// Seconds between polls for catalog changes made by other processes
+    /// on the same store (0: off).
+    pub sync_secs: u64,
     /// Items retrieved by embedding similarity for a request without candidates.
     pub retrieve_k: usize,
     /// Above this many embedded items at start-up, that retrieval uses an

@@ -45,6 +45,19 @@ pub struct PendingItem {
     pub text: String,
 }
 
+/// One change to the catalog, as [`CatalogStore::changes`] lists them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogChange {
+    pub seq: i64,
+    pub item_id: String,
+    /// The store's clock, Unix milliseconds.
+    pub changed_ms: i64,
+}
+
+/// How long changes are kept for [`CatalogStore::changes`]: a process that
+/// falls further behind reloads the whole catalog.
+pub const CHANGES_KEPT_MS: i64 = 3_600_000;
+
 /// The catalog's durable home. `encoder` names the encoder (its cache key)
 /// whose embeddings count; others are treated as absent.
 pub trait CatalogStore: Send + Sync {
@@ -63,4 +76,10 @@ pub trait CatalogStore: Send + Sync {
     /// Stores embeddings; an item whose text changed meanwhile is skipped
     /// (it is pending again with its new text). Returns the ids stored.
     fn set_embeddings(&self, encoder: &str, embedded: &[(PendingItem, Vec<f32>)]) -> Result<Vec<String>, StoreError>;
+    /// Changes made (by any process) after `after_ms` on the store's clock,
+    /// oldest first, and the store's clock now. Upserts, deletes and stored
+    /// embeddings each log one change per item.
+    fn changes(&self, after_ms: i64) -> Result<(Vec<CatalogChange>, i64), StoreError>;
+    /// The items among `ids` that exist now (a deleted id is absent).
+    fn items(&self, ids: &[String], encoder: &str) -> Result<Vec<StoredItem>, StoreError>;
 }

@@ -13,7 +13,7 @@ use std::str::FromStr;
 use ::postgres::NoTls;
 use r2d2_postgres::PostgresConnectionManager;
 
-use super::catalog::{CatalogItem, CatalogStore, PendingItem, StoredItem};
+use super::catalog::{CatalogChange, CatalogItem, CatalogStore, PendingItem, StoredItem, CHANGES_KEPT_MS};
 use super::events::{EventKind, EventStore, FeedbackEvent, VariantCount};
 use super::{from_blob, now_ms, to_blob, PoolLimits, Store, StoreError};
 
@@ -92,6 +92,21 @@ fn read_item(row: &::postgres::Row, encoder: &str) -> Result<StoredItem, StoreEr
     Ok(StoredItem { item, embedding })
 }
 
+/// Logs that `ids` changed, in the writing transaction (the database's
+/// clock stamps them), and forgets changes older than [`CHANGES_KEPT_MS`].
+fn log_changes(tx: &mut ::postgres::Transaction<'_>, ids: &[&str]) -> Result<(), ::postgres::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    tx.execute("INSERT INTO catalog_changes (item_id) SELECT UNNEST($1::text[])", &[&ids])?;
+    tx.execute(
+        "DELETE FROM catalog_changes
+         WHERE changed_ms < (extract(epoch FROM clock_timestamp()) * 1000)::bigint - $1",
+        &[&CHANGES_KEPT_MS],
+    )?;
+    Ok(())
+}
+
 impl CatalogStore for PostgresStore {
     fn upsert(&self, items: &[CatalogItem]) -> Result<(), StoreError> {
         let mut client = self.client()?;
@@ -116,7 +131,14 @@ impl CatalogStore for PostgresStore {
     }
 
     fn delete(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self.client()?.execute("DELETE FROM items WHERE id = $1", &[&id])? > 0)
+        let mut client = self.client()?;
+        let mut tx = client.transaction()?;
+        let found = tx.execute("DELETE FROM items WHERE id = $1", &[&id])? > 0;
+        if found {
+            log_changes(&mut tx, &[id])?;
+        }
+        tx.commit()?;
+        Ok(found)
     }
 
     fn load_all(&self, encoder: &str) -> Result<Vec<StoredItem>, StoreError> {
@@ -151,8 +173,31 @@ impl CatalogStore for PostgresStore {
                 stored.push(item.id.clone());
             }
         }
+        log_changes(&mut tx, &stored.iter().map(String::as_str).collect::<Vec<_>>())?;
         tx.commit()?;
         Ok(stored)
+    }
+
+    fn changes(&self, after_ms: i64) -> Result<(Vec<CatalogChange>, i64), StoreError> {
+        let mut client = self.client()?;
+        let now: i64 =
+            client.query_one("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint", &[])?.try_get(0)?;
+        let rows = client.query(
+            "SELECT seq, item_id, changed_ms FROM catalog_changes WHERE changed_ms > $1 ORDER BY seq",
+            &[&after_ms],
+        )?;
+        let changes = rows
+            .iter()
+            .map(|row| {
+                Ok(CatalogChange { seq: row.try_get(0)?, item_id: row.try_get(1)?, changed_ms: row.try_get(2)? })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok((changes, now))
+    }
+
+    fn items(&self, ids: &[String], encoder: &str) -> Result<Vec<StoredItem>, StoreError> {
+        let rows = self.client()?.query(&format!("SELECT {ITEM_COLUMNS} FROM items WHERE id = ANY($1)"), &[&ids])?;
+        rows.iter().map(|row| read_item(row, encoder)).collect()
     }
 }
 

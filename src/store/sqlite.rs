@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection};
 
-use super::catalog::{CatalogItem, CatalogStore, PendingItem, StoredItem};
+use super::catalog::{CatalogChange, CatalogItem, CatalogStore, PendingItem, StoredItem, CHANGES_KEPT_MS};
 use super::events::{EventKind, EventStore, FeedbackEvent, VariantCount};
 use super::{from_blob, now_ms, to_blob, Store, StoreError};
 
@@ -61,6 +61,18 @@ impl Store for SqliteStore {
 }
 
 const SELECT: &str = "SELECT id, text, price, available, attributes, embedding, encoder FROM items";
+
+/// Logs that `ids` changed, in the writing transaction, and forgets
+/// changes older than [`CHANGES_KEPT_MS`].
+fn log_changes<'a>(tx: &rusqlite::Transaction<'_>, ids: impl IntoIterator<Item = &'a str>) -> rusqlite::Result<()> {
+    let now = now_ms();
+    let mut insert = tx.prepare_cached("INSERT INTO catalog_changes (item_id, changed_ms) VALUES (?1, ?2)")?;
+    for id in ids {
+        insert.execute(params![id, now])?;
+    }
+    tx.execute("DELETE FROM catalog_changes WHERE changed_ms < ?1", [now - CHANGES_KEPT_MS])?;
+    Ok(())
+}
 
 fn read_row(row: &rusqlite::Row<'_>, encoder: &str) -> rusqlite::Result<Result<StoredItem, StoreError>> {
     let id: String = row.get(0)?;
@@ -118,12 +130,20 @@ impl CatalogStore for SqliteStore {
                 ])?;
             }
         }
+        log_changes(&tx, items.iter().map(|item| item.id.as_str()))?;
         tx.commit()?;
         Ok(())
     }
 
     fn delete(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self.lock().execute("DELETE FROM items WHERE id = ?1", [id])? > 0)
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        let found = tx.execute("DELETE FROM items WHERE id = ?1", [id])? > 0;
+        if found {
+            log_changes(&tx, [id])?;
+        }
+        tx.commit()?;
+        Ok(found)
     }
 
     fn load_all(&self, encoder: &str) -> Result<Vec<StoredItem>, StoreError> {
@@ -166,8 +186,34 @@ impl CatalogStore for SqliteStore {
                 }
             }
         }
+        log_changes(&tx, stored.iter().map(String::as_str))?;
         tx.commit()?;
         Ok(stored)
+    }
+
+    fn changes(&self, after_ms: i64) -> Result<(Vec<CatalogChange>, i64), StoreError> {
+        let now = now_ms();
+        let connection = self.lock();
+        let mut statement = connection.prepare_cached(
+            "SELECT seq, item_id, changed_ms FROM catalog_changes WHERE changed_ms > ?1 ORDER BY seq",
+        )?;
+        let rows = statement.query_map([after_ms], |row| {
+            Ok(CatalogChange { seq: row.get(0)?, item_id: row.get(1)?, changed_ms: row.get(2)? })
+        })?;
+        Ok((rows.collect::<Result<_, _>>()?, now))
+    }
+
+    fn items(&self, ids: &[String], encoder: &str) -> Result<Vec<StoredItem>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection.prepare_cached(&format!("{SELECT} WHERE id = ?1"))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let mut rows = statement.query([id])?;
+            if let Some(row) = rows.next()? {
+                out.push(read_row(row, encoder)??);
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -446,3 +446,37 @@ fn a_retrain_from_the_store_equals_training_on_its_csv_export() {
     assert_eq!(second, format!("{version}.2"));
     assert!(store_bundle.join("head.safetensors").exists());
 }
+
+/// Two replicas on one store: an item put, embedded or deleted through one
+/// reaches the other's in-memory catalog within a few sync periods.
+#[test]
+fn replicas_on_one_store_follow_each_others_catalog_writes() {
+    for url in common::store_urls("catalog_sync") {
+        let mut settings = common::settings();
+        settings.store.url = url.clone();
+        settings.catalog.sync_secs = 1;
+        let (a, b) = (common::ready_state(&settings), common::ready_state(&settings));
+        let rt = runtime();
+        let items = json!({"items": [
+            {"id": "sync-mug", "text": "red enamel camping mug"},
+            {"id": "sync-lamp", "text": "brass reading lamp"}]});
+        let (status, body) = send(&rt, &a, request("PUT", "/v1/catalog/items", Some(&items), None));
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let until = |what: &str, check: &dyn Fn() -> bool| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while !check() {
+                assert!(std::time::Instant::now() < deadline, "{what} within 20 s ({url})");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        };
+        let on_b = |id: &str| send(&rt, &b, request("GET", &format!("/v1/catalog/items/{id}"), None, None));
+        until("replica B holds the item, embedded", &|| on_b("sync-mug").1["embedded"] == json!(true));
+        let ask = json!({"user": {"query": "camping mug"}, "top_k": 1});
+        let (status, body) = send(&rt, &b, request("POST", "/recommend", Some(&ask), None));
+        assert_eq!((status, body["items"][0]["id"].as_str()), (StatusCode::OK, Some("sync-mug")), "{body}");
+        let (status, _) = send(&rt, &a, request("DELETE", "/v1/catalog/items/sync-mug", None, None));
+        assert_eq!(status, StatusCode::OK);
+        until("replica B drops the deleted item", &|| on_b("sync-mug").0 == StatusCode::NOT_FOUND);
+        assert_eq!(on_b("sync-lamp").0, StatusCode::OK, "{url}");
+    }
+}

@@ -63,9 +63,17 @@ fn the_catalog_keeps_items_and_embeddings_and_a_text_change_makes_an_item_pendin
         assert!(store.set_embeddings("enc", &[(old, vec![1.0, 0.0])]).unwrap().is_empty(), "stale text ({url})");
         assert_eq!(store.pending(10).unwrap(), [PendingItem { id: "b".into(), text: "navy cup".into() }]);
         assert_eq!(store.forget_other_embeddings("new encoder").unwrap(), 1, "{url}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let (_, before) = store.changes(i64::MAX).unwrap();
         assert!(store.delete("a").unwrap());
         assert!(!store.delete("a").unwrap());
         assert_eq!(store.load_all("enc").unwrap().len(), 1, "{url}");
+        // Every write is logged for the other replicas; a deleted item is absent.
+        let (changes, now) = store.changes(before - 1).unwrap();
+        assert_eq!(changes.iter().map(|c| c.item_id.as_str()).collect::<Vec<_>>(), ["a"], "{url}");
+        assert!(now >= before, "{url}");
+        let ids = ["a".to_string(), "b".to_string()];
+        assert_eq!(store.items(&ids, "enc").unwrap().iter().map(|s| s.item.id.as_str()).collect::<Vec<_>>(), ["b"]);
     }
 }
 

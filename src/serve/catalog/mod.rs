@@ -5,19 +5,23 @@
 //! from it (see `serve::retrieve`).
 //!
 //! A write is acknowledged only after the store has committed it; the
-//! in-memory index follows, then the ingestion thread is woken. At start-up
+//! in-memory index follows, then the ingestion thread is woken. Writes
+//! made through other processes on the same store (replicas) reach the
+//! index through [`sync`] within `catalog.sync_secs`. At start-up
 //! the index is rebuilt from the store, stored embeddings included, so a
 //! restart re-embeds nothing but the items still pending.
 
 pub mod ann;
 pub mod index;
 pub mod ingest;
+pub mod sync;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use self::index::CatalogIndex;
 use self::ingest::{IngestSignal, IngestWorker};
+use self::sync::{CatalogSync, StopSignal};
 use crate::config::CatalogSettings;
 use crate::serve::batcher::Embedder;
 use crate::serve::metrics::Metrics;
@@ -28,10 +32,13 @@ pub struct Catalog {
     store: Arc<dyn CatalogStore>,
     index: Arc<CatalogIndex>,
     /// One write at a time, store then index: the index applies writes in
-    /// the order the store committed them, and the size check holds.
-    writing: Mutex<()>,
+    /// the order the store committed them, and the size check holds. The
+    /// sync thread takes it too while it applies other processes' writes.
+    writing: Arc<Mutex<()>>,
     signal: Arc<IngestSignal>,
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
+    stop_sync: Arc<StopSignal>,
+    sync: Mutex<Option<std::thread::JoinHandle<()>>>,
     metrics: Metrics,
 }
 
@@ -46,6 +53,9 @@ impl Catalog {
         let started = Instant::now();
         let encoder_key = embedder.encoder().embedding_key();
         let dim = embedder.encoder().dim();
+        // The store's clock before loading: the sync thread follows changes
+        // from here, so none falls between the load and the first poll.
+        let (_, loaded_at) = store.changes(i64::MAX)?;
         let dropped = store.forget_other_embeddings(&encoder_key)?;
         if dropped > 0 {
             tracing::info!(items = dropped, encoder = %encoder_key, "catalog embeddings of another encoder dropped: re-embedding");
@@ -56,6 +66,23 @@ impl Catalog {
         metrics.catalog_items.set(items as i64);
         metrics.catalog_pending.set((items - embedded) as i64);
         let signal = Arc::new(IngestSignal::default());
+        let writing = Arc::new(Mutex::new(()));
+        let stop_sync = Arc::new(StopSignal::default());
+        let sync = (settings.sync_secs > 0)
+            .then(|| {
+                let sync = CatalogSync {
+                    store: store.clone(),
+                    index: index.clone(),
+                    encoder_key: encoder_key.clone(),
+                    every: std::time::Duration::from_secs(settings.sync_secs),
+                    stop: stop_sync.clone(),
+                    ingest: signal.clone(),
+                    writing: writing.clone(),
+                };
+                std::thread::Builder::new().name("shoprank-catalog-sync".into()).spawn(move || sync.run(loaded_at))
+            })
+            .transpose()
+            .map_err(|source| StoreError::Io { path: "the catalog sync thread".into(), source })?;
         let worker = IngestWorker {
             store: store.clone(),
             index: index.clone(),
@@ -69,7 +96,16 @@ impl Catalog {
             .name("shoprank-ingest".into())
             .spawn(move || worker.run())
             .map_err(|source| StoreError::Io { path: "the ingestion thread".into(), source })?;
-        Ok(Self { store, index, writing: Mutex::new(()), signal, worker: Mutex::new(Some(worker)), metrics })
+        Ok(Self {
+            store,
+            index,
+            writing,
+            signal,
+            worker: Mutex::new(Some(worker)),
+            stop_sync,
+            sync: Mutex::new(sync),
+            metrics,
+        })
     }
 
     pub fn index(&self) -> &CatalogIndex {
@@ -122,6 +158,10 @@ pub enum CatalogWriteError {
 
 impl Drop for Catalog {
     fn drop(&mut self) {
+        self.stop_sync.stop();
+        if let Some(sync) = self.sync.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = sync.join();
+        }
         self.signal.stop();
         if let Some(worker) = self.worker.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = worker.join();
