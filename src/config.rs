@@ -40,7 +40,8 @@ pub struct Settings {
 }
 
 /// Where the catalog and the feedback events are kept (see `store`).
-#[derive(Debug, Clone, Deserialize)]
+/// `Debug` hides the URL's password.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
     /// A directory for the embedded SQLite file, or a `postgres://` URL.
@@ -49,6 +50,16 @@ pub struct StoreSettings {
     pub max_connections: u32,
     /// Seconds to wait for a PostgreSQL connection before failing.
     pub connect_timeout_secs: u64,
+}
+
+impl std::fmt::Debug for StoreSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreSettings")
+            .field("url", &crate::store::redacted(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .finish()
+    }
 }
 
 impl StoreSettings {
@@ -78,12 +89,19 @@ pub struct EventSettings {
     pub max_future_hours: u64,
 }
 
-/// The admin routes (`/admin/*`).
-#[derive(Debug, Clone, Deserialize)]
+/// The admin routes (`/admin/*`). `Debug` never shows the token.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSettings {
     /// Bearer token the admin routes require; empty turns them off.
     pub token: String,
+}
+
+impl std::fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let token = if self.token.is_empty() { "(none: admin routes off)" } else { "(set)" };
+        f.debug_struct("AdminSettings").field("token", &token).finish()
+    }
 }
 
 /// A/B variants (see `serve::variants`).
@@ -327,6 +345,8 @@ impl Settings {
         positive("catalog.ingest_batch_items", self.catalog.ingest_batch_items)?;
         positive("catalog.retrieve_k", self.catalog.retrieve_k)?;
         positive("store.max_connections", self.store.max_connections as usize)?;
+        crate::store::StoreLocation::check(&self.store.url)
+            .map_err(|problem| ConfigError::Invalid { key: "store.url", problem })?;
         positive("events.max_batch_events", self.events.max_batch_events)?;
         positive("events.max_commit_events", self.events.max_commit_events)?;
         if self.events.max_queued_events < self.events.max_batch_events {

@@ -174,7 +174,9 @@ impl Bundle {
             Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let staging = parent.join(format!(".{name}.staging-{}", std::process::id()));
+        // Unique per process and moment: containers often all run as PID 1.
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let staging = parent.join(format!(".{name}.staging-{}-{nanos}", std::process::id()));
         let _ = std::fs::remove_dir_all(&staging);
         std::fs::create_dir_all(&staging).map_err(io(&staging))?;
         let weights_path = staging.join(WEIGHTS_FILE);
@@ -183,7 +185,7 @@ impl Bundle {
         let text = serde_json::to_string_pretty(manifest).expect("a manifest serialises") + "\n";
         std::fs::write(staging.join(MANIFEST_FILE), text).map_err(io(&staging.join(MANIFEST_FILE)))?;
         if dir.exists() {
-            let retired = parent.join(format!(".{name}.retired-{}", std::process::id()));
+            let retired = parent.join(format!(".{name}.retired-{}-{nanos}", std::process::id()));
             let _ = std::fs::remove_dir_all(&retired);
             std::fs::rename(dir, &retired).map_err(io(dir))?;
             std::fs::rename(&staging, dir).map_err(io(dir))?;

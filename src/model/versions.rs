@@ -8,8 +8,8 @@
 //!   2011-12-16-s7-x3-e5_2_3/
 //! ```
 //!
-//! `shoprank train --out DIR --versioned` writes a new version beside the
-//! others and then points `CURRENT` at it; servers load what `CURRENT` names
+//! `shoprank train --out DIR --versioned` claims a new directory beside the
+//! others, saves the bundle into it, and then points `CURRENT` at it; servers load what `CURRENT` names
 //! (on `POST /admin/reload`, or by watching it). `bundle.path` may also name
 //! one bundle directory (it holds `bundle.json`): then there is one version.
 //!
@@ -111,18 +111,22 @@ fn read_current(dir: &Path) -> Result<Option<String>, VersionsError> {
     }
 }
 
-/// A directory name for `version` in `dir` that no bundle has yet: the
-/// version itself, else `<version>.2`, `<version>.3`… (a retrain on the
-/// same data and seed gets the same version).
-pub fn free_name(dir: &Path, version: &str) -> Result<String, VersionsError> {
+/// Claims a directory for `version` in `dir` that nothing has yet, by
+/// creating it (an atomic test-and-set, so two trainings running at once
+/// never get the same one): the version itself, else `<version>.2`,
+/// `<version>.3`… (a retrain on the same data and seed gets the same
+/// version). Returns the name; the bundle is then saved into it.
+pub fn claim(dir: &Path, version: &str) -> Result<String, VersionsError> {
     check_name(version)?;
-    let mut name = version.to_string();
-    let mut n = 1;
-    while dir.join(&name).exists() {
-        n += 1;
-        name = format!("{version}.{n}");
+    for n in 1.. {
+        let name = if n == 1 { version.to_string() } else { format!("{version}.{n}") };
+        match std::fs::create_dir(dir.join(&name)) {
+            Ok(()) => return Ok(name),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(source) => return Err(VersionsError::Io { path: dir.join(name), source }),
+        }
     }
-    Ok(name)
+    unreachable!("some name is free")
 }
 
 /// Points `dir/CURRENT` at `version` atomically and durably.
@@ -160,8 +164,9 @@ mod tests {
         assert!(matches!(publish(&dir, "v2"), Err(VersionsError::Unknown { .. })));
         publish(&dir, "v1").unwrap();
         assert_eq!(source.current().unwrap(), (dir.join("v1"), Some("v1".to_string())));
-        assert_eq!(free_name(&dir, "v1").unwrap(), "v1.2");
-        assert_eq!(free_name(&dir, "v3").unwrap(), "v3");
+        assert_eq!(claim(&dir, "v1").unwrap(), "v1.2");
+        assert_eq!(claim(&dir, "v1").unwrap(), "v1.3", "a claimed name is taken");
+        assert_eq!(claim(&dir, "v3").unwrap(), "v3");
         for bad in ["../etc", "a/b", "", ".hidden"] {
             assert!(matches!(source.version(bad), Err(VersionsError::BadName { .. })), "{bad}");
         }

@@ -129,9 +129,8 @@ fn write_loop(shared: &Shared, store: &dyn EventStore, max_commit: usize, metric
             taken
         };
         let started = Instant::now();
-        let batches: Vec<&[FeedbackEvent]> = jobs.iter().map(|job| job.events.as_slice()).collect();
-        let result = store.append(&batches);
         let events: usize = jobs.iter().map(|job| job.events.len()).sum();
+        let results = commit(store, &jobs);
         metrics.event_commit_seconds.observe(started.elapsed().as_secs_f64());
         metrics.event_commit_events.observe(events as f64);
         {
@@ -139,19 +138,26 @@ fn write_loop(shared: &Shared, store: &dyn EventStore, max_commit: usize, metric
             queue.events -= events;
             metrics.event_queue.set(queue.events as i64);
         }
-        match result {
-            Ok(new) => {
-                for (job, new) in jobs.into_iter().zip(new) {
-                    let _ = job.done.send(Ok(new));
-                }
-            }
-            Err(error) => {
-                tracing::error!(%error, events, "committing feedback events failed");
-                let error = Arc::new(error);
-                for job in jobs {
-                    let _ = job.done.send(Err(error.clone()));
-                }
-            }
+        for (job, result) in jobs.into_iter().zip(results) {
+            let _ = job.done.send(result);
+        }
+    }
+}
+
+/// Commits every job in one transaction; if that fails, each job in a
+/// transaction of its own, so that a batch the store refuses fails alone
+/// rather than every request that shared its commit.
+fn commit(store: &dyn EventStore, jobs: &[Job]) -> Vec<Committed> {
+    let batches: Vec<&[FeedbackEvent]> = jobs.iter().map(|job| job.events.as_slice()).collect();
+    match store.append(&batches) {
+        Ok(new) => new.into_iter().map(Ok).collect(),
+        Err(error) if jobs.len() == 1 => {
+            tracing::error!(%error, events = batches[0].len(), "committing feedback events failed");
+            vec![Err(Arc::new(error))]
+        }
+        Err(error) => {
+            tracing::warn!(%error, requests = jobs.len(), "a group commit of events failed; committing each request alone");
+            jobs.iter().map(|job| commit(store, std::slice::from_ref(job)).remove(0)).collect()
         }
     }
 }
@@ -171,7 +177,8 @@ mod tests {
 
     impl EventStore for GatedStore {
         fn append(&self, batches: &[&[FeedbackEvent]]) -> Result<Vec<Vec<bool>>, StoreError> {
-            self.gate.lock().unwrap().recv().unwrap();
+            // A timeout rather than a hang if an assertion fails first.
+            self.gate.lock().unwrap().recv_timeout(std::time::Duration::from_secs(10)).unwrap();
             self.commits.lock().unwrap().push(batches.iter().map(|b| b.len()).sum());
             Ok(batches.iter().map(|b| vec![true; b.len()]).collect())
         }
@@ -228,5 +235,53 @@ mod tests {
         assert_eq!(*store.commits.lock().unwrap(), [10, 20]);
         assert_eq!(writer.queued(), 0);
         drop(open);
+    }
+
+    /// A store that refuses any commit holding an event with id "poison".
+    struct PickyStore;
+
+    impl EventStore for PickyStore {
+        fn append(&self, batches: &[&[FeedbackEvent]]) -> Result<Vec<Vec<bool>>, StoreError> {
+            if batches.iter().flat_map(|b| b.iter()).any(|e| e.event_id == "poison") {
+                return Err(StoreError::Url("refused".into()));
+            }
+            Ok(batches.iter().map(|b| vec![true; b.len()]).collect())
+        }
+        fn scan(&self, _: &[EventKind], _: &mut dyn FnMut(FeedbackEvent)) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn variant_counts(&self) -> Result<Vec<VariantCount>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn event_count(&self) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+    }
+
+    #[test]
+    fn a_batch_the_store_refuses_fails_alone() {
+        let mut poisoned = events(3);
+        poisoned[1].event_id = "poison".into();
+        let jobs: Vec<Job> = [events(2), poisoned, events(4)]
+            .into_iter()
+            .map(|events| Job { events, done: oneshot::channel().0 })
+            .collect();
+        let results = commit(&PickyStore, &jobs);
+        assert_eq!(results.len(), 3);
+        assert_eq!(results[0].as_ref().unwrap(), &vec![true; 2]);
+        assert!(results[1].is_err(), "the refused batch fails");
+        assert_eq!(results[2].as_ref().unwrap(), &vec![true; 4]);
+        // Through the writer: the error reaches the request, the queue empties.
+        let writer = EventWriter::start(
+            Arc::new(PickyStore),
+            EventSettings { max_batch_events: 10, max_queued_events: 30, max_commit_events: 100, max_future_hours: 1 },
+            Metrics::new(),
+        )
+        .unwrap();
+        let mut bad = events(1);
+        bad[0].event_id = "poison".into();
+        assert!(writer.submit(bad).unwrap().blocking_recv().unwrap().is_err());
+        assert!(writer.submit(events(2)).unwrap().blocking_recv().unwrap().is_ok());
+        assert_eq!(writer.queued(), 0);
     }
 }

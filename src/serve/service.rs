@@ -78,8 +78,11 @@ pub struct Service {
     /// What the versions directory's CURRENT said when last acted on.
     seen_current: Mutex<Option<String>>,
     variants: Variants,
-    /// One change at a time, so the bundle and `shoprank_model_info` change together.
-    installing: Mutex<()>,
+    /// One bundle change (install, reload, rollback) at a time, from
+    /// resolving what to load to publishing `shoprank_model_info`: two
+    /// reloads never cross, and a rollback is never undone by a reload that
+    /// started before it.
+    changing: Mutex<()>,
     metrics: Metrics,
 }
 
@@ -153,7 +156,7 @@ impl Service {
             earlier: Mutex::new(Vec::new()),
             seen_current: Mutex::new(None),
             variants: Variants::single(),
-            installing: Mutex::new(()),
+            changing: Mutex::new(()),
             metrics,
         };
         service.publish_model_info();
@@ -202,8 +205,16 @@ impl Service {
     /// serves; requests already running finish on the old one. A bundle that
     /// fails its warm-up is refused and the old one keeps serving.
     pub fn install(&self, bundle: Bundle) -> Result<Arc<Bundle>, ServiceError> {
+        let _one_change = self.lock_changes();
+        self.install_locked(bundle)
+    }
+
+    fn lock_changes(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.changing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn install_locked(&self, bundle: Bundle) -> Result<Arc<Bundle>, ServiceError> {
         check(&self.ranker, &bundle)?;
-        let _one_at_a_time = self.installing.lock().unwrap_or_else(|p| p.into_inner());
         let previous = self.bundle.swap(Arc::new(bundle));
         let mut earlier = self.earlier.lock().unwrap_or_else(|p| p.into_inner());
         earlier.push(previous.clone());
@@ -220,6 +231,7 @@ impl Service {
     /// its CURRENT names, or the single bundle again), checks it and
     /// installs it. Blocking: loading and the warm-up take a moment.
     pub fn reload(&self, version: Option<&str>) -> Result<Reloaded, ServiceError> {
+        let _one_change = self.lock_changes();
         let current = self.source.current_name()?;
         let dir = match version {
             Some(version) => self.source.version(version)?,
@@ -231,7 +243,7 @@ impl Service {
                 return Ok(Reloaded::Unchanged { version: serving.version().to_string() });
             }
             let bundle = Bundle::load(&dir, &self.ranker.embedder().encoder().identity())?;
-            let previous = self.install(bundle)?;
+            let previous = self.install_locked(bundle)?;
             Ok(Reloaded::Installed { from: previous.version().to_string(), to: self.bundle().version().to_string() })
         })();
         let outcome = match &result {
@@ -248,7 +260,7 @@ impl Service {
 
     /// Goes back to the bundle served before the current one.
     pub fn rollback(&self) -> Result<Reloaded, ServiceError> {
-        let _one_at_a_time = self.installing.lock().unwrap_or_else(|p| p.into_inner());
+        let _one_change = self.lock_changes();
         let previous = self.earlier.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let Some(previous) = previous else {
             return Err(ServiceError::NoEarlierBundle);

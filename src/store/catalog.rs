@@ -55,7 +55,7 @@ pub struct CatalogChange {
 }
 
 /// How long changes are kept for [`CatalogStore::changes`]: a process that
-/// falls further behind reloads the whole catalog.
+/// falls further behind re-reads the whole catalog (`serve::catalog::sync`).
 pub const CHANGES_KEPT_MS: i64 = 3_600_000;
 
 /// The catalog's durable home. `encoder` names the encoder (its cache key)

@@ -60,6 +60,25 @@ pub enum StoreLocation {
 }
 
 impl StoreLocation {
+    /// Refuses what looks like a database address but is not a PostgreSQL
+    /// URL (`postgress://…`, `mysql://…`, `host=db password=…`): taken for
+    /// a directory, it would give each replica a private store of its own.
+    pub fn check(url: &str) -> Result<(), String> {
+        if url.trim().is_empty() {
+            return Err("store.url is empty: give a directory or a postgres:// URL".into());
+        }
+        let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+        if !postgres {
+            if let Some((scheme, _)) = url.split_once("://") {
+                return Err(format!("store.url names `{scheme}://…`: give a directory or a postgres:// URL"));
+            }
+            if url.contains('=') {
+                return Err("store.url looks like a key=value connection string: give a postgres:// URL".into());
+            }
+        }
+        Ok(())
+    }
+
     pub fn parse(url: &str) -> Self {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             StoreLocation::Postgres(url.to_string())
@@ -79,12 +98,43 @@ pub struct PoolLimits {
 
 /// Opens (creating and migrating as needed) the store `location` names.
 pub fn open(location: &StoreLocation, pool: PoolLimits) -> Result<Arc<dyn Store>, StoreError> {
+    if let StoreLocation::Embedded(dir) = location {
+        StoreLocation::check(&dir.display().to_string()).map_err(StoreError::Url)?;
+    }
     let store: Arc<dyn Store> = match location {
         StoreLocation::Embedded(dir) => Arc::new(sqlite::SqliteStore::open(dir)?),
         StoreLocation::Postgres(url) => Arc::new(postgres::PostgresStore::open(url, pool)?),
     };
     tracing::info!(store = %store.describe(), "store opened");
     Ok(store)
+}
+
+/// `text` with every password it holds replaced by `***`: the password of
+/// any `scheme://user:password@host` URL (up to the last `@` before the next
+/// space, so a `/` or `@` in the password is covered too) and any
+/// `password=...` parameter. Command lines and store URLs are logged and
+/// recorded in bundles through this.
+pub fn redacted(text: &str) -> String {
+    text.split(' ').map(redact_word).collect::<Vec<_>>().join(" ")
+}
+
+fn redact_word(word: &str) -> String {
+    let mut word = word.to_string();
+    if let Some(scheme_end) = word.find("://") {
+        let rest = &word[scheme_end + 3..];
+        if let Some(at) = rest.rfind('@') {
+            if let Some(colon) = rest[..at].find(':') {
+                word = format!("{}{}:***{}", &word[..scheme_end + 3], &rest[..colon], &rest[at..]);
+            }
+        }
+    }
+    let lower = word.to_ascii_lowercase();
+    if let Some(start) = lower.find("password=") {
+        let value = start + "password=".len();
+        let end = word[value..].find('&').map_or(word.len(), |n| value + n);
+        word.replace_range(value..end, "***");
+    }
+    word
 }
 
 /// An error and its causes, joined: refinery's own text leaves out the
@@ -114,4 +164,34 @@ pub(crate) fn from_blob(id: &str, blob: &[u8]) -> Result<Vec<f32>, StoreError> {
 
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_wherever_a_url_carries_them() {
+        assert_eq!(
+            redacted("train --store postgres://shop:s3cret@db:5432/shop --out x"),
+            "train --store postgres://shop:***@db:5432/shop --out x"
+        );
+        assert_eq!(redacted("postgres://shop:a/b@c@db/shop"), "postgres://shop:***@db/shop");
+        assert_eq!(
+            redacted("postgres://db/shop?user=u&password=s3cret&x=1"),
+            "postgres://db/shop?user=u&password=***&x=1"
+        );
+        assert_eq!(redacted("postgres://shop@db/shop"), "postgres://shop@db/shop");
+        assert_eq!(redacted("data/events.csv"), "data/events.csv");
+    }
+
+    #[test]
+    fn only_postgres_urls_and_directories_are_store_urls() {
+        assert!(StoreLocation::check("data").is_ok());
+        assert!(StoreLocation::check("postgres://u@h/db").is_ok());
+        for bad in ["postgress://u:pw@h/db", "mysql://h/db", "host=db password=pw", ""] {
+            let error = StoreLocation::check(bad).unwrap_err();
+            assert!(!error.contains("pw"), "{error}");
+        }
+    }
 }

@@ -24,9 +24,25 @@ mod migrations {
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
 pub struct PostgresStore {
-    pool: Pool,
+    /// Always `Some` until dropped (see `Drop`).
+    pool: Option<Pool>,
     /// The URL without its password, for logs.
     described: String,
+}
+
+/// The synchronous client closes its connection with its own runtime's
+/// `block_on`, which panics on a thread inside a tokio runtime (a server
+/// shutting down drops the store there): the pool is dropped on a thread
+/// of its own.
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            let _ = std::thread::Builder::new()
+                .name("shoprank-store-close".into())
+                .spawn(move || drop(pool))
+                .map(|t| t.join());
+        }
+    }
 }
 
 impl PostgresStore {
@@ -42,11 +58,12 @@ impl PostgresStore {
             .build(PostgresConnectionManager::new(config, NoTls))?;
         let mut client = pool.get()?;
         migrations::migrations::runner().run(&mut *client)?;
-        Ok(Self { pool, described })
+        drop(client);
+        Ok(Self { pool: Some(pool), described })
     }
 
     fn client(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>, StoreError> {
-        Ok(self.pool.get()?)
+        Ok(self.pool.as_ref().expect("the pool lives until the store is dropped").get()?)
     }
 }
 
@@ -126,6 +143,7 @@ impl CatalogStore for PostgresStore {
             let attributes = (!item.attributes.is_null()).then(|| item.attributes.to_string());
             tx.execute(&upsert, &[&item.id, &item.text, &item.price.map(f64::from), &item.available, &attributes])?;
         }
+        log_changes(&mut tx, &items.iter().map(|item| item.id.as_str()).collect::<Vec<_>>())?;
         tx.commit()?;
         Ok(())
     }

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, TransactionBehavior};
 
 use super::catalog::{CatalogChange, CatalogItem, CatalogStore, PendingItem, StoredItem, CHANGES_KEPT_MS};
 use super::events::{EventKind, EventStore, FeedbackEvent, VariantCount};
@@ -104,7 +104,7 @@ fn read_row(row: &rusqlite::Row<'_>, encoder: &str) -> rusqlite::Result<Result<S
 impl CatalogStore for SqliteStore {
     fn upsert(&self, items: &[CatalogItem]) -> Result<(), StoreError> {
         let mut connection = self.lock();
-        let tx = connection.transaction()?;
+        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let next: i64 = tx.query_row("SELECT COALESCE(MAX(written), 0) + 1 FROM items", [], |r| r.get(0))?;
             // A changed text clears the embedding; an unchanged one keeps it.
@@ -137,7 +137,7 @@ impl CatalogStore for SqliteStore {
 
     fn delete(&self, id: &str) -> Result<bool, StoreError> {
         let mut connection = self.lock();
-        let tx = connection.transaction()?;
+        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let found = tx.execute("DELETE FROM items WHERE id = ?1", [id])? > 0;
         if found {
             log_changes(&tx, [id])?;
@@ -175,7 +175,7 @@ impl CatalogStore for SqliteStore {
 
     fn set_embeddings(&self, encoder: &str, embedded: &[(PendingItem, Vec<f32>)]) -> Result<Vec<String>, StoreError> {
         let mut connection = self.lock();
-        let tx = connection.transaction()?;
+        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut stored = Vec::with_capacity(embedded.len());
         {
             let mut update =
@@ -205,11 +205,13 @@ impl CatalogStore for SqliteStore {
 
     fn items(&self, ids: &[String], encoder: &str) -> Result<Vec<StoredItem>, StoreError> {
         let connection = self.lock();
-        let mut statement = connection.prepare_cached(&format!("{SELECT} WHERE id = ?1"))?;
         let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            let mut rows = statement.query([id])?;
-            if let Some(row) = rows.next()? {
+        // SQLite binds at most 32,766 parameters per statement.
+        for chunk in ids.chunks(1_000) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let mut statement = connection.prepare(&format!("{SELECT} WHERE id IN ({marks})"))?;
+            let mut rows = statement.query(rusqlite::params_from_iter(chunk))?;
+            while let Some(row) = rows.next()? {
                 out.push(read_row(row, encoder)??);
             }
         }
@@ -242,7 +244,7 @@ impl EventStore for SqliteStore {
     fn append(&self, batches: &[&[FeedbackEvent]]) -> Result<Vec<Vec<bool>>, StoreError> {
         let received = now_ms();
         let mut connection = self.lock();
-        let tx = connection.transaction()?;
+        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut stored = Vec::with_capacity(batches.len());
         {
             let mut insert = tx.prepare_cached(&format!(

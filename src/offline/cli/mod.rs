@@ -253,14 +253,16 @@ pub fn train(settings: &Settings, args: &TrainArgs) -> Result<()> {
     let out = args.out.clone().unwrap_or_else(|| settings.bundle.path.clone());
     let (dir, version_dir) = if args.versioned {
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-        let name = versions::free_name(&out, &outcome.version)?;
+        let name = versions::claim(&out, &outcome.version)?;
         (out.join(&name), Some((out.clone(), name)))
     } else {
         (out.clone(), None)
     };
     let manifest = BundleManifest {
         format: BUNDLE_FORMAT,
-        version: outcome.version.clone(),
+        // A versioned bundle is named by its directory: `<version>.2` when a
+        // retrain gave the same version again.
+        version: version_dir.as_ref().map_or_else(|| outcome.version.clone(), |(_, name)| name.clone()),
         head: outcome.spec.clone(),
         training: Some(TrainingRecord {
             data: args.data.source(settings)?.to_string(),
@@ -277,7 +279,12 @@ pub fn train(settings: &Settings, args: &TrainArgs) -> Result<()> {
         }),
         validation: Some(outcome.validation),
     };
-    Bundle::save(&dir, &manifest, &outcome.varmap, &outcome.stats)?;
+    if let Err(error) = Bundle::save(&dir, &manifest, &outcome.varmap, &outcome.stats) {
+        if version_dir.is_some() {
+            let _ = std::fs::remove_dir(&dir); // the claimed, still empty, directory
+        }
+        return Err(error.into());
+    }
     if let Some((versions_dir, name)) = &version_dir {
         if args.no_publish {
             println!(
@@ -294,7 +301,7 @@ pub fn train(settings: &Settings, args: &TrainArgs) -> Result<()> {
         "trained bundle {} in {:.0}s on {} examples (best epochs {:?})\n\
          inner validation (history < {}, truth to {}): NDCG@10 {:.4}  Recall@10 {:.4}  HR@10 {:.3}  MRR {:.3}  AUC {:.3}\n\
          wrote {}",
-        outcome.version,
+        manifest.version,
         started.elapsed().as_secs_f64(),
         outcome.examples,
         outcome.best_epochs,

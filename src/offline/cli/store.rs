@@ -35,8 +35,9 @@ impl StoreTarget {
 #[derive(Subcommand)]
 pub enum StoreCommand {
     /// Load a purchase log into the store: its items into the catalog, its
-    /// purchases as events (ids `import:<file>:<n>`, so importing the same
-    /// file again stores nothing twice).
+    /// purchases as events. An event's id is a hash of its row (user, item,
+    /// time, quantity, price) and the row's occurrence number, so importing
+    /// the same log again, or a longer export of it, stores nothing twice.
     Import(ImportArgs),
     /// Write the store's catalog and purchases as the generic CSV format
     /// (items.csv, events.csv), which `shoprank train --events --items` reads.
@@ -100,19 +101,21 @@ fn import(settings: &Settings, args: &ImportArgs) -> Result<()> {
     for chunk in items.chunks(1_000) {
         store.upsert(chunk)?;
     }
-    let tag = match &source {
-        DataSource::OnlineRetail(path) | DataSource::Generic { events: path, .. } => {
-            path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
-        }
-        DataSource::Store(_) => unreachable!("import reads files"),
-    };
     let mut stored = 0;
+    let mut occurrences: HashMap<u64, usize> = HashMap::new();
     let events: Vec<FeedbackEvent> = data
         .events
         .iter()
-        .enumerate()
-        .map(|(n, e)| FeedbackEvent {
-            event_id: format!("import:{tag}:{n}"),
+        .map(|e| {
+            let (user, item) = (data.users.name(e.user), data.items.name(e.item));
+            let row = format!("{user}\u{1f}{item}\u{1f}{}\u{1f}{}\u{1f}{}", e.time, e.quantity, e.price);
+            let hash = xxhash_rust::xxh3::xxh3_64(row.as_bytes());
+            let n = occurrences.entry(hash).or_default();
+            *n += 1;
+            (e, format!("import:{hash:016x}:{n}"))
+        })
+        .map(|(e, event_id)| FeedbackEvent {
+            event_id,
             user_id: data.users.name(e.user).to_string(),
             item_id: data.items.name(e.item).to_string(),
             kind: EventKind::Purchase,

@@ -17,6 +17,7 @@ pub fn load(store: &dyn Store) -> Result<Dataset, StoreError> {
         let item = stored.item;
         let (id, text) = (item.id.trim(), item.text.trim());
         if id.is_empty() || text.is_empty() {
+            data.report.skip(1, "items.csv: empty item_id or text");
             continue;
         }
         let index = data.items.intern(id).index();

@@ -201,29 +201,7 @@ impl DataSource {
     }
 }
 
-/// `text` with the password of any `scheme://user:password@host` URL in it
-/// replaced by `***`: command lines and sources are recorded in bundles.
-pub fn redacted(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("://") {
-        let (head, tail) = rest.split_at(start + 3);
-        out.push_str(head);
-        let authority_end = tail.find(['/', ' ', '?']).unwrap_or(tail.len());
-        let authority = &tail[..authority_end];
-        match (authority.rfind('@'), authority.find(':')) {
-            (Some(at), Some(colon)) if colon < at => {
-                out.push_str(&authority[..colon]);
-                out.push_str(":***");
-                out.push_str(&authority[at..]);
-            }
-            _ => out.push_str(authority),
-        }
-        rest = &tail[authority_end..];
-    }
-    out.push_str(rest);
-    out
-}
+pub use crate::store::redacted;
 
 /// Opens a log file, transparently un-gzipping `*.gz`.
 pub(crate) fn open_maybe_gz(path: &Path) -> Result<Box<dyn std::io::Read>, DataError> {
@@ -260,16 +238,6 @@ impl Dataset {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_redacted_from_urls() {
-        assert_eq!(
-            redacted("train --store postgres://shop:s3cret@db:5432/shop --out x"),
-            "train --store postgres://shop:***@db:5432/shop --out x"
-        );
-        assert_eq!(redacted("postgres://shop@db/shop"), "postgres://shop@db/shop");
-        assert_eq!(redacted("data/events.csv"), "data/events.csv");
-    }
 
     #[test]
     fn parses_the_time_formats_it_documents() {

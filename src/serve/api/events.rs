@@ -108,13 +108,13 @@ fn event(
 ) -> Result<FeedbackEvent, String> {
     let event: EventIn = serde_json::from_value(serde_json::Value::Object(object)).map_err(|e| e.to_string())?;
     for (field, value) in [("event_id", &event.event_id), ("user_id", &event.user_id), ("item_id", &event.item_id)] {
-        if value.trim().is_empty() || value.len() > MAX_ID_BYTES {
-            return Err(format!("{field}: must be 1 to {MAX_ID_BYTES} bytes, not blank"));
+        if value.trim().is_empty() || value.len() > MAX_ID_BYTES || value.contains(char::is_control) {
+            return Err(format!("{field}: must be 1 to {MAX_ID_BYTES} bytes, not blank, without control characters"));
         }
     }
     if let Some(id) = &event.request_id {
-        if id.is_empty() || id.len() > MAX_REQUEST_ID_BYTES {
-            return Err(format!("request_id: must be 1 to {MAX_REQUEST_ID_BYTES} bytes"));
+        if id.is_empty() || id.len() > MAX_REQUEST_ID_BYTES || id.contains(char::is_control) {
+            return Err(format!("request_id: must be 1 to {MAX_REQUEST_ID_BYTES} bytes, without control characters"));
         }
     }
     let timestamp_ms = timestamp_ms(&event.timestamp)?;

@@ -207,10 +207,14 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/catalog/items/{id}", get(get_item).delete(delete_item))
         .route("/v1/events", post(post_events))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::admit));
-    Router::new()
-        .merge(work)
+    // The token is checked before a byte of the body is read.
+    let admin = Router::new()
         .route("/admin/reload", post(reload))
         .route("/admin/rollback", post(rollback))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), admin_only));
+    Router::new()
+        .merge(work)
+        .merge(admin)
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -289,7 +293,7 @@ async fn upsert_items(
             let catalog = service.catalog().ok_or_else(ApiError::no_catalog)?;
             catalog.upsert(&items, limits.max_items).map_err(|e| match e {
                 full @ CatalogWriteError::Full { .. } => ApiError::invalid("catalog_full", full.to_string()),
-                CatalogWriteError::Store(e) => ApiError::internal(&e),
+                CatalogWriteError::Store(e) => ApiError::store_unavailable(&e),
             })?;
             let (items_now, embedded) = catalog.index().counts();
             Ok(Json(UpsertResponse {
@@ -346,7 +350,7 @@ async fn delete_item(
             match catalog.delete(&id) {
                 Ok(true) => Ok(Json(DeleteResponse { deleted: id })),
                 Ok(false) => Err(ApiError::item_not_found(&id)),
-                Err(e) => Err(ApiError::internal(&e)),
+                Err(e) => Err(ApiError::store_unavailable(&e)),
             }
         })
         .await
@@ -392,6 +396,19 @@ async fn post_events(
     Ok(Json(EventsResponse { received, stored, duplicates: received - stored }))
 }
 
+/// The admin routes' guard: the bearer token, or 401/403 before the body.
+async fn admin_only(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match state.shared.admin.check(&headers) {
+        Ok(()) => next.run(request).await,
+        Err(error) => error.into_response(),
+    }
+}
+
 /// `POST /admin/reload`: loads, warms up and installs a bundle; the old
 /// one serves until the swap, and keeps serving if the new one is refused.
 #[utoipa::path(
@@ -402,12 +419,7 @@ async fn post_events(
     responses((status = 200, description = "The bundle serving now.", body = ReloadResponse), AdminErrors),
     security(("bearer" = []))
 )]
-async fn reload(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Json<ReloadResponse>, ApiError> {
-    state.shared.admin.check(&headers)?;
+async fn reload(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Json<ReloadResponse>, ApiError> {
     let request: ReloadRequest =
         if body.iter().all(u8::is_ascii_whitespace) { ReloadRequest::default() } else { json::parse(&body)? };
     let service = state.service()?;
@@ -425,8 +437,7 @@ async fn reload(
     responses((status = 200, description = "The bundle serving now.", body = ReloadResponse), AdminErrors),
     security(("bearer" = []))
 )]
-async fn rollback(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<ReloadResponse>, ApiError> {
-    state.shared.admin.check(&headers)?;
+async fn rollback(State(state): State<AppState>) -> Result<Json<ReloadResponse>, ApiError> {
     let service = state.service()?;
     Ok(Json(service.rollback().map_err(admin::refused)?.into()))
 }

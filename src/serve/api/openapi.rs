@@ -39,7 +39,7 @@ use super::types::{CandidateIn, CatalogItemIn, HistoryItemIn};
         super::openapi_json
     ),
     components(schemas(ErrorBody)),
-    modifiers(&TitleAliases, &SharedErrors)
+    modifiers(&TitleAliases, &SharedErrors, &AdminBearer)
 )]
 pub struct ApiDoc;
 
@@ -131,8 +131,16 @@ const BUSY: ErrorStatus = ErrorStatus {
     kinds: &["overloaded", "timeout", "not_ready", "encoder_stopped"],
 };
 
+const BUSY_OR_STORE: ErrorStatus = ErrorStatus {
+    status: 503,
+    name: Some("UnavailableOrStore"),
+    description: "Not now: as `Unavailable`, or the store cannot be written or read (`store_unavailable`: \
+        PostgreSQL down, or its connection pool exhausted for `store.connect_timeout_secs`).",
+    kinds: &["overloaded", "timeout", "not_ready", "encoder_stopped", "store_unavailable"],
+};
+
 /// Every named error answer, as `components.responses` holds them.
-const SHARED: [ErrorStatus; 11] = [
+const SHARED: [ErrorStatus; 12] = [
     MALFORMED_JSON,
     ROUTE_NOT_FOUND,
     ITEM_NOT_FOUND,
@@ -144,6 +152,7 @@ const SHARED: [ErrorStatus; 11] = [
     HEADERS_TOO_LARGE,
     INTERNAL,
     BUSY,
+    BUSY_OR_STORE,
 ];
 
 /// What the request's head alone can be refused for: every route.
@@ -202,7 +211,7 @@ impl IntoResponses for UpsertErrors {
                 "no_catalog",
             ],
         };
-        error_responses(HEAD.iter().chain(&[MALFORMED_JSON, BODY_TIMEOUT, invalid, INTERNAL, BUSY]))
+        error_responses(HEAD.iter().chain(&[MALFORMED_JSON, BODY_TIMEOUT, invalid, INTERNAL, BUSY_OR_STORE]))
     }
 }
 
@@ -292,7 +301,7 @@ pub(super) struct ItemErrors;
 
 impl IntoResponses for ItemErrors {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        error_responses(HEAD.iter().chain(&[ITEM_NOT_FOUND, NO_CATALOG, INTERNAL, BUSY]))
+        error_responses(HEAD.iter().chain(&[ITEM_NOT_FOUND, NO_CATALOG, INTERNAL, BUSY_OR_STORE]))
     }
 }
 
@@ -379,6 +388,21 @@ impl Modify for SharedErrors {
         for (name, error) in SHARED.iter().filter_map(|error| Some((error.name?, error))) {
             components.responses.insert(name.to_string(), error_response(error).into());
         }
+    }
+}
+
+/// The admin routes' `bearer` security scheme (`admin.token`).
+struct AdminBearer;
+
+impl Modify for AdminBearer {
+    fn modify(&self, document: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = document.components.get_or_insert_with(Default::default);
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some("`Authorization: Bearer <admin.token>`; the admin routes are off without a token."))
+            .build();
+        components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
     }
 }
 

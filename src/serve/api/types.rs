@@ -348,11 +348,18 @@ impl UpsertRequest {
             .enumerate()
             .map(|(i, item)| {
                 let bad = |problem: String| ApiError::invalid("invalid_item", format!("items[{i}].{problem}"));
-                if item.id.trim().is_empty() || item.id.len() > MAX_ITEM_ID_BYTES {
-                    return Err(bad(format!("id must be 1 to {MAX_ITEM_ID_BYTES} bytes, not blank")));
+                if item.id.trim().is_empty() || item.id.len() > MAX_ITEM_ID_BYTES || item.id.contains(char::is_control)
+                {
+                    return Err(bad(format!(
+                        "id must be 1 to {MAX_ITEM_ID_BYTES} bytes, not blank, without control characters"
+                    )));
                 }
                 if item.text.trim().is_empty() {
                     return Err(bad("text is empty".into()));
+                }
+                // PostgreSQL cannot store NUL in text; neither engine is given it.
+                if item.text.contains('\0') {
+                    return Err(bad("text contains a NUL character".into()));
                 }
                 if !seen.insert(item.id.clone()) {
                     return Err(bad(format!("id `{}` appears more than once", item.id)));

@@ -252,6 +252,11 @@ impl IndexView<'_> {
         self.inner.by_id.is_empty()
     }
 
+    /// Every held item's id.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.inner.by_id.keys().map(String::as_str)
+    }
+
     /// The item and its embedding (if computed).
     pub fn get(&self, id: &str) -> Option<(&CatalogItem, Option<&[f32]>)> {
         let slot = *self.inner.by_id.get(id)?;

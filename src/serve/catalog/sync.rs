@@ -12,17 +12,20 @@
 //! holds it now", so applying one twice, or a replica's own write coming
 //! back, does no harm.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use super::index::CatalogIndex;
 use super::ingest::IngestSignal;
-use crate::store::catalog::CatalogStore;
+use crate::store::catalog::{CatalogStore, CHANGES_KEPT_MS};
 use crate::store::StoreError;
 
 /// How far back each poll looks, for transactions that committed late.
 pub const LOOK_BACK_MS: i64 = 30_000;
+
+/// Items fetched and applied under one hold of the writing lock.
+const SYNC_CHUNK: usize = 500;
 
 /// Tells the sync thread to stop, waking it from its wait.
 #[derive(Default)]
@@ -72,24 +75,42 @@ impl CatalogSync {
     }
 
     /// Applies the changes after `since_ms` not yet applied; returns the
-    /// store's clock at the poll.
+    /// store's clock at the poll. Changes count as applied only once they
+    /// are, so a failed poll is retried whole.
     fn poll(&self, since_ms: i64, applied: &mut HashMap<i64, i64>) -> Result<i64, StoreError> {
         let (changes, now) = self.store.changes(since_ms - LOOK_BACK_MS)?;
-        let mut ids: Vec<String> = Vec::new();
-        for change in changes {
-            if applied.insert(change.seq, change.changed_ms).is_none() && !ids.contains(&change.item_id) {
-                ids.push(change.item_id);
-            }
-        }
-        applied.retain(|_, changed| *changed > since_ms - 2 * LOOK_BACK_MS);
-        if ids.is_empty() {
+        if now - since_ms > CHANGES_KEPT_MS - LOOK_BACK_MS {
+            // Behind by more than the store keeps: some changes are gone.
+            self.reload_all()?;
+            applied.clear();
             return Ok(now);
         }
+        let fresh: Vec<_> = changes.into_iter().filter(|change| !applied.contains_key(&change.seq)).collect();
+        let mut seen = HashSet::new();
+        let ids: Vec<String> = fresh
+            .iter()
+            .filter(|change| seen.insert(change.item_id.as_str()))
+            .map(|change| change.item_id.clone())
+            .collect();
+        for chunk in ids.chunks(SYNC_CHUNK) {
+            self.apply(chunk)?;
+        }
+        applied.extend(fresh.iter().map(|change| (change.seq, change.changed_ms)));
+        applied.retain(|_, changed| *changed > now - 2 * LOOK_BACK_MS);
+        if !ids.is_empty() {
+            tracing::debug!(items = ids.len(), "catalog changes from the store applied");
+        }
+        Ok(now)
+    }
+
+    /// Makes the index hold `ids` as the store holds them now. The writing
+    /// lock is held per chunk, so local writes wait for one chunk at most.
+    fn apply(&self, ids: &[String]) -> Result<(), StoreError> {
         let _one_writer = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let current: HashMap<String, _> =
-            self.store.items(&ids, &self.encoder_key)?.into_iter().map(|s| (s.item.id.clone(), s)).collect();
+            self.store.items(ids, &self.encoder_key)?.into_iter().map(|s| (s.item.id.clone(), s)).collect();
         let mut pending = false;
-        for id in &ids {
+        for id in ids {
             match current.get(id) {
                 None => self.index.delete(id),
                 Some(stored) => {
@@ -106,11 +127,30 @@ impl CatalogSync {
                 }
             }
         }
-        tracing::debug!(items = ids.len(), "catalog changes from the store applied");
         if pending {
             // Items still waiting for an embedding: this replica may embed them too.
             self.ingest.notify();
         }
-        Ok(now)
+        Ok(())
+    }
+
+    /// Re-reads the whole catalog: every stored item is applied, and every
+    /// held item the store no longer has is dropped.
+    fn reload_all(&self) -> Result<(), StoreError> {
+        tracing::warn!("this replica fell behind the catalog's change log; re-reading the whole catalog");
+        let stored = self.store.load_all(&self.encoder_key)?;
+        let ids: HashSet<&str> = stored.iter().map(|s| s.item.id.as_str()).collect();
+        let _one_writer = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let gone: Vec<String> = self.index.read().ids().filter(|id| !ids.contains(id)).map(str::to_string).collect();
+        for id in gone {
+            self.index.delete(&id);
+        }
+        for item in &stored {
+            self.index.upsert(std::slice::from_ref(&item.item));
+            if let Some(vector) = &item.embedding {
+                self.index.set_vector(&item.item.id, &item.item.text, vector);
+            }
+        }
+        Ok(())
     }
 }
