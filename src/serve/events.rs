@@ -65,9 +65,10 @@ impl EventWriter {
         let shared = Arc::new(Shared { queue: Mutex::new(Queue::default()), wake: Condvar::new() });
         let worker = {
             let shared = shared.clone();
-            std::thread::Builder::new()
-                .name("shoprank-events".into())
-                .spawn(move || write_loop(&shared, store.as_ref(), settings.max_commit_events, &metrics))?
+            std::thread::Builder::new().name("shoprank-events".into()).spawn(move || {
+                yield_to_requests();
+                write_loop(&shared, store.as_ref(), settings.max_commit_events, &metrics)
+            })?
         };
         Ok(Self { shared, limit: settings.max_queued_events, worker: Some(worker) })
     }
@@ -101,6 +102,23 @@ impl Drop for EventWriter {
         self.shared.wake.notify_all();
         if let Some(worker) = self.worker.take() {
             let _ = worker.join();
+        }
+    }
+}
+
+/// Lowers this thread's priority (nice 10), so that on a busy machine the
+/// commits' CPU work (SQLite's inserts and index updates) waits for the
+/// encoder and the requests, not the other way round: a request's latency
+/// is what the storefront feels, a commit's is a few milliseconds more
+/// before an answer nobody is looking at. Linux only; elsewhere a no-op.
+fn yield_to_requests() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid and setpriority take and return plain integers; they
+    // change this thread's scheduling priority and touch no memory.
+    unsafe {
+        let thread = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        if libc::setpriority(libc::PRIO_PROCESS, thread, 10) != 0 {
+            tracing::debug!("could not lower the event writer's priority");
         }
     }
 }

@@ -5,7 +5,6 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, Problem};
-use super::json;
 use crate::serve::variants::Variants;
 use crate::store::events::{EventKind, FeedbackEvent};
 
@@ -13,14 +12,15 @@ use crate::store::events::{EventKind, FeedbackEvent};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventsRequest {
-    /// At most `events.max_batch_events`.
-    #[serde(deserialize_with = "json::objects")]
+    /// At most `events.max_batch_events`. Kept as raw JSON text until each
+    /// event is read on its own, so that every bad one is reported with its
+    /// index rather than the first stopping the parse (and no JSON tree is
+    /// built on the way).
     #[schema(value_type = Vec<EventIn>)]
-    pub events: Vec<serde_json::Map<String, serde_json::Value>>,
+    pub events: Vec<Box<serde_json::value::RawValue>>,
 }
 
-/// One event. Each is read on its own, so that every bad one is reported
-/// with its index rather than the first stopping the parse.
+/// One event.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventIn {
@@ -86,8 +86,8 @@ impl EventsRequest {
         let total = self.events.len();
         let mut events = Vec::with_capacity(total);
         let mut problems = Vec::new();
-        for (index, object) in self.events.into_iter().enumerate() {
-            match event(object, rules, now_ms, variants) {
+        for (index, raw) in self.events.iter().enumerate() {
+            match event(raw.get(), rules, now_ms, variants) {
                 Ok(event) => events.push(event),
                 Err(error) => problems.push(Problem { index, error }),
             }
@@ -100,13 +100,11 @@ impl EventsRequest {
     }
 }
 
-fn event(
-    object: serde_json::Map<String, serde_json::Value>,
-    rules: EventRules,
-    now_ms: i64,
-    variants: &Variants,
-) -> Result<FeedbackEvent, String> {
-    let event: EventIn = serde_json::from_value(serde_json::Value::Object(object)).map_err(|e| e.to_string())?;
+fn event(raw: &str, rules: EventRules, now_ms: i64, variants: &Variants) -> Result<FeedbackEvent, String> {
+    if !raw.starts_with('{') {
+        return Err("an event must be a JSON object".into());
+    }
+    let event: EventIn = serde_json::from_str(raw).map_err(|e| e.to_string())?;
     for (field, value) in [("event_id", &event.event_id), ("user_id", &event.user_id), ("item_id", &event.item_id)] {
         if value.trim().is_empty() || value.len() > MAX_ID_BYTES || value.contains(char::is_control) {
             return Err(format!("{field}: must be 1 to {MAX_ID_BYTES} bytes, not blank, without control characters"));

@@ -388,8 +388,12 @@ async fn post_events(
         .await?;
     let new = committed.map_err(|e| ApiError::store_unavailable(&e))?;
     let metrics = &state.shared.metrics;
+    let mut stored_by_label: std::collections::HashMap<(&str, &str), u64> = std::collections::HashMap::new();
     for ((kind, variant), _) in labels.iter().zip(&new).filter(|(_, new)| **new) {
-        metrics.events_stored.with_label_values(&[kind, variant.as_str()]).inc();
+        *stored_by_label.entry((kind, variant.as_str())).or_default() += 1;
+    }
+    for ((kind, variant), count) in stored_by_label {
+        metrics.events_stored.with_label_values(&[kind, variant]).inc_by(count);
     }
     let stored = new.iter().filter(|new| **new).count();
     metrics.events_duplicate.inc_by((received - stored) as u64);

@@ -14,5 +14,5 @@ CREATE TABLE events (
     price       DOUBLE PRECISION,
     received_ms BIGINT NOT NULL
 );
-CREATE INDEX events_kind_time ON events (kind, ts_ms, seq);
-CREATE INDEX events_variant ON events (variant, kind) WHERE variant IS NOT NULL;
+-- No other index: each one costs every insert, and the readers (a retrain,
+-- the A/B report) scan the whole table anyway.
