@@ -23,6 +23,9 @@ mod migrations {
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
+/// The advisory lock key migrations run under ("shoprank" in ASCII).
+const MIGRATION_LOCK: i64 = 0x73686f7072616e6b;
+
 pub struct PostgresStore {
     /// Always `Some` until dropped (see `Drop`).
     pool: Option<Pool>,
@@ -46,7 +49,7 @@ impl Drop for PostgresStore {
 }
 
 impl PostgresStore {
-    /// Connects, and migrates the schema (refinery takes a lock, so
+    /// Connects, and migrates the schema (under an advisory lock, so
     /// replicas starting together migrate once).
     pub fn open(url: &str, limits: PoolLimits) -> Result<Self, StoreError> {
         let config = ::postgres::Config::from_str(url).map_err(|e| StoreError::Url(format!("store.url: {e}")))?;
@@ -57,7 +60,13 @@ impl PostgresStore {
             .connection_timeout(limits.connect_timeout)
             .build(PostgresConnectionManager::new(config, NoTls))?;
         let mut client = pool.get()?;
-        migrations::migrations::runner().run(&mut *client)?;
+        // Replicas starting together must not migrate at once (refinery
+        // takes no lock): a session-level advisory lock makes them queue,
+        // and the later ones find the schema current.
+        client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
+        let migrated = migrations::migrations::runner().run(&mut *client);
+        client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])?;
+        migrated?;
         drop(client);
         Ok(Self { pool: Some(pool), described })
     }

@@ -136,3 +136,19 @@ fn concurrent_writers_store_every_event_exactly_once() {
         assert_eq!(replicas[0].event_count().unwrap(), 2 * 20 * 50, "{url}");
     }
 }
+
+/// Replicas starting together on a new store: all open it, the schema is
+/// migrated once, and each sees the same tables.
+#[test]
+fn replicas_opening_a_new_store_together_all_start() {
+    for url in common::store_urls("concurrent_open") {
+        let stores: Vec<Arc<dyn Store>> = std::thread::scope(|scope| {
+            let opening: Vec<_> = (0..4).map(|_| scope.spawn(|| open(&url))).collect();
+            opening.into_iter().map(|handle| handle.join().expect("a replica failed to open the store")).collect()
+        });
+        stores[0].append(&[&[event("once", EventKind::Click, 1)]]).unwrap();
+        for store in &stores {
+            assert_eq!(store.event_count().unwrap(), 1, "{url}");
+        }
+    }
+}
