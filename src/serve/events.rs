@@ -157,9 +157,27 @@ fn write_loop(shared: &Shared, store: &dyn EventStore, max_commit: usize, metric
             metrics.event_queue.set(queue.events as i64);
         }
         for (job, result) in jobs.into_iter().zip(results) {
+            if let Ok(new) = &result {
+                count(metrics, &job.events, new);
+            }
             let _ = job.done.send(result);
         }
     }
+}
+
+/// Counts stored events by kind and variant, and the duplicates, once
+/// committed (whether or not the request still waits for its answer).
+fn count(metrics: &Metrics, events: &[FeedbackEvent], new: &[bool]) {
+    let mut stored: std::collections::HashMap<(&str, &str), u64> = std::collections::HashMap::new();
+    for (event, _) in events.iter().zip(new).filter(|(_, new)| **new) {
+        *stored.entry((event.kind.as_str(), event.variant.as_deref().unwrap_or("none"))).or_default() += 1;
+    }
+    let mut total = 0;
+    for ((kind, variant), n) in stored {
+        metrics.events_stored.with_label_values(&[kind, variant]).inc_by(n);
+        total += n;
+    }
+    metrics.events_duplicate.inc_by(events.len() as u64 - total);
 }
 
 /// Commits every job in one transaction; if that fails, each job in a

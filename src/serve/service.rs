@@ -239,7 +239,10 @@ impl Service {
         };
         let serving = self.bundle();
         let result = (|| {
-            if dir == serving.dir() {
+            // The same directory holding the same version (a single bundle
+            // directory retrained in place is read again).
+            let on_disk = crate::model::bundle::read_manifest(&dir)?;
+            if dir == serving.dir() && on_disk.version == serving.version() {
                 return Ok(Reloaded::Unchanged { version: serving.version().to_string() });
             }
             let bundle = Bundle::load(&dir, &self.ranker.embedder().encoder().identity())?;

@@ -15,6 +15,8 @@ use super::events::{EventKind, EventStore, FeedbackEvent, VariantCount};
 use super::{from_blob, now_ms, to_blob, Store, StoreError};
 
 pub const FILE_NAME: &str = "shoprank.sqlite3";
+/// Held (flock) while the schema is migrated.
+const MIGRATION_LOCK_FILE: &str = "shoprank.sqlite3.migrating";
 /// The file's name before it held events too; opened if it is there.
 const FORMER_FILE_NAME: &str = "catalog.sqlite3";
 
@@ -34,14 +36,23 @@ impl SqliteStore {
         let former = data_dir.join(FORMER_FILE_NAME);
         let path =
             if former.exists() && !data_dir.join(FILE_NAME).exists() { former } else { data_dir.join(FILE_NAME) };
+        // Processes (or threads) opening a new store together must not set
+        // it up at once: refinery takes no lock, and SQLite's own locks cover
+        // one statement, not "read the applied versions, then apply". The
+        // lock is released when `lock` is dropped, on return.
+        let lock_path = data_dir.join(MIGRATION_LOCK_FILE);
+        let lock =
+            std::fs::File::create(&lock_path).map_err(|source| StoreError::Io { path: lock_path.clone(), source })?;
+        lock.lock().map_err(|source| StoreError::Io { path: lock_path, source })?;
         let mut connection = Connection::open(&path)?;
+        connection.busy_timeout(std::time::Duration::from_secs(5))?;
         let mode: String = connection.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(path = %path.display(), mode, "the store could not use WAL mode; writes stay durable");
         }
         connection.pragma_update(None, "synchronous", "FULL")?;
-        connection.busy_timeout(std::time::Duration::from_secs(5))?;
         migrations::migrations::runner().run(&mut connection)?;
+        drop(lock);
         Ok(Self { connection: Mutex::new(connection), path })
     }
 

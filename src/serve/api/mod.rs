@@ -373,8 +373,6 @@ async fn post_events(
     let service = state.service()?;
     let events = request.validate(state.shared.event_rules, crate::store::now_ms(), service.variants())?;
     let writer = service.events().ok_or_else(|| ApiError::internal(&"this service keeps no store"))?;
-    let labels: Vec<(&'static str, String)> =
-        events.iter().map(|e| (e.kind.as_str(), e.variant.clone().unwrap_or_else(|| "none".into()))).collect();
     let received = events.len();
     let committed = writer.submit(events).map_err(|e| match e {
         full @ SubmitError::Full { .. } => ApiError::overloaded(full.to_string()),
@@ -387,16 +385,8 @@ async fn post_events(
         })
         .await?;
     let new = committed.map_err(|e| ApiError::store_unavailable(&e))?;
-    let metrics = &state.shared.metrics;
-    let mut stored_by_label: std::collections::HashMap<(&str, &str), u64> = std::collections::HashMap::new();
-    for ((kind, variant), _) in labels.iter().zip(&new).filter(|(_, new)| **new) {
-        *stored_by_label.entry((kind, variant.as_str())).or_default() += 1;
-    }
-    for ((kind, variant), count) in stored_by_label {
-        metrics.events_stored.with_label_values(&[kind, variant]).inc_by(count);
-    }
+    // Counted in the metrics by the writer, request gone or not.
     let stored = new.iter().filter(|new| **new).count();
-    metrics.events_duplicate.inc_by((received - stored) as u64);
     Ok(Json(EventsResponse { received, stored, duplicates: received - stored }))
 }
 
