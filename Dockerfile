@@ -57,8 +57,8 @@ COPY --from=build /src/target/release/shoprank /usr/local/bin/shoprank
 COPY --from=build /src/models/all-MiniLM-L6-v2 models/all-MiniLM-L6-v2
 COPY config config
 COPY models/bundle models/bundle
-# The catalog store (catalog.data_dir = data): owned by the service's user;
-# mount a volume here to keep the catalog across container restarts.
+# The embedded store (store.url = data): owned by the service's user;
+# mount a volume here to keep the catalog and events across container restarts.
 RUN mkdir -p /app/data && chown shoprank /app/data
 VOLUME /app/data
 USER shoprank

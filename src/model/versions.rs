@@ -139,7 +139,9 @@ pub fn publish(dir: &Path, version: &str) -> Result<(), VersionsError> {
         let path = path.to_path_buf();
         move |source| VersionsError::Io { path, source }
     };
-    let staging = dir.join(format!(".{CURRENT_FILE}.{}", std::process::id()));
+    // Unique per process and moment: containers often all run as PID 1.
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let staging = dir.join(format!(".{CURRENT_FILE}.{}-{nanos}", std::process::id()));
     let mut file = std::fs::File::create(&staging).map_err(io(&staging))?;
     file.write_all(format!("{version}\n").as_bytes()).map_err(io(&staging))?;
     file.sync_all().map_err(io(&staging))?;

@@ -180,16 +180,21 @@ fn count(metrics: &Metrics, events: &[FeedbackEvent], new: &[bool]) {
     metrics.events_duplicate.inc_by(events.len() as u64 - total);
 }
 
-/// Commits every job in one transaction; if that fails, each job in a
-/// transaction of its own, so that a batch the store refuses fails alone
-/// rather than every request that shared its commit.
+/// Commits every job in one transaction. If the store refuses the data
+/// (a constraint, a value it cannot hold), each job is retried in a
+/// transaction of its own, so that the batch at fault fails alone rather
+/// than every request that shared its commit; any other failure (the store
+/// unreachable or busy) fails them all at once.
 fn commit(store: &dyn EventStore, jobs: &[Job]) -> Vec<Committed> {
     let batches: Vec<&[FeedbackEvent]> = jobs.iter().map(|job| job.events.as_slice()).collect();
     match store.append(&batches) {
         Ok(new) => new.into_iter().map(Ok).collect(),
-        Err(error) if jobs.len() == 1 => {
-            tracing::error!(%error, events = batches[0].len(), "committing feedback events failed");
-            vec![Err(Arc::new(error))]
+        // Unreachable or busy: every request fails now (and retries), rather
+        // than each waiting out the store's timeout in turn.
+        Err(error) if jobs.len() == 1 || !error.is_refusal() => {
+            tracing::error!(%error, requests = jobs.len(), "committing feedback events failed");
+            let error = Arc::new(error);
+            jobs.iter().map(|_| Err(error.clone())).collect()
         }
         Err(error) => {
             tracing::warn!(%error, requests = jobs.len(), "a group commit of events failed; committing each request alone");
@@ -279,7 +284,8 @@ mod tests {
     impl EventStore for PickyStore {
         fn append(&self, batches: &[&[FeedbackEvent]]) -> Result<Vec<Vec<bool>>, StoreError> {
             if batches.iter().flat_map(|b| b.iter()).any(|e| e.event_id == "poison") {
-                return Err(StoreError::Url("refused".into()));
+                let refusal = rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT);
+                return Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(refusal, None)));
             }
             Ok(batches.iter().map(|b| vec![true; b.len()]).collect())
         }

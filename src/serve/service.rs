@@ -239,10 +239,11 @@ impl Service {
         };
         let serving = self.bundle();
         let result = (|| {
-            // The same directory holding the same version (a single bundle
-            // directory retrained in place is read again).
+            // The same directory holding the same manifest (training record
+            // included): a bundle retrained in place, even to the same
+            // version name, is read again.
             let on_disk = crate::model::bundle::read_manifest(&dir)?;
-            if dir == serving.dir() && on_disk.version == serving.version() {
+            if dir == serving.dir() && on_disk == *serving.manifest() {
                 return Ok(Reloaded::Unchanged { version: serving.version().to_string() });
             }
             let bundle = Bundle::load(&dir, &self.ranker.embedder().encoder().identity())?;

@@ -50,6 +50,28 @@ pub enum StoreError {
     Url(String),
 }
 
+impl StoreError {
+    /// The store refused this data (a value it cannot hold, a constraint),
+    /// as opposed to being unreachable or busy: only then is retrying the
+    /// same writes in smaller pieces worth anything.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::ConstraintViolation
+                    | rusqlite::ErrorCode::TypeMismatch
+                    | rusqlite::ErrorCode::TooBig
+                    | rusqlite::ErrorCode::ParameterOutOfRange
+            ),
+            StoreError::Postgres(e) => {
+                // SQLSTATE class 22 (data exception) or 23 (integrity constraint).
+                e.code().is_some_and(|code| matches!(&code.code()[..2], "22" | "23"))
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Which engine `store.url` names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreLocation {
@@ -72,7 +94,8 @@ impl StoreLocation {
             if let Some((scheme, _)) = url.split_once("://") {
                 return Err(format!("store.url names `{scheme}://…`: give a directory or a postgres:// URL"));
             }
-            if url.contains('=') {
+            let conninfo = ["host=", "hostaddr=", "dbname=", "user=", "password=", "port="];
+            if url.split_whitespace().any(|word| conninfo.iter().any(|key| word.starts_with(key))) {
                 return Err("store.url looks like a key=value connection string: give a postgres:// URL".into());
             }
         }
@@ -189,6 +212,7 @@ mod tests {
     fn only_postgres_urls_and_directories_are_store_urls() {
         assert!(StoreLocation::check("data").is_ok());
         assert!(StoreLocation::check("postgres://u@h/db").is_ok());
+        assert!(StoreLocation::check("/srv/shop=1/data").is_ok(), "a directory may hold `=`");
         for bad in ["postgress://u:pw@h/db", "mysql://h/db", "host=db password=pw", ""] {
             let error = StoreLocation::check(bad).unwrap_err();
             assert!(!error.contains("pw"), "{error}");

@@ -439,6 +439,15 @@ fn a_retrain_from_the_store_equals_training_on_its_csv_export() {
     assert_eq!(manifest(&store_bundle)["validation"], manifest(&from_csv_dir)["validation"]);
     assert_eq!(manifest(&store_bundle)["version"], manifest(&from_csv_dir)["version"]);
 
+    // Without --versioned, a directory of versions is refused before any work.
+    let unversioned = std::process::Command::new(env!("CARGO_BIN_EXE_shoprank"))
+        .args(["train", "--store", store, "--out", versions.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&unversioned.stderr);
+    assert!(!unversioned.status.success() && said.contains("add --versioned"), "{said}");
+    assert!(store_bundle.join("head.safetensors").exists() && versions.join("CURRENT").exists());
+
     // A second retrain never overwrites the first: it gets its own directory.
     shoprank(&from_store, &[("SHOPRANK__STORE__URL", store)]);
     let second = std::fs::read_to_string(versions.join("CURRENT")).unwrap().trim().to_string();

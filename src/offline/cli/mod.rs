@@ -242,6 +242,16 @@ pub struct EvalArgs {
 pub fn train(settings: &Settings, args: &TrainArgs) -> Result<()> {
     let started = Instant::now();
     let options = args.options()?;
+    // Saving replaces the output directory whole: a directory of versions
+    // would lose every version and its CURRENT. Refused before any work.
+    let out = args.out.clone().unwrap_or_else(|| settings.bundle.path.clone());
+    if !args.versioned && out.join(versions::CURRENT_FILE).exists() {
+        bail!(
+            "{} is a directory of bundle versions (it has {}): add --versioned to write a new version into it",
+            out.display(),
+            versions::CURRENT_FILE
+        );
+    }
     let data = args.data.load(settings)?;
     let encoder = Encoder::open(&settings.encoder)?;
     if encoder.precision() != Precision::F32 {
@@ -250,7 +260,6 @@ pub fn train(settings: &Settings, args: &TrainArgs) -> Result<()> {
     let mut store = EmbedStore::open(args.data.cache_dir(), &encoder)?;
     let outcome = train::train(&data, &encoder, &SplitSettings::from_settings(settings), &mut store, &options)?;
 
-    let out = args.out.clone().unwrap_or_else(|| settings.bundle.path.clone());
     let (dir, version_dir) = if args.versioned {
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
         let name = versions::claim(&out, &outcome.version)?;

@@ -37,7 +37,9 @@ pub enum StoreCommand {
     /// Load a purchase log into the store: its items into the catalog, its
     /// purchases as events. An event's id is a hash of its row (user, item,
     /// time, quantity, price) and the row's occurrence number, so importing
-    /// the same log again, or a longer export of it, stores nothing twice.
+    /// the same log again, or a longer export of it, stores no imported row
+    /// twice (purchases posted through /v1/events carry the storefront's ids
+    /// and are not matched against imported rows).
     Import(ImportArgs),
     /// Write the store's catalog and purchases as the generic CSV format
     /// (items.csv, events.csv), which `shoprank train --events --items` reads.

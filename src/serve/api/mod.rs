@@ -433,7 +433,10 @@ async fn reload(State(state): State<AppState>, body: axum::body::Bytes) -> Resul
 )]
 async fn rollback(State(state): State<AppState>) -> Result<Json<ReloadResponse>, ApiError> {
     let service = state.service()?;
-    Ok(Json(service.rollback().map_err(admin::refused)?.into()))
+    // It may wait for a reload in progress: off the runtime's workers.
+    let rolled_back =
+        tokio::task::spawn_blocking(move || service.rollback()).await.map_err(|e| ApiError::internal(&e))?;
+    Ok(Json(rolled_back.map_err(admin::refused)?.into()))
 }
 
 /// Liveness: the process answers, and its encoder thread has not died (a

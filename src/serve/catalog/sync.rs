@@ -140,15 +140,21 @@ impl CatalogSync {
         tracing::warn!("this replica fell behind the catalog's change log; re-reading the whole catalog");
         let stored = self.store.load_all(&self.encoder_key)?;
         let ids: HashSet<&str> = stored.iter().map(|s| s.item.id.as_str()).collect();
-        let _one_writer = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let gone: Vec<String> = self.index.read().ids().filter(|id| !ids.contains(id)).map(str::to_string).collect();
-        for id in gone {
-            self.index.delete(&id);
+        for chunk in gone.chunks(SYNC_CHUNK) {
+            let _one_writer = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+            for id in chunk {
+                self.index.delete(id);
+            }
         }
-        for item in &stored {
-            self.index.upsert(std::slice::from_ref(&item.item));
-            if let Some(vector) = &item.embedding {
-                self.index.set_vector(&item.item.id, &item.item.text, vector);
+        for chunk in stored.chunks(SYNC_CHUNK) {
+            let _one_writer = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+            for item in chunk {
+                self.index.upsert(std::slice::from_ref(&item.item));
+                let held = self.index.read().get(&item.item.id).is_some_and(|(_, v)| v.is_some());
+                if let (Some(vector), false) = (&item.embedding, held) {
+                    self.index.set_vector(&item.item.id, &item.item.text, vector);
+                }
             }
         }
         Ok(())
