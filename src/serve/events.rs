@@ -210,16 +210,25 @@ mod tests {
     use super::*;
     use crate::store::events::{EventKind, VariantCount};
 
-    /// A store whose commits wait until the test lets them through.
-    struct GatedStore {
-        gate: Mutex<mpsc::Receiver<()>>,
+    /// A store for the writer's tests: its commits wait at `gate` (when
+    /// there is one) until the test lets them through, and it refuses any
+    /// commit holding an event with id "poison", as a constraint would.
+    #[derive(Default)]
+    struct TestStore {
+        gate: Option<Mutex<mpsc::Receiver<()>>>,
         commits: Mutex<Vec<usize>>,
     }
 
-    impl EventStore for GatedStore {
+    impl EventStore for TestStore {
         fn append(&self, batches: &[&[FeedbackEvent]]) -> Result<Vec<Vec<bool>>, StoreError> {
-            // A timeout rather than a hang if an assertion fails first.
-            self.gate.lock().unwrap().recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+            if let Some(gate) = &self.gate {
+                // A timeout rather than a hang if an assertion fails first.
+                gate.lock().unwrap().recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+            }
+            if batches.iter().flat_map(|b| b.iter()).any(|e| e.event_id == "poison") {
+                let refusal = rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT);
+                return Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(refusal, None)));
+            }
             self.commits.lock().unwrap().push(batches.iter().map(|b| b.len()).sum());
             Ok(batches.iter().map(|b| vec![true; b.len()]).collect())
         }
@@ -253,7 +262,7 @@ mod tests {
     #[test]
     fn a_full_queue_refuses_and_waiting_batches_share_one_commit() {
         let (open, gate) = mpsc::channel();
-        let store = Arc::new(GatedStore { gate: Mutex::new(gate), commits: Mutex::new(Vec::new()) });
+        let store = Arc::new(TestStore { gate: Some(Mutex::new(gate)), ..TestStore::default() });
         let settings =
             EventSettings { max_batch_events: 10, max_queued_events: 30, max_commit_events: 100, max_future_hours: 1 };
         let writer = EventWriter::start(store.clone(), settings, Metrics::new()).unwrap();
@@ -278,28 +287,6 @@ mod tests {
         drop(open);
     }
 
-    /// A store that refuses any commit holding an event with id "poison".
-    struct PickyStore;
-
-    impl EventStore for PickyStore {
-        fn append(&self, batches: &[&[FeedbackEvent]]) -> Result<Vec<Vec<bool>>, StoreError> {
-            if batches.iter().flat_map(|b| b.iter()).any(|e| e.event_id == "poison") {
-                let refusal = rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT);
-                return Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(refusal, None)));
-            }
-            Ok(batches.iter().map(|b| vec![true; b.len()]).collect())
-        }
-        fn scan(&self, _: &[EventKind], _: &mut dyn FnMut(FeedbackEvent)) -> Result<(), StoreError> {
-            Ok(())
-        }
-        fn variant_counts(&self) -> Result<Vec<VariantCount>, StoreError> {
-            Ok(Vec::new())
-        }
-        fn event_count(&self) -> Result<u64, StoreError> {
-            Ok(0)
-        }
-    }
-
     #[test]
     fn a_batch_the_store_refuses_fails_alone() {
         let mut poisoned = events(3);
@@ -308,14 +295,14 @@ mod tests {
             .into_iter()
             .map(|events| Job { events, done: oneshot::channel().0 })
             .collect();
-        let results = commit(&PickyStore, &jobs);
+        let results = commit(&TestStore::default(), &jobs);
         assert_eq!(results.len(), 3);
         assert_eq!(results[0].as_ref().unwrap(), &vec![true; 2]);
         assert!(results[1].is_err(), "the refused batch fails");
         assert_eq!(results[2].as_ref().unwrap(), &vec![true; 4]);
         // Through the writer: the error reaches the request, the queue empties.
         let writer = EventWriter::start(
-            Arc::new(PickyStore),
+            Arc::new(TestStore::default()),
             EventSettings { max_batch_events: 10, max_queued_events: 30, max_commit_events: 100, max_future_hours: 1 },
             Metrics::new(),
         )

@@ -109,7 +109,7 @@ impl Service {
     pub fn with_encoder(settings: &Settings, encoder: Arc<Encoder>, metrics: Metrics) -> Result<Self, ServiceError> {
         let started = Instant::now();
         let source = BundleSource::at(&settings.bundle.path);
-        let (dir, _) = source.current()?;
+        let (dir, current) = source.current()?;
         let bundle = Bundle::load(&dir, &encoder.identity())?;
         tracing::info!(
             bundle = bundle.version(),
@@ -128,7 +128,7 @@ impl Service {
         let ranker = Ranker::new(embedder, settings.user_text, retrieval, banding, metrics.clone());
         let mut service = Self::new(ranker, bundle, metrics)?;
         service.source = source.clone();
-        *service.seen_current.get_mut().unwrap_or_else(|p| p.into_inner()) = source.current_name()?;
+        *service.seen_current.get_mut().unwrap_or_else(|p| p.into_inner()) = current;
         service.variants = Variants::from_settings(&settings.ab.variants, |version| {
             let bundle = Bundle::load(&source.version(version)?, &service.ranker.embedder().encoder().identity())?;
             check(&service.ranker, &bundle)?;
@@ -232,10 +232,9 @@ impl Service {
     /// installs it. Blocking: loading and the warm-up take a moment.
     pub fn reload(&self, version: Option<&str>) -> Result<Reloaded, ServiceError> {
         let _one_change = self.lock_changes();
-        let current = self.source.current_name()?;
-        let dir = match version {
-            Some(version) => self.source.version(version)?,
-            None => self.source.current()?.0,
+        let (dir, current) = match version {
+            Some(version) => (self.source.version(version)?, None),
+            None => self.source.current()?,
         };
         let serving = self.bundle();
         let result = (|| {

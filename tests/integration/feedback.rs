@@ -376,33 +376,11 @@ fn a_retrain_from_the_store_equals_training_on_its_csv_export() {
     let (events, items) = synthetic_log(&work);
     let store_dir = work.join("store");
     let store = store_dir.to_str().unwrap();
-    let imported = shoprank(
-        &[
-            "store",
-            "import",
-            "--events",
-            events.to_str().unwrap(),
-            "--items",
-            items.to_str().unwrap(),
-            "--store",
-            store,
-        ],
-        &[],
-    );
+    let import =
+        ["store", "import", "--events", events.to_str().unwrap(), "--items", items.to_str().unwrap(), "--store", store];
+    let imported = shoprank(&import, &[]);
     assert!(imported.contains("imported 48 catalog items and 1980 purchases (1980 new)"), "{imported}");
-    let again = shoprank(
-        &[
-            "store",
-            "import",
-            "--events",
-            events.to_str().unwrap(),
-            "--items",
-            items.to_str().unwrap(),
-            "--store",
-            store,
-        ],
-        &[],
-    );
+    let again = shoprank(&import, &[]);
     assert!(again.contains("(0 new)"), "a second import stores nothing twice: {again}");
     let export = work.join("export");
     shoprank(&["store", "export", "--store", store, "--out", export.to_str().unwrap()], &[]);

@@ -31,9 +31,10 @@ use crate::offline::eval::{self, Counts, EvalReport, RetrievalSizes, BASELINES, 
 use crate::offline::prepared::{PreparedSplit, SplitSettings};
 use crate::offline::train::{self, TrainOptions};
 
-/// Where the purchase log comes from, and the test split's start.
+/// A purchase log in files: the Online Retail CSV, or the generic format's
+/// two files. Shared by every command that reads one.
 #[derive(Args)]
-pub struct DataArgs {
+pub struct LogFiles {
     /// The UCI Online Retail CSV (.csv or .csv.gz).
     #[arg(long, conflicts_with_all = ["events", "items"])]
     data: Option<PathBuf>,
@@ -43,6 +44,26 @@ pub struct DataArgs {
     /// Generic format: items.csv (item_id,text[,price]).
     #[arg(long, requires = "events")]
     items: Option<PathBuf>,
+}
+
+impl LogFiles {
+    /// The importer for the files given, if any were.
+    fn source(&self) -> Option<DataSource> {
+        match (&self.data, &self.events, &self.items) {
+            (Some(path), _, _) => Some(DataSource::OnlineRetail(path.clone())),
+            (None, Some(events), Some(items)) => {
+                Some(DataSource::Generic { events: events.clone(), items: items.clone() })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Where the purchase log comes from, and the test split's start.
+#[derive(Args)]
+pub struct DataArgs {
+    #[command(flatten)]
+    files: LogFiles,
     /// shoprank's store: its catalog and stored purchases. A directory or a
     /// postgres:// URL; given bare (`--store`), store.url from the config
     /// (SHOPRANK__STORE__URL), which keeps a password off the command line.
@@ -58,20 +79,17 @@ pub struct DataArgs {
 
 impl DataArgs {
     fn source(&self, settings: &Settings) -> Result<DataSource> {
-        match (&self.data, &self.events, &self.items, &self.store) {
-            (Some(path), _, _, _) => Ok(DataSource::OnlineRetail(path.clone())),
-            (None, Some(events), Some(items), _) => {
-                Ok(DataSource::Generic { events: events.clone(), items: items.clone() })
-            }
-            (None, None, None, Some(url)) => {
-                let mut store = settings.store.clone();
-                if !url.is_empty() {
-                    store.url = url.clone();
-                }
-                Ok(DataSource::Store(store))
-            }
-            _ => bail!("give the log with --data FILE, --events FILE --items FILE, or --store [URL]"),
+        if let Some(source) = self.files.source() {
+            return Ok(source);
         }
+        let Some(url) = &self.store else {
+            bail!("give the log with --data FILE, --events FILE --items FILE, or --store [URL]");
+        };
+        let mut store = settings.store.clone();
+        if !url.is_empty() {
+            store.url = url.clone();
+        }
+        Ok(DataSource::Store(store))
     }
 
     fn load(&self, settings: &Settings) -> Result<Dataset> {

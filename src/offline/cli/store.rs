@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
+use super::LogFiles;
 use crate::config::Settings;
-use crate::offline::data::{DataSource, Dataset, DenseId, ItemIdx};
+use crate::offline::data::{Dataset, DenseId, ItemIdx};
 use crate::store::catalog::CatalogItem;
 use crate::store::events::{EventKind, FeedbackEvent};
 use crate::store::{self, Store};
@@ -48,15 +49,8 @@ pub enum StoreCommand {
 
 #[derive(Args)]
 pub struct ImportArgs {
-    /// The UCI Online Retail CSV (.csv or .csv.gz).
-    #[arg(long, conflicts_with_all = ["events", "items"])]
-    data: Option<PathBuf>,
-    /// Generic format: events.csv.
-    #[arg(long, requires = "items")]
-    events: Option<PathBuf>,
-    /// Generic format: items.csv.
-    #[arg(long, requires = "events")]
-    items: Option<PathBuf>,
+    #[command(flatten)]
+    files: LogFiles,
     #[command(flatten)]
     target: StoreTarget,
     /// Events per transaction.
@@ -87,10 +81,8 @@ pub fn run(settings: &Settings, command: &StoreCommand) -> Result<()> {
 }
 
 fn import(settings: &Settings, args: &ImportArgs) -> Result<()> {
-    let source = match (&args.data, &args.events, &args.items) {
-        (Some(path), _, _) => DataSource::OnlineRetail(path.clone()),
-        (None, Some(events), Some(items)) => DataSource::Generic { events: events.clone(), items: items.clone() },
-        _ => bail!("give the log with --data FILE, or --events FILE --items FILE"),
+    let Some(source) = args.files.source() else {
+        bail!("give the log with --data FILE, or --events FILE --items FILE");
     };
     if args.batch == 0 {
         bail!("--batch must be at least 1");
