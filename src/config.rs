@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::Deserialize;
 
@@ -144,7 +144,7 @@ pub struct ServerSettings {
 }
 
 /// Numeric precision of the encoder's matrix products.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// Exact: the weights as shipped.
@@ -165,6 +165,8 @@ impl Precision {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EncoderSettings {
+    /// The preset the encoder keys came from (see [`PRESETS`]).
+    pub preset: String,
     /// A local directory or a Hugging Face repo id.
     pub source: String,
     pub revision: String,
@@ -284,15 +286,47 @@ pub struct UserTextBudget {
 /// its defaults even when started outside the repository.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
+/// The encoder presets, by name: each sets the keys that belong to one
+/// encoder (where it is, its window, the bundle trained on it, the search
+/// thresholds calibrated on its cosines). Layered over the defaults and
+/// under everything the user sets.
+pub const PRESETS: [(&str, &str); 2] = [
+    ("all-MiniLM-L6-v2", include_str!("../config/presets/all-MiniLM-L6-v2.toml")),
+    ("m3e-small", include_str!("../config/presets/m3e-small.toml")),
+];
+
 impl Settings {
     /// Loads the defaults, then `file` (if given), then `SHOPRANK__*`
     /// environment variables, and validates the result.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut figment = Figment::new().merge(Toml::string(DEFAULT_TOML));
-        if let Some(file) = file {
-            figment = figment.merge(Toml::file_exact(file));
-        }
-        figment = figment.merge(Env::prefixed("SHOPRANK__").split("__"));
+        Self::load_with_preset(file, None)
+    }
+
+    /// As [`Settings::load`], with `preset` (the `--preset` flag), if given,
+    /// taking precedence over `encoder.preset` from any layer. The preset is
+    /// read from all layers first, then its keys go in between the defaults
+    /// and the user's layers, so a file that sets `encoder.source` still wins.
+    pub fn load_with_preset(file: Option<&Path>, preset: Option<&str>) -> Result<Self, ConfigError> {
+        let user_layers = |mut figment: Figment| {
+            if let Some(file) = file {
+                figment = figment.merge(Toml::file_exact(file));
+            }
+            figment = figment.merge(Env::prefixed("SHOPRANK__").split("__"));
+            if let Some(preset) = preset {
+                figment = figment.merge(Serialized::default("encoder.preset", preset));
+            }
+            figment
+        };
+        let chosen: String =
+            user_layers(Figment::from(Toml::string(DEFAULT_TOML))).extract_inner("encoder.preset").map_err(Box::new)?;
+        let preset_toml = PRESETS.iter().find(|(name, _)| *name == chosen).map(|(_, toml)| *toml).ok_or_else(|| {
+            let known: Vec<&str> = PRESETS.iter().map(|(name, _)| *name).collect();
+            ConfigError::Invalid {
+                key: "encoder.preset",
+                problem: format!("unknown preset {chosen:?}; known: {}", known.join(", ")),
+            }
+        })?;
+        let figment = user_layers(Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(preset_toml)));
         let settings: Settings = figment.extract().map_err(Box::new)?;
         settings.validate()?;
         Ok(settings)
@@ -488,6 +522,33 @@ mod tests {
             jail.set_env("SHOPRANK__LIMITS__MAX_CANDIDATES", "0");
             let err = Settings::load(None).unwrap_err().to_string();
             assert!(err.contains("limits.max_candidates"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_preset_sets_its_encoder_keys_and_the_user_layers_still_win() {
+        figment::Jail::expect_with(|jail| {
+            let default = Settings::load(None).expect("default preset");
+            assert_eq!(default.encoder.preset, "all-MiniLM-L6-v2");
+            assert_eq!(default.encoder.source, "models/all-MiniLM-L6-v2");
+            assert_eq!(default.bundle.path, Path::new("models/bundle"));
+
+            jail.set_env("SHOPRANK__ENCODER__PRESET", "m3e-small");
+            let chinese = Settings::load(None).expect("m3e-small preset");
+            assert_eq!(chinese.encoder.source, "models/m3e-small");
+            assert_eq!(chinese.bundle.path, Path::new("models/bundle-m3e-small"));
+
+            // A file's own key beats the preset's; --preset beats the file's preset.
+            jail.create_file("x.toml", "[encoder]\npreset = \"m3e-small\"\nsource = \"elsewhere\"\n")?;
+            let file = Settings::load(Some(Path::new("x.toml"))).expect("file over preset");
+            assert_eq!((file.encoder.source.as_str(), file.bundle.path.as_path()), ("elsewhere", Path::new("models/bundle-m3e-small")));
+            jail.clear_env();
+            let flag = Settings::load_with_preset(None, Some("all-MiniLM-L6-v2")).expect("flag");
+            assert_eq!(flag.encoder.source, "models/all-MiniLM-L6-v2");
+
+            let err = Settings::load_with_preset(None, Some("bert-base")).unwrap_err().to_string();
+            assert!(err.contains("encoder.preset") && err.contains("m3e-small"), "{err}");
             Ok(())
         });
     }

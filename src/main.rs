@@ -26,6 +26,11 @@ struct Cli {
     /// Configuration file layered over the built-in defaults (env: SHOPRANK_CONFIG).
     #[arg(long, global = true, env = "SHOPRANK_CONFIG")]
     config: Option<PathBuf>,
+    /// Encoder preset, overriding encoder.preset: `all-MiniLM-L6-v2`
+    /// (English, the default) or `m3e-small` (Chinese). It picks the
+    /// encoder, its window, the bundle trained on it and the search thresholds.
+    #[arg(long, global = true)]
+    preset: Option<String>,
     /// Log line format: `text` (coloured only on a terminal) or `json` (one
     /// object per line, for log collectors).
     #[arg(long, global = true, env = "SHOPRANK_LOG_FORMAT", default_value = "text")]
@@ -106,7 +111,7 @@ fn error_chain(error: &anyhow::Error) -> String {
 fn run() -> Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let mut settings = Settings::load(cli.config.as_deref()).context("loading configuration")?;
+    let mut settings = Settings::load_with_preset(cli.config.as_deref(), cli.preset.as_deref()).context("loading configuration")?;
     configure_threads(settings.encoder.threads)?;
     match cli.command {
         Command::Serve { addr } => {

@@ -1,5 +1,11 @@
-//! Locating the encoder's three files: a local directory, or a Hugging Face
-//! repo id fetched (and cached) through hf-hub.
+//! Locating the encoder's three files (config, tokenizer, weights): a local
+//! directory, or a Hugging Face repo id fetched (and cached) through hf-hub.
+//!
+//! Weights come as `model.safetensors` or, for models published before
+//! safetensors (moka-ai/m3e-small), as PyTorch's `pytorch_model.bin`. The
+//! latter is a zip of pickled metadata and raw tensor data; Candle's reader
+//! interprets the pickle opcodes it needs to find the tensors and never runs
+//! pickled code, so a hostile file can fail to load but cannot execute.
 
 use std::path::{Path, PathBuf};
 
@@ -10,15 +16,32 @@ pub struct EncoderFiles {
     pub config: PathBuf,
     pub tokenizer: PathBuf,
     pub weights: PathBuf,
+    pub format: WeightsFormat,
     /// The name the encoder is known by, e.g. `all-MiniLM-L6-v2`.
     pub name: String,
+}
+
+/// How the weights file is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightsFormat {
+    /// `model.safetensors`: memory-mapped, no parsing.
+    Safetensors,
+    /// `pytorch_model.bin`: read whole through Candle's pickle reader.
+    PyTorch,
+}
+
+impl WeightsFormat {
+    /// The file name each format has in a Hugging Face model repo, in the
+    /// order they are looked for.
+    const FILES: [(&'static str, WeightsFormat); 2] =
+        [("model.safetensors", WeightsFormat::Safetensors), ("pytorch_model.bin", WeightsFormat::PyTorch)];
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelFilesError {
     #[error(
-        "encoder directory {dir} lacks {file}; run `scripts/fetch-model` to download \
-         all-MiniLM-L6-v2, or point encoder.source at a directory or hub repo id"
+        "encoder directory {dir} lacks {file}; run `scripts/fetch-model NAME` (all-MiniLM-L6-v2 \
+         or m3e-small) to download a model, or point encoder.source at a directory or hub repo id"
     )]
     MissingLocalFile { dir: PathBuf, file: &'static str },
     #[error(
@@ -34,7 +57,10 @@ pub enum ModelFilesError {
     },
 }
 
-const FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
+const CONFIG: &str = "config.json";
+const TOKENIZER: &str = "tokenizer.json";
+/// Named in errors when neither weights file is found.
+const ANY_WEIGHTS: &str = "model.safetensors (or pytorch_model.bin)";
 
 impl EncoderFiles {
     /// Resolves `source`: an existing directory is used as is; anything that
@@ -49,18 +75,25 @@ impl EncoderFiles {
 
     /// Uses a local directory holding the three files.
     pub fn from_dir(dir: &Path) -> Result<Self, ModelFilesError> {
-        let [config, tokenizer, weights] = FILES.map(|file| dir.join(file));
-        for (path, file) in [&config, &tokenizer, &weights].into_iter().zip(FILES) {
+        let missing = |file| ModelFilesError::MissingLocalFile { dir: dir.to_path_buf(), file };
+        let [config, tokenizer] = [CONFIG, TOKENIZER].map(|file| dir.join(file));
+        for (path, file) in [(&config, CONFIG), (&tokenizer, TOKENIZER)] {
             if !path.is_file() {
-                return Err(ModelFilesError::MissingLocalFile { dir: dir.to_path_buf(), file });
+                return Err(missing(file));
             }
         }
+        let (weights, format) = WeightsFormat::FILES
+            .iter()
+            .map(|&(file, format)| (dir.join(file), format))
+            .find(|(path, _)| path.is_file())
+            .ok_or_else(|| missing(ANY_WEIGHTS))?;
         let name =
             dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| dir.display().to_string());
-        Ok(Self { config, tokenizer, weights, name })
+        Ok(Self { config, tokenizer, weights, format, name })
     }
 
-    /// Downloads (or finds in the hf-hub cache) the three files of `repo`.
+    /// Downloads (or finds in the hf-hub cache) the three files of `repo`:
+    /// `model.safetensors` where the repo has it, else `pytorch_model.bin`.
     pub fn from_hub(repo: &str, revision: &str) -> Result<Self, ModelFilesError> {
         let hub_error = |file, source| ModelFilesError::Hub {
             repo: repo.to_string(),
@@ -74,12 +107,17 @@ impl EncoderFiles {
             .map_err(|e| hub_error("(client)", e))?;
         let repo_handle =
             api.repo(hf_hub::Repo::with_revision(repo.to_string(), hf_hub::RepoType::Model, revision.to_string()));
-        let [config, tokenizer, weights] = [0, 1, 2].map(|i| repo_handle.get(FILES[i]).map_err(|e| (FILES[i], e)));
-        let config = config.map_err(|(f, e)| hub_error(f, e))?;
-        let tokenizer = tokenizer.map_err(|(f, e)| hub_error(f, e))?;
-        let weights = weights.map_err(|(f, e)| hub_error(f, e))?;
+        let config = repo_handle.get(CONFIG).map_err(|e| hub_error(CONFIG, e))?;
+        let tokenizer = repo_handle.get(TOKENIZER).map_err(|e| hub_error(TOKENIZER, e))?;
+        let [(safetensors, _), (pytorch, _)] = WeightsFormat::FILES;
+        let (weights, format) = match repo_handle.get(safetensors) {
+            Ok(path) => (path, WeightsFormat::Safetensors),
+            // Older repos have only the PyTorch file; an outage fails here
+            // too, naming the file asked for last.
+            Err(_) => (repo_handle.get(pytorch).map_err(|e| hub_error(ANY_WEIGHTS, e))?, WeightsFormat::PyTorch),
+        };
         let name = repo.rsplit('/').next().unwrap_or(repo).to_string();
-        Ok(Self { config, tokenizer, weights, name })
+        Ok(Self { config, tokenizer, weights, format, name })
     }
 }
 
@@ -110,6 +148,23 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let err = EncoderFiles::from_dir(&dir).unwrap_err().to_string();
         assert!(err.contains("config.json") && err.contains("fetch-model"), "{err}");
+    }
+
+    #[test]
+    fn pytorch_weights_are_found_where_there_is_no_safetensors_file() {
+        let dir = std::env::temp_dir().join(format!("shoprank-pth-model-dir-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in ["config.json", "tokenizer.json"] {
+            std::fs::write(dir.join(file), "{}").unwrap();
+        }
+        let err = EncoderFiles::from_dir(&dir).unwrap_err().to_string();
+        assert!(err.contains("model.safetensors (or pytorch_model.bin)"), "{err}");
+        std::fs::write(dir.join("pytorch_model.bin"), "").unwrap();
+        assert_eq!(EncoderFiles::from_dir(&dir).unwrap().format, WeightsFormat::PyTorch);
+        std::fs::write(dir.join("model.safetensors"), "").unwrap();
+        let files = EncoderFiles::from_dir(&dir).unwrap();
+        assert_eq!((files.format, files.weights.file_name().unwrap()), (WeightsFormat::Safetensors, "model.safetensors".as_ref()));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

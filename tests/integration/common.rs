@@ -29,44 +29,55 @@ pub fn temp_dir(what: &str) -> PathBuf {
     dir
 }
 
-pub fn encoder_files() -> EncoderFiles {
-    EncoderFiles::from_dir(&repo_path("models/all-MiniLM-L6-v2"))
-        .expect("encoder weights missing: run scripts/fetch-model (make test does)")
+/// The models the tests run: the default English encoder and the Chinese one
+/// (`scripts/fetch-model all`, which scripts/test runs).
+pub const MINILM: &str = "all-MiniLM-L6-v2";
+pub const M3E: &str = "m3e-small";
+
+/// The default settings under the preset named after `model`, models from
+/// the repository, the catalog in a fresh directory.
+pub fn preset_settings(model: &str) -> Settings {
+    let mut settings = Settings::load_with_preset(None, Some(model)).expect("preset settings").rooted_at(&repo_path(""));
+    settings.store.url = temp_dir("catalog").display().to_string();
+    settings
 }
 
-fn encoder_settings(precision: Precision) -> EncoderSettings {
-    EncoderSettings { precision, ..settings().encoder }
+pub fn model_files(model: &str) -> EncoderFiles {
+    EncoderFiles::from_dir(&repo_path(&format!("models/{model}")))
+        .unwrap_or_else(|e| panic!("encoder weights missing ({e}): run scripts/fetch-model all (scripts/test does)"))
+}
+
+/// Which forward pass a test encoder runs.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Backbone {
+    /// shoprank's own, in the given precision (what the server runs).
+    Fast(Precision),
+    /// candle-transformers' BertModel, the reference implementation.
+    Reference,
+}
+
+/// `model`'s encoder on `backbone`, loaded once per test binary.
+pub fn model_encoder(model: &str, backbone: Backbone) -> Arc<Encoder> {
+    type Loaded = std::collections::HashMap<(String, Backbone), Arc<Encoder>>;
+    static LOADED: OnceLock<std::sync::Mutex<Loaded>> = OnceLock::new();
+    let mut loaded = LOADED.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    loaded
+        .entry((model.to_string(), backbone))
+        .or_insert_with(|| {
+            let files = model_files(model);
+            let settings = preset_settings(model).encoder;
+            let encoder = match backbone {
+                Backbone::Fast(precision) => Encoder::load(&files, &EncoderSettings { precision, ..settings }),
+                Backbone::Reference => Encoder::load_reference(&files, &settings),
+            };
+            Arc::new(encoder.expect("load encoder"))
+        })
+        .clone()
 }
 
 /// The fast f32 encoder (what the server runs by default).
 pub fn encoder() -> Arc<Encoder> {
-    static ENCODER: OnceLock<Arc<Encoder>> = OnceLock::new();
-    ENCODER
-        .get_or_init(|| {
-            Arc::new(Encoder::load(&encoder_files(), &encoder_settings(Precision::F32)).expect("load encoder"))
-        })
-        .clone()
-}
-
-/// candle-transformers' BertModel, the reference implementation.
-pub fn reference_encoder() -> Arc<Encoder> {
-    static ENCODER: OnceLock<Arc<Encoder>> = OnceLock::new();
-    ENCODER
-        .get_or_init(|| {
-            Arc::new(
-                Encoder::load_reference(&encoder_files(), &encoder_settings(Precision::F32)).expect("load encoder"),
-            )
-        })
-        .clone()
-}
-
-pub fn int8_encoder() -> Arc<Encoder> {
-    static ENCODER: OnceLock<Arc<Encoder>> = OnceLock::new();
-    ENCODER
-        .get_or_init(|| {
-            Arc::new(Encoder::load(&encoder_files(), &encoder_settings(Precision::Int8)).expect("load encoder"))
-        })
-        .clone()
+    model_encoder(MINILM, Backbone::Fast(Precision::F32))
 }
 
 use shoprank::serve::api::AppState;

@@ -1,14 +1,18 @@
-//! The encoder against sentence-transformers' reference vectors
-//! (tests/fixtures/reference_vectors.json, made by
-//! scripts/make-reference-vectors.py from the same weights).
+//! The encoders against sentence-transformers' reference vectors
+//! (tests/fixtures/reference-vectors/<model>.json, made by
+//! scripts/make-reference-vectors.py from the same weights): English
+//! all-MiniLM-L6-v2 and Chinese m3e-small, on English, Chinese and mixed
+//! texts, titles to user texts cut at the window.
 
 use serde::Deserialize;
-use shoprank::model::encoder::{cosine, Encoder};
+use shoprank::config::Precision;
+use shoprank::model::encoder::cosine;
 
-use crate::common;
+use crate::common::{self, Backbone, M3E, MINILM};
 
 #[derive(Deserialize)]
 struct Fixture {
+    max_seq_length: usize,
     texts: Vec<Reference>,
 }
 
@@ -18,8 +22,9 @@ struct Reference {
     vector: Vec<f32>,
 }
 
-fn fixture() -> Fixture {
-    let text = std::fs::read_to_string(common::repo_path("tests/fixtures/reference_vectors.json")).expect("fixture");
+fn fixture(model: &str) -> Fixture {
+    let path = common::repo_path(&format!("tests/fixtures/reference-vectors/{model}.json"));
+    let text = std::fs::read_to_string(path).expect("fixture");
     serde_json::from_str(&text).expect("fixture parses")
 }
 
@@ -28,53 +33,98 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
-fn check_single_texts(encoder: &Encoder) {
-    for reference in fixture().texts {
+fn check_single_texts(model: &str, backbone: Backbone) {
+    let encoder = common::model_encoder(model, backbone);
+    let fixture = fixture(model);
+    assert_eq!(encoder.max_seq_len(), fixture.max_seq_length, "the preset's window is the fixture's");
+    for reference in fixture.texts {
         let got = encoder.embed(&[&reference.text], 1).unwrap().remove(0);
         let diff = max_abs_diff(&got, &reference.vector);
-        assert!(diff <= 1e-5, "{:?}: max abs diff {diff}", reference.text);
+        assert!(diff <= 1e-5, "{model} {backbone:?} {:?}: max abs diff {diff}", reference.text);
     }
 }
 
-fn check_padded_batch(encoder: &Encoder) {
-    let fixture = fixture();
+fn check_padded_batch(model: &str, backbone: Backbone) {
+    let encoder = common::model_encoder(model, backbone);
+    let fixture = fixture(model);
     let texts: Vec<&str> = fixture.texts.iter().map(|r| r.text.as_str()).collect();
     // One batch of mixed lengths (1 to 256 tokens), in fixture order.
     let got = encoder.embed(&texts, texts.len()).unwrap();
     for (vector, reference) in got.iter().zip(&fixture.texts) {
         let diff = max_abs_diff(vector, &reference.vector);
-        assert!(diff <= 1e-5, "{:?} in a batch: max abs diff {diff}", reference.text);
+        assert!(diff <= 1e-5, "{model} {backbone:?} {:?} in a batch: max abs diff {diff}", reference.text);
     }
 }
 
+fn check_int8_cosine(model: &str) {
+    let encoder = common::model_encoder(model, Backbone::Fast(Precision::Int8));
+    for reference in fixture(model).texts {
+        let got = encoder.embed(&[&reference.text], 1).unwrap().remove(0);
+        let c = cosine(&got, &reference.vector);
+        assert!(c >= 0.995, "{model} {:?}: cosine {c} to the f32 reference", reference.text);
+    }
+}
+
+const FAST: Backbone = Backbone::Fast(Precision::F32);
+
 #[test]
 fn fast_encoder_matches_sentence_transformers_on_single_texts() {
-    check_single_texts(&common::encoder());
+    check_single_texts(MINILM, FAST);
 }
 
 #[test]
 fn fast_encoder_matches_sentence_transformers_in_a_mixed_batch() {
-    check_padded_batch(&common::encoder());
+    check_padded_batch(MINILM, FAST);
 }
 
 #[test]
 fn reference_bert_model_matches_sentence_transformers_on_single_texts() {
-    check_single_texts(&common::reference_encoder());
+    check_single_texts(MINILM, Backbone::Reference);
 }
 
 #[test]
 fn reference_bert_model_matches_sentence_transformers_in_a_padded_batch() {
-    check_padded_batch(&common::reference_encoder());
+    check_padded_batch(MINILM, Backbone::Reference);
 }
 
 #[test]
 fn int8_encoder_stays_within_cosine_bound() {
-    let encoder = common::int8_encoder();
-    for reference in fixture().texts {
-        let got = encoder.embed(&[&reference.text], 1).unwrap().remove(0);
-        let c = cosine(&got, &reference.vector);
-        assert!(c >= 0.995, "{:?}: cosine {c} to the f32 reference", reference.text);
-    }
+    check_int8_cosine(MINILM);
+}
+
+#[test]
+fn chinese_encoder_matches_sentence_transformers_on_single_texts() {
+    check_single_texts(M3E, FAST);
+}
+
+#[test]
+fn chinese_encoder_matches_sentence_transformers_in_a_mixed_batch() {
+    check_padded_batch(M3E, FAST);
+}
+
+#[test]
+fn chinese_reference_bert_model_matches_sentence_transformers() {
+    check_single_texts(M3E, Backbone::Reference);
+    check_padded_batch(M3E, Backbone::Reference);
+}
+
+#[test]
+fn chinese_int8_encoder_stays_within_cosine_bound() {
+    check_int8_cosine(M3E);
+}
+
+/// The fixture's long Chinese user text really is cut: one token per
+/// character, more characters than the window.
+#[test]
+fn chinese_text_is_truncated_at_the_window_on_a_character() {
+    let encoder = common::model_encoder(M3E, FAST);
+    let long = "纯棉四件套床上用品".repeat(100);
+    let tokens = encoder.tokenize(&long).unwrap();
+    assert_eq!(tokens.len(), 256);
+    let pieces: Vec<String> =
+        tokens.ids[1..255].iter().map(|&id| encoder.tokenizer().id_to_token(id).expect("known id")).collect();
+    assert!(pieces.iter().all(|p| p.chars().count() == 1), "one token per character: {:?}", &pieces[..9]);
+    assert_eq!(encoder.dim(), 512);
 }
 
 #[test]

@@ -5,6 +5,7 @@
 mod api;
 mod batching;
 mod catalog;
+mod chinese;
 mod cli;
 mod common;
 mod encoder;

@@ -1,6 +1,9 @@
 //! The text encoder: tokenize, BERT forward pass with the attention mask, mean
-//! pooling over real tokens, L2 normalisation — the recipe of
-//! sentence-transformers' all-MiniLM-L6-v2, so vectors match it to 1e-5.
+//! pooling over real tokens, L2 normalisation — the recipe sentence-transformers
+//! applies to all-MiniLM-L6-v2 and moka-ai/m3e-small, so vectors match it to
+//! 1e-5. Any BERT does: sizes (hidden, heads, layers, intermediate, vocabulary,
+//! positions, activation) come from the model's `config.json`, tokenization
+//! (normaliser, casing, CJK splitting, word pieces) from its `tokenizer.json`.
 //!
 //! The encoder is synchronous and CPU-bound; callers on an async runtime go
 //! through `batcher::EmbedHandle`, which runs it on its own thread.
@@ -15,7 +18,7 @@ mod kernels;
 
 use self::bert_fast::FastBert;
 use crate::config::{EncoderSettings, Precision};
-use crate::model::files::{EncoderFiles, ModelFilesError};
+use crate::model::files::{EncoderFiles, ModelFilesError, WeightsFormat};
 use crate::model::head::EncoderIdentity;
 
 #[derive(Debug, thiserror::Error)]
@@ -114,9 +117,15 @@ impl Encoder {
             .with_truncation(Some(TruncationParams { max_length: max_seq_len, ..Default::default() }))
             .map_err(EncoderError::Tokenize)?;
 
-        // SAFETY: the weights file is memory-mapped read-only; shoprank never
-        // writes it, and the fetch script replaces it only atomically.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&files.weights], DType::F32, &device)? };
+        let vb = match files.format {
+            // SAFETY: the weights file is memory-mapped read-only; shoprank
+            // never writes it, and the fetch script replaces it only atomically.
+            WeightsFormat::Safetensors => unsafe {
+                VarBuilder::from_mmaped_safetensors(&[&files.weights], DType::F32, &device)?
+            },
+            // Read into memory through Candle's pickle reader (no code runs).
+            WeightsFormat::PyTorch => VarBuilder::from_pth(&files.weights, DType::F32, &device)?,
+        };
         let backbone = if reference {
             Backbone::Reference(BertModel::load(vb, &config)?)
         } else {
@@ -134,7 +143,7 @@ impl Encoder {
         })
     }
 
-    /// Embedding width (384 for all-MiniLM-L6-v2).
+    /// Embedding width (384 for all-MiniLM-L6-v2, 512 for m3e-small).
     pub fn dim(&self) -> usize {
         self.dim
     }
