@@ -10,18 +10,31 @@ pub fn repo_path(relative: &str) -> PathBuf {
 
 /// The `text` field of each line of a fixture JSONL file.
 pub fn corpus(name: &str) -> Vec<String> {
+    corpus_lines(name).into_iter().map(|value| value["text"].as_str().expect("text field").to_string()).collect()
+}
+
+/// As [`corpus`], only the lines whose `field` is `value` (the Chinese
+/// titles: `"lang": "zh"`).
+#[allow(dead_code)] // not every bench that includes this file filters
+pub fn corpus_where(name: &str, field: &str, value: &str) -> Vec<String> {
+    corpus_lines(name)
+        .into_iter()
+        .filter(|line| line[field] == value)
+        .map(|line| line["text"].as_str().expect("text field").to_string())
+        .collect()
+}
+
+fn corpus_lines(name: &str) -> Vec<serde_json::Value> {
     let path = repo_path(&format!("benches/fixtures/{name}"));
     std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         .lines()
-        .map(|line| {
-            let value: serde_json::Value = serde_json::from_str(line).expect("fixture line is JSON");
-            value["text"].as_str().expect("text field").to_string()
-        })
+        .map(|line| serde_json::from_str(line).expect("fixture line is JSON"))
         .collect()
 }
 
 /// The default settings, with the catalog in a fresh temporary directory.
+#[allow(dead_code)] // not every bench that includes this file needs them
 pub fn settings() -> Settings {
     let mut settings = Settings::load(None).expect("default settings").rooted_at(&repo_path(""));
     let dir = std::env::temp_dir().join(format!("shoprank-bench-catalog-{}", std::process::id()));

@@ -171,6 +171,9 @@ pub struct EncoderSettings {
     pub source: String,
     pub revision: String,
     pub max_seq_len: usize,
+    /// Lower-case text before the model's tokenizer (see
+    /// `model::encoder::lowercase_first`); false keeps the model's own rule.
+    pub lowercase: bool,
     pub precision: Precision,
     pub threads: usize,
 }
@@ -542,7 +545,10 @@ mod tests {
             // A file's own key beats the preset's; --preset beats the file's preset.
             jail.create_file("x.toml", "[encoder]\npreset = \"m3e-small\"\nsource = \"elsewhere\"\n")?;
             let file = Settings::load(Some(Path::new("x.toml"))).expect("file over preset");
-            assert_eq!((file.encoder.source.as_str(), file.bundle.path.as_path()), ("elsewhere", Path::new("models/bundle-m3e-small")));
+            assert_eq!(
+                (file.encoder.source.as_str(), file.bundle.path.as_path()),
+                ("elsewhere", Path::new("models/bundle-m3e-small"))
+            );
             jail.clear_env();
             let flag = Settings::load_with_preset(None, Some("all-MiniLM-L6-v2")).expect("flag");
             assert_eq!(flag.encoder.source, "models/all-MiniLM-L6-v2");

@@ -111,7 +111,8 @@ fn error_chain(error: &anyhow::Error) -> String {
 fn run() -> Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let mut settings = Settings::load_with_preset(cli.config.as_deref(), cli.preset.as_deref()).context("loading configuration")?;
+    let mut settings =
+        Settings::load_with_preset(cli.config.as_deref(), cli.preset.as_deref()).context("loading configuration")?;
     configure_threads(settings.encoder.threads)?;
     match cli.command {
         Command::Serve { addr } => {

@@ -55,6 +55,13 @@ pub enum ModelFilesError {
         #[source]
         source: hf_hub::api::sync::ApiError,
     },
+    /// `models/m3e-small` run from outside the repository reads as a hub
+    /// id; say both what was looked for locally and what the hub said.
+    #[error(
+        "encoder.source {given:?} is no directory under {cwd}, and as a Hugging Face repo id: {hub}; \
+         start from the repository root, or set encoder.source to the model's absolute path"
+    )]
+    NeitherDirNorHub { given: String, cwd: String, hub: Box<ModelFilesError> },
 }
 
 const CONFIG: &str = "config.json";
@@ -70,7 +77,11 @@ impl EncoderFiles {
         if path.is_dir() || !looks_like_repo_id(source) {
             return Self::from_dir(path);
         }
-        Self::from_hub(source, revision)
+        Self::from_hub(source, revision).map_err(|hub| ModelFilesError::NeitherDirNorHub {
+            given: source.to_string(),
+            cwd: std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_else(|_| "(unknown)".into()),
+            hub: Box::new(hub),
+        })
     }
 
     /// Uses a local directory holding the three files.
@@ -163,7 +174,10 @@ mod tests {
         assert_eq!(EncoderFiles::from_dir(&dir).unwrap().format, WeightsFormat::PyTorch);
         std::fs::write(dir.join("model.safetensors"), "").unwrap();
         let files = EncoderFiles::from_dir(&dir).unwrap();
-        assert_eq!((files.format, files.weights.file_name().unwrap()), (WeightsFormat::Safetensors, "model.safetensors".as_ref()));
+        assert_eq!(
+            (files.format, files.weights.file_name().unwrap()),
+            (WeightsFormat::Safetensors, "model.safetensors".as_ref())
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -176,5 +190,9 @@ mod tests {
         std::env::set_var("HF_HOME", &cache);
         let err = EncoderFiles::from_hub("no-such-owner/no-such-model", "main").unwrap_err().to_string();
         assert!(err.contains("no-such-owner/no-such-model") && err.contains("Hugging Face Hub"), "{err}");
+        // A relative model directory looked for from elsewhere reads as a
+        // repo id: the message says it is not a directory here either.
+        let err = EncoderFiles::resolve("models/no-such-model", "main").unwrap_err().to_string();
+        assert!(err.contains("no directory under") && err.contains("Hugging Face Hub"), "{err}");
     }
 }

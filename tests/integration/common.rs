@@ -37,7 +37,8 @@ pub const M3E: &str = "m3e-small";
 /// The default settings under the preset named after `model`, models from
 /// the repository, the catalog in a fresh directory.
 pub fn preset_settings(model: &str) -> Settings {
-    let mut settings = Settings::load_with_preset(None, Some(model)).expect("preset settings").rooted_at(&repo_path(""));
+    let mut settings =
+        Settings::load_with_preset(None, Some(model)).expect("preset settings").rooted_at(&repo_path(""));
     settings.store.url = temp_dir("catalog").display().to_string();
     settings
 }

@@ -168,3 +168,30 @@ fn the_user_text_stays_in_its_window_when_one_character_is_several_tokens() {
         assert!(tokens <= window, "{tokens} tokens for a window of {window}: {text:?}");
     }
 }
+
+/// `encoder.lowercase`: m3e-small keeps case but knows lower-case English
+/// only, so capitalised brand names are `[UNK]` unless lower-cased first.
+/// The lower-cased encoder gives exactly the vectors of lower-cased text,
+/// and says so in its name (bundles and cached vectors are keyed by it).
+/// all-MiniLM-L6-v2 lower-cases already: there the setting changes nothing.
+#[test]
+fn lowercasing_lets_the_chinese_vocabulary_read_capitalised_english() {
+    use shoprank::config::EncoderSettings;
+    use shoprank::model::encoder::Encoder;
+    let load = |model: &str| {
+        let settings = EncoderSettings { lowercase: true, ..common::preset_settings(model).encoder };
+        Encoder::load(&common::model_files(model), &settings).unwrap()
+    };
+    let lowered = load(M3E);
+    assert_eq!(lowered.name(), "m3e-small+lowercase");
+    let cased = common::model_encoder(M3E, FAST);
+    let unknown = cased.tokenizer().token_to_id("[UNK]").unwrap();
+    let title = "Apple iPhone 15 Pro 手机壳 MagSafe";
+    assert!(cased.tokenize(title).unwrap().ids.contains(&unknown));
+    assert!(!lowered.tokenize(title).unwrap().ids.contains(&unknown));
+    let got = lowered.embed(&[title], 1).unwrap().remove(0);
+    let expected = cased.embed(&[&title.to_lowercase()], 1).unwrap().remove(0);
+    assert!(max_abs_diff(&got, &expected) <= 1e-6);
+
+    assert_eq!(load(MINILM).name(), MINILM, "all-MiniLM-L6-v2's tokenizer lower-cases already");
+}

@@ -112,6 +112,7 @@ impl Encoder {
         // 128; sentence-transformers uses a 256-token window and pads per
         // batch. Padding is done here, per batch, so switch the file's off.
         let max_seq_len = settings.max_seq_len.min(config.max_position_embeddings);
+        let lowercased = settings.lowercase && lowercase_first(&mut tokenizer)?;
         tokenizer.with_padding(None);
         tokenizer
             .with_truncation(Some(TruncationParams { max_length: max_seq_len, ..Default::default() }))
@@ -138,7 +139,10 @@ impl Encoder {
             device,
             max_seq_len,
             dim: config.hidden_size,
-            name: files.name.clone(),
+            // Lower-cased text gives other vectors: the name says so, so a
+            // head or a cached vector made without it is never taken for one
+            // made with it (and start-up refuses such a bundle).
+            name: if lowercased { format!("{}+lowercase", files.name) } else { files.name.clone() },
             precision,
         })
     }
@@ -252,6 +256,25 @@ impl Encoder {
         }
         Ok(out)
     }
+}
+
+/// Makes `tokenizer` lower-case text before its own normalisation, unless it
+/// already does (a BERT normaliser with `lowercase`, as all-MiniLM-L6-v2's
+/// has); true if it changed anything. m3e-small's tokenizer keeps case, but
+/// its vocabulary has lower-case English only, so "iPhone" or a title in
+/// capitals becomes `[UNK]`s: `encoder.lowercase` trades exactness to the
+/// reference for English words it can read.
+fn lowercase_first(tokenizer: &mut Tokenizer) -> Result<bool, EncoderError> {
+    use tokenizers::normalizers::{Lowercase, Sequence};
+    use tokenizers::NormalizerWrapper;
+    let steps = match tokenizer.get_normalizer() {
+        Some(NormalizerWrapper::BertNormalizer(bert)) if bert.lowercase => return Ok(false),
+        Some(NormalizerWrapper::Lowercase(_)) => return Ok(false),
+        Some(existing) => vec![NormalizerWrapper::Lowercase(Lowercase), existing.clone()],
+        None => vec![NormalizerWrapper::Lowercase(Lowercase)],
+    };
+    tokenizer.with_normalizer(Some(Sequence::new(steps))).map_err(EncoderError::Tokenize)?;
+    Ok(true)
 }
 
 /// Dot product of two unit vectors = their cosine.
