@@ -103,6 +103,10 @@ fn bench_encoder(c: &mut Criterion) {
         ("m3e-small", "fast-f32", Precision::F32, false),
     ];
     for (model, name, precision, reference) in variants {
+        if EncoderFiles::from_dir(&common::repo_path(&format!("models/{model}"))).is_err() {
+            eprintln!("SKIPPED {model} {name}: its weights are missing (scripts/fetch-model {model})");
+            continue;
+        }
         let encoder = encoder(model, precision, reference);
         let title_tokens = tokenized(&encoder, &titles);
         let user_tokens = tokenized(&encoder, &users);

@@ -230,7 +230,8 @@ pub struct Limits {
 pub struct CatalogSettings {
     /// Most items in one `PUT /v1/catalog/items`.
     pub max_upsert_items: usize,
-    /// Most items the catalog holds (memory: about 1.6 KB each with a 384-d encoder).
+    /// Most items the catalog holds (memory: about 1.6 KB each with a 384-d
+    /// encoder, 2.1 KB at 512-d).
     pub max_items: usize,
     /// Items taken from the store per ingestion round.
     pub ingest_batch_items: usize,
@@ -298,6 +299,24 @@ pub const PRESETS: [(&str, &str); 2] = [
     ("m3e-small", include_str!("../config/presets/m3e-small.toml")),
 ];
 
+/// A user who picks a preset and also sets one of its keys (a file copied
+/// from before presets, say) gets that key, not the preset's: say so, since
+/// the server then runs, without complaint, with something else than asked.
+fn warn_of_overridden_preset_keys(user_layers: &Figment, preset: &str, preset_toml: &str) {
+    if user_layers.find_value("encoder.preset").is_err() {
+        return; // the default preset: overriding its keys is the usual way
+    }
+    let Ok(preset_keys) = Figment::from(Toml::string(preset_toml)).extract::<figment::value::Dict>() else { return };
+    for (section, keys) in &preset_keys {
+        for key in keys.as_dict().into_iter().flat_map(|dict| dict.keys()) {
+            let path = format!("{section}.{key}");
+            if let Ok(value) = user_layers.find_value(&path) {
+                tracing::warn!(key = %path, value = ?value, preset, "a configuration layer overrides the preset's value");
+            }
+        }
+    }
+}
+
 impl Settings {
     /// Loads the defaults, then `file` (if given), then `SHOPRANK__*`
     /// environment variables, and validates the result.
@@ -329,6 +348,7 @@ impl Settings {
                 problem: format!("unknown preset {chosen:?}; known: {}", known.join(", ")),
             }
         })?;
+        warn_of_overridden_preset_keys(&user_layers(Figment::new()), &chosen, preset_toml);
         let figment = user_layers(Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(preset_toml)));
         let settings: Settings = figment.extract().map_err(Box::new)?;
         settings.validate()?;
@@ -549,9 +569,12 @@ mod tests {
                 (file.encoder.source.as_str(), file.bundle.path.as_path()),
                 ("elsewhere", Path::new("models/bundle-m3e-small"))
             );
-            jail.clear_env();
             let flag = Settings::load_with_preset(None, Some("all-MiniLM-L6-v2")).expect("flag");
-            assert_eq!(flag.encoder.source, "models/all-MiniLM-L6-v2");
+            assert_eq!(flag.encoder.preset, "all-MiniLM-L6-v2", "--preset beats SHOPRANK__ENCODER__PRESET");
+            assert_eq!(flag.bundle.path, Path::new("models/bundle"));
+            jail.create_file("y.toml", "[encoder]\npreset = \"m3e-small\"\n")?;
+            let flag = Settings::load_with_preset(Some(Path::new("y.toml")), Some("all-MiniLM-L6-v2")).expect("flag");
+            assert_eq!(flag.encoder.source, "models/all-MiniLM-L6-v2", "--preset beats the file's preset");
 
             let err = Settings::load_with_preset(None, Some("bert-base")).unwrap_err().to_string();
             assert!(err.contains("encoder.preset") && err.contains("m3e-small"), "{err}");

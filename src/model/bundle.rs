@@ -114,7 +114,9 @@ pub enum BundleError {
     NoVersion { path: PathBuf },
     #[error(
         "the bundle {path} was trained on encoder `{bundle_encoder}` ({bundle_dim}-d) but the loaded encoder is \
-         `{encoder}` ({dim}-d): set encoder.source to the bundle's encoder or retrain"
+         `{encoder}` ({dim}-d): choose the encoder preset the bundle was trained with (encoder.preset, which also \
+         sets bundle.path), or set encoder.source (and encoder.lowercase, when the name ends in `+lowercase`) to \
+         match it, or retrain"
     )]
     EncoderMismatch { path: PathBuf, bundle_encoder: String, bundle_dim: usize, encoder: String, dim: usize },
     #[error("{path}: {source}")]
@@ -184,6 +186,11 @@ impl Bundle {
         stats.save(&staging.join(STATS_FILE))?;
         let text = serde_json::to_string_pretty(manifest).expect("a manifest serialises") + "\n";
         std::fs::write(staging.join(MANIFEST_FILE), text).map_err(io(&staging.join(MANIFEST_FILE)))?;
+        // safetensors writes through a temporary file, created 0600: give the
+        // weights the manifest's permissions (the umask's), so a server
+        // running as another user (the Docker image's) can read them.
+        let permissions = std::fs::metadata(staging.join(MANIFEST_FILE)).map_err(io(&staging))?.permissions();
+        std::fs::set_permissions(&weights_path, permissions).map_err(io(&weights_path))?;
         if dir.exists() {
             let retired = parent.join(format!(".{name}.retired-{}-{nanos}", std::process::id()));
             let _ = std::fs::remove_dir_all(&retired);
@@ -295,6 +302,8 @@ mod tests {
         assert_eq!(bundle.manifest(), &manifest);
         assert_eq!(bundle.version(), "v1");
         assert_eq!(bundle.stats().position_of_id("A").map(|p| p.index()), Some(0));
+        let mode = |file: &str| std::fs::metadata(dir.join(file)).unwrap().permissions();
+        assert_eq!(mode(WEIGHTS_FILE), mode(MANIFEST_FILE), "the weights are as readable as the manifest");
 
         // Saving again replaces the directory whole.
         let mut second = manifest.clone();

@@ -41,12 +41,14 @@ impl WeightsFormat {
 pub enum ModelFilesError {
     #[error(
         "encoder directory {dir} lacks {file}; run `scripts/fetch-model NAME` (all-MiniLM-L6-v2 \
-         or m3e-small) to download a model, or point encoder.source at a directory or hub repo id"
+         or m3e-small; a Docker image: build it with --build-arg MODELS=NAME) to download a model, \
+         or point encoder.source at a directory or hub repo id"
     )]
     MissingLocalFile { dir: PathBuf, file: &'static str },
     #[error(
         "cannot fetch {file} of {repo}@{revision} from the Hugging Face Hub ({source}); \
-         without network access, download the model once and set encoder.source to its directory"
+         without network access, download the model once and set encoder.source to its directory \
+         (a relative encoder.source is looked for under the working directory first)"
     )]
     Hub {
         repo: String,
@@ -55,13 +57,6 @@ pub enum ModelFilesError {
         #[source]
         source: hf_hub::api::sync::ApiError,
     },
-    /// `models/m3e-small` run from outside the repository reads as a hub
-    /// id; say both what was looked for locally and what the hub said.
-    #[error(
-        "encoder.source {given:?} is no directory under {cwd}, and as a Hugging Face repo id: {hub}; \
-         start from the repository root, or set encoder.source to the model's absolute path"
-    )]
-    NeitherDirNorHub { given: String, cwd: String, hub: Box<ModelFilesError> },
 }
 
 const CONFIG: &str = "config.json";
@@ -74,14 +69,13 @@ impl EncoderFiles {
     /// looks like `owner/name` and is not a directory goes through hf-hub.
     pub fn resolve(source: &str, revision: &str) -> Result<Self, ModelFilesError> {
         let path = Path::new(source);
-        if path.is_dir() || !looks_like_repo_id(source) {
+        // `models/m3e-small` reads as a repo id too: where its first part is
+        // a local directory, it is a model not fetched yet, not a hub id.
+        let local_parent = path.components().next().is_some_and(|first| Path::new(first.as_os_str()).is_dir());
+        if path.is_dir() || local_parent || !looks_like_repo_id(source) {
             return Self::from_dir(path);
         }
-        Self::from_hub(source, revision).map_err(|hub| ModelFilesError::NeitherDirNorHub {
-            given: source.to_string(),
-            cwd: std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_else(|_| "(unknown)".into()),
-            hub: Box::new(hub),
-        })
+        Self::from_hub(source, revision)
     }
 
     /// Uses a local directory holding the three files.
@@ -190,9 +184,9 @@ mod tests {
         std::env::set_var("HF_HOME", &cache);
         let err = EncoderFiles::from_hub("no-such-owner/no-such-model", "main").unwrap_err().to_string();
         assert!(err.contains("no-such-owner/no-such-model") && err.contains("Hugging Face Hub"), "{err}");
-        // A relative model directory looked for from elsewhere reads as a
-        // repo id: the message says it is not a directory here either.
-        let err = EncoderFiles::resolve("models/no-such-model", "main").unwrap_err().to_string();
-        assert!(err.contains("no directory under") && err.contains("Hugging Face Hub"), "{err}");
+        // A model directory not fetched yet, under a directory that exists,
+        // is a missing local model (with the fix named), not a hub id.
+        let err = EncoderFiles::resolve("src/no-such-model", "main").unwrap_err().to_string();
+        assert!(err.contains("lacks config.json") && err.contains("fetch-model"), "{err}");
     }
 }

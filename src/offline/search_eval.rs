@@ -40,7 +40,7 @@ use crate::model::stats::{HistoryStats, ItemPos};
 use crate::model::user_text::UserSignals;
 use crate::offline::embed_store::{EmbedStore, StoreError};
 use crate::offline::ranking_metrics::{mean, rank_by_score, score_ranking, RankingMetrics};
-use crate::offline::search_terms::{words, WordIndex};
+use crate::offline::search_terms::{phrase, terms, WordIndex};
 use crate::offline::text_embedder::TextEmbedder;
 
 /// Words that make a phrase a fragment rather than a product type.
@@ -74,12 +74,12 @@ pub fn build_query_set(stats: &HistoryStats, rule: QuerySetRule) -> Vec<SearchQu
     // Phrases by word count; a BTreeSet keeps them in a stable order.
     let mut phrases: [BTreeSet<String>; 2] = Default::default();
     for title in &titles {
-        let w = words(title);
+        let terms = terms(title);
         for len in [2, 1] {
-            if w.len() >= len {
-                let phrase = &w[w.len() - len..];
-                if phrase.iter().all(|word| !FUNCTION_WORDS.contains(&word.as_str())) && phrase.len() == len {
-                    phrases[len - 1].insert(phrase.join(" "));
+            if terms.len() >= len {
+                let last = &terms[terms.len() - len..];
+                if last.iter().all(|term| !FUNCTION_WORDS.contains(&term.word.as_str())) {
+                    phrases[len - 1].insert(phrase(last));
                 }
             }
         }
@@ -226,6 +226,7 @@ pub fn format_search_table(report: &SearchReport) -> String {
 mod tests {
     use super::*;
     use crate::model::stats::ItemStats;
+    use crate::offline::search_terms::words;
 
     fn catalog(titles: &[&str]) -> HistoryStats {
         let items = titles

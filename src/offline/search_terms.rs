@@ -9,17 +9,90 @@
 //! ("12", "x" and "&" are not words). So "lunch bag" matches "JUMBO LUNCH BAG
 //! RED" and "BAG LUNCH" but not "LUNCHBOX" or "BAGS"; "t-light" is the two
 //! words "t" (too short, dropped) and "light".
+//!
+//! **Chinese.** Chinese is written without spaces, so a run of CJK
+//! ideographs is not one word but its overlapping character pairs (bigrams,
+//! as CJK search engines index it): "红色手提包" is 红色, 色手, 手提, 提包. A
+//! query "手提包" (手提, 提包) then matches "新款女士手提包" and "红色 手提包",
+//! as a query word matches wherever it stands in an English title. Written
+//! back as a query, consecutive bigrams of one run become the characters they
+//! cover ("手提包", not "手提 提包"). Titles without ideographs get exactly
+//! the words they always had.
 
 use std::collections::HashMap;
 
 use rand::Rng;
 
+/// A word of a text, and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Term {
+    pub word: String,
+    /// For a CJK bigram, the number of the ideograph run it belongs to:
+    /// consecutive bigrams of one run overlap by a character.
+    cjk_run: Option<usize>,
+}
+
+/// Whether BERT's tokenizers treat `c` as a CJK ideograph (each one a token
+/// of its own; the ranges of BERT's `_is_chinese_char`).
+fn is_cjk_ideograph(c: char) -> bool {
+    matches!(c as u32,
+        0x4E00..=0x9FFF | 0x3400..=0x4DBF | 0x20000..=0x2A6DF | 0x2A700..=0x2B73F
+        | 0x2B740..=0x2B81F | 0x2B820..=0x2CEAF | 0xF900..=0xFAFF | 0x2F800..=0x2FA1F)
+}
+
+/// The terms of `text`, in order (duplicates kept).
+pub fn terms(text: &str) -> Vec<Term> {
+    let mut terms = Vec::new();
+    let mut runs = 0;
+    for run in text.split(|c: char| !c.is_alphanumeric()).filter(|r| !r.is_empty()) {
+        // Split the run where it changes between ideographs and the rest.
+        let mut start = 0;
+        let chars: Vec<(usize, char)> = run.char_indices().collect();
+        for i in 1..=chars.len() {
+            let boundary = i == chars.len() || is_cjk_ideograph(chars[i].1) != is_cjk_ideograph(chars[i - 1].1);
+            if !boundary {
+                continue;
+            }
+            let end = chars.get(i).map_or(run.len(), |&(at, _)| at);
+            let part = &run[chars[start].0..end];
+            if is_cjk_ideograph(chars[start].1) {
+                let ideographs: Vec<char> = part.chars().collect();
+                terms.extend(
+                    ideographs.windows(2).map(|pair| Term { word: pair.iter().collect(), cjk_run: Some(runs) }),
+                );
+                runs += 1;
+            } else if part.chars().count() >= 2 && !part.chars().all(|c| c.is_ascii_digit()) {
+                terms.push(Term { word: part.to_lowercase(), cjk_run: None });
+            }
+            start = i;
+        }
+    }
+    terms
+}
+
 /// The words of `text`, in order (duplicates kept).
 pub fn words(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| w.chars().count() >= 2 && !w.chars().all(|c| c.is_ascii_digit()))
-        .map(str::to_lowercase)
-        .collect()
+    terms(text).into_iter().map(|t| t.word).collect()
+}
+
+/// Consecutive terms written as a query: words joined by spaces, the
+/// bigrams of one ideograph run as the characters they cover.
+pub fn phrase(terms: &[Term]) -> String {
+    let mut text = String::new();
+    let mut previous_run = None;
+    for term in terms {
+        match term.cjk_run {
+            Some(run) if previous_run == Some(run) => text.extend(term.word.chars().skip(1)),
+            _ => {
+                if !text.is_empty() {
+                    text.push(' ');
+                }
+                text.push_str(&term.word);
+            }
+        }
+        previous_run = term.cjk_run;
+    }
+    text
 }
 
 /// The relevance rule: every query word is a title word. A query without
@@ -32,15 +105,16 @@ pub fn matches(title_words: &[String], query_words: &[String]) -> bool {
 const MAX_PSEUDO_QUERY_WORDS: usize = 3;
 
 /// A query a shopper who bought `title` might have typed: a random run of one
-/// to three consecutive words of it. `None` when the title has no words.
+/// to three consecutive words of it (two to four characters of Chinese).
+/// `None` when the title has no words.
 pub fn pseudo_query(title: &str, rng: &mut impl Rng) -> Option<String> {
-    let words = words(title);
-    if words.is_empty() {
+    let terms = terms(title);
+    if terms.is_empty() {
         return None;
     }
-    let len = rng.gen_range(1..=words.len().min(MAX_PSEUDO_QUERY_WORDS));
-    let start = rng.gen_range(0..=words.len() - len);
-    Some(words[start..start + len].join(" "))
+    let len = rng.gen_range(1..=terms.len().min(MAX_PSEUDO_QUERY_WORDS));
+    let start = rng.gen_range(0..=terms.len() - len);
+    Some(phrase(&terms[start..start + len]))
 }
 
 /// Which titles hold each word: finds the titles a query matches without
@@ -103,7 +177,27 @@ mod tests {
     #[test]
     fn words_are_lowercased_alphanumeric_runs_without_numbers_or_single_letters() {
         assert_eq!(words("WHITE HANGING T-LIGHT HOLDER, 12 PCS & X"), ["white", "hanging", "light", "holder", "pcs"]);
-        assert_eq!(words("红色 手提包"), ["红色", "手提包"]);
+    }
+
+    #[test]
+    fn chinese_runs_are_overlapping_character_pairs() {
+        assert_eq!(words("红色 手提包"), ["红色", "手提", "提包"]);
+        assert_eq!(words("LEGO乐高积木 10698"), ["lego", "乐高", "高积", "积木"]);
+        assert_eq!(words("女"), Vec::<String>::new(), "one character is too short, as one letter is");
+        let terms = terms("红色真皮手提包 女士 LUNCH BAG");
+        assert_eq!(phrase(&terms[3..6]), "皮手提包");
+        assert_eq!(phrase(&terms[5..8]), "提包 女士 lunch", "bigrams of different runs stay apart");
+    }
+
+    #[test]
+    fn a_chinese_query_matches_wherever_it_stands_in_a_title() {
+        let query = words("手提包");
+        assert!(matches(&words("新款女士手提包"), &query));
+        assert!(matches(&words("红色 手提包 真皮"), &query));
+        assert!(!matches(&words("手提电脑包"), &query), "手提 and 电脑包 hold no 提包");
+        let index = WordIndex::new(["新款女士手提包", "男士运动鞋", "手提电脑包"]);
+        assert_eq!(index.matching("手提包"), [0]);
+        assert_eq!(index.sharing_no_word("手提包", 3), [1]);
     }
 
     #[test]
@@ -141,5 +235,16 @@ mod tests {
         }
         assert!(lengths[1] > 0 && lengths[2] > 0 && lengths[3] > 0, "{lengths:?}");
         assert_eq!(pseudo_query("12 & 3", &mut rng), None);
+    }
+
+    #[test]
+    fn chinese_pseudo_queries_are_runs_of_characters_that_match_their_title() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let title = "红色真皮手提包 女士";
+        for _ in 0..200 {
+            let query = pseudo_query(title, &mut rng).unwrap();
+            assert!(matches(&words(title), &words(&query)), "{query}");
+            assert!(query.split(' ').all(|part| title.contains(part)), "characters of the title: {query}");
+        }
     }
 }

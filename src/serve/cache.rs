@@ -2,7 +2,7 @@
 //!
 //! Keys are a 128-bit XXH3 hash of the text, not the text itself: a 2 MB
 //! candidate text costs the cache 16 bytes, so an entry's size is fixed by
-//! the encoder's width (about 1.6 KB at 384-d) and `cache.max_bytes` bounds
+//! the encoder's width (about 1.6 KB at 384-d, 2.1 KB at 512-d) and `cache.max_bytes` bounds
 //! the memory whatever the texts. Two different texts share a key only by a
 //! hash collision, with odds of about n²/2¹²⁹ for n cached texts (below
 //! 10⁻²⁸ for a million). One cache belongs to one loaded encoder, so the

@@ -11,12 +11,11 @@ pub fn repo_path(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
-/// The default settings, models from the repository, and the catalog in a
-/// fresh directory of its own (each call gets a new one).
+/// The default settings (the English preset whatever the environment says),
+/// models from the repository, and the catalog in a fresh directory of its
+/// own (each call gets a new one).
 pub fn settings() -> Settings {
-    let mut settings = Settings::load(None).expect("default settings").rooted_at(&repo_path(""));
-    settings.store.url = temp_dir("catalog").display().to_string();
-    settings
+    preset_settings(MINILM)
 }
 
 /// A new empty directory under the system's temporary directory.

@@ -1,6 +1,7 @@
 //! Integration tests, one binary with a module per topic (compiled and
-//! linked once). They use the real all-MiniLM-L6-v2 weights: `make test`
-//! fetches them first (scripts/fetch-model).
+//! linked once). They use the real weights of both encoders
+//! (all-MiniLM-L6-v2 and the Chinese m3e-small): `scripts/test` fetches them
+//! first (`scripts/fetch-model all`).
 
 mod api;
 mod batching;

@@ -267,9 +267,16 @@ impl Encoder {
 fn lowercase_first(tokenizer: &mut Tokenizer) -> Result<bool, EncoderError> {
     use tokenizers::normalizers::{Lowercase, Sequence};
     use tokenizers::NormalizerWrapper;
+    fn lowercases(normalizer: &NormalizerWrapper) -> bool {
+        match normalizer {
+            NormalizerWrapper::BertNormalizer(bert) => bert.lowercase,
+            NormalizerWrapper::Lowercase(_) => true,
+            NormalizerWrapper::Sequence(steps) => steps.as_ref().iter().any(lowercases),
+            _ => false,
+        }
+    }
     let steps = match tokenizer.get_normalizer() {
-        Some(NormalizerWrapper::BertNormalizer(bert)) if bert.lowercase => return Ok(false),
-        Some(NormalizerWrapper::Lowercase(_)) => return Ok(false),
+        Some(existing) if lowercases(existing) => return Ok(false),
         Some(existing) => vec![NormalizerWrapper::Lowercase(Lowercase), existing.clone()],
         None => vec![NormalizerWrapper::Lowercase(Lowercase)],
     };
