@@ -13,6 +13,11 @@ the attention mask, then L2 normalisation (normalize_embeddings=True). Where a
 model ships no modules.json (m3e-small), sentence-transformers builds exactly
 that pipeline itself (mean pooling), which is how m3e-small's card uses it.
 
+The committed fixtures were made with sentence-transformers 6.2.0 on torch
+2.15 (the `pooling` field reads `Pooling.get_config_dict()`, which older
+releases may lack); all-MiniLM-L6-v2's vectors agree with those of the
+release that made the first fixture to 1.5e-7.
+
 Usage (about 3 GB of PyTorch wheels; only needed when the texts change):
     python3 -m venv /tmp/st && /tmp/st/bin/pip install sentence-transformers
     scripts/fetch-model all
