@@ -149,7 +149,7 @@ pub struct ServerSettings {
 pub enum Precision {
     /// Exact: the weights as shipped.
     F32,
-    /// Linear-layer weights quantized to 8 bits (candle `Q8_0`).
+    /// Linear layers in 8-bit integers (`model::encoder::int8`).
     Int8,
 }
 

@@ -12,18 +12,19 @@
 //!   Candle loads the weights (safetensors, or the hub) and runs the int8
 //!   products; the f32 products call the `gemm` crate that candle itself
 //!   uses, without candle's per-op allocation and second thread pool.
-//! - **Optional int8 weights** (candle's `Q8_0` quantized tensors) for the
-//!   linear layers, selected by `encoder.precision`.
+//! - **Optional int8 linear layers** ([`crate::model::encoder::int8`]:
+//!   per-channel weights packed at load, per-token activations, VNNI/AVX2
+//!   kernels), selected by `encoder.precision`.
 //!
 //! Its f32 output matches `BertModel` to float rounding (checked in tests).
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{Device, Module, Result, Tensor};
+use candle_core::{Device, Result, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{Config, HiddenAct};
 use rayon::prelude::*;
 
 use crate::config::Precision;
+use crate::model::encoder::int8::{Kernel, PackedWeights};
 use crate::model::encoder::kernels::{self, Accumulate, Product, SharedOut, View};
 
 /// A linear layer `y = x·Wᵀ + b` in either precision.
@@ -37,8 +38,8 @@ struct Projection {
 enum Weight {
     /// `W` stored transposed and contiguous (`[in, out]`) for the gemm.
     F32(Vec<f32>),
-    /// `W` quantized to 8 bits in blocks of 32 with one f16 scale each.
-    Int8(QMatMul),
+    /// `W` quantised per output channel and packed for the int8 kernels.
+    Int8(PackedWeights),
 }
 
 impl Projection {
@@ -46,7 +47,9 @@ impl Projection {
         let (out_dim, in_dim) = weight.dims2()?;
         let weight = match precision {
             Precision::F32 => Weight::F32(weight.t()?.contiguous()?.flatten_all()?.to_vec1()?),
-            Precision::Int8 => Weight::Int8(QMatMul::from_qtensor(QTensor::quantize(&weight, GgmlDType::Q8_0)?)?),
+            Precision::Int8 => {
+                Weight::Int8(PackedWeights::new(&weight.flatten_all()?.to_vec1()?, out_dim, in_dim, Kernel::detect()))
+            }
         };
         Ok(Self { weight, bias: bias.to_vec1()?, in_dim, out_dim })
     }
@@ -74,10 +77,8 @@ impl Projection {
                 product.write(out, self.out_dim);
             }
             Weight::Int8(weight) => {
-                let input = Tensor::from_slice(&xs[..rows * self.in_dim], (rows, self.in_dim), &Device::Cpu)?;
-                let product = weight.forward(&input)?.flatten_all()?.to_vec1::<f32>()?;
                 kernels::fill_rows(out, &self.bias, residual);
-                out.iter_mut().zip(product).for_each(|(o, p)| *o += p);
+                weight.add_product(xs, rows, out);
             }
         }
         Ok(())

@@ -14,6 +14,7 @@ use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use tokenizers::{Tokenizer, TruncationParams};
 
 mod bert_fast;
+mod int8;
 mod kernels;
 
 use self::bert_fast::FastBert;
@@ -160,7 +161,13 @@ impl Encoder {
     /// Names this encoder's embeddings exactly (model, precision, window),
     /// so vectors stored by one encoder are never taken for another's.
     pub fn embedding_key(&self) -> String {
-        format!("{}-{}-{}", self.name(), self.precision().as_str(), self.max_seq_len())
+        // "int8pc": the per-channel int8 kernels, whose vectors differ from
+        // those the earlier int8 (candle Q8_0) stored under "int8".
+        let precision = match self.precision() {
+            Precision::F32 => "f32",
+            Precision::Int8 => "int8pc",
+        };
+        format!("{}-{precision}-{}", self.name(), self.max_seq_len())
     }
 
     /// The encoder's name, e.g. `all-MiniLM-L6-v2`.
