@@ -13,13 +13,16 @@
 //!   `x·w ≈ sx·sw·(Σ qx·qw − zx·Σ qw)`, with `Σ qw` (the channel's column sum)
 //!   computed at pack time.
 //! - **Kernels**, chosen at run time: AVX-512 VNNI (`vpdpbusd`: 4 u8×s8
-//!   products summed into each i32 lane in one instruction), AVX2
-//!   (`vpmaddubsw` then `vpmaddwd`), and a portable one. `vpmaddubsw` adds
-//!   two u8×s8 products into a saturating i16, and 255·127·2 overflows it,
-//!   so for AVX2 the weights use 7 bits (±63), as ONNX Runtime's quantiser
-//!   does with `reduce_range`; VNNI sums into i32 and keeps 8 (±127). The
-//!   integer sums are exact either way, so every kernel gives the portable
-//!   one's bits on the same packed weights (tested).
+//!   products summed into each i32 lane in one instruction), AVX2, and a
+//!   portable one. AVX2's `vpmaddubsw` would add two u8×s8 products into a
+//!   saturating i16, which 255·127·2 overflows; ONNX Runtime accepts that or
+//!   drops to 7 bits (`reduce_range`), and 7 bits cost too much here (the
+//!   lowest cosine to f32 on the reference texts fell to 0.9932 with 7-bit
+//!   weights, 0.9900 with 7-bit activations). So the AVX2 kernel reads the
+//!   weights widened to i16 (a second packing, made at load for AVX2 only)
+//!   and multiplies with `vpmaddwd`, whose i32 pair sums cannot overflow.
+//!   Every kernel's integer sums are exact, so all give the portable one's
+//!   bits (tested), and replicas on different CPUs store the same vectors.
 
 use rayon::prelude::*;
 
@@ -55,14 +58,30 @@ impl Kernel {
         Kernel::Portable
     }
 
-    /// Largest weight magnitude the kernel sums without overflow.
-    fn weight_limit(self) -> f32 {
+    /// Whether this CPU can run the kernel.
+    fn is_supported(self) -> bool {
         match self {
-            Kernel::Avx2 => 63.0,
-            Kernel::Avx512Vnni | Kernel::Portable => 127.0,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => {
+                is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vnni")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => is_x86_feature_detected!("avx2"),
+            Kernel::Portable => true,
+            #[allow(unreachable_patterns)]
+            _ => false,
         }
     }
 }
+
+/// Largest weight magnitude: 8 bits, symmetric.
+const WEIGHT_LIMIT: f32 = 127.0;
+
+/// Most inputs a product may have: its i32 sums stay exact while
+/// in_dim·255·127 < 2³¹ (BERT's largest layer has 4,096).
+const MAX_IN_DIM: usize = 60_000;
 
 /// `W` (`[out, in]`), quantised per output channel and packed.
 pub(crate) struct PackedWeights {
@@ -73,6 +92,9 @@ pub(crate) struct PackedWeights {
     padded_in: usize,
     /// Panel-major: `padded_in / 4` groups of 64 bytes per panel.
     packed: Vec<i8>,
+    /// For the AVX2 kernel only (else empty): the same weights as i16,
+    /// panel-major, per pair of inputs the 16 channels' two values (64 bytes).
+    wide: Vec<i16>,
     /// Per output channel: the weights' scale, and their quantised sum.
     scales: Vec<f32>,
     sums: Vec<i32>,
@@ -80,7 +102,10 @@ pub(crate) struct PackedWeights {
 
 impl PackedWeights {
     /// Quantises and packs `weight` (`out_dim` rows of `in_dim`) for `kernel`.
+    /// Panics if this CPU cannot run `kernel` (the kernels' safety rests on it).
     pub(crate) fn new(weight: &[f32], out_dim: usize, in_dim: usize, kernel: Kernel) -> Self {
+        assert!(kernel.is_supported(), "this CPU cannot run the {kernel:?} int8 kernel");
+        assert!((1..=MAX_IN_DIM).contains(&in_dim), "int8 products take 1 to {MAX_IN_DIM} inputs, not {in_dim}");
         assert_eq!(weight.len(), out_dim * in_dim, "weight is out_dim × in_dim");
         let padded_in = in_dim.div_ceil(GROUP) * GROUP;
         let panels = out_dim.div_ceil(PANEL);
@@ -88,7 +113,7 @@ impl PackedWeights {
         let mut packed = vec![0i8; panels * groups * PANEL * GROUP];
         let mut scales = vec![0f32; out_dim];
         let mut sums = vec![0i32; out_dim];
-        let limit = kernel.weight_limit();
+        let limit = WEIGHT_LIMIT;
         for (n, row) in weight.chunks_exact(in_dim).enumerate() {
             let max = row.iter().fold(0f32, |m, w| m.max(w.abs()));
             let scale = if max > 0.0 { max / limit } else { 1.0 };
@@ -100,7 +125,8 @@ impl PackedWeights {
                 packed[(panel * groups + k / GROUP) * PANEL * GROUP + lane * GROUP + k % GROUP] = q;
             }
         }
-        Self { kernel, in_dim, out_dim, padded_in, packed, scales, sums }
+        let wide = if kernel == Kernel::Avx2 { widen(&packed, panels, groups) } else { Vec::new() };
+        Self { kernel, in_dim, out_dim, padded_in, packed, wide, scales, sums }
     }
 
     /// `out[r] += xs[r]·Wᵀ` for `rows` rows of `in_dim` (`out` rows `out_dim`
@@ -131,8 +157,7 @@ impl PackedWeights {
             let out = &mut out[first * self.out_dim..(first + count) * self.out_dim];
             match self.kernel {
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: `Kernel::detect` (or a test that checked the CPU)
-                // chose this kernel, so the CPU has its instructions.
+                // SAFETY: `new` asserted that the CPU has the kernel's instructions.
                 Kernel::Avx512Vnni => unsafe { x86::tile_avx512vnni(self, &quantised, first, count, out) },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as above.
@@ -155,6 +180,26 @@ impl PackedWeights {
         let exact = sum - quantised.zero_points[row] * self.sums[column];
         *out += exact as f32 * (quantised.scales[row] * self.scales[column]);
     }
+}
+
+/// The packed weights as i16 for the AVX2 kernel: per panel and pair of
+/// inputs, channel `c`'s two values at `2c` and `2c + 1`.
+fn widen(packed: &[i8], panels: usize, groups: usize) -> Vec<i16> {
+    let mut wide = vec![0i16; packed.len()];
+    for panel in 0..panels {
+        for group in 0..groups {
+            let block = &packed[(panel * groups + group) * PANEL * GROUP..][..PANEL * GROUP];
+            for half in 0..GROUP / 2 {
+                let pair = group * 2 + half;
+                let out = &mut wide[(panel * groups * 2 + pair) * PANEL * 2..][..PANEL * 2];
+                for lane in 0..PANEL {
+                    out[lane * 2] = block[lane * GROUP + half * 2] as i16;
+                    out[lane * 2 + 1] = block[lane * GROUP + half * 2 + 1] as i16;
+                }
+            }
+        }
+    }
+    wide
 }
 
 /// Rows of activations quantised to `u8`, each with its scale and zero point,
@@ -202,7 +247,9 @@ fn quantise_row(row: &[f32], out: &mut [u8]) -> (f32, i32) {
     }
     let low = tail.iter().chain(&low).fold(0f32, |m, &x| if x < m { x } else { m });
     let high = tail.iter().chain(&high).fold(0f32, |m, &x| if x > m { x } else { m });
-    let scale = if high > low { (high - low) / 255.0 } else { 1.0 };
+    let range = (high - low) / 255.0;
+    // A constant, tiny (subnormal) or infinite range: any finite scale will do.
+    let scale = if range > 0.0 && range.is_finite() && (1.0 / range).is_finite() { range } else { 1.0 };
     let inverse = 1.0 / scale;
     let zero = (-low * inverse).round().clamp(0.0, 255.0);
     // + 0.5 then truncation: round half up, in range after the clamp.
@@ -328,32 +375,32 @@ mod x86 {
         }
     }
 
-    /// As [`tile_avx512vnni`] with two 8-channel registers per panel and
-    /// row: `vpmaddubsw` sums adjacent u8×s8 pairs into i16 (no saturation
-    /// with 7-bit weights), `vpmaddwd` by 1 sums those pairs into i32.
+    /// As [`tile_avx512vnni`] on AVX2, from the i16 weights: per pair of
+    /// inputs, the row's two activations widened to i16 and broadcast, and
+    /// `vpmaddwd` into two 8-channel registers per row (exact i32 sums).
     ///
     /// # Safety
-    /// The CPU must have AVX2.
+    /// The CPU must have AVX2, and `w.wide` must be filled (`Kernel::Avx2`).
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn tile_avx2(w: &PackedWeights, q: &QuantisedRows, first: usize, count: usize, out: &mut [f32]) {
-        let groups = w.padded_in / GROUP;
-        let ones = _mm256_set1_epi16(1);
+        let pairs = w.padded_in / 2;
         let rows = row_pointers(q, first, count);
-        let panel_bytes = groups * PANEL * GROUP;
+        let panel_values = pairs * PANEL * 2;
+        assert_eq!(w.wide.len(), w.out_dim.div_ceil(PANEL) * panel_values, "AVX2 weights packed");
         for panel in 0..w.out_dim.div_ceil(PANEL) {
-            let block = w.packed[panel * panel_bytes..].as_ptr();
+            let block = w.wide[panel * panel_values..].as_ptr();
             let mut acc = [[_mm256_setzero_si256(); 2]; ROWS];
-            for group in 0..groups {
-                // SAFETY: as in the AVX-512 kernel; a block is two 32-byte halves.
+            for pair in 0..pairs {
+                // SAFETY: `pair < pairs` keeps the two 32-byte loads inside the
+                // panel and the 2-byte read inside the padded row.
                 unsafe {
-                    let low = _mm256_loadu_si256(block.add(group * 64).cast());
-                    let high = _mm256_loadu_si256(block.add(group * 64 + 32).cast());
+                    let low = _mm256_loadu_si256(block.add(pair * PANEL * 2).cast());
+                    let high = _mm256_loadu_si256(block.add(pair * PANEL * 2 + PANEL).cast());
                     for r in 0..ROWS {
-                        let a = _mm256_set1_epi32(rows[r].add(group * GROUP).cast::<i32>().read_unaligned());
-                        let pairs_low = _mm256_madd_epi16(_mm256_maddubs_epi16(a, low), ones);
-                        let pairs_high = _mm256_madd_epi16(_mm256_maddubs_epi16(a, high), ones);
-                        acc[r][0] = _mm256_add_epi32(acc[r][0], pairs_low);
-                        acc[r][1] = _mm256_add_epi32(acc[r][1], pairs_high);
+                        let [a0, a1] = rows[r].add(pair * 2).cast::<[u8; 2]>().read();
+                        let a = _mm256_set1_epi32(a0 as i32 | (a1 as i32) << 16);
+                        acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(a, low));
+                        acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(a, high));
                     }
                 }
             }
@@ -394,7 +441,26 @@ mod tests {
                 kernels.push(Kernel::Avx512Vnni);
             }
         }
+        eprintln!("int8 kernels this CPU runs, all tested: {kernels:?}");
         kernels
+    }
+
+    #[test]
+    fn degenerate_rows_give_finite_exact_zeros() {
+        let (k, n) = (8, 3);
+        let mut weight = values(n * k, 4);
+        weight[..k].fill(0.0); // a channel of zeros
+        let packed = PackedWeights::new(&weight, n, k, Kernel::detect());
+        let mut xs = vec![0.0; 3 * k]; // a zero row,
+        xs[k..2 * k].fill(2.5); // a constant one,
+        xs[2 * k] = 1e-42; // and one with a subnormal range
+        let mut out = vec![0.0; 3 * n];
+        packed.add_product(&xs, 3, &mut out);
+        assert!(out.iter().all(|x| x.is_finite()), "{out:?}");
+        assert_eq!(&out[..n], &[0.0; 3], "zeros in, zeros out");
+        assert_eq!((out[n], out[2 * n]), (0.0, 0.0), "the zero channel");
+        let mut none = vec![];
+        packed.add_product(&[], 0, &mut none);
     }
 
     /// Every kernel gives the portable kernel's bits on the same packed
@@ -447,7 +513,9 @@ mod tests {
         let packed = PackedWeights::new(&values(n * k, 1), n, k, Kernel::detect());
         let xs = values(rows * k, 2);
         let mut together = vec![0.0; rows * n];
-        packed.add_product(&xs, rows, &mut together);
+        // Four threads whatever the machine: 70 rows are split in 4.
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(4).build().unwrap();
+        pool.install(|| packed.add_product(&xs, rows, &mut together));
         let mut alone = vec![0.0; rows * n];
         for r in 0..rows {
             packed.add_rows(&xs[r * k..(r + 1) * k], &mut alone[r * n..(r + 1) * n], &mut Vec::new());
