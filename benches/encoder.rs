@@ -40,12 +40,11 @@ fn tokenized(encoder: &Encoder, texts: &[String]) -> Vec<TokenizedText> {
     texts.iter().map(|t| encoder.tokenize(t).expect("tokenize")).collect()
 }
 
-/// Floating-point operations of one forward pass over a text of `len` tokens:
-/// the linear layers (Q/K/V, attention output, the two feed-forward products)
-/// and attention's two products, 2 per multiply-add.
-fn forward_flops(model: &str, len: usize) -> f64 {
-    let path = common::repo_path(&format!("models/{model}/config.json"));
-    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).expect("config")).unwrap();
+/// Floating-point operations of one forward pass over a text of `len` tokens
+/// with `config` (the model's config.json): the linear layers (Q/K/V,
+/// attention output, the two feed-forward products) and attention's two
+/// products, 2 per multiply-add.
+fn forward_flops(config: &serde_json::Value, len: usize) -> f64 {
     let size = |key: &str| config[key].as_u64().expect("size") as f64;
     let (h, i, layers) = (size("hidden_size"), size("intermediate_size"), size("num_hidden_layers"));
     let t = len as f64;
@@ -53,9 +52,11 @@ fn forward_flops(model: &str, len: usize) -> f64 {
 }
 
 fn describe(model: &str, set: &str, tokens: &[TokenizedText]) {
+    let path = common::repo_path(&format!("models/{model}/config.json"));
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).expect("config")).unwrap();
     let n = tokens.len() as f64;
     let mean_tokens = tokens.iter().map(|t| t.len()).sum::<usize>() as f64 / n;
-    let mflop = tokens.iter().map(|t| forward_flops(model, t.len())).sum::<f64>() / n / 1e6;
+    let mflop = tokens.iter().map(|t| forward_flops(&config, t.len())).sum::<f64>() / n / 1e6;
     eprintln!("{model} {set}: {} texts, {mean_tokens:.1} tokens and {mflop:.1} MFLOP per text", tokens.len());
 }
 

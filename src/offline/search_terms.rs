@@ -44,27 +44,16 @@ fn is_cjk_ideograph(c: char) -> bool {
 pub fn terms(text: &str) -> Vec<Term> {
     let mut terms = Vec::new();
     let mut runs = 0;
-    for run in text.split(|c: char| !c.is_alphanumeric()).filter(|r| !r.is_empty()) {
+    for run in text.split(|c: char| !c.is_alphanumeric()) {
+        let chars: Vec<char> = run.chars().collect();
         // Split the run where it changes between ideographs and the rest.
-        let mut start = 0;
-        let chars: Vec<(usize, char)> = run.char_indices().collect();
-        for i in 1..=chars.len() {
-            let boundary = i == chars.len() || is_cjk_ideograph(chars[i].1) != is_cjk_ideograph(chars[i - 1].1);
-            if !boundary {
-                continue;
-            }
-            let end = chars.get(i).map_or(run.len(), |&(at, _)| at);
-            let part = &run[chars[start].0..end];
-            if is_cjk_ideograph(chars[start].1) {
-                let ideographs: Vec<char> = part.chars().collect();
-                terms.extend(
-                    ideographs.windows(2).map(|pair| Term { word: pair.iter().collect(), cjk_run: Some(runs) }),
-                );
+        for part in chars.chunk_by(|a, b| is_cjk_ideograph(*a) == is_cjk_ideograph(*b)) {
+            if is_cjk_ideograph(part[0]) {
+                terms.extend(part.windows(2).map(|pair| Term { word: pair.iter().collect(), cjk_run: Some(runs) }));
                 runs += 1;
-            } else if part.chars().count() >= 2 && !part.chars().all(|c| c.is_ascii_digit()) {
-                terms.push(Term { word: part.to_lowercase(), cjk_run: None });
+            } else if part.len() >= 2 && !part.iter().all(|c| c.is_ascii_digit()) {
+                terms.push(Term { word: part.iter().collect::<String>().to_lowercase(), cjk_run: None });
             }
-            start = i;
         }
     }
     terms

@@ -142,10 +142,16 @@ fn the_chinese_presets_relevance_floor_separates_related_from_unrelated_products
     }
     let share_above = |cosines: &[f32]| cosines.iter().filter(|&&c| c >= floor).count() as f32 / cosines.len() as f32;
     let (kept, let_in) = (share_above(&related), share_above(&unrelated));
+    let median = |cosines: &mut Vec<f32>| {
+        cosines.sort_by(f32::total_cmp);
+        cosines[cosines.len() / 2]
+    };
     eprintln!(
-        "floor {floor}: {kept:.3} of {} related pairs above it, {let_in:.3} of {} unrelated",
+        "floor {floor}: {kept:.3} of {} related pairs above it (median {:.3}), {let_in:.3} of {} unrelated (median {:.3})",
         related.len(),
-        unrelated.len()
+        median(&mut related),
+        unrelated.len(),
+        median(&mut unrelated)
     );
     assert!(kept >= 0.98, "the floor drops related products: {kept:.3} kept");
     assert!(let_in <= 0.10, "the floor lets unrelated products in: {let_in:.3}");

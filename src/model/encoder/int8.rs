@@ -43,19 +43,7 @@ pub(crate) enum Kernel {
 impl Kernel {
     /// The fastest this CPU has.
     pub(crate) fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("avx512bw")
-                && is_x86_feature_detected!("avx512vnni")
-            {
-                return Kernel::Avx512Vnni;
-            }
-            if is_x86_feature_detected!("avx2") {
-                return Kernel::Avx2;
-            }
-        }
-        Kernel::Portable
+        [Kernel::Avx512Vnni, Kernel::Avx2].into_iter().find(|kernel| kernel.is_supported()).unwrap_or(Kernel::Portable)
     }
 
     /// Whether this CPU can run the kernel.
@@ -431,16 +419,8 @@ mod tests {
     }
 
     fn kernels() -> Vec<Kernel> {
-        let mut kernels = vec![Kernel::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx2") {
-                kernels.push(Kernel::Avx2);
-            }
-            if Kernel::detect() == Kernel::Avx512Vnni {
-                kernels.push(Kernel::Avx512Vnni);
-            }
-        }
+        let kernels: Vec<Kernel> =
+            [Kernel::Portable, Kernel::Avx2, Kernel::Avx512Vnni].into_iter().filter(|k| k.is_supported()).collect();
         eprintln!("int8 kernels this CPU runs, all tested: {kernels:?}");
         kernels
     }
