@@ -258,7 +258,7 @@ pub trait BatchForward: Send + Sync + 'static {
     fn forward_until(
         &self,
         batch: &[&TokenizedText],
-        abandoned: &dyn Fn() -> bool,
+        abandoned: &(dyn Fn() -> bool + Sync),
     ) -> Result<Option<Vec<Vec<f32>>>, EncoderError> {
         let _ = abandoned;
         self.forward(batch).map(Some)
@@ -273,7 +273,7 @@ impl BatchForward for Encoder {
     fn forward_until(
         &self,
         batch: &[&TokenizedText],
-        abandoned: &dyn Fn() -> bool,
+        abandoned: &(dyn Fn() -> bool + Sync),
     ) -> Result<Option<Vec<Vec<f32>>>, EncoderError> {
         self.embed_tokenized_until(batch, abandoned)
     }

@@ -18,6 +18,8 @@
 //!
 //! Its f32 output matches `BertModel` to float rounding (checked in tests).
 
+use std::cell::Cell;
+
 use candle_core::{Device, Result, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{Config, HiddenAct};
@@ -137,13 +139,46 @@ impl Layer {
 }
 
 /// The activation buffers of one forward pass, sized for its token rows
-/// and reused by every layer.
+/// and reused by every layer and, through [`Activations::take`], by the
+/// next pass on the same thread.
+#[derive(Default)]
 struct Activations {
     hidden: Vec<f32>,
     qkv: Vec<f32>,
     context: Vec<f32>,
     attended: Vec<f32>,
     inner: Vec<f32>,
+}
+
+/// Activation buffers kept per thread between passes up to this size (a
+/// user text of 100 tokens needs 1.5 MiB on all-MiniLM-L6-v2); a larger
+/// batch's are freed after it, so an idle thread holds little.
+const KEEP_ACTIVATION_BYTES: usize = 8 << 20;
+
+thread_local! {
+    static SPARE_ACTIVATIONS: Cell<Option<Activations>> = const { Cell::new(None) };
+}
+
+impl Activations {
+    /// This thread's buffers, resized for `rows` token rows. Their old
+    /// contents are never read: every kernel writes its output in full.
+    fn take(rows: usize, hidden: usize, intermediate: usize) -> Self {
+        let mut acts = SPARE_ACTIVATIONS.take().unwrap_or_default();
+        acts.hidden.resize(rows * hidden, 0.0);
+        acts.qkv.resize(rows * 3 * hidden, 0.0);
+        acts.context.resize(rows * hidden, 0.0);
+        acts.attended.resize(rows * hidden, 0.0);
+        acts.inner.resize(rows * intermediate, 0.0);
+        acts
+    }
+
+    /// Keeps the buffers for the thread's next pass, unless they are large.
+    fn give_back(self) {
+        let floats = [&self.hidden, &self.qkv, &self.context, &self.attended, &self.inner].map(Vec::capacity);
+        if floats.iter().sum::<usize>() * size_of::<f32>() <= KEEP_ACTIVATION_BYTES {
+            SPARE_ACTIVATIONS.set(Some(self));
+        }
+    }
 }
 
 /// The transformer, ready to run packed batches.
@@ -198,30 +233,47 @@ impl FastBert {
         &self,
         texts: &[&[u32]],
         device: &Device,
-        stop: &dyn Fn() -> bool,
+        stop: &(dyn Fn() -> bool + Sync),
     ) -> Result<Option<Tensor>> {
         let lengths: Vec<usize> = texts.iter().map(|t| t.len()).collect();
         let total: usize = lengths.iter().sum();
-        let mut acts = Activations {
-            hidden: self.embed(texts, total)?,
-            qkv: vec![0.0; total * 3 * self.hidden],
-            context: vec![0.0; total * self.hidden],
-            attended: vec![0.0; total * self.hidden],
-            inner: vec![0.0; total * self.intermediate],
-        };
+        // On a worker of the pool: the pass's many parallel sections are then
+        // forks from inside it (a push to its queue), not each a hand-off
+        // from this thread that sleeps until a worker is done.
+        let pooled = rayon::scope(|_| {
+            let mut acts = Activations::take(total, self.hidden, self.intermediate);
+            let pooled = self.run_layers(texts, &lengths, &mut acts, stop);
+            acts.give_back();
+            pooled
+        });
+        match pooled? {
+            Some(pooled) => Tensor::from_vec(pooled, (texts.len(), self.hidden), device).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Embeddings, every layer, and the mean pool, in `acts`.
+    fn run_layers(
+        &self,
+        texts: &[&[u32]],
+        lengths: &[usize],
+        acts: &mut Activations,
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Option<Vec<f32>>> {
+        self.embed(texts, &mut acts.hidden)?;
         for layer in &self.layers {
             if stop() {
                 return Ok(None);
             }
-            self.layer_forward(layer, &mut acts, &lengths)?;
+            self.layer_forward(layer, acts, lengths)?;
         }
-        Tensor::from_vec(self.mean_pool(&acts.hidden, &lengths), (texts.len(), self.hidden), device).map(Some)
+        Ok(Some(self.mean_pool(&acts.hidden, lengths)))
     }
 
-    /// Word + position + type embeddings of every packed token, normalised.
-    fn embed(&self, texts: &[&[u32]], total: usize) -> Result<Vec<f32>> {
+    /// Word + position + type embeddings of every packed token, normalised,
+    /// into `xs` (one row per token).
+    fn embed(&self, texts: &[&[u32]], xs: &mut [f32]) -> Result<()> {
         let h = self.hidden;
-        let mut xs = vec![0.0; total * h];
         let mut rows = xs.chunks_exact_mut(h);
         for text in texts {
             if text.len() > self.max_positions {
@@ -240,8 +292,8 @@ impl FastBert {
                 }
             }
         }
-        self.embedding_norm.apply(&mut xs);
-        Ok(xs)
+        self.embedding_norm.apply(xs);
+        Ok(())
     }
 
     fn layer_forward(&self, layer: &Layer, acts: &mut Activations, lengths: &[usize]) -> Result<()> {

@@ -198,6 +198,20 @@ fn lane_sum(xs: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
 }
 
+/// The largest value (NaNs ignored), in independent lanes like
+/// [`lane_sum`] (`f32::max`'s NaN rule would keep a fold scalar).
+#[inline(always)]
+fn lane_max(xs: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let mut chunks = xs.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (lane, &x) in lanes.iter_mut().zip(chunk) {
+            *lane = if x > *lane { x } else { *lane };
+        }
+    }
+    chunks.remainder().iter().chain(&lanes).fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
+}
+
 /// Exact (erf-based) GELU, in place, over the whole buffer.
 pub(crate) fn gelu_erf(xs: &mut [f32]) {
     xs.par_chunks_mut(4096).for_each(gelu_erf_chunk);
@@ -230,7 +244,7 @@ fn gelu_tanh_chunk(xs: &mut [f32]) {
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
 pub(crate) fn softmax_rows(xs: &mut [f32], width: usize) {
     for row in xs.chunks_exact_mut(width) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let max = lane_max(row);
         for x in row.iter_mut() {
             *x = exp(*x - max);
         }
@@ -245,18 +259,23 @@ pub(crate) fn softmax_rows(xs: &mut [f32], width: usize) {
 /// reduction `x = n·ln2 + r`, a degree-6 polynomial for `eʳ` on
 /// `|r| ≤ ln2/2`, and `2ⁿ` built in the exponent bits. Relative error is
 /// below 2 ulp over the f32 range; inputs below −87 give 0.
+///
+/// Only float and integer-bit arithmetic, no float → int conversion (Rust's
+/// saturating `as` would keep the loop scalar).
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
-    // Adding then subtracting 1.5·2²³ rounds to the nearest integer in
-    // plain arithmetic (no rounding instruction needed).
+    // Adding 1.5·2²³ rounds to the nearest integer in plain arithmetic and
+    // leaves that integer, n, in the low mantissa bits of the sum.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let shifted = x * std::f32::consts::LOG2_E + ROUND;
+    let n = shifted - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // (n + 127) << 23 is 2ⁿ; the shift drops the sum's upper bits.
+    let scale = f32::from_bits(shifted.to_bits().wrapping_add(127) << 23);
     p * scale
 }
 

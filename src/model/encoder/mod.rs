@@ -205,7 +205,7 @@ impl Encoder {
     pub fn embed_tokenized_until(
         &self,
         batch: &[&TokenizedText],
-        stop: &dyn Fn() -> bool,
+        stop: &(dyn Fn() -> bool + Sync),
     ) -> Result<Option<Vec<Vec<f32>>>, EncoderError> {
         if batch.is_empty() {
             return Ok(Some(Vec::new()));

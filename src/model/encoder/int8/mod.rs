@@ -6,15 +6,17 @@
 //!   packed once into the layout the kernels read: panels of 16 output
 //!   channels, and within a panel, for each group of 4 inputs, the 16
 //!   channels' 4 bytes side by side (64 bytes: one AVX-512 register, two
-//!   AVX2 ones). This is the layout of ONNX Runtime's MLAS u8×s8 kernels.
+//!   AVX2 ones, one row of an AMX tile). This is the layout of ONNX
+//!   Runtime's MLAS u8×s8 kernels.
 //! - **Activations**: asymmetric `u8` with one scale and zero point per row
 //!   (per token), so a token with large values does not coarsen the others.
 //!   The product then needs one correction per output:
 //!   `x·w ≈ sx·sw·(Σ qx·qw − zx·Σ qw)`, with `Σ qw` (the channel's column sum)
 //!   computed at pack time.
-//! - **Kernels**, chosen at run time: AVX-512 VNNI (`vpdpbusd`: 4 u8×s8
-//!   products summed into each i32 lane in one instruction), AVX2, and a
-//!   portable one. AVX2's `vpmaddubsw` would add two u8×s8 products into a
+//! - **Kernels**, chosen at run time: AMX (`tdpbusd`, 16 × 16 × 64 products
+//!   per instruction, [`amx`]), AVX-512 VNNI (`vpdpbusd`: 4 u8×s8 products
+//!   summed into each i32 lane in one instruction), AVX2, and a portable
+//!   one. AVX2's `vpmaddubsw` would add two u8×s8 products into a
 //!   saturating i16, which 255·127·2 overflows; ONNX Runtime accepts that or
 //!   drops to 7 bits (`reduce_range`), and 7 bits cost too much here (the
 //!   lowest cosine to f32 on the reference texts fell to 0.9932 with 7-bit
@@ -23,18 +25,31 @@
 //!   and multiplies with `vpmaddwd`, whose i32 pair sums cannot overflow.
 //!   Every kernel's integer sums are exact, so all give the portable one's
 //!   bits (tested), and replicas on different CPUs store the same vectors.
+//! - **Threads**: many rows (batches) are split by rows, each thread
+//!   quantising its own; few rows (one user text) are quantised once and,
+//!   on AMX, split by output channels, so each core reads half the weights.
+//!   The quantised rows live in a per-thread buffer kept between calls.
+
+use std::cell::Cell;
 
 use rayon::prelude::*;
+
+#[cfg(target_arch = "x86_64")]
+mod amx;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 /// Output channels per panel, and inputs per group.
 const PANEL: usize = 16;
 const GROUP: usize = 4;
-/// Rows a kernel call handles at once (its accumulators stay in registers).
+/// Rows a vector kernel call handles at once (its accumulators stay in
+/// registers).
 const ROWS: usize = 4;
 
 /// Which instructions the product runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kernel {
+    Amx,
     Avx512Vnni,
     Avx2,
     Portable,
@@ -43,12 +58,17 @@ pub(crate) enum Kernel {
 impl Kernel {
     /// The fastest this CPU has.
     pub(crate) fn detect() -> Self {
-        [Kernel::Avx512Vnni, Kernel::Avx2].into_iter().find(|kernel| kernel.is_supported()).unwrap_or(Kernel::Portable)
+        [Kernel::Amx, Kernel::Avx512Vnni, Kernel::Avx2]
+            .into_iter()
+            .find(|kernel| kernel.is_supported())
+            .unwrap_or(Kernel::Portable)
     }
 
-    /// Whether this CPU can run the kernel.
+    /// Whether this CPU (and OS, for AMX) can run the kernel.
     fn is_supported(self) -> bool {
         match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx => amx::supported(),
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Vnni => {
                 is_x86_feature_detected!("avx512f")
@@ -60,6 +80,33 @@ impl Kernel {
             Kernel::Portable => true,
             #[allow(unreachable_patterns)]
             _ => false,
+        }
+    }
+
+    /// Inputs are padded with zeros to a multiple of this.
+    fn input_multiple(self) -> usize {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx => amx::TILE_INPUTS,
+            _ => GROUP,
+        }
+    }
+
+    /// Quantised rows are padded with zero rows to a multiple of this.
+    fn row_multiple(self) -> usize {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx => amx::BLOCK_ROWS,
+            _ => 1,
+        }
+    }
+
+    /// Panels are padded with zero panels to a multiple of this.
+    fn panel_multiple(self) -> usize {
+        if self == Kernel::Amx {
+            2
+        } else {
+            1
         }
     }
 }
@@ -76,8 +123,10 @@ pub(crate) struct PackedWeights {
     kernel: Kernel,
     in_dim: usize,
     out_dim: usize,
-    /// `in_dim` rounded up to a whole group.
+    /// `in_dim` rounded up to the kernel's input multiple (4, or 64 on AMX).
     padded_in: usize,
+    /// Panels stored: `out_dim / 16` rounded up (to an even count on AMX).
+    panels: usize,
     /// Panel-major: `padded_in / 4` groups of 64 bytes per panel.
     packed: Vec<i8>,
     /// For the AVX2 kernel only (else empty): the same weights as i16,
@@ -88,6 +137,12 @@ pub(crate) struct PackedWeights {
     sums: Vec<i32>,
 }
 
+/// Products of at least this many multiplications are split by output
+/// channels when they have too few rows to split by rows (AMX only: the
+/// vector kernels are compute-bound, and split only by rows). Below it, a
+/// fork costs about what it saves.
+const SPLIT_COLUMNS_FROM: usize = 1 << 24;
+
 impl PackedWeights {
     /// Quantises and packs `weight` (`out_dim` rows of `in_dim`) for `kernel`.
     /// Panics if this CPU cannot run `kernel` (the kernels' safety rests on it).
@@ -95,8 +150,8 @@ impl PackedWeights {
         assert!(kernel.is_supported(), "this CPU cannot run the {kernel:?} int8 kernel");
         assert!((1..=MAX_IN_DIM).contains(&in_dim), "int8 products take 1 to {MAX_IN_DIM} inputs, not {in_dim}");
         assert_eq!(weight.len(), out_dim * in_dim, "weight is out_dim × in_dim");
-        let padded_in = in_dim.div_ceil(GROUP) * GROUP;
-        let panels = out_dim.div_ceil(PANEL);
+        let padded_in = in_dim.next_multiple_of(kernel.input_multiple());
+        let panels = out_dim.div_ceil(PANEL).next_multiple_of(kernel.panel_multiple());
         let groups = padded_in / GROUP;
         let mut packed = vec![0i8; panels * groups * PANEL * GROUP];
         let mut scales = vec![0f32; out_dim];
@@ -114,51 +169,101 @@ impl PackedWeights {
             }
         }
         let wide = if kernel == Kernel::Avx2 { widen(&packed, panels, groups) } else { Vec::new() };
-        Self { kernel, in_dim, out_dim, padded_in, packed, wide, scales, sums }
+        Self { kernel, in_dim, out_dim, padded_in, panels, packed, wide, scales, sums }
     }
 
     /// `out[r] += xs[r]·Wᵀ` for `rows` rows of `in_dim` (`out` rows `out_dim`
-    /// wide, pre-filled with bias and residual). Splits the rows over
-    /// rayon's pool when there are enough of them to share.
+    /// wide, pre-filled with bias and residual). Splits the work over
+    /// rayon's pool when there is enough of it to share: by rows if there
+    /// are many, else (AMX) by output channels.
     pub(crate) fn add_product(&self, xs: &[f32], rows: usize, out: &mut [f32]) {
         let (k, n) = (self.in_dim, self.out_dim);
         let xs = &xs[..rows * k];
         let out = &mut out[..rows * n];
         let threads = rayon::current_num_threads();
-        // Below a few tiles per thread, splitting costs more than it saves.
-        if threads < 2 || rows < 4 * ROWS * threads {
-            self.add_rows(xs, out, &mut Vec::new());
-            return;
+        let pass = if self.kernel == Kernel::Amx { self.kernel.row_multiple() } else { ROWS };
+        // Below a few passes per thread, splitting rows costs more than it saves.
+        if threads >= 2 && rows >= 4 * pass * threads {
+            let chunk = rows.div_ceil(threads).next_multiple_of(pass);
+            xs.par_chunks(chunk * k).zip(out.par_chunks_mut(chunk * n)).for_each(|(xs, out)| self.add_rows(xs, out));
+        } else if self.kernel == Kernel::Amx && threads >= 2 && rows * k * n >= SPLIT_COLUMNS_FROM {
+            self.add_columns_split(xs, rows, out, threads);
+        } else {
+            self.add_rows(xs, out);
         }
-        let chunk = rows.div_ceil(threads).div_ceil(ROWS) * ROWS;
-        xs.par_chunks(chunk * k)
-            .zip(out.par_chunks_mut(chunk * n))
-            .for_each_init(Vec::new, |scratch, (xs, out)| self.add_rows(xs, out, scratch));
     }
 
-    /// One thread's rows: quantise them into `scratch`, then run the kernel.
-    fn add_rows(&self, xs: &[f32], out: &mut [f32], scratch: &mut Vec<u8>) {
+    /// One thread's rows, every output: quantise them into this thread's
+    /// buffer, then run the kernel.
+    fn add_rows(&self, xs: &[f32], out: &mut [f32]) {
         let rows = xs.len() / self.in_dim;
-        let quantised = QuantisedRows::new(xs, rows, self.in_dim, self.padded_in, scratch);
+        with_scratch(|scratch| {
+            let quantised = QuantisedRows::new(xs, rows, self, scratch);
+            match self.kernel {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `new` asserted that AMX is supported and packed
+                // for it; `quantised` is padded for it; `out` is this
+                // call's `rows` rows, borrowed mutably.
+                Kernel::Amx => unsafe { amx::add_product(self, &quantised, rows, 0..self.panels, out.as_mut_ptr()) },
+                _ => self.add_rows_vector(&quantised, rows, out),
+            }
+        })
+    }
+
+    /// The vector and portable kernels, 4 rows at a time.
+    fn add_rows_vector(&self, quantised: &QuantisedRows, rows: usize, out: &mut [f32]) {
         for first in (0..rows).step_by(ROWS) {
             let count = ROWS.min(rows - first);
             let out = &mut out[first * self.out_dim..(first + count) * self.out_dim];
             match self.kernel {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `new` asserted that the CPU has the kernel's instructions.
-                Kernel::Avx512Vnni => unsafe { x86::tile_avx512vnni(self, &quantised, first, count, out) },
+                Kernel::Avx512Vnni => unsafe { x86::tile_avx512vnni(self, quantised, first, count, out) },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as above.
-                Kernel::Avx2 => unsafe { x86::tile_avx2(self, &quantised, first, count, out) },
-                _ => tile_portable(self, &quantised, first, count, out),
+                Kernel::Avx2 => unsafe { x86::tile_avx2(self, quantised, first, count, out) },
+                _ => tile_portable(self, quantised, first, count, out),
             }
         }
     }
 
+    /// AMX on few rows: quantise them once, then each thread multiplies
+    /// them by its share of the panels (whole pairs), so each core reads
+    /// only its part of the weights.
+    #[cfg(target_arch = "x86_64")]
+    fn add_columns_split(&self, xs: &[f32], rows: usize, out: &mut [f32], threads: usize) {
+        with_scratch(|scratch| {
+            let quantised = QuantisedRows::new(xs, rows, self, scratch);
+            let pairs_each = (self.panels / 2).div_ceil(threads);
+            let shared = SharedRows::new(out);
+            (0..threads).into_par_iter().for_each(|thread| {
+                let panels =
+                    (thread * 2 * pairs_each).min(self.panels)..((thread + 1) * 2 * pairs_each).min(self.panels);
+                if !panels.is_empty() {
+                    // SAFETY: AMX is supported and packed for (`new`), the
+                    // rows are padded for it, and the threads' panel ranges
+                    // are disjoint, so no two write the same column of `out`,
+                    // which stays mutably borrowed until all have finished.
+                    unsafe { amx::add_product(self, &quantised, rows, panels, shared.get()) };
+                }
+            });
+        });
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn add_columns_split(&self, xs: &[f32], _rows: usize, out: &mut [f32], _threads: usize) {
+        self.add_rows(xs, out);
+    }
+
+    /// The packed bytes of panel `panel` (its groups of 64 bytes in order).
+    fn panel(&self, panel: usize) -> &[i8] {
+        let bytes = self.padded_in * PANEL;
+        &self.packed[panel * bytes..(panel + 1) * bytes]
+    }
+
     /// The 64 packed bytes of group `group` in panel `panel`.
     fn block(&self, panel: usize, group: usize) -> &[i8] {
-        let start = (panel * (self.padded_in / GROUP) + group) * PANEL * GROUP;
-        &self.packed[start..start + PANEL * GROUP]
+        &self.panel(panel)[group * PANEL * GROUP..(group + 1) * PANEL * GROUP]
     }
 
     /// Adds one output's dequantised integer sum: the epilogue every kernel
@@ -168,6 +273,47 @@ impl PackedWeights {
         let exact = sum - quantised.zero_points[row] * self.sums[column];
         *out += exact as f32 * (quantised.scales[row] * self.scales[column]);
     }
+}
+
+/// The output rows, shared by threads that write disjoint columns.
+struct SharedRows<'a> {
+    ptr: *mut f32,
+    _rows: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+impl<'a> SharedRows<'a> {
+    fn new(out: &'a mut [f32]) -> Self {
+        Self { ptr: out.as_mut_ptr(), _rows: std::marker::PhantomData }
+    }
+
+    fn get(&self) -> *mut f32 {
+        self.ptr
+    }
+}
+
+// SAFETY: handed only to threads that write disjoint columns, while the
+// rows stay mutably borrowed (the lifetime) until they have all finished.
+unsafe impl Send for SharedRows<'_> {}
+unsafe impl Sync for SharedRows<'_> {}
+
+/// Quantised rows kept per thread between calls up to this size; a larger
+/// buffer (a long batch) is freed after its call.
+const KEEP_SCRATCH_BYTES: usize = 4 << 20;
+
+thread_local! {
+    static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's buffer for quantised rows. The buffer is
+/// taken out while in use, so a nested call on the same thread (rayon may
+/// run another task while it waits) gets a fresh one rather than a clash.
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    let mut scratch = SCRATCH.take();
+    let result = f(&mut scratch);
+    if scratch.capacity() <= KEEP_SCRATCH_BYTES {
+        SCRATCH.set(scratch);
+    }
+    result
 }
 
 /// The packed weights as i16 for the AVX2 kernel: per panel and pair of
@@ -191,7 +337,8 @@ fn widen(packed: &[i8], panels: usize, groups: usize) -> Vec<i16> {
 }
 
 /// Rows of activations quantised to `u8`, each with its scale and zero point,
-/// padded with zeros to whole groups (padded weights are zero too).
+/// padded with zeros to whole groups (padded weights are zero too) and, for
+/// AMX, with zero rows to whole blocks.
 struct QuantisedRows<'a> {
     data: &'a [u8],
     padded_in: usize,
@@ -200,17 +347,24 @@ struct QuantisedRows<'a> {
 }
 
 impl<'a> QuantisedRows<'a> {
-    fn new(xs: &[f32], rows: usize, in_dim: usize, padded_in: usize, scratch: &'a mut Vec<u8>) -> Self {
-        scratch.clear();
-        scratch.resize(rows * padded_in, 0);
+    fn new(xs: &[f32], rows: usize, weights: &PackedWeights, scratch: &'a mut Vec<u8>) -> Self {
+        let (in_dim, padded_in) = (weights.in_dim, weights.padded_in);
+        let padded_rows = rows.next_multiple_of(weights.kernel.row_multiple());
+        // Every byte is written below: by a row, or as padding.
+        scratch.resize(padded_rows * padded_in, 0);
+        let data = &mut scratch[..padded_rows * padded_in];
         let mut scales = Vec::with_capacity(rows);
         let mut zero_points = Vec::with_capacity(rows);
-        for (row, out) in xs.chunks_exact(in_dim).zip(scratch.chunks_exact_mut(padded_in)) {
-            let (scale, zero) = quantise_row(row, &mut out[..in_dim]);
+        let (filled, padding) = data.split_at_mut(rows * padded_in);
+        for (row, out) in xs.chunks_exact(in_dim).zip(filled.chunks_exact_mut(padded_in)) {
+            let (values, tail) = out.split_at_mut(in_dim);
+            let (scale, zero) = quantise_row(row, values);
+            tail.fill(0);
             scales.push(scale);
             zero_points.push(zero);
         }
-        Self { data: scratch, padded_in, scales, zero_points }
+        padding.fill(0);
+        Self { data, padded_in, scales, zero_points }
     }
 
     fn row(&self, row: usize) -> &[u8] {
@@ -240,9 +394,15 @@ fn quantise_row(row: &[f32], out: &mut [u8]) -> (f32, i32) {
     let scale = if range > 0.0 && range.is_finite() && (1.0 / range).is_finite() { range } else { 1.0 };
     let inverse = 1.0 / scale;
     let zero = (-low * inverse).round().clamp(0.0, 255.0);
-    // + 0.5 then truncation: round half up, in range after the clamp.
+    // + 0.5 then truncation: round half up. The comparisons clamp to
+    // 0..=255 and send NaN to 0, so the unchecked conversion (which, unlike
+    // `as`, vectorises) always gets a value in range.
     for (q, &x) in out.iter_mut().zip(row) {
-        *q = (x * inverse + zero + 0.5).clamp(0.0, 255.0) as u8;
+        let v = x * inverse + zero + 0.5;
+        let v = if v > 0.0 { v } else { 0.0 };
+        let v = if v < 255.0 { v } else { 255.0 };
+        // SAFETY: 0 ≤ v ≤ 255, finite.
+        *q = unsafe { v.to_int_unchecked::<i32>() } as u8;
     }
     (scale, zero as i32)
 }
@@ -268,148 +428,6 @@ fn tile_portable(w: &PackedWeights, q: &QuantisedRows, first: usize, count: usiz
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use std::arch::x86_64::*;
-
-    use super::{PackedWeights, QuantisedRows, GROUP, PANEL, ROWS};
-
-    /// Pointers to the (up to) 4 activation rows of a tile; missing rows
-    /// repeat the last one (computed, never stored).
-    fn row_pointers(q: &QuantisedRows, first: usize, count: usize) -> [*const u8; ROWS] {
-        std::array::from_fn(|r| q.row(first + r.min(count - 1)).as_ptr())
-    }
-
-    /// Up to 4 rows × every panel, two panels at a time (8 accumulators,
-    /// each broadcast of 4 activation bytes feeding two `vpdpbusd`): per
-    /// panel, one register per row holds its 16 channels' sums.
-    ///
-    /// # Safety
-    /// The CPU must have AVX-512 F, BW and VNNI.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(super) unsafe fn tile_avx512vnni(
-        w: &PackedWeights,
-        q: &QuantisedRows,
-        first: usize,
-        count: usize,
-        out: &mut [f32],
-    ) {
-        let panels = w.out_dim.div_ceil(PANEL);
-        let mut panel = 0;
-        while panel < panels {
-            // SAFETY: the caller's promise about the CPU.
-            unsafe {
-                if panel + 1 < panels {
-                    panels_avx512vnni::<2>(w, q, first, count, panel, out);
-                    panel += 2;
-                } else {
-                    panels_avx512vnni::<1>(w, q, first, count, panel, out);
-                    panel += 1;
-                }
-            }
-        }
-    }
-
-    /// `P` panels from `panel` on, for up to 4 rows.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn panels_avx512vnni<const P: usize>(
-        w: &PackedWeights,
-        q: &QuantisedRows,
-        first: usize,
-        count: usize,
-        panel: usize,
-        out: &mut [f32],
-    ) {
-        let groups = w.padded_in / GROUP;
-        let rows = row_pointers(q, first, count);
-        // Each panel's groups are consecutive 64-byte blocks.
-        let panel_bytes = groups * PANEL * GROUP;
-        let blocks: [*const i8; P] = std::array::from_fn(|p| w.packed[(panel + p) * panel_bytes..].as_ptr());
-        let mut acc = [[_mm512_setzero_si512(); P]; ROWS];
-        for group in 0..groups {
-            // SAFETY: `group < groups`, so each block lies inside its panel
-            // and each 4-byte read inside its padded row.
-            unsafe {
-                let b: [__m512i; P] = std::array::from_fn(|p| _mm512_loadu_si512(blocks[p].add(group * 64).cast()));
-                for r in 0..ROWS {
-                    let a = _mm512_set1_epi32(rows[r].add(group * GROUP).cast::<i32>().read_unaligned());
-                    for p in 0..P {
-                        acc[r][p] = _mm512_dpbusd_epi32(acc[r][p], a, b[p]);
-                    }
-                }
-            }
-        }
-        for (r, sums) in acc.iter().enumerate().take(count) {
-            let row = first + r;
-            let scale = _mm512_set1_ps(q.scales[row]);
-            let zero = _mm512_set1_epi32(q.zero_points[row]);
-            let out_row = &mut out[r * w.out_dim..(r + 1) * w.out_dim];
-            for (p, &sums) in sums.iter().enumerate() {
-                let start = (panel + p) * PANEL;
-                let width = PANEL.min(w.out_dim - start);
-                let mask: __mmask16 = if width == PANEL { !0 } else { (1u16 << width) - 1 };
-                // SAFETY: the masked lanes lie inside `w.sums`, `w.scales`
-                // and `out_row` (columns start..start + width).
-                unsafe {
-                    let column_sums = _mm512_maskz_loadu_epi32(mask, w.sums[start..].as_ptr());
-                    let column_scales = _mm512_maskz_loadu_ps(mask, w.scales[start..].as_ptr());
-                    let exact = _mm512_sub_epi32(sums, _mm512_mullo_epi32(zero, column_sums));
-                    let value = _mm512_mul_ps(_mm512_cvtepi32_ps(exact), _mm512_mul_ps(scale, column_scales));
-                    let target = out_row[start..].as_mut_ptr();
-                    let previous = _mm512_maskz_loadu_ps(mask, target);
-                    _mm512_mask_storeu_ps(target, mask, _mm512_add_ps(previous, value));
-                }
-            }
-        }
-    }
-
-    /// As [`tile_avx512vnni`] on AVX2, from the i16 weights: per pair of
-    /// inputs, the row's two activations widened to i16 and broadcast, and
-    /// `vpmaddwd` into two 8-channel registers per row (exact i32 sums).
-    ///
-    /// # Safety
-    /// The CPU must have AVX2, and `w.wide` must be filled (`Kernel::Avx2`).
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn tile_avx2(w: &PackedWeights, q: &QuantisedRows, first: usize, count: usize, out: &mut [f32]) {
-        let pairs = w.padded_in / 2;
-        let rows = row_pointers(q, first, count);
-        let panel_values = pairs * PANEL * 2;
-        assert_eq!(w.wide.len(), w.out_dim.div_ceil(PANEL) * panel_values, "AVX2 weights packed");
-        for panel in 0..w.out_dim.div_ceil(PANEL) {
-            let block = w.wide[panel * panel_values..].as_ptr();
-            let mut acc = [[_mm256_setzero_si256(); 2]; ROWS];
-            for pair in 0..pairs {
-                // SAFETY: `pair < pairs` keeps the two 32-byte loads inside the
-                // panel and the 2-byte read inside the padded row.
-                unsafe {
-                    let low = _mm256_loadu_si256(block.add(pair * PANEL * 2).cast());
-                    let high = _mm256_loadu_si256(block.add(pair * PANEL * 2 + PANEL).cast());
-                    for r in 0..ROWS {
-                        let [a0, a1] = rows[r].add(pair * 2).cast::<[u8; 2]>().read();
-                        let a = _mm256_set1_epi32(a0 as i32 | (a1 as i32) << 16);
-                        acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(a, low));
-                        acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(a, high));
-                    }
-                }
-            }
-            for (r, [low, high]) in acc.iter().enumerate().take(count) {
-                let mut lanes = [0i32; PANEL];
-                // SAFETY: `lanes` holds 16 i32, two registers' worth.
-                unsafe {
-                    _mm256_storeu_si256(lanes.as_mut_ptr().cast(), *low);
-                    _mm256_storeu_si256(lanes.as_mut_ptr().add(8).cast(), *high);
-                }
-                let start = panel * PANEL;
-                let end = (start + PANEL).min(w.out_dim);
-                let out_row = &mut out[r * w.out_dim..(r + 1) * w.out_dim];
-                for (column, (o, &sum)) in (start..end).zip(out_row[start..end].iter_mut().zip(&lanes)) {
-                    w.finish(q, first + r, column, sum, o);
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,8 +437,10 @@ mod tests {
     }
 
     fn kernels() -> Vec<Kernel> {
-        let kernels: Vec<Kernel> =
-            [Kernel::Portable, Kernel::Avx2, Kernel::Avx512Vnni].into_iter().filter(|k| k.is_supported()).collect();
+        let kernels: Vec<Kernel> = [Kernel::Portable, Kernel::Avx2, Kernel::Avx512Vnni, Kernel::Amx]
+            .into_iter()
+            .filter(|k| k.is_supported())
+            .collect();
         eprintln!("int8 kernels this CPU runs, all tested: {kernels:?}");
         kernels
     }
@@ -448,7 +468,7 @@ mod tests {
     #[test]
     fn vector_kernels_match_the_portable_one_exactly_on_odd_shapes() {
         for kernel in kernels() {
-            for (rows, k, n) in [(1, 4, 16), (3, 5, 17), (5, 37, 33), (17, 64, 100), (40, 385, 47)] {
+            for (rows, k, n) in [(1, 4, 16), (3, 5, 17), (5, 37, 33), (17, 64, 100), (40, 385, 47), (33, 130, 80)] {
                 let weight = values(n * k, 7);
                 let xs = values(rows * k, 11);
                 let packed = PackedWeights::new(&weight, n, k, kernel);
@@ -479,27 +499,33 @@ mod tests {
                     let exact = products.clone().sum::<f32>() + 1.0;
                     let magnitude: f32 = products.map(f32::abs).sum();
                     let error = (got[r * n + c] - exact).abs();
-                    // Rounding each factor to 8 bits (weights to 7 on AVX2)
-                    // errs by well under 1% of the products' total size.
+                    // Rounding each factor to 8 bits errs by well under 1%
+                    // of the products' total size.
                     assert!(error < 0.01 * magnitude, "{kernel:?} ({r}, {c}): {} vs {exact}", got[r * n + c]);
                 }
             }
         }
     }
 
+    /// Splitting the work over threads, by rows (many rows) or by output
+    /// channels (AMX, few rows but much work, an odd panel count shared
+    /// unevenly), gives the bits of one row at a time, on every kernel.
     #[test]
-    fn many_rows_split_over_threads_give_the_same_result() {
-        let (rows, k, n) = (70, 48, 20);
-        let packed = PackedWeights::new(&values(n * k, 1), n, k, Kernel::detect());
-        let xs = values(rows * k, 2);
-        let mut together = vec![0.0; rows * n];
-        // Four threads whatever the machine: 70 rows are split in 4.
+    fn work_split_over_threads_gives_the_same_result() {
+        // Four threads whatever the machine.
         let pool = rayon::ThreadPoolBuilder::new().num_threads(4).build().unwrap();
-        pool.install(|| packed.add_product(&xs, rows, &mut together));
-        let mut alone = vec![0.0; rows * n];
-        for r in 0..rows {
-            packed.add_rows(&xs[r * k..(r + 1) * k], &mut alone[r * n..(r + 1) * n], &mut Vec::new());
+        for kernel in kernels() {
+            for (rows, k, n) in [(70, 48, 20), (600, 70, 40), (100, 390, 470)] {
+                let packed = PackedWeights::new(&values(n * k, 1), n, k, kernel);
+                let xs = values(rows * k, 2);
+                let mut together = vec![0.0; rows * n];
+                pool.install(|| packed.add_product(&xs, rows, &mut together));
+                let mut alone = vec![0.0; rows * n];
+                for r in 0..rows {
+                    packed.add_rows(&xs[r * k..(r + 1) * k], &mut alone[r * n..(r + 1) * n]);
+                }
+                assert_eq!(together, alone, "{kernel:?} {rows}×{k}×{n}");
+            }
         }
-        assert_eq!(together, alone);
     }
 }
