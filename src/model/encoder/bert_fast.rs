@@ -26,7 +26,7 @@ use candle_transformers::models::bert::{Config, HiddenAct};
 use rayon::prelude::*;
 
 use crate::config::Precision;
-use crate::model::encoder::int8::{Kernel, PackedWeights};
+use crate::model::encoder::int8::{Epilogue, Kernel, PackedWeights};
 use crate::model::encoder::kernels::{self, Accumulate, Product, SharedOut, View};
 
 /// A linear layer `y = x·Wᵀ + b` in either precision.
@@ -62,8 +62,16 @@ impl Projection {
         Self::new(weight, bias, precision)
     }
 
-    /// `out = x·Wᵀ + b (+ residual)` for `rows` packed rows.
-    fn forward(&self, xs: &[f32], rows: usize, residual: Option<&[f32]>, out: &mut [f32]) -> Result<()> {
+    /// `out = x·Wᵀ + b (+ residual)` for `rows` packed rows, then
+    /// `activation` in place if given.
+    fn forward(
+        &self,
+        xs: &[f32],
+        rows: usize,
+        residual: Option<&[f32]>,
+        activation: Option<fn(&mut [f32])>,
+        out: &mut [f32],
+    ) -> Result<()> {
         let out = &mut out[..rows * self.out_dim];
         match &self.weight {
             Weight::F32(weight_t) => {
@@ -77,11 +85,13 @@ impl Projection {
                     threads: rayon::current_num_threads(),
                 };
                 product.write(out, self.out_dim);
+                if let Some(activation) = activation {
+                    out.par_chunks_mut(self.out_dim * kernels::ROWS_PER_TASK).for_each(activation);
+                }
             }
-            Weight::Int8(weight) => {
-                kernels::fill_rows(out, &self.bias, residual);
-                weight.add_product(xs, rows, out);
-            }
+            // Bias, residual and activation in the kernels' epilogue, on
+            // each stretch of output just computed.
+            Weight::Int8(weight) => weight.product(xs, rows, &Epilogue { bias: &self.bias, residual, activation }, out),
         }
         Ok(())
     }
@@ -298,17 +308,17 @@ impl FastBert {
 
     fn layer_forward(&self, layer: &Layer, acts: &mut Activations, lengths: &[usize]) -> Result<()> {
         let rows = lengths.iter().sum();
-        layer.qkv.forward(&acts.hidden, rows, None, &mut acts.qkv)?;
+        layer.qkv.forward(&acts.hidden, rows, None, None, &mut acts.qkv)?;
         self.attention(&acts.qkv, lengths, &mut acts.context);
-        layer.attention_out.forward(&acts.context, rows, Some(&acts.hidden), &mut acts.attended)?;
+        layer.attention_out.forward(&acts.context, rows, Some(&acts.hidden), None, &mut acts.attended)?;
         layer.attention_norm.apply(&mut acts.attended);
-        layer.intermediate.forward(&acts.attended, rows, None, &mut acts.inner)?;
-        match self.hidden_act {
-            HiddenAct::Gelu => kernels::gelu_erf(&mut acts.inner),
-            HiddenAct::Relu => acts.inner.par_iter_mut().for_each(|x| *x = x.max(0.0)),
-            HiddenAct::GeluApproximate => kernels::gelu_tanh(&mut acts.inner),
-        }
-        layer.output.forward(&acts.inner, rows, Some(&acts.attended), &mut acts.hidden)?;
+        let activation: fn(&mut [f32]) = match self.hidden_act {
+            HiddenAct::Gelu => kernels::gelu_erf_chunk,
+            HiddenAct::Relu => kernels::relu,
+            HiddenAct::GeluApproximate => kernels::gelu_tanh_chunk,
+        };
+        layer.intermediate.forward(&acts.attended, rows, None, Some(activation), &mut acts.inner)?;
+        layer.output.forward(&acts.inner, rows, Some(&acts.attended), None, &mut acts.hidden)?;
         layer.output_norm.apply(&mut acts.hidden);
         Ok(())
     }

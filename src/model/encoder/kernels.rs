@@ -154,7 +154,7 @@ pub(crate) fn fill_rows(out: &mut [f32], bias: &[f32], residual: Option<&[f32]>)
 
 /// Rows per parallel task of the element-wise kernels: enough work per task
 /// that scheduling costs little, few enough that two threads share a batch.
-const ROWS_PER_TASK: usize = 16;
+pub(crate) const ROWS_PER_TASK: usize = 16;
 
 /// Layer normalisation of every `gamma.len()`-wide row, in place.
 pub(crate) fn layer_norm_rows(xs: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
@@ -212,25 +212,18 @@ fn lane_max(xs: &[f32]) -> f32 {
     chunks.remainder().iter().chain(&lanes).fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
 }
 
-/// Exact (erf-based) GELU, in place, over the whole buffer.
-pub(crate) fn gelu_erf(xs: &mut [f32]) {
-    xs.par_chunks_mut(4096).for_each(gelu_erf_chunk);
-}
-
+/// Exact (erf-based) GELU, in place (one stretch of a layer's output: the
+/// products call it on what they have just written).
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
-fn gelu_erf_chunk(xs: &mut [f32]) {
+pub(crate) fn gelu_erf_chunk(xs: &mut [f32]) {
     for x in xs.iter_mut() {
         *x = 0.5 * *x * (1.0 + erf(*x * std::f32::consts::FRAC_1_SQRT_2));
     }
 }
 
 /// GELU by its tanh approximation (configs with `gelu_new`), in place.
-pub(crate) fn gelu_tanh(xs: &mut [f32]) {
-    xs.par_chunks_mut(4096).for_each(gelu_tanh_chunk);
-}
-
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
-fn gelu_tanh_chunk(xs: &mut [f32]) {
+pub(crate) fn gelu_tanh_chunk(xs: &mut [f32]) {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     for x in xs.iter_mut() {
         let y = SQRT_2_OVER_PI * (*x + 0.044_715 * *x * *x * *x);
@@ -238,6 +231,11 @@ fn gelu_tanh_chunk(xs: &mut [f32]) {
         let tanh = 1.0 - 2.0 / (exp(2.0 * y) + 1.0);
         *x = 0.5 * *x * (1.0 + tanh);
     }
+}
+
+/// ReLU, in place.
+pub(crate) fn relu(xs: &mut [f32]) {
+    xs.iter_mut().for_each(|x| *x = x.max(0.0));
 }
 
 /// Softmax of each `width`-wide row, in place.

@@ -21,7 +21,7 @@ use std::ops::Range;
 use std::sync::OnceLock;
 
 use super::x86::finish_avx512;
-use super::{PackedWeights, QuantisedRows, PANEL};
+use super::{Epilogue, PackedWeights, QuantisedRows, PANEL};
 
 /// Rows of a tile, and input bytes per tile row.
 pub(super) const TILE_ROWS: usize = 16;
@@ -82,23 +82,28 @@ impl TileConfig {
 #[repr(C, align(64))]
 struct Sums([[i32; PANEL * TILE_ROWS]; 4]);
 
-/// Adds `q`'s first `rows` rows times the weights of `panels` (an even
-/// start, the range's end at most the padded panel count) to the output
-/// rows at `out`, `w.out_dim` apart, 32 rows × 2 panels at a time.
+/// Writes the outputs of `panels` (an even start, the range's end at most
+/// the padded panel count) for `q`'s first `rows` rows to the output rows at
+/// `out`, `w.out_dim` apart: the products, 32 rows × 2 panels at a time,
+/// finished by the epilogue; its activation runs on each 32 rows' stretch
+/// of these columns once they are written.
 ///
 /// # Safety
 /// - [`supported`] returned true (the CPU has AMX and AVX-512 F/BW, and
 ///   Linux granted the tile state).
 /// - `w` is packed for AMX (inputs to a multiple of 64, even panel count),
 ///   and `q` holds `rows` rounded up to 32 rows of `w.padded_in` bytes.
+/// - The epilogue's bias holds `out_dim` values, its residual (if any)
+///   `rows` rows.
 /// - `out` points at `rows` rows of `w.out_dim` f32s whose columns of
 ///   `panels` nobody else reads or writes meanwhile.
 #[target_feature(enable = "avx512f,avx512bw")]
-pub(super) unsafe fn add_product(
+pub(super) unsafe fn product(
     w: &PackedWeights,
     q: &QuantisedRows,
     rows: usize,
     panels: Range<usize>,
+    epilogue: &Epilogue,
     out: *mut f32,
 ) {
     debug_assert!(panels.start.is_multiple_of(2) && w.padded_in.is_multiple_of(TILE_INPUTS));
@@ -163,8 +168,15 @@ pub(super) unsafe fn add_product(
                     for (r, row_sums) in tile_sums.chunks_exact(PANEL).enumerate().take(rows.saturating_sub(top)) {
                         let row = top + r;
                         let row_sums = _mm512_load_si512(row_sums.as_ptr().cast());
-                        finish_avx512(w, q, row, column_panel, row_sums, out.add(row * w.out_dim));
+                        finish_avx512(w, q, row, column_panel, row_sums, epilogue, out.add(row * w.out_dim));
                     }
+                }
+            }
+            if let Some(activation) = epilogue.activation {
+                let columns = panels.start * PANEL..(panels.end * PANEL).min(w.out_dim);
+                for row in first..rows.min(first + BLOCK_ROWS) {
+                    let start = out.add(row * w.out_dim + columns.start);
+                    activation(std::slice::from_raw_parts_mut(start, columns.len()));
                 }
             }
         }

@@ -172,68 +172,83 @@ impl PackedWeights {
         Self { kernel, in_dim, out_dim, padded_in, panels, packed, wide, scales, sums }
     }
 
-    /// `out[r] += xs[r]·Wᵀ` for `rows` rows of `in_dim` (`out` rows `out_dim`
-    /// wide, pre-filled with bias and residual). Splits the work over
-    /// rayon's pool when there is enough of it to share: by rows if there
-    /// are many, else (AMX) by output channels.
-    pub(crate) fn add_product(&self, xs: &[f32], rows: usize, out: &mut [f32]) {
+    /// `out[r] = xs[r]·Wᵀ` plus the epilogue's bias and residual, with its
+    /// activation applied, for `rows` rows of `in_dim` (`out` rows
+    /// `out_dim` wide). Splits the work over rayon's pool when there is
+    /// enough of it to share: by rows if there are many, else (AMX) by
+    /// output channels.
+    pub(crate) fn product(&self, xs: &[f32], rows: usize, epilogue: &Epilogue, out: &mut [f32]) {
         let (k, n) = (self.in_dim, self.out_dim);
         let xs = &xs[..rows * k];
         let out = &mut out[..rows * n];
+        assert_eq!(epilogue.bias.len(), n, "one bias per output");
+        if let Some(residual) = epilogue.residual {
+            assert!(residual.len() >= rows * n, "a residual row per row");
+        }
         let threads = rayon::current_num_threads();
         let pass = if self.kernel == Kernel::Amx { self.kernel.row_multiple() } else { ROWS };
         // Below a few passes per thread, splitting rows costs more than it saves.
         if threads >= 2 && rows >= 4 * pass * threads {
             let chunk = rows.div_ceil(threads).next_multiple_of(pass);
-            xs.par_chunks(chunk * k).zip(out.par_chunks_mut(chunk * n)).for_each(|(xs, out)| self.add_rows(xs, out));
+            xs.par_chunks(chunk * k)
+                .zip(out.par_chunks_mut(chunk * n))
+                .enumerate()
+                .for_each(|(i, (xs, out))| self.product_rows(xs, &epilogue.rows_from(i * chunk, n), out));
         } else if self.kernel == Kernel::Amx && threads >= 2 && rows * k * n >= SPLIT_COLUMNS_FROM {
-            self.add_columns_split(xs, rows, out, threads);
+            self.product_columns_split(xs, rows, epilogue, out, threads);
         } else {
-            self.add_rows(xs, out);
+            self.product_rows(xs, epilogue, out);
         }
     }
 
     /// One thread's rows, every output: quantise them into this thread's
     /// buffer, then run the kernel.
-    fn add_rows(&self, xs: &[f32], out: &mut [f32]) {
+    fn product_rows(&self, xs: &[f32], epilogue: &Epilogue, out: &mut [f32]) {
         let rows = xs.len() / self.in_dim;
         with_scratch(|scratch| {
-            let quantised = QuantisedRows::new(xs, rows, self, scratch);
+            let quantised = QuantisedRows::new(xs, rows, self, scratch, false);
             match self.kernel {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `new` asserted that AMX is supported and packed
                 // for it; `quantised` is padded for it; `out` is this
-                // call's `rows` rows, borrowed mutably.
-                Kernel::Amx => unsafe { amx::add_product(self, &quantised, rows, 0..self.panels, out.as_mut_ptr()) },
-                _ => self.add_rows_vector(&quantised, rows, out),
+                // call's `rows` rows, borrowed mutably, and `product`
+                // checked the epilogue's sizes.
+                Kernel::Amx => unsafe {
+                    amx::product(self, &quantised, rows, 0..self.panels, epilogue, out.as_mut_ptr())
+                },
+                _ => self.product_rows_vector(&quantised, rows, epilogue, out),
             }
         })
     }
 
     /// The vector and portable kernels, 4 rows at a time.
-    fn add_rows_vector(&self, quantised: &QuantisedRows, rows: usize, out: &mut [f32]) {
+    fn product_rows_vector(&self, quantised: &QuantisedRows, rows: usize, epilogue: &Epilogue, out: &mut [f32]) {
         for first in (0..rows).step_by(ROWS) {
             let count = ROWS.min(rows - first);
             let out = &mut out[first * self.out_dim..(first + count) * self.out_dim];
             match self.kernel {
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: `new` asserted that the CPU has the kernel's instructions.
-                Kernel::Avx512Vnni => unsafe { x86::tile_avx512vnni(self, quantised, first, count, out) },
+                // SAFETY: `new` asserted that the CPU has the kernel's
+                // instructions; `product` checked the epilogue's sizes.
+                Kernel::Avx512Vnni => unsafe { x86::tile_avx512vnni(self, quantised, first, count, epilogue, out) },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as above.
-                Kernel::Avx2 => unsafe { x86::tile_avx2(self, quantised, first, count, out) },
-                _ => tile_portable(self, quantised, first, count, out),
+                Kernel::Avx2 => unsafe { x86::tile_avx2(self, quantised, first, count, epilogue, out) },
+                _ => tile_portable(self, quantised, first, count, epilogue, out),
+            }
+            if let Some(activation) = epilogue.activation {
+                activation(out);
             }
         }
     }
 
-    /// AMX on few rows: quantise them once, then each thread multiplies
-    /// them by its share of the panels (whole pairs), so each core reads
-    /// only its part of the weights.
+    /// AMX on few rows: quantise them once (in parallel), then each thread
+    /// multiplies them by its share of the panels (whole pairs), so each
+    /// core reads only its part of the weights.
     #[cfg(target_arch = "x86_64")]
-    fn add_columns_split(&self, xs: &[f32], rows: usize, out: &mut [f32], threads: usize) {
+    fn product_columns_split(&self, xs: &[f32], rows: usize, epilogue: &Epilogue, out: &mut [f32], threads: usize) {
         with_scratch(|scratch| {
-            let quantised = QuantisedRows::new(xs, rows, self, scratch);
+            let quantised = QuantisedRows::new(xs, rows, self, scratch, true);
             let pairs_each = (self.panels / 2).div_ceil(threads);
             let shared = SharedRows::new(out);
             (0..threads).into_par_iter().for_each(|thread| {
@@ -241,18 +256,19 @@ impl PackedWeights {
                     (thread * 2 * pairs_each).min(self.panels)..((thread + 1) * 2 * pairs_each).min(self.panels);
                 if !panels.is_empty() {
                     // SAFETY: AMX is supported and packed for (`new`), the
-                    // rows are padded for it, and the threads' panel ranges
-                    // are disjoint, so no two write the same column of `out`,
+                    // rows are padded for it, `product` checked the
+                    // epilogue's sizes, and the threads' panel ranges are
+                    // disjoint, so no two touch the same column of `out`,
                     // which stays mutably borrowed until all have finished.
-                    unsafe { amx::add_product(self, &quantised, rows, panels, shared.get()) };
+                    unsafe { amx::product(self, &quantised, rows, panels, epilogue, shared.get()) };
                 }
             });
         });
     }
 
     #[cfg(not(target_arch = "x86_64"))]
-    fn add_columns_split(&self, xs: &[f32], _rows: usize, out: &mut [f32], _threads: usize) {
-        self.add_rows(xs, out);
+    fn product_columns_split(&self, xs: &[f32], _rows: usize, epilogue: &Epilogue, out: &mut [f32], _threads: usize) {
+        self.product_rows(xs, epilogue, out);
     }
 
     /// The packed bytes of panel `panel` (its groups of 64 bytes in order).
@@ -266,12 +282,40 @@ impl PackedWeights {
         &self.panel(panel)[group * PANEL * GROUP..(group + 1) * PANEL * GROUP]
     }
 
-    /// Adds one output's dequantised integer sum: the epilogue every kernel
-    /// shares, so that they agree to the bit.
+    /// One output from its integer sum: dequantised, plus bias and
+    /// residual. The arithmetic every kernel's epilogue does, in this order,
+    /// so that they agree to the bit.
     #[inline(always)]
-    fn finish(&self, quantised: &QuantisedRows, row: usize, column: usize, sum: i32, out: &mut f32) {
+    fn finish(&self, quantised: &QuantisedRows, row: usize, column: usize, sum: i32, epilogue: &Epilogue) -> f32 {
         let exact = sum - quantised.zero_points[row] * self.sums[column];
-        *out += exact as f32 * (quantised.scales[row] * self.scales[column]);
+        let start = match epilogue.residual {
+            Some(residual) => residual[row * self.out_dim + column] + epilogue.bias[column],
+            None => epilogue.bias[column],
+        };
+        start + exact as f32 * (quantised.scales[row] * self.scales[column])
+    }
+}
+
+/// What a product's outputs get besides `x·Wᵀ`.
+pub(crate) struct Epilogue<'a> {
+    /// Added per output channel.
+    pub(crate) bias: &'a [f32],
+    /// Added per row and channel (a residual connection: the rows the
+    /// layer's input came from), `rows × out_dim`.
+    pub(crate) residual: Option<&'a [f32]>,
+    /// Applied in place to finished stretches of output (GELU after the
+    /// intermediate layer), while they are still in cache.
+    pub(crate) activation: Option<fn(&mut [f32])>,
+}
+
+impl Epilogue<'_> {
+    /// The same epilogue for the rows from `first` on.
+    fn rows_from(&self, first: usize, width: usize) -> Self {
+        Epilogue {
+            bias: self.bias,
+            residual: self.residual.map(|residual| &residual[first * width..]),
+            activation: self.activation,
+        }
     }
 }
 
@@ -347,23 +391,30 @@ struct QuantisedRows<'a> {
 }
 
 impl<'a> QuantisedRows<'a> {
-    fn new(xs: &[f32], rows: usize, weights: &PackedWeights, scratch: &'a mut Vec<u8>) -> Self {
+    /// Quantises `rows` rows of `xs` for `weights`' kernel into `scratch`;
+    /// `parallel` shares the rows out over rayon's pool.
+    fn new(xs: &[f32], rows: usize, weights: &PackedWeights, scratch: &'a mut Vec<u8>, parallel: bool) -> Self {
         let (in_dim, padded_in) = (weights.in_dim, weights.padded_in);
         let padded_rows = rows.next_multiple_of(weights.kernel.row_multiple());
         // Every byte is written below: by a row, or as padding.
         scratch.resize(padded_rows * padded_in, 0);
         let data = &mut scratch[..padded_rows * padded_in];
-        let mut scales = Vec::with_capacity(rows);
-        let mut zero_points = Vec::with_capacity(rows);
         let (filled, padding) = data.split_at_mut(rows * padded_in);
-        for (row, out) in xs.chunks_exact(in_dim).zip(filled.chunks_exact_mut(padded_in)) {
-            let (values, tail) = out.split_at_mut(in_dim);
-            let (scale, zero) = quantise_row(row, values);
-            tail.fill(0);
-            scales.push(scale);
-            zero_points.push(zero);
-        }
         padding.fill(0);
+        let quantise = |(row, out): (&[f32], &mut [u8])| {
+            let (values, tail) = out.split_at_mut(in_dim);
+            tail.fill(0);
+            quantise_row(row, values)
+        };
+        let (scales, zero_points) = if parallel {
+            xs.par_chunks_exact(in_dim)
+                .zip(filled.par_chunks_exact_mut(padded_in))
+                .with_min_len(8)
+                .map(quantise)
+                .unzip()
+        } else {
+            xs.chunks_exact(in_dim).zip(filled.chunks_exact_mut(padded_in)).map(quantise).unzip()
+        };
         Self { data, padded_in, scales, zero_points }
     }
 
@@ -409,7 +460,14 @@ fn quantise_row(row: &[f32], out: &mut [u8]) -> (f32, i32) {
 
 /// Any CPU: the same sums in plain integer arithmetic (and the oracle the
 /// vector kernels are tested against).
-fn tile_portable(w: &PackedWeights, q: &QuantisedRows, first: usize, count: usize, out: &mut [f32]) {
+fn tile_portable(
+    w: &PackedWeights,
+    q: &QuantisedRows,
+    first: usize,
+    count: usize,
+    epilogue: &Epilogue,
+    out: &mut [f32],
+) {
     let groups = w.padded_in / GROUP;
     for r in 0..count {
         let a = q.row(first + r);
@@ -423,7 +481,7 @@ fn tile_portable(w: &PackedWeights, q: &QuantisedRows, first: usize, count: usiz
                     sum += a[group * GROUP + j] as i32 * b[j] as i32;
                 }
             }
-            w.finish(q, first + r, column, sum, o);
+            *o = w.finish(q, first + r, column, sum, epilogue);
         }
     }
 }
@@ -445,6 +503,11 @@ mod tests {
         kernels
     }
 
+    /// An activation whose effect is easy to see (and to get wrong twice).
+    fn square(xs: &mut [f32]) {
+        xs.iter_mut().for_each(|x| *x *= *x);
+    }
+
     #[test]
     fn degenerate_rows_give_finite_exact_zeros() {
         let (k, n) = (8, 3);
@@ -454,54 +517,66 @@ mod tests {
         let mut xs = vec![0.0; 3 * k]; // a zero row,
         xs[k..2 * k].fill(2.5); // a constant one,
         xs[2 * k] = 1e-42; // and one with a subnormal range
-        let mut out = vec![0.0; 3 * n];
-        packed.add_product(&xs, 3, &mut out);
+        let mut out = vec![f32::NAN; 3 * n];
+        let zero_bias = Epilogue { bias: &[0.0; 3], residual: None, activation: None };
+        packed.product(&xs, 3, &zero_bias, &mut out);
         assert!(out.iter().all(|x| x.is_finite()), "{out:?}");
         assert_eq!(&out[..n], &[0.0; 3], "zeros in, zeros out");
         assert_eq!((out[n], out[2 * n]), (0.0, 0.0), "the zero channel");
         let mut none = vec![];
-        packed.add_product(&[], 0, &mut none);
+        packed.product(&[], 0, &zero_bias, &mut none);
     }
 
     /// Every kernel gives the portable kernel's bits on the same packed
-    /// weights, for shapes that leave partial groups, panels and tiles.
+    /// weights, for shapes that leave partial groups, panels and tiles, with
+    /// each part of the epilogue.
     #[test]
     fn vector_kernels_match_the_portable_one_exactly_on_odd_shapes() {
         for kernel in kernels() {
             for (rows, k, n) in [(1, 4, 16), (3, 5, 17), (5, 37, 33), (17, 64, 100), (40, 385, 47), (33, 130, 80)] {
                 let weight = values(n * k, 7);
                 let xs = values(rows * k, 11);
+                let (bias, residual) = (values(n, 13), values(rows * n, 17));
                 let packed = PackedWeights::new(&weight, n, k, kernel);
-                let mut got = vec![0.5; rows * n];
-                packed.add_product(&xs, rows, &mut got);
                 let portable = PackedWeights { kernel: Kernel::Portable, ..PackedWeights::new(&weight, n, k, kernel) };
-                let mut expected = vec![0.5; rows * n];
-                portable.add_product(&xs, rows, &mut expected);
-                assert_eq!(got, expected, "{kernel:?} {rows}×{k}×{n}");
+                let epilogues = [
+                    Epilogue { bias: &bias, residual: None, activation: None },
+                    Epilogue { bias: &bias, residual: Some(&residual), activation: None },
+                    Epilogue { bias: &bias, residual: Some(&residual), activation: Some(square) },
+                ];
+                for (e, epilogue) in epilogues.iter().enumerate() {
+                    let mut got = vec![0.5; rows * n];
+                    packed.product(&xs, rows, epilogue, &mut got);
+                    let mut expected = vec![0.5; rows * n];
+                    portable.product(&xs, rows, epilogue, &mut expected);
+                    assert_eq!(got, expected, "{kernel:?} {rows}×{k}×{n}, epilogue {e}");
+                }
             }
         }
     }
 
-    /// The quantised product stays close to the exact one, and adds onto
-    /// what the output held.
+    /// The quantised product stays close to the exact one, with the bias,
+    /// residual and activation applied once each.
     #[test]
     fn the_product_approximates_f32_within_quantisation_error() {
         for kernel in kernels() {
             let (rows, k, n) = (9, 384, 40);
             let weight = values(n * k, 3);
             let xs = values(rows * k, 5);
+            let (bias, residual) = (values(n, 6), values(rows * n, 8));
             let packed = PackedWeights::new(&weight, n, k, kernel);
-            let mut got = vec![1.0; rows * n];
-            packed.add_product(&xs, rows, &mut got);
+            let mut got = vec![f32::NAN; rows * n];
+            let epilogue = Epilogue { bias: &bias, residual: Some(&residual), activation: Some(square) };
+            packed.product(&xs, rows, &epilogue, &mut got);
             for r in 0..rows {
                 for c in 0..n {
                     let products = (0..k).map(|i| xs[r * k + i] * weight[c * k + i]);
-                    let exact = products.clone().sum::<f32>() + 1.0;
+                    let exact = products.clone().sum::<f32>() + bias[c] + residual[r * n + c];
                     let magnitude: f32 = products.map(f32::abs).sum();
-                    let error = (got[r * n + c] - exact).abs();
+                    let error = (got[r * n + c].sqrt() - exact.abs()).abs();
                     // Rounding each factor to 8 bits errs by well under 1%
                     // of the products' total size.
-                    assert!(error < 0.01 * magnitude, "{kernel:?} ({r}, {c}): {} vs {exact}", got[r * n + c]);
+                    assert!(error < 0.01 * magnitude, "{kernel:?} ({r}, {c}): {} vs {exact}²", got[r * n + c]);
                 }
             }
         }
@@ -518,11 +593,14 @@ mod tests {
             for (rows, k, n) in [(70, 48, 20), (600, 70, 40), (100, 390, 470)] {
                 let packed = PackedWeights::new(&values(n * k, 1), n, k, kernel);
                 let xs = values(rows * k, 2);
+                let (bias, residual) = (values(n, 3), values(rows * n, 4));
+                let epilogue = Epilogue { bias: &bias, residual: Some(&residual), activation: Some(square) };
                 let mut together = vec![0.0; rows * n];
-                pool.install(|| packed.add_product(&xs, rows, &mut together));
+                pool.install(|| packed.product(&xs, rows, &epilogue, &mut together));
                 let mut alone = vec![0.0; rows * n];
                 for r in 0..rows {
-                    packed.add_rows(&xs[r * k..(r + 1) * k], &mut alone[r * n..(r + 1) * n]);
+                    let one_row = epilogue.rows_from(r, n);
+                    packed.product_rows(&xs[r * k..(r + 1) * k], &one_row, &mut alone[r * n..(r + 1) * n]);
                 }
                 assert_eq!(together, alone, "{kernel:?} {rows}×{k}×{n}");
             }

@@ -3,7 +3,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{PackedWeights, QuantisedRows, GROUP, PANEL, ROWS};
+use super::{Epilogue, PackedWeights, QuantisedRows, GROUP, PANEL, ROWS};
 
 /// Pointers to the (up to) 4 activation rows of a tile; missing rows
 /// repeat the last one (computed, never stored).
@@ -16,25 +16,27 @@ fn row_pointers(q: &QuantisedRows, first: usize, count: usize) -> [*const u8; RO
 /// panel, one register per row holds its 16 channels' sums.
 ///
 /// # Safety
-/// The CPU must have AVX-512 F, BW and VNNI.
+/// The CPU must have AVX-512 F, BW and VNNI; the epilogue's bias holds
+/// `out_dim` values and its residual (if any) rows `first..first + count`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub(super) unsafe fn tile_avx512vnni(
     w: &PackedWeights,
     q: &QuantisedRows,
     first: usize,
     count: usize,
+    epilogue: &Epilogue,
     out: &mut [f32],
 ) {
     let panels = w.out_dim.div_ceil(PANEL);
     let mut panel = 0;
     while panel < panels {
-        // SAFETY: the caller's promise about the CPU.
+        // SAFETY: the caller's promises.
         unsafe {
             if panel + 1 < panels {
-                panels_avx512vnni::<2>(w, q, first, count, panel, out);
+                panels_avx512vnni::<2>(w, q, first, count, panel, epilogue, out);
                 panel += 2;
             } else {
-                panels_avx512vnni::<1>(w, q, first, count, panel, out);
+                panels_avx512vnni::<1>(w, q, first, count, panel, epilogue, out);
                 panel += 1;
             }
         }
@@ -49,6 +51,7 @@ unsafe fn panels_avx512vnni<const P: usize>(
     first: usize,
     count: usize,
     panel: usize,
+    epilogue: &Epilogue,
     out: &mut [f32],
 ) {
     let groups = w.padded_in / GROUP;
@@ -71,20 +74,23 @@ unsafe fn panels_avx512vnni<const P: usize>(
     for (r, sums) in acc.iter().enumerate().take(count) {
         let out_row = out[r * w.out_dim..(r + 1) * w.out_dim].as_mut_ptr();
         for (p, &sums) in sums.iter().enumerate() {
-            // SAFETY: the CPU has AVX-512 F (the caller's promise), and
-            // `out_row` is a whole row of `out`, borrowed mutably here.
-            unsafe { finish_avx512(w, q, first + r, panel + p, sums, out_row) };
+            // SAFETY: the CPU has AVX-512 F and the epilogue fits (the
+            // caller's promise), and `out_row` is a whole row of `out`,
+            // borrowed mutably here.
+            unsafe { finish_avx512(w, q, first + r, panel + p, sums, epilogue, out_row) };
         }
     }
 }
 
-/// Adds one row's 16 integer sums of one panel to the row of `out_dim`
-/// outputs at `out_row`, dequantised as [`PackedWeights::finish`] does, to
-/// the bit; columns past the layer's width are masked off.
+/// Writes one row's 16 outputs of one panel from their integer sums, as
+/// [`PackedWeights::finish`] computes them, to the bit, into the row of
+/// `out_dim` outputs at `out_row`; columns past the layer's width are
+/// masked off.
 ///
 /// # Safety
-/// The CPU must have AVX-512 F; `out_row` must point at `w.out_dim` f32s
-/// whose columns of this panel nobody else reads or writes meanwhile.
+/// The CPU must have AVX-512 F; the epilogue's bias holds `out_dim` values
+/// and its residual (if any) row `row`; `out_row` must point at `w.out_dim`
+/// f32s whose columns of this panel nobody else reads or writes meanwhile.
 #[target_feature(enable = "avx512f")]
 #[inline]
 pub(super) unsafe fn finish_avx512(
@@ -93,6 +99,7 @@ pub(super) unsafe fn finish_avx512(
     row: usize,
     panel: usize,
     sums: __m512i,
+    epilogue: &Epilogue,
     out_row: *mut f32,
 ) {
     let start = panel * PANEL;
@@ -101,16 +108,23 @@ pub(super) unsafe fn finish_avx512(
     let mask: __mmask16 = if width == PANEL { !0 } else { (1u16 << width) - 1 };
     let scale = _mm512_set1_ps(q.scales[row]);
     let zero = _mm512_set1_epi32(q.zero_points[row]);
-    // SAFETY: the masked lanes lie inside `w.sums`, `w.scales` and the
-    // output row (columns start..start + width < out_dim).
+    // SAFETY: the masked lanes lie inside `w.sums`, `w.scales`, the bias,
+    // the residual row and the output row (columns start..start + width,
+    // all below out_dim).
     unsafe {
-        let column_sums = _mm512_maskz_loadu_epi32(mask, w.sums[start..].as_ptr());
-        let column_scales = _mm512_maskz_loadu_ps(mask, w.scales[start..].as_ptr());
+        let column_sums = _mm512_maskz_loadu_epi32(mask, w.sums.as_ptr().add(start));
+        let column_scales = _mm512_maskz_loadu_ps(mask, w.scales.as_ptr().add(start));
         let exact = _mm512_sub_epi32(sums, _mm512_mullo_epi32(zero, column_sums));
         let value = _mm512_mul_ps(_mm512_cvtepi32_ps(exact), _mm512_mul_ps(scale, column_scales));
-        let target = out_row.add(start);
-        let previous = _mm512_maskz_loadu_ps(mask, target);
-        _mm512_mask_storeu_ps(target, mask, _mm512_add_ps(previous, value));
+        let bias = _mm512_maskz_loadu_ps(mask, epilogue.bias.as_ptr().add(start));
+        let base = match epilogue.residual {
+            Some(residual) => {
+                let residual = residual.as_ptr().add(row * w.out_dim + start);
+                _mm512_add_ps(_mm512_maskz_loadu_ps(mask, residual), bias)
+            }
+            None => bias,
+        };
+        _mm512_mask_storeu_ps(out_row.add(start), mask, _mm512_add_ps(base, value));
     }
 }
 
@@ -121,7 +135,14 @@ pub(super) unsafe fn finish_avx512(
 /// # Safety
 /// The CPU must have AVX2, and `w.wide` must be filled (`Kernel::Avx2`).
 #[target_feature(enable = "avx2")]
-pub(super) unsafe fn tile_avx2(w: &PackedWeights, q: &QuantisedRows, first: usize, count: usize, out: &mut [f32]) {
+pub(super) unsafe fn tile_avx2(
+    w: &PackedWeights,
+    q: &QuantisedRows,
+    first: usize,
+    count: usize,
+    epilogue: &Epilogue,
+    out: &mut [f32],
+) {
     let pairs = w.padded_in / 2;
     let rows = row_pointers(q, first, count);
     let panel_values = pairs * PANEL * 2;
@@ -154,7 +175,7 @@ pub(super) unsafe fn tile_avx2(w: &PackedWeights, q: &QuantisedRows, first: usiz
             let end = (start + PANEL).min(w.out_dim);
             let out_row = &mut out[r * w.out_dim..(r + 1) * w.out_dim];
             for (column, (o, &sum)) in (start..end).zip(out_row[start..end].iter_mut().zip(&lanes)) {
-                w.finish(q, first + r, column, sum, o);
+                *o = w.finish(q, first + r, column, sum, epilogue);
             }
         }
     }
