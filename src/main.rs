@@ -113,7 +113,7 @@ fn run() -> Result<()> {
     init_logging(cli.log_format);
     let mut settings =
         Settings::load_with_preset(cli.config.as_deref(), cli.preset.as_deref()).context("loading configuration")?;
-    configure_threads(settings.encoder.threads)?;
+    shoprank::model::threads::configure_threads(settings.encoder.threads).context("starting the thread pool")?;
     match cli.command {
         Command::Serve { addr } => {
             if let Some(addr) = addr {
@@ -153,14 +153,4 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => builder.json().init(),
     }
-}
-
-/// Sizes the one compute thread pool (rayon, which Candle's CPU kernels use).
-fn configure_threads(threads: usize) -> Result<()> {
-    if threads > 0 {
-        // Candle's gemm reads the same variable rayon does.
-        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-        rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("starting the thread pool")?;
-    }
-    Ok(())
 }

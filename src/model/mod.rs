@@ -28,6 +28,7 @@ pub mod head;
 pub mod relevance;
 pub(crate) mod scoring;
 pub mod stats;
+pub mod threads;
 pub mod user_text;
 pub mod versions;
 

@@ -344,30 +344,13 @@ impl Pending {
     }
 
     /// As [`Pending::wait`], blocking the calling thread: for warm-up,
-    /// catalog ingestion, tools and tests. It polls (every 100 µs) rather
-    /// than parks, so it works on any thread, an async runtime's included
-    /// (tests build services inside one), and notices abandonment promptly.
-    pub fn wait_blocking(mut self, ticket: &Ticket) -> Result<Vec<Vec<f32>>, EmbedError> {
-        use tokio::sync::mpsc::error::TryRecvError;
-        let mut out = vec![Vec::new(); self.texts];
-        let mut received = 0;
-        while received < self.texts {
-            match self.results.try_recv() {
-                Ok((index, vector)) => {
-                    out[index] = vector?;
-                    received += 1;
-                }
-                Err(TryRecvError::Empty) => {
-                    ticket.check()?;
-                    std::thread::sleep(Duration::from_micros(100));
-                }
-                Err(TryRecvError::Disconnected) => {
-                    ticket.check()?;
-                    return Err(EmbedError::Stopped);
-                }
-            }
-        }
-        Ok(out)
+    /// catalog ingestion, tools and tests. The thread parks until a vector
+    /// arrives or the ticket is abandoned (no polling, which on a small
+    /// machine would take turns from the encoder's own threads). It works on
+    /// any thread, an async runtime's included (tests build services inside
+    /// one), as the channel and the ticket need no runtime to wake it.
+    pub fn wait_blocking(self, ticket: &Ticket) -> Result<Vec<Vec<f32>>, EmbedError> {
+        futures_executor::block_on(self.wait(ticket))
     }
 }
 
