@@ -162,6 +162,35 @@ impl Precision {
     }
 }
 
+/// The four linear layers of each transformer block, any of which
+/// `encoder.int8_layers` may keep in f32 under `precision = "int8"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinearLayer {
+    /// The fused query/key/value projection (hidden → 3·hidden).
+    Qkv,
+    /// The attention's output projection (hidden → hidden, plus residual).
+    AttentionOutput,
+    /// The feed-forward expansion (hidden → intermediate, then GELU).
+    Intermediate,
+    /// The feed-forward contraction (intermediate → hidden, plus residual).
+    Output,
+}
+
+impl LinearLayer {
+    pub const ALL: [LinearLayer; 4] =
+        [LinearLayer::Qkv, LinearLayer::AttentionOutput, LinearLayer::Intermediate, LinearLayer::Output];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinearLayer::Qkv => "qkv",
+            LinearLayer::AttentionOutput => "attention_output",
+            LinearLayer::Intermediate => "intermediate",
+            LinearLayer::Output => "output",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EncoderSettings {
@@ -175,7 +204,20 @@ pub struct EncoderSettings {
     /// `model::encoder::lowercase_first`); false keeps the model's own rule.
     pub lowercase: bool,
     pub precision: Precision,
+    /// Under `precision = "int8"`, the linear layers that run in int8 (the
+    /// others stay f32); all four by default.
+    pub int8_layers: Vec<LinearLayer>,
     pub threads: usize,
+}
+
+impl EncoderSettings {
+    /// The precision layer `layer` runs in.
+    pub fn precision_of(&self, layer: LinearLayer) -> Precision {
+        match self.precision {
+            Precision::Int8 if self.int8_layers.contains(&layer) => Precision::Int8,
+            _ => Precision::F32,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -578,6 +620,23 @@ mod tests {
 
             let err = Settings::load_with_preset(None, Some("bert-base")).unwrap_err().to_string();
             assert!(err.contains("encoder.preset") && err.contains("m3e-small"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn int8_layers_default_to_all_and_name_what_they_refuse() {
+        figment::Jail::expect_with(|jail| {
+            let settings = Settings::load(None).expect("default config");
+            assert_eq!(settings.encoder.int8_layers, LinearLayer::ALL);
+            assert_eq!(settings.encoder.precision_of(LinearLayer::Qkv), Precision::F32, "f32 unless int8 is chosen");
+            jail.create_file("x.toml", "[encoder]\nprecision = \"int8\"\nint8_layers = [\"qkv\", \"output\"]\n")?;
+            let some = Settings::load(Some(Path::new("x.toml"))).expect("some layers");
+            let precisions = LinearLayer::ALL.map(|layer| some.encoder.precision_of(layer));
+            assert_eq!(precisions, [Precision::Int8, Precision::F32, Precision::F32, Precision::Int8]);
+            jail.create_file("y.toml", "[encoder]\nint8_layers = [\"attention\"]\n")?;
+            let err = Settings::load(Some(Path::new("y.toml"))).unwrap_err().to_string();
+            assert!(err.contains("attention") && err.contains("attention_output"), "{err}");
             Ok(())
         });
     }

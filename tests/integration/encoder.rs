@@ -5,8 +5,8 @@
 //! texts, titles to user texts cut at the window.
 
 use serde::Deserialize;
-use shoprank::config::Precision;
-use shoprank::model::encoder::cosine;
+use shoprank::config::{EncoderSettings, LinearLayer, Precision};
+use shoprank::model::encoder::{cosine, Encoder};
 
 use crate::common::{self, Backbone, M3E, MINILM};
 
@@ -66,6 +66,53 @@ fn check_int8_cosine(model: &str) {
         lowest = lowest.min(c);
     }
     eprintln!("{model} int8: lowest cosine to the reference {lowest:.5}");
+}
+
+/// Each linear layer's share of the int8 error, measured: the worst and
+/// mean cosine to the f32 reference over the fixture texts with only that
+/// layer in int8, and with every layer but it. Every mix stays within the
+/// bound the all-int8 default meets, and names its vectors apart.
+fn check_int8_layers(model: &str) {
+    let files = common::model_files(model);
+    let settings = common::preset_settings(model).encoder;
+    let texts = fixture(model).texts;
+    let measure = |int8_layers: Vec<LinearLayer>| {
+        let settings = EncoderSettings { precision: Precision::Int8, int8_layers, ..settings.clone() };
+        let encoder = Encoder::load(&files, &settings).expect("load encoder");
+        let cosines: Vec<f32> = texts
+            .iter()
+            .map(|reference| cosine(&encoder.embed(&[&reference.text], 1).unwrap()[0], &reference.vector))
+            .collect();
+        let lowest = cosines.iter().copied().fold(f32::MAX, f32::min);
+        (lowest, cosines.iter().sum::<f32>() / cosines.len() as f32, encoder.embedding_key())
+    };
+    let mut keys = std::collections::HashSet::new();
+    let (all_lowest, all_mean, key) = measure(LinearLayer::ALL.to_vec());
+    eprintln!("{model} int8 layers: lowest / mean cosine to f32 over {} texts", texts.len());
+    eprintln!("  all four in int8:        {all_lowest:.5} / {all_mean:.6}");
+    keys.insert(key);
+    for layer in LinearLayer::ALL {
+        let (alone_lowest, alone_mean, alone_key) = measure(vec![layer]);
+        let others = LinearLayer::ALL.into_iter().filter(|&l| l != layer).collect();
+        let (others_lowest, others_mean, others_key) = measure(others);
+        eprintln!(
+            "  {:<17} only: {alone_lowest:.5} / {alone_mean:.6};  all but it: {others_lowest:.5} / {others_mean:.6}",
+            layer.as_str()
+        );
+        for (lowest, mix) in [(alone_lowest, "only"), (others_lowest, "all but")] {
+            assert!(lowest >= 0.995, "{model}: {mix} {} in int8 gives cosine {lowest}", layer.as_str());
+        }
+        assert!(keys.insert(alone_key) && keys.insert(others_key), "each mix keys its vectors apart");
+    }
+    let (none_lowest, _, none_key) = measure(Vec::new());
+    assert!(none_lowest > 0.99999, "no layer in int8 is f32: {none_lowest}");
+    assert!(none_key.contains("-f32-"), "{none_key}");
+}
+
+#[test]
+fn int8_layers_are_chosen_per_layer_and_each_ones_cost_is_measured() {
+    check_int8_layers(MINILM);
+    check_int8_layers(M3E);
 }
 
 const FAST: Backbone = Backbone::Fast(Precision::F32);

@@ -25,7 +25,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{Config, HiddenAct};
 use rayon::prelude::*;
 
-use crate::config::Precision;
+use crate::config::{EncoderSettings, LinearLayer, Precision};
 use crate::model::encoder::int8::{Epilogue, Kernel, PackedWeights};
 use crate::model::encoder::kernels::{self, Accumulate, Product, SharedOut, View};
 
@@ -123,7 +123,8 @@ struct Layer {
 }
 
 impl Layer {
-    fn load(vb: VarBuilder, config: &Config, precision: Precision) -> Result<Self> {
+    fn load(vb: VarBuilder, config: &Config, settings: &EncoderSettings) -> Result<Self> {
+        let precision = |layer| settings.precision_of(layer);
         let hidden = config.hidden_size;
         let attn = vb.pp("attention");
         let own = attn.pp("self");
@@ -131,18 +132,32 @@ impl Layer {
         let biases = ["query", "key", "value"].map(|name| own.pp(name).get(hidden, "bias"));
         let [wq, wk, wv] = weights;
         let [bq, bk, bv] = biases;
-        let qkv = Projection::new(Tensor::cat(&[wq?, wk?, wv?], 0)?, Tensor::cat(&[bq?, bk?, bv?], 0)?, precision)?;
+        let qkv = Projection::new(
+            Tensor::cat(&[wq?, wk?, wv?], 0)?,
+            Tensor::cat(&[bq?, bk?, bv?], 0)?,
+            precision(LinearLayer::Qkv),
+        )?;
         Ok(Self {
             qkv,
-            attention_out: Projection::load(&attn.pp("output").pp("dense"), hidden, hidden, precision)?,
+            attention_out: Projection::load(
+                &attn.pp("output").pp("dense"),
+                hidden,
+                hidden,
+                precision(LinearLayer::AttentionOutput),
+            )?,
             attention_norm: LayerNorm::load(attn.pp("output").pp("LayerNorm"), hidden, config.layer_norm_eps)?,
             intermediate: Projection::load(
                 &vb.pp("intermediate").pp("dense"),
                 hidden,
                 config.intermediate_size,
-                precision,
+                precision(LinearLayer::Intermediate),
             )?,
-            output: Projection::load(&vb.pp("output").pp("dense"), config.intermediate_size, hidden, precision)?,
+            output: Projection::load(
+                &vb.pp("output").pp("dense"),
+                config.intermediate_size,
+                hidden,
+                precision(LinearLayer::Output),
+            )?,
             output_norm: LayerNorm::load(vb.pp("output").pp("LayerNorm"), hidden, config.layer_norm_eps)?,
         })
     }
@@ -208,13 +223,15 @@ pub(crate) struct FastBert {
 }
 
 impl FastBert {
-    pub(crate) fn load(vb: VarBuilder, config: &Config, precision: Precision) -> Result<Self> {
+    /// Loads the weights, each linear layer in the precision `settings`
+    /// gives it.
+    pub(crate) fn load(vb: VarBuilder, config: &Config, settings: &EncoderSettings) -> Result<Self> {
         let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") { vb.pp("bert") } else { vb };
         let hidden = config.hidden_size;
         let emb = vb.pp("embeddings");
         let token_types = emb.get((config.type_vocab_size, hidden), "token_type_embeddings.weight")?;
         let layers = (0..config.num_hidden_layers)
-            .map(|i| Layer::load(vb.pp(format!("encoder.layer.{i}")), config, precision))
+            .map(|i| Layer::load(vb.pp(format!("encoder.layer.{i}")), config, settings))
             .collect::<Result<Vec<_>>>()?;
         let table =
             |name: &str, rows: usize| -> Result<Vec<f32>> { emb.get((rows, hidden), name)?.flatten_all()?.to_vec1() };

@@ -18,7 +18,7 @@ mod int8;
 mod kernels;
 
 use self::bert_fast::FastBert;
-use crate::config::{EncoderSettings, Precision};
+use crate::config::{EncoderSettings, LinearLayer, Precision};
 use crate::model::files::{EncoderFiles, ModelFilesError, WeightsFormat};
 use crate::model::head::EncoderIdentity;
 
@@ -69,6 +69,8 @@ pub struct Encoder {
     dim: usize,
     name: String,
     precision: Precision,
+    /// The linear layers that run in int8 (in `LinearLayer::ALL`'s order).
+    int8_layers: Vec<LinearLayer>,
 }
 
 impl Encoder {
@@ -131,9 +133,16 @@ impl Encoder {
         let backbone = if reference {
             Backbone::Reference(BertModel::load(vb, &config)?)
         } else {
-            Backbone::Fast(FastBert::load(vb, &config, settings.precision)?)
+            Backbone::Fast(FastBert::load(vb, &config, settings)?)
         };
-        let precision = if reference { Precision::F32 } else { settings.precision };
+        let int8_layers: Vec<LinearLayer> = match settings.precision {
+            Precision::Int8 if !reference => {
+                LinearLayer::ALL.into_iter().filter(|l| settings.int8_layers.contains(l)).collect()
+            }
+            _ => Vec::new(),
+        };
+        // int8 with every layer kept in f32 is f32, vectors and key alike.
+        let precision = if int8_layers.is_empty() { Precision::F32 } else { Precision::Int8 };
         Ok(Self {
             backbone,
             tokenizer,
@@ -145,6 +154,7 @@ impl Encoder {
             // made with it (and start-up refuses such a bundle).
             name: if lowercased { format!("{}+lowercase", files.name) } else { files.name.clone() },
             precision,
+            int8_layers,
         })
     }
 
@@ -164,8 +174,13 @@ impl Encoder {
         // "int8pc": the per-channel int8 kernels, whose vectors differ from
         // those the earlier int8 (candle Q8_0) stored under "int8".
         let precision = match self.precision() {
-            Precision::F32 => "f32",
-            Precision::Int8 => "int8pc",
+            Precision::F32 => "f32".to_string(),
+            Precision::Int8 if self.int8_layers.len() == LinearLayer::ALL.len() => "int8pc".to_string(),
+            // Some layers kept in f32: other vectors, another key.
+            Precision::Int8 => {
+                let layers: Vec<&str> = self.int8_layers.iter().map(|l| l.as_str()).collect();
+                format!("int8pc[{}]", layers.join("+"))
+            }
         };
         format!("{}-{precision}-{}", self.name(), self.max_seq_len())
     }
