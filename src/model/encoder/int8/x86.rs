@@ -129,8 +129,9 @@ pub(super) unsafe fn finish_avx512(
 }
 
 /// As [`tile_avx512vnni`] on AVX2, from the i16 weights: per pair of
-/// inputs, the row's two activations widened to i16 and broadcast, and
-/// `vpmaddwd` into two 8-channel registers per row (exact i32 sums).
+/// inputs, the row's two activations (widened to i16 once per tile)
+/// broadcast, and `vpmaddwd` into two 8-channel registers per row (exact
+/// i32 sums).
 ///
 /// # Safety
 /// The CPU must have AVX2, and `w.wide` must be filled (`Kernel::Avx2`).
@@ -144,7 +145,15 @@ pub(super) unsafe fn tile_avx2(
     out: &mut [f32],
 ) {
     let pairs = w.padded_in / 2;
-    let rows = row_pointers(q, first, count);
+    // The tile's rows widened to i16 once, so each pair of activations is
+    // one 32-bit broadcast from memory in the loop below.
+    let mut wide_rows = vec![0i16; ROWS * w.padded_in];
+    for (r, wide) in wide_rows.chunks_exact_mut(w.padded_in).enumerate() {
+        for (value, &byte) in wide.iter_mut().zip(q.row(first + r.min(count - 1))) {
+            *value = byte as i16;
+        }
+    }
+    let rows: [*const i32; ROWS] = std::array::from_fn(|r| wide_rows[r * w.padded_in..].as_ptr().cast());
     let panel_values = pairs * PANEL * 2;
     assert_eq!(w.wide.len(), w.out_dim.div_ceil(PANEL) * panel_values, "AVX2 weights packed");
     for panel in 0..w.out_dim.div_ceil(PANEL) {
@@ -152,13 +161,12 @@ pub(super) unsafe fn tile_avx2(
         let mut acc = [[_mm256_setzero_si256(); 2]; ROWS];
         for pair in 0..pairs {
             // SAFETY: `pair < pairs` keeps the two 32-byte loads inside the
-            // panel and the 2-byte read inside the padded row.
+            // panel and the 4-byte read (two i16) inside the widened row.
             unsafe {
                 let low = _mm256_loadu_si256(block.add(pair * PANEL * 2).cast());
                 let high = _mm256_loadu_si256(block.add(pair * PANEL * 2 + PANEL).cast());
                 for r in 0..ROWS {
-                    let [a0, a1] = rows[r].add(pair * 2).cast::<[u8; 2]>().read();
-                    let a = _mm256_set1_epi32(a0 as i32 | (a1 as i32) << 16);
+                    let a = _mm256_set1_epi32(rows[r].add(pair).read_unaligned());
                     acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(a, low));
                     acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(a, high));
                 }
