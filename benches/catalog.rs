@@ -61,6 +61,7 @@ fn unit(mut v: Vec<f32>) -> Vec<f32> {
 }
 
 fn main() {
+    common::configure_threads_once();
     // `cargo test --all-targets` runs this file too, without `--bench`: a
     // small smoke run then checks that the load run works, in seconds.
     let smoke = !std::env::args().any(|a| a == "--bench");

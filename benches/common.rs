@@ -37,15 +37,18 @@ fn corpus_lines(name: &str) -> Vec<serde_json::Value> {
 #[allow(dead_code)] // not every bench that includes this file needs them
 pub fn settings() -> Settings {
     let mut settings = Settings::load(None).expect("default settings").rooted_at(&repo_path(""));
-    configure_threads_once(settings.encoder.threads);
     let dir = std::env::temp_dir().join(format!("shoprank-bench-catalog-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     settings.store.url = dir.display().to_string();
     settings
 }
 
-/// The thread pool as `shoprank serve` sizes it (once per bench process).
-pub fn configure_threads_once(threads: usize) {
+/// The thread pool as `shoprank serve` sizes it, from the default
+/// settings. Call it first, before any other thread starts (it sets an
+/// environment variable).
+#[allow(dead_code)] // not every bench includes this file for it
+pub fn configure_threads_once() {
+    let threads = Settings::load(None).expect("default settings").encoder.threads;
     static CONFIGURED: std::sync::Once = std::sync::Once::new();
     CONFIGURED.call_once(|| {
         shoprank::model::threads::configure_threads(threads).expect("thread pool");

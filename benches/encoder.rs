@@ -17,6 +17,8 @@ mod common;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use std::cell::Cell;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use shoprank::config::{Precision, Settings};
 use shoprank::model::encoder::{Encoder, TokenizedText};
@@ -66,11 +68,13 @@ fn bench_titles(c: &mut Criterion, group: &str, tokens: &[TokenizedText], encode
     for &batch in batches {
         let batches: Vec<Vec<&TokenizedText>> = tokens.chunks(batch).map(|c| c.iter().collect()).collect();
         group.throughput(Throughput::Elements(batch as u64));
+        // The position survives criterion's samples, so the run goes
+        // round the whole corpus as the peer harness does, not its start.
+        let next = Cell::new(0);
         group.bench_with_input(BenchmarkId::from_parameter(batch), &batches, |b, batches| {
-            let mut next = 0;
             b.iter(|| {
-                let out = encoder.embed_tokenized(&batches[next % batches.len()]).expect("embed");
-                next += 1;
+                let out = encoder.embed_tokenized(&batches[next.get() % batches.len()]).expect("embed");
+                next.set(next.get() + 1);
                 out
             })
         });
@@ -82,11 +86,11 @@ fn bench_user_texts(c: &mut Criterion, group: &str, tokens: &[TokenizedText], en
     let mut group = c.benchmark_group(group);
     group.sample_size(20);
     group.throughput(Throughput::Elements(1));
+    let next = Cell::new(0);
     group.bench_function("1", |b| {
-        let mut next = 0;
         b.iter(|| {
-            let out = encoder.embed_tokenized(&[&tokens[next % tokens.len()]]).expect("embed");
-            next += 1;
+            let out = encoder.embed_tokenized(&[&tokens[next.get() % tokens.len()]]).expect("embed");
+            next.set(next.get() + 1);
             out
         })
     });
@@ -94,6 +98,7 @@ fn bench_user_texts(c: &mut Criterion, group: &str, tokens: &[TokenizedText], en
 }
 
 fn bench_encoder(c: &mut Criterion) {
+    common::configure_threads_once();
     let titles = common::corpus("titles.jsonl");
     let chinese_titles = common::corpus_where("titles.jsonl", "lang", "zh");
     let users = common::corpus("user_texts.jsonl");

@@ -66,6 +66,7 @@ fn query(user: &User, marker: usize, titles: &[String], suffix: &str) -> RankQue
 }
 
 fn bench_recommend(c: &mut Criterion) {
+    common::configure_threads_once();
     let service = service();
     let (ranker, bundle) = (service.ranker(), service.bundle());
     let titles = common::corpus("titles.jsonl");

@@ -1,8 +1,8 @@
 //! The one compute thread pool: rayon's global pool, which the encoder's
 //! kernels and Candle's (the scoring head's) both use.
 
-/// Sizes the pool to `threads` workers, or one per CPU when 0, and returns
-/// the count.
+/// Sizes the pool to `threads` workers, or when 0 to `RAYON_NUM_THREADS`
+/// if set, else one per CPU, and returns the count.
 ///
 /// It also sets `RAYON_NUM_THREADS`, which Candle reads before every matrix
 /// product: unset, Candle counts the physical cores from `/proc/cpuinfo` on
@@ -11,8 +11,10 @@
 /// Call it once, at start-up, before any other thread runs: it changes the
 /// process environment, and the pool can be built only once.
 pub fn configure_threads(threads: usize) -> Result<usize, rayon::ThreadPoolBuildError> {
+    // 0: what the operator's RAYON_NUM_THREADS says, else one per CPU.
+    let from_environment = || std::env::var("RAYON_NUM_THREADS").ok()?.parse().ok().filter(|&n: &usize| n > 0);
     let threads = match threads {
-        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        0 => from_environment().unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
         n => n,
     };
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());

@@ -348,9 +348,11 @@ impl Pending {
     /// arrives or the ticket is abandoned (no polling, which on a small
     /// machine would take turns from the encoder's own threads). It works on
     /// any thread, an async runtime's included (tests build services inside
-    /// one), as the channel and the ticket need no runtime to wake it.
+    /// one), as the channel and the ticket need no runtime to wake it;
+    /// `unconstrained` keeps tokio's per-task budget, which the channel
+    /// would otherwise spend inside a task, from turning the wait into a spin.
     pub fn wait_blocking(self, ticket: &Ticket) -> Result<Vec<Vec<f32>>, EmbedError> {
-        futures_executor::block_on(self.wait(ticket))
+        futures_executor::block_on(tokio::task::unconstrained(self.wait(ticket)))
     }
 }
 

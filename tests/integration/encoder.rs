@@ -101,6 +101,8 @@ fn check_int8_layers(model: &str) {
         );
         for (lowest, mix) in [(alone_lowest, "only"), (others_lowest, "all but")] {
             assert!(lowest >= 0.995, "{model}: {mix} {} in int8 gives cosine {lowest}", layer.as_str());
+            // And the layer really ran in int8 (f32 would be exact).
+            assert!(lowest < 0.99999, "{model}: {mix} {} in int8 matches f32 ({lowest})", layer.as_str());
         }
         assert!(keys.insert(alone_key) && keys.insert(others_key), "each mix keys its vectors apart");
     }

@@ -9,16 +9,17 @@
 //! - **Fused kernels** ([`crate::model::encoder::kernels`]): one `[hidden, 3·hidden]` Q/K/V
 //!   product; bias and residual added by the products themselves; heads read
 //!   in place from the Q/K/V rows; single-pass GELU, softmax and layer norm.
-//!   Candle loads the weights (safetensors, or the hub) and runs the int8
-//!   products; the f32 products call the `gemm` crate that candle itself
-//!   uses, without candle's per-op allocation and second thread pool.
+//!   Candle loads the weights (safetensors, or the hub); the f32 products
+//!   call the `gemm` crate that candle itself uses, without candle's per-op
+//!   allocation and second thread pool.
 //! - **Optional int8 linear layers** ([`crate::model::encoder::int8`]:
-//!   per-channel weights packed at load, per-token activations, VNNI/AVX2
-//!   kernels), selected by `encoder.precision`.
+//!   per-channel weights packed at load, per-token activations, AMX, VNNI
+//!   and AVX2 kernels with bias, residual and GELU in their epilogue),
+//!   selected by `encoder.precision` and, per layer, `encoder.int8_layers`.
 //!
 //! Its f32 output matches `BertModel` to float rounding (checked in tests).
 
-use std::cell::Cell;
+use std::sync::Mutex;
 
 use candle_core::{Device, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -165,7 +166,7 @@ impl Layer {
 
 /// The activation buffers of one forward pass, sized for its token rows
 /// and reused by every layer and, through [`Activations::take`], by the
-/// next pass on the same thread.
+/// next pass.
 #[derive(Default)]
 struct Activations {
     hidden: Vec<f32>,
@@ -175,20 +176,22 @@ struct Activations {
     inner: Vec<f32>,
 }
 
-/// Activation buffers kept per thread between passes up to this size (a
-/// user text of 100 tokens needs 1.5 MiB on all-MiniLM-L6-v2); a larger
-/// batch's are freed after it, so an idle thread holds little.
+/// Activation buffers kept between passes up to this size (a user text of
+/// 100 tokens needs 1.5 MiB on all-MiniLM-L6-v2); a larger batch's are
+/// freed after it, so an idle encoder holds little.
 const KEEP_ACTIVATION_BYTES: usize = 8 << 20;
 
-thread_local! {
-    static SPARE_ACTIVATIONS: Cell<Option<Activations>> = const { Cell::new(None) };
-}
+/// One spare set for the process: passes run one at a time on the encoder
+/// thread, on whichever pool worker takes them, so one set is enough and the
+/// memory kept does not grow with the core count.
+static SPARE_ACTIVATIONS: Mutex<Option<Activations>> = Mutex::new(None);
 
 impl Activations {
-    /// This thread's buffers, resized for `rows` token rows. Their old
-    /// contents are never read: every kernel writes its output in full.
+    /// The spare buffers (or new ones), resized for `rows` token rows. Their
+    /// old contents are never read: every kernel writes its output in full.
     fn take(rows: usize, hidden: usize, intermediate: usize) -> Self {
-        let mut acts = SPARE_ACTIVATIONS.take().unwrap_or_default();
+        let spare = SPARE_ACTIVATIONS.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let mut acts = spare.unwrap_or_default();
         acts.hidden.resize(rows * hidden, 0.0);
         acts.qkv.resize(rows * 3 * hidden, 0.0);
         acts.context.resize(rows * hidden, 0.0);
@@ -197,11 +200,11 @@ impl Activations {
         acts
     }
 
-    /// Keeps the buffers for the thread's next pass, unless they are large.
+    /// Keeps the buffers for the next pass, unless they are large.
     fn give_back(self) {
         let floats = [&self.hidden, &self.qkv, &self.context, &self.attended, &self.inner].map(Vec::capacity);
         if floats.iter().sum::<usize>() * size_of::<f32>() <= KEEP_ACTIVATION_BYTES {
-            SPARE_ACTIVATIONS.set(Some(self));
+            *SPARE_ACTIVATIONS.lock().unwrap_or_else(|e| e.into_inner()) = Some(self);
         }
     }
 }

@@ -84,9 +84,14 @@ impl Encoder {
             encoder = encoder.name(),
             dim = encoder.dim(),
             precision = encoder.precision().as_str(),
+            // Names a partial int8 mix (`encoder.int8_layers`) too.
+            embeddings = encoder.embedding_key(),
             secs = started.elapsed().as_secs_f64(),
             "encoder loaded"
         );
+        if settings.precision == Precision::Int8 && encoder.precision() == Precision::F32 {
+            tracing::warn!("encoder.precision is int8 but encoder.int8_layers is empty: every layer runs in f32");
+        }
         Ok(encoder)
     }
 

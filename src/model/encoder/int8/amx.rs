@@ -50,7 +50,12 @@ fn permitted() -> bool {
             const XFEATURE_XTILEDATA: libc::c_long = 18;
             // SAFETY: arch_prctl with these arguments only changes which
             // register state the kernel will save for this process.
-            unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
+            let granted = unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 };
+            if !granted {
+                let error = std::io::Error::last_os_error();
+                tracing::warn!(%error, "the CPU has AMX but Linux refused its tile state: int8 runs on AVX-512 VNNI");
+            }
+            granted
         }
         #[cfg(not(target_os = "linux"))]
         false
@@ -120,9 +125,13 @@ pub(super) unsafe fn product(
     // caller's promise).
     unsafe {
         asm!("ldtilecfg [{}]", in(reg) &config, options(nostack, readonly));
+        // Releases the tiles however this returns (a panic in the
+        // activation included), so a worker never keeps AMX state live.
+        let _release = TileRelease;
         for first in (0..rows).step_by(BLOCK_ROWS) {
-            let upper = q.row(first).as_ptr();
-            let lower = q.row(first + TILE_ROWS).as_ptr();
+            // Pointers into the whole buffer: each tile load reads 16 rows.
+            let upper = q.data[first * q.padded_in..].as_ptr();
+            let lower = q.data[(first + TILE_ROWS) * q.padded_in..].as_ptr();
             for panel in panels.clone().step_by(2) {
                 let left = w.panel(panel).as_ptr();
                 let right = w.panel(panel + 1).as_ptr();
@@ -180,6 +189,16 @@ pub(super) unsafe fn product(
                 }
             }
         }
-        asm!("tilerelease", options(nostack, nomem));
+    }
+}
+
+/// `tilerelease` on drop.
+struct TileRelease;
+
+impl Drop for TileRelease {
+    fn drop(&mut self) {
+        // SAFETY: only made after `ldtilecfg` succeeded, so the CPU has AMX;
+        // releasing returns the tiles to their initial state.
+        unsafe { asm!("tilerelease", options(nostack, nomem)) };
     }
 }

@@ -1,6 +1,6 @@
 //! The int8 matrix product of the encoder's linear layers (`encoder.precision
-//! = "int8"`): `out += x·Wᵀ` with `W` quantised once, at load, and `x`
-//! quantised per call.
+//! = "int8"`): `out = x·Wᵀ + bias (+ residual)`, then an activation, with
+//! `W` quantised once, at load, and `x` quantised per call.
 //!
 //! - **Weights**: symmetric, one scale per output channel (a row of `W`),
 //!   packed once into the layout the kernels read: panels of 16 output
@@ -28,7 +28,8 @@
 //! - **Threads**: many rows (batches) are split by rows, each thread
 //!   quantising its own; few rows (one user text) are quantised once and,
 //!   on AMX, split by output channels, so each core reads half the weights.
-//!   The quantised rows live in a per-thread buffer kept between calls.
+//!   The quantised rows live in a per-thread buffer kept between calls (up
+//!   to 1 MiB each).
 
 use std::cell::Cell;
 
@@ -223,6 +224,8 @@ impl PackedWeights {
 
     /// The vector and portable kernels, 4 rows at a time.
     fn product_rows_vector(&self, quantised: &QuantisedRows, rows: usize, epilogue: &Epilogue, out: &mut [f32]) {
+        // The AVX2 kernel's tile rows widened to i16, one buffer per call.
+        let mut wide_rows = if self.kernel == Kernel::Avx2 { vec![0i16; ROWS * self.padded_in] } else { Vec::new() };
         for first in (0..rows).step_by(ROWS) {
             let count = ROWS.min(rows - first);
             let out = &mut out[first * self.out_dim..(first + count) * self.out_dim];
@@ -233,7 +236,7 @@ impl PackedWeights {
                 Kernel::Avx512Vnni => unsafe { x86::tile_avx512vnni(self, quantised, first, count, epilogue, out) },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as above.
-                Kernel::Avx2 => unsafe { x86::tile_avx2(self, quantised, first, count, epilogue, out) },
+                Kernel::Avx2 => unsafe { x86::tile_avx2(self, quantised, first, count, epilogue, &mut wide_rows, out) },
                 _ => tile_portable(self, quantised, first, count, epilogue, out),
             }
             if let Some(activation) = epilogue.activation {
@@ -340,9 +343,10 @@ impl<'a> SharedRows<'a> {
 unsafe impl Send for SharedRows<'_> {}
 unsafe impl Sync for SharedRows<'_> {}
 
-/// Quantised rows kept per thread between calls up to this size; a larger
-/// buffer (a long batch) is freed after its call.
-const KEEP_SCRATCH_BYTES: usize = 4 << 20;
+/// Quantised rows kept per thread between calls up to this size (a user
+/// text's widest layer needs 200 KiB); a larger buffer (a long batch) is
+/// freed after its call, so the memory kept stays small on many cores.
+const KEEP_SCRATCH_BYTES: usize = 1 << 20;
 
 thread_local! {
     static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };

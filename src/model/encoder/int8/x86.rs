@@ -142,12 +142,13 @@ pub(super) unsafe fn tile_avx2(
     first: usize,
     count: usize,
     epilogue: &Epilogue,
+    wide_rows: &mut [i16],
     out: &mut [f32],
 ) {
     let pairs = w.padded_in / 2;
-    // The tile's rows widened to i16 once, so each pair of activations is
-    // one 32-bit broadcast from memory in the loop below.
-    let mut wide_rows = vec![0i16; ROWS * w.padded_in];
+    // The tile's rows widened to i16 once (into `wide_rows`, 4 × padded_in),
+    // so each pair of activations is one 32-bit broadcast from memory below.
+    let wide_rows = &mut wide_rows[..ROWS * w.padded_in];
     for (r, wide) in wide_rows.chunks_exact_mut(w.padded_in).enumerate() {
         for (value, &byte) in wide.iter_mut().zip(q.row(first + r.min(count - 1))) {
             *value = byte as i16;
