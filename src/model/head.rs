@@ -293,9 +293,7 @@ impl ScoringHead {
     ///
     /// The first layer's product with `[u, v, u⊙v, n]` is regrouped as
     /// `W_u·u + (W_v + W_uv∘u)·v + W_n·n`: the user part is computed once, and
-    /// each candidate costs a `D`-wide product instead of `3D`. The members'
-    /// first layers are stacked, so all of them take one product over the
-    /// candidates (the bulk of the work) instead of one each.
+    /// each candidate costs a `D`-wide product instead of `3D`.
     pub fn score_user(&self, user: &[f32], items: &Tensor, numeric: &[Numeric]) -> candle_core::Result<Vec<f32>> {
         let n = numeric.len();
         if n == 0 {
@@ -307,32 +305,26 @@ impl ScoringHead {
         let numeric = Tensor::from_vec(flat, (n, NUMERIC_LEN), &self.device)?;
         let standardised = numeric.broadcast_sub(&self.numeric_mean)?.broadcast_div(&self.numeric_std)?;
 
-        let (mut user_parts, mut item_weights, mut numeric_weights) = (Vec::new(), Vec::new(), Vec::new());
+        let mut total: Option<Tensor> = None;
         for member in &self.members {
-            let first = &member.layers[0];
+            let (first, rest) = member.layers.split_first().expect("the head has a hidden layer");
             let w = first.weight();
             let w_u = w.narrow(1, 0, dim)?;
             let w_v = w.narrow(1, dim, dim)?;
             let w_uv = w.narrow(1, 2 * dim, dim)?;
+            let w_n = w.narrow(1, 3 * dim, NUMERIC_LEN)?;
             let user_part = u.matmul(&w_u.t()?)?; // [1, H]
-            user_parts.push(match first.bias() {
+            let user_part = match first.bias() {
                 Some(b) => user_part.broadcast_add(b)?,
                 None => user_part,
-            });
-            item_weights.push(w_v.add(&w_uv.broadcast_mul(&u)?)?); // [H, D]
-            numeric_weights.push(w.narrow(1, 3 * dim, NUMERIC_LEN)?);
-        }
-        // [n, members·H]: every member's first hidden layer.
-        let first = items
-            .matmul(&Tensor::cat(&item_weights, 0)?.t()?)?
-            .add(&standardised.matmul(&Tensor::cat(&numeric_weights, 0)?.t()?)?)?
-            .broadcast_add(&Tensor::cat(&user_parts, 1)?)?
-            .relu()?;
-        let width = self.spec.hidden[0];
-        let mut total: Option<Tensor> = None;
-        for (m, member) in self.members.iter().enumerate() {
-            let mut xs = first.narrow(1, m * width, width)?.contiguous()?;
-            for layer in &member.layers[1..] {
+            };
+            let item_weights = w_v.add(&w_uv.broadcast_mul(&u)?)?; // [H, D]
+            let mut xs = items
+                .matmul(&item_weights.t()?)?
+                .add(&standardised.matmul(&w_n.t()?)?)?
+                .broadcast_add(&user_part)?
+                .relu()?;
+            for layer in rest {
                 xs = layer.forward(&xs)?.relu()?;
             }
             let logits = member.out.forward(&xs)?.squeeze(D::Minus1)?;
