@@ -140,11 +140,10 @@ impl Encoder {
         } else {
             Backbone::Fast(FastBert::load(vb, &config, settings)?)
         };
-        let int8_layers: Vec<LinearLayer> = match settings.precision {
-            Precision::Int8 if !reference => {
-                LinearLayer::ALL.into_iter().filter(|l| settings.int8_layers.contains(l)).collect()
-            }
-            _ => Vec::new(),
+        let int8_layers: Vec<LinearLayer> = if reference {
+            Vec::new()
+        } else {
+            LinearLayer::ALL.into_iter().filter(|&l| settings.precision_of(l) == Precision::Int8).collect()
         };
         // int8 with every layer kept in f32 is f32, vectors and key alike.
         let precision = if int8_layers.is_empty() { Precision::F32 } else { Precision::Int8 };

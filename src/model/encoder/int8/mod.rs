@@ -36,6 +36,9 @@ use std::cell::Cell;
 use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
+use crate::model::encoder::kernels::SharedOut;
+
+#[cfg(target_arch = "x86_64")]
 mod amx;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -253,7 +256,8 @@ impl PackedWeights {
         with_scratch(|scratch| {
             let quantised = QuantisedRows::new(xs, rows, self, scratch, true);
             let pairs_each = (self.panels / 2).div_ceil(threads);
-            let shared = SharedRows::new(out);
+            let n = self.out_dim;
+            let shared = SharedOut::new(out);
             (0..threads).into_par_iter().for_each(|thread| {
                 let panels =
                     (thread * 2 * pairs_each).min(self.panels)..((thread + 1) * 2 * pairs_each).min(self.panels);
@@ -263,7 +267,7 @@ impl PackedWeights {
                     // epilogue's sizes, and the threads' panel ranges are
                     // disjoint, so no two touch the same column of `out`,
                     // which stays mutably borrowed until all have finished.
-                    unsafe { amx::product(self, &quantised, rows, panels, epilogue, shared.get()) };
+                    unsafe { amx::product(self, &quantised, rows, panels, epilogue, shared.block(0, rows, n, n)) };
                 }
             });
         });
@@ -321,27 +325,6 @@ impl Epilogue<'_> {
         }
     }
 }
-
-/// The output rows, shared by threads that write disjoint columns.
-struct SharedRows<'a> {
-    ptr: *mut f32,
-    _rows: std::marker::PhantomData<&'a mut [f32]>,
-}
-
-impl<'a> SharedRows<'a> {
-    fn new(out: &'a mut [f32]) -> Self {
-        Self { ptr: out.as_mut_ptr(), _rows: std::marker::PhantomData }
-    }
-
-    fn get(&self) -> *mut f32 {
-        self.ptr
-    }
-}
-
-// SAFETY: handed only to threads that write disjoint columns, while the
-// rows stay mutably borrowed (the lifetime) until they have all finished.
-unsafe impl Send for SharedRows<'_> {}
-unsafe impl Sync for SharedRows<'_> {}
 
 /// Quantised rows kept per thread between calls up to this size (a user
 /// text's widest layer needs 200 KiB); a larger buffer (a long batch) is
