@@ -236,9 +236,9 @@ impl Ranker {
         let stats = bundle.stats();
         let context = user_context(stats, &user);
         let inputs = scoring_inputs(stats, &context, &pool)?;
-        // On a worker of the compute pool: the head's Candle products split
-        // over it by forking from inside, not each by a hand-off from here.
-        let scores = rayon::scope(|_| inputs.score(bundle.head()))?;
+        // On this thread: a loaded head scores a request's candidates itself
+        // (see `model::head::serving`), splitting only large sets over the pool.
+        let scores = inputs.score(bundle.head())?;
         self.metrics.candidates_per_request.observe(pool.len() as f64);
         // With a query: relevance bands first, probability within a band.
         let keys = if query.query.is_some() {

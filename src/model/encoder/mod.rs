@@ -15,7 +15,7 @@ use tokenizers::{Tokenizer, TruncationParams};
 
 mod bert_fast;
 mod int8;
-mod kernels;
+pub(crate) mod kernels;
 
 use self::bert_fast::FastBert;
 use crate::config::{EncoderSettings, LinearLayer, Precision};
