@@ -1,5 +1,6 @@
 //! The one compute thread pool: rayon's global pool, which the encoder's
-//! kernels and Candle's (the scoring head's) both use.
+//! kernels, the serving head (for large candidate sets) and Candle's ops
+//! (training, evaluation's features) all use.
 
 /// Sizes the pool to `threads` workers, or when 0 to `RAYON_NUM_THREADS`
 /// if set, else one per CPU, and returns the count.

@@ -312,15 +312,19 @@ impl ScoringHead {
             return Ok(Vec::new());
         }
         let dim = self.spec.encoder.dim;
+        if user.len() != dim || items.dims() != [n, dim] {
+            candle_core::bail!(
+                "the user is {} wide and the candidates {:?}, not {n} rows of {dim}",
+                user.len(),
+                items.dims()
+            );
+        }
         if let Some(serving) = &self.serving {
-            let items = items.flatten_all()?;
             let (storage, layout) = items.storage_and_layout();
             if let (candle_core::Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) {
-                if end - start == n * dim {
-                    return Ok(serving.score_user(user, &cpu.as_slice::<f32>()?[start..end], numeric));
-                }
+                return Ok(serving.score_user(user, &cpu.as_slice::<f32>()?[start..end], numeric));
             }
-            candle_core::bail!("the candidates are {:?}, not {n} rows of {dim}", items.dims());
+            return Ok(serving.score_user(user, &items.flatten_all()?.to_vec1::<f32>()?, numeric));
         }
         let u = Tensor::from_slice(user, (1, dim), &self.device)?;
         let flat: Vec<f32> = numeric.iter().flatten().copied().collect();
@@ -458,7 +462,8 @@ mod tests {
     /// candidates (this thread) and on many (split over the pool).
     #[test]
     fn a_loaded_head_scores_as_the_trained_one() {
-        let dim = 6;
+        // Wider than the 16 lanes of the serving form's dot product, with a remainder.
+        let dim = 40;
         let (mut first_map, first) = fresh(dim);
         let (second_map, _) = fresh(dim);
         let fitted_on = Tensor::randn(0f32, 3.0, (50, NUMERIC_LEN), &Device::Cpu).unwrap();
@@ -491,7 +496,7 @@ mod tests {
         let rows = [[0.5; NUMERIC_LEN]; 7];
         let wrong = Tensor::zeros((6, dim), DType::F32, &Device::Cpu).unwrap();
         let err = loaded.score_user(&user, &wrong, &rows).unwrap_err().to_string();
-        assert!(err.contains("not 7 rows of 6"), "{err}");
+        assert!(err.contains("the candidates [6, 40], not 7 rows of 40"), "{err}");
     }
 
     #[test]

@@ -19,10 +19,11 @@ use rayon::prelude::*;
 use crate::model::encoder::kernels::{Accumulate, Product, View};
 use crate::model::features::{Numeric, NUMERIC_LEN};
 
-/// Candidates per parallel task. Up to this many are scored on the calling
-/// thread: 128 candidates take about half a millisecond, and a hand-off to
-/// the pool and back costs about a tenth of that while the pool may be busy
-/// with other requests' forward passes.
+/// The fewest candidates a parallel task takes. Up to this many are scored
+/// on the calling thread: 100 candidates take about half a millisecond of
+/// one core, while a hand-off to the pool and back costs a tenth of that
+/// when the pool is idle, and waits behind other requests' forward passes
+/// when it is not.
 const ROWS_PER_TASK: usize = 128;
 
 /// A dense layer, `out × in` row-major (as stored), and its bias.
@@ -59,8 +60,10 @@ impl Dense {
 }
 
 /// Every member's first layer, split by the part of the input each block
-/// of columns reads, each `members·hidden × width` row-major: member `m`'s
-/// units are rows `m·hidden..(m + 1)·hidden`.
+/// of columns reads: `user`, `item` and `pair` are `members·hidden × dim`,
+/// `numeric` `members·hidden × NUMERIC_LEN`, row-major, and `bias` has
+/// `members·hidden` values; member `m`'s units are rows
+/// `m·hidden..(m + 1)·hidden`.
 struct FirstLayers {
     user: Vec<f32>,
     item: Vec<f32>,
@@ -132,6 +135,7 @@ impl ServingHead {
     /// for the user `user`.
     pub(super) fn score_user(&self, user: &[f32], items: &[f32], numeric: &[Numeric]) -> Vec<f32> {
         let (n, dim) = (numeric.len(), self.dim);
+        // Checked by `ScoringHead::score_user`, the one caller.
         assert_eq!(user.len(), dim, "the user embedding is dim wide");
         assert_eq!(items.len(), n * dim, "one item embedding per numeric row");
         let user_side = self.user_side(user);

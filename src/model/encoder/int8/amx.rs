@@ -134,66 +134,57 @@ pub(super) unsafe fn product(
             // Pointers into the whole buffer: each tile load reads 16 rows.
             let upper = q.data[first * q.padded_in..].as_ptr();
             let lower = q.data[(first + TILE_ROWS) * q.padded_in..].as_ptr();
+            // At most 16 rows left: the lower tile would hold only padding,
+            // so its loads and products are skipped (half the work).
             let lower_rows = rows - first > TILE_ROWS;
             for panel in panels.clone().step_by(2) {
                 let left = w.panel(panel).as_ptr();
                 let right = w.panel(panel + 1).as_ptr();
-                asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
+                asm!("tilezero tmm0", "tilezero tmm1", options(nostack, nomem));
                 if lower_rows {
-                    for step in 0..steps {
+                    asm!("tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
+                }
+                for step in 0..steps {
+                    asm!(
+                        "tileloadd tmm4, [{upper} + {input_stride} * 1]",
+                        "tileloadd tmm6, [{left} + {weight_stride} * 1]",
+                        "tileloadd tmm7, [{right} + {weight_stride} * 1]",
+                        "tdpbusd tmm0, tmm4, tmm6",
+                        "tdpbusd tmm1, tmm4, tmm7",
+                        upper = in(reg) upper.add(step * TILE_INPUTS),
+                        left = in(reg) left.add(step * tile_bytes),
+                        right = in(reg) right.add(step * tile_bytes),
+                        input_stride = in(reg) input_stride,
+                        weight_stride = in(reg) weight_stride,
+                        options(nostack, readonly),
+                    );
+                    // The same weight tiles (still in tmm6/7) times the lower
+                    // 16 rows, unless the block has no rows there.
+                    if lower_rows {
                         asm!(
-                            "tileloadd tmm4, [{upper} + {input_stride} * 1]",
                             "tileloadd tmm5, [{lower} + {input_stride} * 1]",
-                            "tileloadd tmm6, [{left} + {weight_stride} * 1]",
-                            "tileloadd tmm7, [{right} + {weight_stride} * 1]",
-                            "tdpbusd tmm0, tmm4, tmm6",
-                            "tdpbusd tmm1, tmm4, tmm7",
                             "tdpbusd tmm2, tmm5, tmm6",
                             "tdpbusd tmm3, tmm5, tmm7",
-                            upper = in(reg) upper.add(step * TILE_INPUTS),
                             lower = in(reg) lower.add(step * TILE_INPUTS),
-                            left = in(reg) left.add(step * tile_bytes),
-                            right = in(reg) right.add(step * tile_bytes),
                             input_stride = in(reg) input_stride,
-                            weight_stride = in(reg) weight_stride,
                             options(nostack, readonly),
                         );
                     }
+                }
+                asm!(
+                    "tilestored [{s0} + {stride} * 1], tmm0",
+                    "tilestored [{s1} + {stride} * 1], tmm1",
+                    s0 = in(reg) sums.0[0].as_mut_ptr(),
+                    s1 = in(reg) sums.0[1].as_mut_ptr(),
+                    stride = in(reg) PANEL * 4,
+                    options(nostack),
+                );
+                if lower_rows {
                     asm!(
-                        "tilestored [{s0} + {stride} * 1], tmm0",
-                        "tilestored [{s1} + {stride} * 1], tmm1",
                         "tilestored [{s2} + {stride} * 1], tmm2",
                         "tilestored [{s3} + {stride} * 1], tmm3",
-                        s0 = in(reg) sums.0[0].as_mut_ptr(),
-                        s1 = in(reg) sums.0[1].as_mut_ptr(),
                         s2 = in(reg) sums.0[2].as_mut_ptr(),
                         s3 = in(reg) sums.0[3].as_mut_ptr(),
-                        stride = in(reg) PANEL * 4,
-                        options(nostack),
-                    );
-                } else {
-                    // At most 16 rows left: the lower tile would hold only
-                    // padding, so its loads and products are skipped.
-                    for step in 0..steps {
-                        asm!(
-                            "tileloadd tmm4, [{upper} + {input_stride} * 1]",
-                            "tileloadd tmm6, [{left} + {weight_stride} * 1]",
-                            "tileloadd tmm7, [{right} + {weight_stride} * 1]",
-                            "tdpbusd tmm0, tmm4, tmm6",
-                            "tdpbusd tmm1, tmm4, tmm7",
-                            upper = in(reg) upper.add(step * TILE_INPUTS),
-                            left = in(reg) left.add(step * tile_bytes),
-                            right = in(reg) right.add(step * tile_bytes),
-                            input_stride = in(reg) input_stride,
-                            weight_stride = in(reg) weight_stride,
-                            options(nostack, readonly),
-                        );
-                    }
-                    asm!(
-                        "tilestored [{s0} + {stride} * 1], tmm0",
-                        "tilestored [{s1} + {stride} * 1], tmm1",
-                        s0 = in(reg) sums.0[0].as_mut_ptr(),
-                        s1 = in(reg) sums.0[1].as_mut_ptr(),
                         stride = in(reg) PANEL * 4,
                         options(nostack),
                     );
