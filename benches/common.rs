@@ -48,9 +48,9 @@ pub fn settings() -> Settings {
 /// environment variable).
 #[allow(dead_code)] // not every bench includes this file for it
 pub fn configure_threads_once() {
-    let threads = Settings::load(None).expect("default settings").encoder.threads;
     static CONFIGURED: std::sync::Once = std::sync::Once::new();
     CONFIGURED.call_once(|| {
+        let threads = Settings::load(None).expect("default settings").encoder.threads;
         shoprank::model::threads::configure_threads(threads).expect("thread pool");
     });
 }

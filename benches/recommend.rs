@@ -72,6 +72,20 @@ fn bench_recommend(c: &mut Criterion) {
     let titles = common::corpus("titles.jsonl");
     let users = users();
     let candidates = &titles[..100];
+    // What the user forward pass embeds per request: the composed user text
+    // and the query alone (compare the encoder bench's "user texts" line).
+    let encoder = ranker.embedder().encoder();
+    let tokens: usize = users
+        .iter()
+        .enumerate()
+        .map(|(i, user)| {
+            let query = query(user, i, candidates, "");
+            let text = ranker.user_text(&query).expect("user text");
+            let alone = query.query.as_deref().expect("a query");
+            encoder.tokenize(&text).expect("tokens").len() + encoder.tokenize(alone).expect("tokens").len()
+        })
+        .sum();
+    eprintln!("user text + query: {:.1} tokens per request", tokens as f64 / users.len() as f64);
     // Warm the cache with the candidates and every user's history titles.
     for (i, user) in users.iter().enumerate() {
         ranker.rank(&bundle, &query(user, usize::MAX - i, candidates, ""), None, &Ticket::detached()).expect("rank");

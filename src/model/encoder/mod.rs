@@ -68,8 +68,8 @@ pub struct Encoder {
     max_seq_len: usize,
     dim: usize,
     name: String,
-    precision: Precision,
-    /// The linear layers that run in int8 (in `LinearLayer::ALL`'s order).
+    /// The linear layers that run in int8 (in `LinearLayer::ALL`'s order);
+    /// none: the encoder is f32, vectors and key alike.
     int8_layers: Vec<LinearLayer>,
 }
 
@@ -145,8 +145,6 @@ impl Encoder {
         } else {
             LinearLayer::ALL.into_iter().filter(|&l| settings.precision_of(l) == Precision::Int8).collect()
         };
-        // int8 with every layer kept in f32 is f32, vectors and key alike.
-        let precision = if int8_layers.is_empty() { Precision::F32 } else { Precision::Int8 };
         Ok(Self {
             backbone,
             tokenizer,
@@ -157,7 +155,6 @@ impl Encoder {
             // head or a cached vector made without it is never taken for one
             // made with it (and start-up refuses such a bundle).
             name: if lowercased { format!("{}+lowercase", files.name) } else { files.name.clone() },
-            precision,
             int8_layers,
         })
     }
@@ -195,7 +192,11 @@ impl Encoder {
     }
 
     pub fn precision(&self) -> Precision {
-        self.precision
+        if self.int8_layers.is_empty() {
+            Precision::F32
+        } else {
+            Precision::Int8
+        }
     }
 
     pub fn max_seq_len(&self) -> usize {
