@@ -6,6 +6,8 @@
 //! It has two steps because training's model selection scores the same users
 //! after every epoch: [`ScoringInputs::build`] computes what does not depend
 //! on the head's weights once, and [`ScoringInputs::score`] runs a head over it.
+//! A request, scored once, takes both at once ([`ScoringInputs::build_and_score`]),
+//! so that the two overlap.
 
 use std::borrow::Cow;
 
@@ -32,11 +34,30 @@ impl<'a> ScoringInputs<'a> {
         user: &UserContext,
         candidates: &[CandidateInput<'_>],
     ) -> candle_core::Result<ScoringInputs<'static>> {
-        let dim = user.embedding.len();
         let numeric: Vec<Numeric> = candidates.iter().map(|c| features::numeric(stats, user, c)).collect();
-        let flat: Vec<f32> = candidates.iter().flat_map(|c| c.embedding.iter().copied()).collect();
-        let items = Tensor::from_vec(flat, (candidates.len(), dim), &Device::Cpu)?;
+        let items = Self::embeddings(user, candidates)?;
         Ok(ScoringInputs { user: Cow::Owned(user.embedding.clone()), items, numeric: Cow::Owned(numeric) })
+    }
+
+    /// [`ScoringInputs::build`] and [`ScoringInputs::score`] at once, for a
+    /// request: a loaded head starts on the candidates' embeddings (over
+    /// the pool) while this thread computes their numeric features.
+    pub fn build_and_score(
+        head: &ScoringHead,
+        stats: &HistoryStats,
+        user: &UserContext,
+        candidates: &[CandidateInput<'_>],
+    ) -> candle_core::Result<(ScoringInputs<'static>, Vec<f32>)> {
+        let items = Self::embeddings(user, candidates)?;
+        let numeric = || candidates.iter().map(|c| features::numeric(stats, user, c)).collect();
+        let (numeric, scores) = head.score_user_with(&user.embedding, &items, numeric)?;
+        Ok((ScoringInputs { user: Cow::Owned(user.embedding.clone()), items, numeric: Cow::Owned(numeric) }, scores))
+    }
+
+    /// The candidates' embeddings as one `[n, dim]` tensor.
+    fn embeddings(user: &UserContext, candidates: &[CandidateInput<'_>]) -> candle_core::Result<Tensor> {
+        let flat: Vec<f32> = candidates.iter().flat_map(|c| c.embedding.iter().copied()).collect();
+        Tensor::from_vec(flat, (candidates.len(), user.embedding.len()), &Device::Cpu)
     }
 
     /// Inputs already built: the user embedding, the candidates' embeddings

@@ -740,6 +740,18 @@ impl Embedder {
     /// encoder queue (or refusing them). The vectors then come through the
     /// job's [`Pending`]; [`Embedder::finish`] caches and places them.
     pub fn begin(&self, texts: &[&str], ticket: &Ticket) -> Result<EmbedJob, EmbedError> {
+        self.begin_with(texts, Vec::new(), ticket)
+    }
+
+    /// As [`Embedder::begin`], where `tokens[i]` (if any) already holds
+    /// `texts[i]`'s tokens, exactly as the encoder would make them: a
+    /// missing text with tokens is not tokenized again.
+    pub fn begin_with(
+        &self,
+        texts: &[&str],
+        mut tokens: Vec<Option<TokenizedText>>,
+        ticket: &Ticket,
+    ) -> Result<EmbedJob, EmbedError> {
         let keys: Vec<u128> = texts.iter().map(|t| EmbeddingCache::key(t)).collect();
         let out: Vec<Option<Embedding>> = keys.iter().map(|&key| self.cache.get(key)).collect();
         let mut missing: HashMap<u128, (usize, Vec<usize>)> = HashMap::new();
@@ -761,7 +773,11 @@ impl Embedder {
             if n % 64 == 63 {
                 ticket.check()?;
             }
-            tokenized.push(self.encoder.tokenize(texts[first])?);
+            let known = tokens.get_mut(first).and_then(Option::take);
+            tokenized.push(match known {
+                Some(tokens) => tokens,
+                None => self.encoder.tokenize(texts[first])?,
+            });
         }
         let pending = self.batcher.enqueue(tokenized, ticket)?;
         let missing = missing.into_iter().map(|(key, _, positions)| (key, positions)).collect();

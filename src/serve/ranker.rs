@@ -16,12 +16,13 @@ use std::sync::Arc;
 use crate::config::UserTextBudget;
 use crate::model::bundle::Bundle;
 use crate::model::encoder::cosine;
+use crate::model::encoder::TokenizedText;
 use crate::model::explain::{self, ReasonKind};
 use crate::model::features::{self, CandidateInput, UserContext, HISTORY_COPURCHASE_ITEMS};
 use crate::model::relevance::{self, Banding};
 use crate::model::scoring::ScoringInputs;
 use crate::model::stats::{HistoryStats, ItemPos};
-use crate::model::user_text::{self, UserSignals};
+use crate::model::user_text::{self, IdJoin, UserSignals};
 use crate::serve::batcher::{EmbedError, EmbedJob, Embedder, Pending, Ticket};
 use crate::serve::cache::Embedding;
 use crate::serve::catalog::index::ItemFilter;
@@ -149,6 +150,9 @@ pub struct Ranker {
     /// `search.relevance_margin` and `relevance_floor` (see `model::relevance`).
     banding: Banding,
     metrics: Metrics,
+    /// How the user text's and the query's ids are made from the parts'
+    /// (see `user_text::IdJoin`); `None`: the encoder tokenizes them again.
+    join: Option<IdJoin>,
 }
 
 impl Ranker {
@@ -159,7 +163,12 @@ impl Ranker {
         banding: Banding,
         metrics: Metrics,
     ) -> Self {
-        Self { embedder, budget, retrieval, banding, metrics }
+        let encoder = embedder.encoder();
+        let join = IdJoin::new(encoder.tokenizer(), encoder.max_seq_len());
+        if join.is_none() {
+            tracing::info!(encoder = encoder.name(), "this tokenizer is not BERT's: user texts are tokenized twice");
+        }
+        Self { embedder, budget, retrieval, banding, metrics, join }
     }
 
     pub fn embedder(&self) -> &Embedder {
@@ -173,14 +182,26 @@ impl Ranker {
 
     /// The user text the encoder sees for this query (see `user_text`).
     pub fn user_text(&self, query: &RankQuery) -> Result<String, RankError> {
+        Ok(self.compose(query)?.0)
+    }
+
+    /// The user text, and with it (where the tokenizer allows, see
+    /// `IdJoin`) the tokens of the user text and of the query alone.
+    fn compose(&self, query: &RankQuery) -> Result<(String, Vec<Option<TokenizedText>>), RankError> {
         let titles: Vec<&str> = query.history.iter().map(|h| h.text.as_str()).collect();
         let encoder = self.embedder.encoder();
-        Ok(user_text::compose(
-            encoder.tokenizer(),
-            self.budget,
-            encoder.max_seq_len(),
-            UserSignals { query: query.query.as_deref(), profile: query.profile.as_deref(), history: &titles },
-        )?)
+        let signals =
+            UserSignals { query: query.query.as_deref(), profile: query.profile.as_deref(), history: &titles };
+        let (tokenizer, window) = (encoder.tokenizer(), encoder.max_seq_len());
+        let Some(join) = &self.join else {
+            return Ok((user_text::compose(tokenizer, self.budget, window, signals)?, Vec::new()));
+        };
+        let composed = user_text::compose_with_ids(tokenizer, join, self.budget, window, signals)?;
+        let mut tokens = vec![Some(join.tokenized(&composed.ids))];
+        if query.query.is_some() {
+            tokens.push(composed.query_ids.map(|ids| join.tokenized(&ids)));
+        }
+        Ok((composed.text, tokens))
     }
 
     /// Scores the candidates (given, or retrieved from `catalog`) with
@@ -204,7 +225,7 @@ impl Ranker {
     /// puts every text the cache misses on the encoder queue (or refuses
     /// them, see `batcher`).
     pub fn begin(&self, query: RankQuery, ticket: &Ticket) -> Result<(Begun, Pending), RankError> {
-        let user_text = self.user_text(&query)?;
+        let (user_text, tokens) = self.compose(&query)?;
         let given = given_candidates(&query);
         let embedded_history = &query.history[..query.history.len().min(features::HISTORY_FEATURE_ITEMS)];
         let mut texts: Vec<&str> = Vec::with_capacity(2 + embedded_history.len() + given.len());
@@ -213,7 +234,7 @@ impl Ranker {
         texts.extend(query.query.as_deref());
         texts.extend(embedded_history.iter().map(|h| h.text.as_str()));
         texts.extend(given.iter().map(|c| c.text.as_str()));
-        let EmbedJob { out, missing, pending } = self.embedder.begin(&texts, ticket)?;
+        let EmbedJob { out, missing, pending } = self.embedder.begin_with(&texts, tokens, ticket)?;
         Ok((Begun { query, cached: out, missing }, pending))
     }
 
@@ -235,10 +256,8 @@ impl Ranker {
         ticket.check()?;
         let stats = bundle.stats();
         let context = user_context(stats, &user);
-        let inputs = scoring_inputs(stats, &context, &pool)?;
-        // On this thread: a loaded head scores a request's candidates itself
-        // (see `model::head::serving`), splitting only large sets over the pool.
-        let scores = inputs.score(bundle.head())?;
+        let candidates = candidate_inputs(stats, &pool);
+        let (inputs, scores) = ScoringInputs::build_and_score(bundle.head(), stats, &context, &candidates)?;
         self.metrics.candidates_per_request.observe(pool.len() as f64);
         // With a query: relevance bands first, probability within a band.
         let keys = if query.query.is_some() {
@@ -278,7 +297,8 @@ impl Ranker {
         let embeddings = self.embedder.finish(begun.cached, begun.missing, pending.wait_blocking(&ticket)?);
         let (user, pool) = self.user_and_pool(bundle, query, embeddings, None)?;
         let context = user_context(bundle.stats(), &user);
-        Ok(scoring_inputs(bundle.stats(), &context, &pool)?.numeric().to_vec())
+        let candidates = candidate_inputs(bundle.stats(), &pool);
+        Ok(ScoringInputs::build(bundle.stats(), &context, &candidates)?.numeric().to_vec())
     }
 
     /// Gathers the user's side and the candidates from the request's
@@ -369,16 +389,11 @@ fn user_context(stats: &HistoryStats, user: &UserSide) -> UserContext {
     }
 }
 
-fn scoring_inputs(
-    stats: &HistoryStats,
-    context: &UserContext,
-    pool: &[Pooled],
-) -> candle_core::Result<ScoringInputs<'static>> {
-    let candidates: Vec<CandidateInput<'_>> = pool
-        .iter()
+/// The feature builder's view of the candidates.
+fn candidate_inputs<'a>(stats: &HistoryStats, pool: &'a [Pooled]) -> Vec<CandidateInput<'a>> {
+    pool.iter()
         .map(|c| CandidateInput { position: stats.position_of_id(&c.id), embedding: &c.embedding, price: c.price })
-        .collect();
-    ScoringInputs::build(stats, context, &candidates)
+        .collect()
 }
 
 /// Maximal marginal relevance: picks `k` items one at a time, each

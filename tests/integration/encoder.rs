@@ -247,3 +247,57 @@ fn lowercasing_lets_the_chinese_vocabulary_read_capitalised_english() {
 
     assert_eq!(load(MINILM).name(), MINILM, "all-MiniLM-L6-v2's tokenizer lower-cases already");
 }
+
+/// A request's user text and query are not tokenized a second time: their
+/// ids are the parts' ids joined (`user_text::IdJoin`). For both shipped
+/// tokenizers (m3e-small also lower-cased), on the bench fixture's users
+/// cut to many windows and budgets, and on awkward text (accents, Hangul
+/// jamo, Chinese, a 150-letter word, control characters, runs of
+/// punctuation, a query longer than the window), they are exactly the ids
+/// the encoder makes of the text itself.
+#[test]
+fn a_user_texts_joined_ids_are_its_own_tokens() {
+    use shoprank::config::UserTextBudget;
+    use shoprank::model::user_text::{compose, compose_with_ids, IdJoin, UserSignals};
+    let fixture = std::fs::read_to_string(common::repo_path("benches/fixtures/user_texts.jsonl")).unwrap();
+    let mut users: Vec<(String, Vec<String>)> = fixture
+        .lines()
+        .take(40)
+        .map(|line| {
+            let user: serde_json::Value = serde_json::from_str(line).unwrap();
+            let text = user["text"].as_str().unwrap();
+            let viewed = text.split_once("recently viewed: ").unwrap().1.split(" ; ").map(str::to_string).collect();
+            (user["query"].as_str().unwrap().to_string(), viewed)
+        })
+        .collect();
+    let awkward =
+        ["Café crème brûlée", "빨간 가방 텬텬", "手机壳 MagSafe 保护套", &"a".repeat(150), "dots...and,,commas!?"];
+    users.push(("Rött  glas – 2 st.".into(), awkward.iter().map(|t| t.to_string()).collect()));
+    users.push(("\u{7f}ctrl\0chars 🎁".into(), vec!["supercalifragilisticexpialidocious".into(), "x".into()]));
+    users.push(("mug ".repeat(300), vec!["BLUE CUP".into()]));
+    for (model, lowercase) in [(MINILM, false), (M3E, false), (M3E, true)] {
+        let settings = EncoderSettings { lowercase, ..common::preset_settings(model).encoder };
+        let encoder = Encoder::load(&common::model_files(model), &settings).unwrap();
+        let tokenizer = encoder.tokenizer();
+        let join = IdJoin::new(tokenizer, encoder.max_seq_len()).expect("BERT's tokenizers join");
+        for (query, viewed) in &users {
+            let history: Vec<&str> = viewed.iter().map(String::as_str).collect();
+            let signals = UserSignals { query: Some(query), profile: Some("tea lover, café"), history: &history };
+            for (window, query_tokens) in [(8, 3), (13, 0), (24, 5), (40, 16), (96, 16), (encoder.max_seq_len(), 32)] {
+                let budget = UserTextBudget { query_tokens, profile_tokens: 4 };
+                let composed = compose_with_ids(tokenizer, &join, budget, window, signals).unwrap();
+                let context = format!("{model} lowercase={lowercase} window {window}: {:?}", composed.text);
+                assert_eq!(composed.text, compose(tokenizer, budget, window, signals).unwrap(), "{context}");
+                assert_eq!(
+                    join.tokenized(&composed.ids).ids,
+                    encoder.tokenize(&composed.text).unwrap().ids,
+                    "{context}"
+                );
+                match &composed.query_ids {
+                    Some(ids) => assert_eq!(join.tokenized(ids).ids, encoder.tokenize(query).unwrap().ids, "{context}"),
+                    None => assert_eq!(query_tokens, 0, "{context}: the query's ids are kept"),
+                }
+            }
+        }
+    }
+}

@@ -351,12 +351,15 @@ impl FastBert {
         let scale = 1.0 / (d as f32).sqrt();
         let total: usize = lengths.iter().sum();
         let qkv = View::dense(qkv, total, 3 * h);
-        let mut tasks = Vec::with_capacity(lengths.len() * self.heads);
-        let mut start = 0;
-        for &len in lengths {
-            tasks.extend((0..self.heads).map(|head| (start, len, head)));
-            start += len;
-        }
+        // Head by head, each text's task in turn: rayon first splits the list
+        // in halves, which then hold the same texts, so a long user text and
+        // the short query embedded beside it load both threads alike (text by
+        // text, one half would hold all of the long text's heads).
+        let starts: Vec<usize> =
+            lengths.iter().scan(0, |start, &len| Some(std::mem::replace(start, *start + len))).collect();
+        let tasks: Vec<(usize, usize, usize)> = (0..self.heads)
+            .flat_map(|head| starts.iter().zip(lengths).map(move |(&start, &len)| (start, len, head)))
+            .collect();
         let out = SharedOut::new(context);
         tasks.into_par_iter().for_each(|(start, len, head)| {
             let query = qkv.block(start, len, head * d, d);

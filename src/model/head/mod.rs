@@ -307,25 +307,54 @@ impl ScoringHead {
     /// each candidate costs a `D`-wide product instead of `3D`. A loaded
     /// head runs it on its copied weights, without Candle (see `serving`).
     pub fn score_user(&self, user: &[f32], items: &Tensor, numeric: &[Numeric]) -> candle_core::Result<Vec<f32>> {
-        let n = numeric.len();
-        if n == 0 {
-            return Ok(Vec::new());
-        }
+        Ok(self.score_user_with(user, items, || numeric.to_vec())?.1)
+    }
+
+    /// As [`ScoringHead::score_user`], with the numeric features made by
+    /// `numeric` and returned beside the probabilities: a loaded head starts
+    /// on the embeddings over the pool while `numeric` runs on this thread
+    /// (see `serving`).
+    pub fn score_user_with(
+        &self,
+        user: &[f32],
+        items: &Tensor,
+        numeric: impl FnOnce() -> Vec<Numeric>,
+    ) -> candle_core::Result<(Vec<Numeric>, Vec<f32>)> {
         let dim = self.spec.encoder.dim;
+        let n = items.dims().first().copied().unwrap_or(0);
         if user.len() != dim || items.dims() != [n, dim] {
             candle_core::bail!(
-                "the user is {} wide and the candidates {:?}, not {n} rows of {dim}",
+                "the user is {} wide and the candidates {:?}, not rows of {dim}",
                 user.len(),
                 items.dims()
             );
         }
-        if let Some(serving) = &self.serving {
-            let (storage, layout) = items.storage_and_layout();
-            if let (candle_core::Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) {
-                return Ok(serving.score_user(user, &cpu.as_slice::<f32>()?[start..end], numeric));
+        let (numeric, scores) = match &self.serving {
+            Some(serving) if n > 0 => {
+                let (storage, layout) = items.storage_and_layout();
+                match (&*storage, layout.contiguous_offsets()) {
+                    (candle_core::Storage::Cpu(cpu), Some((start, end))) => {
+                        serving.score_user_with(user, &cpu.as_slice::<f32>()?[start..end], numeric)?
+                    }
+                    _ => serving.score_user_with(user, &items.flatten_all()?.to_vec1::<f32>()?, numeric)?,
+                }
             }
-            return Ok(serving.score_user(user, &items.flatten_all()?.to_vec1::<f32>()?, numeric));
-        }
+            _ => {
+                let numeric = numeric();
+                if numeric.len() != n {
+                    candle_core::bail!("{} numeric rows for {n} candidates", numeric.len());
+                }
+                let scores = if n == 0 { Vec::new() } else { self.score_with_candle(user, items, &numeric)? };
+                (numeric, scores)
+            }
+        };
+        Ok((numeric, scores))
+    }
+
+    /// [`ScoringHead::score_user`] through Candle, on the head's own
+    /// variables (a trainer's head, whose weights move).
+    fn score_with_candle(&self, user: &[f32], items: &Tensor, numeric: &[Numeric]) -> candle_core::Result<Vec<f32>> {
+        let (n, dim) = (numeric.len(), self.spec.encoder.dim);
         let u = Tensor::from_slice(user, (1, dim), &self.device)?;
         let flat: Vec<f32> = numeric.iter().flatten().copied().collect();
         let numeric = Tensor::from_vec(flat, (n, NUMERIC_LEN), &self.device)?;
@@ -400,9 +429,13 @@ mod tests {
     use super::*;
 
     fn fresh(dim: usize) -> (VarMap, ScoringHead) {
+        fresh_shaped(dim, vec![8, 4])
+    }
+
+    fn fresh_shaped(dim: usize, hidden: Vec<usize>) -> (VarMap, ScoringHead) {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-        let spec = HeadSpec::new(EncoderIdentity { name: "enc".into(), dim }, vec![8, 4], 1).unwrap();
+        let spec = HeadSpec::new(EncoderIdentity { name: "enc".into(), dim }, hidden, 1).unwrap();
         let head = ScoringHead::new(vb, spec).unwrap();
         (varmap, head)
     }
@@ -462,10 +495,12 @@ mod tests {
     /// candidates (this thread) and on many (split over the pool).
     #[test]
     fn a_loaded_head_scores_as_the_trained_one() {
-        // Wider than the 16 lanes of the serving form's dot product, with a remainder.
+        // Wider than the 16 lanes of the serving form's dot product, with a
+        // remainder; two members of 72 units make 144 first-layer units: two
+        // whole blocks of the serving form's tasks and a part.
         let dim = 40;
-        let (mut first_map, first) = fresh(dim);
-        let (second_map, _) = fresh(dim);
+        let (mut first_map, first) = fresh_shaped(dim, vec![72, 4]);
+        let (second_map, _) = fresh_shaped(dim, vec![72, 4]);
         let fitted_on = Tensor::randn(0f32, 3.0, (50, NUMERIC_LEN), &Device::Cpu).unwrap();
         ScoringHead::fit_standardisation(&mut first_map, &fitted_on).unwrap();
         let mut spec = first.spec().clone();
@@ -496,7 +531,9 @@ mod tests {
         let rows = [[0.5; NUMERIC_LEN]; 7];
         let wrong = Tensor::zeros((6, dim), DType::F32, &Device::Cpu).unwrap();
         let err = loaded.score_user(&user, &wrong, &rows).unwrap_err().to_string();
-        assert!(err.contains("the candidates [6, 40], not 7 rows of 40"), "{err}");
+        assert!(err.contains("7 numeric rows for 6 candidates"), "{err}");
+        let err = loaded.score_user(&user[1..], &wrong, &rows[..6]).unwrap_err().to_string();
+        assert!(err.contains("the user is 39 wide and the candidates [6, 40], not rows of 40"), "{err}");
     }
 
     #[test]

@@ -16,14 +16,18 @@
 use candle_core::Tensor;
 use rayon::prelude::*;
 
-use crate::model::encoder::kernels::{Accumulate, Product, View};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::model::encoder::kernels::{Accumulate, Product, SharedOut, View};
 use crate::model::features::{Numeric, NUMERIC_LEN};
 
-/// The fewest candidates a parallel task takes. Up to this many are scored
-/// on the calling thread: 100 candidates take about half a millisecond of
-/// one core, while a hand-off to the pool and back costs a tenth of that
-/// when the pool is idle, and waits behind other requests' forward passes
-/// when it is not.
+/// First-layer units per task: 384 units (three members of 128) make six
+/// tasks, enough for two threads to share evenly when one starts late.
+const UNIT_BLOCK: usize = 64;
+
+/// The fewest candidates a parallel task of the later layers takes. Up to
+/// this many go through them on the calling thread: 100 candidates take
+/// about 45 µs there, not much more than a hand-off to the pool.
 const ROWS_PER_TASK: usize = 128;
 
 /// A dense layer, `out × in` row-major (as stored), and its bias.
@@ -131,57 +135,101 @@ impl ServingHead {
         })
     }
 
-    /// Purchase probabilities of `items` (`numeric.len()` rows of `dim`)
-    /// for the user `user`.
-    pub(super) fn score_user(&self, user: &[f32], items: &[f32], numeric: &[Numeric]) -> Vec<f32> {
-        let (n, dim) = (numeric.len(), self.dim);
-        // Checked by `ScoringHead::score_user`, the one caller.
+    /// Purchase probabilities of `items` (`n` rows of `dim`) for the user
+    /// `user`, and the candidates' numeric features, which `numeric` makes
+    /// on the calling thread while a pool thread (if one is free) starts on
+    /// the candidates' embeddings: the features take about as long as
+    /// waking that thread.
+    pub(super) fn score_user_with(
+        &self,
+        user: &[f32],
+        items: &[f32],
+        numeric: impl FnOnce() -> Vec<Numeric>,
+    ) -> candle_core::Result<(Vec<Numeric>, Vec<f32>)> {
+        let dim = self.dim;
+        // Checked by `ScoringHead`, the one caller.
         assert_eq!(user.len(), dim, "the user embedding is dim wide");
-        assert_eq!(items.len(), n * dim, "one item embedding per numeric row");
-        let user_side = self.user_side(user);
-        let mut scores = vec![0f32; n];
-        if n <= ROWS_PER_TASK {
-            self.score_rows(&user_side, items, numeric, &mut scores);
-            return scores;
+        assert!(items.len().is_multiple_of(dim), "whole item embeddings");
+        let (n, units) = (items.len() / dim, self.first.bias.len());
+        let mut first = vec![0f32; n * units];
+        let out = SharedOut::new(&mut first);
+        let numeric = share_tasks(units.div_ceil(UNIT_BLOCK), numeric, |task| {
+            let start = task * UNIT_BLOCK;
+            let width = UNIT_BLOCK.min(units - start);
+            let block = out.block(start, n, width, units);
+            // SAFETY: each task writes its own columns `start..start + width`
+            // of `first`, which stays borrowed by `out` until all are done.
+            unsafe { self.embedding_block(user, items, start, width, block) };
+        });
+        if numeric.len() != n {
+            candle_core::bail!("{} numeric rows for {n} candidates", numeric.len());
         }
-        let rows = ROWS_PER_TASK.max(n.div_ceil(rayon::current_num_threads()));
-        scores
-            .par_chunks_mut(rows)
-            .zip(items.par_chunks(rows * dim))
-            .zip(numeric.par_chunks(rows))
-            .for_each(|((scores, items), numeric)| self.score_rows(&user_side, items, numeric, scores));
-        scores
-    }
-
-    /// What every candidate shares: each unit's `W_u·u + b`, and the item
-    /// weights `W_v + W_uv∘u`, all members stacked.
-    fn user_side(&self, user: &[f32]) -> UserSide {
-        let (first, dim) = (&self.first, self.dim);
-        let units = first.bias.len();
-        let constant = first.user.chunks_exact(dim).zip(&first.bias).map(|(row, bias)| bias + dot(row, user)).collect();
-        let mut item_weights = Vec::with_capacity(units * dim);
-        for (item, pair) in first.item.chunks_exact(dim).zip(first.pair.chunks_exact(dim)) {
-            item_weights.extend(item.iter().zip(pair).zip(user).map(|((w_v, w_uv), u)| w_v + w_uv * u));
-        }
-        UserSide { constant, item_weights }
-    }
-
-    /// Probabilities of some of the candidates, into `scores`.
-    fn score_rows(&self, user: &UserSide, items: &[f32], numeric: &[Numeric], scores: &mut [f32]) {
-        let (n, dim, units) = (numeric.len(), self.dim, self.first.bias.len());
         let standardised: Vec<f32> = numeric
             .iter()
             .flat_map(|row| row.iter().zip(&self.numeric_mean).zip(&self.numeric_std).map(|((x, m), s)| (x - m) / s))
             .collect();
-        let mut first: Vec<f32> = user.constant.iter().copied().cycle().take(n * units).collect();
         product(
             View::dense(&standardised, n, NUMERIC_LEN),
             View::dense(&self.first.numeric, units, NUMERIC_LEN),
             &mut first,
         );
-        product(View::dense(items, n, dim), View::dense(&user.item_weights, units, dim), &mut first);
         first.iter_mut().for_each(|x| *x = x.max(0.0));
         let first = View::dense(&first, n, units);
+        let mut scores = vec![0f32; n];
+        if n <= ROWS_PER_TASK {
+            self.later_layers(first, &mut scores);
+        } else {
+            let rows = ROWS_PER_TASK.max(n.div_ceil(rayon::current_num_threads()));
+            scores.par_chunks_mut(rows).enumerate().for_each(|(chunk, scores)| {
+                self.later_layers(first.block(chunk * rows, scores.len(), 0, units), scores)
+            });
+        }
+        Ok((numeric, scores))
+    }
+
+    /// The embeddings' part of units `start..start + width` of every
+    /// member's first layer, for all candidates: `W_u·u + b + (W_v +
+    /// W_uv∘u)·v`, with this block's rows of the user side (`W_u·u + b` and
+    /// the item weights `W_v + W_uv∘u`) built here. The numeric features'
+    /// part and the ReLU follow once all blocks are done.
+    ///
+    /// # Safety
+    /// `out` must point at the `n × width` block (row stride: all units) of
+    /// a buffer that nobody else reads or writes meanwhile.
+    unsafe fn embedding_block<'a>(&'a self, user: &[f32], items: &[f32], start: usize, width: usize, out: *mut f32) {
+        let (first, dim) = (&self.first, self.dim);
+        let (units, n) = (first.bias.len(), items.len() / dim);
+        let block = |weights: &'a [f32]| &weights[start * dim..(start + width) * dim];
+        let constant: Vec<f32> = block(&first.user)
+            .chunks_exact(dim)
+            .zip(&first.bias[start..start + width])
+            .map(|(row, bias)| bias + dot(row, user))
+            .collect();
+        let mut item_weights = Vec::with_capacity(width * dim);
+        for (item, pair) in block(&first.item).chunks_exact(dim).zip(block(&first.pair).chunks_exact(dim)) {
+            item_weights.extend(item.iter().zip(pair).zip(user).map(|((w_v, w_uv), u)| w_v + w_uv * u));
+        }
+        for row in 0..n {
+            // SAFETY: row `row` of the block: the caller's promise on `out`.
+            unsafe { std::slice::from_raw_parts_mut(out.add(row * units), width) }.copy_from_slice(&constant);
+        }
+        let product = Product {
+            a: View::dense(items, n, dim),
+            b: View::dense(&item_weights, width, dim),
+            transpose_b: true,
+            scale: 1.0,
+            accumulate: Accumulate::Add,
+            threads: 1,
+        };
+        // SAFETY: the block, as above.
+        unsafe { product.write_raw(out, units) };
+    }
+
+    /// Probabilities from some candidates' first-layer units (`first`, all
+    /// members side by side), into `scores`: each member's later layers,
+    /// then the sigmoid of the members' mean logit.
+    fn later_layers(&self, first: View<'_>, scores: &mut [f32]) {
+        let n = first.rows;
         scores.fill(0.0);
         for (m, tail) in self.tails.iter().enumerate() {
             let mut xs = first.block(0, n, m * self.first_width, self.first_width);
@@ -198,10 +246,29 @@ impl ServingHead {
     }
 }
 
-/// See [`ServingHead::user_side`].
-struct UserSide {
-    constant: Vec<f32>,
-    item_weights: Vec<f32>,
+/// Runs `first` on the calling thread, then `run(0)`, …, `run(tasks - 1)`,
+/// each once, there and on one of rayon's threads if one comes free: both
+/// take the next task from a shared counter until none is left. The pool
+/// thread starts at once, while `first` runs, so its wake-up (about 60 µs
+/// on a small VM) costs nothing; when the pool is busy with other
+/// requests' forward passes, the caller does every task and then waits only
+/// until a pool thread has picked up the helper job (a free thread looks for
+/// it between the forward passes' parallel sections) and found nothing left.
+fn share_tasks<R>(tasks: usize, first: impl FnOnce() -> R, run: impl Fn(usize) + Sync) -> R {
+    let next = AtomicUsize::new(0);
+    let work = || loop {
+        let task = next.fetch_add(1, Ordering::Relaxed);
+        if task >= tasks {
+            break;
+        }
+        run(task);
+    };
+    rayon::in_place_scope(|scope| {
+        scope.spawn(|_| work());
+        let result = first();
+        work();
+        result
+    })
 }
 
 /// `a·b` in 16 independent lanes, which the compiler vectorises (a plain

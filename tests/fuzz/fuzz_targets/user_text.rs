@@ -1,6 +1,7 @@
 //! Arbitrary user signals (any Unicode, any lengths) through the user-text
 //! composer with the real tokenizer: it never panics, never splits a
-//! character, and never exceeds the encoder's window.
+//! character, never exceeds the encoder's window, and the ids it joins
+//! from the parts' are the text's own.
 
 #![no_main]
 
@@ -9,7 +10,7 @@ use std::sync::OnceLock;
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use shoprank::config::UserTextBudget;
-use shoprank::model::user_text::{compose, UserSignals};
+use shoprank::model::user_text::{compose_with_ids, IdJoin, UserSignals};
 use tokenizers::Tokenizer;
 
 #[derive(Arbitrary, Debug)]
@@ -22,28 +23,42 @@ struct Input {
     max_seq_len: u16,
 }
 
-fn tokenizer() -> &'static Tokenizer {
-    static TOKENIZER: OnceLock<Tokenizer> = OnceLock::new();
+/// The largest window tried; the tokenizer truncates there, as the encoder's does at its own.
+const WINDOW: usize = 512;
+
+fn tokenizer() -> &'static (Tokenizer, IdJoin) {
+    static TOKENIZER: OnceLock<(Tokenizer, IdJoin)> = OnceLock::new();
     TOKENIZER.get_or_init(|| {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/all-MiniLM-L6-v2/tokenizer.json");
         let mut tokenizer = Tokenizer::from_file(path).expect("run scripts/fetch-model first");
         tokenizer.with_padding(None);
-        tokenizer
+        let truncation = tokenizers::TruncationParams { max_length: WINDOW, ..Default::default() };
+        tokenizer.with_truncation(Some(truncation)).expect("truncation");
+        let join = IdJoin::new(&tokenizer, WINDOW).expect("BERT's tokenizer joins ids");
+        (tokenizer, join)
     })
 }
 
 fuzz_target!(|input: Input| {
-    let max_seq_len = 8 + usize::from(input.max_seq_len) % 505;
+    let (tokenizer, join) = tokenizer();
+    let max_seq_len = 8 + usize::from(input.max_seq_len) % (WINDOW - 7);
     let budget = UserTextBudget {
         query_tokens: usize::from(input.query_tokens),
         profile_tokens: usize::from(input.profile_tokens),
     };
     let history: Vec<&str> = input.history.iter().map(String::as_str).collect();
     let signals = UserSignals { query: input.query.as_deref(), profile: input.profile.as_deref(), history: &history };
-    let text = compose(tokenizer(), budget, max_seq_len, signals).expect("composing never fails on valid UTF-8");
+    let composed =
+        compose_with_ids(tokenizer, join, budget, max_seq_len, signals).expect("composing never fails on valid UTF-8");
+    let text = composed.text;
     // Every part is cut at a token boundary within the window, with room
     // for [CLS] and [SEP].
-    let encoding = tokenizer().encode(text.as_str(), true).expect("tokenize");
+    let encoding = tokenizer.encode(text.as_str(), true).expect("tokenize");
+    assert_eq!(join.tokenized(&composed.ids).ids, encoding.get_ids(), "{text:?} from {input:?}");
+    if let (Some(ids), Some(query)) = (&composed.query_ids, &input.query) {
+        let alone = tokenizer.encode(query.as_str(), true).expect("tokenize");
+        assert_eq!(join.tokenized(ids).ids, alone.get_ids(), "the query alone, from {input:?}");
+    }
     let tokens = encoding.len();
     assert!(
         tokens <= max_seq_len,
