@@ -1,8 +1,12 @@
 //! `Ranker::rank` end to end (user text → encoder → features → head → sort)
 //! with 100 candidates: embeddings cached (a storefront re-ranking its
 //! catalog) and never seen (every title new), each with a new user text.
+//! First, as the yardstick those are read against, one forward pass of a
+//! fixture user text (the encoder bench's `user_text`) by the same encoder
+//! in the same process, so the two compare within one run.
 //!
-//! `cargo bench --bench recommend`
+//! `cargo bench --bench recommend`; `scripts/bench-recommend` prints the
+//! ratio.
 
 #[path = "common.rs"]
 mod common;
@@ -12,6 +16,7 @@ mod common;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use shoprank::model::encoder::TokenizedText;
 use shoprank::serve::batcher::Ticket;
 use shoprank::serve::metrics::Metrics;
 use shoprank::serve::ranker::{Candidate, HistoryItem, RankQuery};
@@ -93,6 +98,15 @@ fn bench_recommend(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("recommend/100_candidates");
     group.sample_size(20);
+    let fixture: Vec<TokenizedText> =
+        common::corpus("user_texts.jsonl").iter().map(|t| encoder.tokenize(t).expect("tokens")).collect();
+    let mut next = 0usize;
+    group.bench_function("user_text_forward", |b| {
+        b.iter(|| {
+            next += 1;
+            encoder.embed_tokenized(&[&fixture[next % fixture.len()]]).expect("embed")
+        })
+    });
     let mut n = 0usize;
     group.bench_function("cached_items_new_user", |b| {
         b.iter(|| {

@@ -22,7 +22,11 @@ use crate::model::stats::HistoryStats;
 /// here they are owned; model selection lends the ones it keeps, so scoring
 /// them after each epoch copies nothing.
 pub struct ScoringInputs<'a> {
+    // Read by `score`, which only offline code calls (a request is scored
+    // once, by `build_and_score`).
+    #[cfg_attr(not(feature = "offline"), allow(dead_code))]
     user: Cow<'a, [f32]>,
+    #[cfg_attr(not(feature = "offline"), allow(dead_code))]
     items: Tensor,
     numeric: Cow<'a, [Numeric]>,
 }
@@ -34,7 +38,7 @@ impl<'a> ScoringInputs<'a> {
         user: &UserContext,
         candidates: &[CandidateInput<'_>],
     ) -> candle_core::Result<ScoringInputs<'static>> {
-        let numeric: Vec<Numeric> = candidates.iter().map(|c| features::numeric(stats, user, c)).collect();
+        let numeric = numeric(stats, user, candidates);
         let items = Self::embeddings(user, candidates)?;
         Ok(ScoringInputs { user: Cow::Owned(user.embedding.clone()), items, numeric: Cow::Owned(numeric) })
     }
@@ -49,8 +53,7 @@ impl<'a> ScoringInputs<'a> {
         candidates: &[CandidateInput<'_>],
     ) -> candle_core::Result<(ScoringInputs<'static>, Vec<f32>)> {
         let items = Self::embeddings(user, candidates)?;
-        let numeric = || candidates.iter().map(|c| features::numeric(stats, user, c)).collect();
-        let (numeric, scores) = head.score_user_with(&user.embedding, &items, numeric)?;
+        let (numeric, scores) = head.score_user_with(&user.embedding, &items, || numeric(stats, user, candidates))?;
         Ok((ScoringInputs { user: Cow::Owned(user.embedding.clone()), items, numeric: Cow::Owned(numeric) }, scores))
     }
 
@@ -62,6 +65,7 @@ impl<'a> ScoringInputs<'a> {
 
     /// Inputs already built: the user embedding, the candidates' embeddings
     /// `[n, dim]` and their numeric features.
+    #[cfg_attr(not(feature = "offline"), allow(dead_code))]
     pub fn new(user: &'a [f32], items: Tensor, numeric: &'a [Numeric]) -> Self {
         Self { user: Cow::Borrowed(user), items, numeric: Cow::Borrowed(numeric) }
     }
@@ -72,12 +76,19 @@ impl<'a> ScoringInputs<'a> {
     }
 
     /// Purchase probabilities, in candidate order.
+    #[cfg_attr(not(feature = "offline"), allow(dead_code))]
     pub fn score(&self, head: &ScoringHead) -> candle_core::Result<Vec<f32>> {
         head.score_user(&self.user, &self.items, &self.numeric)
     }
 }
 
+/// Each candidate's numeric features.
+fn numeric(stats: &HistoryStats, user: &UserContext, candidates: &[CandidateInput<'_>]) -> Vec<Numeric> {
+    candidates.iter().map(|c| features::numeric(stats, user, c)).collect()
+}
+
 /// Purchase probabilities of candidates for one user.
+#[cfg_attr(not(feature = "offline"), allow(dead_code))]
 pub fn score(
     head: &ScoringHead,
     stats: &HistoryStats,

@@ -1,5 +1,6 @@
 //! The one compute thread pool: rayon's global pool, which the encoder's
-//! kernels, the serving head (for large candidate sets) and Candle's ops
+//! kernels, the serving head (a request's first layer, shared with one of
+//! its threads; large candidate sets' later layers) and Candle's ops
 //! (training, evaluation's features) all use.
 
 /// Sizes the pool to `threads` workers, or when 0 to `RAYON_NUM_THREADS`

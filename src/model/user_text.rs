@@ -14,8 +14,12 @@
 //! own budget, a long history can never crowd it out. Training builds user
 //! texts from history alone with this same function, so a served request
 //! carrying only history gets exactly the text the head was trained on.
+//!
+//! Each part is tokenized once, to cut it. A request keeps those ids
+//! ([`compose_with_ids`]): joined with the separators' ids they are the
+//! user text's own (see [`IdJoin`]), so the text is not tokenized again.
 
-use tokenizers::{ModelWrapper, NormalizerWrapper, PreTokenizerWrapper, Tokenizer};
+use tokenizers::{ModelWrapper, NormalizerWrapper, PreTokenizerWrapper, Tokenizer, TruncationDirection};
 
 use crate::config::UserTextBudget;
 use crate::model::encoder::{EncoderError, TokenizedText};
@@ -37,7 +41,8 @@ pub struct Composed {
     /// the separators' (see [`IdJoin`]).
     pub ids: Vec<u32>,
     /// The whole (uncut) query's ids, without the special tokens; `None`
-    /// without a query, or with a query budget of 0.
+    /// without a query, or when the query budget or the window leaves it
+    /// no token.
     pub query_ids: Option<Vec<u32>>,
 }
 
@@ -76,10 +81,12 @@ fn compose_parts(
     let mut parts: Vec<String> = Vec::new();
     let mut ids: Vec<u32> = Vec::new();
     let mut query_ids = None;
-    // Appends a part's ids after the separator's (if any came before).
-    let append = |ids: &mut Vec<u32>, separator: fn(&IdJoin) -> u32, part: &[u32]| {
+    // Appends a part's ids, after the separator's if the text has a part
+    // before it: decided as the text is (a part can have no tokens at all,
+    // say a lone control character, and still be followed by a separator).
+    let append = |ids: &mut Vec<u32>, after_another: bool, separator: fn(&IdJoin) -> u32, part: &[u32]| {
         if let Some(join) = join {
-            if !ids.is_empty() {
+            if after_another {
                 ids.push(separator(join));
             }
             ids.extend_from_slice(part);
@@ -95,8 +102,8 @@ fn compose_parts(
         }
         if !cut.text.is_empty() {
             left = left.saturating_sub(cut.kept + 1); // +1 for the "." joining parts
+            append(&mut ids, !parts.is_empty(), |join| join.period, &cut.all_ids[..cut.kept]);
             parts.push(cut.text.to_string());
-            append(&mut ids, |join| join.period, &cut.all_ids[..cut.kept]);
         }
     }
     let mut history = String::new();
@@ -109,16 +116,16 @@ fn compose_parts(
         if cut.text.is_empty() {
             break;
         }
+        append(&mut history_ids, !history.is_empty(), |join| join.comma, &cut.all_ids[..cut.kept]);
         if !history.is_empty() {
             history.push_str(", ");
         }
         history.push_str(cut.text);
-        append(&mut history_ids, |join| join.comma, &cut.all_ids[..cut.kept]);
         left = left.saturating_sub(cut.kept + 1); // +1 for the ","
     }
     if !history.is_empty() {
+        append(&mut ids, !parts.is_empty(), |join| join.period, &history_ids);
         parts.push(history);
-        append(&mut ids, |join| join.period, &history_ids);
     }
     Ok(Composed { text: parts.join(". "), ids, query_ids })
 }
@@ -133,8 +140,7 @@ struct Cut<'t> {
     all_ids: Vec<u32>,
 }
 
-/// The longest prefix of `text` that is at most `max_tokens` tokens, cut at
-/// a token boundary, and its token count.
+/// `text` cut to at most `max_tokens` tokens at a token boundary (see [`Cut`]).
 fn cut_to_tokens<'t>(tokenizer: &Tokenizer, text: &'t str, max_tokens: usize) -> Result<Cut<'t>, EncoderError> {
     if max_tokens == 0 {
         return Ok(Cut { text: "", kept: 0, all_ids: Vec::new() });
@@ -191,13 +197,10 @@ impl IdJoin {
     /// `None` for a tokenizer where joined ids could differ from the text's
     /// own: then the text is tokenized again.
     pub fn new(tokenizer: &Tokenizer, max_seq_len: usize) -> Option<Self> {
+        // BERT's own, and the lower-casing `encoder.lowercase` puts before it.
         fn per_character(normalizer: &NormalizerWrapper) -> bool {
             match normalizer {
-                NormalizerWrapper::BertNormalizer(_)
-                | NormalizerWrapper::Lowercase(_)
-                | NormalizerWrapper::StripAccents(_)
-                | NormalizerWrapper::NFD(_)
-                | NormalizerWrapper::NFKD(_) => true,
+                NormalizerWrapper::BertNormalizer(_) | NormalizerWrapper::Lowercase(_) => true,
                 NormalizerWrapper::Sequence(steps) => steps.as_ref().iter().all(per_character),
                 _ => false,
             }
@@ -205,7 +208,11 @@ impl IdJoin {
         let bert_words = matches!(tokenizer.get_pre_tokenizer(), Some(PreTokenizerWrapper::BertPreTokenizer(_)));
         let word_piece = matches!(tokenizer.get_model(), ModelWrapper::WordPiece(_));
         let normalizer = tokenizer.get_normalizer().is_none_or(per_character);
-        if !(bert_words && word_piece && normalizer) || max_seq_len < 2 {
+        // `tokenized` cuts at the window's end, as this truncation does.
+        let truncation = tokenizer
+            .get_truncation()
+            .is_some_and(|t| t.max_length == max_seq_len && t.direction == TruncationDirection::Right && t.stride == 0);
+        if !(bert_words && word_piece && normalizer && truncation) || max_seq_len < 2 {
             return None;
         }
         let ids = |text: &str, specials: bool| tokenizer.encode(text, specials).ok().map(|e| e.get_ids().to_vec());
@@ -274,6 +281,61 @@ mod tests {
         // Query cut to 3 tokens; 16 - 2 special - 3 - 1 = 10 tokens of history:
         // one whole 6-word title, a comma, then 3 words of the next.
         assert_eq!(text, "red mug for. VERY LONG TITLE OF MANY WORDS, VERY LONG TITLE");
+    }
+
+    /// A small BERT tokenizer: BERT's normaliser and pre-tokenizer,
+    /// WordPiece over a few words and pieces, `[CLS] … [SEP]`.
+    fn bert_tokenizer(window: usize) -> Tokenizer {
+        use tokenizers::models::wordpiece::WordPiece;
+        use tokenizers::normalizers::bert::BertNormalizer;
+        use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+        use tokenizers::processors::template::TemplateProcessing;
+        let words = ["[UNK]", "[CLS]", "[SEP]", ".", ",", "red", "mug", "tea", "play", "##ing", "##s", "cup"];
+        // A vocabulary file (one token per line, ids in order): WordPiece's
+        // in-memory vocabulary type is its hasher crate's map.
+        let path = std::env::temp_dir().join(format!("shoprank-wordpiece-{}.txt", std::process::id()));
+        std::fs::write(&path, words.join("\n")).unwrap();
+        let model = WordPiece::from_file(&path.display().to_string()).unk_token("[UNK]".into()).build().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let mut tokenizer = Tokenizer::new(model);
+        tokenizer.with_normalizer(Some(BertNormalizer::default())).unwrap();
+        tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
+        let template = TemplateProcessing::builder()
+            .try_single("[CLS] $A [SEP]")
+            .unwrap()
+            .special_tokens(vec![("[CLS]", 1), ("[SEP]", 2)])
+            .build()
+            .unwrap();
+        tokenizer.with_post_processor(Some(template));
+        let truncation = tokenizers::TruncationParams { max_length: window, ..Default::default() };
+        tokenizer.with_truncation(Some(truncation)).unwrap();
+        tokenizer
+    }
+
+    #[test]
+    fn joined_ids_are_the_texts_own_even_around_parts_without_tokens() {
+        let window = 12;
+        let tokenizer = bert_tokenizer(window);
+        let join = IdJoin::new(&tokenizer, window).expect("a BERT tokenizer joins");
+        let own = |text: &str| tokenizer.encode(text, true).unwrap().get_ids().to_vec();
+        let cases: [(&str, &str, &[&str]); 4] = [
+            ("red mugs", "tea", &["PLAYING cup", "mug"]),
+            // Zero-width and control characters: no token, but a separator after them.
+            ("\u{200b}", "tea", &["\u{7f}", "\u{feff}", "mug"]),
+            ("red", "\u{7f}", &["\u{feff}"]),
+            // Cut inside a word, after "play": the prefix of its pieces.
+            ("playing playing playing", "", &["cups cups cups cups"]),
+        ];
+        for (query, profile, history) in cases {
+            let signals = UserSignals { query: Some(query), profile: Some(profile), history };
+            let composed = compose_with_ids(&tokenizer, &join, BUDGET, window, signals).unwrap();
+            assert_eq!(join.tokenized(&composed.ids).ids, own(&composed.text), "{:?}", composed.text);
+            assert_eq!(join.tokenized(composed.query_ids.as_deref().unwrap()).ids, own(query), "{query:?}");
+            assert_eq!(composed.text, compose(&tokenizer, BUDGET, window, signals).unwrap());
+        }
+        // A tokenizer of another make, or one that truncates elsewhere, is not joined.
+        assert!(IdJoin::new(&word_tokenizer(), window).is_none());
+        assert!(IdJoin::new(&tokenizer, window + 1).is_none());
     }
 
     #[test]

@@ -182,12 +182,14 @@ impl Ranker {
 
     /// The user text the encoder sees for this query (see `user_text`).
     pub fn user_text(&self, query: &RankQuery) -> Result<String, RankError> {
-        Ok(self.compose(query)?.0)
+        Ok(self.user_text_and_tokens(query)?.0)
     }
 
     /// The user text, and with it (where the tokenizer allows, see
     /// `IdJoin`) the tokens of the user text and of the query alone.
-    fn compose(&self, query: &RankQuery) -> Result<(String, Vec<Option<TokenizedText>>), RankError> {
+    /// The tokens are in `begin`'s order of texts: the user text's, then
+    /// the query's (if the request has a query).
+    fn user_text_and_tokens(&self, query: &RankQuery) -> Result<(String, Vec<Option<TokenizedText>>), RankError> {
         let titles: Vec<&str> = query.history.iter().map(|h| h.text.as_str()).collect();
         let encoder = self.embedder.encoder();
         let signals =
@@ -225,7 +227,7 @@ impl Ranker {
     /// puts every text the cache misses on the encoder queue (or refuses
     /// them, see `batcher`).
     pub fn begin(&self, query: RankQuery, ticket: &Ticket) -> Result<(Begun, Pending), RankError> {
-        let (user_text, tokens) = self.compose(&query)?;
+        let (user_text, tokens) = self.user_text_and_tokens(&query)?;
         let given = given_candidates(&query);
         let embedded_history = &query.history[..query.history.len().min(features::HISTORY_FEATURE_ITEMS)];
         let mut texts: Vec<&str> = Vec::with_capacity(2 + embedded_history.len() + given.len());

@@ -252,8 +252,9 @@ fn lowercasing_lets_the_chinese_vocabulary_read_capitalised_english() {
 /// ids are the parts' ids joined (`user_text::IdJoin`). For both shipped
 /// tokenizers (m3e-small also lower-cased), on the bench fixture's users
 /// cut to many windows and budgets, and on awkward text (accents, Hangul
-/// jamo, Chinese, a 150-letter word, control characters, runs of
-/// punctuation, a query longer than the window), they are exactly the ids
+/// jamo, Chinese, a 150-letter word, control characters, parts with no
+/// token at all, runs of punctuation, a query longer than the window),
+/// they are exactly the ids
 /// the encoder makes of the text itself.
 #[test]
 fn a_user_texts_joined_ids_are_its_own_tokens() {
@@ -275,6 +276,8 @@ fn a_user_texts_joined_ids_are_its_own_tokens() {
     users.push(("Rött  glas – 2 st.".into(), awkward.iter().map(|t| t.to_string()).collect()));
     users.push(("\u{7f}ctrl\0chars 🎁".into(), vec!["supercalifragilisticexpialidocious".into(), "x".into()]));
     users.push(("mug ".repeat(300), vec!["BLUE CUP".into()]));
+    // Parts with no token at all (deleted by the normaliser) still get their separators.
+    users.push(("\u{200b}".into(), vec!["\u{7f}".into(), "\u{feff}".into(), "mug".into(), "\u{301}".into()]));
     for (model, lowercase) in [(MINILM, false), (M3E, false), (M3E, true)] {
         let settings = EncoderSettings { lowercase, ..common::preset_settings(model).encoder };
         let encoder = Encoder::load(&common::model_files(model), &settings).unwrap();

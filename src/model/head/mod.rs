@@ -306,19 +306,31 @@ impl ScoringHead {
     /// `W_u·u + (W_v + W_uv∘u)·v + W_n·n`: the user part is computed once, and
     /// each candidate costs a `D`-wide product instead of `3D`. A loaded
     /// head runs it on its copied weights, without Candle (see `serving`).
+    /// On the calling thread: explanations score one candidate at a time,
+    /// and evaluation many users at once.
     pub fn score_user(&self, user: &[f32], items: &Tensor, numeric: &[Numeric]) -> candle_core::Result<Vec<f32>> {
-        Ok(self.score_user_with(user, items, || numeric.to_vec())?.1)
+        Ok(self.scored(user, items, || numeric.to_vec(), false)?.1)
     }
 
-    /// As [`ScoringHead::score_user`], with the numeric features made by
-    /// `numeric` and returned beside the probabilities: a loaded head starts
-    /// on the embeddings over the pool while `numeric` runs on this thread
-    /// (see `serving`).
+    /// As [`ScoringHead::score_user`] for one request, with the numeric
+    /// features made by `numeric` and returned beside the probabilities: a
+    /// loaded head shares its first layer with a pool thread, which starts
+    /// on the embeddings while `numeric` runs on this thread (see `serving`).
     pub fn score_user_with(
         &self,
         user: &[f32],
         items: &Tensor,
         numeric: impl FnOnce() -> Vec<Numeric>,
+    ) -> candle_core::Result<(Vec<Numeric>, Vec<f32>)> {
+        self.scored(user, items, numeric, true)
+    }
+
+    fn scored(
+        &self,
+        user: &[f32],
+        items: &Tensor,
+        numeric: impl FnOnce() -> Vec<Numeric>,
+        share: bool,
     ) -> candle_core::Result<(Vec<Numeric>, Vec<f32>)> {
         let dim = self.spec.encoder.dim;
         let n = items.dims().first().copied().unwrap_or(0);
@@ -334,9 +346,9 @@ impl ScoringHead {
                 let (storage, layout) = items.storage_and_layout();
                 match (&*storage, layout.contiguous_offsets()) {
                     (candle_core::Storage::Cpu(cpu), Some((start, end))) => {
-                        serving.score_user_with(user, &cpu.as_slice::<f32>()?[start..end], numeric)?
+                        serving.score_user_with(user, &cpu.as_slice::<f32>()?[start..end], numeric, share)?
                     }
-                    _ => serving.score_user_with(user, &items.flatten_all()?.to_vec1::<f32>()?, numeric)?,
+                    _ => serving.score_user_with(user, &items.flatten_all()?.to_vec1::<f32>()?, numeric, share)?,
                 }
             }
             _ => {
@@ -492,7 +504,8 @@ mod tests {
     /// A loaded head scores on its copied weights (`serving`), without
     /// Candle: the same probabilities as the trained head, for an ensemble
     /// with two hidden layers and a fitted standardisation, on a few
-    /// candidates (this thread) and on many (split over the pool).
+    /// candidates and on many (whose later layers split over the pool), on
+    /// the calling thread and with the first layer shared with the pool.
     #[test]
     fn a_loaded_head_scores_as_the_trained_one() {
         // Wider than the 16 lanes of the serving form's dot product, with a
@@ -523,9 +536,13 @@ mod tests {
                 numeric.to_vec2::<f32>().unwrap().into_iter().map(|r| r.try_into().unwrap()).collect();
             let expected = trained.score_user(&user, &items, &rows).unwrap();
             let served = loaded.score_user(&user, &items, &rows).unwrap();
-            assert_eq!(served.len(), n);
-            for (a, b) in served.iter().zip(&expected) {
-                assert!((a - b).abs() < 1e-6, "{n} candidates: {a} vs {b}");
+            let (numeric, shared) = loaded.score_user_with(&user, &items, || rows.clone()).unwrap();
+            assert_eq!(numeric, rows);
+            for served in [served, shared] {
+                assert_eq!(served.len(), n);
+                for (a, b) in served.iter().zip(&expected) {
+                    assert!((a - b).abs() < 1e-6, "{n} candidates: {a} vs {b}");
+                }
             }
         }
         let rows = [[0.5; NUMERIC_LEN]; 7];

@@ -7,8 +7,16 @@
 //! multiply-adds. This form runs the same algebra as
 //! [`ScoringHead::score_user`](super::ScoringHead::score_user) (the first
 //! layer regrouped as `W_u·u + (W_v + W_uv∘u)·v + W_n·n`) with the members'
-//! first layers stacked into one product, and the candidates split over
-//! rayon's pool when there are enough of them.
+//! first layers stacked, so all members' first layers are one matrix of
+//! units.
+//!
+//! For a request (`share`), the first layer is cut into blocks of
+//! [`UNIT_BLOCK`] units, each a task that builds its own slice of the user
+//! side and multiplies all candidates by it (see [`share_tasks`]): the
+//! calling thread takes tasks, and so does one of rayon's threads when it
+//! is free. Other callers (explanations, evaluation) score on the calling
+//! thread. The members' later layers are small; they run on the calling
+//! thread, and over the pool only for more than [`ROWS_PER_TASK`] candidates.
 //!
 //! Only heads loaded from a file get one: a trainer's head changes under
 //! its optimiser, and a copy made once would go stale.
@@ -145,22 +153,34 @@ impl ServingHead {
         user: &[f32],
         items: &[f32],
         numeric: impl FnOnce() -> Vec<Numeric>,
+        share: bool,
     ) -> candle_core::Result<(Vec<Numeric>, Vec<f32>)> {
         let dim = self.dim;
         // Checked by `ScoringHead`, the one caller.
         assert_eq!(user.len(), dim, "the user embedding is dim wide");
         assert!(items.len().is_multiple_of(dim), "whole item embeddings");
         let (n, units) = (items.len() / dim, self.first.bias.len());
+        if n == 0 {
+            return Ok((numeric(), Vec::new()));
+        }
         let mut first = vec![0f32; n * units];
         let out = SharedOut::new(&mut first);
-        let numeric = share_tasks(units.div_ceil(UNIT_BLOCK), numeric, |task| {
+        let block = |task: usize| {
             let start = task * UNIT_BLOCK;
             let width = UNIT_BLOCK.min(units - start);
             let block = out.block(start, n, width, units);
-            // SAFETY: each task writes its own columns `start..start + width`
-            // of `first`, which stays borrowed by `out` until all are done.
+            // SAFETY: each task index runs once (`share_tasks` hands each
+            // out once), so each writes its own columns `start..start +
+            // width` of `first`, which stays borrowed by `out` until all are done.
             unsafe { self.embedding_block(user, items, start, width, block) };
-        });
+        };
+        let tasks = units.div_ceil(UNIT_BLOCK);
+        let numeric = if share {
+            share_tasks(tasks, numeric, block)
+        } else {
+            (0..tasks).for_each(block);
+            numeric()
+        };
         if numeric.len() != n {
             candle_core::bail!("{} numeric rows for {n} candidates", numeric.len());
         }
