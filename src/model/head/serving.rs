@@ -15,8 +15,9 @@
 //! side and multiplies all candidates by it (see [`share_tasks`]): the
 //! calling thread takes tasks, and so does one of rayon's threads when it
 //! is free. Other callers (explanations, evaluation) score on the calling
-//! thread. The members' later layers are small; they run on the calling
-//! thread, and over the pool only for more than [`ROWS_PER_TASK`] candidates.
+//! thread, or over the pool for more than [`ROWS_PER_TASK`] candidates. The
+//! members' later layers are small; they run on the calling thread, and
+//! over the pool only for more than [`ROWS_PER_TASK`] candidates.
 //!
 //! Only heads loaded from a file get one: a trainer's head changes under
 //! its optimiser, and a copy made once would go stale.
@@ -33,9 +34,11 @@ use crate::model::features::{Numeric, NUMERIC_LEN};
 /// tasks, enough for two threads to share evenly when one starts late.
 const UNIT_BLOCK: usize = 64;
 
-/// The fewest candidates a parallel task of the later layers takes. Up to
-/// this many go through them on the calling thread: 100 candidates take
-/// about 45 µs there, not much more than a hand-off to the pool.
+/// The fewest candidates a parallel task of the later layers takes (and, for
+/// callers that do not share, the fewest for which the first layer's
+/// blocks go over the pool). Up to this many go through the later layers
+/// on the calling thread: 100 candidates take about 45 µs there, not much
+/// more than a hand-off to the pool.
 const ROWS_PER_TASK: usize = 128;
 
 /// A dense layer, `out × in` row-major (as stored), and its bias.
@@ -177,6 +180,9 @@ impl ServingHead {
         let tasks = units.div_ceil(UNIT_BLOCK);
         let numeric = if share {
             share_tasks(tasks, numeric, block)
+        } else if n > ROWS_PER_TASK {
+            (0..tasks).into_par_iter().for_each(block);
+            numeric()
         } else {
             (0..tasks).for_each(block);
             numeric()
