@@ -311,15 +311,22 @@ fn lowercase_first(tokenizer: &mut Tokenizer) -> Result<bool, EncoderError> {
     Ok(true)
 }
 
-/// Dot product of two unit vectors = their cosine.
+/// Dot product of two unit vectors = their cosine (see [`dot`]). Feature
+/// building calls it up to 51 times per (user, candidate) pair, which made
+/// it the cost of ranking a large catalog.
+#[inline]
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    dot(a, b)
+}
+
+/// Dot product over the shorter of the two slices.
 ///
 /// Sixteen partial sums, added in a fixed order: the compiler vectorises it
 /// for the CPU found at run time, and every CPU gets the same bits (no fused
 /// multiply-add, the same summation order), so training, evaluation and
-/// serving agree exactly. Feature building calls it up to 51 times per
-/// (user, candidate) pair, which made it the cost of ranking a large catalog.
+/// serving agree exactly.
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
-pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     const LANES: usize = 16;
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);

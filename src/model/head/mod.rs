@@ -508,7 +508,7 @@ mod tests {
     /// the calling thread and with the first layer shared with the pool.
     #[test]
     fn a_loaded_head_scores_as_the_trained_one() {
-        // Wider than the 16 lanes of the serving form's dot product, with a
+        // Wider than the 16 lanes of `encoder::dot`, which the serving form uses, with a
         // remainder; two members of 72 units make 144 first-layer units: two
         // whole blocks of the serving form's tasks and a part.
         let dim = 40;

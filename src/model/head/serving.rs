@@ -27,6 +27,7 @@ use rayon::prelude::*;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::model::encoder::dot;
 use crate::model::encoder::kernels::{Accumulate, Product, SharedOut, View};
 use crate::model::features::{Numeric, NUMERIC_LEN};
 
@@ -295,20 +296,6 @@ fn share_tasks<R>(tasks: usize, first: impl FnOnce() -> R, run: impl Fn(usize) +
         work();
         result
     })
-}
-
-/// `a·b` in 16 independent lanes, which the compiler vectorises (a plain
-/// `sum` is one serial chain of additions).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 16];
-    let (a_blocks, b_blocks) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = a_blocks.remainder().iter().zip(b_blocks.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in a_blocks.zip(b_blocks) {
-        for i in 0..16 {
-            lanes[i] += x[i] * y[i];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
 }
 
 /// `out += xs·Wᵀ`: `xs.rows × inputs` by the transpose of `outputs ×
