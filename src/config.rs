@@ -143,13 +143,14 @@ pub struct ServerSettings {
     pub blocking_threads: usize,
 }
 
-/// Numeric precision of the encoder's matrix products.
+/// Numeric precision of the model's matrix products: the encoder's linear
+/// layers and, in serving, the head's first layer (`model::head::serving`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// Exact: the weights as shipped.
     F32,
-    /// Linear layers in 8-bit integers (`model::encoder::int8`).
+    /// 8-bit integers (`model::encoder::int8`).
     Int8,
 }
 

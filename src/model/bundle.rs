@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
+use crate::config::Precision;
 use crate::model::head::{EncoderIdentity, HeadError, HeadSpec, ScoringHead};
 use crate::model::stats::{HistoryStats, StatsError};
 
@@ -136,8 +137,9 @@ pub struct Bundle {
 }
 
 impl Bundle {
-    /// Loads the bundle in `dir` for the encoder that will embed its inputs.
-    pub fn load(dir: &Path, encoder: &EncoderIdentity) -> Result<Self, BundleError> {
+    /// Loads the bundle in `dir` for the encoder that will embed its inputs;
+    /// its head serves in `precision` (the encoder's: see `ScoringHead::load`).
+    pub fn load(dir: &Path, encoder: &EncoderIdentity, precision: Precision) -> Result<Self, BundleError> {
         let manifest = read_manifest(dir)?;
         let path = dir.join(MANIFEST_FILE);
         let trained_on = &manifest.head.encoder;
@@ -151,7 +153,7 @@ impl Bundle {
             });
         }
         let weights = dir.join(WEIGHTS_FILE);
-        let head = ScoringHead::load(&weights, manifest.head.clone())
+        let head = ScoringHead::load(&weights, manifest.head.clone(), precision)
             .map_err(|source| BundleError::Head { path: weights, source })?;
         let stats = HistoryStats::load(&dir.join(STATS_FILE))?;
         Ok(Self { manifest, head, stats, dir: dir.to_path_buf() })
@@ -298,7 +300,7 @@ mod tests {
     fn save_then_load_round_trips_and_checks_the_encoder() {
         let dir = scratch("round-trip");
         let manifest = saved(&dir);
-        let bundle = Bundle::load(&dir, &EncoderIdentity { name: "enc".into(), dim: 4 }).unwrap();
+        let bundle = Bundle::load(&dir, &EncoderIdentity { name: "enc".into(), dim: 4 }, Precision::F32).unwrap();
         assert_eq!(bundle.manifest(), &manifest);
         assert_eq!(bundle.version(), "v1");
         assert_eq!(bundle.stats().position_of_id("A").map(|p| p.index()), Some(0));
@@ -311,7 +313,10 @@ mod tests {
         let varmap = VarMap::new();
         ScoringHead::new(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), manifest.head.clone()).unwrap();
         Bundle::save(&dir, &second, &varmap, &stats()).unwrap();
-        assert_eq!(Bundle::load(&dir, &EncoderIdentity { name: "enc".into(), dim: 4 }).unwrap().version(), "v2");
+        assert_eq!(
+            Bundle::load(&dir, &EncoderIdentity { name: "enc".into(), dim: 4 }, Precision::F32).unwrap().version(),
+            "v2"
+        );
         let leftovers: Vec<_> = std::fs::read_dir(dir.parent().unwrap())
             .unwrap()
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -323,7 +328,7 @@ mod tests {
         assert!(leftovers.is_empty(), "{leftovers:?}");
 
         let other = EncoderIdentity { name: "other".into(), dim: 768 };
-        let err = Bundle::load(&dir, &other).err().unwrap().to_string();
+        let err = Bundle::load(&dir, &other, Precision::F32).err().unwrap().to_string();
         assert!(err.contains("other") && err.contains("enc"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -343,7 +348,7 @@ mod tests {
         ] {
             assert!(text.contains(from), "fixture has {from}: {text}");
             std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
-            let err = Bundle::load(&dir, &identity).err().unwrap().to_string();
+            let err = Bundle::load(&dir, &identity, Precision::F32).err().unwrap().to_string();
             assert!(err.contains(needle) && err.contains("bundle.json"), "{to}: {err}");
         }
         std::fs::remove_dir_all(&dir).unwrap();
@@ -400,7 +405,7 @@ mod tests {
             let mut tensors = good.clone();
             edit(&mut tensors);
             candle_core::safetensors::save(&tensors, &path).unwrap();
-            let err = Bundle::load(&dir, &identity).err().unwrap().to_string();
+            let err = Bundle::load(&dir, &identity, Precision::F32).err().unwrap().to_string();
             assert!(err.contains(needle) && err.contains(WEIGHTS_FILE), "{what}: {err}");
         }
         std::fs::remove_dir_all(&dir).unwrap();

@@ -110,7 +110,7 @@ impl Service {
         let started = Instant::now();
         let source = BundleSource::at(&settings.bundle.path);
         let (dir, current) = source.current()?;
-        let bundle = Bundle::load(&dir, &encoder.identity())?;
+        let bundle = Bundle::load(&dir, &encoder.identity(), encoder.precision())?;
         tracing::info!(
             bundle = bundle.version(),
             path = %dir.display(),
@@ -130,7 +130,8 @@ impl Service {
         service.source = source.clone();
         *service.seen_current.get_mut().unwrap_or_else(|p| p.into_inner()) = current;
         service.variants = Variants::from_settings(&settings.ab.variants, |version| {
-            let bundle = Bundle::load(&source.version(version)?, &service.ranker.embedder().encoder().identity())?;
+            let encoder = service.ranker.embedder().encoder();
+            let bundle = Bundle::load(&source.version(version)?, &encoder.identity(), encoder.precision())?;
             check(&service.ranker, &bundle)?;
             Ok::<_, ServiceError>(Arc::new(bundle))
         })?;
@@ -245,7 +246,8 @@ impl Service {
             if dir == serving.dir() && on_disk == *serving.manifest() {
                 return Ok(Reloaded::Unchanged { version: serving.version().to_string() });
             }
-            let bundle = Bundle::load(&dir, &self.ranker.embedder().encoder().identity())?;
+            let encoder = self.ranker.embedder().encoder();
+            let bundle = Bundle::load(&dir, &encoder.identity(), encoder.precision())?;
             let previous = self.install_locked(bundle)?;
             Ok(Reloaded::Installed { from: previous.version().to_string(), to: self.bundle().version().to_string() })
         })();

@@ -387,7 +387,7 @@ async fn a_dead_encoder_thread_turns_ready_503_and_fails_requests_fast() {
     ));
     let retrieval = RetrievalLimits::from_settings(&settings.catalog);
     let ranker = Ranker::new(embedder, settings.user_text, retrieval, settings.search.banding(), metrics.clone());
-    let bundle = Bundle::load(&settings.bundle.path, &encoder.identity()).unwrap();
+    let bundle = Bundle::load(&settings.bundle.path, &encoder.identity(), encoder.precision()).unwrap();
     let state = AppState::new(metrics.clone(), &settings);
     state.install(Arc::new(Service::new(ranker, bundle, metrics).expect("the warm-up runs on the real encoder")));
     let get_ready = || Request::get("/ready").body(Body::empty()).unwrap();
@@ -425,7 +425,9 @@ async fn each_response_names_the_bundle_that_served_it_across_an_install() {
     }
     let manifest = std::fs::read_to_string(settings.bundle.path.join("bundle.json")).unwrap();
     std::fs::write(dir.join("bundle.json"), manifest.replace(&format!("\"{first}\""), "\"second\"")).unwrap();
-    let previous = service.install(Bundle::load(&dir, &common::encoder().identity()).unwrap()).unwrap();
+    let previous = service
+        .install(Bundle::load(&dir, &common::encoder().identity(), common::encoder().precision()).unwrap())
+        .unwrap();
     assert_eq!(previous.version(), first);
 
     let (status, after) = recommend(state.clone(), realistic_request()).await;

@@ -13,7 +13,7 @@ use crate::common;
 fn a_search_query_ranks_relevant_products_first_for_known_and_new_items() {
     let settings = common::settings();
     let encoder = common::encoder();
-    let bundle = Bundle::load(&settings.bundle.path, &encoder.identity()).unwrap();
+    let bundle = Bundle::load(&settings.bundle.path, &encoder.identity(), encoder.precision()).unwrap();
     let rule = QuerySetRule { queries: 40, relevant: 10, distractors: 40, seed: 0 };
     let queries = build_query_set(bundle.stats(), rule);
     assert_eq!(queries.len(), 40, "the committed catalog yields the queries");

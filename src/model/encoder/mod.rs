@@ -14,7 +14,7 @@ use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use tokenizers::{Tokenizer, TruncationParams};
 
 mod bert_fast;
-mod int8;
+pub(crate) mod int8;
 pub(crate) mod kernels;
 
 use self::bert_fast::FastBert;

@@ -349,8 +349,11 @@ pub fn eval(settings: &Settings, args: &EvalArgs) -> Result<()> {
     let started = Instant::now();
     let data = args.data.load(settings)?;
     let encoder = Encoder::open(&settings.encoder)?;
-    let bundle =
-        if args.baselines_only { None } else { Some(Bundle::load(&settings.bundle.path, &encoder.identity())?) };
+    let bundle = if args.baselines_only {
+        None
+    } else {
+        Some(Bundle::load(&settings.bundle.path, &encoder.identity(), encoder.precision())?)
+    };
     let mut store = EmbedStore::open(args.data.cache_dir(), &encoder)?;
     let t_end = args.test_end.as_deref().map(parse_cutoff).transpose().map_err(anyhow::Error::msg)?;
     let mut split = Split::new(&data, args.data.test_start()?, t_end);

@@ -49,7 +49,7 @@ pub fn eval_search(settings: &Settings, args: &EvalSearchArgs) -> Result<()> {
     let started = Instant::now();
     let encoder = Encoder::open(&settings.encoder)?;
     let dir = args.bundle.clone().unwrap_or_else(|| settings.bundle.path.clone());
-    let bundle = Bundle::load(&dir, &encoder.identity())?;
+    let bundle = Bundle::load(&dir, &encoder.identity(), encoder.precision())?;
     let rule =
         QuerySetRule { queries: args.queries, relevant: args.relevant, distractors: args.distractors, seed: args.seed };
     let queries = search_eval::build_query_set(bundle.stats(), rule);

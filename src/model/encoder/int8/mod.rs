@@ -31,6 +31,7 @@
 //!   The quantised rows live in a per-thread buffer kept between calls (up
 //!   to 1 MiB each).
 
+use std::borrow::Cow;
 use std::cell::Cell;
 
 use rayon::prelude::*;
@@ -210,19 +211,48 @@ impl PackedWeights {
     fn product_rows(&self, xs: &[f32], epilogue: &Epilogue, out: &mut [f32]) {
         let rows = xs.len() / self.in_dim;
         with_scratch(|scratch| {
-            let quantised = QuantisedRows::new(xs, rows, self, scratch, false);
-            match self.kernel {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: `new` asserted that AMX is supported and packed
-                // for it; `quantised` is padded for it; `out` is this
-                // call's `rows` rows, borrowed mutably, and `product`
-                // checked the epilogue's sizes.
-                Kernel::Amx => unsafe {
-                    amx::product(self, &quantised, rows, 0..self.panels, epilogue, out.as_mut_ptr())
-                },
-                _ => self.product_rows_vector(&quantised, rows, epilogue, out),
-            }
+            let quantised = QuantisedRows::new(xs, rows, self.layout(), scratch, false);
+            self.product_quantised_rows(&quantised, rows, epilogue, out)
         })
+    }
+
+    /// `out = xs·Wᵀ` plus the epilogue, on this thread, for rows quantised
+    /// beforehand (see [`QuantisedInputs`]). `out` holds `xs.rows() ×
+    /// out_dim` values.
+    pub(crate) fn product_quantised(&self, xs: &QuantisedInputs, epilogue: &Epilogue, out: &mut [f32]) {
+        assert_eq!(xs.layout, self.layout(), "rows quantised for this kernel and input width");
+        assert_eq!(epilogue.bias.len(), self.out_dim, "one bias per output");
+        assert!(epilogue.residual.is_none_or(|r| r.len() >= xs.rows * self.out_dim), "a residual row per row");
+        let out = &mut out[..xs.rows * self.out_dim];
+        self.product_quantised_rows(&xs.view(), xs.rows, epilogue, out)
+    }
+
+    /// The kernel over `rows` quantised rows, every output.
+    fn product_quantised_rows(&self, quantised: &QuantisedRows, rows: usize, epilogue: &Epilogue, out: &mut [f32]) {
+        match self.kernel {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `new` asserted that AMX is supported and packed for
+            // it; the rows were quantised for this layout, so padded for
+            // it; `out` is `rows` rows, borrowed mutably, and the callers
+            // checked the epilogue's sizes.
+            Kernel::Amx => unsafe { amx::product(self, quantised, rows, 0..self.panels, epilogue, out.as_mut_ptr()) },
+            _ => self.product_rows_vector(quantised, rows, epilogue, out),
+        }
+    }
+
+    /// Output channels.
+    pub(crate) fn out_dim(&self) -> usize {
+        self.out_dim
+    }
+
+    /// The kernel these weights are packed for.
+    pub(crate) fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+
+    /// How rows must be quantised for these weights.
+    fn layout(&self) -> RowLayout {
+        RowLayout { kernel: self.kernel, in_dim: self.in_dim, padded_in: self.padded_in }
     }
 
     /// The vector and portable kernels, 4 rows at a time.
@@ -254,7 +284,7 @@ impl PackedWeights {
     #[cfg(target_arch = "x86_64")]
     fn product_columns_split(&self, xs: &[f32], rows: usize, epilogue: &Epilogue, out: &mut [f32], threads: usize) {
         with_scratch(|scratch| {
-            let quantised = QuantisedRows::new(xs, rows, self, scratch, true);
+            let quantised = QuantisedRows::new(xs, rows, self.layout(), scratch, true);
             let pairs_each = (self.panels / 2).div_ceil(threads);
             let n = self.out_dim;
             let shared = SharedOut::new(out);
@@ -367,22 +397,31 @@ fn widen(packed: &[i8], panels: usize, groups: usize) -> Vec<i16> {
     wide
 }
 
+/// What quantised rows must look like for a set of packed weights: their
+/// width, padded for the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RowLayout {
+    kernel: Kernel,
+    in_dim: usize,
+    padded_in: usize,
+}
+
 /// Rows of activations quantised to `u8`, each with its scale and zero point,
 /// padded with zeros to whole groups (padded weights are zero too) and, for
 /// AMX, with zero rows to whole blocks.
 struct QuantisedRows<'a> {
     data: &'a [u8],
     padded_in: usize,
-    scales: Vec<f32>,
-    zero_points: Vec<i32>,
+    scales: Cow<'a, [f32]>,
+    zero_points: Cow<'a, [i32]>,
 }
 
 impl<'a> QuantisedRows<'a> {
-    /// Quantises `rows` rows of `xs` for `weights`' kernel into `scratch`;
+    /// Quantises `rows` rows of `xs` for `layout` into `scratch`;
     /// `parallel` shares the rows out over rayon's pool.
-    fn new(xs: &[f32], rows: usize, weights: &PackedWeights, scratch: &'a mut Vec<u8>, parallel: bool) -> Self {
-        let (in_dim, padded_in) = (weights.in_dim, weights.padded_in);
-        let padded_rows = rows.next_multiple_of(weights.kernel.row_multiple());
+    fn new(xs: &[f32], rows: usize, layout: RowLayout, scratch: &'a mut Vec<u8>, parallel: bool) -> Self {
+        let RowLayout { kernel, in_dim, padded_in } = layout;
+        let padded_rows = rows.next_multiple_of(kernel.row_multiple());
         // Every byte is written below: by a row, or as padding.
         scratch.resize(padded_rows * padded_in, 0);
         let data = &mut scratch[..padded_rows * padded_in];
@@ -393,7 +432,7 @@ impl<'a> QuantisedRows<'a> {
             tail.fill(0);
             quantise_row(row, values)
         };
-        let (scales, zero_points) = if parallel {
+        let (scales, zero_points): (Vec<f32>, Vec<i32>) = if parallel {
             xs.par_chunks_exact(in_dim)
                 .zip(filled.par_chunks_exact_mut(padded_in))
                 .with_min_len(8)
@@ -402,11 +441,65 @@ impl<'a> QuantisedRows<'a> {
         } else {
             xs.chunks_exact(in_dim).zip(filled.chunks_exact_mut(padded_in)).map(quantise).unzip()
         };
-        Self { data, padded_in, scales, zero_points }
+        Self { data, padded_in, scales: Cow::Owned(scales), zero_points: Cow::Owned(zero_points) }
     }
 
     fn row(&self, row: usize) -> &[u8] {
         &self.data[row * self.padded_in..(row + 1) * self.padded_in]
+    }
+}
+
+/// Rows quantised once, to be multiplied by several weight matrices of the
+/// same input width and kernel: the head multiplies the same candidates by
+/// each block of its first layer, whose weights it packs per request.
+pub(crate) struct QuantisedInputs {
+    layout: RowLayout,
+    rows: usize,
+    data: Vec<u8>,
+    scales: Vec<f32>,
+    zero_points: Vec<i32>,
+}
+
+impl QuantisedInputs {
+    /// Quantises `rows` rows of `in_dim` for weights packed for `kernel`, on
+    /// this thread. `fill(r, row)` writes row `r` into a buffer that is
+    /// quantised at once, so the rows never need to exist side by side in
+    /// f32.
+    pub(crate) fn from_rows(
+        rows: usize,
+        in_dim: usize,
+        kernel: Kernel,
+        mut fill: impl FnMut(usize, &mut [f32]),
+    ) -> Self {
+        assert!((1..=MAX_IN_DIM).contains(&in_dim), "int8 products take 1 to {MAX_IN_DIM} inputs, not {in_dim}");
+        let padded_in = in_dim.next_multiple_of(kernel.input_multiple());
+        let layout = RowLayout { kernel, in_dim, padded_in };
+        // Padding (columns and rows) stays zero.
+        let mut data = vec![0u8; rows.next_multiple_of(kernel.row_multiple()) * padded_in];
+        let mut row = vec![0f32; in_dim];
+        let (scales, zero_points) = data
+            .chunks_exact_mut(padded_in)
+            .take(rows)
+            .enumerate()
+            .map(|(r, out)| {
+                fill(r, &mut row);
+                quantise_row(&row, &mut out[..in_dim])
+            })
+            .unzip();
+        Self { layout, rows, data, scales, zero_points }
+    }
+
+    pub(crate) fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn view(&self) -> QuantisedRows<'_> {
+        QuantisedRows {
+            data: &self.data,
+            padded_in: self.layout.padded_in,
+            scales: Cow::Borrowed(&self.scales),
+            zero_points: Cow::Borrowed(&self.zero_points),
+        }
     }
 }
 
@@ -565,6 +658,29 @@ mod tests {
                     // of the products' total size.
                     assert!(error < 0.01 * magnitude, "{kernel:?} ({r}, {c}): {} vs {exact}²", got[r * n + c]);
                 }
+            }
+        }
+    }
+
+    /// Rows quantised once ([`QuantisedInputs`], the head's path) give the
+    /// bits of the product that quantises them itself, on every kernel and
+    /// shape, AMX's row padding included.
+    #[test]
+    fn rows_quantised_beforehand_give_the_same_bits() {
+        for kernel in kernels() {
+            for (rows, k, n) in [(1, 4, 16), (3, 5, 17), (40, 385, 47), (100, 768, 64)] {
+                let packed = PackedWeights::new(&values(n * k, 21), n, k, kernel);
+                let xs = values(rows * k, 22);
+                let bias = values(n, 23);
+                let epilogue = Epilogue { bias: &bias, residual: None, activation: None };
+                let mut expected = vec![0.0; rows * n];
+                packed.product_rows(&xs, &epilogue, &mut expected);
+                let quantised =
+                    QuantisedInputs::from_rows(rows, k, kernel, |r, row| row.copy_from_slice(&xs[r * k..][..k]));
+                assert_eq!(quantised.rows(), rows);
+                let mut got = vec![f32::NAN; rows * n];
+                packed.product_quantised(&quantised, &epilogue, &mut got);
+                assert_eq!(got, expected, "{kernel:?} {rows}×{k}×{n}");
             }
         }
     }
