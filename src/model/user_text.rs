@@ -19,6 +19,8 @@
 //! ([`compose_with_ids`]): joined with the separators' ids they are the
 //! user text's own (see [`IdJoin`]), so the text is not tokenized again.
 
+use std::sync::Arc;
+
 use tokenizers::{ModelWrapper, NormalizerWrapper, PreTokenizerWrapper, Tokenizer, TruncationDirection};
 
 use crate::config::UserTextBudget;
@@ -53,7 +55,7 @@ pub fn compose(
     max_seq_len: usize,
     signals: UserSignals<'_>,
 ) -> Result<String, EncoderError> {
-    Ok(compose_parts(tokenizer, None, budget, max_seq_len, signals)?.text)
+    Ok(compose_parts(tokenizer, None, &Tokenize, budget, max_seq_len, signals)?.text)
 }
 
 /// As [`compose`], keeping the ids: each part is tokenized once, to cut
@@ -66,13 +68,72 @@ pub fn compose_with_ids(
     max_seq_len: usize,
     signals: UserSignals<'_>,
 ) -> Result<Composed, EncoderError> {
-    compose_parts(tokenizer, Some(join), budget, max_seq_len, signals)
+    compose_parts(tokenizer, Some(join), &Tokenize, budget, max_seq_len, signals)
 }
 
-/// Both of the above: the ids only with `join`.
+/// As [`compose_with_ids`], with the history titles' tokens from `titles`
+/// (the server keeps those of recent titles: they repeat across users).
+pub fn compose_with_ids_from(
+    tokenizer: &Tokenizer,
+    join: &IdJoin,
+    titles: &dyn TitleTokens,
+    budget: UserTextBudget,
+    max_seq_len: usize,
+    signals: UserSignals<'_>,
+) -> Result<Composed, EncoderError> {
+    compose_parts(tokenizer, Some(join), titles, budget, max_seq_len, signals)
+}
+
+/// A part's tokens, as cutting it to a budget needs them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartTokens {
+    /// Within the tokenizer's window.
+    ids: Vec<u32>,
+    /// Each token's span of the part, in bytes.
+    offsets: Vec<(usize, usize)>,
+    /// Whether the window cut the part short.
+    overflowed: bool,
+}
+
+impl PartTokens {
+    /// Tokenizes `text` (no special tokens).
+    pub fn of(tokenizer: &Tokenizer, text: &str) -> Result<Self, EncoderError> {
+        let encoding = tokenizer.encode(text, false).map_err(EncoderError::Tokenize)?;
+        Ok(Self {
+            ids: encoding.get_ids().to_vec(),
+            offsets: encoding.get_offsets().to_vec(),
+            overflowed: !encoding.get_overflowing().is_empty(),
+        })
+    }
+
+    /// Memory held, for a cache's bound.
+    pub fn bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.ids.len() * std::mem::size_of::<u32>()
+            + self.offsets.len() * std::mem::size_of::<(usize, usize)>()
+    }
+}
+
+/// Where composing gets a history title's tokens.
+pub trait TitleTokens {
+    /// The tokens of `title` (trimmed), as [`PartTokens::of`] makes them.
+    fn title_tokens(&self, tokenizer: &Tokenizer, title: &str) -> Result<Arc<PartTokens>, EncoderError>;
+}
+
+/// The tokenizer itself, every time.
+struct Tokenize;
+
+impl TitleTokens for Tokenize {
+    fn title_tokens(&self, tokenizer: &Tokenizer, title: &str) -> Result<Arc<PartTokens>, EncoderError> {
+        PartTokens::of(tokenizer, title).map(Arc::new)
+    }
+}
+
+/// All of the above: the ids only with `join`.
 fn compose_parts(
     tokenizer: &Tokenizer,
     join: Option<&IdJoin>,
+    titles: &dyn TitleTokens,
     budget: UserTextBudget,
     max_seq_len: usize,
     signals: UserSignals<'_>,
@@ -96,13 +157,17 @@ fn compose_parts(
         [(signals.query, budget.query_tokens, true), (signals.profile, budget.profile_tokens, false)]
     {
         let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else { continue };
-        let cut = cut_to_tokens(tokenizer, text, cap.min(left))?;
-        if is_query && join.is_some() && cap.min(left) > 0 {
-            query_ids = Some(cut.all_ids.clone());
+        if cap.min(left) == 0 {
+            continue;
+        }
+        let tokens = PartTokens::of(tokenizer, text)?;
+        let cut = cut_to_tokens(&tokens, text, cap.min(left));
+        if is_query && join.is_some() {
+            query_ids = Some(tokens.ids.clone());
         }
         if !cut.text.is_empty() {
             left = left.saturating_sub(cut.kept + 1); // +1 for the "." joining parts
-            append(&mut ids, !parts.is_empty(), |join| join.period, &cut.all_ids[..cut.kept]);
+            append(&mut ids, !parts.is_empty(), |join| join.period, &tokens.ids[..cut.kept]);
             parts.push(cut.text.to_string());
         }
     }
@@ -112,11 +177,12 @@ fn compose_parts(
         if left == 0 {
             break;
         }
-        let cut = cut_to_tokens(tokenizer, title, left)?;
+        let tokens = titles.title_tokens(tokenizer, title)?;
+        let cut = cut_to_tokens(&tokens, title, left);
         if cut.text.is_empty() {
             break;
         }
-        append(&mut history_ids, !history.is_empty(), |join| join.comma, &cut.all_ids[..cut.kept]);
+        append(&mut history_ids, !history.is_empty(), |join| join.comma, &tokens.ids[..cut.kept]);
         if !history.is_empty() {
             history.push_str(", ");
         }
@@ -134,24 +200,21 @@ fn compose_parts(
 struct Cut<'t> {
     /// The longest prefix of the part within the budget, cut at a token boundary.
     text: &'t str,
-    /// How many tokens it has: `all_ids[..kept]`.
+    /// How many tokens it has: the first `kept` of the part's.
     kept: usize,
-    /// The whole part's ids (within the tokenizer's window).
-    all_ids: Vec<u32>,
 }
 
-/// `text` cut to at most `max_tokens` tokens at a token boundary (see [`Cut`]).
-fn cut_to_tokens<'t>(tokenizer: &Tokenizer, text: &'t str, max_tokens: usize) -> Result<Cut<'t>, EncoderError> {
+/// `text` (whose tokens are `tokens`) cut to at most `max_tokens` tokens at
+/// a token boundary (see [`Cut`]).
+fn cut_to_tokens<'t>(tokens: &PartTokens, text: &'t str, max_tokens: usize) -> Cut<'t> {
     if max_tokens == 0 {
-        return Ok(Cut { text: "", kept: 0, all_ids: Vec::new() });
+        return Cut { text: "", kept: 0 };
     }
-    let encoding = tokenizer.encode(text, false).map_err(EncoderError::Tokenize)?;
-    let offsets = encoding.get_offsets();
-    let all_ids = encoding.get_ids().to_vec();
+    let offsets = &tokens.offsets;
     // The tokenizer itself truncates at the window, so `offsets` may already
     // be shorter than the text: cutting at its last offset is still right.
-    if offsets.len() <= max_tokens && encoding.get_overflowing().is_empty() {
-        return Ok(Cut { text, kept: offsets.len(), all_ids });
+    if offsets.len() <= max_tokens && !tokens.overflowed {
+        return Cut { text, kept: offsets.len() };
     }
     // Cut after token `kept - 1`, where the next token starts no earlier
     // than it ends. Normalisation can turn one character into several
@@ -162,10 +225,10 @@ fn cut_to_tokens<'t>(tokenizer: &Tokenizer, text: &'t str, max_tokens: usize) ->
         .find(|&kept| offsets.get(kept).is_none_or(|next| next.0 >= offsets[kept - 1].1))
         .unwrap_or(0);
     if kept == 0 {
-        return Ok(Cut { text: "", kept: 0, all_ids });
+        return Cut { text: "", kept: 0 };
     }
     let end = offsets[kept - 1].1;
-    Ok(Cut { text: text[..end].trim_end(), kept, all_ids })
+    Cut { text: text[..end].trim_end(), kept }
 }
 
 /// Turns the ids [`compose_with_ids`] keeps into what the encoder would

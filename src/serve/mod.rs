@@ -11,6 +11,7 @@
 //! - [`batcher`]: the encoder's own thread, packing texts of concurrent
 //!   requests into batches, and the cached [`batcher::Embedder`] in front of it.
 //! - [`cache`]: bounded LRU of text embeddings.
+//! - [`title_tokens`]: bounded LRU of history titles' tokens, for composing user texts.
 //! - [`metrics`]: the Prometheus registry and every metric shoprank exports.
 
 pub mod api;
@@ -22,4 +23,5 @@ pub mod metrics;
 pub mod ranker;
 pub mod retrieve;
 pub mod service;
+pub mod title_tokens;
 pub mod variants;

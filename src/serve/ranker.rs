@@ -29,6 +29,7 @@ use crate::serve::catalog::index::ItemFilter;
 use crate::serve::catalog::Catalog;
 use crate::serve::metrics::Metrics;
 use crate::serve::retrieve::{self, RetrievalLimits};
+use crate::serve::title_tokens::{TitleTokenCache, TITLE_TOKENS_MAX_BYTES};
 
 /// An item the user bought or viewed. `id` (when it matches the history
 /// statistics) enables the co-purchase features; else the title is matched.
@@ -153,6 +154,8 @@ pub struct Ranker {
     /// How the user text's and the query's ids are made from the parts'
     /// (see `user_text::IdJoin`); `None`: the encoder tokenizes them again.
     join: Option<IdJoin>,
+    /// Recent history titles' tokens, for composing user texts.
+    titles: TitleTokenCache,
 }
 
 impl Ranker {
@@ -168,7 +171,8 @@ impl Ranker {
         if join.is_none() {
             tracing::info!(encoder = encoder.name(), "this tokenizer is not BERT's: user texts are tokenized twice");
         }
-        Self { embedder, budget, retrieval, banding, metrics, join }
+        let titles = TitleTokenCache::new(TITLE_TOKENS_MAX_BYTES);
+        Self { embedder, budget, retrieval, banding, metrics, join, titles }
     }
 
     pub fn embedder(&self) -> &Embedder {
@@ -198,7 +202,7 @@ impl Ranker {
         let Some(join) = &self.join else {
             return Ok((user_text::compose(tokenizer, self.budget, window, signals)?, Vec::new()));
         };
-        let composed = user_text::compose_with_ids(tokenizer, join, self.budget, window, signals)?;
+        let composed = user_text::compose_with_ids_from(tokenizer, join, &self.titles, self.budget, window, signals)?;
         let mut tokens = vec![Some(join.tokenized(&composed.ids))];
         if query.query.is_some() {
             tokens.push(composed.query_ids.map(|ids| join.tokenized(&ids)));

@@ -1,0 +1,130 @@
+//! The tokens of recently seen history titles, bounded in bytes.
+//!
+//! Composing a request's user text tokenizes each history title to cut it
+//! to its budget (`model::user_text`): five titles were about half of the
+//! composing time, the largest part of a request's work before its forward
+//! pass. Viewed titles are catalog titles and repeat across users, so the
+//! server keeps their tokens. Keys are the title's 128-bit XXH3 hash, as in
+//! the embedding cache (`serve::cache`); one cache serves one encoder, whose
+//! tokenizer made its entries.
+
+use std::sync::{Arc, Mutex};
+
+use lru::LruCache;
+use tokenizers::Tokenizer;
+use xxhash_rust::xxh3::xxh3_128;
+
+use crate::model::encoder::EncoderError;
+use crate::model::user_text::{PartTokens, TitleTokens};
+
+/// What the cache may hold: about 16,000 titles of 20 tokens (a title's
+/// tokens stop at the encoder's window, so one entry holds at most 8 KB at
+/// 256 tokens).
+pub const TITLE_TOKENS_MAX_BYTES: usize = 8 << 20;
+
+/// Bytes one entry costs besides its tokens: the key, the `Arc` header, and
+/// the LRU's node and map slot.
+const ENTRY_OVERHEAD: usize = 96;
+
+pub struct TitleTokenCache {
+    entries: Mutex<Entries>,
+    max_bytes: usize,
+}
+
+struct Entries {
+    lru: LruCache<u128, Arc<PartTokens>>,
+    bytes: usize,
+}
+
+impl TitleTokenCache {
+    pub fn new(max_bytes: usize) -> Self {
+        Self { entries: Mutex::new(Entries { lru: LruCache::unbounded(), bytes: 0 }), max_bytes }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+        // Every update below leaves the LRU and its byte count consistent
+        // before anything can panic, so a poisoned lock is still usable.
+        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Entries and bytes held now.
+    pub fn usage(&self) -> (usize, usize) {
+        let entries = self.lock();
+        (entries.lru.len(), entries.bytes)
+    }
+}
+
+fn cost(tokens: &PartTokens) -> usize {
+    tokens.bytes() + ENTRY_OVERHEAD
+}
+
+impl TitleTokens for TitleTokenCache {
+    fn title_tokens(&self, tokenizer: &Tokenizer, title: &str) -> Result<Arc<PartTokens>, EncoderError> {
+        let key = xxh3_128(title.as_bytes());
+        if let Some(found) = self.lock().lru.get(&key).cloned() {
+            return Ok(found);
+        }
+        // Tokenized outside the lock: other requests keep their lookups.
+        let tokens = Arc::new(PartTokens::of(tokenizer, title)?);
+        let size = cost(&tokens);
+        if size <= self.max_bytes {
+            let mut entries = self.lock();
+            if let Some(replaced) = entries.lru.put(key, tokens.clone()) {
+                // Another request tokenized the same title meanwhile.
+                entries.bytes -= cost(&replaced);
+            }
+            entries.bytes += size;
+            while entries.bytes > self.max_bytes {
+                let Some((_, evicted)) = entries.lru.pop_lru() else { break };
+                entries.bytes -= cost(&evicted);
+            }
+        }
+        Ok(tokens)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use tokenizers::models::wordlevel::WordLevel;
+    use tokenizers::pre_tokenizers::whitespace::Whitespace;
+
+    fn tokenizer() -> Tokenizer {
+        let vocab = [("[UNK]", 0), ("red", 1), ("mug", 2), ("blue", 3)].map(|(w, i)| (w.to_string(), i));
+        let model = WordLevel::builder().vocab(vocab.into_iter().collect()).unk_token("[UNK]".into()).build().unwrap();
+        let mut tokenizer = Tokenizer::new(model);
+        tokenizer.with_pre_tokenizer(Some(Whitespace {}));
+        tokenizer
+    }
+
+    #[test]
+    fn a_title_is_tokenized_once_and_gives_the_tokenizers_tokens() {
+        let tokenizer = tokenizer();
+        let cache = TitleTokenCache::new(1 << 20);
+        let first = cache.title_tokens(&tokenizer, "red mug").unwrap();
+        assert_eq!(*first, PartTokens::of(&tokenizer, "red mug").unwrap());
+        let again = cache.title_tokens(&tokenizer, "red mug").unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "the second lookup is the cached entry");
+        assert_eq!(cache.usage(), (1, cost(&first)));
+    }
+
+    #[test]
+    fn the_least_recently_used_titles_go_first_once_over_the_bound() {
+        let tokenizer = tokenizer();
+        let one = cost(&PartTokens::of(&tokenizer, "red mug").unwrap());
+        let cache = TitleTokenCache::new(2 * one);
+        for title in ["red mug", "blue mug", "red mug", "mug red"] {
+            cache.title_tokens(&tokenizer, title).unwrap();
+        }
+        // "blue mug" was the least recently used when "mug red" came.
+        assert_eq!(cache.usage(), (2, 2 * one));
+        let entries = cache.lock();
+        assert!(entries.lru.contains(&xxh3_128(b"red mug")) && entries.lru.contains(&xxh3_128(b"mug red")));
+        drop(entries);
+        // An entry over the whole bound is returned, not kept.
+        let tiny = TitleTokenCache::new(one - 1);
+        assert_eq!(tiny.title_tokens(&tokenizer, "red mug").unwrap().bytes() + ENTRY_OVERHEAD, one);
+        assert_eq!(tiny.usage(), (0, 0));
+    }
+}
