@@ -105,17 +105,22 @@ fn bench_recommend(c: &mut Criterion) {
     // and the query alone (compare the encoder bench's "user texts" line).
     let encoder = ranker.embedder().encoder();
     let words = marker_words(encoder);
-    // Request `n` marks user `n % users` with word `n`: a text is never
-    // repeated while `n` stays below the word count (checked below).
-    let marker = |n: usize| {
-        assert!(n < words.len(), "{n} requests, {} marker words: a user text would repeat", words.len());
-        Some(words[n].as_str())
+    // Request `n` marks user `n % users` with word `n`, or, past the word
+    // count (a tokenizer with few whole English words), two words: a user
+    // text and its query are never repeated.
+    let marker = |n: usize| -> String {
+        let count = words.len();
+        assert!(n < count * (count + 1), "{n} requests, too few marker words ({count}): a user text would repeat");
+        match n / count {
+            0 => words[n].clone(),
+            first => format!("{} {}", words[first - 1], words[n % count]),
+        }
     };
     let tokens: usize = users
         .iter()
         .enumerate()
         .map(|(i, user)| {
-            let query = query(user, marker(i), candidates, "");
+            let query = query(user, Some(&marker(i)), candidates, "");
             let text = ranker.user_text(&query).expect("user text");
             let alone = query.query.as_deref().expect("a query");
             encoder.tokenize(&text).expect("tokens").len() + encoder.tokenize(alone).expect("tokens").len()
@@ -123,7 +128,10 @@ fn bench_recommend(c: &mut Criterion) {
         .sum();
     eprintln!("user text + query: {:.1} tokens per request", tokens as f64 / users.len() as f64);
     // Warm the cache with the candidates and every user's history titles
-    // (with unmarked queries, which the requests below never send).
+    // (with unmarked queries, which the requests below never send). The
+    // titles' tokens are kept too (`serve::title_tokens`): every request
+    // below finds them, as returning titles would; a title seen for the
+    // first time costs its tokenization (tens of µs) once.
     for user in &users {
         ranker.rank(&bundle, &query(user, None, candidates, ""), None, &Ticket::detached()).expect("rank");
     }
@@ -145,7 +153,12 @@ fn bench_recommend(c: &mut Criterion) {
             n += 1;
             // A user text never seen before: the user forward pass is paid.
             ranker
-                .rank(&bundle, &query(&users[n % users.len()], marker(n), candidates, ""), None, &Ticket::detached())
+                .rank(
+                    &bundle,
+                    &query(&users[n % users.len()], Some(&marker(n)), candidates, ""),
+                    None,
+                    &Ticket::detached(),
+                )
                 .expect("rank")
         })
     });
@@ -165,7 +178,7 @@ fn bench_recommend(c: &mut Criterion) {
                 let forward = started.elapsed();
                 n += 1;
                 let started = Instant::now();
-                let query = query(&users[n % users.len()], marker(n), candidates, "");
+                let query = query(&users[n % users.len()], Some(&marker(n)), candidates, "");
                 black_box(ranker.rank(&bundle, &query, None, &Ticket::detached()).expect("rank"));
                 let request = started.elapsed();
                 pairs.push((forward, request));
@@ -180,7 +193,7 @@ fn bench_recommend(c: &mut Criterion) {
             ranker
                 .rank(
                     &bundle,
-                    &query(&users[n % users.len()], marker(n), candidates, &format!(" v{n}")),
+                    &query(&users[n % users.len()], Some(&marker(n)), candidates, &format!(" v{n}")),
                     None,
                     &Ticket::detached(),
                 )

@@ -145,7 +145,9 @@ pub struct ServerSettings {
 
 /// Numeric precision of the model's matrix products: the encoder's linear
 /// layers and, in serving, the head's first layer (`model::head::serving`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+/// Configured as `"f32"`, `"int8"` or `"auto"` (the default), which is
+/// resolved when the settings are read: see [`Precision::auto`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// Exact: the weights as shipped.
@@ -154,7 +156,36 @@ pub enum Precision {
     Int8,
 }
 
+impl<'de> Deserialize<'de> for Precision {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        enum Named {
+            Auto,
+            F32,
+            Int8,
+        }
+        Ok(match Named::deserialize(deserializer)? {
+            Named::Auto => Precision::auto(),
+            Named::F32 => Precision::F32,
+            Named::Int8 => Precision::Int8,
+        })
+    }
+}
+
 impl Precision {
+    /// What `"auto"` runs on this CPU: int8 where it has an int8 kernel
+    /// faster than f32 (AMX or AVX-512 VNNI), else f32. The AVX2 kernel
+    /// multiplies weights widened to 16 bits and is slower than f32, the
+    /// portable one (other CPUs) much slower.
+    pub fn auto() -> Self {
+        if crate::model::encoder::int8::Kernel::detect().beats_f32() {
+            Precision::Int8
+        } else {
+            Precision::F32
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Precision::F32 => "f32",
@@ -567,7 +598,7 @@ mod tests {
             let settings = Settings::load(None).expect("default config");
             assert_eq!(settings.server.addr.port(), 8080);
             assert_eq!(settings.limits.max_candidates, 1000);
-            assert_eq!(settings.encoder.precision, Precision::F32);
+            assert_eq!(settings.encoder.precision, Precision::auto(), "auto unless chosen");
             Ok(())
         });
     }
@@ -630,7 +661,10 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             let settings = Settings::load(None).expect("default config");
             assert_eq!(settings.encoder.int8_layers, LinearLayer::ALL);
-            assert_eq!(settings.encoder.precision_of(LinearLayer::Qkv), Precision::F32, "f32 unless int8 is chosen");
+            assert_eq!(settings.encoder.precision_of(LinearLayer::Qkv), Precision::auto(), "auto unless chosen");
+            jail.create_file("f32.toml", "[encoder]\nprecision = \"f32\"\n")?;
+            let exact = Settings::load(Some(Path::new("f32.toml"))).expect("f32");
+            assert_eq!(exact.encoder.precision_of(LinearLayer::Qkv), Precision::F32);
             jail.create_file("x.toml", "[encoder]\nprecision = \"int8\"\nint8_layers = [\"qkv\", \"output\"]\n")?;
             let some = Settings::load(Some(Path::new("x.toml"))).expect("some layers");
             let precisions = LinearLayer::ALL.map(|layer| some.encoder.precision_of(layer));

@@ -3,6 +3,8 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use shoprank::config::Precision;
+
 use crate::common;
 
 fn shoprank(args: &[&str], stdin: &str) -> std::process::Output {
@@ -29,7 +31,9 @@ fn embed_turns_jsonl_texts_into_encoder_vectors() {
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["id"], 1);
     assert_eq!(lines[1]["id"], "b");
-    let expected = common::encoder().embed(&["red mug"], 1).unwrap().remove(0);
+    // The binary runs the default precision ("auto": int8 on some CPUs).
+    let default = common::model_encoder(common::MINILM, common::Backbone::Fast(Precision::auto()));
+    let expected = default.embed(&["red mug"], 1).unwrap().remove(0);
     let got: Vec<f32> = lines[0]["vector"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
     assert_eq!(got.len(), 384);
     assert!(got.iter().zip(&expected).all(|(a, b)| (a - b).abs() <= 1e-5));

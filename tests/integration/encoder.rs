@@ -231,7 +231,9 @@ fn lowercasing_lets_the_chinese_vocabulary_read_capitalised_english() {
     use shoprank::config::EncoderSettings;
     use shoprank::model::encoder::Encoder;
     let load = |model: &str| {
-        let settings = EncoderSettings { lowercase: true, ..common::preset_settings(model).encoder };
+        // f32, as `cased` below (the default, "auto", may be int8).
+        let settings =
+            EncoderSettings { lowercase: true, precision: Precision::F32, ..common::preset_settings(model).encoder };
         Encoder::load(&common::model_files(model), &settings).unwrap()
     };
     let lowered = load(M3E);

@@ -20,9 +20,11 @@
 //! over the pool only for more than [`ROWS_PER_TASK`] candidates.
 //!
 //! Under `precision = "int8"` the first layer's embedding part runs on the
-//! encoder's int8 kernels instead (see [`EmbeddingWeights::Int8`]): per
-//! candidate, `[v, u⊙v]` quantised per row against `[W_v, W_uv]` packed at
-//! load. The numeric features' part and the later layers stay f32.
+//! encoder's int8 kernels instead (see [`EmbeddingWeights::Int8`]): the
+//! candidates' `v` and `u⊙v`, quantised per row, against `W_v` and `W_uv`
+//! packed at load. The numeric features' part and the later layers stay
+//! f32. There the calling thread first quantises the candidates' rows
+//! (about 0.07 ms for 100), and only then do the blocks start.
 //!
 //! Only heads loaded from a file get one: a trainer's head changes under
 //! its optimiser, and a copy made once would go stale.
@@ -101,11 +103,15 @@ enum EmbeddingWeights {
     /// (1.8 MB for 384 units) are read per request.
     F32 { user: Vec<f32>, item: Vec<f32>, pair: Vec<f32> },
     /// Quantised and packed at load (`encoder::int8`): `user` is `W_u`
-    /// (all units), `blocks[b]` units `b·UNIT_BLOCK..` of `[W_v, W_uv]`,
-    /// whose input is a candidate's `[v, u⊙v]`. Twice the multiply-adds of
-    /// the f32 form, but at four times the rate, with no weights built per
-    /// request and a quarter of the bytes read (0.44 MB for 384 units).
-    Int8 { user: PackedWeights, blocks: Vec<PackedWeights> },
+    /// (all units); `item[b]` and `pair[b]` are units `b·UNIT_BLOCK..` of
+    /// `W_v` and `W_uv`, whose inputs are a candidate's `v` and `u⊙v`. Twice
+    /// the multiply-adds of the f32 form, but at four times the rate, with
+    /// no weights built per request and a quarter of the bytes read (0.44 MB
+    /// for 384 units). `v` and `u⊙v` are quantised apart, and so are the
+    /// two matrices: with normalised embeddings `u⊙v`'s values are about
+    /// √dim times smaller than `v`'s, and one scale for both would leave
+    /// them a step or two of the 255.
+    Int8 { user: PackedWeights, item: Vec<PackedWeights>, pair: Vec<PackedWeights> },
 }
 
 /// A member's layers after the first.
@@ -165,20 +171,17 @@ impl ServingHead {
         let embeddings = match int8 {
             None => EmbeddingWeights::F32 { user, item, pair },
             Some(kernel) => {
-                let blocks = (0..units.div_ceil(UNIT_BLOCK))
-                    .map(|block| {
-                        let units = block * UNIT_BLOCK..units.min((block + 1) * UNIT_BLOCK);
-                        let both: Vec<f32> = units
-                            .clone()
-                            .flat_map(|unit| {
-                                item[unit * dim..(unit + 1) * dim].iter().chain(&pair[unit * dim..(unit + 1) * dim])
-                            })
-                            .copied()
-                            .collect();
-                        PackedWeights::new(&both, units.len(), 2 * dim, kernel)
-                    })
-                    .collect();
-                EmbeddingWeights::Int8 { user: PackedWeights::new(&user, units, dim, kernel), blocks }
+                let blocks = |weights: &[f32]| -> Vec<PackedWeights> {
+                    weights
+                        .chunks(UNIT_BLOCK * dim)
+                        .map(|block| PackedWeights::new(block, block.len() / dim, dim, kernel))
+                        .collect()
+                };
+                EmbeddingWeights::Int8 {
+                    user: PackedWeights::new(&user, units, dim, kernel),
+                    item: blocks(&item),
+                    pair: blocks(&pair),
+                }
             }
         };
         Ok(Self {
@@ -311,21 +314,25 @@ impl ServingHead {
     }
 
     /// [`ServingHead::embedding_block`] in int8: block `task`'s units of
-    /// `[v, u⊙v]·[W_v, W_uv]ᵀ + (W_u·u + b)` for all candidates, on weights
+    /// `v·W_vᵀ + (u⊙v)·W_uvᵀ + (W_u·u + b)` for all candidates, on weights
     /// packed at load.
     ///
     /// # Safety
     /// As [`ServingHead::embedding_block`], for block `task`.
     unsafe fn embedding_block_int8(&self, inputs: &Int8Inputs, task: usize, out: *mut f32) {
-        let EmbeddingWeights::Int8 { blocks, .. } = &self.first.embeddings else {
+        let EmbeddingWeights::Int8 { item, pair, .. } = &self.first.embeddings else {
             unreachable!("called for the int8 form only")
         };
-        let weights = &blocks[task];
-        let (units, n, width) = (self.first.bias.len(), inputs.pairs.rows(), weights.out_dim());
+        let (item, pair) = (&item[task], &pair[task]);
+        let (units, n, width) = (self.first.bias.len(), inputs.items.rows(), item.out_dim());
         let start = task * UNIT_BLOCK;
+        let mut plain = vec![0f32; n * width];
+        let zeros = vec![0f32; width];
+        item.product_quantised(&inputs.items, &Epilogue { bias: &zeros, residual: None, activation: None }, &mut plain);
         let mut block = vec![0f32; n * width];
-        let epilogue = Epilogue { bias: &inputs.constant[start..start + width], residual: None, activation: None };
-        weights.product_quantised(&inputs.pairs, &epilogue, &mut block);
+        let constant = &inputs.constant[start..start + width];
+        let epilogue = Epilogue { bias: constant, residual: Some(&plain), activation: None };
+        pair.product_quantised(&inputs.pairs, &epilogue, &mut block);
         for (row, values) in block.chunks_exact(width).enumerate() {
             // SAFETY: row `row` of the block: the caller's promise on `out`.
             unsafe { std::slice::from_raw_parts_mut(out.add(row * units), width) }.copy_from_slice(values);
@@ -354,9 +361,10 @@ impl ServingHead {
 }
 
 /// What the int8 first layer's blocks share for one request: `W_u·u + b`
-/// for every unit, and the candidates' `[v, u⊙v]` rows, quantised.
+/// for every unit, and the candidates' `v` and `u⊙v` rows, quantised.
 struct Int8Inputs {
     constant: Vec<f32>,
+    items: QuantisedInputs,
     pairs: QuantisedInputs,
 }
 
@@ -367,13 +375,13 @@ impl Int8Inputs {
         let mut constant = vec![0f32; bias.len()];
         let epilogue = Epilogue { bias, residual: None, activation: None };
         user_weights.product_quantised(&quantised_user, &epilogue, &mut constant);
-        let pairs = QuantisedInputs::from_rows(items.len() / dim, 2 * dim, kernel, |r, row| {
-            let item = &items[r * dim..(r + 1) * dim];
-            let (plain, product) = row.split_at_mut(dim);
-            plain.copy_from_slice(item);
-            product.iter_mut().zip(item.iter().zip(user)).for_each(|(p, (v, u))| *p = v * u);
+        let n = items.len() / dim;
+        let item = |r: usize| &items[r * dim..(r + 1) * dim];
+        let plain = QuantisedInputs::from_rows(n, dim, kernel, |r, row| row.copy_from_slice(item(r)));
+        let pairs = QuantisedInputs::from_rows(n, dim, kernel, |r, row| {
+            row.iter_mut().zip(item(r).iter().zip(user)).for_each(|(p, (v, u))| *p = v * u)
         });
-        Self { constant, pairs }
+        Self { constant, items: plain, pairs }
     }
 }
 

@@ -69,6 +69,11 @@ impl Kernel {
             .unwrap_or(Kernel::Portable)
     }
 
+    /// Whether the kernel outruns the f32 path (see `config::Precision::auto`).
+    pub(crate) fn beats_f32(self) -> bool {
+        matches!(self, Kernel::Amx | Kernel::Avx512Vnni)
+    }
+
     /// Whether this CPU (and OS, for AMX) can run the kernel.
     fn is_supported(self) -> bool {
         match self {
@@ -451,7 +456,7 @@ impl<'a> QuantisedRows<'a> {
 
 /// Rows quantised once, to be multiplied by several weight matrices of the
 /// same input width and kernel: the head multiplies the same candidates by
-/// each block of its first layer, whose weights it packs per request.
+/// each block of its first layer.
 pub(crate) struct QuantisedInputs {
     layout: RowLayout,
     rows: usize,
