@@ -75,7 +75,8 @@ pub fn model_encoder(model: &str, backbone: Backbone) -> Arc<Encoder> {
         .clone()
 }
 
-/// The fast f32 encoder (what the server runs by default).
+/// The fast f32 encoder (what the server runs by default on CPUs without
+/// AMX or AVX-512 VNNI; the tests compare with exact f32 everywhere).
 pub fn encoder() -> Arc<Encoder> {
     model_encoder(MINILM, Backbone::Fast(Precision::F32))
 }
