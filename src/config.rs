@@ -276,6 +276,9 @@ pub struct CacheSettings {
     /// Bytes the embedding cache may hold (entries cost their vector plus
     /// a fixed overhead; texts are hashed, not kept).
     pub max_bytes: usize,
+    /// Bytes of history titles' tokens kept for composing user texts
+    /// (`serve::title_tokens`); 0 keeps none.
+    pub title_tokens_max_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -30,6 +30,9 @@ pub struct Metrics {
     pub cache_evictions: IntCounter,
     pub cache_entries: IntGauge,
     pub cache_bytes: IntGauge,
+    pub title_tokens_hits: IntCounter,
+    pub title_tokens_misses: IntCounter,
+    pub title_tokens_bytes: IntGauge,
     pub catalog_items: IntGauge,
     pub catalog_pending: IntGauge,
     pub catalog_embedded: IntCounter,
@@ -123,6 +126,21 @@ impl Metrics {
                 .expect("metric"),
             cache_bytes: IntGauge::new("shoprank_embedding_cache_bytes", "Approximate bytes held by the cache")
                 .expect("metric"),
+            title_tokens_hits: IntCounter::new(
+                "shoprank_title_tokens_cache_hits_total",
+                "History titles whose tokens were cached",
+            )
+            .expect("metric"),
+            title_tokens_misses: IntCounter::new(
+                "shoprank_title_tokens_cache_misses_total",
+                "History titles tokenized for want of cached tokens",
+            )
+            .expect("metric"),
+            title_tokens_bytes: IntGauge::new(
+                "shoprank_title_tokens_cache_bytes",
+                "Approximate bytes held by the title-token cache",
+            )
+            .expect("metric"),
             catalog_items: IntGauge::new("shoprank_catalog_items", "Items in the catalog").expect("metric"),
             catalog_pending: IntGauge::new(
                 "shoprank_catalog_pending_items",
@@ -196,6 +214,9 @@ impl Metrics {
             Box::new(m.cache_evictions.clone()),
             Box::new(m.cache_entries.clone()),
             Box::new(m.cache_bytes.clone()),
+            Box::new(m.title_tokens_hits.clone()),
+            Box::new(m.title_tokens_misses.clone()),
+            Box::new(m.title_tokens_bytes.clone()),
             Box::new(m.catalog_items.clone()),
             Box::new(m.catalog_pending.clone()),
             Box::new(m.catalog_embedded.clone()),

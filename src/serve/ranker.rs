@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use crate::config::UserTextBudget;
+use crate::config::{Settings, UserTextBudget};
 use crate::model::bundle::Bundle;
 use crate::model::encoder::cosine;
 use crate::model::encoder::TokenizedText;
@@ -29,7 +29,7 @@ use crate::serve::catalog::index::ItemFilter;
 use crate::serve::catalog::Catalog;
 use crate::serve::metrics::Metrics;
 use crate::serve::retrieve::{self, RetrievalLimits};
-use crate::serve::title_tokens::{TitleTokenCache, TITLE_TOKENS_MAX_BYTES};
+use crate::serve::title_tokens::TitleTokenCache;
 
 /// An item the user bought or viewed. `id` (when it matches the history
 /// statistics) enables the co-purchase features; else the title is matched.
@@ -159,20 +159,24 @@ pub struct Ranker {
 }
 
 impl Ranker {
-    pub fn new(
-        embedder: Arc<Embedder>,
-        budget: UserTextBudget,
-        retrieval: RetrievalLimits,
-        banding: Banding,
-        metrics: Metrics,
-    ) -> Self {
+    /// The ranker over `embedder`, with the user-text budget, retrieval
+    /// limits, relevance banding and title-token cache of `settings`.
+    pub fn new(embedder: Arc<Embedder>, settings: &Settings, metrics: Metrics) -> Self {
         let encoder = embedder.encoder();
         let join = IdJoin::new(encoder.tokenizer(), encoder.max_seq_len());
         if join.is_none() {
             tracing::info!(encoder = encoder.name(), "this tokenizer is not BERT's: user texts are tokenized twice");
         }
-        let titles = TitleTokenCache::new(TITLE_TOKENS_MAX_BYTES);
-        Self { embedder, budget, retrieval, banding, metrics, join, titles }
+        let titles = TitleTokenCache::new(settings.cache.title_tokens_max_bytes, metrics.clone());
+        Self {
+            embedder,
+            budget: settings.user_text,
+            retrieval: RetrievalLimits::from_settings(&settings.catalog),
+            banding: settings.search.banding(),
+            metrics,
+            join,
+            titles,
+        }
     }
 
     pub fn embedder(&self) -> &Embedder {

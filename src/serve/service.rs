@@ -30,7 +30,6 @@ use crate::serve::catalog::Catalog;
 use crate::serve::events::EventWriter;
 use crate::serve::metrics::Metrics;
 use crate::serve::ranker::{RankError, Ranker};
-use crate::serve::retrieve::RetrievalLimits;
 use crate::serve::variants::{Served, Variant, Variants};
 use crate::store::{Store, StoreError};
 
@@ -123,9 +122,7 @@ impl Service {
         let catalog = Catalog::with_store(store.clone(), &settings.catalog, embedder.clone(), metrics.clone())?;
         let events = EventWriter::start(store.clone(), settings.events, metrics.clone())
             .map_err(|source| StoreError::Io { path: "the event writer thread".into(), source })?;
-        let retrieval = RetrievalLimits::from_settings(&settings.catalog);
-        let banding = settings.search.banding();
-        let ranker = Ranker::new(embedder, settings.user_text, retrieval, banding, metrics.clone());
+        let ranker = Ranker::new(embedder, settings, metrics.clone());
         let mut service = Self::new(ranker, bundle, metrics)?;
         service.source = source.clone();
         *service.seen_current.get_mut().unwrap_or_else(|p| p.into_inner()) = current;

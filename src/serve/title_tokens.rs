@@ -1,4 +1,5 @@
-//! The tokens of recently seen history titles, bounded in bytes.
+//! The tokens of recently seen history titles, bounded in bytes
+//! (`cache.title_tokens_max_bytes`).
 //!
 //! Composing a request's user text tokenizes each history title to cut it
 //! to its budget (`model::user_text`): five titles were about half of the
@@ -6,7 +7,7 @@
 //! pass. Viewed titles are catalog titles and repeat across users, so the
 //! server keeps their tokens. Keys are the title's 128-bit XXH3 hash, as in
 //! the embedding cache (`serve::cache`); one cache serves one encoder, whose
-//! tokenizer made its entries.
+//! tokenizer made its entries. Hits, misses and bytes go to the metrics.
 
 use std::sync::{Arc, Mutex};
 
@@ -16,11 +17,7 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use crate::model::encoder::EncoderError;
 use crate::model::user_text::{PartTokens, TitleTokens};
-
-/// What the cache may hold: about 16,000 titles of 20 tokens (a title's
-/// tokens stop at the encoder's window, so one entry holds at most 8 KB at
-/// 256 tokens).
-pub const TITLE_TOKENS_MAX_BYTES: usize = 8 << 20;
+use crate::serve::metrics::Metrics;
 
 /// Bytes one entry costs besides its tokens: the key, the `Arc` header, and
 /// the LRU's node and map slot.
@@ -29,6 +26,7 @@ const ENTRY_OVERHEAD: usize = 96;
 pub struct TitleTokenCache {
     entries: Mutex<Entries>,
     max_bytes: usize,
+    metrics: Metrics,
 }
 
 struct Entries {
@@ -37,8 +35,8 @@ struct Entries {
 }
 
 impl TitleTokenCache {
-    pub fn new(max_bytes: usize) -> Self {
-        Self { entries: Mutex::new(Entries { lru: LruCache::unbounded(), bytes: 0 }), max_bytes }
+    pub fn new(max_bytes: usize, metrics: Metrics) -> Self {
+        Self { entries: Mutex::new(Entries { lru: LruCache::unbounded(), bytes: 0 }), max_bytes, metrics }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
@@ -62,8 +60,10 @@ impl TitleTokens for TitleTokenCache {
     fn title_tokens(&self, tokenizer: &Tokenizer, title: &str) -> Result<Arc<PartTokens>, EncoderError> {
         let key = xxh3_128(title.as_bytes());
         if let Some(found) = self.lock().lru.get(&key).cloned() {
+            self.metrics.title_tokens_hits.inc();
             return Ok(found);
         }
+        self.metrics.title_tokens_misses.inc();
         // Tokenized outside the lock: other requests keep their lookups.
         let tokens = Arc::new(PartTokens::of(tokenizer, title)?);
         let size = cost(&tokens);
@@ -78,6 +78,7 @@ impl TitleTokens for TitleTokenCache {
                 let Some((_, evicted)) = entries.lru.pop_lru() else { break };
                 entries.bytes -= cost(&evicted);
             }
+            self.metrics.title_tokens_bytes.set(entries.bytes as i64);
         }
         Ok(tokens)
     }
@@ -101,19 +102,22 @@ mod tests {
     #[test]
     fn a_title_is_tokenized_once_and_gives_the_tokenizers_tokens() {
         let tokenizer = tokenizer();
-        let cache = TitleTokenCache::new(1 << 20);
+        let metrics = Metrics::new();
+        let cache = TitleTokenCache::new(1 << 20, metrics.clone());
         let first = cache.title_tokens(&tokenizer, "red mug").unwrap();
         assert_eq!(*first, PartTokens::of(&tokenizer, "red mug").unwrap());
         let again = cache.title_tokens(&tokenizer, "red mug").unwrap();
         assert!(Arc::ptr_eq(&first, &again), "the second lookup is the cached entry");
         assert_eq!(cache.usage(), (1, cost(&first)));
+        assert_eq!((metrics.title_tokens_hits.get(), metrics.title_tokens_misses.get()), (1, 1));
+        assert_eq!(metrics.title_tokens_bytes.get(), cost(&first) as i64);
     }
 
     #[test]
     fn the_least_recently_used_titles_go_first_once_over_the_bound() {
         let tokenizer = tokenizer();
         let one = cost(&PartTokens::of(&tokenizer, "red mug").unwrap());
-        let cache = TitleTokenCache::new(2 * one);
+        let cache = TitleTokenCache::new(2 * one, Metrics::new());
         for title in ["red mug", "blue mug", "red mug", "mug red"] {
             cache.title_tokens(&tokenizer, title).unwrap();
         }
@@ -122,9 +126,11 @@ mod tests {
         let entries = cache.lock();
         assert!(entries.lru.contains(&xxh3_128(b"red mug")) && entries.lru.contains(&xxh3_128(b"mug red")));
         drop(entries);
-        // An entry over the whole bound is returned, not kept.
-        let tiny = TitleTokenCache::new(one - 1);
-        assert_eq!(tiny.title_tokens(&tokenizer, "red mug").unwrap().bytes() + ENTRY_OVERHEAD, one);
-        assert_eq!(tiny.usage(), (0, 0));
+        // An entry over the whole bound (0 keeps none) is returned, not kept.
+        for max_bytes in [one - 1, 0] {
+            let tiny = TitleTokenCache::new(max_bytes, Metrics::new());
+            assert_eq!(cost(&tiny.title_tokens(&tokenizer, "red mug").unwrap()), one);
+            assert_eq!(tiny.usage(), (0, 0));
+        }
     }
 }

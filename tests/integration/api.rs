@@ -15,7 +15,6 @@ use shoprank::serve::api::{app, AppState};
 use shoprank::serve::batcher::{BatchForward, Embedder};
 use shoprank::serve::metrics::Metrics;
 use shoprank::serve::ranker::Ranker;
-use shoprank::serve::retrieve::RetrievalLimits;
 use shoprank::serve::service::Service;
 use tower::ServiceExt;
 
@@ -385,8 +384,7 @@ async fn a_dead_encoder_thread_turns_ready_503_and_fails_requests_fast() {
         settings.cache.max_bytes,
         metrics.clone(),
     ));
-    let retrieval = RetrievalLimits::from_settings(&settings.catalog);
-    let ranker = Ranker::new(embedder, settings.user_text, retrieval, settings.search.banding(), metrics.clone());
+    let ranker = Ranker::new(embedder, &settings, metrics.clone());
     let bundle = Bundle::load(&settings.bundle.path, &encoder.identity(), encoder.precision()).unwrap();
     let state = AppState::new(metrics.clone(), &settings);
     state.install(Arc::new(Service::new(ranker, bundle, metrics).expect("the warm-up runs on the real encoder")));
