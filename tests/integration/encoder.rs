@@ -256,12 +256,15 @@ fn lowercasing_lets_the_chinese_vocabulary_read_capitalised_english() {
 /// cut to many windows and budgets, and on awkward text (accents, Hangul
 /// jamo, Chinese, a 150-letter word, control characters, parts with no
 /// token at all, runs of punctuation, a query longer than the window),
-/// they are exactly the ids
-/// the encoder makes of the text itself.
+/// they are exactly the ids the encoder makes of the text itself; and the
+/// server, which takes history titles' tokens from a cache
+/// (`serve::title_tokens`), composes the same.
 #[test]
 fn a_user_texts_joined_ids_are_its_own_tokens() {
     use shoprank::config::UserTextBudget;
-    use shoprank::model::user_text::{compose, compose_with_ids, IdJoin, UserSignals};
+    use shoprank::model::user_text::{compose, compose_with_ids, compose_with_ids_from, IdJoin, UserSignals};
+    use shoprank::serve::metrics::Metrics;
+    use shoprank::serve::title_tokens::TitleTokenCache;
     let fixture = std::fs::read_to_string(common::repo_path("benches/fixtures/user_texts.jsonl")).unwrap();
     let mut users: Vec<(String, Vec<String>)> = fixture
         .lines()
@@ -285,6 +288,9 @@ fn a_user_texts_joined_ids_are_its_own_tokens() {
         let encoder = Encoder::load(&common::model_files(model), &settings).unwrap();
         let tokenizer = encoder.tokenizer();
         let join = IdJoin::new(tokenizer, encoder.max_seq_len()).expect("BERT's tokenizers join");
+        // The server's path: titles' tokens from its cache, which every
+        // window below reuses.
+        let titles = TitleTokenCache::new(1 << 20, Metrics::new());
         for (query, viewed) in &users {
             let history: Vec<&str> = viewed.iter().map(String::as_str).collect();
             let signals = UserSignals { query: Some(query), profile: Some("tea lover, café"), history: &history };
@@ -293,6 +299,8 @@ fn a_user_texts_joined_ids_are_its_own_tokens() {
                 let composed = compose_with_ids(tokenizer, &join, budget, window, signals).unwrap();
                 let context = format!("{model} lowercase={lowercase} window {window}: {:?}", composed.text);
                 assert_eq!(composed.text, compose(tokenizer, budget, window, signals).unwrap(), "{context}");
+                let cached = compose_with_ids_from(tokenizer, &join, &titles, budget, window, signals).unwrap();
+                assert_eq!(cached, composed, "{context}: with the titles' cached tokens");
                 assert_eq!(
                     join.tokenized(&composed.ids).ids,
                     encoder.tokenize(&composed.text).unwrap().ids,
