@@ -19,30 +19,85 @@ use crate::serve::metrics::Metrics;
 /// An embedding shared between the cache and the requests using it.
 pub type Embedding = Arc<[f32]>;
 
-/// Bytes one entry costs besides its vector: the key, the vector's `Arc`
+/// Bytes one entry costs besides its value: the key, the value's `Arc`
 /// header, and the LRU's node and map slot.
-const ENTRY_OVERHEAD: usize = 96;
+pub(crate) const ENTRY_OVERHEAD: usize = 96;
 
-pub struct EmbeddingCache {
-    entries: Mutex<Entries>,
+/// A least-recently-used map from 128-bit text hashes to shared values,
+/// bounded by the bytes `cost` counts per entry (value and bookkeeping).
+/// The embedding cache below and the title-token cache
+/// (`serve::title_tokens`) are two.
+pub(crate) struct ByteLru<V: ?Sized> {
+    entries: Mutex<Entries<V>>,
     max_bytes: usize,
-    metrics: Metrics,
+    cost: fn(&V) -> usize,
 }
 
-struct Entries {
-    lru: LruCache<u128, Embedding>,
+struct Entries<V: ?Sized> {
+    lru: LruCache<u128, Arc<V>>,
     bytes: usize,
+}
+
+/// What a cache holds after an insertion, and what the insertion evicted.
+pub(crate) struct Usage {
+    pub entries: usize,
+    pub bytes: usize,
+    pub evicted: usize,
+}
+
+impl<V: ?Sized> ByteLru<V> {
+    pub(crate) fn new(max_bytes: usize, cost: fn(&V) -> usize) -> Self {
+        Self { entries: Mutex::new(Entries { lru: LruCache::unbounded(), bytes: 0 }), max_bytes, cost }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries<V>> {
+        // A panic while holding the lock cannot leave the LRU half-updated in a
+        // way that breaks later lookups, so a poisoned lock is still usable.
+        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn get(&self, key: u128) -> Option<Arc<V>> {
+        self.lock().lru.get(&key).cloned()
+    }
+
+    /// Keeps `value`, evicting the least recently used entries until the
+    /// cache is within its byte budget again. A value costing more than the
+    /// whole budget is not kept (`None`).
+    pub(crate) fn insert(&self, key: u128, value: Arc<V>) -> Option<Usage> {
+        let added = (self.cost)(&value);
+        if added > self.max_bytes {
+            return None;
+        }
+        let mut entries = self.lock();
+        if let Some(old) = entries.lru.put(key, value) {
+            entries.bytes -= (self.cost)(&old);
+        }
+        entries.bytes += added;
+        let mut evicted = 0;
+        while entries.bytes > self.max_bytes {
+            let Some((_, gone)) = entries.lru.pop_lru() else { break };
+            entries.bytes -= (self.cost)(&gone);
+            evicted += 1;
+        }
+        Some(Usage { entries: entries.lru.len(), bytes: entries.bytes, evicted })
+    }
+
+    /// Entries and bytes held now (the bytes by the count the budget is
+    /// checked with).
+    pub(crate) fn usage(&self) -> (usize, usize) {
+        let entries = self.lock();
+        (entries.lru.len(), entries.bytes)
+    }
+}
+
+pub struct EmbeddingCache {
+    lru: ByteLru<[f32]>,
+    metrics: Metrics,
 }
 
 impl EmbeddingCache {
     pub fn new(max_bytes: usize, metrics: Metrics) -> Self {
-        Self { entries: Mutex::new(Entries { lru: LruCache::unbounded(), bytes: 0 }), max_bytes, metrics }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
-        // A panic while holding the lock cannot leave the LRU half-updated in a
-        // way that breaks later lookups, so a poisoned lock is still usable.
-        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        Self { lru: ByteLru::new(max_bytes, entry_bytes), metrics }
     }
 
     /// The key a text is cached under (hashed outside the lock: a 2 MB
@@ -52,7 +107,7 @@ impl EmbeddingCache {
     }
 
     pub fn get(&self, key: u128) -> Option<Embedding> {
-        let found = self.lock().lru.get(&key).cloned();
+        let found = self.lru.get(key);
         match found {
             Some(_) => self.metrics.cache_hits.inc(),
             None => self.metrics.cache_misses.inc(),
@@ -64,26 +119,15 @@ impl EmbeddingCache {
     /// entries until the cache is within its byte budget again. A vector
     /// larger than the whole budget is not kept.
     pub fn insert(&self, key: u128, embedding: Embedding) {
-        let added = entry_bytes(&embedding);
-        if added > self.max_bytes {
-            return;
+        if let Some(usage) = self.lru.insert(key, embedding) {
+            self.metrics.cache_evictions.inc_by(usage.evicted as u64);
+            self.metrics.cache_bytes.set(usage.bytes as i64);
+            self.metrics.cache_entries.set(usage.entries as i64);
         }
-        let mut entries = self.lock();
-        if let Some(old) = entries.lru.put(key, embedding) {
-            entries.bytes -= entry_bytes(&old);
-        }
-        entries.bytes += added;
-        while entries.bytes > self.max_bytes {
-            let Some((_, evicted)) = entries.lru.pop_lru() else { break };
-            entries.bytes -= entry_bytes(&evicted);
-            self.metrics.cache_evictions.inc();
-        }
-        self.metrics.cache_bytes.set(entries.bytes as i64);
-        self.metrics.cache_entries.set(entries.lru.len() as i64);
     }
 
     pub fn len(&self) -> usize {
-        self.lock().lru.len()
+        self.lru.usage().0
     }
 
     pub fn is_empty(&self) -> bool {
@@ -92,7 +136,7 @@ impl EmbeddingCache {
 
     /// Bytes the entries take, by the same count the budget is checked with.
     pub fn bytes(&self) -> usize {
-        self.lock().bytes
+        self.lru.usage().1
     }
 }
 
@@ -139,10 +183,11 @@ mod tests {
     #[test]
     fn huge_texts_cost_no_more_than_short_ones() {
         let c = cache(3);
+        let budget = 3 * (8 + ENTRY_OVERHEAD);
         let huge = "x".repeat(2 << 20);
         for i in 0..10 {
             c.insert(EmbeddingCache::key(&format!("{huge}{i}")), Arc::from(vec![i as f32, 0.0]));
-            assert!(c.bytes() <= c.max_bytes, "{} bytes over a budget of {}", c.bytes(), c.max_bytes);
+            assert!(c.bytes() <= budget, "{} bytes over a budget of {budget}", c.bytes());
         }
         assert_eq!(c.len(), 3);
         assert_eq!(&*c.get(EmbeddingCache::key(&format!("{huge}9"))).unwrap(), &[9.0, 0.0]);

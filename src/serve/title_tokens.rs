@@ -9,46 +9,29 @@
 //! the embedding cache (`serve::cache`); one cache serves one encoder, whose
 //! tokenizer made its entries. Hits, misses and bytes go to the metrics.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use lru::LruCache;
 use tokenizers::Tokenizer;
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::model::encoder::EncoderError;
 use crate::model::user_text::{PartTokens, TitleTokens};
+use crate::serve::cache::{ByteLru, ENTRY_OVERHEAD};
 use crate::serve::metrics::Metrics;
 
-/// Bytes one entry costs besides its tokens: the key, the `Arc` header, and
-/// the LRU's node and map slot.
-const ENTRY_OVERHEAD: usize = 96;
-
 pub struct TitleTokenCache {
-    entries: Mutex<Entries>,
-    max_bytes: usize,
+    lru: ByteLru<PartTokens>,
     metrics: Metrics,
-}
-
-struct Entries {
-    lru: LruCache<u128, Arc<PartTokens>>,
-    bytes: usize,
 }
 
 impl TitleTokenCache {
     pub fn new(max_bytes: usize, metrics: Metrics) -> Self {
-        Self { entries: Mutex::new(Entries { lru: LruCache::unbounded(), bytes: 0 }), max_bytes, metrics }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
-        // Every update below leaves the LRU and its byte count consistent
-        // before anything can panic, so a poisoned lock is still usable.
-        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        Self { lru: ByteLru::new(max_bytes, cost), metrics }
     }
 
     /// Entries and bytes held now.
     pub fn usage(&self) -> (usize, usize) {
-        let entries = self.lock();
-        (entries.lru.len(), entries.bytes)
+        self.lru.usage()
     }
 }
 
@@ -59,26 +42,17 @@ fn cost(tokens: &PartTokens) -> usize {
 impl TitleTokens for TitleTokenCache {
     fn title_tokens(&self, tokenizer: &Tokenizer, title: &str) -> Result<Arc<PartTokens>, EncoderError> {
         let key = xxh3_128(title.as_bytes());
-        if let Some(found) = self.lock().lru.get(&key).cloned() {
+        if let Some(found) = self.lru.get(key) {
             self.metrics.title_tokens_hits.inc();
             return Ok(found);
         }
         self.metrics.title_tokens_misses.inc();
         // Tokenized outside the lock: other requests keep their lookups.
+        // Another request may tokenize the same title meanwhile; the second
+        // insertion replaces the first.
         let tokens = Arc::new(PartTokens::of(tokenizer, title)?);
-        let size = cost(&tokens);
-        if size <= self.max_bytes {
-            let mut entries = self.lock();
-            if let Some(replaced) = entries.lru.put(key, tokens.clone()) {
-                // Another request tokenized the same title meanwhile.
-                entries.bytes -= cost(&replaced);
-            }
-            entries.bytes += size;
-            while entries.bytes > self.max_bytes {
-                let Some((_, evicted)) = entries.lru.pop_lru() else { break };
-                entries.bytes -= cost(&evicted);
-            }
-            self.metrics.title_tokens_bytes.set(entries.bytes as i64);
+        if let Some(usage) = self.lru.insert(key, tokens.clone()) {
+            self.metrics.title_tokens_bytes.set(usage.bytes as i64);
         }
         Ok(tokens)
     }
@@ -123,9 +97,8 @@ mod tests {
         }
         // "blue mug" was the least recently used when "mug red" came.
         assert_eq!(cache.usage(), (2, 2 * one));
-        let entries = cache.lock();
-        assert!(entries.lru.contains(&xxh3_128(b"red mug")) && entries.lru.contains(&xxh3_128(b"mug red")));
-        drop(entries);
+        assert!(cache.lru.get(xxh3_128(b"blue mug")).is_none());
+        assert!(cache.lru.get(xxh3_128(b"red mug")).is_some() && cache.lru.get(xxh3_128(b"mug red")).is_some());
         // An entry over the whole bound (0 keeps none) is returned, not kept.
         for max_bytes in [one - 1, 0] {
             let tiny = TitleTokenCache::new(max_bytes, Metrics::new());

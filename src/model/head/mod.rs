@@ -452,6 +452,30 @@ mod tests {
         fresh_shaped(dim, vec![8, 4])
     }
 
+    /// `weights` saved as a head file and loaded back for `spec`, once per
+    /// precision.
+    fn saved_and_loaded<const N: usize>(
+        weights: &VarMap,
+        spec: &HeadSpec,
+        precisions: [Precision; N],
+    ) -> [ScoringHead; N] {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("shoprank-head-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("head.safetensors");
+        weights.save(&file).unwrap();
+        let heads = precisions.map(|precision| ScoringHead::load(&file, spec.clone(), precision).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+        heads
+    }
+
+    /// `n` rows of random numeric features.
+    fn random_numeric(n: usize) -> Vec<Numeric> {
+        let numeric = Tensor::randn(0f32, 3.0, (n, NUMERIC_LEN), &Device::Cpu).unwrap();
+        numeric.to_vec2::<f32>().unwrap().into_iter().map(|r| r.try_into().unwrap()).collect()
+    }
+
     fn fresh_shaped(dim: usize, hidden: Vec<usize>) -> (VarMap, ScoringHead) {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
@@ -528,20 +552,13 @@ mod tests {
         spec.members = 2;
         let merged = merge_members(&[first_map, second_map]).unwrap();
         let trained = ScoringHead::new(VarBuilder::from_varmap(&merged, DType::F32, &Device::Cpu), spec).unwrap();
-        let dir = std::env::temp_dir().join(format!("shoprank-head-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let weights = dir.join("head.safetensors");
-        merged.save(&weights).unwrap();
-        let loaded = ScoringHead::load(&weights, trained.spec().clone(), Precision::F32).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
+        let [loaded] = saved_and_loaded(&merged, trained.spec(), [Precision::F32]);
         assert!(loaded.serving.is_some() && trained.serving.is_none());
 
         let user: Vec<f32> = (0..dim).map(|i| 0.25 - i as f32 / 12.0).collect();
         for n in [7, 300] {
             let items = Tensor::randn(0f32, 1.0, (n, dim), &Device::Cpu).unwrap();
-            let numeric = Tensor::randn(0f32, 3.0, (n, NUMERIC_LEN), &Device::Cpu).unwrap();
-            let rows: Vec<Numeric> =
-                numeric.to_vec2::<f32>().unwrap().into_iter().map(|r| r.try_into().unwrap()).collect();
+            let rows = random_numeric(n);
             let expected = trained.score_user(&user, &items, &rows).unwrap();
             let served = loaded.score_user(&user, &items, &rows).unwrap();
             let (numeric, shared) = loaded.score_user_with(&user, &items, || rows.clone()).unwrap();
@@ -572,13 +589,7 @@ mod tests {
         let (mut map, head) = fresh_shaped(dim, vec![72, 4]);
         let fitted_on = Tensor::randn(0f32, 3.0, (50, NUMERIC_LEN), &Device::Cpu).unwrap();
         ScoringHead::fit_standardisation(&mut map, &fitted_on).unwrap();
-        let dir = std::env::temp_dir().join(format!("shoprank-head-int8-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let weights = dir.join("head.safetensors");
-        map.save(&weights).unwrap();
-        let f32_head = ScoringHead::load(&weights, head.spec().clone(), Precision::F32).unwrap();
-        let int8_head = ScoringHead::load(&weights, head.spec().clone(), Precision::Int8).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
+        let [f32_head, int8_head] = saved_and_loaded(&map, head.spec(), [Precision::F32, Precision::Int8]);
 
         let normalised =
             |rows: Tensor| rows.broadcast_div(&rows.sqr().unwrap().sum_keepdim(1).unwrap().sqrt().unwrap());
@@ -599,9 +610,7 @@ mod tests {
             for n in [7, 300] {
                 let items = Tensor::randn(0f32, 1.0, (n, dim), &Device::Cpu).unwrap();
                 let items = if normalise { normalised(items).unwrap() } else { items };
-                let numeric = Tensor::randn(0f32, 3.0, (n, NUMERIC_LEN), &Device::Cpu).unwrap();
-                let rows: Vec<Numeric> =
-                    numeric.to_vec2::<f32>().unwrap().into_iter().map(|r| r.try_into().unwrap()).collect();
+                let rows = random_numeric(n);
                 let exact = f32_head.score_user(&user, &items, &rows).unwrap();
                 let served = int8_head.score_user(&user, &items, &rows).unwrap();
                 let (_, shared) = int8_head.score_user_with(&user, &items, || rows.clone()).unwrap();

@@ -327,8 +327,8 @@ impl ServingHead {
         let (units, n, width) = (self.first.bias.len(), inputs.items.rows(), item.out_dim());
         let start = task * UNIT_BLOCK;
         let mut plain = vec![0f32; n * width];
-        let zeros = vec![0f32; width];
-        item.product_quantised(&inputs.items, &Epilogue { bias: &zeros, residual: None, activation: None }, &mut plain);
+        let no_bias = Epilogue { bias: &[0.0; UNIT_BLOCK][..width], residual: None, activation: None };
+        item.product_quantised(&inputs.items, &no_bias, &mut plain);
         let mut block = vec![0f32; n * width];
         let constant = &inputs.constant[start..start + width];
         let epilogue = Epilogue { bias: constant, residual: Some(&plain), activation: None };
@@ -371,17 +371,15 @@ struct Int8Inputs {
 impl Int8Inputs {
     fn new(user_weights: &PackedWeights, bias: &[f32], user: &[f32], items: &[f32]) -> Self {
         let (dim, kernel) = (user.len(), user_weights.kernel());
-        let quantised_user = QuantisedInputs::from_rows(1, dim, kernel, |_, row| row.copy_from_slice(user));
         let mut constant = vec![0f32; bias.len()];
         let epilogue = Epilogue { bias, residual: None, activation: None };
-        user_weights.product_quantised(&quantised_user, &epilogue, &mut constant);
-        let n = items.len() / dim;
-        let item = |r: usize| &items[r * dim..(r + 1) * dim];
-        let plain = QuantisedInputs::from_rows(n, dim, kernel, |r, row| row.copy_from_slice(item(r)));
-        let pairs = QuantisedInputs::from_rows(n, dim, kernel, |r, row| {
-            row.iter_mut().zip(item(r).iter().zip(user)).for_each(|(p, (v, u))| *p = v * u)
-        });
-        Self { constant, items: plain, pairs }
+        user_weights.product_quantised(&QuantisedInputs::new(user, dim, kernel), &epilogue, &mut constant);
+        let products: Vec<f32> = items.chunks_exact(dim).flat_map(|v| v.iter().zip(user).map(|(v, u)| v * u)).collect();
+        Self {
+            constant,
+            items: QuantisedInputs::new(items, dim, kernel),
+            pairs: QuantisedInputs::new(&products, dim, kernel),
+        }
     }
 }
 

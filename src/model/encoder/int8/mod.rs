@@ -466,31 +466,16 @@ pub(crate) struct QuantisedInputs {
 }
 
 impl QuantisedInputs {
-    /// Quantises `rows` rows of `in_dim` for weights packed for `kernel`, on
-    /// this thread. `fill(r, row)` writes row `r` into a buffer that is
-    /// quantised at once, so the rows never need to exist side by side in
-    /// f32.
-    pub(crate) fn from_rows(
-        rows: usize,
-        in_dim: usize,
-        kernel: Kernel,
-        mut fill: impl FnMut(usize, &mut [f32]),
-    ) -> Self {
+    /// Quantises `xs` (rows of `in_dim`) for weights of that width packed
+    /// for `kernel`, on this thread.
+    pub(crate) fn new(xs: &[f32], in_dim: usize, kernel: Kernel) -> Self {
         assert!((1..=MAX_IN_DIM).contains(&in_dim), "int8 products take 1 to {MAX_IN_DIM} inputs, not {in_dim}");
-        let padded_in = in_dim.next_multiple_of(kernel.input_multiple());
-        let layout = RowLayout { kernel, in_dim, padded_in };
-        // Padding (columns and rows) stays zero.
-        let mut data = vec![0u8; rows.next_multiple_of(kernel.row_multiple()) * padded_in];
-        let mut row = vec![0f32; in_dim];
-        let (scales, zero_points) = data
-            .chunks_exact_mut(padded_in)
-            .take(rows)
-            .enumerate()
-            .map(|(r, out)| {
-                fill(r, &mut row);
-                quantise_row(&row, &mut out[..in_dim])
-            })
-            .unzip();
+        assert!(xs.len().is_multiple_of(in_dim), "whole rows of {in_dim}");
+        let layout = RowLayout { kernel, in_dim, padded_in: in_dim.next_multiple_of(kernel.input_multiple()) };
+        let rows = xs.len() / in_dim;
+        let mut data = Vec::new();
+        let QuantisedRows { scales, zero_points, .. } = QuantisedRows::new(xs, rows, layout, &mut data, false);
+        let (scales, zero_points) = (scales.into_owned(), zero_points.into_owned());
         Self { layout, rows, data, scales, zero_points }
     }
 
@@ -680,8 +665,7 @@ mod tests {
                 let epilogue = Epilogue { bias: &bias, residual: None, activation: None };
                 let mut expected = vec![0.0; rows * n];
                 packed.product_rows(&xs, &epilogue, &mut expected);
-                let quantised =
-                    QuantisedInputs::from_rows(rows, k, kernel, |r, row| row.copy_from_slice(&xs[r * k..][..k]));
+                let quantised = QuantisedInputs::new(&xs, k, kernel);
                 assert_eq!(quantised.rows(), rows);
                 let mut got = vec![f32::NAN; rows * n];
                 packed.product_quantised(&quantised, &epilogue, &mut got);
