@@ -126,6 +126,10 @@ pub enum BundleError {
     Stats(#[from] StatsError),
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+    #[error(
+        "the bundle written for {path} does not load back, so it was not saved (a bug: please report it): {source}"
+    )]
+    Unloadable { path: PathBuf, source: Box<BundleError> },
 }
 
 /// A loaded, checked bundle.
@@ -160,9 +164,11 @@ impl Bundle {
     }
 
     /// Writes a bundle as the directory `dir`. The files are written into a
-    /// staging directory beside it, which then replaces `dir` by renames, so a
-    /// reader finds the old bundle or the new one whole, never a mix of their
-    /// files (between the two renames it finds none and its load fails).
+    /// staging directory beside it and loaded back from there, as a server
+    /// would load them; only a bundle that loads then replaces `dir`, by
+    /// renames, so a reader finds the old bundle or the new one whole, never
+    /// a mix of their files (between the two renames it finds none and its
+    /// load fails), and a bundle that would not load never replaces one.
     pub fn save(
         dir: &Path,
         manifest: &BundleManifest,
@@ -193,6 +199,10 @@ impl Bundle {
         // running as another user (the Docker image's) can read them.
         let permissions = std::fs::metadata(staging.join(MANIFEST_FILE)).map_err(io(&staging))?.permissions();
         std::fs::set_permissions(&weights_path, permissions).map_err(io(&weights_path))?;
+        if let Err(error) = Self::load(&staging, &manifest.head.encoder, Precision::F32) {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(BundleError::Unloadable { path: dir.to_path_buf(), source: Box::new(error) });
+        }
         if dir.exists() {
             let retired = parent.join(format!(".{name}.retired-{}-{nanos}", std::process::id()));
             let _ = std::fs::remove_dir_all(&retired);
@@ -267,7 +277,7 @@ mod tests {
             recent_buyers: 1,
             week_buyers: 0,
             age_days: 3.0,
-            price: 2.5,
+            price: Some(2.5),
             neighbours: Vec::new(),
             recent_ease: Vec::new(),
         };
@@ -330,6 +340,54 @@ mod tests {
         let other = EncoderIdentity { name: "other".into(), dim: 768 };
         let err = Bundle::load(&dir, &other, Precision::F32).err().unwrap().to_string();
         assert!(err.contains("other") && err.contains("enc"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A log without prices gives items without one: the bundle writes them
+    /// as `null` (as bundles written before prices were optional did, from
+    /// a NaN) and loads them as "no price".
+    #[test]
+    fn items_without_a_price_round_trip_as_null() {
+        let dir = scratch("no-price");
+        let manifest = saved(&dir);
+        let mut priceless = stats();
+        priceless.items[0].price = None;
+        let varmap = VarMap::new();
+        ScoringHead::new(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), manifest.head.clone()).unwrap();
+        Bundle::save(
+            &dir,
+            &manifest,
+            &varmap,
+            &HistoryStats::from_parts("2011-11-01 00:00:00".into(), 2, priceless.items),
+        )
+        .unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut crate::model::open_maybe_gz(&dir.join(STATS_FILE)).unwrap(), &mut text)
+            .unwrap();
+        assert!(text.contains("\"price\":null"), "{text}");
+        let identity = EncoderIdentity { name: "enc".into(), dim: 4 };
+        let bundle = Bundle::load(&dir, &identity, Precision::F32).unwrap();
+        assert_eq!(bundle.stats().items[0].price, None);
+        assert_eq!(bundle.stats().typical_price(), 1.0, "no item has a price: the neutral price");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `save` loads what it wrote before it replaces anything: damaged
+    /// statistics are refused, naming the item, and the old bundle stays.
+    #[test]
+    fn a_bundle_that_would_not_load_is_not_saved() {
+        let dir = scratch("unloadable");
+        let manifest = saved(&dir);
+        let mut broken = stats();
+        broken.items[0].neighbours = vec![(crate::model::stats::ItemPos::new(7), 0.5)];
+        let varmap = VarMap::new();
+        ScoringHead::new(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), manifest.head.clone()).unwrap();
+        let mut second = manifest.clone();
+        second.version = "v2".into();
+        let err = Bundle::save(&dir, &second, &varmap, &broken).unwrap_err().to_string();
+        assert!(err.contains("does not load back") && err.contains("item 0") && err.contains("position 7"), "{err}");
+        let identity = EncoderIdentity { name: "enc".into(), dim: 4 };
+        assert_eq!(Bundle::load(&dir, &identity, Precision::F32).unwrap().version(), "v1", "the old bundle stays");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -181,7 +181,7 @@ pub fn numeric(stats: &HistoryStats, user: &UserContext, candidate: &CandidateIn
     let price = candidate
         .price
         .filter(|p| p.is_finite() && *p > 0.0)
-        .or(known.map(|s| s.price).filter(|p| p.is_finite()))
+        .or(known.and_then(|s| s.price))
         .unwrap_or_else(|| stats.typical_price());
     let co = candidate.position.and_then(|p| user.co_purchase.get(&p).copied()).unwrap_or_default();
     let (mut cos_max, mut cos_sum) = (0f32, 0f32);
@@ -267,7 +267,7 @@ mod tests {
             recent_buyers: 1,
             week_buyers: 0,
             age_days: 10.0,
-            price: 1.0,
+            price: Some(1.0),
             neighbours: Vec::new(),
             recent_ease: recent_ease.iter().map(|&(p, w)| (ItemPos::new(p), w)).collect(),
         }

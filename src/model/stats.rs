@@ -50,8 +50,11 @@ pub struct ItemStats {
     pub week_buyers: u32,
     /// Days from its first purchase to the cutoff (new products sell differently).
     pub age_days: f32,
-    /// Median unit price in history.
-    pub price: f32,
+    /// Median unit price in history; `None` when no purchase of it carried a
+    /// price (a log without prices). Written as JSON `null`, which is also
+    /// how bundles written before this field was optional stored a missing
+    /// price (a NaN), so those load as "no price" too.
+    pub price: Option<f32>,
     /// Up to `NEIGHBOURS_PER_ITEM` (item index, cosine of buyer sets), best first.
     pub neighbours: Vec<(ItemPos, f32)>,
     /// Up to `NEIGHBOURS_PER_ITEM` (item index, recent-purchase EASE weight
@@ -85,8 +88,13 @@ pub const POPULAR_KEPT: usize = 4096;
 pub enum StatsError {
     #[error("cannot read history statistics {path}: {source}")]
     Read { path: String, source: std::io::Error },
-    #[error("history statistics {path} are not valid: {source}")]
+    #[error(
+        "history statistics {path} cannot be read as this build's statistics ({source}; the position is in the \
+         decompressed JSON): the bundle is damaged or was written by an incompatible build; retrain it"
+    )]
     Parse { path: String, source: serde_json::Error },
+    #[error("history statistics {path} are inconsistent: {problem}; the bundle is damaged: retrain it")]
+    Invalid { path: String, problem: String },
     #[error("cannot write history statistics {path}: {source}")]
     Write { path: String, source: std::io::Error },
 }
@@ -109,9 +117,8 @@ impl HistoryStats {
     /// Derives the lookups (and the typical price) from `items`, once, when
     /// the statistics are built or loaded.
     fn index(&mut self) {
-        let mut prices: Vec<f32> = self.items.iter().map(|s| s.price).filter(|p| p.is_finite()).collect();
-        let typical = median(&mut prices);
-        self.typical_price = if typical.is_finite() { typical } else { 1.0 };
+        let mut prices: Vec<f32> = self.items.iter().filter_map(|s| s.price).collect();
+        self.typical_price = median(&mut prices).unwrap_or(1.0);
         self.by_id = self.items.iter().enumerate().map(|(p, s)| (s.id.clone(), ItemPos::new(p))).collect();
         self.popular = self.rank_by_popularity(POPULAR_KEPT);
         self.by_text.clear();
@@ -172,8 +179,51 @@ impl HistoryStats {
             .map_err(|source| StatsError::Read { path: path.display().to_string(), source })?;
         let mut stats: Self = serde_json::from_reader(reader)
             .map_err(|source| StatsError::Parse { path: path.display().to_string(), source })?;
+        stats.check().map_err(|problem| StatsError::Invalid { path: path.display().to_string(), problem })?;
         stats.index();
         Ok(stats)
+    }
+
+    /// Checks what the lookups and features index or count with, so that a
+    /// damaged file is refused at load rather than panicking a request: every
+    /// neighbour position in range, counts that nest (a week's buyers are
+    /// among the month's, the month's among all), finite numbers, unique ids.
+    fn check(&self) -> Result<(), String> {
+        if self.items.is_empty() {
+            return Err("the item list is empty (a trained bundle has at least one item)".into());
+        }
+        let n = self.items.len();
+        let mut ids = std::collections::HashSet::with_capacity(n);
+        for (p, item) in self.items.iter().enumerate() {
+            let at = |problem: String| format!("item {p} (id {:?}): {problem}", item.id);
+            if item.id.is_empty() || !ids.insert(item.id.as_str()) {
+                return Err(at("empty or repeated id".into()));
+            }
+            if !(item.week_buyers <= item.recent_buyers
+                && item.recent_buyers <= item.buyers
+                && item.buyers <= self.customers)
+            {
+                return Err(at(format!(
+                    "buyer counts do not nest (week {} <= month {} <= ever {} <= customers {})",
+                    item.week_buyers, item.recent_buyers, item.buyers, self.customers
+                )));
+            }
+            if !(item.age_days.is_finite() && item.age_days >= 0.0) {
+                return Err(at(format!("age_days {} is not a finite number >= 0", item.age_days)));
+            }
+            if let Some(price) = item.price.filter(|p| !(p.is_finite() && *p >= 0.0)) {
+                return Err(at(format!("price {price} is not a finite number >= 0")));
+            }
+            for (list, links) in [("neighbours", &item.neighbours), ("recent_ease", &item.recent_ease)] {
+                if let Some((to, weight)) = links.iter().find(|(to, w)| to.index() >= n || !w.is_finite()) {
+                    return Err(at(format!(
+                        "{list} links to position {} with weight {weight} (positions run 0..{n}, weights are finite)",
+                        to.index()
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Writes JSON, gzipped when the name ends in `.gz`.
@@ -206,12 +256,13 @@ impl HistoryStats {
     }
 }
 
-pub(crate) fn median(values: &mut [f32]) -> f32 {
+/// The upper median; `None` for no values.
+pub(crate) fn median(values: &mut [f32]) -> Option<f32> {
     if values.is_empty() {
-        return f32::NAN;
+        return None;
     }
     values.sort_by(f32::total_cmp);
-    values[values.len() / 2]
+    Some(values[values.len() / 2])
 }
 
 #[cfg(test)]
@@ -227,7 +278,7 @@ mod tests {
             recent_buyers: 1,
             week_buyers: 0,
             age_days: 3.0,
-            price: 2.5,
+            price: Some(2.5),
             neighbours: vec![(ItemPos::new(1), 0.5)],
             recent_ease: vec![(ItemPos::new(0), 0.25)],
         };
@@ -244,6 +295,40 @@ mod tests {
         }
         let gz = std::fs::read(dir.join("stats.json.gz")).unwrap();
         assert_eq!(&gz[..2], &[0x1f, 0x8b], "a .gz name writes gzip");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn damaged_statistics_are_refused_naming_the_item_and_the_problem() {
+        let good = r#"{"cutoff":"2011-11-01 00:00:00","customers":3,"items":[
+            {"id":"A","text":"MUG","buyers":2,"recent_buyers":1,"week_buyers":1,"age_days":3.0,"price":null,
+             "neighbours":[[1,0.5]],"recent_ease":[]},
+            {"id":"B","text":"BAG","buyers":1,"recent_buyers":0,"week_buyers":0,"age_days":9.0,"price":2.5,
+             "neighbours":[[0,0.5]]}]}"#;
+        let dir = std::env::temp_dir().join(format!("shoprank-stats-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("stats.json");
+        std::fs::write(&path, good).unwrap();
+        let loaded = HistoryStats::load(&path).unwrap();
+        assert_eq!(loaded.items[0].price, None, "null is no price (bundles written before prices were optional)");
+        assert_eq!(loaded.typical_price(), 2.5);
+        for (from, to, needle) in [
+            ("[[1,0.5]]", "[[2,0.5]]", "item 0 (id \"A\"): neighbours links to position 2"),
+            ("\"recent_ease\":[]", "\"recent_ease\":[[9,0.1]]", "recent_ease links to position 9"),
+            ("\"week_buyers\":1", "\"week_buyers\":2", "do not nest"),
+            ("\"customers\":3", "\"customers\":1", "customers 1"),
+            ("\"age_days\":3.0", "\"age_days\":-3.0", "age_days -3"),
+            ("\"price\":2.5", "\"price\":-2.5", "price -2.5"),
+            ("\"id\":\"B\"", "\"id\":\"A\"", "repeated id"),
+        ] {
+            assert!(good.contains(from), "{from}");
+            std::fs::write(&path, good.replacen(from, to, 1)).unwrap();
+            let err = HistoryStats::load(&path).unwrap_err().to_string();
+            assert!(err.contains(needle) && err.contains("stats.json"), "{to}: {err}");
+        }
+        std::fs::write(&path, r#"{"cutoff":"","customers":0,"items":[]}"#).unwrap();
+        let err = HistoryStats::load(&path).unwrap_err().to_string();
+        assert!(err.contains("empty"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -141,7 +141,7 @@ pub fn generate(data: &Dataset, options: &ScaleOptions, out: &Path) -> Result<Sc
                 } else {
                     replica
                 };
-                let price = if event.price.is_finite() { event.price.to_string() } else { String::new() };
+                let price = event.price.map(|p| p.to_string()).unwrap_or_default();
                 writeln!(
                     events_file,
                     "r{replica}-{},r{item_replica}-{},{},{},{price}",

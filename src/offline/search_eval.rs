@@ -165,7 +165,7 @@ pub fn evaluate_search(
                     let embedding = store.get(&stats.item(p).text);
                     match catalog {
                         "known" => CandidateInput { position: Some(p), embedding, price: None },
-                        _ => CandidateInput { position: None, embedding, price: Some(stats.item(p).price) },
+                        _ => CandidateInput { position: None, embedding, price: stats.item(p).price },
                     }
                 })
                 .collect();
@@ -239,7 +239,7 @@ mod tests {
                 recent_buyers: 0,
                 week_buyers: 0,
                 age_days: 1.0,
-                price: 1.0,
+                price: Some(1.0),
                 neighbours: Vec::new(),
                 recent_ease: Vec::new(),
             })

@@ -142,8 +142,8 @@ pub fn build(split: &Split<'_>, co_purchase: &CoPurchase, ease_max_items: usize)
             week[p].insert(event.user);
         }
         first_seen[p] = first_seen[p].min(event.time);
-        if event.price.is_finite() {
-            prices[p].push(event.price);
+        if let Some(price) = event.price {
+            prices[p].push(price);
         }
     }
     let recent_counts: Vec<usize> = recent.iter().map(|r| r.len()).collect();

@@ -445,16 +445,24 @@ fn explain_item(
 ) -> Result<Explanation, RankError> {
     let held: &[ReasonKind] = if user.query.is_some() { &[] } else { &[ReasonKind::MatchesQuery] };
     let attribution = explain::attribute(bundle.head(), &user.vector, &item.embedding, numeric, held)?;
-    let stats = bundle.stats();
-    let upward: f32 = attribution.contributions.iter().map(|c| c.value.max(0.0)).sum();
-    let mut contributions: Vec<_> =
-        attribution.contributions.iter().filter(|c| c.value > 0.0 && c.value >= MIN_REASON_SHARE * upward).collect();
+    let mut contributions = attribution.contributions.clone();
+    if query.profile.is_none() && query.history.is_empty() {
+        // The user text is the query alone: its match is the query's.
+        let profile = contributions.iter().position(|c| c.kind == ReasonKind::MatchesProfile);
+        let search = contributions.iter().position(|c| c.kind == ReasonKind::MatchesQuery);
+        if let (Some(profile), Some(search), Some(_)) = (profile, search, &query.query) {
+            contributions[search].value += std::mem::take(&mut contributions[profile].value);
+        }
+    }
+    let upward: f32 = contributions.iter().map(|c| c.value.max(0.0)).sum();
+    contributions.retain(|c| c.value > 0.0 && c.value >= MIN_REASON_SHARE * upward);
     contributions.sort_by(|a, b| b.value.total_cmp(&a.value));
+    // A group whose inputs support no true sentence stays in `unlisted`.
     let reasons: Vec<Reason> = contributions
         .into_iter()
-        .map(|c| {
-            let (text, history_ids) = describe(c.kind, stats, query, user, item);
-            Reason { kind: c.kind, text, contribution: c.value, history_ids }
+        .filter_map(|c| {
+            let (kind, text, history_ids) = describe(c.kind, bundle.stats(), query, user, item)?;
+            Some(Reason { kind, text, contribution: c.value, history_ids })
         })
         .collect();
     let listed: f32 = reasons.iter().map(|r| r.contribution).sum();
@@ -465,30 +473,33 @@ fn explain_item(
 /// How many history items a reason names at most.
 const REASON_HISTORY_ITEMS: usize = 2;
 
-/// A reason in words, and the history items it rests on.
+/// A feature group's contribution as a reason a shopper can read: its kind
+/// (a new product's purchase-history group is `NewProduct`, not `Popular`),
+/// its words and the history items it rests on. `None` when nothing true of
+/// this item and request can be said for the group (no co-purchase link, no
+/// history, no known price): its share then stays in `unlisted`. Each text
+/// states only what the request and the statistics hold; the README's
+/// explanation section lists the conditions.
 fn describe(
     kind: ReasonKind,
     stats: &HistoryStats,
     query: &RankQuery,
     user: &UserSide,
     item: &Pooled,
-) -> (String, Vec<String>) {
+) -> Option<(ReasonKind, String, Vec<String>)> {
     let history_id = |i: usize| {
         let h = &query.history[i];
         h.id.clone().or_else(|| user.positions[i].map(|p| stats.item(p).id.clone())).unwrap_or_default()
     };
     let titles = |items: &[usize]| items.iter().map(|&i| format!("\"{}\"", query.history[i].text)).collect::<Vec<_>>();
-    match kind {
-        ReasonKind::MatchesQuery => {
-            (format!("matches your search \"{}\"", query.query.as_deref().unwrap_or("")), vec![])
-        }
+    let (text, ids) = match kind {
+        ReasonKind::MatchesQuery => (format!("matches your search \"{}\"", query.query.as_deref()?), vec![]),
         ReasonKind::BoughtTogether => {
             let links = bought_together_with(stats, user, item);
-            let text = if links.is_empty() {
-                "bought together with your items".to_string()
-            } else {
-                format!("bought together with {}", titles(&links).join(" and "))
-            };
+            if links.is_empty() {
+                return None;
+            }
+            let text = format!("bought together with {}", titles(&links).join(" and "));
             (text, links.into_iter().map(history_id).filter(|id| !id.is_empty()).collect())
         }
         ReasonKind::SimilarToHistory => {
@@ -498,27 +509,41 @@ fn describe(
                 .enumerate()
                 .map(|(i, v)| (i, cosine(v, &item.embedding)))
                 .max_by(|a, b| a.1.total_cmp(&b.1))
-                .map(|(i, _)| i);
-            match closest {
-                Some(i) => {
-                    let ids = Some(history_id(i)).filter(|id| !id.is_empty()).into_iter().collect();
-                    (format!("similar to {}", titles(&[i])[0]), ids)
-                }
-                None => ("similar to what you viewed".to_string(), vec![]),
-            }
+                .map(|(i, _)| i)?;
+            let ids = Some(history_id(closest)).filter(|id| !id.is_empty()).into_iter().collect();
+            (format!("similar to {}", titles(&[closest])[0]), ids)
         }
-        ReasonKind::Popular => {
-            let known = stats.position_of_id(&item.id).map(|p| stats.item(p));
-            let text = match known {
-                Some(s) if s.week_buyers > 0 => format!("popular this week ({} buyers)", s.week_buyers),
-                Some(s) if s.recent_buyers > 0 => format!("popular this month ({} buyers)", s.recent_buyers),
-                Some(s) => format!("bought by {} customers", s.buyers),
-                None => "popular".to_string(),
+        ReasonKind::Popular | ReasonKind::NewProduct => {
+            let Some(s) = stats.position_of_id(&item.id).map(|p| stats.item(p)).filter(|s| s.buyers > 0) else {
+                return Some((ReasonKind::NewProduct, "new in the catalog".to_string(), vec![]));
+            };
+            let text = match (s.week_buyers, s.recent_buyers, s.buyers) {
+                (week, _, _) if week > 0 => format!("popular this week ({week} {})", buyers(week)),
+                (_, month, _) if month > 0 => format!("popular this month ({month} {})", buyers(month)),
+                (_, _, ever) => format!("bought by {ever} {}", if ever == 1 { "customer" } else { "customers" }),
             };
             (text, vec![])
         }
-        ReasonKind::MatchesProfile => ("matches your interests".to_string(), vec![]),
-        ReasonKind::Price => ("its price".to_string(), vec![]),
+        ReasonKind::MatchesProfile => {
+            if query.profile.is_none() && query.history.is_empty() {
+                return None;
+            }
+            ("matches your interests".to_string(), vec![])
+        }
+        ReasonKind::Price => {
+            let known = stats.position_of_id(&item.id).and_then(|p| stats.item(p).price);
+            let price = item.price.filter(|p| p.is_finite() && *p > 0.0).or(known)?;
+            (format!("its price ({price:.2})"), vec![])
+        }
+    };
+    Some((kind, text, ids))
+}
+
+fn buyers(n: u32) -> &'static str {
+    if n == 1 {
+        "buyer"
+    } else {
+        "buyers"
     }
 }
 

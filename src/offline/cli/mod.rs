@@ -97,8 +97,8 @@ impl DataArgs {
         let started = Instant::now();
         let data = source.load().with_context(|| format!("loading {source}"))?;
         eprintln!("loaded {source} in {:.1}s: {}", started.elapsed().as_secs_f64(), data.report.summary());
-        for (line, reason) in data.report.examples.iter().take(3) {
-            eprintln!("  e.g. line {line}: {reason}");
+        for example in data.report.examples.iter().take(3) {
+            eprintln!("  e.g. {example}");
         }
         Ok(data)
     }

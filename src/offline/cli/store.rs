@@ -102,7 +102,10 @@ fn import(settings: &Settings, args: &ImportArgs) -> Result<()> {
         .iter()
         .map(|e| {
             let (user, item) = (data.users.name(e.user), data.items.name(e.item));
-            let row = format!("{user}\u{1f}{item}\u{1f}{}\u{1f}{}\u{1f}{}", e.time, e.quantity, e.price);
+            // A missing price hashes as `NaN`, as it did when events kept it
+            // so: ids of logs imported before stay the same.
+            let price = e.price.unwrap_or(f32::NAN);
+            let row = format!("{user}\u{1f}{item}\u{1f}{}\u{1f}{}\u{1f}{price}", e.time, e.quantity);
             let hash = xxhash_rust::xxh3::xxh3_64(row.as_bytes());
             let n = occurrences.entry(hash).or_default();
             *n += 1;
@@ -117,7 +120,7 @@ fn import(settings: &Settings, args: &ImportArgs) -> Result<()> {
             request_id: None,
             variant: None,
             quantity: Some(f64::from(e.quantity)),
-            price: (!e.price.is_nan()).then_some(f64::from(e.price)),
+            price: e.price.map(f64::from),
         })
         .collect();
     for chunk in events.chunks(args.batch) {
@@ -144,8 +147,8 @@ fn catalog_items(data: &Dataset) -> Vec<CatalogItem> {
         if let Some(text) = event.text {
             *texts.entry(event.item).or_default().entry(data.descriptions.name(text)).or_default() += 1;
         }
-        if !event.price.is_nan() {
-            prices.insert(event.item, event.price);
+        if let Some(price) = event.price {
+            prices.insert(event.item, price);
         }
     }
     (0..data.items.len())

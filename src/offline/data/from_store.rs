@@ -8,16 +8,22 @@ use super::{Dataset, DenseId, Event};
 use crate::store::events::EventKind;
 use crate::store::{Store, StoreError};
 
+/// What skipped rows name as their file: line numbers count catalog items,
+/// and purchases in time order (as `store export` would write them, header
+/// first).
+const CATALOG: &str = "the store's catalog";
+const PURCHASES: &str = "the store's purchases";
+
 /// Reads every catalog item, then every purchase, oldest first.
 pub fn load(store: &dyn Store) -> Result<Dataset, StoreError> {
     let mut data = Dataset::default();
-    let mut item_prices: Vec<f32> = Vec::new();
+    let mut item_prices: Vec<Option<f32>> = Vec::new();
     for stored in store.load_all("")? {
         // Trimmed, and empty ones skipped, as the CSV reader does.
         let item = stored.item;
         let (id, text) = (item.id.trim(), item.text.trim());
         if id.is_empty() || text.is_empty() {
-            data.report.skip(1, "items.csv: empty item_id or text");
+            data.report.skip(CATALOG, 1, "items.csv: empty item_id or text", &format!("item {:?}", item.id));
             continue;
         }
         let index = data.items.intern(id).index();
@@ -25,22 +31,22 @@ pub fn load(store: &dyn Store) -> Result<Dataset, StoreError> {
             continue;
         }
         data.item_texts.push(Some(text.to_string()));
-        item_prices.push(item.price.unwrap_or(f32::NAN));
+        item_prices.push(item.price);
     }
     let mut line = 1;
     store.scan(&[EventKind::Purchase], &mut |event| {
         line += 1;
         data.report.rows += 1;
         let Some(item) = data.items.get(event.item_id.trim()) else {
-            data.report.skip(line, "item_id not in items.csv");
+            data.report.skip(PURCHASES, line, "item_id not in items.csv", &format!("item_id {:?}", event.item_id));
             return;
         };
         let quantity = event.quantity.map_or(1.0, |q| q as f32);
         if quantity.is_nan() || quantity <= 0.0 {
-            data.report.skip(line, "quantity <= 0");
+            data.report.skip(PURCHASES, line, "quantity <= 0", &format!("quantity {quantity}"));
             return;
         }
-        let price = event.price.map_or(item_prices[item.index()], |p| p as f32);
+        let price = event.price.map(|p| p as f32).or(item_prices[item.index()]);
         data.events.push(Event {
             user: data.users.intern(event.user_id.trim()),
             item,

@@ -62,8 +62,8 @@ pub struct Event {
     /// Seconds since the Unix epoch, shop-local time.
     pub time: i64,
     pub quantity: f32,
-    /// Unit price; `NaN` when the source has none.
-    pub price: f32,
+    /// Unit price; `None` when neither the event nor its item carries one.
+    pub price: Option<f32>,
     /// The text this event carried, in [`Dataset::descriptions`]; `None`
     /// where texts come from a separate item table.
     pub text: Option<TextIdx>,
@@ -113,16 +113,26 @@ pub struct ImportReport {
     pub kept: usize,
     /// Reason → number of rows skipped for it.
     pub skipped: std::collections::BTreeMap<String, usize>,
-    /// Up to 10 examples of skipped rows: (line number, reason).
-    pub examples: Vec<(usize, String)>,
+    /// The first 10 skipped rows, each as `FILE, line N: reason: detail`,
+    /// where the detail names the column, its value and what was expected.
+    pub examples: Vec<String>,
 }
 
 impl ImportReport {
-    pub fn skip(&mut self, line: usize, reason: &str) {
+    /// Counts a row of `file` skipped for `reason` (the summary's key, so a
+    /// fixed text); keeps the first few with `detail` (the column, the value
+    /// found, what was expected; may be empty) for the person fixing the file.
+    pub fn skip(&mut self, file: impl AsRef<Path>, line: usize, reason: &str, detail: &str) {
         *self.skipped.entry(reason.to_string()).or_default() += 1;
         if self.examples.len() < 10 {
-            self.examples.push((line, reason.to_string()));
+            let detail = if detail.is_empty() { String::new() } else { format!(": {detail}") };
+            self.examples.push(format!("{}, line {line}: {reason}{detail}", file.as_ref().display()));
         }
+    }
+
+    /// The error for a source none of whose rows could be used.
+    pub(crate) fn nothing_usable(&self, path: impl Into<PathBuf>) -> DataError {
+        DataError::Empty { path: path.into(), summary: self.summary(), first_skipped: self.examples.first().cloned() }
     }
 
     pub fn summary(&self) -> String {
@@ -164,8 +174,8 @@ pub enum DataError {
     Open { path: PathBuf, source: std::io::Error },
     #[error("{path}, line {line}: {problem}")]
     Malformed { path: PathBuf, line: usize, problem: String },
-    #[error("{path}: no usable rows ({summary})")]
-    Empty { path: PathBuf, summary: String },
+    #[error("{path}: no usable rows ({summary}){}", first_skipped.as_ref().map(|e| format!("; the first skipped: {e}")).unwrap_or_default())]
+    Empty { path: PathBuf, summary: String, first_skipped: Option<String> },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
@@ -190,10 +200,7 @@ impl DataSource {
                 let store = crate::store::open(&settings.location(), settings.pool())?;
                 let data = from_store::load(store.as_ref())?;
                 if data.events.is_empty() {
-                    return Err(DataError::Empty {
-                        path: redacted(&settings.url).into(),
-                        summary: data.report.summary(),
-                    });
+                    return Err(data.report.nothing_usable(redacted(&settings.url)));
                 }
                 Ok(data)
             }

@@ -24,19 +24,45 @@ struct Row {
     customer_id: Option<String>,
 }
 
+/// The columns the importer reads (`Country` is not needed).
+const COLUMNS: [&str; 7] =
+    ["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID"];
+
 pub fn load(path: &Path) -> Result<Dataset, DataError> {
     let mut reader = csv::ReaderBuilder::new().from_reader(open_maybe_gz(path)?);
+    let malformed = |line, problem| DataError::Malformed { path: path.into(), line, problem };
+    // Spreadsheet exports often start with a UTF-8 byte order mark.
+    let header: csv::StringRecord = reader
+        .headers()
+        .map_err(|e| malformed(1, e.to_string()))?
+        .iter()
+        .map(|h| h.trim_start_matches('\u{feff}').trim())
+        .collect();
+    if let Some(missing) = COLUMNS.iter().find(|c| !header.iter().any(|h| h == **c)) {
+        let found = header.iter().collect::<Vec<_>>().join(",");
+        let hint = if header.iter().any(|h| h.eq_ignore_ascii_case("user_id")) {
+            "; this looks like the generic format: give it with --events FILE --items FILE"
+        } else {
+            ""
+        };
+        return Err(malformed(
+            1,
+            format!(
+                "the header lacks the Online Retail column `{missing}` (it has: {found}; required: {}){hint}",
+                COLUMNS.join(",")
+            ),
+        ));
+    }
+    reader.set_headers(header);
     let mut data = Dataset::default();
     for (index, row) in reader.deserialize::<Row>().enumerate() {
         let line = index + 2; // 1-based, after the header
         data.report.rows += 1;
         let row = match row {
             Ok(row) => row,
-            Err(e) if e.is_io_error() => {
-                return Err(DataError::Malformed { path: path.into(), line, problem: e.to_string() })
-            }
-            Err(_) => {
-                data.report.skip(line, "unparsable row");
+            Err(e) if e.is_io_error() => return Err(malformed(line, e.to_string())),
+            Err(e) => {
+                data.report.skip(path, line, "unparsable row", &e.to_string());
                 continue;
             }
         };
@@ -47,17 +73,17 @@ pub fn load(path: &Path) -> Result<Dataset, DataError> {
                     item: data.items.intern(row.stock_code.trim()),
                     time,
                     quantity,
-                    price,
+                    price: Some(price),
                     text: Some(data.descriptions.intern(description)),
                 };
                 data.events.push(event);
                 data.report.kept += 1;
             }
-            Err(reason) => data.report.skip(line, reason),
+            Err(reason) => data.report.skip(path, line, reason, ""),
         }
     }
     if data.events.is_empty() {
-        return Err(DataError::Empty { path: path.into(), summary: data.report.summary() });
+        return Err(data.report.nothing_usable(path));
     }
     Ok(data.finish())
 }
@@ -125,6 +151,18 @@ mod tests {
         }
         assert_eq!(data.users.name(data.events[1].user), "101");
         assert_eq!(data.descriptions.name(data.events[1].text.unwrap()), "SECOND GOOD");
+    }
+
+    #[test]
+    fn a_header_without_a_column_names_it_and_suggests_the_generic_format() {
+        let dir = std::env::temp_dir().join(format!("shoprank-retail-header-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("events.csv");
+        std::fs::write(&path, "user_id,item_id,timestamp\nu1,A,2024-01-01\n").unwrap();
+        let err = load(&path).unwrap_err().to_string();
+        assert!(err.contains("line 1") && err.contains("`InvoiceNo`") && err.contains("--events"), "{err}");
+        std::fs::write(&path, format!("\u{feff}{HEADER}1,A1,GOOD ROW,2,2011-01-01 10:00:00,1.5,100,UK\n")).unwrap();
+        assert_eq!(load(&path).unwrap().events.len(), 1, "a byte order mark is read past");
     }
 
     #[test]

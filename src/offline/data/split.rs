@@ -171,7 +171,7 @@ pub(crate) mod tests {
                 item: data.items.intern(item),
                 time: parse_time(time).unwrap(),
                 quantity: 1.0,
-                price: 1.0,
+                price: Some(1.0),
                 text: Some(data.descriptions.intern(text)),
             };
             data.events.push(event);

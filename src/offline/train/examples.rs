@@ -166,7 +166,7 @@ fn push_example(
     if cold {
         // As a request would carry it: text and price, no history.
         candidate.position = None;
-        candidate.price = Some(stats.item(position).price);
+        candidate.price = stats.item(position).price;
     }
     out.user_rows.push(user_row);
     out.item_rows.push(items.row(&stats.item(position).text, store));

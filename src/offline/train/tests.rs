@@ -71,7 +71,7 @@ fn synthetic_log(seed: u64) -> Dataset {
                 item: data.items.intern(&format!("{department}-{product}")),
                 time,
                 quantity: 1.0,
-                price: 1.0 + product as f32,
+                price: Some(1.0 + product as f32),
                 text: Some(data.descriptions.intern(&text)),
             };
             data.events.push(event);
