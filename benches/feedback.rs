@@ -31,9 +31,10 @@
 mod common;
 #[path = "http.rs"]
 mod http;
+#[path = "../tests/support/server.rs"]
+mod server;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,42 +42,26 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use self::http::{percentile, wait_ready, Client};
+use self::server::ServerProcess;
 
 const TOKEN: &str = "bench-token";
 
 /// Alternations of the idle and the paced phase.
 const ROUNDS: usize = 4;
 
-/// `shoprank serve` on a store and a bundle directory, killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    fn start(store_url: &str, bundles: &Path) -> Self {
-        let settings = common::settings();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(env!("CARGO_BIN_EXE_shoprank"))
-            .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
-            .env("SHOPRANK__ENCODER__SOURCE", &settings.encoder.source)
-            .env("SHOPRANK__BUNDLE__PATH", bundles)
-            .env("SHOPRANK__STORE__URL", store_url)
-            .env("SHOPRANK__ADMIN__TOKEN", TOKEN)
-            .env("SHOPRANK_LOG", "shoprank=warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start shoprank serve");
-        Self { child, port }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `shoprank serve` on a store and a bundle directory, once ready; killed
+/// when dropped (tests/support/server.rs).
+fn start_server(store_url: &str, bundles: &Path) -> ServerProcess {
+    let settings = common::settings();
+    let bundles = bundles.display().to_string();
+    let env = [
+        ("SHOPRANK__ENCODER__SOURCE", settings.encoder.source.as_str()),
+        ("SHOPRANK__BUNDLE__PATH", bundles.as_str()),
+        ("SHOPRANK__STORE__URL", store_url),
+        ("SHOPRANK__ADMIN__TOKEN", TOKEN),
+        ("SHOPRANK_LOG", "shoprank=warn"),
+    ];
+    ServerProcess::start(env!("CARGO_BIN_EXE_shoprank"), &env, true)
 }
 
 /// A fresh PostgreSQL schema as a store URL, if PostgreSQL answers.
@@ -218,8 +203,8 @@ async fn engine(
     secs: f64,
     target: f64,
 ) -> EngineFigures {
-    let server = Server::start(store_url, bundles);
-    let port = server.port;
+    let server = start_server(store_url, bundles);
+    let port = server.port();
     wait_ready(port).await;
     let phase = Duration::from_secs_f64(secs);
     let run = |recommend: bool, ingest: usize, per_sec: Option<f64>| {
@@ -294,8 +279,8 @@ async fn engine(
 /// Steady p99 of 4 clients, then p99 and worst latency within 1 s after
 /// each of the swaps made while they run, and the failed requests.
 async fn swaps(store_url: &str, bundles: &Path, bodies: &Arc<Bodies>, secs: f64) -> (f64, f64, f64, usize, usize) {
-    let server = Server::start(store_url, bundles);
-    let port = server.port;
+    let server = start_server(store_url, bundles);
+    let port = server.port();
     wait_ready(port).await;
     let clients = |stop: Arc<AtomicBool>| {
         (0..4).map(|_| tokio::spawn(recommend_until(port, bodies.clone(), stop.clone()))).collect::<Vec<_>>()

@@ -28,9 +28,10 @@
 mod common;
 #[path = "http.rs"]
 mod http;
+#[path = "../tests/support/server.rs"]
+mod server;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,6 +41,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use self::http::{percentile, wait_ready, Client};
+use self::server::ServerProcess;
 
 /// Sizes of one run: the full suite or the short one CI runs.
 struct Plan {
@@ -72,54 +74,35 @@ const SHORT: Plan = Plan {
     header_timeout_secs: 2,
 };
 
-/// `shoprank serve` as a child process, killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
+/// `shoprank serve` as a child process, once ready; killed when dropped
+/// (tests/support/server.rs).
+fn start_server(plan: &Plan) -> ServerProcess {
+    let settings = common::settings();
+    let bundle = settings.bundle.path.display().to_string();
+    let header_timeout = plan.header_timeout_secs.to_string();
+    let env = [
+        ("SHOPRANK__ENCODER__SOURCE", settings.encoder.source.as_str()),
+        ("SHOPRANK__BUNDLE__PATH", bundle.as_str()),
+        ("SHOPRANK__STORE__URL", settings.store.url.as_str()),
+        ("SHOPRANK__SERVER__HEADER_READ_TIMEOUT_SECS", header_timeout.as_str()),
+        ("SHOPRANK_LOG", "shoprank=warn"),
+    ];
+    ServerProcess::start(env!("CARGO_BIN_EXE_shoprank"), &env, true)
 }
 
-impl Server {
-    fn start(plan: &Plan) -> Self {
-        let settings = common::settings();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(env!("CARGO_BIN_EXE_shoprank"))
-            .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
-            .env("SHOPRANK__ENCODER__SOURCE", &settings.encoder.source)
-            .env("SHOPRANK__BUNDLE__PATH", &settings.bundle.path)
-            .env("SHOPRANK__STORE__URL", &settings.store.url)
-            .env("SHOPRANK__SERVER__HEADER_READ_TIMEOUT_SECS", plan.header_timeout_secs.to_string())
-            .env("SHOPRANK_LOG", "shoprank=warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start shoprank serve");
-        Self { child, port }
-    }
-
-    /// VmRSS of the server process, MiB.
-    fn rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map_or(f64::NAN, |kb| kb / 1024.0)
-    }
-
-    fn threads(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/task", self.child.id())).map_or(0, |d| d.count())
-    }
-
-    fn sigterm(&self) {
-        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill -TERM");
-    }
+/// VmRSS of a process, MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Threads of a process.
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
 }
 
 async fn get(port: u16, path: &str) -> (u16, String) {
@@ -283,8 +266,8 @@ async fn latency_ms(port: u16, n: usize, body: impl Fn() -> String) -> Vec<f64> 
 }
 
 async fn suite(plan: &Plan) -> Vec<Row> {
-    let server = Server::start(plan);
-    let port = server.port;
+    let server = start_server(plan);
+    let port = server.port();
     wait_ready(port).await;
     let bodies = Arc::new(Bodies::new());
     let mut rows = Vec::new();
@@ -310,7 +293,7 @@ async fn suite(plan: &Plan) -> Vec<Row> {
         seconds_until_idle(port).await;
     }
     for clients in [32, 64] {
-        let rss_before = server.rss_mib();
+        let rss_before = rss_mib(server.pid());
         let result = load(port, clients, plan.overload_secs, new_texts.clone()).await;
         let idle_after = seconds_until_idle(port).await;
         let ratio = result.ok_per_sec() / best;
@@ -319,7 +302,7 @@ async fn suite(plan: &Plan) -> Vec<Row> {
             result.ok_per_sec(),
             result.statuses,
             result.reconnects,
-            server.rss_mib()
+            rss_mib(server.pid())
         );
         rows.push(row(
             &format!("overload, {clients} clients, new texts"),
@@ -390,11 +373,11 @@ async fn suite(plan: &Plan) -> Vec<Row> {
         let bodies = bodies.clone();
         Arc::new(move || bodies.cached())
     };
-    let before = server.rss_mib();
+    let before = rss_mib(server.pid());
     let peak = Arc::new(std::sync::Mutex::new((0f64, 0usize)));
     let sampler = {
         let peak = peak.clone();
-        let pid = server.child.id();
+        let pid = server.pid();
         tokio::spawn(async move {
             loop {
                 let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -416,14 +399,14 @@ async fn suite(plan: &Plan) -> Vec<Row> {
     sampler.abort();
     let (peak_rss, peak_threads) = *peak.lock().unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = server.rss_mib();
+    let after = rss_mib(server.pid());
     println!(
         "cached, 64 clients: {:.1} answers/s, p50 {:.1} ms, p99 {:.1} ms, statuses {:?}, threads now {}",
         result.ok_per_sec(),
         percentile(&mut result.latencies_ms, 0.5),
         percentile(&mut result.latencies_ms, 0.99),
         result.statuses,
-        server.threads()
+        threads(server.pid())
     );
     rows.push(row(
         "RSS, 64 clients with cached candidates",
@@ -440,7 +423,7 @@ async fn suite(plan: &Plan) -> Vec<Row> {
 
     // 5. Unique 1.9 MB texts.
     let budget = metric(port, "shoprank_embedding_cache_bytes").await.max(0.0);
-    let rss_before = server.rss_mib();
+    let rss_before = rss_mib(server.pid());
     let filler = "ceramic mug ".repeat(1_900_000 / 12);
     let mut client = Client::connect(port).await.expect("connect");
     let mut max_cache: f64 = 0.0;
@@ -457,7 +440,7 @@ async fn suite(plan: &Plan) -> Vec<Row> {
             "cache {:.2} MiB at most (was {:.2}), RSS {rss_before:.0} -> {:.0} MiB",
             max_cache / 1048576.0,
             budget / 1048576.0,
-            server.rss_mib()
+            rss_mib(server.pid())
         ),
         "cache <= cache.max_bytes (128 MiB)",
         max_cache <= configured,
@@ -513,7 +496,7 @@ async fn suite(plan: &Plan) -> Vec<Row> {
     let started = Instant::now();
     server.sigterm();
     let exited = loop {
-        if let Some(status) = server.child.try_wait().expect("wait") {
+        if let Some(status) = server.try_wait() {
             break Some(status);
         }
         if started.elapsed() > Duration::from_secs(25) {

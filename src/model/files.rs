@@ -99,17 +99,25 @@ impl EncoderFiles {
 
     /// Downloads (or finds in the hf-hub cache) the three files of `repo`:
     /// `model.safetensors` where the repo has it, else `pytorch_model.bin`.
+    /// The hub client takes its endpoint, cache and token from the
+    /// environment (`HF_ENDPOINT`, `HF_HOME`, `HF_TOKEN`), as hf-hub does.
     pub fn from_hub(repo: &str, revision: &str) -> Result<Self, ModelFilesError> {
+        Self::from_hub_with(hf_hub::api::sync::ApiBuilder::from_env(), repo, revision)
+    }
+
+    /// As [`EncoderFiles::from_hub`], through the hub client `client`.
+    fn from_hub_with(
+        client: hf_hub::api::sync::ApiBuilder,
+        repo: &str,
+        revision: &str,
+    ) -> Result<Self, ModelFilesError> {
         let hub_error = |file, source| ModelFilesError::Hub {
             repo: repo.to_string(),
             revision: revision.to_string(),
             file,
             source,
         };
-        let api = hf_hub::api::sync::ApiBuilder::from_env()
-            .with_progress(false)
-            .build()
-            .map_err(|e| hub_error("(client)", e))?;
+        let api = client.with_progress(false).build().map_err(|e| hub_error("(client)", e))?;
         let repo_handle =
             api.repo(hf_hub::Repo::with_revision(repo.to_string(), hf_hub::RepoType::Model, revision.to_string()));
         let config = repo_handle.get(CONFIG).map_err(|e| hub_error(CONFIG, e))?;
@@ -178,11 +186,12 @@ mod tests {
     #[test]
     fn offline_hub_fails_with_a_clear_message() {
         // This machine cannot reach the hub; a user's laptop offline neither.
-        // Pointing the endpoint at a closed local port makes that deterministic.
-        std::env::set_var("HF_ENDPOINT", "http://127.0.0.1:9");
+        // A client pointed at a closed local port makes that deterministic
+        // (without touching the process environment other tests read).
         let cache = std::env::temp_dir().join("shoprank-empty-hf-cache");
-        std::env::set_var("HF_HOME", &cache);
-        let err = EncoderFiles::from_hub("no-such-owner/no-such-model", "main").unwrap_err().to_string();
+        let client =
+            hf_hub::api::sync::ApiBuilder::new().with_endpoint("http://127.0.0.1:9".into()).with_cache_dir(cache);
+        let err = EncoderFiles::from_hub_with(client, "no-such-owner/no-such-model", "main").unwrap_err().to_string();
         assert!(err.contains("no-such-owner/no-such-model") && err.contains("Hugging Face Hub"), "{err}");
         // A model directory not fetched yet, under a directory that exists,
         // is a missing local model (with the fix named), not a hub id.

@@ -346,7 +346,14 @@ pub async fn serve(
     let addr = settings.server.addr;
     let limits = api::ConnectionLimits::from_settings(&settings.server);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServiceError::Bind { addr, source })?;
-    tracing::info!(addr = %listener.local_addr()?, "listening; loading models");
+    let bound = listener.local_addr()?;
+    tracing::info!(addr = %bound, "listening; loading models");
+    // The one line on standard output (logs go to standard error): with
+    // port 0 the kernel picks the port, and a supervisor, a script or a test
+    // harness reads it here. A closed standard output is no reason to stop.
+    if let Err(error) = announce_address(bound) {
+        tracing::warn!(%error, "cannot print the bound address on standard output");
+    }
 
     // Load and warm up off the runtime; /ready turns 200 when done.
     let loading_state = state.clone();
@@ -370,6 +377,14 @@ pub async fn serve(
         result = &mut server => result?,
     }
     Ok(())
+}
+
+/// Prints `listening on ADDR` on standard output and flushes it.
+fn announce_address(addr: std::net::SocketAddr) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on {addr}")?;
+    stdout.flush()
 }
 
 /// Every `every`, reloads the bundle if the versions directory's CURRENT

@@ -311,8 +311,8 @@ fn a_restart_loads_items_and_embeddings_without_re_embedding() {
 fn acknowledged_catalog_writes_survive_kill_9() {
     let settings = common::settings();
     let data_dir = common::temp_dir("kill9");
-    let port = common::free_port();
-    let mut server = common::start_server(&settings, &data_dir.display().to_string(), port, &[]);
+    let mut server = common::start_server(&settings, &data_dir.display().to_string(), &[]);
+    let port = server.port();
     // Acknowledged writes, the last one answered just before SIGKILL.
     let mut acknowledged = Vec::new();
     for batch in 0..20 {
@@ -338,7 +338,7 @@ fn acknowledged_catalog_writes_survive_kill_9() {
     drop(store);
 
     // And the service comes back with them.
-    let _server = common::start_server(&settings, &data_dir.display().to_string(), port, &[]);
-    let (status, body) = common::http(port, "GET", "/v1/catalog/items/b19-49", None).unwrap();
+    let server = common::start_server(&settings, &data_dir.display().to_string(), &[]);
+    let (status, body) = common::http(server.port(), "GET", "/v1/catalog/items/b19-49", None).unwrap();
     assert_eq!(status, 200, "{body}");
 }

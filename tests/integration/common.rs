@@ -99,75 +99,32 @@ pub fn ready_state(settings: &Settings) -> AppState {
     state
 }
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
+#[path = "../support/server.rs"]
+mod server;
+pub use server::ServerProcess;
+
 /// One HTTP/1.1 request over a fresh connection; returns status and body.
 pub fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let body = body.map(Value::to_string).unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut reader = BufReader::new(stream);
-    let mut status_line = String::new();
-    reader.read_line(&mut status_line)?;
-    let status = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let mut rest = String::new();
-    reader.read_to_string(&mut rest)?;
-    Ok((status, rest.split("\r\n\r\n").nth(1).unwrap_or("").to_string()))
+    server::http(port, method, path, body.map(Value::to_string).as_deref())
 }
 
-/// A port free a moment ago (the server binds it by number: it reports no
-/// address back; a clash fails the readiness wait, not silently).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A `shoprank serve` child, killed (SIGKILL) when dropped, so a failed
-/// assertion does not leave it running.
-pub struct Server(pub std::process::Child);
-
-impl Server {
-    pub fn kill_9(&mut self) {
-        self.0.kill().expect("SIGKILL"); // std's kill() is SIGKILL on Unix
-        self.0.wait().expect("reap");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `shoprank serve` on `port` with its store at `store_url` (a directory or
-/// a postgres:// URL) and `env` besides, once ready.
-pub fn start_server(settings: &Settings, store_url: &str, port: u16, env: &[(&str, &str)]) -> Server {
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_shoprank"))
-        .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
-        .env("SHOPRANK__ENCODER__SOURCE", &settings.encoder.source)
-        .env("SHOPRANK__BUNDLE__PATH", &settings.bundle.path)
-        .env("SHOPRANK__STORE__URL", store_url)
-        .envs(env.iter().copied())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start shoprank serve");
-    let server = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !matches!(http(port, "GET", "/ready", None), Ok((200, _))) {
-        assert!(Instant::now() < deadline, "shoprank serve was not ready within 60 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    server
+/// `shoprank serve` on an ephemeral port with its store at `store_url` (a
+/// directory or a postgres:// URL), `settings`' encoder and bundle, and
+/// `env` besides, once ready (see `tests/support/server.rs`).
+pub fn start_server(settings: &Settings, store_url: &str, env: &[(&str, &str)]) -> ServerProcess {
+    let source = settings.encoder.source.clone();
+    let bundle = settings.bundle.path.display().to_string();
+    let mut vars = vec![
+        ("SHOPRANK__ENCODER__SOURCE", source.as_str()),
+        ("SHOPRANK__BUNDLE__PATH", bundle.as_str()),
+        ("SHOPRANK__STORE__URL", store_url),
+    ];
+    vars.extend_from_slice(env);
+    ServerProcess::start(env!("CARGO_BIN_EXE_shoprank"), &vars, false)
 }
 
 /// A fresh PostgreSQL schema for one test, as a store URL (`search_path`

@@ -320,8 +320,8 @@ fn train_load_serve_eval(
 
     let mut settings = common::preset_settings(preset.name());
     settings.bundle.path = bundle.clone();
-    let port = common::free_port();
-    let _server = common::start_server(&settings, store_url, port, &[("SHOPRANK__ENCODER__PRESET", preset.name())]);
+    let server = common::start_server(&settings, store_url, &[("SHOPRANK__ENCODER__PRESET", preset.name())]);
+    let port = server.port();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     for id in embedded {
         while !common::http(port, "GET", &format!("/v1/catalog/items/{id}"), None)

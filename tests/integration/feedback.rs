@@ -103,11 +103,12 @@ fn events_are_stored_once_and_a_bad_batch_names_each_bad_event() {
 fn acknowledged_events_survive_kill_9_during_ingestion() {
     for url in common::store_urls("events_kill9") {
         let settings = common::settings();
-        let port = common::free_port();
-        let mut server = common::start_server(&settings, &url, port, &[]);
+        let mut server = common::start_server(&settings, &url, &[]);
+        let port = server.port();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let writer = {
-            let stop = stop.clone();
+            let (stop, sent) = (stop.clone(), sent.clone());
             std::thread::spawn(move || {
                 let mut acknowledged = Vec::new();
                 for batch in 0.. {
@@ -117,7 +118,10 @@ fn acknowledged_events_survive_kill_9_during_ingestion() {
                     let ids: Vec<String> = (0..500).map(|i| format!("k{batch}-{i}")).collect();
                     let events: Vec<Value> = ids.iter().map(|id| purchase(id, 1_322_000_000)).collect();
                     match common::http(port, "POST", "/v1/events", Some(&json!({"events": events}))) {
-                        Ok((200, _)) => acknowledged.extend(ids),
+                        Ok((200, _)) => {
+                            acknowledged.extend(ids);
+                            sent.store(acknowledged.len(), std::sync::atomic::Ordering::Relaxed);
+                        }
                         Ok((503, _)) => continue,
                         // The server died under the request: not acknowledged.
                         _ => break,
@@ -126,7 +130,13 @@ fn acknowledged_events_survive_kill_9_during_ingestion() {
                 acknowledged
             })
         };
-        std::thread::sleep(Duration::from_millis(1500));
+        // Killed mid-stream, once enough events were acknowledged to matter
+        // (waiting on the count, not on a clock: slow machines get there too).
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while sent.load(std::sync::atomic::Ordering::Relaxed) < 5_000 {
+            assert!(std::time::Instant::now() < deadline, "5,000 events not acknowledged within 60 s ({url})");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         server.kill_9();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let acknowledged = writer.join().unwrap();

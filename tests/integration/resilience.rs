@@ -227,7 +227,12 @@ async fn shutdown_does_not_wait_for_idle_or_slow_header_connections() {
     let mut slow = server.connect().await;
     slow.write_all(b"POST /recommend HTTP/1.1\r\nHost: localhost\r\n").await.unwrap();
     let _idle = server.connect().await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Both connections held by the server, so the shutdown has them to wait on.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.metric("shoprank_http_open_connections") < 2.0 {
+        assert!(Instant::now() < deadline, "the server never accepted both connections");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let started = Instant::now();
     server.stop.cancel();
     tokio::time::timeout(Duration::from_secs(3), server.task).await.expect("shut down within 3 s").unwrap().unwrap();
