@@ -11,6 +11,7 @@
 //! - [`features`]: the one feature builder of training, evaluation and serving.
 //! - [`head`]: the MLP scoring head and its validated spec.
 //! - [`relevance`]: with a query, relevance bands first, probability within.
+//! - [`lexical`]: BM25 over item texts (tantivy), the lexical side of search.
 //! - [`scoring`]: features → head → purchase probabilities, for one user.
 //! - [`candidates`]: candidate sources from the statistics (linked, popular).
 //! - [`explain`]: a score taken apart into reasons (group Shapley values).
@@ -25,6 +26,7 @@ pub mod explain;
 pub mod features;
 pub mod files;
 pub mod head;
+pub mod lexical;
 pub mod relevance;
 pub(crate) mod scoring;
 pub mod stats;

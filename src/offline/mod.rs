@@ -11,6 +11,8 @@
 //! - [`scale_data`]: larger logs derived from a real one, to measure scaling.
 //! - [`search_eval`]: `shoprank eval-search` — does a query matter? A labelled query set.
 //! - [`search_terms`]: title words, the query relevance rule, pseudo-queries.
+//! - [`search_judged`]: `shoprank eval-search --judged` — search on a shop's
+//!   own judged queries (real queries, graded judgements) over its whole catalog.
 //! - [`resources`]: wall time and peak memory of each stage of a run.
 //! - [`ranking_metrics`]: NDCG@10, Recall@10, HR@10, MRR, AUC of one ranking.
 //! - [`train`]: `shoprank train` — examples, epochs, model selection, refit, ensemble.
@@ -27,6 +29,7 @@ pub(crate) mod recent_ease;
 pub mod resources;
 pub mod scale_data;
 pub mod search_eval;
+pub mod search_judged;
 pub mod search_terms;
 pub(crate) mod stats_builder;
 pub mod text_embedder;

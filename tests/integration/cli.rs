@@ -54,3 +54,50 @@ fn eval_without_data_says_what_to_give() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--data") && stderr.contains("--events"), "{stderr}");
 }
+
+/// `eval-search --judged DIR` reads a judged set and ranks its whole
+/// catalog by every method; a query naming one product exactly finds it.
+#[test]
+fn eval_search_measures_a_judged_query_set() {
+    let dir = common::temp_dir("judged");
+    let titles = [
+        "cordless drill 20v lithium",
+        "claw hammer 16 oz",
+        "red leather handbag",
+        "blue denim jeans slim fit",
+        "stainless steel vacuum flask",
+        "garden hose 50 ft",
+    ];
+    let mut items = String::from("item_id,text\n");
+    for (i, title) in titles.iter().enumerate() {
+        items.push_str(&format!("p{i},{title}\n"));
+    }
+    std::fs::write(dir.join("items.csv"), items).unwrap();
+    let judgements = "query,item_id,gain\n20v drill,p0,2\n20v drill,p1,0.5\nhandbag,p2,2\nhandbag,p3,0\n";
+    std::fs::write(dir.join("judgements.csv"), judgements).unwrap();
+    let out = dir.join("report.json");
+    let output = shoprank(
+        &[
+            "eval-search",
+            "--judged",
+            dir.to_str().unwrap(),
+            "--relevant-gain",
+            "2",
+            "--cache-dir",
+            "",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        "",
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!((report["catalog_items"].as_u64(), report["queries"].as_u64()), (Some(6), Some(2)), "{report}");
+    for method in ["dense-shipped", "cosine", "bm25", "rrf"] {
+        let m = &report["results"][method];
+        assert_eq!(m["recall@100"].as_f64(), Some(1.0), "{method}: {report}");
+        assert!(m["ndcg@10"].as_f64().unwrap() > 0.9, "{method}: {report}");
+    }
+    assert!(stdout.contains("bm25") && stdout.contains("NDCG@10"), "{stdout}");
+}

@@ -13,6 +13,7 @@ use crate::model::bundle::Bundle;
 use crate::model::encoder::Encoder;
 use crate::offline::embed_store::EmbedStore;
 use crate::offline::search_eval::{self, QuerySetRule};
+use crate::offline::search_judged::{self, JudgedRule, JudgedScorer};
 
 #[derive(Args)]
 pub struct EvalSearchArgs {
@@ -43,6 +44,17 @@ pub struct EvalSearchArgs {
     /// Write the report as JSON here.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Measure on a judged query set instead (a directory with items.csv
+    /// `item_id,text` and judgements.csv `query,item_id,gain`; see
+    /// `offline::search_judged`): every query searches the whole catalog.
+    #[arg(long, value_name = "DIR")]
+    judged: Option<PathBuf>,
+    /// With --judged: items with at least this gain are relevant (Recall@100).
+    #[arg(long, default_value_t = 1.0, requires = "judged")]
+    relevant_gain: f32,
+    /// With --judged: queries with fewer relevant items are left out.
+    #[arg(long, default_value_t = 1, requires = "judged")]
+    min_relevant: usize,
 }
 
 pub fn eval_search(settings: &Settings, args: &EvalSearchArgs) -> Result<()> {
@@ -50,6 +62,9 @@ pub fn eval_search(settings: &Settings, args: &EvalSearchArgs) -> Result<()> {
     let encoder = Encoder::open(&settings.encoder)?;
     let dir = args.bundle.clone().unwrap_or_else(|| settings.bundle.path.clone());
     let bundle = Bundle::load(&dir, &encoder.identity(), encoder.precision())?;
+    if let Some(judged) = &args.judged {
+        return eval_judged(settings, args, judged, &encoder, &bundle, started);
+    }
     let rule =
         QuerySetRule { queries: args.queries, relevant: args.relevant, distractors: args.distractors, seed: args.seed };
     let queries = search_eval::build_query_set(bundle.stats(), rule);
@@ -79,13 +94,53 @@ pub fn eval_search(settings: &Settings, args: &EvalSearchArgs) -> Result<()> {
         encoder.name(),
         started.elapsed().as_secs_f64()
     );
-    if let Some(out) = &args.out {
-        if let Some(parent) = out.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-        }
-        std::fs::write(out, serde_json::to_string_pretty(&report)? + "\n")
-            .with_context(|| format!("writing {}", out.display()))?;
-        println!("wrote {}", out.display());
+    write_report(args.out.as_deref(), &report)
+}
+
+/// Writes the report as JSON to `out`, if given.
+fn write_report(out: Option<&Path>, report: &impl serde::Serialize) -> Result<()> {
+    let Some(out) = out else { return Ok(()) };
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
+    std::fs::write(out, serde_json::to_string_pretty(report)? + "\n")
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!("wrote {}", out.display());
     Ok(())
+}
+
+/// `eval-search --judged DIR`: the judged set's queries over its whole catalog.
+fn eval_judged(
+    settings: &Settings,
+    args: &EvalSearchArgs,
+    dir: &Path,
+    encoder: &Encoder,
+    bundle: &Bundle,
+    started: Instant,
+) -> Result<()> {
+    let set = search_judged::load(dir).with_context(|| format!("reading the judged set in {}", dir.display()))?;
+    let cache_dir = (!args.cache_dir.is_empty()).then(|| Path::new(&args.cache_dir));
+    let mut store = EmbedStore::open(cache_dir, encoder)?;
+    let mut banding = settings.search.banding();
+    banding.margin = args.relevance_margin.unwrap_or(banding.margin);
+    banding.floor = args.relevance_floor.unwrap_or(banding.floor);
+    let scorer = JudgedScorer {
+        head: bundle.head(),
+        stats: bundle.stats(),
+        encoder,
+        budget: settings.user_text,
+        banding,
+        retrieve_k: settings.catalog.retrieve_k,
+    };
+    let rule = JudgedRule { relevant_gain: args.relevant_gain, min_relevant: args.min_relevant };
+    let report = search_judged::evaluate(&set, rule, &scorer, &mut store)?;
+    print!("{}", search_judged::format_judged_table(&report));
+    println!(
+        "bundle {} on encoder {} ({}); evaluated in {:.0}s",
+        bundle.version(),
+        encoder.name(),
+        encoder.precision().as_str(),
+        started.elapsed().as_secs_f64()
+    );
+    write_report(args.out.as_deref(), &report)
 }

@@ -27,12 +27,12 @@ const TIMESTAMP_FORMS: &str =
     "YYYY-MM-DD HH:MM:SS, YYYY-MM-DD HH:MM, YYYY-MM-DDTHH:MM:SS[.fff][Z], YYYY-MM-DD or Unix seconds";
 
 /// One file's header: where each column is, by lower-cased name.
-struct Columns {
+pub(crate) struct Columns {
     index: HashMap<String, usize>,
 }
 
 impl Columns {
-    fn read(
+    pub(crate) fn read(
         path: &Path,
         reader: &mut csv::Reader<Box<dyn std::io::Read>>,
         required: &[&str],
@@ -66,22 +66,27 @@ impl Columns {
 
     /// The column's value in `record`, trimmed; `None` when the column is
     /// absent or the value empty.
-    fn get<'r>(&self, record: &'r csv::StringRecord, column: &str) -> Option<&'r str> {
+    pub(crate) fn get<'r>(&self, record: &'r csv::StringRecord, column: &str) -> Option<&'r str> {
         self.index.get(column).and_then(|&i| record.get(i)).map(str::trim).filter(|v| !v.is_empty())
     }
 }
 
-fn records(path: &Path) -> Result<csv::Reader<Box<dyn std::io::Read>>, DataError> {
+pub(crate) fn records(path: &Path) -> Result<csv::Reader<Box<dyn std::io::Read>>, DataError> {
     Ok(csv::ReaderBuilder::new().flexible(true).from_reader(open_maybe_gz(path)?))
 }
 
 /// A CSV record, or the error naming its file and line.
-fn record_at(path: &Path, line: usize, record: csv::Result<csv::StringRecord>) -> Result<csv::StringRecord, DataError> {
+pub(crate) fn record_at(
+    path: &Path,
+    line: usize,
+    record: csv::Result<csv::StringRecord>,
+) -> Result<csv::StringRecord, DataError> {
     record.map_err(|e| DataError::Malformed { path: path.into(), line, problem: e.to_string() })
 }
 
-pub fn load(events_path: &Path, items_path: &Path) -> Result<Dataset, DataError> {
-    let mut data = Dataset::default();
+/// Reads `items.csv` into `data`'s item ids and texts (skipped rows counted
+/// in its report); returns each item's price, by item index.
+pub(crate) fn read_items(items_path: &Path, data: &mut Dataset) -> Result<Vec<Option<f32>>, DataError> {
     let mut item_prices: Vec<Option<f32>> = Vec::new();
 
     let mut reader = records(items_path)?;
@@ -127,6 +132,12 @@ pub fn load(events_path: &Path, items_path: &Path) -> Result<Dataset, DataError>
         };
         item_prices.push(price);
     }
+    Ok(item_prices)
+}
+
+pub fn load(events_path: &Path, items_path: &Path) -> Result<Dataset, DataError> {
+    let mut data = Dataset::default();
+    let item_prices = read_items(items_path, &mut data)?;
 
     let mut reader = records(events_path)?;
     let columns = Columns::read(events_path, &mut reader, &["user_id", "item_id", "timestamp"])?;
