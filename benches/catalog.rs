@@ -27,8 +27,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
-use shoprank::serve::batcher::Ticket;
 use shoprank::serve::catalog::index::{CatalogIndex, ItemFilter};
+use shoprank::serve::embed::Ticket;
 use shoprank::serve::metrics::Metrics;
 use shoprank::serve::ranker::{Candidate, HistoryItem, RankQuery};
 use shoprank::serve::service::Service;

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use shoprank::model::encoder::{Encoder, TokenizedText};
-use shoprank::serve::batcher::Ticket;
+use shoprank::serve::embed::Ticket;
 use shoprank::serve::metrics::Metrics;
 use shoprank::serve::ranker::{Candidate, HistoryItem, RankQuery};
 use shoprank::serve::service::Service;

@@ -21,8 +21,11 @@
 //!   embedded SQLite file or PostgreSQL, behind one trait, with versioned
 //!   migrations.
 //! - [`serve`]: what a running process *does* — `Service::build`, the HTTP
-//!   API, the ranker, the encoder's batching thread, the embedding cache and
-//!   the metrics. HTTP never touches tensors.
+//!   API, the ranker (`serve::ranker`: request types, pipeline, the
+//!   explanations' wording), the embed job (`serve::embed`: the embedding
+//!   cache's bookkeeping, the encoder's queue, admission and batching
+//!   thread, the catalog's background lane) and the metrics. HTTP never
+//!   touches tensors.
 //! - [`offline`] (feature `offline`, on by default): how bundles are *made
 //!   and judged* — log importers, time splits, the statistics builder, EASE,
 //!   training, EVAL_PROTOCOL v1 evaluation and the `train`/`eval`/`embed`

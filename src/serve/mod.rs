@@ -4,20 +4,23 @@
 //!   one constructor `main`, the integration tests and the benches use — and
 //!   `serve`, which binds, loads and runs until a shutdown signal.
 //! - [`api`]: axum routes, request/response types, the error → status map.
-//! - [`ranker`]: a validated query and a bundle in, ranked candidates out (no HTTP).
+//! - [`ranker`]: a validated query and a bundle in, ranked candidates out (no
+//!   HTTP): the request types, the pipeline, the explanations' wording.
 //! - [`retrieve`]: candidates from the catalog for a request without any.
 //! - [`catalog`]: the items shoprank keeps: durable store, in-memory index,
 //!   background embedding.
-//! - [`batcher`]: the encoder's own thread, packing texts of concurrent
-//!   requests into batches, and the cached [`batcher::Embedder`] in front of it.
+//! - [`embed`]: the embed job: texts in, vectors out. The cached
+//!   [`embed::Embedder`] in front of the encoder's own thread, which packs
+//!   texts of concurrent requests into batches; its queue, admission,
+//!   request tickets and the catalog's background lane.
 //! - [`cache`]: bounded LRU of text embeddings.
 //! - [`title_tokens`]: bounded LRU of history titles' tokens, for composing user texts.
 //! - [`metrics`]: the Prometheus registry and every metric shoprank exports.
 
 pub mod api;
-pub mod batcher;
 pub mod cache;
 pub mod catalog;
+pub mod embed;
 pub mod events;
 pub mod metrics;
 pub mod ranker;

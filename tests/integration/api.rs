@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use shoprank::model::bundle::Bundle;
 use shoprank::model::encoder::{Encoder, EncoderError, TokenizedText};
 use shoprank::serve::api::{app, AppState};
-use shoprank::serve::batcher::{BatchForward, Embedder};
+use shoprank::serve::embed::{BatchForward, Embedder};
 use shoprank::serve::metrics::Metrics;
 use shoprank::serve::ranker::Ranker;
 use shoprank::serve::service::Service;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use shoprank::config::BatchingSettings;
-use shoprank::serve::batcher::{Batcher, EmbedError, Embedder, Ticket};
+use shoprank::serve::embed::{Batcher, EmbedError, Embedder, Ticket};
 use shoprank::serve::metrics::Metrics;
 
 use crate::common;

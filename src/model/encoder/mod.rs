@@ -6,7 +6,7 @@
 //! (normaliser, casing, CJK splitting, word pieces) from its `tokenizer.json`.
 //!
 //! The encoder is synchronous and CPU-bound; callers on an async runtime go
-//! through `batcher::EmbedHandle`, which runs it on its own thread.
+//! through `serve::embed::Embedder`, which runs it on its own thread.
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;

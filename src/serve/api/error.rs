@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::serve::batcher::EmbedError;
+use crate::serve::embed::EmbedError;
 use crate::serve::ranker::RankError;
 
 /// An error answer: status, a stable machine-readable `kind`, and a message.

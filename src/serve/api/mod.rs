@@ -41,8 +41,8 @@ use self::types::{
 };
 use crate::config::{Limits, Settings};
 use crate::model::bundle::Bundle;
-use crate::serve::batcher::Ticket;
 use crate::serve::catalog::CatalogWriteError;
+use crate::serve::embed::Ticket;
 use crate::serve::events::SubmitError;
 use crate::serve::metrics::Metrics;
 use crate::serve::ranker::RankError;
@@ -256,12 +256,12 @@ async fn recommend(
     let ticket = state.ticket(&abandon);
     let ranking = async {
         let ranker = service.clone();
-        let (begun, pending) =
+        let (begun, job) =
             state.on_blocking_pool(&ticket, move |ticket| Ok(ranker.ranker().begin(query, ticket)?)).await?;
-        let vectors = pending.wait(&ticket).await.map_err(RankError::from)?;
+        let embedded = job.wait(&ticket).await.map_err(RankError::from)?;
         state
             .on_blocking_pool(&ticket, move |ticket| {
-                Ok(service.ranker().end(&bundle, begun, vectors, service.catalog(), ticket)?)
+                Ok(service.ranker().end(&bundle, begun, embedded, service.catalog(), ticket)?)
             })
             .await
     };

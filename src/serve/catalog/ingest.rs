@@ -1,6 +1,6 @@
 //! Background embedding of catalog items: a thread takes the oldest pending
 //! items from the store, embeds them on the encoder's background queue (see
-//! `batcher`), stores the vectors and puts them in the index. It sleeps
+//! `serve::embed`), stores the vectors and puts them in the index. It sleeps
 //! until an upsert wakes it, and stops when the catalog is dropped.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use super::index::CatalogIndex;
-use crate::serve::batcher::{EmbedError, Embedder};
+use crate::serve::embed::{EmbedError, Embedder};
 use crate::serve::metrics::Metrics;
 use crate::store::catalog::CatalogStore;
 

@@ -23,7 +23,7 @@ use self::index::CatalogIndex;
 use self::ingest::{IngestSignal, IngestWorker};
 use self::sync::{CatalogSync, StopSignal};
 use crate::config::CatalogSettings;
-use crate::serve::batcher::Embedder;
+use crate::serve::embed::Embedder;
 use crate::serve::metrics::Metrics;
 use crate::store::catalog::{CatalogItem, CatalogStore};
 use crate::store::StoreError;

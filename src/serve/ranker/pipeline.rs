@@ -1,0 +1,233 @@
+//! The ranking pipeline: one request from its texts to its ranked items.
+//! [`Ranker::begin`] composes the user text and hands every text to the
+//! embed job (`serve::embed`); once the vectors are in, [`Ranker::end`]
+//! takes the candidates (the request's own, or retrieved from the catalog),
+//! scores them with the bundle's head, orders them (relevance bands first
+//! with a query, then maximal marginal relevance when `diversity` > 0) and
+//! attaches the explanations (`explain_text`).
+
+use crate::model::bundle::Bundle;
+use crate::model::encoder::cosine;
+use crate::model::features::{self, CandidateInput, UserContext};
+use crate::model::relevance;
+use crate::model::scoring::ScoringInputs;
+use crate::model::stats::{HistoryStats, ItemPos};
+use crate::serve::cache::Embedding;
+use crate::serve::catalog::Catalog;
+use crate::serve::embed::{EmbedJob, Embedded, Ticket};
+use crate::serve::retrieve;
+
+use super::explain_text::explain_item;
+use super::{Candidate, RankError, RankQuery, RankedItem, Ranker};
+
+/// The user's side of a request, embedded.
+pub(super) struct UserSide {
+    pub(super) vector: Embedding,
+    pub(super) query: Option<Embedding>,
+    /// The first `HISTORY_FEATURE_ITEMS` history items' embeddings.
+    pub(super) history: Vec<Embedding>,
+    /// Positions of every history item in the bundle's statistics.
+    pub(super) positions: Vec<Option<ItemPos>>,
+}
+
+/// A candidate ready to score.
+pub(super) struct Pooled {
+    pub(super) id: String,
+    pub(super) price: Option<f32>,
+    pub(super) embedding: Embedding,
+}
+
+impl Ranker {
+    /// Scores the candidates (given, or retrieved from `catalog`) with
+    /// `bundle` and returns the best `top_k`, best first. Equal scores keep
+    /// the candidates' order. Blocks while the encoder works; the server
+    /// instead runs [`Ranker::begin`], awaits the [`EmbedJob`] without
+    /// holding a thread, then [`Ranker::end`].
+    pub fn rank(
+        &self,
+        bundle: &Bundle,
+        query: &RankQuery,
+        catalog: Option<&Catalog>,
+        ticket: &Ticket,
+    ) -> Result<Vec<RankedItem>, RankError> {
+        let (begun, job) = self.begin(query.clone(), ticket)?;
+        let embedded = job.wait_blocking(ticket)?;
+        self.end(bundle, begun, embedded, catalog, ticket)
+    }
+
+    /// The first half of a request, CPU only: composes the user text and
+    /// asks the embed job for every text's vector; the texts the cache
+    /// misses go on the encoder queue (or are refused, see `serve::embed`).
+    pub fn begin(&self, query: RankQuery, ticket: &Ticket) -> Result<(Begun, EmbedJob), RankError> {
+        let (user_text, tokens) = self.user_text_and_tokens(&query)?;
+        let given = given_candidates(&query);
+        let embedded_history = &query.history[..query.history.len().min(features::HISTORY_FEATURE_ITEMS)];
+        let mut texts: Vec<&str> = Vec::with_capacity(2 + embedded_history.len() + given.len());
+        texts.push(&user_text);
+        // The query alone, for the query features (see `features`).
+        texts.extend(query.query.as_deref());
+        texts.extend(embedded_history.iter().map(|h| h.text.as_str()));
+        texts.extend(given.iter().map(|c| c.text.as_str()));
+        let job = self.embedder.begin_with(&texts, tokens, ticket)?;
+        Ok((Begun { query }, job))
+    }
+
+    /// The second half, once the encoder's vectors are in: retrieval (for a
+    /// request without candidates), scoring, ordering, explanations.
+    pub fn end(
+        &self,
+        bundle: &Bundle,
+        begun: Begun,
+        embedded: Embedded,
+        catalog: Option<&Catalog>,
+        ticket: &Ticket,
+    ) -> Result<Vec<RankedItem>, RankError> {
+        ticket.check()?;
+        let Begun { query } = begun;
+        let embeddings = embedded.into_vectors();
+        let (user, pool) = self.user_and_pool(bundle, &query, embeddings, catalog)?;
+        let query = &query;
+        ticket.check()?;
+        let stats = bundle.stats();
+        let context = user_context(stats, &user);
+        let candidates = candidate_inputs(stats, &pool);
+        let (inputs, scores) = ScoringInputs::build_and_score(bundle.head(), stats, &context, &candidates)?;
+        self.metrics.candidates_per_request.observe(pool.len() as f64);
+        // With a query: relevance bands first, probability within a band.
+        let keys = if query.query.is_some() {
+            let cosines: Vec<f32> = inputs.numeric().iter().map(|n| n[features::QUERY_COSINE]).collect();
+            relevance::banded_keys(&scores, &cosines, self.banding)
+        } else {
+            scores.clone()
+        };
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_by(|&a, &b| keys[b].total_cmp(&keys[a]).then(a.cmp(&b)));
+        let order = if query.diversity > 0.0 {
+            diversify(&order, &keys, &pool, query.diversity, query.top_k)
+        } else {
+            order.into_iter().take(query.top_k).collect()
+        };
+        order
+            .into_iter()
+            .enumerate()
+            .map(|(rank, i)| {
+                self.metrics.predicted_score.observe(scores[i] as f64);
+                let explanation = if query.explain {
+                    let numeric = &inputs.numeric()[i];
+                    Some(explain_item(bundle, query, &user, &pool[i], numeric)?)
+                } else {
+                    None
+                };
+                Ok(RankedItem { id: pool[i].id.clone(), score: scores[i], rank: rank + 1, explanation })
+            })
+            .collect()
+    }
+
+    /// The numeric feature vectors this query's candidates are scored with
+    /// (what `rank` feeds the head, exposed to check serving against training).
+    pub fn numeric_features(&self, bundle: &Bundle, query: &RankQuery) -> Result<Vec<features::Numeric>, RankError> {
+        let ticket = Ticket::detached();
+        let (_, job) = self.begin(query.clone(), &ticket)?;
+        let embeddings = job.wait_blocking(&ticket)?.into_vectors();
+        let (user, pool) = self.user_and_pool(bundle, query, embeddings, None)?;
+        let context = user_context(bundle.stats(), &user);
+        let candidates = candidate_inputs(bundle.stats(), &pool);
+        Ok(ScoringInputs::build(bundle.stats(), &context, &candidates)?.numeric().to_vec())
+    }
+
+    /// Gathers the user's side and the candidates from the request's
+    /// embeddings (in `begin`'s order): the given candidates, embedded in
+    /// the same encoder round trip, or those retrieved from the catalog.
+    fn user_and_pool(
+        &self,
+        bundle: &Bundle,
+        query: &RankQuery,
+        embeddings: Vec<Embedding>,
+        catalog: Option<&Catalog>,
+    ) -> Result<(UserSide, Vec<Pooled>), RankError> {
+        let given = given_candidates(query);
+        let embedded_history = &query.history[..query.history.len().min(features::HISTORY_FEATURE_ITEMS)];
+        let mut vectors = embeddings.into_iter();
+        let stats = bundle.stats();
+        let user = UserSide {
+            vector: vectors.next().expect("the user text is embedded"),
+            query: query.query.as_ref().map(|_| vectors.next().expect("the query is embedded")),
+            history: vectors.by_ref().take(embedded_history.len()).collect(),
+            positions: query
+                .history
+                .iter()
+                .map(|h| {
+                    h.id.as_deref().and_then(|id| stats.position_of_id(id)).or_else(|| stats.position_of_text(&h.text))
+                })
+                .collect(),
+        };
+        let pool = match &query.candidates {
+            Some(_) => given
+                .into_iter()
+                .zip(vectors)
+                .map(|(c, embedding)| Pooled { id: c.id.clone(), price: c.price, embedding })
+                .collect(),
+            None => {
+                let catalog = catalog.ok_or(RankError::NoCatalog)?;
+                let search = user.query.as_ref().unwrap_or(&user.vector);
+                let view = catalog.index().read();
+                retrieve::retrieve(&view, stats, search, &user.positions, &query.filter, self.retrieval)
+                    .into_iter()
+                    .map(|r| Pooled { id: r.id, price: r.price, embedding: r.embedding })
+                    .collect()
+            }
+        };
+        Ok((user, pool))
+    }
+}
+
+/// The request's own candidates that pass its filter.
+fn given_candidates(query: &RankQuery) -> Vec<&Candidate> {
+    query.candidates.iter().flatten().filter(|c| query.filter.allows(&c.id, c.price, c.available)).collect()
+}
+
+/// A request whose texts are with the embed job (see [`Ranker::begin`]).
+pub struct Begun {
+    query: RankQuery,
+}
+
+/// The feature builder's view of the user.
+fn user_context(stats: &HistoryStats, user: &UserSide) -> UserContext {
+    let history: Vec<&[f32]> = user.history.iter().map(|v| &v[..]).collect();
+    let context = UserContext::new(stats, user.vector.to_vec(), &user.positions, &history);
+    match &user.query {
+        Some(query) => context.with_query(query.to_vec()),
+        None => context,
+    }
+}
+
+/// The feature builder's view of the candidates.
+fn candidate_inputs<'a>(stats: &HistoryStats, pool: &'a [Pooled]) -> Vec<CandidateInput<'a>> {
+    pool.iter()
+        .map(|c| CandidateInput { position: stats.position_of_id(&c.id), embedding: &c.embedding, price: c.price })
+        .collect()
+}
+
+/// Maximal marginal relevance: picks `k` items one at a time, each
+/// maximising `(1 − λ)·score − λ·max cosine to the items already picked`.
+/// `order` is the candidates by score, best first; `scores` are the sort
+/// keys (relevance-banded with a query).
+fn diversify(order: &[usize], scores: &[f32], pool: &[Pooled], lambda: f32, k: usize) -> Vec<usize> {
+    let mut left: Vec<usize> = order.to_vec();
+    let mut picked: Vec<usize> = Vec::with_capacity(k.min(left.len()));
+    // Highest cosine of each remaining candidate to the picked ones.
+    let mut redundancy = vec![0f32; pool.len()];
+    while picked.len() < k && !left.is_empty() {
+        let (best, _) = left
+            .iter()
+            .enumerate()
+            .map(|(at, &i)| (at, (1.0 - lambda) * scores[i] - lambda * redundancy[i]))
+            .fold((0, f32::NEG_INFINITY), |best, next| if next.1 > best.1 { next } else { best });
+        let chosen = left.remove(best);
+        for &i in &left {
+            redundancy[i] = redundancy[i].max(cosine(&pool[i].embedding, &pool[chosen].embedding));
+        }
+        picked.push(chosen);
+    }
+    picked
+}

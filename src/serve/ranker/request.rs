@@ -1,0 +1,88 @@
+//! What a ranking request and its answer are, inside the library: the
+//! validated [`RankQuery`] (with its [`HistoryItem`]s and [`Candidate`]s)
+//! the API builds from the wire request, and the [`RankedItem`]s, with their
+//! optional [`Explanation`], the ranker returns.
+
+use crate::model::explain::ReasonKind;
+use crate::serve::catalog::index::ItemFilter;
+
+/// An item the user bought or viewed. `id` (when it matches the history
+/// statistics) enables the co-purchase features; else the title is matched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryItem {
+    pub id: Option<String>,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub id: String,
+    pub text: String,
+    pub price: Option<f32>,
+    pub available: bool,
+}
+
+/// A request after validation: every field is within the documented limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RankQuery {
+    pub query: Option<String>,
+    pub profile: Option<String>,
+    /// Most recent first.
+    pub history: Vec<HistoryItem>,
+    /// The caller's candidates; `None`: retrieve from the catalog.
+    pub candidates: Option<Vec<Candidate>>,
+    pub top_k: usize,
+    pub filter: ItemFilter,
+    /// Maximal-marginal-relevance weight λ in [0, 1]; 0 ranks by score alone.
+    pub diversity: f32,
+    pub explain: bool,
+}
+
+impl RankQuery {
+    /// A query over given candidates with the default options.
+    pub fn new(query: Option<String>, history: Vec<HistoryItem>, candidates: Vec<Candidate>, top_k: usize) -> Self {
+        Self {
+            query,
+            profile: None,
+            history,
+            candidates: Some(candidates),
+            top_k,
+            filter: ItemFilter { available_only: true, ..ItemFilter::default() },
+            diversity: 0.0,
+            explain: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct RankedItem {
+    pub id: String,
+    pub score: f32,
+    pub rank: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<Explanation>,
+}
+
+/// Why an item scored what it did (see `model::explain`):
+/// `score = baseline + Σ reasons' contributions + unlisted`, exactly;
+/// `reasons` lists the groups that raised the score, largest first.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Explanation {
+    /// The score of this pair with every item feature at its training mean.
+    pub baseline: f32,
+    pub reasons: Vec<Reason>,
+    /// What the groups not listed add up to (those that lowered the score,
+    /// or raised it by under 5% of the listed ones' total).
+    pub unlisted: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Reason {
+    pub kind: ReasonKind,
+    pub text: String,
+    /// Change in purchase probability this reason accounts for.
+    pub contribution: f32,
+    /// The history items behind it (bought together with, similar to).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history_ids: Vec<String>,
+}
