@@ -83,7 +83,7 @@ pub async fn serve(
     let state = AppState::new(metrics.clone(), &settings);
     let addr = settings.server.addr;
     let limits = ConnectionLimits::from_settings(&settings.server);
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServiceError::Bind { addr, source })?;
+    let listener = TcpListener::bind(addr).await.map_err(|source| ServiceError::Bind { addr, source })?;
     tracing::info!(addr = %listener.local_addr()?, "listening; loading models");
 
     // Load and warm up off the runtime; /ready turns 200 when done.
