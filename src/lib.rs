@@ -6,13 +6,26 @@
 //!
 //! # Layout
 //!
-//! Four layers, visible in the folders. `serve` and `offline` both build on
-//! `model` and `store`; neither imports the other, and `model` and `store`
-//! import neither.
-//! `scripts/check-layers` (run by CI) proves it: it builds the library with
-//! the `offline` feature off, which leaves the offline layer out.
+//! Four layers, visible in the folders, on a leaf of configuration. `serve`
+//! and `offline` both build on `model` and `store`; neither imports the
+//! other, and `model` and `store` import neither. `config` imports no other
+//! module of the crate: a setting says what was written (`precision =
+//! "auto"`), and the layer that acts on it resolves it (the encoder, when it
+//! opens).
 //!
-//! - [`config`]: layered configuration, parsed and validated once.
+//! `scripts/check-layers` (run by CI) checks exactly this: it searches each
+//! folder's source for imports and paths into the modules it must not use
+//! (`config/` into any other; `model/` and `store/` into `serve`/`offline`;
+//! `serve/` into `offline`; `offline/` into `serve`; `serve/` outside its
+//! `api/` into `serve::api`, so the HTTP edge sits on the service and not the
+//! other way round) and fails naming the
+//! file and line; and it builds the library with the `offline` feature off,
+//! which leaves the offline layer out, so no use of `offline` from the other
+//! layers compiles, however spelt. The other arrows rest on the search alone,
+//! which reads paths as written (not what a macro expands to).
+//!
+//! - [`config`]: layered configuration, parsed and validated once: the
+//!   settings as the user wrote them, one typed section per module.
 //! - [`model`]: what a trained bundle *is* and how it scores — the encoder
 //!   (with its private kernels), the head, the features, the user text, the
 //!   served history statistics, the one scoring function, the bundle

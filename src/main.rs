@@ -12,7 +12,7 @@ use shoprank::config::Settings;
 use shoprank::offline::cli::{
     self, EmbedArgs, EvalArgs, EvalSearchArgs, ReportArgs, ScaleDataArgs, StoreCommand, TrainArgs,
 };
-use shoprank::serve::service;
+use shoprank::serve::api;
 
 /// mimalloc keeps freed tensor buffers for reuse; with the system allocator
 /// every large activation was a fresh mmap whose pages the kernel had to zero
@@ -123,7 +123,7 @@ fn run() -> Result<()> {
                 .max_blocking_threads(settings.server.blocking_threads)
                 .enable_all()
                 .build()?;
-            Ok(runtime.block_on(service::serve(settings, service::shutdown_signal()))?)
+            Ok(runtime.block_on(api::serve(settings, api::shutdown_signal()))?)
         }
         #[cfg(feature = "offline")]
         Command::Train(args) => cli::train(&settings, &args),

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Precision;
-use crate::model::head::{EncoderIdentity, HeadError, HeadSpec, ScoringHead};
+use crate::model::encoder::{Arithmetic, EncoderIdentity};
+use crate::model::head::{HeadError, HeadSpec, ScoringHead};
 use crate::model::stats::{HistoryStats, StatsError};
 
 /// Manifest format understood by this build.
@@ -143,7 +143,7 @@ pub struct Bundle {
 impl Bundle {
     /// Loads the bundle in `dir` for the encoder that will embed its inputs;
     /// its head serves in `precision` (the encoder's: see `ScoringHead::load`).
-    pub fn load(dir: &Path, encoder: &EncoderIdentity, precision: Precision) -> Result<Self, BundleError> {
+    pub fn load(dir: &Path, encoder: &EncoderIdentity, precision: Arithmetic) -> Result<Self, BundleError> {
         let manifest = read_manifest(dir)?;
         let path = dir.join(MANIFEST_FILE);
         let trained_on = &manifest.head.encoder;
@@ -199,7 +199,7 @@ impl Bundle {
         // running as another user (the Docker image's) can read them.
         let permissions = std::fs::metadata(staging.join(MANIFEST_FILE)).map_err(io(&staging))?.permissions();
         std::fs::set_permissions(&weights_path, permissions).map_err(io(&weights_path))?;
-        if let Err(error) = Self::load(&staging, &manifest.head.encoder, Precision::F32) {
+        if let Err(error) = Self::load(&staging, &manifest.head.encoder, Arithmetic::F32) {
             let _ = std::fs::remove_dir_all(&staging);
             return Err(BundleError::Unloadable { path: dir.to_path_buf(), source: Box::new(error) });
         }
@@ -310,7 +310,7 @@ mod tests {
     fn save_then_load_round_trips_and_checks_the_encoder() {
         let dir = scratch("round-trip");
         let manifest = saved(&dir);
-        let bundle = Bundle::load(&dir, &EncoderIdentity { name: "enc".into(), dim: 4 }, Precision::F32).unwrap();
+        let bundle = Bundle::load(&dir, &EncoderIdentity { name: "enc".into(), dim: 4 }, Arithmetic::F32).unwrap();
         assert_eq!(bundle.manifest(), &manifest);
         assert_eq!(bundle.version(), "v1");
         assert_eq!(bundle.stats().position_of_id("A").map(|p| p.index()), Some(0));
@@ -324,7 +324,7 @@ mod tests {
         ScoringHead::new(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), manifest.head.clone()).unwrap();
         Bundle::save(&dir, &second, &varmap, &stats()).unwrap();
         assert_eq!(
-            Bundle::load(&dir, &EncoderIdentity { name: "enc".into(), dim: 4 }, Precision::F32).unwrap().version(),
+            Bundle::load(&dir, &EncoderIdentity { name: "enc".into(), dim: 4 }, Arithmetic::F32).unwrap().version(),
             "v2"
         );
         let leftovers: Vec<_> = std::fs::read_dir(dir.parent().unwrap())
@@ -338,7 +338,7 @@ mod tests {
         assert!(leftovers.is_empty(), "{leftovers:?}");
 
         let other = EncoderIdentity { name: "other".into(), dim: 768 };
-        let err = Bundle::load(&dir, &other, Precision::F32).err().unwrap().to_string();
+        let err = Bundle::load(&dir, &other, Arithmetic::F32).err().unwrap().to_string();
         assert!(err.contains("other") && err.contains("enc"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -366,7 +366,7 @@ mod tests {
             .unwrap();
         assert!(text.contains("\"price\":null"), "{text}");
         let identity = EncoderIdentity { name: "enc".into(), dim: 4 };
-        let bundle = Bundle::load(&dir, &identity, Precision::F32).unwrap();
+        let bundle = Bundle::load(&dir, &identity, Arithmetic::F32).unwrap();
         assert_eq!(bundle.stats().items[0].price, None);
         assert_eq!(bundle.stats().typical_price(), 1.0, "no item has a price: the neutral price");
         std::fs::remove_dir_all(&dir).unwrap();
@@ -387,7 +387,7 @@ mod tests {
         let err = Bundle::save(&dir, &second, &varmap, &broken).unwrap_err().to_string();
         assert!(err.contains("does not load back") && err.contains("item 0") && err.contains("position 7"), "{err}");
         let identity = EncoderIdentity { name: "enc".into(), dim: 4 };
-        assert_eq!(Bundle::load(&dir, &identity, Precision::F32).unwrap().version(), "v1", "the old bundle stays");
+        assert_eq!(Bundle::load(&dir, &identity, Arithmetic::F32).unwrap().version(), "v1", "the old bundle stays");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -406,7 +406,7 @@ mod tests {
         ] {
             assert!(text.contains(from), "fixture has {from}: {text}");
             std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
-            let err = Bundle::load(&dir, &identity, Precision::F32).err().unwrap().to_string();
+            let err = Bundle::load(&dir, &identity, Arithmetic::F32).err().unwrap().to_string();
             assert!(err.contains(needle) && err.contains("bundle.json"), "{to}: {err}");
         }
         std::fs::remove_dir_all(&dir).unwrap();
@@ -463,7 +463,7 @@ mod tests {
             let mut tensors = good.clone();
             edit(&mut tensors);
             candle_core::safetensors::save(&tensors, &path).unwrap();
-            let err = Bundle::load(&dir, &identity, Precision::F32).err().unwrap().to_string();
+            let err = Bundle::load(&dir, &identity, Arithmetic::F32).err().unwrap().to_string();
             assert!(err.contains(needle) && err.contains(WEIGHTS_FILE), "{what}: {err}");
         }
         std::fs::remove_dir_all(&dir).unwrap();

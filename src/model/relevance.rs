@@ -20,11 +20,20 @@
 //! the head alone; `search.relevance_margin` and `search.relevance_floor` set
 //! them (margin 0 turns banding off). Without a query there are no bands.
 
+use crate::config::SearchSettings;
+
 /// Bands `margin` wide; candidates below `floor` in the last one.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Banding {
     pub margin: f32,
     pub floor: f32,
+}
+
+impl Banding {
+    /// `search.relevance_margin` and `search.relevance_floor`.
+    pub fn from_settings(search: &SearchSettings) -> Self {
+        Self { margin: search.relevance_margin, floor: search.relevance_floor }
+    }
 }
 
 /// The band of each candidate (see the module docs); all 0 when the margin

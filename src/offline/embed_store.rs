@@ -181,7 +181,7 @@ mod tests {
 
     use super::*;
     use crate::config::UserTextBudget;
-    use crate::model::head::EncoderIdentity;
+    use crate::model::encoder::EncoderIdentity;
     use crate::model::user_text::UserSignals;
 
     /// A 3-d "encoder" that counts the texts it embeds.

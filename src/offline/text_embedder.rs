@@ -4,8 +4,7 @@
 //! deterministic embedder, so the whole pipeline is testable without weights.
 
 use crate::config::UserTextBudget;
-use crate::model::encoder::{Encoder, EncoderError};
-use crate::model::head::EncoderIdentity;
+use crate::model::encoder::{Encoder, EncoderError, EncoderIdentity};
 use crate::model::user_text::{self, UserSignals};
 
 pub trait TextEmbedder {

@@ -1,9 +1,8 @@
-//! Building and running the service. [`Service::build`] is the one
-//! constructor `main`, the integration tests and the benches use: it loads
-//! the encoder and the bundle named by the settings, starts the encoder
-//! thread, and warms up. [`serve`] binds the socket, loads in the background
-//! (so `/health` answers and `/ready` says 503 meanwhile), and serves until a
-//! shutdown signal.
+//! Building the service. [`Service::build`] is the one constructor `main`
+//! (through `api::server::serve`), the integration tests and the benches use:
+//! it loads the encoder and the bundle named by the settings, starts the
+//! encoder thread, and warms up. The HTTP side sits above this module and
+//! calls it; this module never calls the HTTP side.
 //!
 //! The long-lived machinery (encoder, its thread, the embedding cache) lives
 //! in the [`Ranker`]; the bundle sits beside it behind one atomic pointer, so
@@ -13,7 +12,6 @@
 //! A/B [`Variants`] choose, per user, between the current bundle and fixed
 //! versions.
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -24,14 +22,13 @@ use crate::config::Settings;
 use crate::model::bundle::{Bundle, BundleError};
 use crate::model::encoder::{Encoder, EncoderError};
 use crate::model::versions::{BundleSource, VersionsError};
-use crate::serve::api::{self, AppState};
 use crate::serve::catalog::Catalog;
 use crate::serve::embed::Embedder;
 use crate::serve::events::EventWriter;
 use crate::serve::metrics::Metrics;
 use crate::serve::ranker::{RankError, Ranker};
 use crate::serve::variants::{Served, Variant, Variants};
-use crate::store::{Store, StoreError};
+use crate::store::{PoolLimits, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -118,7 +115,7 @@ impl Service {
         );
         let embedder =
             Arc::new(Embedder::new(encoder, settings.batching.clone(), settings.cache.max_bytes, metrics.clone()));
-        let store = crate::store::open(&settings.store.location(), settings.store.pool())?;
+        let store = crate::store::open(&settings.store.location(), PoolLimits::from_settings(&settings.store))?;
         let catalog = Catalog::with_store(store.clone(), &settings.catalog, embedder.clone(), metrics.clone())?;
         let events = EventWriter::start(store.clone(), settings.events, metrics.clone())
             .map_err(|source| StoreError::Io { path: "the event writer thread".into(), source })?;
@@ -332,89 +329,4 @@ fn check(ranker: &Ranker, bundle: &Bundle) -> Result<(), ServiceError> {
     ranker
         .warm_up(bundle)
         .map_err(|source| ServiceError::WarmUp { path: bundle.dir().to_path_buf(), source: Box::new(source) })
-}
-
-/// Binds `settings.server.addr`, loads the service in the background, and
-/// serves until `shutdown` resolves (then drains for `shutdown_grace_secs`).
-pub async fn serve(
-    settings: Settings,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServiceError> {
-    let metrics = Metrics::new();
-    let watch_secs = settings.bundle.watch_secs;
-    let state = AppState::new(metrics.clone(), &settings);
-    let addr = settings.server.addr;
-    let limits = api::ConnectionLimits::from_settings(&settings.server);
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServiceError::Bind { addr, source })?;
-    let bound = listener.local_addr()?;
-    tracing::info!(addr = %bound, "listening; loading models");
-    // The one line on standard output (logs go to standard error): with
-    // port 0 the kernel picks the port, and a supervisor, a script or a test
-    // harness reads it here. A closed standard output is no reason to stop.
-    if let Err(error) = announce_address(bound) {
-        tracing::warn!(%error, "cannot print the bound address on standard output");
-    }
-
-    // Load and warm up off the runtime; /ready turns 200 when done.
-    let loading_state = state.clone();
-    let loading = tokio::task::spawn_blocking(move || -> Result<(), ServiceError> {
-        let started = Instant::now();
-        loading_state.install(Arc::new(Service::build(&settings, metrics)?));
-        tracing::info!(secs = started.elapsed().as_secs_f64(), "ready");
-        Ok(())
-    });
-    let watched_state = state.clone();
-    let server = api::run(listener, state, shutdown, limits);
-    tokio::pin!(server);
-    tokio::select! {
-        loaded = loading => {
-            loaded??;
-            if watch_secs > 0 {
-                tokio::spawn(watch_current(watched_state, std::time::Duration::from_secs(watch_secs)));
-            }
-            server.await?;
-        }
-        result = &mut server => result?,
-    }
-    Ok(())
-}
-
-/// Prints `listening on ADDR` on standard output and flushes it.
-fn announce_address(addr: std::net::SocketAddr) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "listening on {addr}")?;
-    stdout.flush()
-}
-
-/// Every `every`, reloads the bundle if the versions directory's CURRENT
-/// changed (`bundle.watch_secs`). Polling, not inotify: it works the same
-/// on a network volume shared by replicas.
-async fn watch_current(state: AppState, every: std::time::Duration) {
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        let Some(service) = state.service_if_loaded() else { continue };
-        let _ = tokio::task::spawn_blocking(move || service.reload_if_current_changed()).await;
-    }
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }

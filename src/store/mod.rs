@@ -13,7 +13,9 @@
 //! PostgreSQL transaction), so an acknowledged write survives `kill -9`.
 //!
 //! This layer sits below `serve` and `offline`: the server writes to it,
-//! `shoprank train --store` and `shoprank report` read from it.
+//! `shoprank train --store` and `shoprank report` read from it. What
+//! `store.url` may say, and how it is shown without its password, is the
+//! configuration's (`config::StoreLocation`, `config::redacted`).
 
 pub mod catalog;
 pub mod events;
@@ -25,6 +27,7 @@ use std::sync::Arc;
 
 use self::catalog::CatalogStore;
 use self::events::EventStore;
+use crate::config::{StoreLocation, StoreSettings};
 
 /// Both halves of the store, as one object.
 pub trait Store: CatalogStore + EventStore {
@@ -72,51 +75,21 @@ impl StoreError {
     }
 }
 
-/// Which engine `store.url` names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreLocation {
-    /// A directory holding the embedded SQLite file.
-    Embedded(PathBuf),
-    /// A `postgres://` or `postgresql://` URL.
-    Postgres(String),
-}
-
-impl StoreLocation {
-    /// Refuses what looks like a database address but is not a PostgreSQL
-    /// URL (`postgress://…`, `mysql://…`, `host=db password=…`): taken for
-    /// a directory, it would give each replica a private store of its own.
-    pub fn check(url: &str) -> Result<(), String> {
-        if url.trim().is_empty() {
-            return Err("store.url is empty: give a directory or a postgres:// URL".into());
-        }
-        let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
-        if !postgres {
-            if let Some((scheme, _)) = url.split_once("://") {
-                return Err(format!("store.url names `{scheme}://…`: give a directory or a postgres:// URL"));
-            }
-            let conninfo = ["host=", "hostaddr=", "dbname=", "user=", "password=", "port="];
-            if url.split_whitespace().any(|word| conninfo.iter().any(|key| word.starts_with(key))) {
-                return Err("store.url looks like a key=value connection string: give a postgres:// URL".into());
-            }
-        }
-        Ok(())
-    }
-
-    pub fn parse(url: &str) -> Self {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            StoreLocation::Postgres(url.to_string())
-        } else {
-            StoreLocation::Embedded(PathBuf::from(url))
-        }
-    }
-}
-
 /// How many connections a PostgreSQL store may hold, and how long to wait
 /// for one (the embedded store has one connection and no wait).
 #[derive(Debug, Clone, Copy)]
 pub struct PoolLimits {
     pub max_connections: u32,
     pub connect_timeout: std::time::Duration,
+}
+
+impl PoolLimits {
+    pub fn from_settings(store: &StoreSettings) -> Self {
+        Self {
+            max_connections: store.max_connections,
+            connect_timeout: std::time::Duration::from_secs(store.connect_timeout_secs),
+        }
+    }
 }
 
 /// Opens (creating and migrating as needed) the store `location` names.
@@ -130,34 +103,6 @@ pub fn open(location: &StoreLocation, pool: PoolLimits) -> Result<Arc<dyn Store>
     };
     tracing::info!(store = %store.describe(), "store opened");
     Ok(store)
-}
-
-/// `text` with every password it holds replaced by `***`: the password of
-/// any `scheme://user:password@host` URL (up to the last `@` before the next
-/// space, so a `/` or `@` in the password is covered too) and any
-/// `password=...` parameter. Command lines and store URLs are logged and
-/// recorded in bundles through this.
-pub fn redacted(text: &str) -> String {
-    text.split(' ').map(redact_word).collect::<Vec<_>>().join(" ")
-}
-
-fn redact_word(word: &str) -> String {
-    let mut word = word.to_string();
-    if let Some(scheme_end) = word.find("://") {
-        let rest = &word[scheme_end + 3..];
-        if let Some(at) = rest.rfind('@') {
-            if let Some(colon) = rest[..at].find(':') {
-                word = format!("{}{}:***{}", &word[..scheme_end + 3], &rest[..colon], &rest[at..]);
-            }
-        }
-    }
-    let lower = word.to_ascii_lowercase();
-    if let Some(start) = lower.find("password=") {
-        let value = start + "password=".len();
-        let end = word[value..].find('&').map_or(word.len(), |n| value + n);
-        word.replace_range(value..end, "***");
-    }
-    word
 }
 
 /// An error and its causes, joined: refinery's own text leaves out the
@@ -187,35 +132,4 @@ pub(crate) fn from_blob(id: &str, blob: &[u8]) -> Result<Vec<f32>, StoreError> {
 
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_are_redacted_wherever_a_url_carries_them() {
-        assert_eq!(
-            redacted("train --store postgres://shop:s3cret@db:5432/shop --out x"),
-            "train --store postgres://shop:***@db:5432/shop --out x"
-        );
-        assert_eq!(redacted("postgres://shop:a/b@c@db/shop"), "postgres://shop:***@db/shop");
-        assert_eq!(
-            redacted("postgres://db/shop?user=u&password=s3cret&x=1"),
-            "postgres://db/shop?user=u&password=***&x=1"
-        );
-        assert_eq!(redacted("postgres://shop@db/shop"), "postgres://shop@db/shop");
-        assert_eq!(redacted("data/events.csv"), "data/events.csv");
-    }
-
-    #[test]
-    fn only_postgres_urls_and_directories_are_store_urls() {
-        assert!(StoreLocation::check("data").is_ok());
-        assert!(StoreLocation::check("postgres://u@h/db").is_ok());
-        assert!(StoreLocation::check("/srv/shop=1/data").is_ok(), "a directory may hold `=`");
-        for bad in ["postgress://u:pw@h/db", "mysql://h/db", "host=db password=pw", ""] {
-            let error = StoreLocation::check(bad).unwrap_err();
-            assert!(!error.contains("pw"), "{error}");
-        }
-    }
 }

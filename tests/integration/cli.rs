@@ -32,7 +32,7 @@ fn embed_turns_jsonl_texts_into_encoder_vectors() {
     assert_eq!(lines[0]["id"], 1);
     assert_eq!(lines[1]["id"], "b");
     // The binary runs the default precision ("auto": int8 on some CPUs).
-    let default = common::model_encoder(common::MINILM, common::Backbone::Fast(Precision::auto()));
+    let default = common::model_encoder(common::MINILM, common::Backbone::Fast(Precision::Auto));
     let expected = default.embed(&["red mug"], 1).unwrap().remove(0);
     let got: Vec<f32> = lines[0]["vector"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
     assert_eq!(got.len(), 384);

@@ -12,10 +12,10 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use serde_json::{json, Value};
-use shoprank::config::VariantSettings;
+use shoprank::config::{StoreLocation, VariantSettings};
 use shoprank::serve::api::{app, AppState};
 use shoprank::store::events::EventKind;
-use shoprank::store::{self, PoolLimits, Store, StoreLocation};
+use shoprank::store::{self, PoolLimits, Store};
 
 use crate::api::call;
 use crate::common;

@@ -4,6 +4,7 @@
 //! `/recommend` ships. Needs no purchase log, so it always runs.
 
 use shoprank::model::bundle::Bundle;
+use shoprank::model::relevance::Banding;
 use shoprank::offline::embed_store::EmbedStore;
 use shoprank::offline::search_eval::{build_query_set, evaluate_search, QuerySetRule};
 
@@ -18,7 +19,7 @@ fn a_search_query_ranks_relevant_products_first_for_known_and_new_items() {
     let queries = build_query_set(bundle.stats(), rule);
     assert_eq!(queries.len(), 40, "the committed catalog yields the queries");
     let mut store = EmbedStore::open(None, &*encoder).unwrap();
-    let banding = settings.search.banding();
+    let banding = Banding::from_settings(&settings.search);
     let report =
         evaluate_search(bundle.stats(), bundle.head(), &*encoder, settings.user_text, &mut store, &queries, banding)
             .unwrap();

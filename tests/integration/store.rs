@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
+use shoprank::config::StoreLocation;
 use shoprank::store::catalog::{CatalogItem, PendingItem};
 use shoprank::store::events::{EventKind, FeedbackEvent, VariantCount};
-use shoprank::store::{self, PoolLimits, Store, StoreLocation};
+use shoprank::store::{self, PoolLimits, Store};
 
 use crate::common;
 

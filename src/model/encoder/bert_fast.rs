@@ -26,7 +26,8 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{Config, HiddenAct};
 use rayon::prelude::*;
 
-use crate::config::{EncoderSettings, LinearLayer, Precision};
+use super::Arithmetic;
+use crate::config::LinearLayer;
 use crate::model::encoder::int8::{Epilogue, Kernel, PackedWeights};
 use crate::model::encoder::kernels::{self, Accumulate, Product, SharedOut, View};
 
@@ -46,18 +47,18 @@ enum Weight {
 }
 
 impl Projection {
-    fn new(weight: Tensor, bias: Tensor, precision: Precision) -> Result<Self> {
+    fn new(weight: Tensor, bias: Tensor, precision: Arithmetic) -> Result<Self> {
         let (out_dim, in_dim) = weight.dims2()?;
         let weight = match precision {
-            Precision::F32 => Weight::F32(weight.t()?.contiguous()?.flatten_all()?.to_vec1()?),
-            Precision::Int8 => {
+            Arithmetic::F32 => Weight::F32(weight.t()?.contiguous()?.flatten_all()?.to_vec1()?),
+            Arithmetic::Int8 => {
                 Weight::Int8(PackedWeights::new(&weight.flatten_all()?.to_vec1()?, out_dim, in_dim, Kernel::detect()))
             }
         };
         Ok(Self { weight, bias: bias.to_vec1()?, in_dim, out_dim })
     }
 
-    fn load(vb: &VarBuilder, in_dim: usize, out_dim: usize, precision: Precision) -> Result<Self> {
+    fn load(vb: &VarBuilder, in_dim: usize, out_dim: usize, precision: Arithmetic) -> Result<Self> {
         let weight = vb.get((out_dim, in_dim), "weight")?;
         let bias = vb.get(out_dim, "bias")?;
         Self::new(weight, bias, precision)
@@ -124,8 +125,8 @@ struct Layer {
 }
 
 impl Layer {
-    fn load(vb: VarBuilder, config: &Config, settings: &EncoderSettings) -> Result<Self> {
-        let precision = |layer| settings.precision_of(layer);
+    fn load(vb: VarBuilder, config: &Config, int8_layers: &[LinearLayer]) -> Result<Self> {
+        let precision = |layer| if int8_layers.contains(&layer) { Arithmetic::Int8 } else { Arithmetic::F32 };
         let hidden = config.hidden_size;
         let attn = vb.pp("attention");
         let own = attn.pp("self");
@@ -226,15 +227,15 @@ pub(crate) struct FastBert {
 }
 
 impl FastBert {
-    /// Loads the weights, each linear layer in the precision `settings`
-    /// gives it.
-    pub(crate) fn load(vb: VarBuilder, config: &Config, settings: &EncoderSettings) -> Result<Self> {
+    /// Loads the weights: the linear layers of `int8_layers` in int8, the
+    /// others in f32.
+    pub(crate) fn load(vb: VarBuilder, config: &Config, int8_layers: &[LinearLayer]) -> Result<Self> {
         let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") { vb.pp("bert") } else { vb };
         let hidden = config.hidden_size;
         let emb = vb.pp("embeddings");
         let token_types = emb.get((config.type_vocab_size, hidden), "token_type_embeddings.weight")?;
         let layers = (0..config.num_hidden_layers)
-            .map(|i| Layer::load(vb.pp(format!("encoder.layer.{i}")), config, settings))
+            .map(|i| Layer::load(vb.pp(format!("encoder.layer.{i}")), config, int8_layers))
             .collect::<Result<Vec<_>>>()?;
         let table =
             |name: &str, rows: usize| -> Result<Vec<f32>> { emb.get((rows, hidden), name)?.flatten_all()?.to_vec1() };

@@ -13,14 +13,17 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use tokenizers::{Tokenizer, TruncationParams};
 
+mod arithmetic;
 mod bert_fast;
 pub(crate) mod int8;
 pub(crate) mod kernels;
 
+use serde::{Deserialize, Serialize};
+
+pub use self::arithmetic::Arithmetic;
 use self::bert_fast::FastBert;
-use crate::config::{EncoderSettings, LinearLayer, Precision};
+use crate::config::{EncoderSettings, LinearLayer};
 use crate::model::files::{EncoderFiles, ModelFilesError, WeightsFormat};
-use crate::model::head::EncoderIdentity;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EncoderError {
@@ -60,6 +63,14 @@ enum Backbone {
     Fast(FastBert),
 }
 
+/// The encoder a head was trained with: its embeddings are the head's input,
+/// so a head only serves beside the same encoder.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EncoderIdentity {
+    pub name: String,
+    pub dim: usize,
+}
+
 /// A loaded BERT sentence encoder.
 pub struct Encoder {
     backbone: Backbone,
@@ -89,14 +100,15 @@ impl Encoder {
             secs = started.elapsed().as_secs_f64(),
             "encoder loaded"
         );
-        if settings.precision == Precision::Int8 && encoder.precision() == Precision::F32 {
+        if Arithmetic::resolve(settings.precision) == Arithmetic::Int8 && encoder.precision() == Arithmetic::F32 {
             tracing::warn!("encoder.precision is int8 but encoder.int8_layers is empty: every layer runs in f32");
         }
         Ok(encoder)
     }
 
-    /// Loads the encoder from its files. `settings.precision` picks exact f32
-    /// or int8 weights; `reference = true` forces candle-transformers'
+    /// Loads the encoder from its files. `settings.precision`, resolved on
+    /// this CPU (`auto`: see [`Arithmetic::auto`]), picks exact f32 or int8
+    /// weights; `reference = true` forces candle-transformers'
     /// `BertModel` (exact f32), used to check the fast path against it.
     pub fn load(files: &EncoderFiles, settings: &EncoderSettings) -> Result<Self, EncoderError> {
         Self::load_with(files, settings, false)
@@ -135,15 +147,11 @@ impl Encoder {
             // Read into memory through Candle's pickle reader (no code runs).
             WeightsFormat::PyTorch => VarBuilder::from_pth(&files.weights, DType::F32, &device)?,
         };
+        let int8_layers = if reference { Vec::new() } else { arithmetic::int8_layers(settings) };
         let backbone = if reference {
             Backbone::Reference(BertModel::load(vb, &config)?)
         } else {
-            Backbone::Fast(FastBert::load(vb, &config, settings)?)
-        };
-        let int8_layers: Vec<LinearLayer> = if reference {
-            Vec::new()
-        } else {
-            LinearLayer::ALL.into_iter().filter(|&l| settings.precision_of(l) == Precision::Int8).collect()
+            Backbone::Fast(FastBert::load(vb, &config, &int8_layers)?)
         };
         Ok(Self {
             backbone,
@@ -175,10 +183,10 @@ impl Encoder {
         // "int8pc": the per-channel int8 kernels, whose vectors differ from
         // those the earlier int8 (candle Q8_0) stored under "int8".
         let precision = match self.precision() {
-            Precision::F32 => "f32".to_string(),
-            Precision::Int8 if self.int8_layers.len() == LinearLayer::ALL.len() => "int8pc".to_string(),
+            Arithmetic::F32 => "f32".to_string(),
+            Arithmetic::Int8 if self.int8_layers.len() == LinearLayer::ALL.len() => "int8pc".to_string(),
             // Some layers kept in f32: other vectors, another key.
-            Precision::Int8 => {
+            Arithmetic::Int8 => {
                 let layers: Vec<&str> = self.int8_layers.iter().map(|l| l.as_str()).collect();
                 format!("int8pc[{}]", layers.join("+"))
             }
@@ -191,11 +199,14 @@ impl Encoder {
         &self.name
     }
 
-    pub fn precision(&self) -> Precision {
+    /// The precision this encoder runs in, `auto` resolved: int8 if any
+    /// of its linear layers does. The head serves in the same, and
+    /// `/ready`, the metrics and the logs report it.
+    pub fn precision(&self) -> Arithmetic {
         if self.int8_layers.is_empty() {
-            Precision::F32
+            Arithmetic::F32
         } else {
-            Precision::Int8
+            Arithmetic::Int8
         }
     }
 

@@ -19,8 +19,8 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{Linear, Module, VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Precision;
 use crate::model::encoder::int8::Kernel;
+use crate::model::encoder::{Arithmetic, EncoderIdentity};
 use crate::model::features::{Numeric, NUMERIC_FEATURES, NUMERIC_LEN};
 
 mod serving;
@@ -45,14 +45,6 @@ pub struct HeadSpec {
     /// MLPs whose logits are averaged (at least one).
     pub members: usize,
     pub encoder: EncoderIdentity,
-}
-
-/// The encoder a head was trained with: its embeddings are the head's input,
-/// so a head only serves beside the same encoder.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct EncoderIdentity {
-    pub name: String,
-    pub dim: usize,
 }
 
 impl HeadSpec {
@@ -249,15 +241,15 @@ impl ScoringHead {
     /// against the spec tensor by tensor. `precision` is the arithmetic of
     /// the first layer's embedding part when serving (see `serving`): the
     /// service passes its encoder's, so `precision = "int8"` speeds up both.
-    pub fn load(weights: &Path, spec: HeadSpec, precision: Precision) -> Result<Self, HeadError> {
+    pub fn load(weights: &Path, spec: HeadSpec, precision: Arithmetic) -> Result<Self, HeadError> {
         let device = Device::Cpu;
         let tensors = candle_core::safetensors::load(weights, &device)?;
         spec.check_weights(&tensors)?;
         let mut head = Self::new(VarBuilder::from_tensors(tensors, DType::F32, &device), spec)?;
         let members: Vec<(&[Linear], &Linear)> = head.members.iter().map(|m| (&m.layers[..], &m.out)).collect();
         let int8 = match precision {
-            Precision::F32 => None,
-            Precision::Int8 => Some(Kernel::detect()),
+            Arithmetic::F32 => None,
+            Arithmetic::Int8 => Some(Kernel::detect()),
         };
         let (dim, mean, std) = (head.spec.encoder.dim, &head.numeric_mean, &head.numeric_std);
         head.serving = Some(ServingHead::new(&members, dim, mean, std, int8)?);
@@ -457,7 +449,7 @@ mod tests {
     fn saved_and_loaded<const N: usize>(
         weights: &VarMap,
         spec: &HeadSpec,
-        precisions: [Precision; N],
+        precisions: [Arithmetic; N],
     ) -> [ScoringHead; N] {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -552,7 +544,7 @@ mod tests {
         spec.members = 2;
         let merged = merge_members(&[first_map, second_map]).unwrap();
         let trained = ScoringHead::new(VarBuilder::from_varmap(&merged, DType::F32, &Device::Cpu), spec).unwrap();
-        let [loaded] = saved_and_loaded(&merged, trained.spec(), [Precision::F32]);
+        let [loaded] = saved_and_loaded(&merged, trained.spec(), [Arithmetic::F32]);
         assert!(loaded.serving.is_some() && trained.serving.is_none());
 
         let user: Vec<f32> = (0..dim).map(|i| 0.25 - i as f32 / 12.0).collect();
@@ -589,7 +581,7 @@ mod tests {
         let (mut map, head) = fresh_shaped(dim, vec![72, 4]);
         let fitted_on = Tensor::randn(0f32, 3.0, (50, NUMERIC_LEN), &Device::Cpu).unwrap();
         ScoringHead::fit_standardisation(&mut map, &fitted_on).unwrap();
-        let [f32_head, int8_head] = saved_and_loaded(&map, head.spec(), [Precision::F32, Precision::Int8]);
+        let [f32_head, int8_head] = saved_and_loaded(&map, head.spec(), [Arithmetic::F32, Arithmetic::Int8]);
 
         let normalised =
             |rows: Tensor| rows.broadcast_div(&rows.sqr().unwrap().sum_keepdim(1).unwrap().sqrt().unwrap());

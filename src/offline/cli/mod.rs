@@ -20,9 +20,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::config::{Precision, Settings};
+use crate::config::Settings;
 use crate::model::bundle::{Bundle, BundleManifest, TrainingRecord, BUNDLE_FORMAT};
-use crate::model::encoder::Encoder;
+use crate::model::encoder::{Arithmetic, Encoder};
 use crate::model::versions;
 use crate::offline::data::split::{parse_cutoff, Split, PROTOCOL_T_TEST, PROTOCOL_T_VAL};
 use crate::offline::data::{redacted, DataSource, Dataset};
@@ -272,7 +272,7 @@ pub fn train(settings: &Settings, args: &TrainArgs) -> Result<()> {
     }
     let data = args.data.load(settings)?;
     let encoder = Encoder::open(&settings.encoder)?;
-    if encoder.precision() != Precision::F32 {
+    if encoder.precision() != Arithmetic::F32 {
         eprintln!("note: training with {} encoder precision", encoder.precision().as_str());
     }
     let mut store = EmbedStore::open(args.data.cache_dir(), &encoder)?;

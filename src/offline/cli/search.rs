@@ -11,6 +11,7 @@ use clap::Args;
 use crate::config::Settings;
 use crate::model::bundle::Bundle;
 use crate::model::encoder::Encoder;
+use crate::model::relevance::Banding;
 use crate::offline::embed_store::EmbedStore;
 use crate::offline::search_eval::{self, QuerySetRule};
 use crate::offline::search_judged::{self, JudgedRule, JudgedScorer};
@@ -73,7 +74,7 @@ pub fn eval_search(settings: &Settings, args: &EvalSearchArgs) -> Result<()> {
     }
     let cache_dir = (!args.cache_dir.is_empty()).then(|| Path::new(&args.cache_dir));
     let mut store = EmbedStore::open(cache_dir, &encoder)?;
-    let mut banding = settings.search.banding();
+    let mut banding = Banding::from_settings(&settings.search);
     banding.margin = args.relevance_margin.unwrap_or(banding.margin);
     banding.floor = args.relevance_floor.unwrap_or(banding.floor);
     let report = search_eval::evaluate_search(
@@ -121,7 +122,7 @@ fn eval_judged(
     let set = search_judged::load(dir).with_context(|| format!("reading the judged set in {}", dir.display()))?;
     let cache_dir = (!args.cache_dir.is_empty()).then(|| Path::new(&args.cache_dir));
     let mut store = EmbedStore::open(cache_dir, encoder)?;
-    let mut banding = settings.search.banding();
+    let mut banding = Banding::from_settings(&settings.search);
     banding.margin = args.relevance_margin.unwrap_or(banding.margin);
     banding.floor = args.relevance_floor.unwrap_or(banding.floor);
     let scorer = JudgedScorer {

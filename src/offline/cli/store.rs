@@ -29,7 +29,7 @@ impl StoreTarget {
         if let Some(url) = &self.store {
             target.url = url.clone();
         }
-        Ok(store::open(&target.location(), target.pool())?)
+        Ok(store::open(&target.location(), store::PoolLimits::from_settings(&target))?)
     }
 }
 

@@ -197,7 +197,8 @@ impl DataSource {
             DataSource::OnlineRetail(path) => retail::load(path),
             DataSource::Generic { events, items } => generic::load(events, items),
             DataSource::Store(settings) => {
-                let store = crate::store::open(&settings.location(), settings.pool())?;
+                let store =
+                    crate::store::open(&settings.location(), crate::store::PoolLimits::from_settings(settings))?;
                 let data = from_store::load(store.as_ref())?;
                 if data.events.is_empty() {
                     return Err(data.report.nothing_usable(redacted(&settings.url)));
@@ -208,7 +209,7 @@ impl DataSource {
     }
 }
 
-pub use crate::store::redacted;
+pub use crate::config::redacted;
 
 /// Opens a log file, transparently un-gzipping `*.gz`.
 pub(crate) fn open_maybe_gz(path: &Path) -> Result<Box<dyn std::io::Read>, DataError> {

@@ -8,8 +8,7 @@ use rand::Rng;
 
 use super::*;
 use crate::config::UserTextBudget;
-use crate::model::encoder::EncoderError;
-use crate::model::head::EncoderIdentity;
+use crate::model::encoder::{EncoderError, EncoderIdentity};
 use crate::model::user_text::UserSignals;
 use crate::offline::data::{parse_time, Event};
 

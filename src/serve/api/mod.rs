@@ -6,7 +6,7 @@
 //! and admission (a concurrency permit, or 503, before the body is read;
 //! see `middleware`) → JSON extractor → validation → the blocking pool →
 //! `Ranker::rank` with the bundle serving now (or the catalog's store) →
-//! JSON response. `server` owns the sockets.
+//! JSON response. `server` owns the server loop and the sockets.
 
 pub mod admin;
 pub mod error;
@@ -48,7 +48,7 @@ use crate::serve::metrics::Metrics;
 use crate::serve::ranker::RankError;
 use crate::serve::service::Service;
 
-pub use self::server::{run, ConnectionLimits};
+pub use self::server::{run, serve, shutdown_signal, ConnectionLimits};
 
 /// Shared application state. Cloning is shallow: every clone points at the
 /// same [`Shared`].

@@ -1,5 +1,11 @@
-//! The socket side: accepting connections and serving HTTP/1.1 on them with
-//! hyper, under the limits axum's own `serve` has no settings for.
+//! The server loop and the socket side. [`serve`] is what `shoprank serve`
+//! runs: it binds `server.addr`, builds the service in the background (so
+//! `/health` answers and `/ready` says 503 meanwhile), polls the bundle
+//! directory's `CURRENT` if `bundle.watch_secs` asks, and serves until
+//! [`shutdown_signal`] (or the future it is given) resolves.
+//!
+//! [`run`] accepts connections and serves HTTP/1.1 on them with hyper, under
+//! the limits axum's own `serve` has no settings for.
 //!
 //! - At most `server.max_connections` are open; one more is closed as it is
 //!   accepted (and counted in `shoprank_http_refused_connections_total`).
@@ -20,7 +26,8 @@
 //! never hold it up.
 
 use std::future::Future;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use hyper::body::Incoming;
@@ -31,7 +38,9 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use super::{app, AppState};
-use crate::config::ServerSettings;
+use crate::config::{ServerSettings, Settings};
+use crate::serve::metrics::Metrics;
+use crate::serve::service::{Service, ServiceError};
 
 /// The read buffer of a connection, which bounds a request's head (request
 /// line and headers). hyper's own default is about 400 KB per connection.
@@ -61,6 +70,91 @@ impl ConnectionLimits {
             shutdown_grace: Duration::from_secs(server.shutdown_grace_secs),
         }
     }
+}
+
+/// Binds `settings.server.addr`, loads the service in the background, and
+/// serves until `shutdown` resolves (then drains for `shutdown_grace_secs`).
+pub async fn serve(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServiceError> {
+    let metrics = Metrics::new();
+    let watch_secs = settings.bundle.watch_secs;
+    let state = AppState::new(metrics.clone(), &settings);
+    let addr = settings.server.addr;
+    let limits = ConnectionLimits::from_settings(&settings.server);
+    let listener = TcpListener::bind(addr).await.map_err(|source| ServiceError::Bind { addr, source })?;
+    let bound = listener.local_addr()?;
+    tracing::info!(addr = %bound, "listening; loading models");
+    // The one line on standard output (logs go to standard error): with
+    // port 0 the kernel picks the port, and a supervisor, a script or a test
+    // harness reads it here. A closed standard output is no reason to stop.
+    if let Err(error) = announce_address(bound) {
+        tracing::warn!(%error, "cannot print the bound address on standard output");
+    }
+
+    // Load and warm up off the runtime; /ready turns 200 when done.
+    let loading_state = state.clone();
+    let loading = tokio::task::spawn_blocking(move || -> Result<(), ServiceError> {
+        let started = Instant::now();
+        loading_state.install(Arc::new(Service::build(&settings, metrics)?));
+        tracing::info!(secs = started.elapsed().as_secs_f64(), "ready");
+        Ok(())
+    });
+    let watched_state = state.clone();
+    let server = run(listener, state, shutdown, limits);
+    tokio::pin!(server);
+    tokio::select! {
+        loaded = loading => {
+            loaded??;
+            if watch_secs > 0 {
+                tokio::spawn(watch_current(watched_state, Duration::from_secs(watch_secs)));
+            }
+            server.await?;
+        }
+        result = &mut server => result?,
+    }
+    Ok(())
+}
+
+/// Prints `listening on ADDR` on standard output and flushes it.
+fn announce_address(addr: std::net::SocketAddr) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on {addr}")?;
+    stdout.flush()
+}
+
+/// Every `every`, reloads the bundle if the versions directory's CURRENT
+/// changed (`bundle.watch_secs`). Polling, not inotify: it works the same
+/// on a network volume shared by replicas.
+async fn watch_current(state: AppState, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(service) = state.service_if_loaded() else { continue };
+        let _ = tokio::task::spawn_blocking(move || service.reload_if_current_changed()).await;
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
 /// Serves `app(state)` on `listener` until `shutdown` resolves, then drains

@@ -77,7 +77,7 @@ impl Ranker {
             embedder,
             budget: settings.user_text,
             retrieval: RetrievalLimits::from_settings(&settings.catalog),
-            banding: settings.search.banding(),
+            banding: Banding::from_settings(&settings.search),
             metrics,
             join,
             titles,

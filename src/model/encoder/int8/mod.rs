@@ -69,7 +69,7 @@ impl Kernel {
             .unwrap_or(Kernel::Portable)
     }
 
-    /// Whether the kernel outruns the f32 path (see `config::Precision::auto`).
+    /// Whether the kernel outruns the f32 path (see `Arithmetic::auto`).
     pub(crate) fn beats_f32(self) -> bool {
         matches!(self, Kernel::Amx | Kernel::Avx512Vnni)
     }
