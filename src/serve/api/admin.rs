@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorKind};
 use crate::serve::service::{Reloaded, ServiceError};
 
 /// The configured token; `None` turns the admin routes off.
@@ -73,12 +73,12 @@ pub fn refused(error: ServiceError) -> ApiError {
     use crate::model::versions::VersionsError;
     match error {
         ServiceError::Versions(unknown @ VersionsError::Unknown { .. }) => {
-            ApiError::not_found_kind("unknown_version", unknown.to_string())
+            ApiError::new(ErrorKind::UnknownVersion, unknown.to_string())
         }
-        ServiceError::NoEarlierBundle => ApiError::conflict("nothing_to_roll_back", error.to_string()),
+        ServiceError::NoEarlierBundle => ApiError::new(ErrorKind::NothingToRollBack, error.to_string()),
         other => {
             tracing::warn!(error = %other, "bundle refused; the serving bundle is unchanged");
-            ApiError::invalid("bundle_refused", format!("{other}; the serving bundle is unchanged"))
+            ApiError::new(ErrorKind::BundleRefused, format!("{other}; the serving bundle is unchanged"))
         }
     }
 }
@@ -98,9 +98,9 @@ mod tests {
         let token = AdminToken::new("s3cret");
         assert!(token.check(&bearer("s3cret")).is_ok());
         for wrong in ["s3cre", "s3cret ", "S3CRET", ""] {
-            assert_eq!(token.check(&bearer(wrong)).unwrap_err().kind, "unauthorized", "{wrong:?}");
+            assert_eq!(token.check(&bearer(wrong)).unwrap_err().kind, ErrorKind::Unauthorized, "{wrong:?}");
         }
-        assert_eq!(token.check(&HeaderMap::new()).unwrap_err().kind, "unauthorized");
-        assert_eq!(AdminToken::new("").check(&bearer("")).unwrap_err().kind, "admin_disabled");
+        assert_eq!(token.check(&HeaderMap::new()).unwrap_err().kind, ErrorKind::Unauthorized);
+        assert_eq!(AdminToken::new("").check(&bearer("")).unwrap_err().kind, ErrorKind::AdminDisabled);
     }
 }

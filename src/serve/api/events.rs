@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::error::{ApiError, Problem};
+use super::error::{ApiError, ErrorKind, Problem};
 use crate::serve::variants::Variants;
 use crate::store::events::{EventKind, FeedbackEvent};
 
@@ -71,11 +71,11 @@ impl EventsRequest {
     /// Every event, validated; or 422 listing each bad one.
     pub fn validate(self, rules: EventRules, now_ms: i64, variants: &Variants) -> Result<Vec<FeedbackEvent>, ApiError> {
         if self.events.is_empty() {
-            return Err(ApiError::invalid("empty_events", "events: the list is empty"));
+            return Err(ApiError::new(ErrorKind::EmptyEvents, "events: the list is empty"));
         }
         if self.events.len() > rules.max_batch_events {
-            return Err(ApiError::invalid(
-                "too_many_events",
+            return Err(ApiError::new(
+                ErrorKind::TooManyEvents,
                 format!(
                     "events: {} given; the limit is {} (events.max_batch_events)",
                     self.events.len(),
@@ -94,7 +94,7 @@ impl EventsRequest {
         }
         if !problems.is_empty() {
             let message = format!("{} of {total} events are invalid (see `problems`); none was stored", problems.len());
-            return Err(ApiError::invalid_batch("invalid_events", message, problems));
+            return Err(ApiError::invalid_batch(ErrorKind::InvalidEvents, message, problems));
         }
         Ok(events)
     }

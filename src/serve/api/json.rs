@@ -17,7 +17,7 @@ use serde::de::value::MapAccessDeserializer;
 use serde::de::{DeserializeOwned, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorKind};
 use super::middleware::BodyDeadline;
 
 pub struct ApiJson<T>(pub T);
@@ -43,7 +43,7 @@ where
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::body_too_large()
             } else {
-                ApiError::malformed_json(rejection.body_text())
+                ApiError::new(ErrorKind::MalformedJson, rejection.body_text())
             }
         })?;
         parse(&bytes).map(ApiJson)
@@ -58,18 +58,18 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let inner = error.into_inner();
         let message = inner.to_string();
         if message.starts_with("number out of range") {
-            return ApiError::invalid("non_finite_number", format!("{path}: number is not finite ({message})"));
+            return ApiError::new(ErrorKind::NonFiniteNumber, format!("{path}: number is not finite ({message})"));
         }
         match inner.classify() {
             serde_json::error::Category::Data => {
-                ApiError::invalid_field(if path == "." { message } else { format!("{path}: {message}") })
+                ApiError::new(ErrorKind::InvalidField, if path == "." { message } else { format!("{path}: {message}") })
             }
-            _ => ApiError::malformed_json(format!("body is not valid JSON: {message}")),
+            _ => ApiError::new(ErrorKind::MalformedJson, format!("body is not valid JSON: {message}")),
         }
     })?;
-    deserializer
-        .end()
-        .map_err(|e| ApiError::malformed_json(format!("trailing characters after the JSON body: {e}")))?;
+    deserializer.end().map_err(|e| {
+        ApiError::new(ErrorKind::MalformedJson, format!("trailing characters after the JSON body: {e}"))
+    })?;
     Ok(value)
 }
 
@@ -144,7 +144,7 @@ mod tests {
             (br#"{"inner": {"a": 1}, "list": [[2]]}"#, "list[0]"),
         ] {
             let error = parse::<Outer>(body).unwrap_err();
-            assert_eq!(error.kind, "invalid_field", "{error:?}");
+            assert_eq!(error.kind, ErrorKind::InvalidField, "{error:?}");
             assert!(error.message.contains("expected a JSON object"), "{error:?}");
             assert!(path == "." || error.message.starts_with(path), "{error:?}");
         }

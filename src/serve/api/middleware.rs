@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::CONTENT_LENGTH;
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Notify;
@@ -33,10 +34,6 @@ pub const MAX_URI_BYTES: usize = 8 * 1024;
 pub const MAX_HEADERS: usize = 100;
 /// Most bytes of header names and values accepted in all.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
-
-/// The status a request is counted with when nobody received its answer
-/// (nginx's convention for "client closed request").
-pub const CLIENT_CLOSED: &str = "499";
 
 /// The requests being handled now.
 #[derive(Default)]
@@ -87,13 +84,13 @@ struct Outcome<'a> {
 }
 
 impl Outcome<'_> {
-    fn record(&mut self, status: &str, kind: Option<&str>) {
+    fn record(&mut self, status: StatusCode, kind: Option<ErrorKind>) {
         self.answered = true;
         let metrics = self.state.metrics();
         metrics.http_duration.with_label_values(&[&self.route]).observe(self.started.elapsed().as_secs_f64());
-        metrics.http_requests.with_label_values(&[&self.route, status]).inc();
+        metrics.http_requests.with_label_values(&[&self.route, status.as_str()]).inc();
         if let Some(kind) = kind {
-            metrics.request_errors.with_label_values(&[kind]).inc();
+            metrics.request_errors.with_label_values(&[kind.name()]).inc();
         }
     }
 }
@@ -101,7 +98,8 @@ impl Outcome<'_> {
 impl Drop for Outcome<'_> {
     fn drop(&mut self) {
         if !self.answered {
-            self.record(CLIENT_CLOSED, Some("client_closed"));
+            // Status 499: nginx's convention for "client closed request".
+            self.record(ErrorKind::ClientClosed.status(), Some(ErrorKind::ClientClosed));
         }
     }
 }
@@ -116,8 +114,7 @@ pub async fn record_metrics(State(state): State<AppState>, request: Request, nex
     let _in_flight = state.shared.in_flight.enter();
     let mut outcome = Outcome { state: &state, route, started: Instant::now(), answered: false };
     let response = next.run(request).await;
-    let kind = response.extensions().get::<ErrorKind>().map(|ErrorKind(kind)| *kind);
-    outcome.record(response.status().as_str(), kind);
+    outcome.record(response.status(), response.extensions().get::<ErrorKind>().copied());
     response
 }
 

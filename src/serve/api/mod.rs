@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod error;
+pub mod error_kind;
 pub mod events;
 pub mod json;
 pub mod middleware;
@@ -28,7 +29,7 @@ use axum::{Extension, Json, Router};
 use tokio::sync::Semaphore;
 
 use self::admin::{AdminToken, ReloadRequest, ReloadResponse};
-use self::error::ApiError;
+use self::error::{ApiError, ErrorKind};
 use self::events::{EventRules, EventsRequest, EventsResponse};
 use self::json::ApiJson;
 use self::middleware::{Abandon, InFlight};
@@ -139,11 +140,9 @@ impl AppState {
 
     /// A concurrency permit, or 503.
     fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-        self.shared
-            .admission
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| ApiError::overloaded("too many requests in flight (server.max_concurrent_requests)"))
+        self.shared.admission.clone().try_acquire_owned().map_err(|_| {
+            ApiError::new(ErrorKind::Overloaded, "too many requests in flight (server.max_concurrent_requests)")
+        })
     }
 
     /// Runs blocking work on the blocking pool within the request timeout.
@@ -292,7 +291,7 @@ async fn upsert_items(
         .blocking(&abandon, move |_| {
             let catalog = service.catalog().ok_or_else(ApiError::no_catalog)?;
             catalog.upsert(&items, limits.max_items).map_err(|e| match e {
-                full @ CatalogWriteError::Full { .. } => ApiError::invalid("catalog_full", full.to_string()),
+                full @ CatalogWriteError::Full { .. } => ApiError::new(ErrorKind::CatalogFull, full.to_string()),
                 CatalogWriteError::Store(e) => ApiError::store_unavailable(&e),
             })?;
             let (items_now, embedded) = catalog.index().counts();
@@ -375,7 +374,7 @@ async fn post_events(
     let writer = service.events().ok_or_else(|| ApiError::internal(&"this service keeps no store"))?;
     let received = events.len();
     let committed = writer.submit(events).map_err(|e| match e {
-        full @ SubmitError::Full { .. } => ApiError::overloaded(full.to_string()),
+        full @ SubmitError::Full { .. } => ApiError::new(ErrorKind::Overloaded, full.to_string()),
         stopped @ SubmitError::Stopped => ApiError::store_unavailable(&stopped),
     })?;
     let ticket = state.ticket(&abandon);

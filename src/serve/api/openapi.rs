@@ -1,8 +1,10 @@
 //! The OpenAPI 3.1 document served at `GET /openapi.json`. The paths come
 //! from the handlers' `#[utoipa::path]`s, the schemas from the request and
 //! response types (their doc comments become the descriptions), and the
-//! error answers from the tables below: each names the statuses a route can
-//! answer with and, for each, the `kind`s its [`ErrorBody`] can carry.
+//! error answers from the tables below: each names, for a route, the
+//! [`ErrorKind`]s its [`ErrorBody`] can carry, grouped by status; the status,
+//! the `Retry-After` header and (unless the route says more) the description
+//! come from the kinds themselves.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +14,7 @@ use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, OneOfBuilder, Schema,
 use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
-use super::error::{ErrorBody, KINDS};
+use super::error::{ErrorBody, ErrorKind};
 use super::types::{CandidateIn, CatalogItemIn, HistoryItemIn};
 
 #[derive(OpenApi)]
@@ -48,96 +50,78 @@ pub fn document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
 
-/// The schema of [`ErrorBody::kind`]: a string, one of [`KINDS`].
+/// The schema of [`ErrorBody::kind`]: a string, one of the answered
+/// [`ErrorKind`]s.
 pub(super) fn error_kind() -> ObjectBuilder {
     ObjectBuilder::new()
         .schema_type(Type::String)
         .description(Some("What went wrong, for programs: stable across versions. Each answer lists its own."))
-        .enum_values(Some(KINDS.iter().copied()))
+        .enum_values(Some(ErrorKind::answered().map(ErrorKind::name)))
 }
 
-/// One error status a route answers with, and the kinds it carries there.
-/// A named one is shared by several routes: it is written once, in
-/// `components.responses`, and referred to.
+/// One error status a route answers with, and the kinds it carries there;
+/// the status is theirs. A named one is shared by several routes: it is
+/// written once, in `components.responses`, and referred to.
 struct ErrorStatus {
-    status: u16,
     name: Option<&'static str>,
-    description: &'static str,
-    kinds: &'static [&'static str],
+    /// What the answer means on this route; without one, each kind's doc.
+    description: Option<&'static str>,
+    kinds: &'static [ErrorKind],
 }
 
-const MALFORMED_JSON: ErrorStatus = ErrorStatus {
-    status: 400,
-    name: Some("MalformedJson"),
-    description: "The body is not valid JSON.",
-    kinds: &["malformed_json"],
-};
-const ROUTE_NOT_FOUND: ErrorStatus =
-    ErrorStatus { status: 404, name: Some("NotFound"), description: "No route has this path.", kinds: &["not_found"] };
-const ITEM_NOT_FOUND: ErrorStatus = ErrorStatus {
-    status: 404,
-    name: Some("ItemNotFound"),
-    description: "No catalog item has this id.",
-    kinds: &["item_not_found"],
-};
-const METHOD_NOT_ALLOWED: ErrorStatus = ErrorStatus {
-    status: 405,
-    name: Some("MethodNotAllowed"),
-    description: "The path is served, but not with this method.",
-    kinds: &["method_not_allowed"],
-};
-const BODY_TIMEOUT: ErrorStatus = ErrorStatus {
-    status: 408,
-    name: Some("BodyTimeout"),
-    description: "The body did not arrive within `server.body_read_timeout_secs`.",
-    kinds: &["body_timeout"],
-};
-const BODY_TOO_LARGE: ErrorStatus = ErrorStatus {
-    status: 413,
-    name: Some("BodyTooLarge"),
-    description: "The body, as declared or as sent, is over `limits.max_body_bytes`.",
-    kinds: &["body_too_large"],
-};
-const URI_TOO_LONG: ErrorStatus = ErrorStatus {
-    status: 414,
-    name: Some("UriTooLong"),
-    description: "The request target is too long.",
-    kinds: &["uri_too_long"],
-};
-const NO_CATALOG: ErrorStatus = ErrorStatus {
-    status: 422,
-    name: Some("NoCatalog"),
-    description: "This service keeps no catalog.",
-    kinds: &["no_catalog"],
-};
-const HEADERS_TOO_LARGE: ErrorStatus = ErrorStatus {
-    status: 431,
-    name: Some("HeadersTooLarge"),
-    description: "Too many headers, or too many header bytes.",
-    kinds: &["headers_too_large"],
-};
-const INTERNAL: ErrorStatus = ErrorStatus {
-    status: 500,
-    name: Some("Internal"),
-    description: "An internal failure (logged; the body says no more).",
-    kinds: &["internal"],
-};
-const BUSY: ErrorStatus = ErrorStatus {
-    status: 503,
-    name: Some("Unavailable"),
-    description: "Not now: too many requests in flight or texts queued (`overloaded`), the request ran past \
-        `server.request_timeout_secs` (`timeout`), the models are still loading (`not_ready`), or the encoder \
-        has stopped and the process needs a restart (`encoder_stopped`).",
-    kinds: &["overloaded", "timeout", "not_ready", "encoder_stopped"],
-};
+impl ErrorStatus {
+    /// The answer of one kind, named after it and described by its doc.
+    const fn shared(kind: &'static [ErrorKind; 1]) -> Self {
+        Self::named(kind[0].title(), kind)
+    }
 
-const BUSY_OR_STORE: ErrorStatus = ErrorStatus {
-    status: 503,
-    name: Some("UnavailableOrStore"),
-    description: "Not now: as `Unavailable`, or the store cannot be written or read (`store_unavailable`: \
-        PostgreSQL down, or its connection pool exhausted for `store.connect_timeout_secs`).",
-    kinds: &["overloaded", "timeout", "not_ready", "encoder_stopped", "store_unavailable"],
-};
+    /// An answer shared by several routes, described by its kinds' docs.
+    const fn named(name: &'static str, kinds: &'static [ErrorKind]) -> Self {
+        Self { name: Some(name), description: None, kinds }
+    }
+
+    /// Kinds of one status, described by their docs, for one route.
+    const fn of(kinds: &'static [ErrorKind]) -> Self {
+        Self { name: None, description: None, kinds }
+    }
+
+    /// Kinds of one status, and what they mean on one route.
+    const fn described(description: &'static str, kinds: &'static [ErrorKind]) -> Self {
+        Self { name: None, description: Some(description), kinds }
+    }
+
+    fn status(&self) -> u16 {
+        self.kinds[0].code()
+    }
+}
+
+const MALFORMED_JSON: ErrorStatus = ErrorStatus::shared(&[ErrorKind::MalformedJson]);
+const ROUTE_NOT_FOUND: ErrorStatus = ErrorStatus::shared(&[ErrorKind::NotFound]);
+const ITEM_NOT_FOUND: ErrorStatus = ErrorStatus::shared(&[ErrorKind::ItemNotFound]);
+const METHOD_NOT_ALLOWED: ErrorStatus = ErrorStatus::shared(&[ErrorKind::MethodNotAllowed]);
+const BODY_TIMEOUT: ErrorStatus = ErrorStatus::shared(&[ErrorKind::BodyTimeout]);
+const BODY_TOO_LARGE: ErrorStatus = ErrorStatus::shared(&[ErrorKind::BodyTooLarge]);
+const URI_TOO_LONG: ErrorStatus = ErrorStatus::shared(&[ErrorKind::UriTooLong]);
+const NO_CATALOG: ErrorStatus = ErrorStatus::shared(&[ErrorKind::NoCatalog]);
+const HEADERS_TOO_LARGE: ErrorStatus = ErrorStatus::shared(&[ErrorKind::HeadersTooLarge]);
+const INTERNAL: ErrorStatus = ErrorStatus::shared(&[ErrorKind::Internal]);
+const BUSY: ErrorStatus = ErrorStatus::named(
+    "Unavailable",
+    &[ErrorKind::Overloaded, ErrorKind::Timeout, ErrorKind::NotReady, ErrorKind::EncoderStopped],
+);
+const BUSY_OR_STORE: ErrorStatus = ErrorStatus::named(
+    "UnavailableOrStore",
+    &[
+        ErrorKind::Overloaded,
+        ErrorKind::Timeout,
+        ErrorKind::NotReady,
+        ErrorKind::EncoderStopped,
+        ErrorKind::StoreUnavailable,
+    ],
+);
+
+/// The 503 of a route that only needs the service loaded.
+const UNREADY: ErrorStatus = ErrorStatus::of(&[ErrorKind::NotReady, ErrorKind::EncoderStopped]);
 
 /// Every named error answer, as `components.responses` holds them.
 const SHARED: [ErrorStatus; 12] = [
@@ -163,29 +147,27 @@ pub(super) struct RecommendErrors;
 
 impl IntoResponses for RecommendErrors {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        let invalid = ErrorStatus {
-            status: 422,
-            name: None,
-            description: "The body is JSON, but a field has the wrong type (`invalid_field`), a number is out of \
-                range (`non_finite_number`), or a value breaks a rule or a limit: the kind names the rule, the \
-                message the field.",
-            kinds: &[
-                "invalid_field",
-                "non_finite_number",
-                "missing_user_signal",
-                "too_many_history_items",
-                "too_many_candidates",
-                "invalid_candidate",
-                "duplicate_candidate_id",
-                "invalid_top_k",
-                "too_many_explained",
-                "invalid_diversity",
-                "too_many_excluded",
-                "invalid_filters",
-                "encoder_budget",
-                "no_catalog",
+        let invalid = ErrorStatus::described(
+            "The body is JSON, but a field has the wrong type (`invalid_field`), a number is out of range \
+            (`non_finite_number`), or a value breaks a rule or a limit: the kind names the rule, the message the \
+            field.",
+            &[
+                ErrorKind::InvalidField,
+                ErrorKind::NonFiniteNumber,
+                ErrorKind::MissingUserSignal,
+                ErrorKind::TooManyHistoryItems,
+                ErrorKind::TooManyCandidates,
+                ErrorKind::InvalidCandidate,
+                ErrorKind::DuplicateCandidateId,
+                ErrorKind::InvalidTopK,
+                ErrorKind::TooManyExplained,
+                ErrorKind::InvalidDiversity,
+                ErrorKind::TooManyExcluded,
+                ErrorKind::InvalidFilters,
+                ErrorKind::EncoderBudget,
+                ErrorKind::NoCatalog,
             ],
-        };
+        );
         error_responses(HEAD.iter().chain(&[MALFORMED_JSON, BODY_TIMEOUT, invalid, INTERNAL, BUSY]))
     }
 }
@@ -195,22 +177,20 @@ pub(super) struct UpsertErrors;
 
 impl IntoResponses for UpsertErrors {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        let invalid = ErrorStatus {
-            status: 422,
-            name: None,
-            description: "The body is JSON, but a field has the wrong type (`invalid_field`), a number is out of \
-                range (`non_finite_number`), an item or the list breaks a rule, the catalog would grow past \
-                `catalog.max_items` (`catalog_full`), or this service keeps no catalog (`no_catalog`).",
-            kinds: &[
-                "invalid_field",
-                "non_finite_number",
-                "empty_items",
-                "too_many_items",
-                "invalid_item",
-                "catalog_full",
-                "no_catalog",
+        let invalid = ErrorStatus::described(
+            "The body is JSON, but a field has the wrong type (`invalid_field`), a number is out of range \
+            (`non_finite_number`), an item or the list breaks a rule, the catalog would grow past \
+            `catalog.max_items` (`catalog_full`), or this service keeps no catalog (`no_catalog`).",
+            &[
+                ErrorKind::InvalidField,
+                ErrorKind::NonFiniteNumber,
+                ErrorKind::EmptyItems,
+                ErrorKind::TooManyItems,
+                ErrorKind::InvalidItem,
+                ErrorKind::CatalogFull,
+                ErrorKind::NoCatalog,
             ],
-        };
+        );
         error_responses(HEAD.iter().chain(&[MALFORMED_JSON, BODY_TIMEOUT, invalid, INTERNAL, BUSY_OR_STORE]))
     }
 }
@@ -220,23 +200,31 @@ pub(super) struct EventsErrors;
 
 impl IntoResponses for EventsErrors {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        let invalid = ErrorStatus {
-            status: 422,
-            name: None,
-            description: "The body is JSON, but `events` is missing or not a list of objects (`invalid_field`), \
-                is empty or too long, or some events are invalid (`invalid_events`: `problems` lists each by \
-                index; none of the batch was stored).",
-            kinds: &["invalid_field", "non_finite_number", "empty_events", "too_many_events", "invalid_events"],
-        };
-        let unavailable = ErrorStatus {
-            status: 503,
-            name: None,
-            description: "Not now: the event queue is full or too many requests are in flight (`overloaded`), \
-                the commit ran past `server.request_timeout_secs` (`timeout`: the events may be stored; retrying \
-                with the same ids is safe), the store cannot be written (`store_unavailable`), or the service is \
-                still loading (`not_ready`, `encoder_stopped`).",
-            kinds: &["overloaded", "timeout", "store_unavailable", "not_ready", "encoder_stopped"],
-        };
+        let invalid = ErrorStatus::described(
+            "The body is JSON, but `events` is missing or not a list of objects (`invalid_field`), is empty or \
+            too long, or some events are invalid (`invalid_events`: `problems` lists each by index; none of the \
+            batch was stored).",
+            &[
+                ErrorKind::InvalidField,
+                ErrorKind::NonFiniteNumber,
+                ErrorKind::EmptyEvents,
+                ErrorKind::TooManyEvents,
+                ErrorKind::InvalidEvents,
+            ],
+        );
+        let unavailable = ErrorStatus::described(
+            "Not now: the event queue is full or too many requests are in flight (`overloaded`), the commit ran \
+            past `server.request_timeout_secs` (`timeout`: the events may be stored; retrying with the same ids \
+            is safe), the store cannot be written (`store_unavailable`), or the service is still loading \
+            (`not_ready`, `encoder_stopped`).",
+            &[
+                ErrorKind::Overloaded,
+                ErrorKind::Timeout,
+                ErrorKind::StoreUnavailable,
+                ErrorKind::NotReady,
+                ErrorKind::EncoderStopped,
+            ],
+        );
         error_responses(HEAD.iter().chain(&[MALFORMED_JSON, BODY_TIMEOUT, invalid, INTERNAL, unavailable]))
     }
 }
@@ -246,52 +234,20 @@ pub(super) struct AdminErrors;
 
 impl IntoResponses for AdminErrors {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        let unauthorized = ErrorStatus {
-            status: 401,
-            name: None,
-            description: "No `Authorization: Bearer` header, or the wrong token.",
-            kinds: &["unauthorized"],
-        };
-        let disabled = ErrorStatus {
-            status: 403,
-            name: None,
-            description: "The admin routes are off: `admin.token` is not set.",
-            kinds: &["admin_disabled"],
-        };
-        let unknown = ErrorStatus {
-            status: 404,
-            name: None,
-            description: "The bundle directory has no such version.",
-            kinds: &["unknown_version"],
-        };
-        let nothing = ErrorStatus {
-            status: 409,
-            name: None,
-            description: "No earlier bundle to roll back to.",
-            kinds: &["nothing_to_roll_back"],
-        };
-        let refused = ErrorStatus {
-            status: 422,
-            name: None,
-            description: "The bundle was refused (it does not load, was trained on another encoder, or fails the \
-                warm-up check); the serving bundle is unchanged. Or the body is not a reload request.",
-            kinds: &["bundle_refused", "invalid_field", "non_finite_number"],
-        };
-        let unready = ErrorStatus {
-            status: 503,
-            name: None,
-            description: "The service is still loading (`not_ready`) or its encoder stopped (`encoder_stopped`).",
-            kinds: &["not_ready", "encoder_stopped"],
-        };
+        let refused = ErrorStatus::described(
+            "The bundle was refused (it does not load, was trained on another encoder, or fails the warm-up \
+            check); the serving bundle is unchanged. Or the body is not a reload request.",
+            &[ErrorKind::BundleRefused, ErrorKind::InvalidField, ErrorKind::NonFiniteNumber],
+        );
         error_responses(HEAD.iter().chain(&[
             MALFORMED_JSON,
-            unauthorized,
-            disabled,
-            unknown,
-            nothing,
+            ErrorStatus::of(&[ErrorKind::Unauthorized]),
+            ErrorStatus::of(&[ErrorKind::AdminDisabled]),
+            ErrorStatus::of(&[ErrorKind::UnknownVersion]),
+            ErrorStatus::of(&[ErrorKind::NothingToRollBack]),
             refused,
             INTERNAL,
-            unready,
+            UNREADY,
         ]))
     }
 }
@@ -310,13 +266,7 @@ pub(super) struct HealthErrors;
 
 impl IntoResponses for HealthErrors {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        let stopped = ErrorStatus {
-            status: 503,
-            name: None,
-            description: "The encoder has stopped: the process needs a restart.",
-            kinds: &["encoder_stopped"],
-        };
-        error_responses(HEAD.iter().chain(&[stopped]))
+        error_responses(HEAD.iter().chain(&[ErrorStatus::of(&[ErrorKind::EncoderStopped])]))
     }
 }
 
@@ -325,14 +275,7 @@ pub(super) struct ReadyErrors;
 
 impl IntoResponses for ReadyErrors {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        let unready = ErrorStatus {
-            status: 503,
-            name: None,
-            description: "Not ready: the models are still loading (`not_ready`), or the encoder has stopped and \
-                the process needs a restart (`encoder_stopped`).",
-            kinds: &["not_ready", "encoder_stopped"],
-        };
-        error_responses(HEAD.iter().chain(&[unready]))
+        error_responses(HEAD.iter().chain(&[UNREADY]))
     }
 }
 
@@ -352,22 +295,30 @@ fn error_responses<'a>(errors: impl IntoIterator<Item = &'a ErrorStatus>) -> BTr
         Some(name) => RefOr::Ref(Ref::from_response_name(name)),
         None => RefOr::T(error_response(error)),
     };
-    errors.into_iter().map(|error| (error.status.to_string(), answer(error))).collect()
+    errors.into_iter().map(|error| (error.status().to_string(), answer(error))).collect()
 }
 
-/// An [`ErrorBody`] answer whose `kind` is one of `error.kinds`; a 503 says
-/// when to retry.
+/// An [`ErrorBody`] answer whose `kind` is one of `error.kinds`; one whose
+/// kinds say when to retry has a `Retry-After` header.
 fn error_response(error: &ErrorStatus) -> Response {
-    let kinds: Vec<String> = error.kinds.iter().map(|kind| format!("`{kind}`")).collect();
-    let description = format!("{} Kind: {}.", error.description, kinds.join(", "));
-    let kind = ObjectBuilder::new().schema_type(Type::String).enum_values(Some(error.kinds.iter().copied()));
+    let description = match error.description {
+        Some(description) => {
+            let kinds: Vec<String> = error.kinds.iter().map(|kind| format!("`{kind}`")).collect();
+            format!("{description} Kind: {}.", kinds.join(", "))
+        }
+        None => {
+            let kinds: Vec<String> = error.kinds.iter().map(|kind| format!("`{kind}`: {}", kind.doc())).collect();
+            kinds.join(" ")
+        }
+    };
+    let kind = ObjectBuilder::new().schema_type(Type::String).enum_values(Some(error.kinds.iter().map(|k| k.name())));
     let schema = AllOfBuilder::new()
         .item(Ref::from_schema_name(ErrorBody::name()))
         .item(ObjectBuilder::new().property("kind", kind));
     let response = ResponseBuilder::new()
         .description(description)
         .content("application/json", ContentBuilder::new().schema(Some(schema)).build());
-    let response = if error.status == 503 {
+    let response = if error.kinds.iter().any(|kind| kind.retry_after().is_some()) {
         let seconds = ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0));
         response.header(
             "Retry-After",
@@ -461,84 +412,43 @@ mod tests {
         }
     }
 
-    /// The kinds the API's code answers with: the first snake_case string
-    /// literal among the arguments of each `invalid(…)`, `price(…)`,
-    /// `unavailable(…)` and `Self::new(…)` call.
-    fn kinds_in_code() -> std::collections::BTreeSet<String> {
-        let sources = [
-            include_str!("error.rs"),
-            include_str!("json.rs"),
-            include_str!("middleware.rs"),
-            include_str!("mod.rs"),
-            include_str!("types.rs"),
-            include_str!("events.rs"),
-            include_str!("admin.rs"),
-        ];
-        let mut kinds = std::collections::BTreeSet::new();
-        for source in sources {
-            for call in
-                ["invalid(", "price(", "unavailable(", "Self::new(", "invalid_batch(", "conflict(", "not_found_kind("]
-            {
-                for (at, _) in source.match_indices(call) {
-                    let arguments = &source[at + call.len()..];
-                    let (mut depth, mut literal, mut in_string) = (1, String::new(), false);
-                    for c in arguments.chars() {
-                        match (in_string, c) {
-                            (false, '(') => depth += 1,
-                            (false, ')') if depth == 1 => break,
-                            (false, ')') => depth -= 1,
-                            (false, '"') => (in_string, literal) = (true, String::new()),
-                            (true, '"') => {
-                                in_string = false;
-                                let snake = literal.chars().all(|c| c.is_ascii_lowercase() || c == '_');
-                                if depth == 1 && snake && !literal.is_empty() {
-                                    kinds.insert(literal.clone());
-                                    break;
-                                }
-                            }
-                            (true, c) => literal.push(c),
-                            _ => {}
-                        }
-                    }
-                }
-            }
-        }
-        kinds
-    }
-
-    /// [`KINDS`] lists every kind the code answers with, and no other.
-    #[test]
-    fn kinds_lists_what_the_code_answers_with() {
-        let mut found = kinds_in_code();
-        assert!(found.remove("client_closed"), "{found:?}");
-        let listed: std::collections::BTreeSet<String> = KINDS.iter().map(|kind| kind.to_string()).collect();
-        assert_eq!(found, listed);
-    }
-
-    /// Every kind is documented on some answer, and every documented kind is
-    /// one of [`KINDS`].
+    /// Every answered [`ErrorKind`] is documented, each under its own status
+    /// (a shared answer's kinds all of one status), and no other kind is.
     #[test]
     fn the_answers_cover_the_kinds() {
         let document = serde_json::to_value(document()).expect("the document serialises");
-        let mut responses: Vec<&Value> =
-            document["components"]["responses"].as_object().expect("components.responses").values().collect();
+        // Each answer, with the status a route gives it (none for the shared ones).
+        let shared = document["components"]["responses"].as_object().expect("components.responses");
+        let mut answers: Vec<(Option<&str>, &Value)> = shared.values().map(|response| (None, response)).collect();
         for operations in document["paths"].as_object().expect("paths").values() {
             for operation in operations.as_object().expect("a path item").values() {
-                responses.extend(operation["responses"].as_object().expect("responses").values());
+                let responses = operation["responses"].as_object().expect("responses");
+                answers.extend(responses.iter().map(|(status, response)| (Some(status.as_str()), response)));
             }
         }
         let mut documented = std::collections::BTreeSet::new();
-        for response in responses {
+        for (status, response) in answers {
+            let response = match response["$ref"].as_str().and_then(|r| r.strip_prefix('#')) {
+                Some(pointer) => document.pointer(pointer).expect("the reference resolves"),
+                None => response,
+            };
             let Some(all_of) = response["content"]["application/json"]["schema"]["allOf"].as_array() else {
                 continue;
             };
+            let mut codes = std::collections::BTreeSet::new();
             for kind in all_of[1]["properties"]["kind"]["enum"].as_array().expect("an error answer's kinds") {
-                let kind = kind.as_str().expect("a kind is a string");
-                assert!(KINDS.contains(&kind), "{kind} is not in KINDS");
-                documented.insert(kind);
+                let name = kind.as_str().expect("a kind is a string");
+                let kind = ErrorKind::answered().find(|kind| kind.name() == name);
+                let kind = kind.unwrap_or_else(|| panic!("{name} is not an answered ErrorKind"));
+                codes.insert(kind.code().to_string());
+                documented.insert(kind.name());
+            }
+            assert_eq!(codes.len(), 1, "an answer's kinds differ in status: {codes:?}");
+            if let Some(status) = status {
+                assert!(codes.contains(status), "kinds of {codes:?} documented under {status}");
             }
         }
-        let undocumented: Vec<_> = KINDS.iter().filter(|kind| !documented.contains(*kind)).collect();
+        let undocumented: Vec<_> = ErrorKind::answered().filter(|kind| !documented.contains(kind.name())).collect();
         assert!(undocumented.is_empty(), "no answer documents {undocumented:?}");
     }
 }

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use crate::store::catalog::CatalogItem;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorKind};
 use super::json;
 use crate::config::Limits;
 use crate::serve::catalog::index::ItemFilter;
@@ -144,8 +144,8 @@ impl RecommendRequest {
         let query = non_blank(self.user.query);
         let profile = non_blank(self.user.text);
         if self.user.history.len() > limits.max_history {
-            return Err(ApiError::invalid(
-                "too_many_history_items",
+            return Err(ApiError::new(
+                ErrorKind::TooManyHistoryItems,
                 format!("user.history has {} items; the limit is {}", self.user.history.len(), limits.max_history),
             ));
         }
@@ -160,15 +160,15 @@ impl RecommendRequest {
             .filter(|h| !h.text.trim().is_empty())
             .collect();
         if query.is_none() && profile.is_none() && history.is_empty() {
-            return Err(ApiError::invalid(
-                "missing_user_signal",
+            return Err(ApiError::new(
+                ErrorKind::MissingUserSignal,
                 "user needs at least one non-empty field of: text, query, history",
             ));
         }
         let given = self.candidates.unwrap_or_default();
         if given.len() > limits.max_candidates {
-            return Err(ApiError::invalid(
-                "too_many_candidates",
+            return Err(ApiError::new(
+                ErrorKind::TooManyCandidates,
                 format!("candidates: {} given; the limit is {}", given.len(), limits.max_candidates),
             ));
         }
@@ -177,23 +177,23 @@ impl RecommendRequest {
             Some(k) => match k.as_u64() {
                 Some(k) if k >= 1 => usize::try_from(k).unwrap_or(usize::MAX),
                 _ => {
-                    return Err(ApiError::invalid(
-                        "invalid_top_k",
+                    return Err(ApiError::new(
+                        ErrorKind::InvalidTopK,
                         format!("top_k must be a whole number >= 1; got {k}"),
                     ))
                 }
             },
         };
         if self.explain && top_k > MAX_EXPLAINED {
-            return Err(ApiError::invalid(
-                "too_many_explained",
+            return Err(ApiError::new(
+                ErrorKind::TooManyExplained,
                 format!("explain: at most {MAX_EXPLAINED} items are explained; top_k is {top_k}"),
             ));
         }
         let filter = filter(self.filters, self.exclude, limits)?;
         let diversity = match self.diversity {
             Some(d) if !(0.0..=1.0).contains(&d) => {
-                return Err(ApiError::invalid("invalid_diversity", format!("diversity must be in [0, 1]; got {d}")))
+                return Err(ApiError::new(ErrorKind::InvalidDiversity, format!("diversity must be in [0, 1]; got {d}")))
             }
             d => d.unwrap_or(0.0) as f32,
         };
@@ -201,18 +201,18 @@ impl RecommendRequest {
         let mut candidates = Vec::with_capacity(given.len());
         for (i, c) in given.into_iter().enumerate() {
             if c.id.trim().is_empty() {
-                return Err(ApiError::invalid("invalid_candidate", format!("candidates[{i}].id is empty")));
+                return Err(ApiError::new(ErrorKind::InvalidCandidate, format!("candidates[{i}].id is empty")));
             }
             if c.text.trim().is_empty() {
-                return Err(ApiError::invalid("invalid_candidate", format!("candidates[{i}].text is empty")));
+                return Err(ApiError::new(ErrorKind::InvalidCandidate, format!("candidates[{i}].text is empty")));
             }
             if !seen.insert(c.id.clone()) {
-                return Err(ApiError::invalid(
-                    "duplicate_candidate_id",
+                return Err(ApiError::new(
+                    ErrorKind::DuplicateCandidateId,
                     format!("candidates[{i}].id `{}` appears more than once", c.id),
                 ));
             }
-            let price = price("invalid_candidate", &format!("candidates[{i}].price"), c.price)?;
+            let price = price(ErrorKind::InvalidCandidate, &format!("candidates[{i}].price"), c.price)?;
             candidates.push(Candidate { id: c.id, text: c.text, price, available: c.available.unwrap_or(true) });
         }
         let candidates = (!candidates.is_empty()).then_some(candidates);
@@ -223,10 +223,10 @@ impl RecommendRequest {
 /// A price as the API accepts it: absent, or finite, >= 0 and within f32;
 /// else a 422 of `kind` naming `field`. Candidates, catalog items and the
 /// price filters share this rule.
-fn price(kind: &'static str, field: &str, value: Option<f64>) -> Result<Option<f32>, ApiError> {
+fn price(kind: ErrorKind, field: &str, value: Option<f64>) -> Result<Option<f32>, ApiError> {
     match value {
         Some(p) if !p.is_finite() || p < 0.0 || p > f32::MAX as f64 => {
-            Err(ApiError::invalid(kind, format!("{field} must be a finite number >= 0")))
+            Err(ApiError::new(kind, format!("{field} must be a finite number >= 0")))
         }
         p => Ok(p.map(|p| p as f32)),
     }
@@ -235,17 +235,17 @@ fn price(kind: &'static str, field: &str, value: Option<f64>) -> Result<Option<f
 /// The request's filters and exclusions as one filter.
 fn filter(filters: FiltersIn, exclude: Vec<String>, limits: &Limits) -> Result<ItemFilter, ApiError> {
     if exclude.len() > limits.max_candidates {
-        return Err(ApiError::invalid(
-            "too_many_excluded",
+        return Err(ApiError::new(
+            ErrorKind::TooManyExcluded,
             format!("exclude: {} ids given; the limit is {}", exclude.len(), limits.max_candidates),
         ));
     }
-    let min_price = price("invalid_filters", "filters.min_price", filters.min_price)?;
-    let max_price = price("invalid_filters", "filters.max_price", filters.max_price)?;
+    let min_price = price(ErrorKind::InvalidFilters, "filters.min_price", filters.min_price)?;
+    let max_price = price(ErrorKind::InvalidFilters, "filters.max_price", filters.max_price)?;
     if let (Some(min), Some(max)) = (min_price, max_price) {
         if min > max {
-            return Err(ApiError::invalid(
-                "invalid_filters",
+            return Err(ApiError::new(
+                ErrorKind::InvalidFilters,
                 format!("filters.min_price ({min}) is above filters.max_price ({max})"),
             ));
         }
@@ -334,11 +334,11 @@ impl UpsertRequest {
     /// Checks every item; the error names the first bad one.
     pub fn validate(self, max_items: usize) -> Result<Vec<CatalogItem>, ApiError> {
         if self.items.is_empty() {
-            return Err(ApiError::invalid("empty_items", "items: the list is empty"));
+            return Err(ApiError::new(ErrorKind::EmptyItems, "items: the list is empty"));
         }
         if self.items.len() > max_items {
-            return Err(ApiError::invalid(
-                "too_many_items",
+            return Err(ApiError::new(
+                ErrorKind::TooManyItems,
                 format!("items: {} given; the limit is {max_items} (catalog.max_upsert_items)", self.items.len()),
             ));
         }
@@ -347,7 +347,7 @@ impl UpsertRequest {
             .into_iter()
             .enumerate()
             .map(|(i, item)| {
-                let bad = |problem: String| ApiError::invalid("invalid_item", format!("items[{i}].{problem}"));
+                let bad = |problem: String| ApiError::new(ErrorKind::InvalidItem, format!("items[{i}].{problem}"));
                 if item.id.trim().is_empty() || item.id.len() > MAX_ITEM_ID_BYTES || item.id.contains(char::is_control)
                 {
                     return Err(bad(format!(
@@ -364,7 +364,7 @@ impl UpsertRequest {
                 if !seen.insert(item.id.clone()) {
                     return Err(bad(format!("id `{}` appears more than once", item.id)));
                 }
-                let price = price("invalid_item", &format!("items[{i}].price"), item.price)?;
+                let price = price(ErrorKind::InvalidItem, &format!("items[{i}].price"), item.price)?;
                 if !(item.attributes.is_object() || item.attributes.is_null()) {
                     return Err(bad("attributes must be a JSON object".into()));
                 }
