@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use self::http::{percentile, wait_ready, Client};
+use self::http::{percentile, Client};
 use self::server::ServerProcess;
 
 const TOKEN: &str = "bench-token";
@@ -205,7 +205,6 @@ async fn engine(
 ) -> EngineFigures {
     let server = start_server(store_url, bundles);
     let port = server.port();
-    wait_ready(port).await;
     let phase = Duration::from_secs_f64(secs);
     let run = |recommend: bool, ingest: usize, per_sec: Option<f64>| {
         let bodies = bodies.clone();
@@ -281,7 +280,6 @@ async fn engine(
 async fn swaps(store_url: &str, bundles: &Path, bodies: &Arc<Bodies>, secs: f64) -> (f64, f64, f64, usize, usize) {
     let server = start_server(store_url, bundles);
     let port = server.port();
-    wait_ready(port).await;
     let clients = |stop: Arc<AtomicBool>| {
         (0..4).map(|_| tokio::spawn(recommend_until(port, bodies.clone(), stop.clone()))).collect::<Vec<_>>()
     };

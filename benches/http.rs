@@ -5,7 +5,6 @@ use axum::body::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
@@ -56,18 +55,4 @@ pub fn percentile(samples: &mut [f64], p: f64) -> f64 {
     }
     samples.sort_by(f64::total_cmp);
     samples[((samples.len() as f64 - 1.0) * p).round() as usize]
-}
-
-/// Waits (at most 120 s) until `/ready` answers 200.
-pub async fn wait_ready(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Ok(mut client) = Client::connect(port).await {
-            if let Ok((200, _, _)) = client.send("GET", "/ready", String::new()).await {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "shoprank serve was not ready within 120 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

@@ -40,7 +40,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use self::http::{percentile, wait_ready, Client};
+use self::http::{percentile, Client};
 use self::server::ServerProcess;
 
 /// Sizes of one run: the full suite or the short one CI runs.
@@ -268,7 +268,6 @@ async fn latency_ms(port: u16, n: usize, body: impl Fn() -> String) -> Vec<f64> 
 async fn suite(plan: &Plan) -> Vec<Row> {
     let server = start_server(plan);
     let port = server.port();
-    wait_ready(port).await;
     let bodies = Arc::new(Bodies::new());
     let mut rows = Vec::new();
 

@@ -38,8 +38,8 @@ pub enum ReasonKind {
     /// Bought by many, recently (buyer counts, age, known item).
     Popular,
     /// The same group as `Popular` for an item nobody bought before the
-    /// statistics' cutoff: being new, not being bought, raised its score.
-    /// Never a group of its own; the wording picks it.
+    /// statistics end (new, or never bought): being unbought raised its
+    /// score. Never a group of its own; the wording picks it.
     NewProduct,
     /// The item text matches the user text as a whole (profile and history).
     MatchesProfile,

@@ -1,9 +1,10 @@
 //! A lexical index over item texts: BM25 (k1 = 1.2, b = 0.75, as Lucene and
 //! tantivy score it) over lower-cased alphanumeric tokens, held in memory by
 //! tantivy. Sentence encoders blur brand names, model numbers and sizes
-//! that shoppers type; a lexical match keeps them exact. Shared by search
-//! evaluation now and by catalog retrieval; items are addressed by their
-//! position in the list the index was built from.
+//! that shoppers type; a lexical match keeps them exact. In the model layer
+//! because retrieval and the head's lexical features will share it with
+//! evaluation (hybrid search); today `eval-search --judged` uses it. Items
+//! are addressed by their position in the list the index was built from.
 
 use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};

@@ -142,7 +142,9 @@ pub fn build(split: &Split<'_>, co_purchase: &CoPurchase, ease_max_items: usize)
             week[p].insert(event.user);
         }
         first_seen[p] = first_seen[p].min(event.time);
-        if let Some(price) = event.price {
+        // Every importer checks prices, but events stored before those
+        // checks may not have been: statistics keep only what loads back.
+        if let Some(price) = event.price.filter(|p| p.is_finite() && *p >= 0.0) {
             prices[p].push(price);
         }
     }

@@ -1,8 +1,7 @@
 //! The serving layer: what a running `shoprank serve` process does.
 //!
 //! - [`service`]: `Service::build` (encoder, embedder, bundle, warm-up) — the
-//!   one constructor `main`, the integration tests and the benches use — and
-//!   `serve`, which binds, loads and runs until a shutdown signal.
+//!   one constructor `api::serve`, the integration tests and the benches use.
 //! - [`api`]: axum routes, request/response types, the error → status map.
 //! - [`ranker`]: a validated query and a bundle in, ranked candidates out (no
 //!   HTTP): the request types, the pipeline, the explanations' wording.

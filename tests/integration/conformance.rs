@@ -81,11 +81,13 @@ fn datetime(t: i64) -> chrono::NaiveDateTime {
 type TimeForm = fn(i64) -> String;
 
 /// The timestamp forms the README documents.
-const TIME_FORMS: [(&str, TimeForm); 6] = [
+const TIME_FORMS: [(&str, TimeForm); 8] = [
     ("YYYY-MM-DD HH:MM:SS", seconds_form),
     ("YYYY-MM-DD HH:MM", |t| datetime(t).format("%Y-%m-%d %H:%M").to_string()),
+    ("ISO 8601", |t| datetime(t).format("%Y-%m-%dT%H:%M:%S").to_string()),
     ("ISO 8601 with Z", |t| datetime(t).format("%Y-%m-%dT%H:%M:%SZ").to_string()),
-    ("ISO 8601 with fractional seconds", |t| datetime(t).format("%Y-%m-%dT%H:%M:%S%.3f").to_string()),
+    ("ISO 8601 with fractional seconds", |t| datetime(t).format("%Y-%m-%dT%H:%M:%S.125").to_string()),
+    ("ISO 8601 with fractional seconds and Z", |t| datetime(t).format("%Y-%m-%dT%H:%M:%S.5Z").to_string()),
     ("YYYY-MM-DD", |t| datetime(t).format("%Y-%m-%d").to_string()),
     ("Unix seconds", |t| t.to_string()),
 ];
@@ -301,6 +303,10 @@ fn train_load_serve_eval(
     request: Value,
     (store_url, embedded): (&str, &[&str]),
 ) -> (PathBuf, Value) {
+    // One cycle at a time: each trains, evaluates and serves on the
+    // machine's cores, beside the other tests' timed assertions.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let bundle = work.join("bundle");
     let source_args = source.args();
     let preset_args = ["--preset", preset.name()];
@@ -349,7 +355,9 @@ fn rerank_request(log: &Log, extra_candidates: &[String]) -> Value {
     let mut candidates: Vec<Value> =
         log.catalog.iter().step_by(3).map(|(id, title)| json!({"id": id, "text": title})).collect();
     candidates.extend(extra_candidates.iter().map(|id| json!({"id": id, "text": "new arrival lamp"})));
-    json!({"user": {"history": history}, "candidates": candidates, "top_k": 5, "explain": true})
+    // Every candidate comes back, explained.
+    let top_k = candidates.len();
+    json!({"user": {"history": history}, "candidates": candidates, "top_k": top_k, "explain": true})
 }
 
 /// The returned ids are exactly some of the ids sent.
@@ -415,7 +423,11 @@ fn every_documented_timestamp_form() {
 /// co-purchase features and the reasons' `history_ids` use them).
 #[test]
 fn awkward_ids_and_gzipped_files() {
-    let (_, answer) = generic_row("awkward-ids", Shape { awkward_ids: true, gzip: true, ..Shape::default() });
+    let shape = Shape { awkward_ids: true, gzip: true, ..Shape::default() };
+    let (bundle, answer) = generic_row("awkward-ids", shape.clone());
+    let stats = stats_json(&bundle);
+    let known: Vec<&str> = stats["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
+    assert!(known.contains(&shape.item_id(0, 0).as_str()), "the ids reach the bundle exactly: {known:?}");
     let history_ids: Vec<&str> = answer["items"]
         .as_array()
         .unwrap()
@@ -449,6 +461,8 @@ fn a_messy_log_trains_and_its_new_products_are_new() {
     let stats = stats_json(&bundle);
     let known: Vec<&str> = stats["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
     assert!(log.never_bought.iter().all(|id| !known.contains(&id.as_str())), "never-bought items have no statistics");
+    let returned: Vec<&str> = answer["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
+    assert!(log.never_bought.iter().all(|id| returned.contains(&id.as_str())), "{answer}");
     for item in answer["items"].as_array().unwrap() {
         for reason in item["explanation"]["reasons"].as_array().unwrap() {
             let new = log.never_bought.iter().any(|id| id == item["id"].as_str().unwrap());

@@ -23,19 +23,30 @@ const START_TIMEOUT: Duration = Duration::from_secs(90);
 pub struct ServerProcess {
     child: Child,
     addr: SocketAddr,
+    /// Where its log goes when it is not shown, to tell why it failed.
+    log: Option<std::path::PathBuf>,
 }
 
 impl ServerProcess {
     /// Starts `binary serve` on an ephemeral port with `env` (settings as
     /// `SHOPRANK__SECTION__KEY` variables) and waits until `/ready` is 200.
     /// The server's log goes to this process's standard error when
-    /// `show_log`, else nowhere.
+    /// `show_log`, else to a temporary file whose end a failed start shows.
     pub fn start(binary: &str, env: &[(&str, &str)], show_log: bool) -> Self {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let log = (!show_log).then(|| {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            std::env::temp_dir().join(format!("shoprank-serve-{}-{n}.log", std::process::id()))
+        });
+        let stderr = match &log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("create the server's log file")),
+            None => Stdio::inherit(),
+        };
         let mut child = Command::new(binary)
             .args(["serve", "--addr", "127.0.0.1:0"])
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(if show_log { Stdio::inherit() } else { Stdio::null() })
+            .stderr(stderr)
             .spawn()
             .expect("start shoprank serve");
         let stdout = child.stdout.take().expect("piped stdout");
@@ -53,25 +64,37 @@ impl ServerProcess {
             }
             lines.for_each(drop);
         });
-        let addr = match receiver.recv_timeout(START_TIMEOUT) {
-            Ok(Ok(addr)) => addr,
-            outcome => {
-                let _ = child.kill();
-                let status = child.wait().ok();
-                panic!("shoprank serve printed no address within {START_TIMEOUT:?}: {outcome:?}, exit {status:?}")
-            }
-        };
-        let server = Self { child, addr };
+        let addr = receiver.recv_timeout(START_TIMEOUT);
+        let mut server = Self { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), log };
+        match addr {
+            Ok(Ok(addr)) => server.addr = addr,
+            outcome => server.fail(&format!("printed no address within {START_TIMEOUT:?} ({outcome:?})")),
+        }
         server.wait_ready();
         server
     }
 
-    fn wait_ready(&self) {
+    /// Polls `/ready` until 200; fails at once if the process has ended.
+    fn wait_ready(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;
         while !matches!(self.request("GET", "/ready", None), Ok((200, _))) {
-            assert!(Instant::now() < deadline, "shoprank serve was not ready within {START_TIMEOUT:?}");
+            if let Some(status) = self.try_wait() {
+                self.fail(&format!("exited ({status}) before it was ready"));
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!("was not ready within {START_TIMEOUT:?}"));
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Kills the process and panics with `what` and the end of its log.
+    fn fail(&mut self, what: &str) -> ! {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let log = self.log.as_ref().and_then(|path| std::fs::read_to_string(path).ok()).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
+        panic!("shoprank serve {what}; the end of its log:\n{}", tail.join("\n"))
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -113,6 +136,9 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(path) = &self.log {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 

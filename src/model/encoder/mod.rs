@@ -5,8 +5,8 @@
 //! positions, activation) come from the model's `config.json`, tokenization
 //! (normaliser, casing, CJK splitting, word pieces) from its `tokenizer.json`.
 //!
-//! The encoder is synchronous and CPU-bound; callers on an async runtime go
-//! through `serve::embed::Embedder`, which runs it on its own thread.
+//! The encoder is synchronous and CPU-bound; the serving layer runs it on a
+//! thread of its own behind an async handle.
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;

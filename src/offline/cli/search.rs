@@ -58,6 +58,22 @@ pub struct EvalSearchArgs {
     min_relevant: usize,
 }
 
+impl EvalSearchArgs {
+    /// The embedding cache `--cache-dir` names ("" keeps none).
+    fn embed_store(&self, encoder: &Encoder) -> Result<EmbedStore> {
+        let cache_dir = (!self.cache_dir.is_empty()).then(|| Path::new(&self.cache_dir));
+        Ok(EmbedStore::open(cache_dir, encoder)?)
+    }
+
+    /// The configured relevance bands, with the command line's overrides.
+    fn banding(&self, settings: &Settings) -> Banding {
+        let mut banding = Banding::from_settings(&settings.search);
+        banding.margin = self.relevance_margin.unwrap_or(banding.margin);
+        banding.floor = self.relevance_floor.unwrap_or(banding.floor);
+        banding
+    }
+}
+
 pub fn eval_search(settings: &Settings, args: &EvalSearchArgs) -> Result<()> {
     let started = Instant::now();
     let encoder = Encoder::open(&settings.encoder)?;
@@ -72,11 +88,8 @@ pub fn eval_search(settings: &Settings, args: &EvalSearchArgs) -> Result<()> {
     if queries.len() < args.queries {
         eprintln!("note: the catalog yields {} eligible queries of the {} asked for", queries.len(), args.queries);
     }
-    let cache_dir = (!args.cache_dir.is_empty()).then(|| Path::new(&args.cache_dir));
-    let mut store = EmbedStore::open(cache_dir, &encoder)?;
-    let mut banding = Banding::from_settings(&settings.search);
-    banding.margin = args.relevance_margin.unwrap_or(banding.margin);
-    banding.floor = args.relevance_floor.unwrap_or(banding.floor);
+    let mut store = args.embed_store(&encoder)?;
+    let banding = args.banding(settings);
     let report = search_eval::evaluate_search(
         bundle.stats(),
         bundle.head(),
@@ -120,11 +133,8 @@ fn eval_judged(
     started: Instant,
 ) -> Result<()> {
     let set = search_judged::load(dir).with_context(|| format!("reading the judged set in {}", dir.display()))?;
-    let cache_dir = (!args.cache_dir.is_empty()).then(|| Path::new(&args.cache_dir));
-    let mut store = EmbedStore::open(cache_dir, encoder)?;
-    let mut banding = Banding::from_settings(&settings.search);
-    banding.margin = args.relevance_margin.unwrap_or(banding.margin);
-    banding.floor = args.relevance_floor.unwrap_or(banding.floor);
+    let mut store = args.embed_store(encoder)?;
+    let banding = args.banding(settings);
     let scorer = JudgedScorer {
         head: bundle.head(),
         stats: bundle.stats(),

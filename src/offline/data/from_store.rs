@@ -18,12 +18,13 @@ const PURCHASES: &str = "the store's purchases";
 pub fn load(store: &dyn Store) -> Result<Dataset, StoreError> {
     let mut data = Dataset::default();
     let mut item_prices: Vec<Option<f32>> = Vec::new();
-    for stored in store.load_all("")? {
+    for (index, stored) in store.load_all("")?.into_iter().enumerate() {
         // Trimmed, and empty ones skipped, as the CSV reader does.
         let item = stored.item;
         let (id, text) = (item.id.trim(), item.text.trim());
         if id.is_empty() || text.is_empty() {
-            data.report.skip(CATALOG, 1, "items.csv: empty item_id or text", &format!("item {:?}", item.id));
+            let line = index + 2;
+            data.report.skip(CATALOG, line, "items.csv: empty item_id or text", &format!("item {:?}", item.id));
             continue;
         }
         let index = data.items.intern(id).index();
@@ -46,7 +47,7 @@ pub fn load(store: &dyn Store) -> Result<Dataset, StoreError> {
             data.report.skip(PURCHASES, line, "quantity <= 0", &format!("quantity {quantity}"));
             return;
         }
-        let price = event.price.map(|p| p as f32).or(item_prices[item.index()]);
+        let price = event.price.map(|p| p as f32).filter(|p| p.is_finite()).or(item_prices[item.index()]);
         data.events.push(Event {
             user: data.users.intern(event.user_id.trim()),
             item,

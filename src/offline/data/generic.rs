@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::{open_maybe_gz, parse_time, DataError, Dataset, DenseId, Event};
+use super::{header_name, missing_column, open_maybe_gz, parse_time, DataError, Dataset, DenseId, Event};
 
 /// What the `timestamp` column accepts, as a skipped row's detail says it.
 const TIMESTAMP_FORMS: &str =
@@ -42,24 +42,16 @@ impl Columns {
             line: 1,
             problem: e.to_string(),
         })?;
-        // Spreadsheet exports often start with a UTF-8 byte order mark.
-        let name = |h: &str| h.trim_start_matches('\u{feff}').trim().to_ascii_lowercase();
-        let index: HashMap<String, usize> = headers.iter().enumerate().map(|(i, h)| (name(h), i)).collect();
+        let index: HashMap<String, usize> =
+            headers.iter().enumerate().map(|(i, h)| (header_name(h).to_ascii_lowercase(), i)).collect();
         if let Some(column) = required.iter().find(|c| !index.contains_key(**c)) {
-            let found = headers.iter().collect::<Vec<_>>().join(",");
-            let hint = if headers.len() == 1 && (found.contains(';') || found.contains('\t')) {
+            let separated = headers.len() == 1 && headers.iter().any(|h| h.contains(';') || h.contains('\t'));
+            let hint = if separated {
                 "; the file looks separated by `;` or tabs: shoprank reads comma-separated CSV"
             } else {
                 ""
             };
-            return Err(DataError::Malformed {
-                path: path.into(),
-                line: 1,
-                problem: format!(
-                    "the header lacks the required column `{column}` (it has: {found}; required: {}){hint}",
-                    required.join(",")
-                ),
-            });
+            return Err(missing_column(path, headers, column, required, hint));
         }
         Ok(Self { index })
     }
@@ -120,7 +112,7 @@ pub(crate) fn read_items(items_path: &Path, data: &mut Dataset) -> Result<Vec<Op
                 Some(price) => Some(price),
                 None => {
                     // The item stays, without a price: price is optional.
-                    data.report.skip(
+                    data.report.warn(
                         items_path,
                         line,
                         "items.csv: price ignored (not a number >= 0)",
@@ -257,7 +249,7 @@ mod tests {
         assert_eq!(data.report.skipped["empty user_id"], 1);
         assert_eq!(data.report.skipped["quantity <= 0"], 1);
         assert_eq!(data.report.skipped["items.csv: empty item_id or text"], 1);
-        assert_eq!(data.report.skipped["items.csv: price ignored (not a number >= 0)"], 1);
+        assert_eq!(data.report.warned["items.csv: price ignored (not a number >= 0)"], 1);
         // Events are time-ordered; the price falls back to items.csv, or none.
         let first = data.events[0];
         assert_eq!(data.items.name(first.item), "A");

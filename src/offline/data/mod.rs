@@ -113,6 +113,9 @@ pub struct ImportReport {
     pub kept: usize,
     /// Reason → number of rows skipped for it.
     pub skipped: std::collections::BTreeMap<String, usize>,
+    /// Reason → number of rows kept with a value ignored (an unreadable
+    /// optional price, say).
+    pub warned: std::collections::BTreeMap<String, usize>,
     /// The first 10 skipped rows, each as `FILE, line N: reason: detail`,
     /// where the detail names the column, its value and what was expected.
     pub examples: Vec<String>,
@@ -130,15 +133,31 @@ impl ImportReport {
         }
     }
 
-    /// The error for a source none of whose rows could be used.
+    /// Counts a row of `file` kept with a value ignored for `reason`; keeps
+    /// the first few with `detail`, as [`ImportReport::skip`] does.
+    pub fn warn(&mut self, file: impl AsRef<Path>, line: usize, reason: &str, detail: &str) {
+        *self.warned.entry(reason.to_string()).or_default() += 1;
+        if self.examples.len() < 10 {
+            self.examples.push(format!("{}, line {line}: {reason}: {detail}", file.as_ref().display()));
+        }
+    }
+
+    /// The error for a source none of whose rows (in `path`) could be used:
+    /// it names the first skipped row of that file.
     pub(crate) fn nothing_usable(&self, path: impl Into<PathBuf>) -> DataError {
-        DataError::Empty { path: path.into(), summary: self.summary(), first_skipped: self.examples.first().cloned() }
+        let path = path.into();
+        let prefix = format!("{},", path.display());
+        let first_skipped = self.examples.iter().find(|e| e.starts_with(&prefix)).or(self.examples.first()).cloned();
+        DataError::Empty { path, summary: self.summary(), first_skipped }
     }
 
     pub fn summary(&self) -> String {
         let mut text = format!("{} rows read, {} kept", self.rows, self.kept);
         for (reason, count) in &self.skipped {
             text.push_str(&format!(", {count} skipped ({reason})"));
+        }
+        for (reason, count) in &self.warned {
+            text.push_str(&format!(", {count} kept with a warning ({reason})"));
         }
         text
     }
@@ -210,6 +229,32 @@ impl DataSource {
 }
 
 pub use crate::config::redacted;
+
+/// A header's column name as written, less a spreadsheet's byte order mark
+/// and surrounding spaces.
+pub(crate) fn header_name(name: &str) -> &str {
+    name.trim_start_matches('\u{feff}').trim()
+}
+
+/// The error for a header without the column `missing`: line 1, what the
+/// header has, what is required, and `hint` (may be empty).
+pub(crate) fn missing_column(
+    path: &Path,
+    header: &csv::StringRecord,
+    missing: &str,
+    required: &[&str],
+    hint: &str,
+) -> DataError {
+    let found = header.iter().collect::<Vec<_>>().join(",");
+    DataError::Malformed {
+        path: path.into(),
+        line: 1,
+        problem: format!(
+            "the header lacks the required column `{missing}` (it has: {found}; required: {}){hint}",
+            required.join(",")
+        ),
+    }
+}
 
 /// Opens a log file, transparently un-gzipping `*.gz`.
 pub(crate) fn open_maybe_gz(path: &Path) -> Result<Box<dyn std::io::Read>, DataError> {

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{open_maybe_gz, parse_time, DataError, Dataset, Event};
+use super::{header_name, missing_column, open_maybe_gz, parse_time, DataError, Dataset, Event};
 
 /// Stock codes that are postage, fees or manual adjustments, not products.
 pub const NON_PRODUCT_CODES: [&str; 12] =
@@ -31,27 +31,15 @@ const COLUMNS: [&str; 7] =
 pub fn load(path: &Path) -> Result<Dataset, DataError> {
     let mut reader = csv::ReaderBuilder::new().from_reader(open_maybe_gz(path)?);
     let malformed = |line, problem| DataError::Malformed { path: path.into(), line, problem };
-    // Spreadsheet exports often start with a UTF-8 byte order mark.
-    let header: csv::StringRecord = reader
-        .headers()
-        .map_err(|e| malformed(1, e.to_string()))?
-        .iter()
-        .map(|h| h.trim_start_matches('\u{feff}').trim())
-        .collect();
+    let header: csv::StringRecord =
+        reader.headers().map_err(|e| malformed(1, e.to_string()))?.iter().map(header_name).collect();
     if let Some(missing) = COLUMNS.iter().find(|c| !header.iter().any(|h| h == **c)) {
-        let found = header.iter().collect::<Vec<_>>().join(",");
         let hint = if header.iter().any(|h| h.eq_ignore_ascii_case("user_id")) {
             "; this looks like the generic format: give it with --events FILE --items FILE"
         } else {
             ""
         };
-        return Err(malformed(
-            1,
-            format!(
-                "the header lacks the Online Retail column `{missing}` (it has: {found}; required: {}){hint}",
-                COLUMNS.join(",")
-            ),
-        ));
+        return Err(missing_column(path, &header, missing, &COLUMNS, hint));
     }
     reader.set_headers(header);
     let mut data = Dataset::default();
@@ -104,7 +92,7 @@ fn clean(row: &Row) -> Result<Clean<'_>, &'static str> {
     if quantity.is_nan() || quantity <= 0.0 {
         return Err("quantity <= 0");
     }
-    if price.is_nan() || price <= 0.0 {
+    if !price.is_finite() || price <= 0.0 {
         return Err("price <= 0");
     }
     let description = row.description.as_deref().map(str::trim).filter(|d| !d.is_empty()).ok_or("no description")?;

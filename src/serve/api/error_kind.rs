@@ -19,7 +19,8 @@ macro_rules! error_kinds {
         }
 
         impl ErrorKind {
-            /// Every kind, by status.
+            /// Every kind, in declaration order (by status, `client_closed`
+            /// last: nobody is there to read it).
             pub const ALL: &'static [ErrorKind] = &[$(ErrorKind::$variant),+];
 
             /// The stable wire name: the body's `kind`, the metrics' label.

@@ -129,8 +129,10 @@ fn event(raw: &str, rules: EventRules, now_ms: i64, variants: &Variants) -> Resu
         }
     }
     if let Some(price) = event.price {
-        if !(price.is_finite() && price >= 0.0) {
-            return Err(format!("price: {price} is not a number >= 0"));
+        // Stored as f64, trained on as f32: a price past f32's range would
+        // become infinite there.
+        if !(price.is_finite() && (0.0..=f64::from(f32::MAX)).contains(&price)) {
+            return Err(format!("price: {price} is not a number >= 0 within f32's range"));
         }
     }
     let variant = event.request_id.as_deref().and_then(|id| variants.of_request(id)).map(str::to_string);

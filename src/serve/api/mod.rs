@@ -4,13 +4,15 @@
 //! `GET /metrics`, and their OpenAPI document at `GET /openapi.json`
 //! (`openapi`). A request's path is short and one-way: the head checks
 //! and admission (a concurrency permit, or 503, before the body is read;
-//! see `middleware`) → JSON extractor → validation → the blocking pool →
-//! `Ranker::rank` with the bundle serving now (or the catalog's store) →
-//! JSON response. `server` owns the server loop and the sockets.
+//! see `middleware`) → JSON extractor → validation → `Ranker::begin` on the
+//! blocking pool (user text, the embed job queued) → the job awaited without
+//! holding a thread → `Ranker::end` on the blocking pool with the bundle
+//! serving now (retrieval, scoring, explanations) → JSON response. `server`
+//! owns the server loop (`serve`) and the sockets.
 
 pub mod admin;
 pub mod error;
-pub mod error_kind;
+mod error_kind;
 pub mod events;
 pub mod json;
 pub mod middleware;

@@ -95,13 +95,16 @@ fn describe(
             (format!("similar to {}", titles(&[closest])[0]), ids)
         }
         ReasonKind::Popular | ReasonKind::NewProduct => {
+            // The counts end where the statistics end, not today: the text
+            // names that day.
+            let end = stats_end(stats);
             let Some(s) = stats.position_of_id(&item.id).map(|p| stats.item(p)).filter(|s| s.buyers > 0) else {
-                return Some((ReasonKind::NewProduct, "new in the catalog".to_string(), vec![]));
+                return Some((ReasonKind::NewProduct, format!("new product: no purchases {end}"), vec![]));
             };
             let text = match (s.week_buyers, s.recent_buyers, s.buyers) {
-                (week, _, _) if week > 0 => format!("popular this week ({week} {})", buyers(week)),
-                (_, month, _) if month > 0 => format!("popular this month ({month} {})", buyers(month)),
-                (_, _, ever) => format!("bought by {ever} {}", if ever == 1 { "customer" } else { "customers" }),
+                (week, _, _) if week > 0 => format!("popular in the week {end} ({week} {})", buyers(week)),
+                (_, month, _) if month > 0 => format!("popular in the 30 days {end} ({month} {})", buyers(month)),
+                (_, _, ever) => format!("bought by {ever} {} {end}", if ever == 1 { "customer" } else { "customers" }),
             };
             (text, vec![])
         }
@@ -118,6 +121,14 @@ fn describe(
         }
     };
     Some((kind, text, ids))
+}
+
+/// `before YYYY-MM-DD`, the day the statistics' history ends (exclusive).
+fn stats_end(stats: &HistoryStats) -> String {
+    match stats.cutoff.get(..10) {
+        Some(day) => format!("before {day}"),
+        None => "before the statistics' end".to_string(),
+    }
 }
 
 fn buyers(n: u32) -> &'static str {

@@ -88,11 +88,6 @@ impl Ranker {
         &self.embedder
     }
 
-    /// The embedder, shared (catalog ingestion embeds through it too).
-    pub fn shared_embedder(&self) -> Arc<Embedder> {
-        self.embedder.clone()
-    }
-
     /// The user text the encoder sees for this query (see `user_text`).
     pub fn user_text(&self, query: &RankQuery) -> Result<String, RankError> {
         Ok(self.user_text_and_tokens(query)?.0)

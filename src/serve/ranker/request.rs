@@ -71,8 +71,9 @@ pub struct Explanation {
     /// The score of this pair with every item feature at its training mean.
     pub baseline: f32,
     pub reasons: Vec<Reason>,
-    /// What the groups not listed add up to (those that lowered the score,
-    /// or raised it by under 5% of the listed ones' total).
+    /// What the groups not listed add up to: those that lowered the score,
+    /// raised it by under 5% of the upward total, or raised it with no true
+    /// sentence to say (no co-purchase link, no history, no known price).
     pub unlisted: f32,
 }
 
