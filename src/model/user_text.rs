@@ -24,7 +24,7 @@ use std::sync::Arc;
 use tokenizers::{ModelWrapper, NormalizerWrapper, PreTokenizerWrapper, Tokenizer, TruncationDirection};
 
 use crate::config::UserTextBudget;
-use crate::model::encoder::{EncoderError, TokenizedText};
+use crate::model::encoder::{cut_to_window, EncoderError, TokenizedText};
 
 /// The user signals of a request, borrowed.
 #[derive(Debug, Clone, Copy, Default)]
@@ -96,13 +96,16 @@ pub struct PartTokens {
 }
 
 impl PartTokens {
-    /// Tokenizes `text` (no special tokens).
+    /// Tokenizes `text` (no special tokens), cut first to what the
+    /// tokenizer's window can use (`encoder::cut_to_window`).
     pub fn of(tokenizer: &Tokenizer, text: &str) -> Result<Self, EncoderError> {
+        let window = tokenizer.get_truncation().map_or(usize::MAX, |t| t.max_length);
+        let (text, cut) = cut_to_window(text, window);
         let encoding = tokenizer.encode(text, false).map_err(EncoderError::Tokenize)?;
         Ok(Self {
             ids: encoding.get_ids().to_vec(),
             offsets: encoding.get_offsets().to_vec(),
-            overflowed: !encoding.get_overflowing().is_empty(),
+            overflowed: cut || !encoding.get_overflowing().is_empty(),
         })
     }
 

@@ -154,11 +154,32 @@ async fn candidate_rules_are_enforced() {
 
 #[tokio::test]
 async fn top_k_must_be_a_whole_number_of_at_least_one() {
-    for top_k in ["0", "-0", "-3", "2.5", "1e3"] {
+    let with_top_k = |top_k: &str| {
         let mut body = realistic_request();
         body["top_k"] = json!(null);
-        let body = body.to_string().replace("\"top_k\":null", &format!("\"top_k\":{top_k}"));
-        expect_error(body, StatusCode::UNPROCESSABLE_ENTITY, "invalid_top_k", "top_k").await;
+        body.to_string().replace("\"top_k\":null", &format!("\"top_k\":{top_k}"))
+    };
+    for top_k in ["0", "-0", "-3", "2.5", "0.25e1", "1e-3"] {
+        expect_error(with_top_k(top_k), StatusCode::UNPROCESSABLE_ENTITY, "invalid_top_k", "top_k").await;
+    }
+    // A whole number written as a JSON float is a whole number.
+    for (top_k, expected) in [("2.0", 2), ("1e0", 1), ("3E0", 3)] {
+        let response = app(shared_state()).oneshot(post(with_top_k(top_k))).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{top_k}");
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["items"].as_array().unwrap().len(), expected, "{top_k}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn every_answer_forbids_content_sniffing() {
+    for request in
+        [post(realistic_request().to_string()), post("{"), Request::get("/health").body(Body::empty()).unwrap()]
+    {
+        let response = app(shared_state()).oneshot(request).await.unwrap();
+        let sniffing = response.headers().get("x-content-type-options").map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(sniffing.as_deref(), Some("nosniff"), "{}", response.status());
     }
 }
 

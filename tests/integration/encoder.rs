@@ -190,6 +190,31 @@ fn long_texts_are_truncated_to_the_window() {
     assert!((norm - 1.0).abs() < 1e-5);
 }
 
+/// A huge text (2 MB, within the body limit) is cut to what the window can
+/// use before it is tokenized, and gets exactly the tokens the whole text
+/// would: on both tokenizers, as a candidate and as a user-text part.
+#[test]
+fn a_huge_text_gets_the_tokens_of_the_whole_text() {
+    for model in [common::MINILM, M3E] {
+        let encoder = common::model_encoder(model, FAST);
+        let huge = "Handmade ceramic teapot, 1.2 l, blue glaze; 纯棉四件套. ".repeat(40_000);
+        assert!(huge.len() > 2_000_000);
+        let whole = encoder.tokenizer().encode(huge.as_str(), true).unwrap().get_ids().to_vec();
+        assert_eq!(encoder.tokenize(&huge).unwrap().ids, whole, "{model}");
+        let part = shoprank::model::user_text::PartTokens::of(encoder.tokenizer(), &huge).unwrap();
+        let whole_part = encoder.tokenizer().encode(huge.as_str(), false).unwrap().get_ids().to_vec();
+        let reference = shoprank::model::user_text::PartTokens::of(encoder.tokenizer(), &huge[..200]).unwrap();
+        assert!(part.bytes() > reference.bytes(), "{model}");
+        assert_eq!(
+            part.bytes(),
+            std::mem::size_of::<shoprank::model::user_text::PartTokens>()
+                + whole_part.len() * 4
+                + whole_part.len() * std::mem::size_of::<(usize, usize)>(),
+            "{model}: the same window of tokens"
+        );
+    }
+}
+
 #[test]
 fn vectors_do_not_depend_on_batch_order_or_size() {
     let encoder = common::encoder();

@@ -82,6 +82,17 @@ fn events_are_stored_once_and_a_bad_batch_names_each_bad_event() {
         for (problem, says) in body["problems"].as_array().unwrap().iter().zip(expected) {
             assert!(problem["error"].as_str().unwrap().contains(says), "{problem}");
         }
+        // A batch of 1,000 bad events with long ids: the first 10 are listed,
+        // the message counts them all, and the answer stays small.
+        let long = "w".repeat(250);
+        let all_bad: Vec<Value> = (0..1000)
+            .map(|i| json!({"event_id": format!("{long}{i}"), "user_id": long, "item_id": long, "type": long, "timestamp": 1}))
+            .collect();
+        let (status, body) = send(&rt, &state, request("POST", "/v1/events", Some(&json!({"events": all_bad})), None));
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{url}");
+        assert_eq!(body["problems"].as_array().unwrap().len(), 10, "{body}");
+        assert!(body["error"].as_str().unwrap().starts_with("1000 of 1000 events"), "{body}");
+        assert!(body.to_string().len() < 4096, "an answer of {} bytes", body.to_string().len());
         let (status, body) = send(&rt, &state, request("POST", "/v1/events", Some(&json!({"events": []})), None));
         assert_eq!((status, body["kind"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("empty_events")));
         let many: Vec<Value> = (0..=settings.events.max_batch_events).map(|i| purchase(&format!("m{i}"), 1)).collect();

@@ -218,8 +218,10 @@ impl Encoder {
         &self.tokenizer
     }
 
-    /// Tokenizes one text, truncating it to the window.
+    /// Tokenizes one text, truncating it to the window (cut first to what
+    /// the window can use: see [`cut_to_window`]).
     pub fn tokenize(&self, text: &str) -> Result<TokenizedText, EncoderError> {
+        let (text, _) = cut_to_window(text, self.max_seq_len);
         let encoding = self.tokenizer.encode(text, true).map_err(EncoderError::Tokenize)?;
         Ok(TokenizedText { ids: encoding.get_ids().to_vec() })
     }
@@ -352,9 +354,29 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
+/// Characters of a text the tokenizer is given per token of the window. A
+/// WordPiece token spans a few characters (a long word is split into
+/// pieces), so the window's tokens come from far fewer characters than this
+/// allows; the cut only bounds the work and memory a huge text costs (the
+/// tokenizer normalises and splits the whole of what it is given, though
+/// the window keeps 256 tokens).
+pub const CHARS_PER_WINDOW_TOKEN: usize = 32;
+
+/// `text` cut to what a window of `tokens` tokens can use, at most
+/// [`CHARS_PER_WINDOW_TOKEN`] characters a token (before the last white
+/// space within that bound, so no word is split, where there is one), and
+/// whether it was cut.
+pub fn cut_to_window(text: &str, tokens: usize) -> (&str, bool) {
+    let max_chars = tokens.saturating_mul(CHARS_PER_WINDOW_TOKEN);
+    let Some((end, _)) = text.char_indices().nth(max_chars) else { return (text, false) };
+    let cut = &text[..end];
+    let at_word = cut.rfind(char::is_whitespace).filter(|&w| w > 0).map_or(cut, |w| &cut[..w]);
+    (at_word, true)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::cosine;
+    use super::{cosine, cut_to_window, CHARS_PER_WINDOW_TOKEN};
 
     #[test]
     fn cosine_is_the_dot_product_for_any_length() {
@@ -364,5 +386,17 @@ mod tests {
             let exact: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
             assert!((cosine(&a, &b) as f64 - exact).abs() < 1e-4, "n = {n}");
         }
+    }
+
+    #[test]
+    fn a_text_is_cut_to_what_the_window_can_use_at_a_word() {
+        assert_eq!(cut_to_window("red mug", 2), ("red mug", false));
+        let long = "word ".repeat(100);
+        let (cut, was_cut) = cut_to_window(&long, 2);
+        assert!(was_cut && cut.chars().count() <= 2 * CHARS_PER_WINDOW_TOKEN, "{cut:?}");
+        assert!(cut.ends_with("word"), "cut before the white space: {cut:?}");
+        let unbroken = "é".repeat(1000);
+        let (cut, _) = cut_to_window(&unbroken, 1);
+        assert_eq!(cut.chars().count(), CHARS_PER_WINDOW_TOKEN, "no white space: cut at a character");
     }
 }

@@ -26,16 +26,24 @@ impl AdminToken {
         let Some(expected) = &self.0 else {
             return Err(ApiError::admin_disabled());
         };
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
-            .unwrap_or_default();
+        let given =
+            headers.get(header::AUTHORIZATION).and_then(|value| bearer_token(value.as_bytes())).unwrap_or_default();
         if bool::from(given.ct_eq(expected.as_slice())) {
             Ok(())
         } else {
             Err(ApiError::unauthorized())
         }
     }
+}
+
+/// The credentials of a `Bearer` authorization: the scheme's name is
+/// case-insensitive (RFC 7235 §2.1), and one or more spaces follow it.
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = value.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer") || !rest.starts_with(b" ") {
+        return None;
+    }
+    Some(rest.trim_ascii_start())
 }
 
 /// `POST /admin/reload`: which bundle to load.
@@ -102,5 +110,21 @@ mod tests {
         }
         assert_eq!(token.check(&HeaderMap::new()).unwrap_err().kind, ErrorKind::Unauthorized);
         assert_eq!(AdminToken::new("").check(&bearer("")).unwrap_err().kind, ErrorKind::AdminDisabled);
+    }
+
+    /// RFC 7235: the scheme's name is case-insensitive; spaces may repeat.
+    #[test]
+    fn the_bearer_scheme_is_matched_in_any_case() {
+        let token = AdminToken::new("s3cret");
+        for value in ["bearer s3cret", "BEARER s3cret", "Bearer   s3cret"] {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+            assert!(token.check(&headers).is_ok(), "{value:?}");
+        }
+        for value in ["Bearers3cret", "Basic s3cret", "Bear s3cret"] {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+            assert!(token.check(&headers).is_err(), "{value:?}");
+        }
     }
 }

@@ -31,8 +31,10 @@ pub struct Problem {
     pub error: String,
 }
 
-/// Most per-element problems listed in one answer.
-pub const MAX_PROBLEMS: usize = 100;
+/// Most per-element problems listed in one answer: with each message cut
+/// to `MAX_MESSAGE_BYTES`, the body stays under 4 KB (the message says how
+/// many elements were bad in all).
+pub const MAX_PROBLEMS: usize = 10;
 
 /// The body of every error answer.
 #[derive(Serialize, ToSchema)]
@@ -44,7 +46,7 @@ pub struct ErrorBody<'a> {
     /// What went wrong, for programs: an [`ErrorKind`], stable across versions.
     #[schema(schema_with = super::openapi::error_kind)]
     pub kind: ErrorKind,
-    /// For a batch: each bad element and why (the first 100).
+    /// For a batch: each bad element and why (the first 10).
     #[serde(skip_serializing_if = "<[Problem]>::is_empty")]
     #[schema(value_type = Option<Vec<Problem>>)]
     pub problems: &'a [Problem],

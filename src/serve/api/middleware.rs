@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header::CONTENT_LENGTH;
-use axum::http::StatusCode;
+use axum::http::header::{CONTENT_LENGTH, X_CONTENT_TYPE_OPTIONS};
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Notify;
@@ -113,8 +113,11 @@ pub async fn record_metrics(State(state): State<AppState>, request: Request, nex
         .unwrap_or_else(|| "unmatched".to_string());
     let _in_flight = state.shared.in_flight.enter();
     let mut outcome = Outcome { state: &state, route, started: Instant::now(), answered: false };
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
     outcome.record(response.status(), response.extensions().get::<ErrorKind>().copied());
+    // Every answer says what it is: a browser must not guess a JSON error
+    // quoting the request into something it would run.
+    response.headers_mut().insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     response
 }
 

@@ -174,15 +174,18 @@ impl RecommendRequest {
         }
         let top_k = match self.top_k {
             None => limits.default_top_k,
-            Some(k) => match k.as_u64() {
-                Some(k) if k >= 1 => usize::try_from(k).unwrap_or(usize::MAX),
-                _ => {
-                    return Err(ApiError::new(
-                        ErrorKind::InvalidTopK,
-                        format!("top_k must be a whole number >= 1; got {k}"),
-                    ))
+            // `1.0` and `1e2` are whole numbers too, written as JSON floats.
+            Some(k) => {
+                match k.as_u64().or_else(|| k.as_f64().filter(|f| f.fract() == 0.0 && *f >= 1.0).map(|f| f as u64)) {
+                    Some(k) if k >= 1 => usize::try_from(k).unwrap_or(usize::MAX),
+                    _ => {
+                        return Err(ApiError::new(
+                            ErrorKind::InvalidTopK,
+                            format!("top_k must be a whole number >= 1; got {k}"),
+                        ))
+                    }
                 }
-            },
+            }
         };
         if self.explain && top_k > MAX_EXPLAINED {
             return Err(ApiError::new(
