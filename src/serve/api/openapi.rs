@@ -28,17 +28,17 @@ use super::types::{CandidateIn, CatalogItemIn, HistoryItemIn};
             with another method 405 (`components.responses.MethodNotAllowed`)."
     ),
     paths(
-        super::recommend,
-        super::upsert_items,
-        super::get_item,
-        super::delete_item,
+        super::recommend::recommend,
+        super::catalog::upsert_items,
+        super::catalog::get_item,
+        super::catalog::delete_item,
         super::post_events,
         super::reload,
         super::rollback,
-        super::health,
-        super::ready,
-        super::metrics,
-        super::openapi_json
+        super::probes::health,
+        super::probes::ready,
+        super::probes::metrics,
+        super::probes::openapi_json
     ),
     components(schemas(ErrorBody)),
     modifiers(&TitleAliases, &SharedErrors, &AdminBearer)
