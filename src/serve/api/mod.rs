@@ -6,10 +6,11 @@
 //! /openapi.json` (`probes`; the document is built in `openapi`). This
 //! module holds what they share: [`AppState`], the blocking-pool helpers,
 //! and [`app`], which assembles the routes; the events and admin handlers
-//! sit here too, beside their wire types in `events` and `admin`. A
-//! request's path is short and one-way: the head checks
-//! and admission (a concurrency permit, or 503, before the body is read;
-//! see `middleware`) → JSON extractor → validation → `Ranker::begin` on the
+//! sit here too, beside their wire types in `events` and `admin`.
+//!
+//! A request's path is short and one-way: the head checks and admission (a
+//! concurrency permit, or 503, before the body is read; see `middleware`) →
+//! JSON extractor → validation → `Ranker::begin` on the
 //! blocking pool (user text, the embed job queued) → the job awaited without
 //! holding a thread → `Ranker::end` on the blocking pool with the bundle
 //! serving now (retrieval, scoring, explanations) → JSON response. `server`

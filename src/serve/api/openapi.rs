@@ -4,7 +4,10 @@
 //! error answers from the tables below: each names, for a route, the
 //! [`ErrorKind`]s its [`ErrorBody`] can carry, grouped by status; the status,
 //! the `Retry-After` header and (unless the route says more) the description
-//! come from the kinds themselves.
+//! come from the kinds themselves. One job, so one file: a route's error
+//! table, the paths listed and the modifiers that finish the document
+//! change together, and its tests (that every reference resolves, that the
+//! tables cover the kinds) read them all.
 
 use std::collections::BTreeMap;
 
