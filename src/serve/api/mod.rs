@@ -1,29 +1,38 @@
-//! The HTTP API (axum): `POST /recommend`, `PUT /v1/catalog/items`,
-//! `GET`/`DELETE /v1/catalog/items/{id}`, `POST /v1/events`,
-//! `POST /admin/reload` and `/admin/rollback` (`admin`), `GET /health`, `GET /ready`,
-//! `GET /metrics`, and their OpenAPI document at `GET /openapi.json`
-//! (`openapi`). A request's path is short and one-way: the head checks
-//! and admission (a concurrency permit, or 503, before the body is read;
-//! see `middleware`) → JSON extractor → validation → `Ranker::begin` on the
+//! The HTTP API (axum), a file per resource: `POST /recommend`
+//! (`recommend`), `PUT /v1/catalog/items` and `GET`/`DELETE
+//! /v1/catalog/items/{id}` (`catalog`), `POST /v1/events` (`events`),
+//! `POST /admin/reload` and `/admin/rollback` (`admin`), and `GET /health`,
+//! `GET /ready`, `GET /metrics` and the OpenAPI document at `GET
+//! /openapi.json` (`probes`; the document is built in `openapi`). This
+//! module holds what they share: [`AppState`], the blocking-pool helpers,
+//! and [`app`], which assembles the routes; the events and admin handlers
+//! sit here too, beside their wire types in `events` and `admin`.
+//!
+//! A request's path is short and one-way: the head checks and admission (a
+//! concurrency permit, or 503, before the body is read; see `middleware`) →
+//! JSON extractor → validation → `Ranker::begin` on the
 //! blocking pool (user text, the embed job queued) → the job awaited without
 //! holding a thread → `Ranker::end` on the blocking pool with the bundle
 //! serving now (retrieval, scoring, explanations) → JSON response. `server`
 //! owns the server loop (`serve`) and the sockets.
 
 pub mod admin;
+mod catalog;
 pub mod error;
 mod error_kind;
 pub mod events;
 pub mod json;
 pub mod middleware;
 pub mod openapi;
+mod probes;
+mod recommend;
 pub mod server;
 pub mod types;
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
@@ -31,24 +40,18 @@ use axum::{Extension, Json, Router};
 use tokio::sync::Semaphore;
 
 use self::admin::{AdminToken, ReloadRequest, ReloadResponse};
+use self::catalog::{delete_item, get_item, upsert_items};
 use self::error::{ApiError, ErrorKind};
 use self::events::{EventRules, EventsRequest, EventsResponse};
 use self::json::ApiJson;
 use self::middleware::{Abandon, InFlight};
-use self::openapi::{
-    AdminErrors, EventsErrors, HeadErrors, HealthErrors, ItemErrors, ReadyErrors, RecommendErrors, UpsertErrors,
-};
-use self::types::{
-    CatalogItemOut, DeleteResponse, HealthResponse, ModelInfo, ReadyResponse, RecommendRequest, RecommendResponse,
-    UpsertRequest, UpsertResponse,
-};
+use self::openapi::{AdminErrors, EventsErrors};
+use self::probes::{health, metrics, openapi_json, ready};
+use self::recommend::recommend;
 use crate::config::{Limits, Settings};
-use crate::model::bundle::Bundle;
-use crate::serve::catalog::CatalogWriteError;
 use crate::serve::embed::Ticket;
 use crate::serve::events::SubmitError;
 use crate::serve::metrics::Metrics;
-use crate::serve::ranker::RankError;
 use crate::serve::service::Service;
 
 pub use self::server::{run, serve, shutdown_signal, ConnectionLimits};
@@ -228,135 +231,6 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// `POST /recommend`: ranks the request's candidates, or retrieves from the
-/// catalog when it sends none.
-#[utoipa::path(
-    post,
-    path = "/recommend",
-    tag = "recommend",
-    request_body = RecommendRequest,
-    responses((status = 200, description = "The items, best first.", body = RecommendResponse), RecommendErrors)
-)]
-async fn recommend(
-    State(state): State<AppState>,
-    Extension(abandon): Extension<Abandon>,
-    ApiJson(request): ApiJson<RecommendRequest>,
-) -> Result<Json<RecommendResponse>, ApiError> {
-    let started = Instant::now();
-    let user_id = request.user.id.clone();
-    let query = request.validate(&state.shared.limits)?;
-    let service = state.service()?;
-    // The variant and its bundle are taken once: this request is scored by
-    // that bundle and names it, whatever is installed while it runs.
-    let (variant, bundle) = service.choose(user_id.as_deref());
-    let variant = variant.name.clone();
-    state.shared.metrics.variant_requests.with_label_values(&[&variant]).inc();
-    let model = model_info(&service, &bundle);
-    // The CPU work runs on the blocking pool, never on a runtime worker; the
-    // wait for the encoder between its two halves holds no thread at all.
-    let ticket = state.ticket(&abandon);
-    let ranking = async {
-        let ranker = service.clone();
-        let (begun, job) =
-            state.on_blocking_pool(&ticket, move |ticket| Ok(ranker.ranker().begin(query, ticket)?)).await?;
-        let embedded = job.wait(&ticket).await.map_err(RankError::from)?;
-        state
-            .on_blocking_pool(&ticket, move |ticket| {
-                Ok(service.ranker().end(&bundle, begun, embedded, service.catalog(), ticket)?)
-            })
-            .await
-    };
-    let items = state.in_time(&ticket, ranking).await?;
-    let took_ms = started.elapsed().as_secs_f64() * 1e3;
-    let request_id = crate::serve::variants::request_id(&variant);
-    tracing::debug!(user = user_id.as_deref().unwrap_or("-"), request_id, took_ms, "ranked");
-    Ok(Json(RecommendResponse { items, model, variant, request_id, took_ms }))
-}
-
-/// `PUT /v1/catalog/items`: upserts a batch, durably, before answering.
-#[utoipa::path(
-    put,
-    path = "/v1/catalog/items",
-    tag = "catalog",
-    request_body = UpsertRequest,
-    responses((status = 200, description = "The items are stored.", body = UpsertResponse), UpsertErrors)
-)]
-async fn upsert_items(
-    State(state): State<AppState>,
-    Extension(abandon): Extension<Abandon>,
-    ApiJson(request): ApiJson<UpsertRequest>,
-) -> Result<Json<UpsertResponse>, ApiError> {
-    let limits = state.shared.catalog_limits;
-    let items = request.validate(limits.max_upsert_items)?;
-    let service = state.service()?;
-    state
-        .blocking(&abandon, move |_| {
-            let catalog = service.catalog().ok_or_else(ApiError::no_catalog)?;
-            catalog.upsert(&items, limits.max_items).map_err(|e| match e {
-                full @ CatalogWriteError::Full { .. } => ApiError::new(ErrorKind::CatalogFull, full.to_string()),
-                CatalogWriteError::Store(e) => ApiError::store_unavailable(&e),
-            })?;
-            let (items_now, embedded) = catalog.index().counts();
-            Ok(Json(UpsertResponse {
-                upserted: items.len(),
-                catalog_items: items_now,
-                pending_embeddings: items_now - embedded,
-            }))
-        })
-        .await
-}
-
-/// `GET /v1/catalog/items/{id}`.
-#[utoipa::path(
-    get,
-    path = "/v1/catalog/items/{id}",
-    tag = "catalog",
-    params(("id" = String, Path, description = "The item's id.")),
-    responses((status = 200, description = "The item as stored.", body = CatalogItemOut), ItemErrors)
-)]
-async fn get_item(
-    State(state): State<AppState>,
-    Extension(abandon): Extension<Abandon>,
-    Path(id): Path<String>,
-) -> Result<Json<CatalogItemOut>, ApiError> {
-    let service = state.service()?;
-    // The index's lock may wait for a scan: off the runtime's workers.
-    state
-        .blocking(&abandon, move |_| {
-            let catalog = service.catalog().ok_or_else(ApiError::no_catalog)?;
-            let view = catalog.index().read();
-            let (item, vector) = view.get(&id).ok_or_else(|| ApiError::item_not_found(&id))?;
-            Ok(Json(CatalogItemOut { item: item.clone(), embedded: vector.is_some() }))
-        })
-        .await
-}
-
-/// `DELETE /v1/catalog/items/{id}`: durable before answering.
-#[utoipa::path(
-    delete,
-    path = "/v1/catalog/items/{id}",
-    tag = "catalog",
-    params(("id" = String, Path, description = "The item's id.")),
-    responses((status = 200, description = "The item is deleted.", body = DeleteResponse), ItemErrors)
-)]
-async fn delete_item(
-    State(state): State<AppState>,
-    Extension(abandon): Extension<Abandon>,
-    Path(id): Path<String>,
-) -> Result<Json<DeleteResponse>, ApiError> {
-    let service = state.service()?;
-    state
-        .blocking(&abandon, move |_| {
-            let catalog = service.catalog().ok_or_else(ApiError::no_catalog)?;
-            match catalog.delete(&id) {
-                Ok(true) => Ok(Json(DeleteResponse { deleted: id })),
-                Ok(false) => Err(ApiError::item_not_found(&id)),
-                Err(e) => Err(ApiError::store_unavailable(&e)),
-            }
-        })
-        .await
-}
-
 /// `POST /v1/events`: stores a batch of feedback events durably before
 /// answering; a retried event (same `event_id`) is stored once.
 #[utoipa::path(
@@ -438,68 +312,4 @@ async fn rollback(State(state): State<AppState>) -> Result<Json<ReloadResponse>,
     let rolled_back =
         tokio::task::spawn_blocking(move || service.rollback()).await.map_err(|e| ApiError::internal(&e))?;
     Ok(Json(rolled_back.map_err(admin::refused)?.into()))
-}
-
-/// Liveness: the process answers, and its encoder thread has not died (a
-/// dead encoder cannot recover, so an orchestrator should restart the
-/// process). Still 200 while the models load.
-#[utoipa::path(
-    get,
-    path = "/health",
-    tag = "operations",
-    responses((status = 200, description = "The process is alive.", body = HealthResponse), HealthErrors)
-)]
-async fn health(State(state): State<AppState>) -> Result<Json<HealthResponse>, ApiError> {
-    match state.shared.service.get() {
-        Some(service) if !service.is_ready() => Err(ApiError::encoder_stopped()),
-        _ => Ok(Json(HealthResponse { status: "ok".into() })),
-    }
-}
-
-/// Readiness: 200 once the models are loaded and one warm-up pass has run,
-/// and for as long as the encoder thread lives.
-#[utoipa::path(
-    get,
-    path = "/ready",
-    tag = "operations",
-    responses((status = 200, description = "Requests can be served.", body = ReadyResponse), ReadyErrors)
-)]
-async fn ready(State(state): State<AppState>) -> Result<Json<ReadyResponse>, ApiError> {
-    let service = state.service()?;
-    Ok(Json(ReadyResponse { status: "ready".into(), model: model_info(&service, &service.bundle()) }))
-}
-
-/// What a response says served it: the encoder and the bundle's version.
-fn model_info(service: &Service, bundle: &Bundle) -> ModelInfo {
-    let encoder = service.ranker().embedder().encoder();
-    ModelInfo {
-        encoder: encoder.name().to_string(),
-        precision: encoder.precision().as_str().to_string(),
-        head: bundle.version().to_string(),
-    }
-}
-
-/// `GET /metrics`: every metric, in Prometheus' text format.
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    tag = "operations",
-    responses(
-        (status = 200, description = "The metrics.", body = String, content_type = "text/plain; version=0.0.4"),
-        HeadErrors
-    )
-)]
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    ([(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], state.shared.metrics.render())
-}
-
-/// `GET /openapi.json`: this document.
-#[utoipa::path(
-    get,
-    path = "/openapi.json",
-    tag = "operations",
-    responses((status = 200, description = "The OpenAPI 3.1 document.", body = Object), HeadErrors)
-)]
-async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(openapi::document())
 }

@@ -4,7 +4,10 @@
 //! error answers from the tables below: each names, for a route, the
 //! [`ErrorKind`]s its [`ErrorBody`] can carry, grouped by status; the status,
 //! the `Retry-After` header and (unless the route says more) the description
-//! come from the kinds themselves.
+//! come from the kinds themselves. One job, so one file: a route's error
+//! table, the paths listed and the modifiers that finish the document
+//! change together, and its tests (that every reference resolves, that the
+//! tables cover the kinds) read them all.
 
 use std::collections::BTreeMap;
 
@@ -28,17 +31,17 @@ use super::types::{CandidateIn, CatalogItemIn, HistoryItemIn};
             with another method 405 (`components.responses.MethodNotAllowed`)."
     ),
     paths(
-        super::recommend,
-        super::upsert_items,
-        super::get_item,
-        super::delete_item,
+        super::recommend::recommend,
+        super::catalog::upsert_items,
+        super::catalog::get_item,
+        super::catalog::delete_item,
         super::post_events,
         super::reload,
         super::rollback,
-        super::health,
-        super::ready,
-        super::metrics,
-        super::openapi_json
+        super::probes::health,
+        super::probes::ready,
+        super::probes::metrics,
+        super::probes::openapi_json
     ),
     components(schemas(ErrorBody)),
     modifiers(&TitleAliases, &SharedErrors, &AdminBearer)

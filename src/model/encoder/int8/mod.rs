@@ -2,37 +2,37 @@
 //! = "int8"`): `out = x·Wᵀ + bias (+ residual)`, then an activation, with
 //! `W` quantised once, at load, and `x` quantised per call.
 //!
-//! - **Weights**: symmetric, one scale per output channel (a row of `W`),
-//!   packed once into the layout the kernels read: panels of 16 output
-//!   channels, and within a panel, for each group of 4 inputs, the 16
-//!   channels' 4 bytes side by side (64 bytes: one AVX-512 register, two
+//! This file is the product itself (the work split over threads, the
+//! portable kernel, the epilogue); each side of it has its own file.
+//!
+//! - **Weights** (`pack`): symmetric, one scale per output channel (a row
+//!   of `W`), packed once into the layout the kernels read: panels of 16
+//!   output channels, and within a panel, for each group of 4 inputs, the
+//!   16 channels' 4 bytes side by side (64 bytes: one AVX-512 register, two
 //!   AVX2 ones, one row of an AMX tile). This is the layout of ONNX
 //!   Runtime's MLAS u8×s8 kernels.
-//! - **Activations**: asymmetric `u8` with one scale and zero point per row
-//!   (per token), so a token with large values does not coarsen the others.
-//!   The product then needs one correction per output:
+//! - **Activations** (`quantise`): asymmetric `u8` with one scale and zero
+//!   point per row (per token), so a token with large values does not
+//!   coarsen the others. The product then needs one correction per output:
 //!   `x·w ≈ sx·sw·(Σ qx·qw − zx·Σ qw)`, with `Σ qw` (the channel's column sum)
 //!   computed at pack time.
-//! - **Kernels**, chosen at run time: AMX (`tdpbusd`, 16 × 16 × 64 products
-//!   per instruction, [`amx`]), AVX-512 VNNI (`vpdpbusd`: 4 u8×s8 products
-//!   summed into each i32 lane in one instruction), AVX2, and a portable
-//!   one. AVX2's `vpmaddubsw` would add two u8×s8 products into a
-//!   saturating i16, which 255·127·2 overflows; ONNX Runtime accepts that or
-//!   drops to 7 bits (`reduce_range`), and 7 bits cost too much here (the
-//!   lowest cosine to f32 on the reference texts fell to 0.9932 with 7-bit
-//!   weights, 0.9900 with 7-bit activations). So the AVX2 kernel reads the
-//!   weights widened to i16 (a second packing, made at load for AVX2 only)
-//!   and multiplies with `vpmaddwd`, whose i32 pair sums cannot overflow.
-//!   Every kernel's integer sums are exact, so all give the portable one's
-//!   bits (tested), and replicas on different CPUs store the same vectors.
+//! - **Kernels**, chosen at run time (`kernel`): AMX (`tdpbusd`, 16 × 16 ×
+//!   64 products per instruction, [`amx`]), AVX-512 VNNI (`vpdpbusd`: 4
+//!   u8×s8 products summed into each i32 lane in one instruction; `x86`),
+//!   AVX2 (`x86`), and a portable one. AVX2's `vpmaddubsw` would add two
+//!   u8×s8 products into a saturating i16, which 255·127·2 overflows; ONNX
+//!   Runtime accepts that or drops to 7 bits (`reduce_range`), and 7 bits,
+//!   of the weights or of the activations, cost too much accuracy on the
+//!   reference texts. So the AVX2 kernel reads the weights widened to i16
+//!   (a second packing, made at load for AVX2 only) and multiplies with
+//!   `vpmaddwd`, whose i32 pair sums cannot overflow. Every kernel's
+//!   integer sums are exact, so all give the portable one's bits (tested),
+//!   and replicas on different CPUs store the same vectors.
 //! - **Threads**: many rows (batches) are split by rows, each thread
 //!   quantising its own; few rows (one user text) are quantised once and,
 //!   on AMX, split by output channels, so each core reads half the weights.
 //!   The quantised rows live in a per-thread buffer kept between calls (up
 //!   to 1 MiB each).
-
-use std::borrow::Cow;
-use std::cell::Cell;
 
 use rayon::prelude::*;
 
@@ -41,8 +41,16 @@ use crate::model::encoder::kernels::SharedOut;
 
 #[cfg(target_arch = "x86_64")]
 mod amx;
+mod kernel;
+mod pack;
+mod quantise;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+
+pub(crate) use self::kernel::Kernel;
+pub(crate) use self::pack::PackedWeights;
+pub(crate) use self::quantise::QuantisedInputs;
+use self::quantise::{with_scratch, QuantisedRows};
 
 /// Output channels per panel, and inputs per group.
 const PANEL: usize = 16;
@@ -51,102 +59,6 @@ const GROUP: usize = 4;
 /// registers).
 const ROWS: usize = 4;
 
-/// Which instructions the product runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kernel {
-    Amx,
-    Avx512Vnni,
-    Avx2,
-    Portable,
-}
-
-impl Kernel {
-    /// The fastest this CPU has.
-    pub(crate) fn detect() -> Self {
-        [Kernel::Amx, Kernel::Avx512Vnni, Kernel::Avx2]
-            .into_iter()
-            .find(|kernel| kernel.is_supported())
-            .unwrap_or(Kernel::Portable)
-    }
-
-    /// Whether the kernel outruns the f32 path (see `Arithmetic::auto`).
-    pub(crate) fn beats_f32(self) -> bool {
-        matches!(self, Kernel::Amx | Kernel::Avx512Vnni)
-    }
-
-    /// Whether this CPU (and OS, for AMX) can run the kernel.
-    fn is_supported(self) -> bool {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Amx => amx::supported(),
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512Vnni => {
-                is_x86_feature_detected!("avx512f")
-                    && is_x86_feature_detected!("avx512bw")
-                    && is_x86_feature_detected!("avx512vnni")
-            }
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => is_x86_feature_detected!("avx2"),
-            Kernel::Portable => true,
-            #[allow(unreachable_patterns)]
-            _ => false,
-        }
-    }
-
-    /// Inputs are padded with zeros to a multiple of this.
-    fn input_multiple(self) -> usize {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Amx => amx::TILE_INPUTS,
-            _ => GROUP,
-        }
-    }
-
-    /// Quantised rows are padded with zero rows to a multiple of this.
-    fn row_multiple(self) -> usize {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Amx => amx::BLOCK_ROWS,
-            _ => 1,
-        }
-    }
-
-    /// Panels are padded with zero panels to a multiple of this.
-    fn panel_multiple(self) -> usize {
-        if self == Kernel::Amx {
-            2
-        } else {
-            1
-        }
-    }
-}
-
-/// Largest weight magnitude: 8 bits, symmetric.
-const WEIGHT_LIMIT: f32 = 127.0;
-
-/// Most inputs a product may have: its i32 sums stay exact while
-/// in_dim·255·127 < 2³¹ (BERT's largest layer has 4,096).
-const MAX_IN_DIM: usize = 60_000;
-
-/// `W` (`[out, in]`), quantised per output channel and packed.
-pub(crate) struct PackedWeights {
-    kernel: Kernel,
-    in_dim: usize,
-    out_dim: usize,
-    /// `in_dim` rounded up to the kernel's input multiple (4, or 64 on AMX).
-    padded_in: usize,
-    /// Panels stored: `out_dim / 16` rounded up (to an even count on AMX).
-    panels: usize,
-    /// Panel-major: `padded_in / 4` groups of 64 bytes per panel.
-    packed: Vec<i8>,
-    /// For the AVX2 kernel only (else empty): the same weights as i16,
-    /// panel-major, per pair of inputs the 16 channels' two values (64 bytes).
-    wide: Vec<i16>,
-    /// Per output channel: the weights' scale, and their quantised sum.
-    scales: Vec<f32>,
-    sums: Vec<i32>,
-}
-
 /// Products of at least this many multiplications are split by output
 /// channels when they have too few rows to split by rows (AMX only: the
 /// vector kernels are compute-bound, and split only by rows). Below it, a
@@ -154,34 +66,6 @@ pub(crate) struct PackedWeights {
 const SPLIT_COLUMNS_FROM: usize = 1 << 24;
 
 impl PackedWeights {
-    /// Quantises and packs `weight` (`out_dim` rows of `in_dim`) for `kernel`.
-    /// Panics if this CPU cannot run `kernel` (the kernels' safety rests on it).
-    pub(crate) fn new(weight: &[f32], out_dim: usize, in_dim: usize, kernel: Kernel) -> Self {
-        assert!(kernel.is_supported(), "this CPU cannot run the {kernel:?} int8 kernel");
-        assert!((1..=MAX_IN_DIM).contains(&in_dim), "int8 products take 1 to {MAX_IN_DIM} inputs, not {in_dim}");
-        assert_eq!(weight.len(), out_dim * in_dim, "weight is out_dim × in_dim");
-        let padded_in = in_dim.next_multiple_of(kernel.input_multiple());
-        let panels = out_dim.div_ceil(PANEL).next_multiple_of(kernel.panel_multiple());
-        let groups = padded_in / GROUP;
-        let mut packed = vec![0i8; panels * groups * PANEL * GROUP];
-        let mut scales = vec![0f32; out_dim];
-        let mut sums = vec![0i32; out_dim];
-        let limit = WEIGHT_LIMIT;
-        for (n, row) in weight.chunks_exact(in_dim).enumerate() {
-            let max = row.iter().fold(0f32, |m, w| m.max(w.abs()));
-            let scale = if max > 0.0 { max / limit } else { 1.0 };
-            scales[n] = scale;
-            let (panel, lane) = (n / PANEL, n % PANEL);
-            for (k, w) in row.iter().enumerate() {
-                let q = (w / scale).round().clamp(-limit, limit) as i8;
-                sums[n] += q as i32;
-                packed[(panel * groups + k / GROUP) * PANEL * GROUP + lane * GROUP + k % GROUP] = q;
-            }
-        }
-        let wide = if kernel == Kernel::Avx2 { widen(&packed, panels, groups) } else { Vec::new() };
-        Self { kernel, in_dim, out_dim, padded_in, panels, packed, wide, scales, sums }
-    }
-
     /// `out[r] = xs[r]·Wᵀ` plus the epilogue's bias and residual, with its
     /// activation applied, for `rows` rows of `in_dim` (`out` rows
     /// `out_dim` wide). Splits the work over rayon's pool when there is
@@ -245,21 +129,6 @@ impl PackedWeights {
         }
     }
 
-    /// Output channels.
-    pub(crate) fn out_dim(&self) -> usize {
-        self.out_dim
-    }
-
-    /// The kernel these weights are packed for.
-    pub(crate) fn kernel(&self) -> Kernel {
-        self.kernel
-    }
-
-    /// How rows must be quantised for these weights.
-    fn layout(&self) -> RowLayout {
-        RowLayout { kernel: self.kernel, in_dim: self.in_dim, padded_in: self.padded_in }
-    }
-
     /// The vector and portable kernels, 4 rows at a time.
     fn product_rows_vector(&self, quantised: &QuantisedRows, rows: usize, epilogue: &Epilogue, out: &mut [f32]) {
         // The AVX2 kernel's tile rows widened to i16, one buffer per call.
@@ -313,17 +182,6 @@ impl PackedWeights {
         self.product_rows(xs, epilogue, out);
     }
 
-    /// The packed bytes of panel `panel` (its groups of 64 bytes in order).
-    fn panel(&self, panel: usize) -> &[i8] {
-        let bytes = self.padded_in * PANEL;
-        &self.packed[panel * bytes..(panel + 1) * bytes]
-    }
-
-    /// The 64 packed bytes of group `group` in panel `panel`.
-    fn block(&self, panel: usize, group: usize) -> &[i8] {
-        &self.panel(panel)[group * PANEL * GROUP..(group + 1) * PANEL * GROUP]
-    }
-
     /// One output from its integer sum: dequantised, plus bias and
     /// residual. The arithmetic every kernel's epilogue does, in this order,
     /// so that they agree to the bit.
@@ -359,173 +217,6 @@ impl Epilogue<'_> {
             activation: self.activation,
         }
     }
-}
-
-/// Quantised rows kept per thread between calls up to this size (a user
-/// text's widest layer needs 200 KiB); a larger buffer (a long batch) is
-/// freed after its call, so the memory kept stays small on many cores.
-const KEEP_SCRATCH_BYTES: usize = 1 << 20;
-
-thread_local! {
-    static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
-}
-
-/// Runs `f` with this thread's buffer for quantised rows. The buffer is
-/// taken out while in use, so a nested call on the same thread (rayon may
-/// run another task while it waits) gets a fresh one rather than a clash.
-fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
-    let mut scratch = SCRATCH.take();
-    let result = f(&mut scratch);
-    if scratch.capacity() <= KEEP_SCRATCH_BYTES {
-        SCRATCH.set(scratch);
-    }
-    result
-}
-
-/// The packed weights as i16 for the AVX2 kernel: per panel and pair of
-/// inputs, channel `c`'s two values at `2c` and `2c + 1`.
-fn widen(packed: &[i8], panels: usize, groups: usize) -> Vec<i16> {
-    let mut wide = vec![0i16; packed.len()];
-    for panel in 0..panels {
-        for group in 0..groups {
-            let block = &packed[(panel * groups + group) * PANEL * GROUP..][..PANEL * GROUP];
-            for half in 0..GROUP / 2 {
-                let pair = group * 2 + half;
-                let out = &mut wide[(panel * groups * 2 + pair) * PANEL * 2..][..PANEL * 2];
-                for lane in 0..PANEL {
-                    out[lane * 2] = block[lane * GROUP + half * 2] as i16;
-                    out[lane * 2 + 1] = block[lane * GROUP + half * 2 + 1] as i16;
-                }
-            }
-        }
-    }
-    wide
-}
-
-/// What quantised rows must look like for a set of packed weights: their
-/// width, padded for the kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct RowLayout {
-    kernel: Kernel,
-    in_dim: usize,
-    padded_in: usize,
-}
-
-/// Rows of activations quantised to `u8`, each with its scale and zero point,
-/// padded with zeros to whole groups (padded weights are zero too) and, for
-/// AMX, with zero rows to whole blocks.
-struct QuantisedRows<'a> {
-    data: &'a [u8],
-    padded_in: usize,
-    scales: Cow<'a, [f32]>,
-    zero_points: Cow<'a, [i32]>,
-}
-
-impl<'a> QuantisedRows<'a> {
-    /// Quantises `rows` rows of `xs` for `layout` into `scratch`;
-    /// `parallel` shares the rows out over rayon's pool.
-    fn new(xs: &[f32], rows: usize, layout: RowLayout, scratch: &'a mut Vec<u8>, parallel: bool) -> Self {
-        let RowLayout { kernel, in_dim, padded_in } = layout;
-        let padded_rows = rows.next_multiple_of(kernel.row_multiple());
-        // Every byte is written below: by a row, or as padding.
-        scratch.resize(padded_rows * padded_in, 0);
-        let data = &mut scratch[..padded_rows * padded_in];
-        let (filled, padding) = data.split_at_mut(rows * padded_in);
-        padding.fill(0);
-        let quantise = |(row, out): (&[f32], &mut [u8])| {
-            let (values, tail) = out.split_at_mut(in_dim);
-            tail.fill(0);
-            quantise_row(row, values)
-        };
-        let (scales, zero_points): (Vec<f32>, Vec<i32>) = if parallel {
-            xs.par_chunks_exact(in_dim)
-                .zip(filled.par_chunks_exact_mut(padded_in))
-                .with_min_len(8)
-                .map(quantise)
-                .unzip()
-        } else {
-            xs.chunks_exact(in_dim).zip(filled.chunks_exact_mut(padded_in)).map(quantise).unzip()
-        };
-        Self { data, padded_in, scales: Cow::Owned(scales), zero_points: Cow::Owned(zero_points) }
-    }
-
-    fn row(&self, row: usize) -> &[u8] {
-        &self.data[row * self.padded_in..(row + 1) * self.padded_in]
-    }
-}
-
-/// Rows quantised once, to be multiplied by several weight matrices of the
-/// same input width and kernel: the head multiplies the same candidates by
-/// each block of its first layer.
-pub(crate) struct QuantisedInputs {
-    layout: RowLayout,
-    rows: usize,
-    data: Vec<u8>,
-    scales: Vec<f32>,
-    zero_points: Vec<i32>,
-}
-
-impl QuantisedInputs {
-    /// Quantises `xs` (rows of `in_dim`) for weights of that width packed
-    /// for `kernel`, on this thread.
-    pub(crate) fn new(xs: &[f32], in_dim: usize, kernel: Kernel) -> Self {
-        assert!((1..=MAX_IN_DIM).contains(&in_dim), "int8 products take 1 to {MAX_IN_DIM} inputs, not {in_dim}");
-        assert!(xs.len().is_multiple_of(in_dim), "whole rows of {in_dim}");
-        let layout = RowLayout { kernel, in_dim, padded_in: in_dim.next_multiple_of(kernel.input_multiple()) };
-        let rows = xs.len() / in_dim;
-        let mut data = Vec::new();
-        let QuantisedRows { scales, zero_points, .. } = QuantisedRows::new(xs, rows, layout, &mut data, false);
-        let (scales, zero_points) = (scales.into_owned(), zero_points.into_owned());
-        Self { layout, rows, data, scales, zero_points }
-    }
-
-    pub(crate) fn rows(&self) -> usize {
-        self.rows
-    }
-
-    fn view(&self) -> QuantisedRows<'_> {
-        QuantisedRows {
-            data: &self.data,
-            padded_in: self.layout.padded_in,
-            scales: Cow::Borrowed(&self.scales),
-            zero_points: Cow::Borrowed(&self.zero_points),
-        }
-    }
-}
-
-/// Quantises one row to `u8` (the compiler vectorises both loops for the CPU
-/// found at run time); returns its scale and zero point. The range always
-/// holds 0, so that 0 (padding, ReLU's zeros) is exact.
-#[multiversion::multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
-fn quantise_row(row: &[f32], out: &mut [u8]) -> (f32, i32) {
-    const LANES: usize = 16;
-    let (mut low, mut high) = ([0f32; LANES], [0f32; LANES]);
-    let chunks = row.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for chunk in chunks {
-        for i in 0..LANES {
-            low[i] = if chunk[i] < low[i] { chunk[i] } else { low[i] };
-            high[i] = if chunk[i] > high[i] { chunk[i] } else { high[i] };
-        }
-    }
-    let low = tail.iter().chain(&low).fold(0f32, |m, &x| if x < m { x } else { m });
-    let high = tail.iter().chain(&high).fold(0f32, |m, &x| if x > m { x } else { m });
-    let range = (high - low) / 255.0;
-    // A constant, tiny (subnormal) or infinite range: any finite scale will do.
-    let scale = if range > 0.0 && range.is_finite() && (1.0 / range).is_finite() { range } else { 1.0 };
-    let inverse = 1.0 / scale;
-    let zero = (-low * inverse).round().clamp(0.0, 255.0);
-    // + 0.5 then truncation: round half up. The comparisons clamp to
-    // 0..=255 and send NaN to 0, so the unchecked conversion (which, unlike
-    // `as`, vectorises) always gets a value in range.
-    for (q, &x) in out.iter_mut().zip(row) {
-        let v = x * inverse + zero + 0.5;
-        let v = if v > 0.0 { v } else { 0.0 };
-        let v = if v < 255.0 { v } else { 255.0 };
-        // SAFETY: 0 ≤ v ≤ 255, finite.
-        *q = unsafe { v.to_int_unchecked::<i32>() } as u8;
-    }
-    (scale, zero as i32)
 }
 
 /// Any CPU: the same sums in plain integer arithmetic (and the oracle the
