@@ -3,12 +3,18 @@
 //! constant time (`subtle`) and never logged. Without a configured token
 //! they answer 403: an admin route must never be open by accident.
 
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap};
+use axum::response::IntoResponse;
+use axum::Json;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorKind};
+use super::json;
+use super::openapi::AdminErrors;
+use super::AppState;
 use crate::serve::service::{Reloaded, ServiceError};
 
 /// The configured token; `None` turns the admin routes off.
@@ -89,6 +95,58 @@ pub fn refused(error: ServiceError) -> ApiError {
             ApiError::new(ErrorKind::BundleRefused, format!("{other}; the serving bundle is unchanged"))
         }
     }
+}
+
+/// The admin routes' guard: the bearer token, or 401/403 before the body.
+pub(super) async fn admin_only(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match state.shared.admin.check(&headers) {
+        Ok(()) => next.run(request).await,
+        Err(error) => error.into_response(),
+    }
+}
+
+/// `POST /admin/reload`: loads, warms up and installs a bundle; the old
+/// one serves until the swap, and keeps serving if the new one is refused.
+#[utoipa::path(
+    post,
+    path = "/admin/reload",
+    tag = "admin",
+    request_body(content = Option<ReloadRequest>, description = "Optional: `{\"version\": ...}`."),
+    responses((status = 200, description = "The bundle serving now.", body = ReloadResponse), AdminErrors),
+    security(("bearer" = []))
+)]
+pub(super) async fn reload(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<ReloadResponse>, ApiError> {
+    let request: ReloadRequest =
+        if body.iter().all(u8::is_ascii_whitespace) { ReloadRequest::default() } else { json::parse(&body)? };
+    let service = state.service()?;
+    let reloaded = tokio::task::spawn_blocking(move || service.reload(request.version.as_deref()))
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok(Json(reloaded.map_err(refused)?.into()))
+}
+
+/// `POST /admin/rollback`: back to the bundle served before this one.
+#[utoipa::path(
+    post,
+    path = "/admin/rollback",
+    tag = "admin",
+    responses((status = 200, description = "The bundle serving now.", body = ReloadResponse), AdminErrors),
+    security(("bearer" = []))
+)]
+pub(super) async fn rollback(State(state): State<AppState>) -> Result<Json<ReloadResponse>, ApiError> {
+    let service = state.service()?;
+    // It may wait for a reload in progress: off the runtime's workers.
+    let rolled_back =
+        tokio::task::spawn_blocking(move || service.rollback()).await.map_err(|e| ApiError::internal(&e))?;
+    Ok(Json(rolled_back.map_err(refused)?.into()))
 }
 
 #[cfg(test)]

@@ -4,7 +4,15 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use axum::extract::State;
+use axum::{Extension, Json};
+
 use super::error::{ApiError, ErrorKind, Problem};
+use super::json::ApiJson;
+use super::middleware::Abandon;
+use super::openapi::EventsErrors;
+use super::AppState;
+use crate::serve::events::SubmitError;
 use crate::serve::variants::Variants;
 use crate::store::events::{EventKind, FeedbackEvent};
 
@@ -166,6 +174,40 @@ fn timestamp_ms(value: &serde_json::Value) -> Result<i64, String> {
             "timestamp: {value} is neither an RFC 3339 time (2026-11-29T10:15:00Z) nor Unix seconds from 1970"
         )),
     }
+}
+
+/// `POST /v1/events`: stores a batch of feedback events durably before
+/// answering; a retried event (same `event_id`) is stored once.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "events",
+    request_body = EventsRequest,
+    responses((status = 200, description = "Every event is durably stored.", body = EventsResponse), EventsErrors)
+)]
+pub(super) async fn post_events(
+    State(state): State<AppState>,
+    Extension(abandon): Extension<Abandon>,
+    ApiJson(request): ApiJson<EventsRequest>,
+) -> Result<Json<EventsResponse>, ApiError> {
+    let service = state.service()?;
+    let events = request.validate(state.shared.event_rules, crate::store::now_ms(), service.variants())?;
+    let writer = service.events().ok_or_else(|| ApiError::internal(&"this service keeps no store"))?;
+    let received = events.len();
+    let committed = writer.submit(events).map_err(|e| match e {
+        full @ SubmitError::Full { .. } => ApiError::new(ErrorKind::Overloaded, full.to_string()),
+        stopped @ SubmitError::Stopped => ApiError::store_unavailable(&stopped),
+    })?;
+    let ticket = state.ticket(&abandon);
+    let committed = state
+        .in_time(&ticket, async {
+            committed.await.map_err(|_| ApiError::store_unavailable(&"the event writer stopped"))
+        })
+        .await?;
+    let new = committed.map_err(|e| ApiError::store_unavailable(&e))?;
+    // Counted in the metrics by the writer, request gone or not.
+    let stored = new.iter().filter(|new| **new).count();
+    Ok(Json(EventsResponse { received, stored, duplicates: received - stored }))
 }
 
 #[cfg(test)]

@@ -5,8 +5,7 @@
 //! `GET /ready`, `GET /metrics` and the OpenAPI document at `GET
 //! /openapi.json` (`probes`; the document is built in `openapi`). This
 //! module holds what they share: [`AppState`], the blocking-pool helpers,
-//! and [`app`], which assembles the routes; the events and admin handlers
-//! sit here too, beside their wire types in `events` and `admin`.
+//! and [`app`], which assembles the routes.
 //!
 //! A request's path is short and one-way: the head checks and admission (a
 //! concurrency permit, or 503, before the body is read; see `middleware`) →
@@ -32,25 +31,20 @@ pub mod types;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::HeaderMap;
-use axum::response::IntoResponse;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::routing::{get, post, put};
-use axum::{Extension, Json, Router};
+use axum::Router;
 use tokio::sync::Semaphore;
 
-use self::admin::{AdminToken, ReloadRequest, ReloadResponse};
+use self::admin::{admin_only, reload, rollback, AdminToken};
 use self::catalog::{delete_item, get_item, upsert_items};
 use self::error::{ApiError, ErrorKind};
-use self::events::{EventRules, EventsRequest, EventsResponse};
-use self::json::ApiJson;
+use self::events::{post_events, EventRules};
 use self::middleware::{Abandon, InFlight};
-use self::openapi::{AdminErrors, EventsErrors};
 use self::probes::{health, metrics, openapi_json, ready};
 use self::recommend::recommend;
 use crate::config::{Limits, Settings};
 use crate::serve::embed::Ticket;
-use crate::serve::events::SubmitError;
 use crate::serve::metrics::Metrics;
 use crate::serve::service::Service;
 
@@ -229,87 +223,4 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::check_head))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::record_metrics))
         .with_state(state)
-}
-
-/// `POST /v1/events`: stores a batch of feedback events durably before
-/// answering; a retried event (same `event_id`) is stored once.
-#[utoipa::path(
-    post,
-    path = "/v1/events",
-    tag = "events",
-    request_body = EventsRequest,
-    responses((status = 200, description = "Every event is durably stored.", body = EventsResponse), EventsErrors)
-)]
-async fn post_events(
-    State(state): State<AppState>,
-    Extension(abandon): Extension<Abandon>,
-    ApiJson(request): ApiJson<EventsRequest>,
-) -> Result<Json<EventsResponse>, ApiError> {
-    let service = state.service()?;
-    let events = request.validate(state.shared.event_rules, crate::store::now_ms(), service.variants())?;
-    let writer = service.events().ok_or_else(|| ApiError::internal(&"this service keeps no store"))?;
-    let received = events.len();
-    let committed = writer.submit(events).map_err(|e| match e {
-        full @ SubmitError::Full { .. } => ApiError::new(ErrorKind::Overloaded, full.to_string()),
-        stopped @ SubmitError::Stopped => ApiError::store_unavailable(&stopped),
-    })?;
-    let ticket = state.ticket(&abandon);
-    let committed = state
-        .in_time(&ticket, async {
-            committed.await.map_err(|_| ApiError::store_unavailable(&"the event writer stopped"))
-        })
-        .await?;
-    let new = committed.map_err(|e| ApiError::store_unavailable(&e))?;
-    // Counted in the metrics by the writer, request gone or not.
-    let stored = new.iter().filter(|new| **new).count();
-    Ok(Json(EventsResponse { received, stored, duplicates: received - stored }))
-}
-
-/// The admin routes' guard: the bearer token, or 401/403 before the body.
-async fn admin_only(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    request: Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    match state.shared.admin.check(&headers) {
-        Ok(()) => next.run(request).await,
-        Err(error) => error.into_response(),
-    }
-}
-
-/// `POST /admin/reload`: loads, warms up and installs a bundle; the old
-/// one serves until the swap, and keeps serving if the new one is refused.
-#[utoipa::path(
-    post,
-    path = "/admin/reload",
-    tag = "admin",
-    request_body(content = Option<ReloadRequest>, description = "Optional: `{\"version\": ...}`."),
-    responses((status = 200, description = "The bundle serving now.", body = ReloadResponse), AdminErrors),
-    security(("bearer" = []))
-)]
-async fn reload(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Json<ReloadResponse>, ApiError> {
-    let request: ReloadRequest =
-        if body.iter().all(u8::is_ascii_whitespace) { ReloadRequest::default() } else { json::parse(&body)? };
-    let service = state.service()?;
-    let reloaded = tokio::task::spawn_blocking(move || service.reload(request.version.as_deref()))
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
-    Ok(Json(reloaded.map_err(admin::refused)?.into()))
-}
-
-/// `POST /admin/rollback`: back to the bundle served before this one.
-#[utoipa::path(
-    post,
-    path = "/admin/rollback",
-    tag = "admin",
-    responses((status = 200, description = "The bundle serving now.", body = ReloadResponse), AdminErrors),
-    security(("bearer" = []))
-)]
-async fn rollback(State(state): State<AppState>) -> Result<Json<ReloadResponse>, ApiError> {
-    let service = state.service()?;
-    // It may wait for a reload in progress: off the runtime's workers.
-    let rolled_back =
-        tokio::task::spawn_blocking(move || service.rollback()).await.map_err(|e| ApiError::internal(&e))?;
-    Ok(Json(rolled_back.map_err(admin::refused)?.into()))
 }
