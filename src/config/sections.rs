@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-/// `POST /v1/events` (see `serve::events`).
+/// `POST /v1/events` (see `serve::event_writer`).
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventSettings {

@@ -20,7 +20,7 @@ pub mod api;
 pub mod cache;
 pub mod catalog;
 pub mod embed;
-pub mod events;
+pub mod event_writer;
 pub mod metrics;
 pub mod ranker;
 pub mod retrieve;

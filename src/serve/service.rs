@@ -24,7 +24,7 @@ use crate::model::encoder::{Encoder, EncoderError};
 use crate::model::versions::{BundleSource, VersionsError};
 use crate::serve::catalog::Catalog;
 use crate::serve::embed::Embedder;
-use crate::serve::events::EventWriter;
+use crate::serve::event_writer::EventWriter;
 use crate::serve::metrics::Metrics;
 use crate::serve::ranker::{RankError, Ranker};
 use crate::serve::variants::{Served, Variant, Variants};

@@ -18,7 +18,7 @@
 //! configuration's (`config::StoreLocation`, `config::redacted`).
 
 pub mod catalog;
-pub mod events;
+pub mod event_log;
 pub mod postgres;
 pub mod sqlite;
 
@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use self::catalog::CatalogStore;
-use self::events::EventStore;
+use self::event_log::EventStore;
 use crate::config::{StoreLocation, StoreSettings};
 
 /// Both halves of the store, as one object.

@@ -14,7 +14,7 @@ use ::postgres::NoTls;
 use r2d2_postgres::PostgresConnectionManager;
 
 use super::catalog::{CatalogChange, CatalogItem, CatalogStore, PendingItem, StoredItem, CHANGES_KEPT_MS};
-use super::events::{EventKind, EventStore, FeedbackEvent, VariantCount};
+use super::event_log::{EventKind, EventStore, FeedbackEvent, VariantCount};
 use super::{from_blob, now_ms, to_blob, PoolLimits, Store, StoreError};
 
 mod migrations {

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, TransactionBehavior};
 
 use super::catalog::{CatalogChange, CatalogItem, CatalogStore, PendingItem, StoredItem, CHANGES_KEPT_MS};
-use super::events::{EventKind, EventStore, FeedbackEvent, VariantCount};
+use super::event_log::{EventKind, EventStore, FeedbackEvent, VariantCount};
 use super::{from_blob, now_ms, to_blob, Store, StoreError};
 
 pub const FILE_NAME: &str = "shoprank.sqlite3";

@@ -14,7 +14,7 @@ use axum::http::{header, Request, StatusCode};
 use serde_json::{json, Value};
 use shoprank::config::{StoreLocation, VariantSettings};
 use shoprank::serve::api::{app, AppState};
-use shoprank::store::events::EventKind;
+use shoprank::store::event_log::EventKind;
 use shoprank::store::{self, PoolLimits, Store};
 
 use crate::api::call;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use shoprank::config::StoreLocation;
 use shoprank::store::catalog::{CatalogItem, PendingItem};
-use shoprank::store::events::{EventKind, FeedbackEvent, VariantCount};
+use shoprank::store::event_log::{EventKind, FeedbackEvent, VariantCount};
 use shoprank::store::{self, PoolLimits, Store};
 
 use crate::common;

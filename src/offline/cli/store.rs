@@ -11,7 +11,7 @@ use super::LogFiles;
 use crate::config::Settings;
 use crate::offline::data::{Dataset, DenseId, ItemIdx};
 use crate::store::catalog::CatalogItem;
-use crate::store::events::{EventKind, FeedbackEvent};
+use crate::store::event_log::{EventKind, FeedbackEvent};
 use crate::store::{self, Store};
 
 /// Which store a command works on: `--store URL`, else store.url.

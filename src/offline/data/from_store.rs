@@ -5,7 +5,7 @@
 //! same store build the same [`Dataset`], and the same head.
 
 use super::{Dataset, DenseId, Event};
-use crate::store::events::EventKind;
+use crate::store::event_log::EventKind;
 use crate::store::{Store, StoreError};
 
 /// What skipped rows name as their file: line numbers count catalog items,

@@ -1,5 +1,5 @@
 //! `POST /v1/events`: feedback from the storefront, validated per event
-//! and stored durably before the answer (see `serve::events`).
+//! and stored durably before the answer (see `serve::event_writer`).
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -12,9 +12,9 @@ use super::json::ApiJson;
 use super::middleware::Abandon;
 use super::openapi::EventsErrors;
 use super::AppState;
-use crate::serve::events::SubmitError;
+use crate::serve::event_writer::SubmitError;
 use crate::serve::variants::Variants;
-use crate::store::events::{EventKind, FeedbackEvent};
+use crate::store::event_log::{EventKind, FeedbackEvent};
 
 /// A batch of events; none is stored unless all are valid.
 #[derive(Debug, Deserialize, ToSchema)]

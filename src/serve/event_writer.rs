@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::config::EventSettings;
 use crate::serve::metrics::Metrics;
-use crate::store::events::{EventStore, FeedbackEvent};
+use crate::store::event_log::{EventStore, FeedbackEvent};
 use crate::store::StoreError;
 
 /// Which events of a batch were new (the others were stored before).
@@ -208,7 +208,7 @@ mod tests {
     use std::sync::mpsc;
 
     use super::*;
-    use crate::store::events::{EventKind, VariantCount};
+    use crate::store::event_log::{EventKind, VariantCount};
 
     /// A store for the writer's tests: its commits wait at `gate` (when
     /// there is one) until the test lets them through, and it refuses any
