@@ -23,7 +23,7 @@ use crate::offline::text_embedder::TextEmbedder;
 const MAGIC: &[u8; 6] = b"SREMB1";
 
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub enum EmbedStoreError {
     #[error("embedding store {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
@@ -44,13 +44,13 @@ pub struct EmbedStore {
 impl EmbedStore {
     /// Opens (or starts) the store for `encoder` in `dir`; `None` keeps
     /// everything in memory.
-    pub fn open(dir: Option<&Path>, encoder: &dyn TextEmbedder) -> Result<Self, StoreError> {
+    pub fn open(dir: Option<&Path>, encoder: &dyn TextEmbedder) -> Result<Self, EmbedStoreError> {
         let dim = encoder.identity().dim;
         let path = dir.map(|d| d.join(format!("{}.emb", encoder.cache_key())));
         let mut store = Self { path, dim, on_disk: HashMap::new(), valid_len: 0, vectors: HashMap::new() };
         if let Some(path) = store.path.clone() {
             if path.exists() {
-                store.read(&path).map_err(|source| StoreError::Io { path: path.clone(), source })?;
+                store.read(&path).map_err(|source| EmbedStoreError::Io { path: path.clone(), source })?;
             }
         }
         Ok(store)
@@ -85,14 +85,14 @@ impl EmbedStore {
     }
 
     /// Loads the stored vectors of `texts` this run has not loaded yet.
-    fn load(&mut self, texts: &[&str]) -> Result<(), StoreError> {
+    fn load(&mut self, texts: &[&str]) -> Result<(), EmbedStoreError> {
         let wanted: Vec<(&str, u64)> = texts
             .iter()
             .filter(|t| !self.vectors.contains_key(**t))
             .filter_map(|t| self.on_disk.get(*t).map(|&offset| (*t, offset)))
             .collect();
         let Some(path) = self.path.as_ref().filter(|_| !wanted.is_empty()) else { return Ok(()) };
-        let io = |source| StoreError::Io { path: path.clone(), source };
+        let io = |source| EmbedStoreError::Io { path: path.clone(), source };
         let mut file = std::fs::File::open(path).map_err(io)?;
         let mut bytes = vec![0u8; 4 * self.dim];
         for (text, offset) in wanted {
@@ -106,7 +106,7 @@ impl EmbedStore {
 
     /// Embeds the texts not yet stored (in length-sorted batches of 32, with
     /// a progress bar) and appends them to the file.
-    pub fn embed_all(&mut self, encoder: &dyn TextEmbedder, texts: &[&str], what: &str) -> Result<(), StoreError> {
+    pub fn embed_all(&mut self, encoder: &dyn TextEmbedder, texts: &[&str], what: &str) -> Result<(), EmbedStoreError> {
         self.load(texts)?;
         let mut missing: Vec<&str> = texts.iter().copied().filter(|t| !self.vectors.contains_key(*t)).collect();
         missing.sort_unstable();
@@ -124,14 +124,15 @@ impl EmbedStore {
             let vectors = encoder.embed(chunk)?;
             for (text, vector) in chunk.iter().zip(vectors) {
                 if let Some((path, w)) = writer.as_mut() {
-                    write_record(w, text, &vector).map_err(|source| StoreError::Io { path: path.clone(), source })?;
+                    write_record(w, text, &vector)
+                        .map_err(|source| EmbedStoreError::Io { path: path.clone(), source })?;
                 }
                 self.vectors.insert(text.to_string(), vector);
             }
             progress.inc(chunk.len() as u64);
         }
         if let Some((path, mut w)) = writer {
-            let io = |source| StoreError::Io { path: path.clone(), source };
+            let io = |source| EmbedStoreError::Io { path: path.clone(), source };
             w.flush().map_err(io)?;
             self.valid_len = w.get_ref().metadata().map_err(io)?.len();
         }
@@ -139,9 +140,9 @@ impl EmbedStore {
         Ok(())
     }
 
-    fn writer(&self) -> Result<Option<(PathBuf, BufWriter<std::fs::File>)>, StoreError> {
+    fn writer(&self) -> Result<Option<(PathBuf, BufWriter<std::fs::File>)>, EmbedStoreError> {
         let Some(path) = &self.path else { return Ok(None) };
-        let io = |source| StoreError::Io { path: path.clone(), source };
+        let io = |source| EmbedStoreError::Io { path: path.clone(), source };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }

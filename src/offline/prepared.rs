@@ -11,7 +11,7 @@ use crate::model::stats::{HistoryStats, ItemPos};
 use crate::model::user_text::UserSignals;
 use crate::offline::data::split::{Split, TestUser};
 use crate::offline::data::UserIdx;
-use crate::offline::embed_store::{EmbedStore, StoreError};
+use crate::offline::embed_store::{EmbedStore, EmbedStoreError};
 use crate::offline::stats_builder::{self, CoPurchase, EaseCoverage};
 use crate::offline::text_embedder::TextEmbedder;
 
@@ -48,7 +48,7 @@ impl<'a> PreparedSplit<'a> {
         encoder: &dyn TextEmbedder,
         settings: &SplitSettings,
         store: &mut EmbedStore,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<Self, EmbedStoreError> {
         let co_purchase = CoPurchase::build(&split);
         let (stats, ease) = stats_builder::build(&split, &co_purchase, settings.ease_max_items);
         if ease.fitted_items < ease.catalog_items {

@@ -38,7 +38,7 @@ use crate::model::relevance::{self, Banding};
 use crate::model::scoring;
 use crate::model::stats::{HistoryStats, ItemPos};
 use crate::model::user_text::UserSignals;
-use crate::offline::embed_store::{EmbedStore, StoreError};
+use crate::offline::embed_store::{EmbedStore, EmbedStoreError};
 use crate::offline::ranking_metrics::{mean, rank_by_score, score_ranking, RankingMetrics};
 use crate::offline::search_terms::{phrase, terms, WordIndex};
 use crate::offline::text_embedder::TextEmbedder;
@@ -114,7 +114,7 @@ pub fn build_query_set(stats: &HistoryStats, rule: QuerySetRule) -> Vec<SearchQu
 #[derive(Debug, thiserror::Error)]
 pub enum SearchEvalError {
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] EmbedStoreError),
     #[error("scoring failed: {0}")]
     Model(#[from] candle_core::Error),
 }
@@ -145,7 +145,7 @@ pub fn evaluate_search(
         .iter()
         .map(|q| encoder.user_text(budget, UserSignals { query: Some(&q.text), profile: None, history: &[] }))
         .collect::<Result<_, _>>()
-        .map_err(StoreError::from)?;
+        .map_err(EmbedStoreError::from)?;
     let mut texts: Vec<&str> =
         queries.iter().map(|q| q.text.as_str()).chain(user_texts.iter().map(String::as_str)).collect();
     texts.extend(queries.iter().flat_map(|q| q.candidates.iter().map(|&p| stats.item(p).text.as_str())));

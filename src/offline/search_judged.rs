@@ -42,7 +42,7 @@ use crate::model::stats::HistoryStats;
 use crate::model::user_text::UserSignals;
 use crate::offline::data::generic::{read_items, record_at, records, Columns};
 use crate::offline::data::{DataError, Dataset, DenseId};
-use crate::offline::embed_store::{EmbedStore, StoreError};
+use crate::offline::embed_store::{EmbedStore, EmbedStoreError};
 use crate::offline::text_embedder::TextEmbedder;
 
 /// The methods, in table order.
@@ -74,7 +74,7 @@ pub enum JudgedError {
     #[error(transparent)]
     Data(#[from] DataError),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] EmbedStoreError),
     #[error(transparent)]
     Lexical(#[from] LexicalError),
     #[error("scoring failed: {0}")]
@@ -183,7 +183,7 @@ pub fn evaluate(
             scorer.encoder.user_text(scorer.budget, UserSignals { query: Some(&q.text), profile: None, history: &[] })
         })
         .collect::<Result<_, _>>()
-        .map_err(StoreError::from)?;
+        .map_err(EmbedStoreError::from)?;
     let mut texts: Vec<&str> = set.texts.iter().map(String::as_str).collect();
     texts.extend(kept.iter().map(|q| q.text.as_str()));
     texts.extend(user_texts.iter().map(String::as_str));

@@ -24,7 +24,7 @@ use crate::model::features::{self, UserContext};
 use crate::model::stats::ItemPos;
 use crate::model::user_text::UserSignals;
 use crate::offline::data::split::Split;
-use crate::offline::embed_store::{EmbedStore, StoreError};
+use crate::offline::embed_store::{EmbedStore, EmbedStoreError};
 use crate::offline::prepared::PreparedSplit;
 use crate::offline::search_terms::{self, WordIndex};
 use crate::offline::text_embedder::TextEmbedder;
@@ -98,7 +98,7 @@ pub(super) fn search_sessions(
     store: &mut EmbedStore,
     options: &TrainOptions,
     rng: &mut StdRng,
-) -> Result<Vec<SearchSession>, StoreError> {
+) -> Result<Vec<SearchSession>, EmbedStoreError> {
     let mut sessions = Vec::new();
     if options.query_fraction == 0.0 {
         return Ok(sessions);

@@ -59,7 +59,7 @@ use crate::model::head::{merge_members, HeadSpec, ScoringHead};
 use crate::model::stats::HistoryStats;
 use crate::offline::data::split::Split;
 use crate::offline::data::Dataset;
-use crate::offline::embed_store::{EmbedStore, StoreError};
+use crate::offline::embed_store::{EmbedStore, EmbedStoreError};
 use crate::offline::prepared::{PreparedSplit, SplitSettings};
 use crate::offline::resources::Stage;
 use crate::offline::stats_builder::{self, CoPurchase, EaseCoverage};
@@ -68,7 +68,7 @@ use crate::offline::text_embedder::TextEmbedder;
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] EmbedStoreError),
     #[error("model error: {0}")]
     Candle(#[from] candle_core::Error),
     #[error("head error: {0}")]
