@@ -284,9 +284,9 @@ impl IntoResponses for ReadyErrors {
 
 /// The errors of the routes that only read the process's own state
 /// (`/metrics`, `/openapi.json`).
-pub(super) struct HeadErrors;
+pub(super) struct RequestHeadErrors;
 
-impl IntoResponses for HeadErrors {
+impl IntoResponses for RequestHeadErrors {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
         error_responses(&HEAD)
     }

@@ -7,7 +7,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 
 use super::error::ApiError;
-use super::openapi::{self, HeadErrors, HealthErrors, ReadyErrors};
+use super::openapi::{self, HealthErrors, ReadyErrors, RequestHeadErrors};
 use super::recommend::model_info;
 use super::types::{HealthResponse, ReadyResponse};
 use super::AppState;
@@ -48,7 +48,7 @@ pub(super) async fn ready(State(state): State<AppState>) -> Result<Json<ReadyRes
     tag = "operations",
     responses(
         (status = 200, description = "The metrics.", body = String, content_type = "text/plain; version=0.0.4"),
-        HeadErrors
+        RequestHeadErrors
     )
 )]
 pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
@@ -60,7 +60,7 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
     get,
     path = "/openapi.json",
     tag = "operations",
-    responses((status = 200, description = "The OpenAPI 3.1 document.", body = Object), HeadErrors)
+    responses((status = 200, description = "The OpenAPI 3.1 document.", body = Object), RequestHeadErrors)
 )]
 pub(super) async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
     Json(openapi::document())
