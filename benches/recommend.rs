@@ -122,7 +122,7 @@ fn bench_recommend(c: &mut Criterion) {
         .map(|(i, user)| {
             let query = query(user, Some(&marker(i)), candidates, "");
             let text = ranker.user_text(&query).expect("user text");
-            let alone = query.query.as_deref().expect("a query");
+            let alone = query.search.as_deref().expect("a query");
             encoder.tokenize(&text).expect("tokens").len() + encoder.tokenize(alone).expect("tokens").len()
         })
         .sum();

@@ -219,7 +219,7 @@ impl RecommendRequest {
             candidates.push(Candidate { id: c.id, text: c.text, price, available: c.available.unwrap_or(true) });
         }
         let candidates = (!candidates.is_empty()).then_some(candidates);
-        Ok(RankQuery { query, profile, history, candidates, top_k, filter, diversity, explain: self.explain })
+        Ok(RankQuery { search: query, profile, history, candidates, top_k, filter, diversity, explain: self.explain })
     }
 }
 

@@ -31,7 +31,7 @@ pub(super) fn explain_item(
         // The user text is the query alone: its match is the query's.
         let profile = contributions.iter().position(|c| c.kind == ReasonKind::MatchesProfile);
         let search = contributions.iter().position(|c| c.kind == ReasonKind::MatchesQuery);
-        if let (Some(profile), Some(search), Some(_)) = (profile, search, &query.query) {
+        if let (Some(profile), Some(search), Some(_)) = (profile, search, &query.search) {
             contributions[search].value += std::mem::take(&mut contributions[profile].value);
         }
     }
@@ -74,7 +74,7 @@ fn describe(
     };
     let titles = |items: &[usize]| items.iter().map(|&i| format!("\"{}\"", query.history[i].text)).collect::<Vec<_>>();
     let (text, ids) = match kind {
-        ReasonKind::MatchesQuery => (format!("matches your search \"{}\"", query.query.as_deref()?), vec![]),
+        ReasonKind::MatchesQuery => (format!("matches your search \"{}\"", query.search.as_deref()?), vec![]),
         ReasonKind::BoughtTogether => {
             let links = bought_together_with(stats, user, item);
             if links.is_empty() {

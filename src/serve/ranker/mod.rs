@@ -101,14 +101,14 @@ impl Ranker {
         let titles: Vec<&str> = query.history.iter().map(|h| h.text.as_str()).collect();
         let encoder = self.embedder.encoder();
         let signals =
-            UserSignals { query: query.query.as_deref(), profile: query.profile.as_deref(), history: &titles };
+            UserSignals { query: query.search.as_deref(), profile: query.profile.as_deref(), history: &titles };
         let (tokenizer, window) = (encoder.tokenizer(), encoder.max_seq_len());
         let Some(join) = &self.join else {
             return Ok((user_text::compose(tokenizer, self.budget, window, signals)?, Vec::new()));
         };
         let composed = user_text::compose_with_ids_from(tokenizer, join, &self.titles, self.budget, window, signals)?;
         let mut tokens = vec![Some(join.tokenized(&composed.ids))];
-        if query.query.is_some() {
+        if query.search.is_some() {
             tokens.push(composed.query_ids.map(|ids| join.tokenized(&ids)));
         }
         Ok((composed.text, tokens))

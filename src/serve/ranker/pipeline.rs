@@ -65,7 +65,7 @@ impl Ranker {
         let mut texts: Vec<&str> = Vec::with_capacity(2 + embedded_history.len() + given.len());
         texts.push(&user_text);
         // The query alone, for the query features (see `features`).
-        texts.extend(query.query.as_deref());
+        texts.extend(query.search.as_deref());
         texts.extend(embedded_history.iter().map(|h| h.text.as_str()));
         texts.extend(given.iter().map(|c| c.text.as_str()));
         let job = self.embedder.begin_with(&texts, tokens, ticket)?;
@@ -94,7 +94,7 @@ impl Ranker {
         let (inputs, scores) = ScoringInputs::build_and_score(bundle.head(), stats, &context, &candidates)?;
         self.metrics.candidates_per_request.observe(pool.len() as f64);
         // With a query: relevance bands first, probability within a band.
-        let keys = if query.query.is_some() {
+        let keys = if query.search.is_some() {
             let cosines: Vec<f32> = inputs.numeric().iter().map(|n| n[features::QUERY_COSINE]).collect();
             relevance::banded_keys(&scores, &cosines, self.banding)
         } else {
@@ -151,7 +151,7 @@ impl Ranker {
         let stats = bundle.stats();
         let user = UserSide {
             vector: vectors.next().expect("the user text is embedded"),
-            query: query.query.as_ref().map(|_| vectors.next().expect("the query is embedded")),
+            query: query.search.as_ref().map(|_| vectors.next().expect("the query is embedded")),
             history: vectors.by_ref().take(embedded_history.len()).collect(),
             positions: query
                 .history

@@ -25,7 +25,8 @@ pub struct Candidate {
 /// A request after validation: every field is within the documented limits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RankQuery {
-    pub query: Option<String>,
+    /// The search query (the wire request's `user.query`), if any.
+    pub search: Option<String>,
     pub profile: Option<String>,
     /// Most recent first.
     pub history: Vec<HistoryItem>,
@@ -40,9 +41,9 @@ pub struct RankQuery {
 
 impl RankQuery {
     /// A query over given candidates with the default options.
-    pub fn new(query: Option<String>, history: Vec<HistoryItem>, candidates: Vec<Candidate>, top_k: usize) -> Self {
+    pub fn new(search: Option<String>, history: Vec<HistoryItem>, candidates: Vec<Candidate>, top_k: usize) -> Self {
         Self {
-            query,
+            search,
             profile: None,
             history,
             candidates: Some(candidates),
