@@ -8,12 +8,21 @@
 //! 2. **Retrieval vs re-ranking**: the same users (a new user text each
 //!    request, as in `benches/recommend.rs`) ask with 100 cached candidates
 //!    and with none (retrieval from the 100k catalog), interleaved.
-//! 3. **Ingestion**: the encoder's throughput on 16-text batches of new
+//! 3. **Search, hybrid vs dense only**: short queries (two or three words
+//!    of a catalog title, a third of them with a typo) without candidates,
+//!    interleaved between this service (lexical index on) and a second one
+//!    on the same store with `catalog.lexical_index = false`,
+//!    `lexical_k = 0` and `search.lexical_weight = 0`: search as it was
+//!    before the lexical index. Its start-up time and resident memory are
+//!    the lexical index's cost.
+//! 4. **Ingestion**: the encoder's throughput on 16-text batches of new
 //!    titles through the request path, then catalog ingestion's throughput
 //!    on as many new items; then the no-candidate request's latency while
 //!    ingestion runs, against the idle figure.
 //!
-//! `cargo bench --bench catalog` (`-- --items N --requests N` to change sizes).
+//! `cargo bench --bench catalog` (`-- --items N --requests N` to change
+//! sizes; `-- --lexical-only N`: only the lexical index over N titles, its
+//! build time and memory, e.g. at a million).
 //! The 100k items' vectors are mixes of the 2,000 fixture titles' real
 //! embeddings plus noise (embedding 100k texts would take the run an hour):
 //! the scan's cost does not depend on what the vectors say.
@@ -27,6 +36,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
+use shoprank::model::lexical::{LexicalIndex, LexicalQuery};
 use shoprank::serve::catalog::index::{CatalogIndex, ItemFilter};
 use shoprank::serve::embed::Ticket;
 use shoprank::serve::metrics::Metrics;
@@ -60,8 +70,46 @@ fn unit(mut v: Vec<f32>) -> Vec<f32> {
     v
 }
 
+/// This process's resident memory, MiB (Linux; 0 elsewhere).
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
+    kib.unwrap_or(0.0) / 1024.0
+}
+
+/// `--lexical-only N`: the lexical index alone over N catalog-like texts
+/// (fixture titles with a number, as the catalog below), built as a
+/// start-up builds it.
+fn lexical_only(items: usize) {
+    let titles = common::corpus("titles.jsonl");
+    let before = rss_mib();
+    let started = Instant::now();
+    let texts: Vec<String> = (0..items).map(|i| format!("{} #{i}", titles[i % titles.len()])).collect();
+    let index = LexicalIndex::build(texts.iter().map(String::as_str)).expect("lexical index");
+    let secs = started.elapsed().as_secs_f64();
+    drop(texts);
+    let stats = index.stats();
+    let query = LexicalQuery::new("red lunch bag", &stats);
+    let started = Instant::now();
+    for _ in 0..100 {
+        index.search(&query, 100).expect("search");
+    }
+    println!(
+        "lexical index over {items} items: built in {secs:.1} s, {:.0} MiB resident (texts freed), \
+         top-100 search {:.2} ms",
+        rss_mib() - before,
+        started.elapsed().as_secs_f64() * 10.0
+    );
+}
+
 fn main() {
     common::configure_threads_once();
+    if std::env::args().any(|a| a == "--lexical-only") {
+        return lexical_only(arg("--lexical-only", 1_000_000));
+    }
     // `cargo test --all-targets` runs this file too, without `--bench`: a
     // small smoke run then checks that the load run works, in seconds.
     let smoke = !std::env::args().any(|a| a == "--bench");
@@ -81,13 +129,10 @@ fn main() {
     // The fixture titles' embeddings, through a throw-away service.
     let vectors: Vec<Vec<f32>> = {
         let service = Service::build(&settings, Metrics::new()).expect("service");
+        // In chunks: one request may hold batching.max_request_tokens.
         let refs: Vec<&str> = titles.iter().map(String::as_str).collect();
-        service
-            .ranker()
-            .embedder()
-            .embed(&refs, &Ticket::detached())
-            .expect("embed")
-            .iter()
+        refs.chunks(64)
+            .flat_map(|chunk| service.ranker().embedder().embed(chunk, &Ticket::detached()).expect("embed"))
             .map(|v| v.to_vec())
             .collect()
     };
@@ -127,11 +172,24 @@ fn main() {
         }
         println!("wrote {items} items with embeddings in {:.1} s", started.elapsed().as_secs_f64());
     }
-    let started = Instant::now();
+    let dense_settings = {
+        let mut s = settings.clone();
+        s.catalog.lexical_index = false;
+        s.catalog.lexical_k = 0;
+        s.search.lexical_weight = 0.0;
+        s
+    };
+    let (rss, started) = (rss_mib(), Instant::now());
+    let dense = Service::build(&dense_settings, Metrics::new()).expect("dense-only service");
+    let (dense_secs, dense_mib) = (started.elapsed().as_secs_f64(), rss_mib() - rss);
+    let (rss, started) = (rss_mib(), Instant::now());
     let service = Service::build(&settings, Metrics::new()).expect("service");
+    let (secs, mib) = (started.elapsed().as_secs_f64(), rss_mib() - rss);
+    println!("restart: service ready (encoder, bundle, {items}-item catalog) in {secs:.2} s, {mib:.0} MiB");
     println!(
-        "restart: service ready (encoder, bundle, {items}-item catalog) in {:.2} s",
-        started.elapsed().as_secs_f64()
+        "restart without the lexical index: {dense_secs:.2} s, {dense_mib:.0} MiB: the index costs {:.2} s and {:.0} MiB",
+        secs - dense_secs,
+        mib - dense_mib
     );
     let (ranker, bundle, catalog) = (service.ranker(), service.bundle(), service.catalog().expect("catalog"));
 
@@ -139,7 +197,7 @@ fn main() {
     // its recall against an exact scan of the same items.
     if items > settings.catalog.exact_scan_max {
         let store = SqliteStore::open(std::path::Path::new(&settings.store.url)).expect("store");
-        let exact = CatalogIndex::from_stored(vectors[0].len(), usize::MAX, store.load_all(&key).expect("load"));
+        let exact = CatalogIndex::from_stored(vectors[0].len(), usize::MAX, false, store.load_all(&key).expect("load"));
         let k = settings.catalog.retrieve_k;
         let filter = ItemFilter::default();
         let mut recall = 0.0;
@@ -190,7 +248,50 @@ fn main() {
         r99 / g99
     );
 
-    // 3. Ingestion throughput: the encoder on 16-text batches of new texts,
+    // 3. Search: short queries from titles, hybrid against dense only.
+    let search_query = |n: usize| {
+        let title = &titles[(n * 13) % titles.len()];
+        let words: Vec<&str> = title.split_whitespace().collect();
+        let take = 2 + n % 2;
+        let start = (n / 2) % words.len().saturating_sub(take - 1).max(1);
+        let mut text = words[start..(start + take).min(words.len())].join(" ").to_lowercase();
+        if n.is_multiple_of(3) {
+            // A typo: the second letter of the longest word dropped.
+            if let Some(word) = text.split(' ').max_by_key(|w| w.len()).filter(|w| w.len() >= 5).map(str::to_string) {
+                let typo: String = word.chars().enumerate().filter(|(i, _)| *i != 1).map(|(_, c)| c).collect();
+                text = text.replacen(&word, &typo, 1);
+            }
+        }
+        let mut q = RankQuery::new(Some(text), Vec::new(), Vec::new(), 10);
+        q.candidates = None;
+        q
+    };
+    let dense_parts = (dense.ranker(), dense.bundle(), dense.catalog().expect("catalog"));
+    for n in 0..20 {
+        ranker.rank(&bundle, &search_query(500_000 + n), Some(catalog), &Ticket::detached()).expect("warm");
+        dense_parts
+            .0
+            .rank(&dense_parts.1, &search_query(500_000 + n), Some(dense_parts.2), &Ticket::detached())
+            .expect("warm");
+    }
+    let (mut hybrid_ms, mut dense_ms) = (Vec::new(), Vec::new());
+    for n in 0..requests {
+        // Each query is new to both services' caches.
+        let q = search_query(n);
+        let started = Instant::now();
+        dense_parts.0.rank(&dense_parts.1, &q, Some(dense_parts.2), &Ticket::detached()).expect("rank");
+        dense_ms.push(started.elapsed().as_secs_f64() * 1e3);
+        let started = Instant::now();
+        ranker.rank(&bundle, &q, Some(catalog), &Ticket::detached()).expect("rank");
+        hybrid_ms.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    let (_, d99) = report(&format!("search, dense only, {items} items"), &mut dense_ms);
+    let (_, h99) = report(&format!("search, hybrid (lexical + dense), {items} items"), &mut hybrid_ms);
+    println!("ratio hybrid / dense-only search: p99 {:.2}x (target <= 1.5x)", h99 / d99);
+    drop(dense_parts);
+    drop(dense);
+
+    // 4. Ingestion throughput: the encoder on 16-text batches of new texts,
     // then ingestion on as many new items.
     let fresh =
         |tag: &str| -> Vec<String> { titles.iter().take(ingested_titles).map(|t| format!("{t} ({tag})")).collect() };

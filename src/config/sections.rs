@@ -140,6 +140,12 @@ pub struct CatalogSettings {
     pub sync_secs: u64,
     /// Items retrieved by embedding similarity for a request without candidates.
     pub retrieve_k: usize,
+    /// Items retrieved by BM25 for a request with a search query and no
+    /// candidates (0: dense retrieval only).
+    pub lexical_k: usize,
+    /// Whether the catalog keeps a lexical index (BM25 retrieval, typo
+    /// correction, BM25 of retrieved items); off saves its memory.
+    pub lexical_index: bool,
     /// Above this many embedded items at start-up, that retrieval uses an
     /// HNSW graph instead of an exact scan.
     pub exact_scan_max: usize,
@@ -155,12 +161,15 @@ pub struct CatalogSettings {
 pub struct SearchSettings {
     /// Width of a relevance band in query cosine; 0 ranks by the head alone.
     pub relevance_margin: f32,
-    /// Candidates whose query cosine is below this share the last band.
+    /// Candidates whose relevance is below this share the last band.
     pub relevance_floor: f32,
+    /// How much a full lexical match adds to query cosine in a candidate's
+    /// relevance (`model::relevance`); 0 ranks by query cosine alone.
+    pub lexical_weight: f32,
 }
 
-/// Most items one retrieval may hand to the head (`retrieve_k + related_k +
-/// popular_k`): each is scored, so this bounds a request's work.
+/// Most items one retrieval may hand to the head (`retrieve_k + lexical_k +
+/// related_k + popular_k`): each is scored, so this bounds a request's work.
 pub const MAX_RETRIEVED: usize = 10_000;
 
 /// Settings of `train` and `eval` that must agree between them.

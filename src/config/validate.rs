@@ -50,17 +50,19 @@ impl Settings {
         for (key, value) in [
             ("search.relevance_margin", self.search.relevance_margin),
             ("search.relevance_floor", self.search.relevance_floor),
+            ("search.lexical_weight", self.search.lexical_weight),
         ] {
             if !(value.is_finite() && value >= 0.0) {
                 return Err(ConfigError::Invalid { key, problem: format!("{value} is not a number >= 0") });
             }
         }
-        let retrieved = self.catalog.retrieve_k + self.catalog.related_k + self.catalog.popular_k;
+        let retrieved =
+            self.catalog.retrieve_k + self.catalog.lexical_k + self.catalog.related_k + self.catalog.popular_k;
         if retrieved > MAX_RETRIEVED {
             return Err(ConfigError::Invalid {
                 key: "catalog.retrieve_k",
                 problem: format!(
-                    "retrieve_k + related_k + popular_k = {retrieved} is above {MAX_RETRIEVED}: every retrieved \
+                    "retrieve_k + lexical_k + related_k + popular_k = {retrieved} is above {MAX_RETRIEVED}: every retrieved \
                      item is scored on each request"
                 ),
             });

@@ -3,50 +3,76 @@
 //! probability orders the products *within* a level of relevance. The head
 //! alone learns this only in part (its query features compete with strong
 //! purchase statistics; `shoprank eval-search` measures the gap), so ranking
-//! with a query groups the candidates into **relevance bands** by their
-//! query cosine (the `query_cosine` feature) and orders band by band, each
-//! band by the head's probability:
+//! with a query groups the candidates into **relevance bands** and orders
+//! band by band, each band by the head's probability.
 //!
-//! `band = ⌊(best query cosine among the candidates − query cosine) / margin⌋`
+//! **Relevance** fuses the two ways a product matches a query: its
+//! embedding's cosine to the query's, and its BM25 for the query's words
+//! (`model::lexical`), min-max normalised over the candidates:
+//!
+//! `relevance = query cosine + lexical_weight × BM25 / best BM25 among the candidates`
+//!
+//! A convex combination of normalised scores is what Bruch, Gai & Ingber
+//! ("An Analysis of Fusion Functions for Hybrid Retrieval", ACM TOIS 2023)
+//! found to beat reciprocal-rank fusion with one tuned weight; the weight is
+//! in cosine units, so each encoder preset sets it. Cosine alone blurs
+//! brand names, sizes and model numbers; BM25 alone misses synonyms.
+//!
+//! `band = ⌊(best relevance among the candidates − relevance) / margin⌋`
 //!
 //! Band 0 holds the candidates within `margin` of the best match, band 1 the
-//! next `margin`, and so on. Candidates whose query cosine is below `floor`
+//! next `margin`, and so on. Candidates whose relevance is below `floor`
 //! are unrelated to the query (all-MiniLM-L6-v2 puts unrelated product texts
-//! at 0 to 0.25 from a query), and differences among them are noise, so they
-//! share one last band, ordered by probability alone: a search for "red
-//! retrospot" shows the matching cake cases first, then what this shopper
-//! is likeliest to buy, not a car tyre that happens to score 0.22 against a
-//! bag's 0.20. `margin` → 0 is ranking by query cosine alone, `margin` → ∞ by
-//! the head alone; `search.relevance_margin` and `search.relevance_floor` set
-//! them (margin 0 turns banding off). Without a query there are no bands.
+//! at 0 to 0.25 from a query, and they match no word), and differences among
+//! them are noise, so they share one last band, ordered by probability alone:
+//! a search for "red retrospot" shows the matching cake cases first, then
+//! what this shopper is likeliest to buy, not a car tyre that happens to
+//! score 0.22 against a bag's 0.20. `margin` → 0 is ranking by relevance
+//! alone, `margin` → ∞ by the head alone; `search.relevance_margin`,
+//! `search.relevance_floor` and `search.lexical_weight` set them (margin 0
+//! turns banding off). Without a query there are no bands.
 
 use crate::config::SearchSettings;
 
-/// Bands `margin` wide; candidates below `floor` in the last one.
+/// Bands `margin` wide over relevances fused with `lexical_weight`;
+/// candidates below `floor` in the last band.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Banding {
     pub margin: f32,
     pub floor: f32,
+    pub lexical_weight: f32,
 }
 
 impl Banding {
-    /// `search.relevance_margin` and `search.relevance_floor`.
+    /// `search.relevance_margin`, `search.relevance_floor` and `search.lexical_weight`.
     pub fn from_settings(search: &SearchSettings) -> Self {
-        Self { margin: search.relevance_margin, floor: search.relevance_floor }
+        Self { margin: search.relevance_margin, floor: search.relevance_floor, lexical_weight: search.lexical_weight }
+    }
+
+    /// Each candidate's relevance (see the module docs) from its query
+    /// cosine and its BM25; `bm25` all 0 (no word matched) leaves cosines.
+    pub fn relevance(&self, query_cosines: &[f32], bm25: &[f32]) -> Vec<f32> {
+        let best = bm25.iter().copied().fold(0.0f32, f32::max);
+        if best <= 0.0 || self.lexical_weight <= 0.0 {
+            return query_cosines.to_vec();
+        }
+        query_cosines.iter().zip(bm25).map(|(c, b)| c + self.lexical_weight * b / best).collect()
     }
 }
 
-/// The band of each candidate (see the module docs); all 0 when the margin
-/// is not positive.
-pub fn bands(query_cosines: &[f32], banding: Banding) -> Vec<u32> {
-    let Banding { margin, floor } = banding;
+/// The band of each candidate by its relevance (see the module docs); all
+/// 0 when the margin is not positive.
+pub fn bands(relevances: &[f32], banding: Banding) -> Vec<u32> {
+    let Banding { margin, floor, .. } = banding;
     if margin.is_nan() || margin <= 0.0 {
-        return vec![0; query_cosines.len()];
+        return vec![0; relevances.len()];
     }
-    let best = query_cosines.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    // Cosines lie in [-1, 1]: at most 2 / margin bands above the last.
-    let last = (2.0 / margin).ceil().min(1e6) as u32 + 1;
-    query_cosines
+    let best = relevances.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    // Cosines lie in [-1, 1], the lexical share in [0, weight]: at most
+    // (2 + weight) / margin bands above the last.
+    let span = 2.0 + banding.lexical_weight.clamp(0.0, 1e3);
+    let last = (span / margin).ceil().min(1e6) as u32 + 1;
+    relevances
         .iter()
         .map(|&c| if c < floor { last } else { ((best - c) / margin).floor().clamp(0.0, 1e6) as u32 })
         .collect()
@@ -55,8 +81,8 @@ pub fn bands(query_cosines: &[f32], banding: Banding) -> Vec<u32> {
 /// Sort keys that order band by band, by probability within a band:
 /// `probability − band` (probabilities lie in [0, 1], so a lower band always
 /// comes first). Used for ordering only; responses report the probability.
-pub fn banded_keys(probabilities: &[f32], query_cosines: &[f32], banding: Banding) -> Vec<f32> {
-    bands(query_cosines, banding).into_iter().zip(probabilities).map(|(band, p)| p - band as f32).collect()
+pub fn banded_keys(probabilities: &[f32], relevances: &[f32], banding: Banding) -> Vec<f32> {
+    bands(relevances, banding).into_iter().zip(probabilities).map(|(band, p)| p - band as f32).collect()
 }
 
 #[cfg(test)]
@@ -66,7 +92,7 @@ mod tests {
     #[test]
     fn bands_group_by_distance_to_the_best_match_and_order_by_probability_within() {
         let cosines = [0.80, 0.75, 0.62, 0.30, 0.79, 0.25];
-        let banding = Banding { margin: 0.1, floor: 0.35 };
+        let banding = Banding { margin: 0.1, floor: 0.35, lexical_weight: 0.0 };
         // 0.30 and 0.25 are below the floor: one last band (21).
         assert_eq!(bands(&cosines, banding), [0, 0, 1, 21, 0, 21]);
         let keys = banded_keys(&[0.1, 0.9, 0.99, 0.2, 0.5, 0.6], &cosines, banding);
@@ -75,6 +101,20 @@ mod tests {
         // Band 0 by probability (1, 4, 0), then band 1 (2), then the
         // unrelated ones by probability alone (5 before 3).
         assert_eq!(order, [1, 4, 0, 2, 5, 3]);
-        assert_eq!(bands(&cosines, Banding { margin: 0.0, floor: 0.35 }), [0; 6], "margin 0: no bands");
+        assert_eq!(bands(&cosines, Banding { margin: 0.0, ..banding }), [0; 6], "margin 0: no bands");
+    }
+
+    #[test]
+    fn relevance_adds_the_weighted_share_of_the_best_bm25() {
+        let banding = Banding { margin: 0.12, floor: 0.35, lexical_weight: 0.2 };
+        let relevance = banding.relevance(&[0.5, 0.6, 0.3], &[4.0, 0.0, 2.0]);
+        let expected = [0.7, 0.6, 0.4];
+        assert!(relevance.iter().zip(expected).all(|(r, e)| (r - e).abs() < 1e-6), "{relevance:?}");
+        // The exact match now leads, and the weak cosine with half the
+        // words clears the floor.
+        assert_eq!(bands(&relevance, banding), [0, 0, 2]);
+        assert_eq!(banding.relevance(&[0.5, 0.6], &[0.0, 0.0]), [0.5, 0.6], "no word matched");
+        let off = Banding { lexical_weight: 0.0, ..banding };
+        assert_eq!(off.relevance(&[0.5, 0.6], &[1.0, 0.0]), [0.5, 0.6]);
     }
 }

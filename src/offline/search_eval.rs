@@ -7,8 +7,11 @@
 //! - `head-no-query`: the head with the query only inside the user text, as
 //!   heads before the query features saw it (`has_query` 0);
 //! - `head`: the head with its query features;
-//! - `shipped`: the head with its query features, ranked in relevance bands
-//!   of `margin` (`model::relevance`): what `/recommend` does.
+//! - `bm25`: BM25 of the query's words (`model::lexical`), with the
+//!   candidates as the corpus;
+//! - `shipped`: the head with its query features, ranked in bands of
+//!   relevance (query cosine fused with BM25, `model::relevance`): what
+//!   `/recommend` does with given candidates.
 //!
 //! Each is measured twice: with the items as the log knows them (purchase
 //! statistics apply) and as new products (statistics hidden, as for items a
@@ -34,6 +37,7 @@ use crate::config::UserTextBudget;
 use crate::model::encoder::cosine;
 use crate::model::features::{CandidateInput, UserContext};
 use crate::model::head::ScoringHead;
+use crate::model::lexical::{self, LexicalQuery, TextsStats};
 use crate::model::relevance::{self, Banding};
 use crate::model::scoring;
 use crate::model::stats::{HistoryStats, ItemPos};
@@ -47,7 +51,7 @@ use crate::offline::text_embedder::TextEmbedder;
 const FUNCTION_WORDS: [&str; 8] = ["of", "and", "the", "in", "with", "for", "to", "on"];
 
 /// The scorers, in table order.
-pub const SEARCH_METHODS: [&str; 4] = ["text-cosine", "head-no-query", "head", "shipped"];
+pub const SEARCH_METHODS: [&str; 5] = ["text-cosine", "bm25", "head-no-query", "head", "shipped"];
 /// How the candidates are shown: as the log knows them, or as new products.
 pub const CATALOGS: [&str; 2] = ["known", "new"];
 
@@ -127,6 +131,8 @@ pub struct SearchReport {
     /// The relevance bands `shipped` ranked with.
     pub relevance_margin: f32,
     pub relevance_floor: f32,
+    #[serde(default)]
+    pub lexical_weight: f32,
     /// `"<method>/<catalog>"` → mean metrics over the queries.
     pub results: BTreeMap<String, RankingMetrics>,
 }
@@ -170,13 +176,18 @@ pub fn evaluate_search(
                 })
                 .collect();
             let cosines: Vec<f32> = inputs.iter().map(|c| cosine(query_vector, c.embedding)).collect();
+            let texts: Vec<&str> = query.candidates.iter().map(|&p| stats.item(p).text.as_str()).collect();
+            let corpus = TextsStats::of(texts.iter().copied());
+            let lexical_query = LexicalQuery::new(&query.text, &corpus);
+            let bm25: Vec<f32> = texts.iter().map(|t| lexical::score(&lexical_query, t, &corpus).bm25).collect();
             let head_scores = scoring::score(head, stats, &with_query, &inputs)?;
             for method in SEARCH_METHODS {
                 let scores = match method {
                     "text-cosine" => cosines.clone(),
+                    "bm25" => bm25.clone(),
                     "head-no-query" => scoring::score(head, stats, &plain, &inputs)?,
                     "head" => head_scores.clone(),
-                    _ => relevance::banded_keys(&head_scores, &cosines, banding),
+                    _ => relevance::banded_keys(&head_scores, &banding.relevance(&cosines, &bm25), banding),
                 };
                 let ranked = rank_by_score(&query.candidates, &scores, |p| stats.item(p).id.as_str());
                 per_row.entry(format!("{method}/{catalog}")).or_default().push(score_ranking(&ranked, &query.relevant));
@@ -189,6 +200,7 @@ pub fn evaluate_search(
         distractors_per_query: queries.first().map_or(0, |q| q.candidates.len() - q.relevant.len()),
         relevance_margin: banding.margin,
         relevance_floor: banding.floor,
+        lexical_weight: banding.lexical_weight,
         results: per_row.into_iter().map(|(row, all)| (row, mean(&all))).collect(),
     })
 }
@@ -196,12 +208,13 @@ pub fn evaluate_search(
 /// The report as a table: one row per method, NDCG@10 and P@10 per catalog.
 pub fn format_search_table(report: &SearchReport) -> String {
     let mut out = format!(
-        "search: {} queries, {} relevant + {} distractors each; shipped with relevance_margin {}, floor {}\n{:<14} {:>12} {:>9} {:>12} {:>9}\n",
+        "search: {} queries, {} relevant + {} distractors each; shipped with relevance_margin {}, floor {}, lexical_weight {}\n{:<14} {:>12} {:>9} {:>12} {:>9}\n",
         report.queries,
         report.relevant_per_query,
         report.distractors_per_query,
         report.relevance_margin,
         report.relevance_floor,
+        report.lexical_weight,
         "method",
         "NDCG@10 known",
         "P@10",

@@ -18,12 +18,16 @@
 //!   the first 100.
 //!
 //! **The methods**: `cosine` (the query's embedding against every item's,
-//! exact), `bm25` ([`crate::model::lexical`] over the item texts), `rrf`
-//! (reciprocal-rank fusion of those two top-100 lists, `Σ 1/(60 + rank)`,
-//! untuned), and `dense-shipped`, what `/recommend` does with a query and no
-//! candidates: the `retrieve_k` nearest items by cosine, scored by the head
-//! with the query features as new products (the bundle's statistics do not
-//! know another shop's ids), ranked in relevance bands.
+//! exact), `bm25` ([`crate::model::lexical`] over the item texts, typos
+//! included), `rrf` (reciprocal-rank fusion of those two top-100 lists,
+//! `Σ 1/(60 + rank)`, untuned), `fused` (the union of the `retrieve_k`
+//! nearest and the `lexical_k` best by BM25, ordered by fused relevance
+//! alone, see `model::relevance`), `dense-shipped` (what `/recommend` did
+//! before lexical search: the `retrieve_k` nearest, ranked in bands of
+//! query cosine) and `shipped`, what `/recommend` does with a query and no
+//! candidates: the same union as `fused`, scored by the head with the query
+//! features as new products (the bundle's statistics do not know another
+//! shop's ids), ranked in bands of fused relevance.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -35,7 +39,7 @@ use crate::config::UserTextBudget;
 use crate::model::encoder::cosine;
 use crate::model::features::{CandidateInput, UserContext};
 use crate::model::head::ScoringHead;
-use crate::model::lexical::{LexicalError, LexicalIndex};
+use crate::model::lexical::{self, LexicalError, LexicalIndex, LexicalQuery};
 use crate::model::relevance::{self, Banding};
 use crate::model::scoring;
 use crate::model::stats::HistoryStats;
@@ -46,7 +50,7 @@ use crate::offline::embed_store::{EmbedStore, EmbedStoreError};
 use crate::offline::text_embedder::TextEmbedder;
 
 /// The methods, in table order.
-pub const JUDGED_METHODS: [&str; 4] = ["dense-shipped", "cosine", "bm25", "rrf"];
+pub const JUDGED_METHODS: [&str; 6] = ["shipped", "dense-shipped", "fused", "cosine", "bm25", "rrf"];
 /// How deep each method's ranking goes (Recall@100 reads it whole).
 const DEPTH: usize = 100;
 /// The constant of reciprocal-rank fusion (Cormack, Clarke & Büttcher 2009).
@@ -122,6 +126,48 @@ pub fn load(dir: &Path) -> Result<JudgedSet, DataError> {
     Ok(JudgedSet { ids, texts, queries })
 }
 
+/// The set with one typo in each query, as shoppers make them: in one
+/// seeded word of at least [`TYPO_WORD_CHARS`] letters (no digits), one
+/// character dropped or two neighbours swapped (the first letter is kept,
+/// as it mostly is in real typos). Queries without such a word are left
+/// out: the result is (those queries clean, the same mistyped).
+pub fn with_typos(set: &JudgedSet, seed: u64) -> (JudgedSet, JudgedSet) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut clean = Vec::new();
+    let queries = set
+        .queries
+        .iter()
+        .filter_map(|query| {
+            let words: Vec<&str> = query.text.split(' ').collect();
+            let eligible: Vec<usize> = (0..words.len())
+                .filter(|&i| words[i].chars().count() >= TYPO_WORD_CHARS && words[i].chars().all(char::is_alphabetic))
+                .collect();
+            if eligible.is_empty() {
+                return None;
+            }
+            clean.push(query.clone());
+            let at = eligible[rng.gen_range(0..eligible.len())];
+            let mut chars: Vec<char> = words[at].chars().collect();
+            let i = rng.gen_range(1..chars.len() - 1);
+            if rng.gen_bool(0.5) {
+                chars.remove(i);
+            } else {
+                chars.swap(i, i + 1);
+            }
+            let typo: String = chars.into_iter().collect();
+            let text =
+                words.iter().enumerate().map(|(j, w)| if j == at { typo.as_str() } else { w }).collect::<Vec<_>>();
+            Some(JudgedQuery { text: text.join(" "), gains: query.gains.clone() })
+        })
+        .collect();
+    let subset = |queries| JudgedSet { ids: set.ids.clone(), texts: set.texts.clone(), queries };
+    (subset(clean), subset(queries))
+}
+
+/// Shortest word [`with_typos`] mistypes.
+pub const TYPO_WORD_CHARS: usize = 5;
+
 /// Which queries count, and what counts as relevant for recall.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct JudgedRule {
@@ -152,8 +198,10 @@ pub struct JudgedReport {
     pub queries: usize,
     pub rule: JudgedRule,
     pub retrieve_k: usize,
+    pub lexical_k: usize,
     pub relevance_margin: f32,
     pub relevance_floor: f32,
+    pub lexical_weight: f32,
     pub results: BTreeMap<String, JudgedMetrics>,
 }
 
@@ -164,8 +212,10 @@ pub struct JudgedScorer<'a> {
     pub encoder: &'a dyn TextEmbedder,
     pub budget: UserTextBudget,
     pub banding: Banding,
-    /// `catalog.retrieve_k`: how many nearest items `dense-shipped` scores.
+    /// `catalog.retrieve_k`: how many nearest items the shipped methods score.
     pub retrieve_k: usize,
+    /// `catalog.lexical_k`: how many items by BM25 `shipped` and `fused` add.
+    pub lexical_k: usize,
 }
 
 /// Ranks every kept query's whole catalog with every method.
@@ -177,51 +227,90 @@ pub fn evaluate(
 ) -> Result<JudgedReport, JudgedError> {
     let relevant = |q: &JudgedQuery| q.gains.values().filter(|g| **g >= rule.relevant_gain).count();
     let kept: Vec<&JudgedQuery> = set.queries.iter().filter(|q| relevant(q) >= rule.min_relevant).collect();
-    let user_texts: Vec<String> = kept
-        .iter()
-        .map(|q| {
-            scorer.encoder.user_text(scorer.budget, UserSignals { query: Some(&q.text), profile: None, history: &[] })
-        })
-        .collect::<Result<_, _>>()
-        .map_err(EmbedStoreError::from)?;
+    let lexical = LexicalIndex::build(set.texts.iter().map(String::as_str))?;
+    let corpus = lexical.stats();
+    // What the shipped methods search for: the query with its misspelt
+    // words corrected against the catalog, as `/recommend` does.
+    let searched: Vec<String> =
+        kept.iter().map(|q| lexical.correct(&q.text).unwrap_or_else(|| q.text.clone())).collect();
+    let user_text = |query: &str| {
+        scorer.encoder.user_text(scorer.budget, UserSignals { query: Some(query), profile: None, history: &[] })
+    };
+    let raw_user_texts: Vec<String> =
+        kept.iter().map(|q| user_text(&q.text)).collect::<Result<_, _>>().map_err(EmbedStoreError::from)?;
+    let user_texts: Vec<String> =
+        searched.iter().map(|q| user_text(q)).collect::<Result<_, _>>().map_err(EmbedStoreError::from)?;
     let mut texts: Vec<&str> = set.texts.iter().map(String::as_str).collect();
     texts.extend(kept.iter().map(|q| q.text.as_str()));
+    texts.extend(searched.iter().map(String::as_str));
+    texts.extend(raw_user_texts.iter().map(String::as_str));
     texts.extend(user_texts.iter().map(String::as_str));
     store.embed_all(scorer.encoder, &texts, "judged catalog and queries")?;
-    let lexical = LexicalIndex::build(set.texts.iter().map(String::as_str))?;
     let items: Vec<&[f32]> = set.texts.iter().map(|t| store.get(t)).collect();
 
     let mut per_method: BTreeMap<&str, Vec<(f64, f64, f64)>> = BTreeMap::new();
-    for (query, user_text) in kept.iter().zip(&user_texts) {
-        let query_vector = store.get(&query.text);
-        let mut record = |method: &'static str, ranked: &[usize], started: Instant| {
-            let measures = (ndcg10(ranked, &query.gains), recall(ranked, query, rule.relevant_gain), ms(started));
+    for (i, query) in kept.iter().enumerate() {
+        let mut record = |method: &'static str, ranked: &[usize], took_ms: f64| {
+            let measures = (ndcg10(ranked, &query.gains), recall(ranked, query, rule.relevant_gain), took_ms);
             per_method.entry(method).or_default().push(measures);
         };
+        // The simple methods, on the query as typed.
         let started = Instant::now();
-        let cosines: Vec<f32> = items.iter().map(|v| cosine(query_vector, v)).collect();
+        let cosines: Vec<f32> = items.iter().map(|v| cosine(store.get(&query.text), v)).collect();
         let dense = top_by(&cosines, DEPTH.max(scorer.retrieve_k));
-        record("cosine", &dense[..DEPTH.min(dense.len())], started);
+        record("cosine", &dense[..DEPTH.min(dense.len())], ms(started));
 
         let started = Instant::now();
-        let bm25: Vec<usize> = lexical.search(&query.text, DEPTH)?.into_iter().map(|(p, _)| p).collect();
-        record("bm25", &bm25, started);
+        let hits = lexical.search(&LexicalQuery::new(&query.text, &corpus), DEPTH)?;
+        let bm25: Vec<usize> = hits.iter().map(|&(p, _)| p as usize).collect();
+        record("bm25", &bm25, ms(started));
 
         let started = Instant::now();
-        record("rrf", &fuse(&[&dense[..DEPTH.min(dense.len())], &bm25]), started);
+        record("rrf", &fuse(&[&dense[..DEPTH.min(dense.len())], &bm25]), ms(started));
 
+        let head_order = |user_text: &str, query: &str, pool: &[usize], relevances: &[f32], banding: Banding| {
+            let context = UserContext::new(scorer.stats, store.get(user_text).to_vec(), &[], &[])
+                .with_query(store.get(query).to_vec());
+            let inputs: Vec<CandidateInput<'_>> =
+                pool.iter().map(|&p| CandidateInput { position: None, embedding: items[p], price: None }).collect();
+            let probabilities = scoring::score(scorer.head, scorer.stats, &context, &inputs)?;
+            let keys = relevance::banded_keys(&probabilities, relevances, banding);
+            Ok::<_, JudgedError>(top_by(&keys, DEPTH).into_iter().map(|i| pool[i]).collect::<Vec<usize>>())
+        };
+
+        // Before lexical search: the nearest, in bands of query cosine.
         let started = Instant::now();
         let pool = &dense[..scorer.retrieve_k.min(dense.len())];
-        let context =
-            UserContext::new(scorer.stats, store.get(user_text).to_vec(), &[], &[]).with_query(query_vector.to_vec());
-        let inputs: Vec<CandidateInput<'_>> =
-            pool.iter().map(|&p| CandidateInput { position: None, embedding: items[p], price: None }).collect();
-        let probabilities = scoring::score(scorer.head, scorer.stats, &context, &inputs)?;
         let pool_cosines: Vec<f32> = pool.iter().map(|&p| cosines[p]).collect();
-        let keys = relevance::banded_keys(&probabilities, &pool_cosines, scorer.banding);
-        let order = top_by(&keys, DEPTH);
-        let shipped: Vec<usize> = order.into_iter().map(|i| pool[i]).collect();
-        record("dense-shipped", &shipped, started);
+        let dense_banding = Banding { lexical_weight: 0.0, ..scorer.banding };
+        let dense_shipped = head_order(&raw_user_texts[i], &query.text, pool, &pool_cosines, dense_banding)?;
+        record("dense-shipped", &dense_shipped, ms(started));
+
+        // Shipped: the corrected query; the union of its nearest and its
+        // best by BM25, nearest first, in bands of fused relevance.
+        let started = Instant::now();
+        let searched = searched[i].as_str();
+        let cosines: Vec<f32> = if searched == query.text {
+            cosines
+        } else {
+            items.iter().map(|v| cosine(store.get(searched), v)).collect()
+        };
+        let mut hybrid = top_by(&cosines, scorer.retrieve_k);
+        let words = LexicalQuery::new(searched, &corpus);
+        let mut in_pool: std::collections::HashSet<usize> = hybrid.iter().copied().collect();
+        let lexical_hits = lexical.search(&words, scorer.lexical_k)?;
+        hybrid.extend(lexical_hits.iter().map(|&(p, _)| p as usize).filter(|p| in_pool.insert(*p)));
+        let hybrid_cosines: Vec<f32> = hybrid.iter().map(|&p| cosines[p]).collect();
+        let hybrid_bm25: Vec<f32> =
+            hybrid.iter().map(|&p| lexical::score(&words, &set.texts[p], &corpus).bm25).collect();
+        let relevances = scorer.banding.relevance(&hybrid_cosines, &hybrid_bm25);
+        let fusing_ms = ms(started);
+        let started = Instant::now();
+        let fused: Vec<usize> = top_by(&relevances, DEPTH).into_iter().map(|i| hybrid[i]).collect();
+        record("fused", &fused, fusing_ms + ms(started));
+        let started = Instant::now();
+        let shipped = head_order(&user_texts[i], searched, &hybrid, &relevances, scorer.banding)?;
+        record("shipped", &shipped, fusing_ms + ms(started));
     }
     let results = per_method
         .into_iter()
@@ -240,8 +329,10 @@ pub fn evaluate(
         queries: kept.len(),
         rule,
         retrieve_k: scorer.retrieve_k,
+        lexical_k: scorer.lexical_k,
         relevance_margin: scorer.banding.margin,
         relevance_floor: scorer.banding.floor,
+        lexical_weight: scorer.banding.lexical_weight,
         results,
     })
 }
@@ -309,15 +400,18 @@ fn recall(ranked: &[usize], query: &JudgedQuery, relevant_gain: f32) -> f64 {
 pub fn format_judged_table(report: &JudgedReport) -> String {
     let mut out = format!(
         "judged search: {} of {} queries (>= {} items of gain >= {}), over {} catalog items; \
-         dense-shipped scores the {} nearest, relevance_margin {}, floor {}\n{:<14} {:>8} {:>11} {:>12}\n",
+         shipped scores the {} nearest and the {} best by BM25, relevance_margin {}, floor {}, lexical_weight {}\n\
+         {:<14} {:>8} {:>11} {:>12}\n",
         report.queries,
         report.queries_judged,
         report.rule.min_relevant,
         report.rule.relevant_gain,
         report.catalog_items,
         report.retrieve_k,
+        report.lexical_k,
         report.relevance_margin,
         report.relevance_floor,
+        report.lexical_weight,
         "method",
         "NDCG@10",
         "Recall@100",
@@ -350,6 +444,29 @@ mod tests {
         let query = JudgedQuery { text: "q".into(), gains: [(1, 2.0), (5, 2.0), (6, 1.0)].into_iter().collect() };
         assert_eq!(recall(&[1, 6, 7], &query, 2.0), 0.5);
         assert_eq!(top_by(&[0.1, 0.9, 0.5, 0.9], 3), vec![1, 3, 2]);
+    }
+
+    #[test]
+    fn typos_drop_or_swap_one_inner_letter_of_one_long_word() {
+        let set = JudgedSet {
+            ids: vec![],
+            texts: vec![],
+            queries: ["leather handbag", "tv 4k", "wireless mouse pad"]
+                .map(|t| JudgedQuery { text: t.into(), gains: HashMap::new() })
+                .to_vec(),
+        };
+        let (clean, typos) = with_typos(&set, 7);
+        assert_eq!(typos.queries.len(), 2, "\"tv 4k\" has no word of five letters");
+        assert_eq!(clean.queries[1].text, "wireless mouse pad");
+        for (clean, typo) in clean.queries.iter().zip(&typos.queries) {
+            let diff: Vec<(&str, &str)> =
+                clean.text.split(' ').zip(typo.text.split(' ')).filter(|(a, b)| a != b).collect();
+            assert_eq!(diff.len(), 1, "{typo:?}");
+            let (a, b) = diff[0];
+            assert_eq!(a[..1], b[..1], "first letter kept");
+            assert_eq!(strsim::damerau_levenshtein(a, b), 1, "{a} -> {b}");
+        }
+        assert_eq!(with_typos(&set, 7).1.queries[0].text, typos.queries[0].text, "seeded");
     }
 
     #[test]

@@ -3,14 +3,18 @@
 //! 1. the `retrieve_k` catalog items nearest to the search query (or,
 //!    without one, to the user text) in embedding space — an exact scan of
 //!    the in-memory index;
-//! 2. up to `related_k` items the history's co-purchase and recent-purchase
+//! 2. with a search query, the `lexical_k` items with the highest BM25 for
+//!    its words (typo-tolerant, `model::lexical`): exact brand names, sizes
+//!    and model numbers that embeddings blur;
+//! 3. up to `related_k` items the history's co-purchase and recent-purchase
 //!    (EASE) links point to most strongly (summed over the history);
-//! 3. the `popular_k` items with the most buyers in the bundle's last week
+//! 4. the `popular_k` items with the most buyers in the bundle's last week
 //!    (then last 30 days) of history.
 //!
 //! Every source sees only catalog items that have an embedding and pass the
 //! request's filter; the union (first source first, no repeats) is what the
-//! head then scores. Items the bundle's statistics know but the catalog
+//! head then scores, each with its BM25 for the query (0 without one), so
+//! relevance can fuse both. Items the bundle's statistics know but the catalog
 //! does not hold are never returned: the catalog says what is for sale.
 
 use std::collections::HashSet;
@@ -18,21 +22,35 @@ use std::sync::Arc;
 
 use crate::config::CatalogSettings;
 use crate::model::candidates::{popular, related};
+use crate::model::lexical::{self, CorpusStats, LexicalQuery};
 use crate::model::stats::{HistoryStats, ItemPos};
-use crate::serve::catalog::index::{IndexView, ItemFilter};
+use crate::serve::catalog::index::{lexical_text, IndexView, ItemFilter};
 
 /// How many items each source contributes at most.
 #[derive(Debug, Clone, Copy)]
 pub struct RetrievalLimits {
     pub retrieve_k: usize,
+    pub lexical_k: usize,
     pub related_k: usize,
     pub popular_k: usize,
 }
 
 impl RetrievalLimits {
     pub fn from_settings(settings: &CatalogSettings) -> Self {
-        Self { retrieve_k: settings.retrieve_k, related_k: settings.related_k, popular_k: settings.popular_k }
+        Self {
+            retrieve_k: settings.retrieve_k,
+            lexical_k: settings.lexical_k,
+            related_k: settings.related_k,
+            popular_k: settings.popular_k,
+        }
     }
+}
+
+/// A search query's words, with the statistics of the catalog they are
+/// scored against.
+pub struct LexicalSearch<'a> {
+    pub query: &'a LexicalQuery,
+    pub corpus: &'a dyn CorpusStats,
 }
 
 /// A retrieved item, with what scoring needs.
@@ -41,6 +59,9 @@ pub struct Retrieved {
     pub id: String,
     pub price: Option<f32>,
     pub embedding: Arc<[f32]>,
+    /// BM25 of the item's text and attributes for the search query (0
+    /// without one).
+    pub bm25: f32,
 }
 
 /// The union of the three sources, without repeats.
@@ -48,6 +69,7 @@ pub fn retrieve(
     view: &IndexView<'_>,
     stats: &HistoryStats,
     search_vector: &[f32],
+    lexical: Option<LexicalSearch<'_>>,
     history_positions: &[Option<ItemPos>],
     filter: &ItemFilter,
     limits: RetrievalLimits,
@@ -64,11 +86,17 @@ pub fn retrieve(
             return false;
         }
         seen.insert(id.to_string());
-        out.push(Retrieved { id: item.id.clone(), price: item.price, embedding: Arc::from(vector) });
+        let bm25 = lexical.as_ref().map_or(0.0, |l| lexical::score(l.query, &lexical_text(item), l.corpus).bm25);
+        out.push(Retrieved { id: item.id.clone(), price: item.price, embedding: Arc::from(vector), bm25 });
         true
     };
     for (id, _) in view.nearest(search_vector, limits.retrieve_k, filter) {
         add(id);
+    }
+    if let Some(search) = &lexical {
+        for (item, _) in view.lexical_nearest(search.query, limits.lexical_k, filter) {
+            add(&item.id);
+        }
     }
     let mut left = limits.related_k;
     for position in related(stats, history_positions) {

@@ -180,6 +180,48 @@ async fn recommend_without_candidates_is_product_search_over_the_catalog() {
     }
 }
 
+/// Lexical search beside the embeddings: exact sizes and model numbers,
+/// misspelt words, words only an attribute holds.
+#[tokio::test]
+async fn search_matches_exact_tokens_typos_and_attribute_values() {
+    let state = common::ready_state(&common::settings());
+    let mut items = shop_items();
+    items.as_array_mut().unwrap().extend(
+        json!([
+            {"id": "drill-20", "text": "cordless drill 20v with battery", "price": 99.0},
+            {"id": "drill-24", "text": "cordless drill 24v with battery", "price": 119.0},
+            {"id": "drill-18", "text": "cordless drill 18v with battery", "price": 79.0},
+            {"id": "pipe-half", "text": "copper pipe 1/2 inch", "price": 5.0},
+            {"id": "pipe-3q", "text": "copper pipe 3/4 inch", "price": 6.0},
+            {"id": "scarf", "text": "wool scarf", "price": 20.0, "attributes": {"brand": "Zephyrine", "colour": ["grey"]}}
+        ])
+        .as_array()
+        .unwrap()
+        .clone(),
+    );
+    assert_eq!(put_items(&state, items).await.0, StatusCode::OK);
+    let mut all: Vec<&str> = SHOP_IDS.to_vec();
+    all.extend(["drill-20", "drill-24", "drill-18", "pipe-half", "pipe-3q", "scarf"]);
+    wait_embedded(&state, &all).await;
+
+    let first = |query: &'static str| {
+        let state = state.clone();
+        async move {
+            let (status, body) = recommend(&state, json!({"user": {"query": query}, "top_k": 3})).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            ids(&body).first().cloned().unwrap_or_default()
+        }
+    };
+    assert_eq!(first("24v drill").await, "drill-24", "the voltage is matched exactly");
+    assert_eq!(first("copper pipe 3/4").await, "pipe-3q", "a size survives tokenisation");
+    assert_eq!(first("lether handbga").await, "bag-red", "two typos corrected");
+    assert_eq!(first("zephyrine").await, "scarf", "a brand only the attributes name");
+    // An update moves the item in the lexical index at once.
+    let renamed = json!([{"id": "scarf", "text": "wool scarf", "attributes": {"brand": "Borealis"}}]);
+    assert_eq!(put_items(&state, renamed).await.0, StatusCode::OK);
+    assert_eq!(first("borealis").await, "scarf");
+}
+
 #[tokio::test]
 async fn diversity_spreads_near_duplicates_apart() {
     let state = common::ready_state(&common::settings());
@@ -300,6 +342,12 @@ fn a_restart_loads_items_and_embeddings_without_re_embedding() {
         for id in SHOP_IDS {
             assert_eq!(get_item(&state, id).await.1["embedded"], true, "{id} embedded at once after the restart");
         }
+    });
+    // The lexical index is rebuilt from the store: a word only an
+    // attribute holds still finds its item.
+    runtime.block_on(async {
+        let (status, body) = recommend(&state, json!({"user": {"query": "ava"}, "top_k": 1})).await;
+        assert_eq!((status, ids(&body)), (StatusCode::OK, vec!["bag-red".to_string()]), "{body}");
     });
     let exported = metrics.render();
     assert!(exported.contains("shoprank_catalog_items 8"), "{exported}");

@@ -39,6 +39,9 @@ pub struct EvalSearchArgs {
     /// Relevance floor for `shipped` (default: search.relevance_floor).
     #[arg(long)]
     relevance_floor: Option<f32>,
+    /// Lexical weight of relevance for `shipped` (default: search.lexical_weight).
+    #[arg(long)]
+    lexical_weight: Option<f32>,
     /// Directory keeping text embeddings between runs ("" to disable).
     #[arg(long, default_value = "models/.cache")]
     cache_dir: String,
@@ -53,6 +56,10 @@ pub struct EvalSearchArgs {
     /// With --judged: items with at least this gain are relevant (Recall@100).
     #[arg(long, default_value_t = 1.0, requires = "judged")]
     relevant_gain: f32,
+    /// With --judged: measure again with one typo in each query (seeded;
+    /// see `search_judged::with_typos`) and report the NDCG@10 kept.
+    #[arg(long, value_name = "SEED", requires = "judged")]
+    typos: Option<u64>,
     /// With --judged: queries with fewer relevant items are left out.
     #[arg(long, default_value_t = 1, requires = "judged")]
     min_relevant: usize,
@@ -70,6 +77,7 @@ impl EvalSearchArgs {
         let mut banding = Banding::from_settings(&settings.search);
         banding.margin = self.relevance_margin.unwrap_or(banding.margin);
         banding.floor = self.relevance_floor.unwrap_or(banding.floor);
+        banding.lexical_weight = self.lexical_weight.unwrap_or(banding.lexical_weight);
         banding
     }
 }
@@ -142,10 +150,28 @@ fn eval_judged(
         budget: settings.user_text,
         banding,
         retrieve_k: settings.catalog.retrieve_k,
+        lexical_k: settings.catalog.lexical_k,
     };
     let rule = JudgedRule { relevant_gain: args.relevant_gain, min_relevant: args.min_relevant };
     let report = search_judged::evaluate(&set, rule, &scorer, &mut store)?;
     print!("{}", search_judged::format_judged_table(&report));
+    if let Some(seed) = args.typos {
+        let (clean, mistyped) = search_judged::with_typos(&set, seed);
+        let clean_report = search_judged::evaluate(&clean, rule, &scorer, &mut store)?;
+        let typo_report = search_judged::evaluate(&mistyped, rule, &scorer, &mut store)?;
+        println!("the {} queries with a word to mistype, clean:", clean.queries.len());
+        print!("{}", search_judged::format_judged_table(&clean_report));
+        println!("the same with one typo each (seed {seed}):");
+        print!("{}", search_judged::format_judged_table(&typo_report));
+        for (method, typo) in &typo_report.results {
+            if let Some(clean) = clean_report.results.get(method) {
+                println!(
+                    "{method:<14} keeps {:.1}% of its clean NDCG@10",
+                    100.0 * typo.ndcg10 / clean.ndcg10.max(1e-12)
+                );
+            }
+        }
+    }
     println!(
         "bundle {} on encoder {} ({}); evaluated in {:.0}s",
         bundle.version(),

@@ -47,8 +47,9 @@ pub(super) async fn recommend(
     let ticket = state.ticket(&abandon);
     let ranking = async {
         let ranker = service.clone();
-        let (begun, job) =
-            state.on_blocking_pool(&ticket, move |ticket| Ok(ranker.ranker().begin(query, ticket)?)).await?;
+        let (begun, job) = state
+            .on_blocking_pool(&ticket, move |ticket| Ok(ranker.ranker().begin(query, ranker.catalog(), ticket)?))
+            .await?;
         let embedded = job.wait(&ticket).await.map_err(RankError::from)?;
         state
             .on_blocking_pool(&ticket, move |ticket| {

@@ -4,15 +4,23 @@
 //! heap for the best `k`). At 100k items of 384 dimensions that is 150 MB
 //! and a few milliseconds a scan. Above `catalog.exact_scan_max` embedded
 //! items at start-up, an HNSW graph ([`super::ann`]) answers instead, its
-//! candidates re-scored with the exact cosine. Requests read the index under
-//! a read lock; writes (upserts, deletes, new embeddings) take the write lock.
+//! candidates re-scored with the exact cosine. Beside the vectors, a
+//! lexical index ([`crate::model::lexical`], BM25 over each item's text and
+//! attribute values) answers search queries word by word; it is changed
+//! under the same write lock as the slots, so a request sees both in step.
+//! It lives in memory like the vectors and is rebuilt from the store at
+//! start-up (the store is what makes writes durable). Requests read the
+//! index under a read lock; writes (upserts, deletes, new embeddings) take
+//! the write lock.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::{RwLock, RwLockReadGuard};
 
 use super::ann::AnnIndex;
 use crate::model::encoder::cosine;
+use crate::model::lexical::{IndexStats, LexicalIndex, LexicalQuery};
 use crate::store::catalog::{CatalogItem, PendingItem, StoredItem};
 
 /// Which items a retrieval or a ranking may return.
@@ -70,12 +78,43 @@ pub struct CatalogIndex {
     /// Above this many embedded items at start-up, retrieval uses HNSW.
     exact_scan_max: usize,
     inner: RwLock<Inner>,
+    /// BM25 over the items' texts, keyed by slot; changed only while
+    /// `inner` is write-locked. `None` if it could not be created (search
+    /// then runs on embeddings alone, and the start-up log says so).
+    lexical: Option<LexicalIndex>,
 }
 
 /// A read view of the index for one request.
 pub struct IndexView<'a> {
     dim: usize,
     inner: RwLockReadGuard<'a, Inner>,
+    lexical: Option<&'a LexicalIndex>,
+}
+
+/// The text an item is matched on word by word: its text, then the string
+/// and number values of its attributes (top level, and inside lists), so
+/// a search for a brand or a colour finds items that name it only there.
+pub fn lexical_text(item: &CatalogItem) -> Cow<'_, str> {
+    let Some(attributes) = item.attributes.as_object() else { return Cow::Borrowed(&item.text) };
+    let mut text = item.text.clone();
+    let mut push = |value: &serde_json::Value| match value {
+        serde_json::Value::String(s) => {
+            text.push_str(" | ");
+            text.push_str(s);
+        }
+        serde_json::Value::Number(n) => {
+            text.push_str(" | ");
+            text.push_str(&n.to_string());
+        }
+        _ => {}
+    };
+    for value in attributes.values() {
+        match value {
+            serde_json::Value::Array(values) => values.iter().for_each(&mut push),
+            value => push(value),
+        }
+    }
+    Cow::Owned(text)
 }
 
 /// A scored slot, ordered so that a `BinaryHeap` of them keeps the worst on top.
@@ -95,14 +134,33 @@ impl Ord for Scored {
 }
 
 impl CatalogIndex {
-    pub fn new(dim: usize, exact_scan_max: usize) -> Self {
-        Self { dim, exact_scan_max, inner: RwLock::default() }
+    /// An empty index; with `lexical`, a lexical index beside the vectors.
+    pub fn new(dim: usize, exact_scan_max: usize, lexical: bool) -> Self {
+        let lexical = lexical
+            .then(|| {
+                LexicalIndex::new()
+                    .inspect_err(|error| tracing::error!(%error, "no lexical index: search runs on embeddings alone"))
+                    .ok()
+            })
+            .flatten();
+        Self { dim, exact_scan_max, inner: RwLock::default(), lexical }
+    }
+
+    /// Applies lexical changes (slot, new text or `None` for gone) while the
+    /// caller holds the write lock. A failure leaves the lexical side behind
+    /// until the next change or restart; the store holds the truth.
+    fn apply_lexical<'a>(&self, changes: impl IntoIterator<Item = (u64, Option<&'a str>)>) {
+        if let Some(lexical) = &self.lexical {
+            if let Err(error) = lexical.apply(changes) {
+                tracing::error!(%error, "the lexical index missed a catalog change");
+            }
+        }
     }
 
     /// The index over a store's contents (start-up); with more than
     /// `exact_scan_max` embedded items, an HNSW graph over them too.
-    pub fn from_stored(dim: usize, exact_scan_max: usize, stored: Vec<StoredItem>) -> Self {
-        let index = Self::new(dim, exact_scan_max);
+    pub fn from_stored(dim: usize, exact_scan_max: usize, lexical: bool, stored: Vec<StoredItem>) -> Self {
+        let index = Self::new(dim, exact_scan_max, lexical);
         {
             let mut inner = index.write();
             for StoredItem { item, embedding } in stored {
@@ -111,6 +169,15 @@ impl CatalogIndex {
                     inner.set_vector(dim, slot, &vector);
                 }
             }
+            let started = std::time::Instant::now();
+            let texts: Vec<(u64, Cow<'_, str>)> = inner
+                .slots
+                .iter()
+                .enumerate()
+                .filter_map(|(slot, s)| s.as_ref().map(|s| (slot as u64, lexical_text(&s.item))))
+                .collect();
+            index.apply_lexical(texts.iter().map(|(slot, text)| (*slot, Some(text.as_ref()))));
+            tracing::info!(items = texts.len(), secs = started.elapsed().as_secs_f64(), "lexical index built");
             if inner.embedded > exact_scan_max {
                 let started = std::time::Instant::now();
                 let inner = &mut *inner;
@@ -137,15 +204,32 @@ impl CatalogIndex {
     }
 
     pub fn read(&self) -> IndexView<'_> {
-        IndexView { dim: self.dim, inner: self.inner.read().unwrap_or_else(|p| p.into_inner()) }
+        IndexView {
+            dim: self.dim,
+            inner: self.inner.read().unwrap_or_else(|p| p.into_inner()),
+            lexical: self.lexical.as_ref(),
+        }
     }
 
     /// Applies upserts already made durable: a changed text waits for its
-    /// new embedding (the item is not retrievable by vector until then).
+    /// new embedding (the item is not retrievable by vector until then);
+    /// the lexical index follows at once.
     pub fn upsert(&self, items: &[CatalogItem]) {
         let mut inner = self.write();
+        let mut changed: Vec<(u64, String)> = Vec::new();
         for item in items {
-            inner.put(self.dim, item.clone());
+            let before = inner.by_id.get(&item.id).and_then(|&slot| inner.slots[slot].as_ref());
+            let text = lexical_text(item);
+            if before.is_none_or(|s| lexical_text(&s.item) != text) {
+                let text = text.into_owned();
+                let slot = inner.put(self.dim, item.clone());
+                changed.push((slot as u64, text));
+            } else {
+                inner.put(self.dim, item.clone());
+            }
+        }
+        if !changed.is_empty() {
+            self.apply_lexical(changed.iter().map(|(slot, text)| (*slot, Some(text.as_str()))));
         }
     }
 
@@ -157,6 +241,7 @@ impl CatalogIndex {
             }
             inner.slot_node[slot] = NO_NODE;
             inner.free.push(slot);
+            self.apply_lexical([(slot as u64, None)]);
         }
     }
 
@@ -181,6 +266,12 @@ impl CatalogIndex {
             }
         }
         inner.warn_if_scan_too_large(self.exact_scan_max);
+    }
+
+    /// The search query with its misspelt words corrected against the
+    /// catalog's terms, or `None` if none was (see `LexicalIndex::correct`).
+    pub fn correct(&self, query: &str) -> Option<String> {
+        self.lexical.as_ref()?.correct(query)
     }
 
     /// (items, items with an embedding).
@@ -265,6 +356,33 @@ impl IndexView<'_> {
         Some((&entry.item, vector))
     }
 
+    /// The lexical index's statistics at this moment (`None` without one).
+    pub fn lexical_stats(&self) -> Option<IndexStats> {
+        self.lexical.map(LexicalIndex::stats)
+    }
+
+    /// Up to `k` embedded items the filter allows with the highest BM25 for
+    /// `query`, best first. The index is searched for a few times `k`, so a
+    /// strict filter may return fewer.
+    pub fn lexical_nearest(&self, query: &LexicalQuery, k: usize, filter: &ItemFilter) -> Vec<(&CatalogItem, f32)> {
+        let Some(lexical) = self.lexical else { return Vec::new() };
+        let hits = match lexical.search(query, k.saturating_mul(4).max(k)) {
+            Ok(hits) => hits,
+            Err(error) => {
+                tracing::warn!(%error, "lexical search failed: this request retrieves by embedding alone");
+                return Vec::new();
+            }
+        };
+        hits.into_iter()
+            .filter_map(|(slot, score)| {
+                let entry = self.inner.slots.get(slot as usize)?.as_ref()?;
+                let allowed = entry.embedded && filter.allows(&entry.item.id, entry.item.price, entry.item.available);
+                allowed.then_some((&entry.item, score))
+            })
+            .take(k)
+            .collect()
+    }
+
     /// The `k` embedded items the filter allows with the highest cosine to
     /// `query`, best first (ties: lower slot first). An exact scan.
     pub fn nearest(&self, query: &[f32], k: usize, filter: &ItemFilter) -> Vec<(&str, f32)> {
@@ -334,7 +452,7 @@ mod tests {
 
     #[test]
     fn nearest_is_an_exact_scan_over_embedded_items_the_filter_allows() {
-        let index = CatalogIndex::new(2, usize::MAX);
+        let index = CatalogIndex::new(2, usize::MAX, true);
         index.upsert(&[
             item("a", "A", Some(1.0), true),
             item("b", "B", Some(5.0), true),
@@ -360,7 +478,7 @@ mod tests {
 
     #[test]
     fn a_text_change_hides_the_item_until_its_new_embedding_and_deletes_free_the_slot() {
-        let index = CatalogIndex::new(2, usize::MAX);
+        let index = CatalogIndex::new(2, usize::MAX, true);
         index.upsert(&[item("a", "red mug", None, true)]);
         index.set_vector("a", "red mug", &unit(0.0));
         assert_eq!(index.counts(), (1, 1));
@@ -385,7 +503,7 @@ mod tests {
                 embedding: Some(unit(i as f32 * 0.01)),
             })
             .collect();
-        let index = CatalogIndex::from_stored(2, 100, stored);
+        let index = CatalogIndex::from_stored(2, 100, true, stored);
         let ids = |filter: &ItemFilter, k| -> Vec<String> {
             index.read().nearest(&unit(1.0), k, filter).into_iter().map(|(id, _)| id.to_string()).collect()
         };

@@ -60,7 +60,12 @@ impl Catalog {
         if dropped > 0 {
             tracing::info!(items = dropped, encoder = %encoder_key, "catalog embeddings of another encoder dropped: re-embedding");
         }
-        let index = Arc::new(CatalogIndex::from_stored(dim, settings.exact_scan_max, store.load_all(&encoder_key)?));
+        let index = Arc::new(CatalogIndex::from_stored(
+            dim,
+            settings.exact_scan_max,
+            settings.lexical_index,
+            store.load_all(&encoder_key)?,
+        ));
         let (items, embedded) = index.counts();
         tracing::info!(items, embedded, secs = started.elapsed().as_secs_f64(), "catalog loaded");
         metrics.catalog_items.set(items as i64);

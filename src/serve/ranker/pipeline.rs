@@ -9,13 +9,14 @@
 use crate::model::bundle::Bundle;
 use crate::model::encoder::cosine;
 use crate::model::features::{self, CandidateInput, UserContext};
+use crate::model::lexical::{self, LexicalQuery, TextsStats};
 use crate::model::relevance;
 use crate::model::scoring::ScoringInputs;
 use crate::model::stats::{HistoryStats, ItemPos};
 use crate::serve::cache::Embedding;
 use crate::serve::catalog::Catalog;
 use crate::serve::embed::{EmbedJob, Embedded, Ticket};
-use crate::serve::retrieve;
+use crate::serve::retrieve::{self, LexicalSearch};
 
 use super::explain_text::explain_item;
 use super::{Candidate, RankError, RankQuery, RankedItem, Ranker};
@@ -35,6 +36,9 @@ pub(super) struct Pooled {
     pub(super) id: String,
     pub(super) price: Option<f32>,
     pub(super) embedding: Embedding,
+    /// BM25 for the search query (0 without one): against the catalog's
+    /// statistics when retrieved, the request's candidates' when given.
+    pub(super) bm25: f32,
 }
 
 impl Ranker {
@@ -50,15 +54,28 @@ impl Ranker {
         catalog: Option<&Catalog>,
         ticket: &Ticket,
     ) -> Result<Vec<RankedItem>, RankError> {
-        let (begun, job) = self.begin(query.clone(), ticket)?;
+        let (begun, job) = self.begin(query.clone(), catalog, ticket)?;
         let embedded = job.wait_blocking(ticket)?;
         self.end(bundle, begun, embedded, catalog, ticket)
     }
 
-    /// The first half of a request, CPU only: composes the user text and
-    /// asks the embed job for every text's vector; the texts the cache
-    /// misses go on the encoder queue (or are refused, see `serve::embed`).
-    pub fn begin(&self, query: RankQuery, ticket: &Ticket) -> Result<(Begun, EmbedJob), RankError> {
+    /// The first half of a request, CPU only: corrects the search query's
+    /// misspelt words against the catalog's terms (see
+    /// `model::lexical::LexicalIndex::correct`; the rest of the request
+    /// sees the corrected query), composes the user text and asks the embed
+    /// job for every text's vector; the texts the cache misses go on the
+    /// encoder queue (or are refused, see `serve::embed`).
+    pub fn begin(
+        &self,
+        mut query: RankQuery,
+        catalog: Option<&Catalog>,
+        ticket: &Ticket,
+    ) -> Result<(Begun, EmbedJob), RankError> {
+        if let (Some(search), Some(catalog)) = (&query.search, catalog) {
+            if let Some(corrected) = catalog.index().correct(search) {
+                query.search = Some(corrected);
+            }
+        }
         let (user_text, tokens) = self.user_text_and_tokens(&query)?;
         let given = given_candidates(&query);
         let embedded_history = &query.history[..query.history.len().min(features::HISTORY_FEATURE_ITEMS)];
@@ -96,7 +113,8 @@ impl Ranker {
         // With a query: relevance bands first, probability within a band.
         let keys = if query.search.is_some() {
             let cosines: Vec<f32> = inputs.numeric().iter().map(|n| n[features::QUERY_COSINE]).collect();
-            relevance::banded_keys(&scores, &cosines, self.banding)
+            let bm25: Vec<f32> = pool.iter().map(|c| c.bm25).collect();
+            relevance::banded_keys(&scores, &self.banding.relevance(&cosines, &bm25), self.banding)
         } else {
             scores.clone()
         };
@@ -127,7 +145,7 @@ impl Ranker {
     /// (what `rank` feeds the head, exposed to check serving against training).
     pub fn numeric_features(&self, bundle: &Bundle, query: &RankQuery) -> Result<Vec<features::Numeric>, RankError> {
         let ticket = Ticket::detached();
-        let (_, job) = self.begin(query.clone(), &ticket)?;
+        let (_, job) = self.begin(query.clone(), None, &ticket)?;
         let embeddings = job.wait_blocking(&ticket)?.into_vectors();
         let (user, pool) = self.user_and_pool(bundle, query, embeddings, None)?;
         let context = user_context(bundle.stats(), &user);
@@ -162,18 +180,36 @@ impl Ranker {
                 .collect(),
         };
         let pool = match &query.candidates {
-            Some(_) => given
-                .into_iter()
-                .zip(vectors)
-                .map(|(c, embedding)| Pooled { id: c.id.clone(), price: c.price, embedding })
-                .collect(),
+            Some(_) => {
+                // The request's candidates are the corpus their words are weighed in.
+                let bm25: Vec<f32> = match &query.search {
+                    Some(search) => {
+                        let corpus = TextsStats::of(given.iter().map(|c| c.text.as_str()));
+                        let words = LexicalQuery::new(search, &corpus);
+                        given.iter().map(|c| lexical::score(&words, &c.text, &corpus).bm25).collect()
+                    }
+                    None => vec![0.0; given.len()],
+                };
+                given
+                    .into_iter()
+                    .zip(vectors)
+                    .zip(bm25)
+                    .map(|((c, embedding), bm25)| Pooled { id: c.id.clone(), price: c.price, embedding, bm25 })
+                    .collect()
+            }
             None => {
                 let catalog = catalog.ok_or(RankError::NoCatalog)?;
                 let search = user.query.as_ref().unwrap_or(&user.vector);
                 let view = catalog.index().read();
-                retrieve::retrieve(&view, stats, search, &user.positions, &query.filter, self.retrieval)
+                let corpus = query.search.as_ref().and(view.lexical_stats());
+                let words = query.search.as_deref().zip(corpus.as_ref()).map(|(s, c)| LexicalQuery::new(s, c));
+                let lexical = words
+                    .as_ref()
+                    .zip(corpus.as_ref())
+                    .map(|(query, corpus)| LexicalSearch { query, corpus: corpus as &dyn lexical::CorpusStats });
+                retrieve::retrieve(&view, stats, search, lexical, &user.positions, &query.filter, self.retrieval)
                     .into_iter()
-                    .map(|r| Pooled { id: r.id, price: r.price, embedding: r.embedding })
+                    .map(|r| Pooled { id: r.id, price: r.price, embedding: r.embedding, bm25: r.bm25 })
                     .collect()
             }
         };

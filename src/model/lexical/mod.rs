@@ -1,0 +1,278 @@
+//! Lexical matching: BM25 over item texts, held in memory by tantivy, with
+//! the terms of [`tokens`] and the typo tolerance of [`scorer`]. Sentence
+//! encoders blur brand names, model numbers and sizes that shoppers type; a
+//! lexical match keeps them exact. Search retrieves from this index beside
+//! the vector index and fuses both scores (`model::relevance`);
+//! `eval-search` measures each. Documents are addressed by a caller's `u64`
+//! key (the catalog's slot, or a position in a list) and replaced by key.
+
+pub mod scorer;
+pub mod tokens;
+
+use std::sync::Mutex;
+
+use tantivy::collector::TopDocs;
+use tantivy::query::{BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, Query, TermQuery};
+use tantivy::schema::{Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, INDEXED};
+use tantivy::tokenizer::{PreTokenizedString, Token};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term};
+
+pub use self::scorer::{score, CorpusStats, LexicalMatch, LexicalQuery, TextsStats};
+
+/// The u64 field holding each document's key (indexed to replace by key,
+/// fast to read a hit's key).
+const KEY: &str = "key";
+/// Memory the writer may buffer before it writes a segment (tantivy's
+/// minimum for its one thread).
+const WRITER_BUDGET: usize = 15 << 20;
+
+#[derive(Debug, thiserror::Error)]
+#[error("lexical index: {0}")]
+pub struct LexicalError(#[from] tantivy::TantivyError);
+
+/// BM25 over texts that can be added, replaced and removed by key.
+pub struct LexicalIndex {
+    reader: IndexReader,
+    writer: Mutex<IndexWriter>,
+    text: Field,
+    key: Field,
+}
+
+impl LexicalIndex {
+    pub fn new() -> Result<Self, LexicalError> {
+        let mut schema = Schema::builder();
+        let indexing = TextFieldIndexing::default().set_index_option(IndexRecordOption::WithFreqs);
+        let text = schema.add_text_field("text", TextOptions::default().set_indexing_options(indexing));
+        let key = schema.add_u64_field(KEY, INDEXED | FAST);
+        let index = Index::create_in_ram(schema.build());
+        let writer: IndexWriter = index.writer_with_num_threads(1, WRITER_BUDGET)?;
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        Ok(Self { reader, writer: Mutex::new(writer), text, key })
+    }
+
+    /// An index of `texts`, keyed by their positions.
+    pub fn build<'a>(texts: impl IntoIterator<Item = &'a str>) -> Result<Self, LexicalError> {
+        let index = Self::new()?;
+        index.apply(texts.into_iter().enumerate().map(|(p, t)| (p as u64, Some(t))))?;
+        Ok(index)
+    }
+
+    /// Puts (`Some(text)`) or removes (`None`) each key's document, in order,
+    /// and makes the changes visible to searches that start afterwards.
+    pub fn apply<'a>(&self, changes: impl IntoIterator<Item = (u64, Option<&'a str>)>) -> Result<(), LexicalError> {
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, text) in changes {
+            writer.delete_term(Term::from_field_u64(self.key, key));
+            if let Some(text) = text {
+                let mut document = TantivyDocument::default();
+                document.add_u64(self.key, key);
+                document.add_pre_tokenized_text(self.text, pre_tokenized(text));
+                writer.add_document(document)?;
+            }
+        }
+        writer.commit()?;
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    /// This moment's statistics, for [`score`] and [`LexicalQuery::new`].
+    pub fn stats(&self) -> IndexStats {
+        IndexStats { searcher: self.reader.searcher(), text: self.text }
+    }
+
+    /// `query` with each misspelt word replaced by the closest term the
+    /// index holds (fewest edits, then most documents), or `None` if no
+    /// word changed. A word is misspelt when it is one term the index lacks
+    /// and [`scorer::allowed_typos`] allows it typos. The encoder, which
+    /// reads word pieces, sees "leather handbag" for "lether handbga"; the
+    /// lexical side matches typos on its own (see [`scorer`]).
+    pub fn correct(&self, query: &str) -> Option<String> {
+        let searcher = self.reader.searcher();
+        let stats = IndexStats { searcher: searcher.clone(), text: self.text };
+        let mut changed = false;
+        let words: Vec<String> = query
+            .split_whitespace()
+            .map(|word| {
+                let terms = tokens::terms(word);
+                let [term] = terms.as_slice() else { return word.to_string() };
+                let typos = scorer::allowed_typos(term);
+                if typos == 0 || stats.doc_freq(term) > 0 {
+                    return word.to_string();
+                }
+                match self.closest_term(&searcher, term, typos) {
+                    Some(closest) => {
+                        changed = true;
+                        closest
+                    }
+                    None => word.to_string(),
+                }
+            })
+            .collect();
+        changed.then(|| words.join(" "))
+    }
+
+    /// The term within `typos` edits of `term` with the fewest edits, then
+    /// the most documents (then the first in byte order).
+    fn closest_term(&self, searcher: &Searcher, term: &str, typos: usize) -> Option<String> {
+        let fuzzy = FuzzyTermQuery::new(Term::from_field_text(self.text, term), typos as u8, true);
+        let automaton = fuzzy.automaton().ok()?;
+        let mut found: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+        for segment in searcher.segment_readers() {
+            let Ok(inverted) = segment.inverted_index(self.text) else { continue };
+            let Ok(mut stream) = inverted.terms().search(&automaton).into_stream() else { continue };
+            while stream.advance() {
+                if let Ok(key) = std::str::from_utf8(stream.key()) {
+                    *found.entry(key.to_string()).or_insert(0) += u64::from(stream.value().doc_freq);
+                }
+            }
+        }
+        found
+            .into_iter()
+            .min_by_key(|(key, docs)| (strsim::damerau_levenshtein(term, key), std::cmp::Reverse(*docs)))
+            .map(|(key, _)| key)
+    }
+
+    /// The `k` documents with the highest BM25 for `query`, best first, as
+    /// (key, score). Terms the index lacks match within their typos (a
+    /// constant score at the typo weight: `score` re-scores exactly).
+    /// Documents sharing no term with the query are never returned.
+    pub fn search(&self, query: &LexicalQuery, k: usize) -> Result<Vec<(u64, f32)>, LexicalError> {
+        if query.is_empty() || k == 0 {
+            return Ok(Vec::new());
+        }
+        let clauses: Vec<(Occur, Box<dyn Query>)> = query
+            .terms()
+            .map(|(text, typos)| {
+                let term = Term::from_field_text(self.text, text);
+                let clause: Box<dyn Query> = if typos == 0 {
+                    Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs))
+                } else {
+                    let fuzzy = FuzzyTermQuery::new(term, typos as u8, true);
+                    Box::new(BoostQuery::new(Box::new(fuzzy), scorer::TYPO_WEIGHT))
+                };
+                (Occur::Should, clause)
+            })
+            .collect();
+        let searcher = self.reader.searcher();
+        let hits = searcher.search(&BooleanQuery::new(clauses), &TopDocs::with_limit(k).order_by_score())?;
+        hits.into_iter()
+            .map(|(score, address)| {
+                let column = searcher.segment_reader(address.segment_ord).fast_fields().u64(KEY)?;
+                let key = column
+                    .first(address.doc_id)
+                    .ok_or_else(|| tantivy::TantivyError::InternalError(format!("document {address:?} has no key")))?;
+                Ok((key, score))
+            })
+            .collect()
+    }
+}
+
+/// The text as [`tokens::terms`] cuts it. The text itself is not kept.
+fn pre_tokenized(text: &str) -> PreTokenizedString {
+    let tokens = tokens::terms(text)
+        .into_iter()
+        .enumerate()
+        .map(|(position, text)| Token { position, text, ..Token::default() })
+        .collect();
+    PreTokenizedString { text: String::new(), tokens }
+}
+
+/// One moment's view of the index, with its BM25 statistics.
+pub struct IndexStats {
+    searcher: Searcher,
+    text: Field,
+}
+
+impl CorpusStats for IndexStats {
+    fn docs(&self) -> u64 {
+        self.searcher.num_docs()
+    }
+    fn mean_terms(&self) -> f32 {
+        let tokens: u64 = self
+            .searcher
+            .segment_readers()
+            .iter()
+            .filter_map(|segment| segment.inverted_index(self.text).ok())
+            .map(|inverted| inverted.total_num_tokens())
+            .sum();
+        let docs: u64 = self.searcher.segment_readers().iter().map(|s| u64::from(s.max_doc())).sum();
+        tokens as f32 / docs.max(1) as f32
+    }
+    fn doc_freq(&self, term: &str) -> u64 {
+        self.searcher.doc_freq(&Term::from_field_text(self.text, term)).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(hits: &[(u64, f32)]) -> Vec<u64> {
+        hits.iter().map(|(k, _)| *k).collect()
+    }
+
+    #[test]
+    fn ranks_by_bm25_and_returns_keys() {
+        let index =
+            LexicalIndex::build(["red leather handbag", "blue denim jeans", "red wine glass set", "handbag"]).unwrap();
+        let stats = index.stats();
+        let hits = index.search(&LexicalQuery::new("Red HANDBAG!", &stats), 10).unwrap();
+        // Both terms beat one; the short "handbag" beats the long "red wine glass set".
+        assert_eq!(keys(&hits), [0, 3, 2], "{hits:?}");
+        assert!(hits.windows(2).all(|w| w[0].1 >= w[1].1), "{hits:?}");
+        assert!(index.search(&LexicalQuery::new("", &stats), 10).unwrap().is_empty());
+        assert!(index.search(&LexicalQuery::new("sofa", &stats), 10).unwrap().is_empty());
+        assert_eq!(index.search(&LexicalQuery::new("red", &stats), 1).unwrap().len(), 1);
+    }
+
+    /// tantivy's score is textbook BM25, and so is `score` with the index's
+    /// statistics (up to tantivy's one-byte length norms).
+    #[test]
+    fn the_index_and_the_scorer_agree_on_textbook_bm25() {
+        let texts = ["mug mug red", "red lamp", "blue lamp shade"];
+        let index = LexicalIndex::build(texts).unwrap();
+        let stats = index.stats();
+        let (n, avg) = (3.0f32, 8.0f32 / 3.0);
+        let bm25 = |tf: f32, len: f32, df: f32| {
+            let idf = (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
+            idf * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * len / avg))
+        };
+        let query = LexicalQuery::new("mug", &stats);
+        let hits = index.search(&query, 3).unwrap();
+        assert_eq!(hits[0].0, 0);
+        let expected = bm25(2.0, 3.0, 1.0);
+        assert!((hits[0].1 - expected).abs() < 1e-3 * expected, "{hits:?} vs {expected}");
+        assert!((score(&query, texts[0], &stats).bm25 - expected).abs() < 1e-4 * expected);
+    }
+
+    #[test]
+    fn documents_are_replaced_and_removed_by_key() {
+        let index = LexicalIndex::build(["red mug", "blue lamp"]).unwrap();
+        index.apply([(0, Some("green kettle")), (7, Some("red kettle")), (1, None)]).unwrap();
+        let stats = index.stats();
+        assert_eq!(stats.docs(), 2);
+        assert_eq!(keys(&index.search(&LexicalQuery::new("red", &stats), 10).unwrap()), [7]);
+        assert_eq!(keys(&index.search(&LexicalQuery::new("kettle", &stats), 10).unwrap()).len(), 2);
+        assert!(index.search(&LexicalQuery::new("lamp", &stats), 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn misspelt_words_are_corrected_to_the_closest_most_common_term() {
+        let index =
+            LexicalIndex::build(["leather handbag", "leather belt", "feather duster", "canvas bag 30-in"]).unwrap();
+        assert_eq!(index.correct("Lether handbga").as_deref(), Some("leather handbag"));
+        // "eather" is one edit from leather (2 documents) and feather (1).
+        assert_eq!(index.correct("eather").as_deref(), Some("leather"));
+        assert_eq!(index.correct("leather 30-in bag"), None, "known words stay");
+        assert_eq!(index.correct("zzzzzzz bga"), None, "nothing close, or too short to correct");
+    }
+
+    #[test]
+    fn misspelt_words_retrieve_within_their_typos_and_cjk_matches_by_bigrams() {
+        let index = LexicalIndex::build(["leather handbag", "canvas backpack", "不锈钢保温杯 500ml"]).unwrap();
+        let stats = index.stats();
+        assert_eq!(keys(&index.search(&LexicalQuery::new("lether handbga", &stats), 10).unwrap()), [0]);
+        assert_eq!(keys(&index.search(&LexicalQuery::new("保温杯", &stats), 10).unwrap()), [2]);
+        assert_eq!(keys(&index.search(&LexicalQuery::new("500ML", &stats), 10).unwrap()), [2]);
+    }
+}

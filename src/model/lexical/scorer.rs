@@ -1,0 +1,231 @@
+//! BM25 of a query against any text, given the statistics of the corpus it
+//! belongs to: the catalog's (from [`super::LexicalIndex`]) for retrieved
+//! items, or the request's own candidates' when a storefront sends them.
+//! Ranking needs a lexical score for *every* candidate, including those the
+//! dense retriever found and the lexical one did not; computing it here, on
+//! the candidate's own terms, gives one exact score either way.
+//!
+//! **Typo tolerance.** A query term the corpus has never seen is most often
+//! misspelt ("hnadbag", "leathr"); such a term matches a text's term within
+//! Damerau–Levenshtein distance 1 (words of at least [`TYPO_MIN_CHARS`]
+//! characters) or 2 (at least [`TWO_TYPOS_MIN_CHARS`]), as Meilisearch and
+//! Typesense default to, at [`TYPO_WEIGHT`] of an exact match's score. Terms
+//! with a digit are never corrected: `24v` is not a typo of `20v`. Terms the
+//! corpus knows are matched exactly only, so a correct "shirt" does not
+//! match "short".
+
+use super::tokens;
+
+/// BM25's term-frequency saturation (Lucene's and tantivy's default).
+pub const K1: f32 = 1.2;
+/// BM25's length normalisation (Lucene's and tantivy's default).
+pub const B: f32 = 0.75;
+/// Shortest query word corrected for one typo.
+pub const TYPO_MIN_CHARS: usize = 5;
+/// Shortest query word corrected for two typos.
+pub const TWO_TYPOS_MIN_CHARS: usize = 9;
+/// A typo match scores this share of the matched term's exact score.
+pub const TYPO_WEIGHT: f32 = 0.6;
+
+/// What BM25 needs of a corpus.
+pub trait CorpusStats {
+    /// Documents in the corpus.
+    fn docs(&self) -> u64;
+    /// Mean terms per document.
+    fn mean_terms(&self) -> f32;
+    /// Documents holding `term`.
+    fn doc_freq(&self, term: &str) -> u64;
+}
+
+/// A query's distinct terms and how far each may be mistyped.
+#[derive(Debug, Clone)]
+pub struct LexicalQuery {
+    terms: Vec<QueryTerm>,
+}
+
+#[derive(Debug, Clone)]
+struct QueryTerm {
+    text: String,
+    /// Edit distance a match may have (0: exact only).
+    typos: usize,
+}
+
+impl LexicalQuery {
+    /// The distinct terms of `query`; a term `corpus` does not hold may be
+    /// matched with typos (see the module docs).
+    pub fn new(query: &str, corpus: &dyn CorpusStats) -> Self {
+        let mut texts = tokens::terms(query);
+        texts.sort();
+        texts.dedup();
+        let terms = texts
+            .into_iter()
+            .map(|text| {
+                let typos = if corpus.doc_freq(&text) > 0 { 0 } else { allowed_typos(&text) };
+                QueryTerm { text, typos }
+            })
+            .collect();
+        Self { terms }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.terms.is_empty()
+    }
+
+    /// The terms matched exactly, and those that may carry typos with how many.
+    pub fn terms(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.terms.iter().map(|t| (t.text.as_str(), t.typos))
+    }
+}
+
+/// How many typos a query word may carry when the corpus does not know it.
+pub fn allowed_typos(term: &str) -> usize {
+    let chars = term.chars().count();
+    if term.chars().any(|c| c.is_numeric()) || chars < TYPO_MIN_CHARS {
+        0
+    } else if chars < TWO_TYPOS_MIN_CHARS {
+        1
+    } else {
+        2
+    }
+}
+
+/// How well one text matches a query.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LexicalMatch {
+    /// BM25 (typo matches weighted by [`TYPO_WEIGHT`]).
+    pub bm25: f32,
+    /// Share of the query's terms the text holds, exactly or within typos.
+    pub matched: f32,
+}
+
+/// Scores `text` against `query` with `corpus`'s statistics. Each query
+/// term adds the BM25 of its exact match, else [`TYPO_WEIGHT`] × that of
+/// the text's closest term within its typo allowance.
+pub fn score(query: &LexicalQuery, text: &str, corpus: &dyn CorpusStats) -> LexicalMatch {
+    if query.terms.is_empty() {
+        return LexicalMatch::default();
+    }
+    let mut terms = tokens::terms(text);
+    let length = terms.len() as f32;
+    terms.sort();
+    let docs = corpus.docs().max(1) as f32;
+    let mean = corpus.mean_terms().max(1.0);
+    let term_score = |term: &str| {
+        let tf = frequency(&terms, term) as f32;
+        // A text scored from outside the corpus may hold a term the corpus
+        // lacks: count it as in one document.
+        let df = (corpus.doc_freq(term).max(1) as f32).min(docs);
+        let idf = (1.0 + (docs - df + 0.5) / (df + 0.5)).ln();
+        idf * tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * length / mean))
+    };
+    let mut found = LexicalMatch::default();
+    for term in &query.terms {
+        if frequency(&terms, &term.text) > 0 {
+            found.bm25 += term_score(&term.text);
+            found.matched += 1.0;
+        } else if term.typos > 0 {
+            let closest = distinct(&terms)
+                .filter_map(|t| {
+                    let distance = strsim::damerau_levenshtein(&term.text, t);
+                    (distance <= term.typos).then_some((distance, t))
+                })
+                .min();
+            if let Some((_, t)) = closest {
+                found.bm25 += TYPO_WEIGHT * term_score(t);
+                found.matched += 1.0;
+            }
+        }
+    }
+    found.matched /= query.terms.len() as f32;
+    found
+}
+
+/// Occurrences of `term` in sorted `terms`.
+fn frequency(terms: &[String], term: &str) -> usize {
+    let start = terms.partition_point(|t| t.as_str() < term);
+    terms[start..].iter().take_while(|t| t.as_str() == term).count()
+}
+
+fn distinct(sorted: &[String]) -> impl Iterator<Item = &str> {
+    sorted.iter().enumerate().filter(|(i, t)| *i == 0 || sorted[i - 1] != **t).map(|(_, t)| t.as_str())
+}
+
+/// The statistics of a small set of texts, counted directly: the corpus for
+/// candidates a request brings.
+pub struct TextsStats {
+    docs: u64,
+    mean_terms: f32,
+    doc_freq: std::collections::HashMap<String, u64>,
+}
+
+impl TextsStats {
+    pub fn of<'a>(texts: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut doc_freq = std::collections::HashMap::new();
+        let (mut docs, mut total) = (0u64, 0usize);
+        for text in texts {
+            let mut terms = tokens::terms(text);
+            total += terms.len();
+            docs += 1;
+            terms.sort();
+            terms.dedup();
+            for term in terms {
+                *doc_freq.entry(term).or_insert(0) += 1;
+            }
+        }
+        Self { docs, mean_terms: total as f32 / docs.max(1) as f32, doc_freq }
+    }
+}
+
+impl CorpusStats for TextsStats {
+    fn docs(&self) -> u64 {
+        self.docs
+    }
+    fn mean_terms(&self) -> f32 {
+        self.mean_terms
+    }
+    fn doc_freq(&self, term: &str) -> u64 {
+        self.doc_freq.get(term).copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXTS: [&str; 4] = ["red leather handbag", "blue denim jeans", "red wine glass set", "leather belt"];
+
+    #[test]
+    fn exact_terms_score_textbook_bm25() {
+        let corpus = TextsStats::of(TEXTS);
+        let query = LexicalQuery::new("leather bag", &corpus);
+        let m = score(&query, TEXTS[0], &corpus);
+        // "leather": df 2 of 4, length 3, mean 3; "bag" matches nothing.
+        let idf = (1.0f32 + (4.0 - 2.0 + 0.5) / (2.0 + 0.5)).ln();
+        assert!((m.bm25 - idf * 2.2 / (1.0 + 1.2)).abs() < 1e-5, "{m:?}");
+        assert_eq!(m.matched, 0.5);
+        assert_eq!(score(&query, TEXTS[1], &corpus), LexicalMatch::default());
+    }
+
+    #[test]
+    fn unknown_words_match_within_their_typo_allowance() {
+        let corpus = TextsStats::of(TEXTS);
+        let exact = score(&LexicalQuery::new("handbag", &corpus), TEXTS[0], &corpus);
+        for typo in ["hnadbag", "handbg", "handbags"] {
+            let m = score(&LexicalQuery::new(typo, &corpus), TEXTS[0], &corpus);
+            assert!((m.bm25 - TYPO_WEIGHT * exact.bm25).abs() < 1e-5, "{typo}: {m:?} vs {exact:?}");
+            assert_eq!(m.matched, 1.0);
+        }
+        // Four letters: too short to correct. Two typos need nine letters.
+        assert_eq!(score(&LexicalQuery::new("bleu", &corpus), TEXTS[1], &corpus).bm25, 0.0);
+        assert_eq!(score(&LexicalQuery::new("hnadbga", &corpus), TEXTS[0], &corpus).bm25, 0.0);
+    }
+
+    #[test]
+    fn known_words_and_numbers_are_never_corrected() {
+        let corpus = TextsStats::of(["blue shorts", "white shirts", "drill 20v"]);
+        assert_eq!(score(&LexicalQuery::new("shirts", &corpus), "blue shorts", &corpus).bm25, 0.0);
+        assert_eq!(allowed_typos("24v"), 0);
+        assert_eq!(score(&LexicalQuery::new("24v", &corpus), "drill 20v", &corpus).bm25, 0.0);
+        assert_eq!((allowed_typos("desk"), allowed_typos("chair"), allowed_typos("bookshelf")), (0, 1, 2));
+    }
+}
