@@ -479,12 +479,19 @@ fn replicas_on_one_store_follow_each_others_catalog_writes() {
         let on_b = |id: &str| send(&rt, &b, request("GET", &format!("/v1/catalog/items/{id}"), None, None));
         until("replica B holds the item, embedded", &|| on_b("sync-mug").1["embedded"] == json!(true));
         // A price change keeps the text (no new embedding): only the change log carries it.
-        let repriced = json!({"items": [{"id": "sync-lamp", "text": "brass reading lamp", "price": 42.0}]});
+        // So does a brand only the attributes name: B's lexical index follows too.
+        let repriced = json!({"items": [{"id": "sync-lamp", "text": "brass reading lamp", "price": 42.0,
+            "attributes": {"brand": "Quillfeather"}}]});
         assert_eq!(send(&rt, &a, request("PUT", "/v1/catalog/items", Some(&repriced), None)).0, StatusCode::OK);
         until("replica B sees the new price", &|| on_b("sync-lamp").1["price"] == json!(42.0));
-        let ask = json!({"user": {"query": "camping mug"}, "top_k": 1});
-        let (status, body) = send(&rt, &b, request("POST", "/recommend", Some(&ask), None));
-        assert_eq!((status, body["items"][0]["id"].as_str()), (StatusCode::OK, Some("sync-mug")), "{body}");
+        let first_on_b = |query: &str| {
+            let ask = json!({"user": {"query": query}, "top_k": 1});
+            let (status, body) = send(&rt, &b, request("POST", "/recommend", Some(&ask), None));
+            assert_eq!(status, StatusCode::OK, "{body}");
+            body["items"][0]["id"].as_str().unwrap_or_default().to_string()
+        };
+        assert_eq!(first_on_b("camping mug"), "sync-mug", "{url}");
+        assert_eq!(first_on_b("quillfeather"), "sync-lamp", "{url}");
         let (status, _) = send(&rt, &a, request("DELETE", "/v1/catalog/items/sync-mug", None, None));
         assert_eq!(status, StatusCode::OK);
         until("replica B drops the deleted item", &|| on_b("sync-mug").0 == StatusCode::NOT_FOUND);
