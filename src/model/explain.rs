@@ -26,8 +26,7 @@ use crate::model::features::{Numeric, NUMERIC_FEATURES};
 use crate::model::head::ScoringHead;
 
 /// What a group of features means to a shopper.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReasonKind {
     /// The search query matches the item (`has_query`, `query_cosine`).
     MatchesQuery,

@@ -3,13 +3,10 @@
 //! bundle (`shoprank train --store`) and, joined to the responses that
 //! showed the items by `request_id`, the A/B comparison (`shoprank report`).
 
-use serde::{Deserialize, Serialize};
-
 use super::StoreError;
 
 /// What happened to an item.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EventKind {
     Impression,
     Click,

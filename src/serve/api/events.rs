@@ -14,7 +14,7 @@ use super::openapi::EventsErrors;
 use super::AppState;
 use crate::serve::event_writer::SubmitError;
 use crate::serve::variants::Variants;
-use crate::store::event_log::{EventKind, FeedbackEvent};
+use crate::store::event_log::{self, FeedbackEvent};
 
 /// A batch of events; none is stored unless all are valid.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -52,6 +52,29 @@ pub struct EventIn {
     pub quantity: Option<f64>,
     /// Unit price; a number >= 0.
     pub price: Option<f64>,
+}
+
+/// What happened to an item.
+// One variant per `store::event_log::EventKind`, in its order: the order of
+// the document's `enum` list and of serde's "expected one of" message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Impression,
+    Click,
+    AddToCart,
+    Purchase,
+}
+
+impl From<EventKind> for event_log::EventKind {
+    fn from(kind: EventKind) -> Self {
+        match kind {
+            EventKind::Impression => Self::Impression,
+            EventKind::Click => Self::Click,
+            EventKind::AddToCart => Self::AddToCart,
+            EventKind::Purchase => Self::Purchase,
+        }
+    }
 }
 
 /// The answer once every event of the batch is durably stored.
@@ -148,7 +171,7 @@ fn event(raw: &str, rules: EventRules, now_ms: i64, variants: &Variants) -> Resu
         event_id: event.event_id,
         user_id: event.user_id,
         item_id: event.item_id,
-        kind: event.kind,
+        kind: event.kind.into(),
         timestamp_ms,
         request_id: event.request_id,
         variant,

@@ -24,6 +24,7 @@ pub mod json;
 pub mod middleware;
 pub mod openapi;
 mod probes;
+mod ranked;
 mod recommend;
 pub mod server;
 pub mod types;

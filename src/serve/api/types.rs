@@ -2,20 +2,22 @@
 //! [`RankQuery`](crate::serve::ranker::RankQuery), and of the catalog and
 //! health routes. Every rule here is listed in the README's "Limits and
 //! errors". The types derive their OpenAPI schemas (`openapi`): their doc
-//! comments are the document's descriptions.
+//! comments are the document's descriptions. A domain type that an answer
+//! carries (a stored catalog item) gets a wire copy here, converted at the
+//! edge, so the store knows nothing of the wire format.
 
 use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::store::catalog::CatalogItem;
-
 use super::error::{ApiError, ErrorKind};
 use super::json;
+use super::ranked::RankedItem;
 use crate::config::Limits;
 use crate::serve::catalog::index::ItemFilter;
-use crate::serve::ranker::{Candidate, HistoryItem, RankQuery, RankedItem};
+use crate::serve::ranker::{Candidate, HistoryItem, RankQuery};
+use crate::store::catalog;
 
 /// `POST /recommend`: who the user is, and what to rank (the given
 /// candidates, or else the catalog).
@@ -335,7 +337,7 @@ pub const MAX_ITEM_ID_BYTES: usize = 256;
 
 impl UpsertRequest {
     /// Checks every item; the error names the first bad one.
-    pub fn validate(self, max_items: usize) -> Result<Vec<CatalogItem>, ApiError> {
+    pub fn validate(self, max_items: usize) -> Result<Vec<catalog::CatalogItem>, ApiError> {
         if self.items.is_empty() {
             return Err(ApiError::new(ErrorKind::EmptyItems, "items: the list is empty"));
         }
@@ -371,7 +373,7 @@ impl UpsertRequest {
                 if !(item.attributes.is_object() || item.attributes.is_null()) {
                     return Err(bad("attributes must be a JSON object".into()));
                 }
-                Ok(CatalogItem {
+                Ok(catalog::CatalogItem {
                     id: item.id,
                     text: item.text,
                     price,
@@ -391,4 +393,30 @@ pub struct CatalogItemOut {
     pub item: CatalogItem,
     /// Whether the item's embedding is computed.
     pub embedded: bool,
+}
+
+/// A product as the storefront sends it.
+#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct CatalogItem {
+    pub id: String,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<f32>,
+    #[serde(default = "available_by_default")]
+    pub available: bool,
+    /// Free JSON the storefront wants kept with the item (returned as given).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    #[schema(value_type = Object)]
+    pub attributes: serde_json::Value,
+}
+
+fn available_by_default() -> bool {
+    true
+}
+
+impl From<catalog::CatalogItem> for CatalogItem {
+    fn from(item: catalog::CatalogItem) -> Self {
+        let catalog::CatalogItem { id, text, price, available, attributes } = item;
+        Self { id, text, price, available, attributes }
+    }
 }
