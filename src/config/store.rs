@@ -81,7 +81,7 @@ impl StoreLocation {
 /// space, so a `/` or `@` in the password is covered too) and any
 /// `password=...` parameter. Command lines and store URLs are logged and
 /// recorded in bundles through this.
-pub fn redacted(text: &str) -> String {
+pub(crate) fn redacted(text: &str) -> String {
     text.split(' ').map(redact_word).collect::<Vec<_>>().join(" ")
 }
 

@@ -22,10 +22,10 @@ use crate::model::head::{HeadError, HeadSpec, ScoringHead};
 use crate::model::stats::{HistoryStats, StatsError};
 
 /// Manifest format understood by this build.
-pub const BUNDLE_FORMAT: u32 = 2;
-pub const MANIFEST_FILE: &str = "bundle.json";
-pub const WEIGHTS_FILE: &str = "head.safetensors";
-pub const STATS_FILE: &str = "stats.json.gz";
+pub(crate) const BUNDLE_FORMAT: u32 = 2;
+pub(crate) const MANIFEST_FILE: &str = "bundle.json";
+pub(crate) const WEIGHTS_FILE: &str = "head.safetensors";
+pub(crate) const STATS_FILE: &str = "stats.json.gz";
 
 /// The metrics of one ranking, or their mean over users (EVAL_PROTOCOL v1 §4).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -237,7 +237,7 @@ impl Bundle {
 }
 
 /// Reads and checks `dir/bundle.json`.
-pub fn read_manifest(dir: &Path) -> Result<BundleManifest, BundleError> {
+pub(crate) fn read_manifest(dir: &Path) -> Result<BundleManifest, BundleError> {
     let path = dir.join(MANIFEST_FILE);
     let text = std::fs::read_to_string(&path).map_err(|source| BundleError::Read { path: path.clone(), source })?;
     // The format is checked before the whole manifest, so an older bundle

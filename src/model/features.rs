@@ -31,7 +31,7 @@ use crate::model::encoder::cosine;
 use crate::model::stats::{HistoryStats, ItemPos};
 
 /// Names of the numeric features, in vector order (recorded in the head spec).
-pub const NUMERIC_FEATURES: [&str; 18] = [
+pub(crate) const NUMERIC_FEATURES: [&str; 18] = [
     "log_buyers",
     "log_recent_buyers",
     "log_week_buyers",
@@ -51,20 +51,20 @@ pub const NUMERIC_FEATURES: [&str; 18] = [
     "has_query",
     "query_cosine",
 ];
-pub const NUMERIC_LEN: usize = NUMERIC_FEATURES.len();
+pub(crate) const NUMERIC_LEN: usize = NUMERIC_FEATURES.len();
 /// Where `query_cosine` sits in the numeric vector.
-pub const QUERY_COSINE: usize = NUMERIC_LEN - 1;
+pub(crate) const QUERY_COSINE: usize = NUMERIC_LEN - 1;
 pub type Numeric = [f32; NUMERIC_LEN];
 
 /// History items (most recent first) whose texts the cosine features compare
 /// with the candidate (each one is an embedding to compute and compare).
-pub const HISTORY_FEATURE_ITEMS: usize = 50;
+pub(crate) const HISTORY_FEATURE_ITEMS: usize = 50;
 /// History items (most recent first) whose co-purchase links count: lookups
 /// are cheap, and long histories (wholesalers) carry real signal.
-pub const HISTORY_COPURCHASE_ITEMS: usize = 200;
+pub(crate) const HISTORY_COPURCHASE_ITEMS: usize = 200;
 /// The most recent history items, whose co-purchase links get a feature of
 /// their own (the last basket says most about the next one).
-pub const RECENT_HISTORY_ITEMS: usize = 5;
+pub(crate) const RECENT_HISTORY_ITEMS: usize = 5;
 
 /// How one candidate relates to the user's history through the item-to-item
 /// statistics: co-purchase cosines and recent-purchase EASE weights.

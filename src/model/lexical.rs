@@ -19,10 +19,10 @@ const WRITER_BUDGET: usize = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 #[error("lexical index: {0}")]
-pub struct LexicalError(#[from] tantivy::TantivyError);
+pub(crate) struct LexicalError(#[from] tantivy::TantivyError);
 
 /// BM25 over a fixed list of texts.
-pub struct LexicalIndex {
+pub(crate) struct LexicalIndex {
     index: Index,
     reader: IndexReader,
     text: Field,
@@ -30,7 +30,7 @@ pub struct LexicalIndex {
 
 impl LexicalIndex {
     /// Indexes `texts`; a hit's position is its text's index in `texts`.
-    pub fn build<'a>(texts: impl IntoIterator<Item = &'a str>) -> Result<Self, LexicalError> {
+    pub(crate) fn build<'a>(texts: impl IntoIterator<Item = &'a str>) -> Result<Self, LexicalError> {
         let mut schema = Schema::builder();
         let text = schema.add_text_field("text", TEXT);
         let position = schema.add_u64_field(POSITION, FAST);
@@ -60,7 +60,7 @@ impl LexicalIndex {
     /// The `k` texts with the highest BM25 score for `query` (the sum over
     /// its distinct terms), best first, as (position, score); texts sharing
     /// no term with it are never returned.
-    pub fn search(&self, query: &str, k: usize) -> Result<Vec<(usize, f32)>, LexicalError> {
+    pub(crate) fn search(&self, query: &str, k: usize) -> Result<Vec<(usize, f32)>, LexicalError> {
         let terms = self.terms(query)?;
         if terms.is_empty() || k == 0 {
             return Ok(Vec::new());

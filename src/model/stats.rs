@@ -13,12 +13,17 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+// What the statistics mean, for the builder (offline) that fills them in;
+// serving reads the numbers as built.
 /// Co-purchase neighbours kept per item in the artifact.
-pub const NEIGHBOURS_PER_ITEM: usize = 50;
+#[cfg_attr(not(feature = "offline"), allow(dead_code))]
+pub(crate) const NEIGHBOURS_PER_ITEM: usize = 50;
 /// "Recent" popularity counts buyers in this many days before the cutoff.
-pub const RECENT_DAYS: i64 = 30;
+#[cfg_attr(not(feature = "offline"), allow(dead_code))]
+pub(crate) const RECENT_DAYS: i64 = 30;
 /// "This week" popularity counts buyers in this many days before the cutoff.
-pub const WEEK_DAYS: i64 = 7;
+#[cfg_attr(not(feature = "offline"), allow(dead_code))]
+pub(crate) const WEEK_DAYS: i64 = 7;
 
 /// An item's position in one [`HistoryStats`]: the index the features, the
 /// neighbour lists and the head's inputs use. It is not the index a purchase
@@ -82,7 +87,7 @@ pub struct HistoryStats {
 }
 
 /// How many of the most popular items the statistics keep ranked.
-pub const POPULAR_KEPT: usize = 4096;
+pub(crate) const POPULAR_KEPT: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatsError {

@@ -121,7 +121,11 @@ pub struct EaseCoverage {
 
 /// Builds the statistics of a split's history (catalog order). The
 /// recent-purchase EASE is fitted over at most `ease_max_items` items.
-pub fn build(split: &Split<'_>, co_purchase: &CoPurchase, ease_max_items: usize) -> (HistoryStats, EaseCoverage) {
+pub(crate) fn build(
+    split: &Split<'_>,
+    co_purchase: &CoPurchase,
+    ease_max_items: usize,
+) -> (HistoryStats, EaseCoverage) {
     let data = split.data;
     let recent_from = split.cutoff - RECENT_DAYS * 86_400;
     let position: HashMap<ItemIdx, usize> = split.catalog.iter().enumerate().map(|(p, &i)| (i, p)).collect();

@@ -17,7 +17,7 @@ use xxhash_rust::xxh3::xxh3_128;
 use crate::serve::metrics::Metrics;
 
 /// An embedding shared between the cache and the requests using it.
-pub type Embedding = Arc<[f32]>;
+pub(crate) type Embedding = Arc<[f32]>;
 
 /// Bytes one entry costs besides its value: the key, the value's `Arc`
 /// header, and the LRU's node and map slot.

@@ -24,7 +24,7 @@ use crate::store::event_log::{EventStore, FeedbackEvent};
 use crate::store::StoreError;
 
 /// Which events of a batch were new (the others were stored before).
-pub type Committed = Result<Vec<bool>, Arc<StoreError>>;
+pub(crate) type Committed = Result<Vec<bool>, Arc<StoreError>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {

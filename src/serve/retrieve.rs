@@ -23,28 +23,28 @@ use crate::serve::catalog::index::{IndexView, ItemFilter};
 
 /// How many items each source contributes at most.
 #[derive(Debug, Clone, Copy)]
-pub struct RetrievalLimits {
+pub(crate) struct RetrievalLimits {
     pub retrieve_k: usize,
     pub related_k: usize,
     pub popular_k: usize,
 }
 
 impl RetrievalLimits {
-    pub fn from_settings(settings: &CatalogSettings) -> Self {
+    pub(crate) fn from_settings(settings: &CatalogSettings) -> Self {
         Self { retrieve_k: settings.retrieve_k, related_k: settings.related_k, popular_k: settings.popular_k }
     }
 }
 
 /// A retrieved item, with what scoring needs.
 #[derive(Debug, Clone)]
-pub struct Retrieved {
+pub(crate) struct Retrieved {
     pub id: String,
     pub price: Option<f32>,
     pub embedding: Arc<[f32]>,
 }
 
 /// The union of the three sources, without repeats.
-pub fn retrieve(
+pub(crate) fn retrieve(
     view: &IndexView<'_>,
     stats: &HistoryStats,
     search_vector: &[f32],

@@ -15,9 +15,9 @@ use crate::config::VariantSettings;
 use crate::model::bundle::Bundle;
 
 /// The variant of a service without `ab.variants`.
-pub const DEFAULT_VARIANT: &str = "default";
+pub(crate) const DEFAULT_VARIANT: &str = "default";
 /// The `bundle` of a variant that serves whatever is current.
-pub const CURRENT: &str = "current";
+pub(crate) const CURRENT: &str = "current";
 
 /// What a variant serves.
 #[derive(Clone)]
@@ -88,7 +88,7 @@ impl Variants {
 }
 
 /// A fresh request id for a response of `variant`.
-pub fn request_id(variant: &str) -> String {
+pub(crate) fn request_id(variant: &str) -> String {
     format!("{variant}.{:016x}", rand::random::<u64>())
 }
 

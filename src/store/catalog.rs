@@ -46,7 +46,7 @@ pub struct CatalogChange {
 
 /// How long changes are kept for [`CatalogStore::changes`]: a process that
 /// falls further behind re-reads the whole catalog (`serve::catalog::sync`).
-pub const CHANGES_KEPT_MS: i64 = 3_600_000;
+pub(crate) const CHANGES_KEPT_MS: i64 = 3_600_000;
 
 /// The catalog's durable home. `encoder` names the encoder (its cache key)
 /// whose embeddings count; others are treated as absent.

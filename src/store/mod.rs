@@ -17,10 +17,10 @@
 //! `store.url` may say, and how it is shown without its password, is the
 //! configuration's (`config::StoreLocation`, `config::redacted`).
 
-pub mod catalog;
-pub mod event_log;
-pub mod postgres;
-pub mod sqlite;
+pub(crate) mod catalog;
+pub(crate) mod event_log;
+pub(crate) mod postgres;
+pub(crate) mod sqlite;
 
 use std::path::PathBuf;
 use std::sync::Arc;

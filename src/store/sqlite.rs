@@ -14,7 +14,7 @@ use super::catalog::{CatalogChange, CatalogItem, CatalogStore, PendingItem, Stor
 use super::event_log::{EventKind, EventStore, FeedbackEvent, VariantCount};
 use super::{from_blob, now_ms, to_blob, Store, StoreError};
 
-pub const FILE_NAME: &str = "shoprank.sqlite3";
+pub(crate) const FILE_NAME: &str = "shoprank.sqlite3";
 /// Held (flock) while the schema is migrated.
 const MIGRATION_LOCK_FILE: &str = "shoprank.sqlite3.migrating";
 /// The file's name before it held events too; opened if it is there.

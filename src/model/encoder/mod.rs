@@ -20,7 +20,7 @@ pub(crate) mod kernels;
 
 use serde::{Deserialize, Serialize};
 
-pub use self::arithmetic::Arithmetic;
+pub(crate) use self::arithmetic::Arithmetic;
 use self::bert_fast::FastBert;
 use crate::config::{EncoderSettings, LinearLayer};
 use crate::model::files::{EncoderFiles, ModelFilesError, WeightsFormat};
@@ -360,13 +360,13 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// allows; the cut only bounds the work and memory a huge text costs (the
 /// tokenizer normalises and splits the whole of what it is given, though
 /// the window keeps 256 tokens).
-pub const CHARS_PER_WINDOW_TOKEN: usize = 32;
+pub(crate) const CHARS_PER_WINDOW_TOKEN: usize = 32;
 
 /// `text` cut to what a window of `tokens` tokens can use, at most
 /// [`CHARS_PER_WINDOW_TOKEN`] characters a token (before the last white
 /// space within that bound, so no word is split, where there is one), and
 /// whether it was cut.
-pub fn cut_to_window(text: &str, tokens: usize) -> (&str, bool) {
+pub(crate) fn cut_to_window(text: &str, tokens: usize) -> (&str, bool) {
     let max_chars = tokens.saturating_mul(CHARS_PER_WINDOW_TOKEN);
     let Some((end, _)) = text.char_indices().nth(max_chars) else { return (text, false) };
     let cut = &text[..end];

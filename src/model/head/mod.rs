@@ -30,7 +30,7 @@ mod spec;
 
 use serving::ServingHead;
 use spec::member_prefix;
-pub use spec::{HeadError, HeadSpec, SPEC_FORMAT};
+pub(crate) use spec::{HeadError, HeadSpec};
 
 /// One MLP of the head.
 struct Member {
@@ -259,7 +259,9 @@ impl ScoringHead {
 /// The weights of one head made of `members` trained alone: with several members, each one's
 /// variables move under its prefix (`m0.`, `m1.`, …); the standardisation,
 /// fitted on the same examples by every member, is taken from the first.
-pub fn merge_members(members: &[VarMap]) -> candle_core::Result<VarMap> {
+/// Training's (offline); serving loads the merged result.
+#[cfg_attr(not(feature = "offline"), allow(dead_code))]
+pub(crate) fn merge_members(members: &[VarMap]) -> candle_core::Result<VarMap> {
     let merged = VarMap::new();
     {
         let mut out = merged.data().lock().expect("varmap lock");

@@ -12,7 +12,7 @@ use crate::model::encoder::EncoderIdentity;
 use crate::model::features::NUMERIC_FEATURES;
 
 /// Spec format understood by this build.
-pub const SPEC_FORMAT: u32 = 1;
+pub(crate) const SPEC_FORMAT: u32 = 1;
 
 /// What the head expects: its input layout, its shape, and the encoder whose
 /// embeddings it was trained on. Validated once, when a bundle is loaded or a

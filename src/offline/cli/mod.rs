@@ -1,24 +1,25 @@
 //! The offline commands as the command line sees them: `train`, `eval`,
 //! `eval-search` ([`search`]), `embed` ([`embed`]), `scale-data` ([`scale`]),
 //! `store import|export` and `report` ([`store`]), their arguments (clap)
-//! and what each one runs. `main` only parses and dispatches here. `anyhow`
+//! and what each one runs, gathered in [`OfflineCommand`]: `main` flattens
+//! it into its own subcommands and calls [`OfflineCommand::run`]. `anyhow`
 //! is used at this edge, as in `main`.
 
 mod embed;
 mod scale;
 mod search;
-pub mod store;
+pub(crate) mod store;
 
-pub use self::embed::{embed, EmbedArgs};
-pub use self::scale::{scale_data, ScaleDataArgs};
-pub use self::search::{eval_search, EvalSearchArgs};
-pub use self::store::{report, ReportArgs, StoreCommand};
+pub(crate) use self::embed::{embed, EmbedArgs};
+pub(crate) use self::scale::{scale_data, ScaleDataArgs};
+pub(crate) use self::search::{eval_search, EvalSearchArgs};
+pub(crate) use self::store::{report, ReportArgs, StoreCommand};
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
+use clap::{Args, Subcommand};
 
 use crate::config::Settings;
 use crate::model::bundle::{Bundle, BundleManifest, TrainingRecord, BUNDLE_FORMAT};
@@ -33,8 +34,44 @@ use crate::offline::train::{self, TrainOptions};
 
 /// A purchase log in files: the Online Retail CSV, or the generic format's
 /// two files. Shared by every command that reads one.
+/// The offline subcommands of `shoprank` (beside `serve`).
+#[derive(Subcommand)]
+pub enum OfflineCommand {
+    /// Train the scoring head on a purchase log or the store (EVAL_PROTOCOL v1 split) and write a bundle.
+    Train(TrainArgs),
+    /// Evaluate the bundle and the baselines with EVAL_PROTOCOL v1.
+    Eval(EvalArgs),
+    /// Search quality on a labelled query set from the bundle's catalog.
+    EvalSearch(EvalSearchArgs),
+    /// Embed JSONL {"id", "text"} lines into JSONL {"id", "vector"} lines.
+    Embed(EmbedArgs),
+    /// Derive a larger log from a real one (replicated catalog and customers), for scaling runs.
+    ScaleData(ScaleDataArgs),
+    /// Move a log into the store, or the store's log out to CSV.
+    #[command(subcommand)]
+    Store(StoreCommand),
+    /// Per A/B variant: impressions, clicks, add-to-carts, purchases and
+    /// their rates, from the events in the store.
+    Report(ReportArgs),
+}
+
+impl OfflineCommand {
+    /// Runs the command on `settings` (loaded once by `main`).
+    pub fn run(&self, settings: &Settings) -> Result<()> {
+        match self {
+            Self::Train(args) => train(settings, args),
+            Self::Eval(args) => eval(settings, args),
+            Self::EvalSearch(args) => eval_search(settings, args),
+            Self::Embed(args) => embed(settings, args),
+            Self::ScaleData(args) => scale_data(settings, args),
+            Self::Store(command) => store::run(settings, command),
+            Self::Report(args) => report(settings, args),
+        }
+    }
+}
+
 #[derive(Args)]
-pub struct LogFiles {
+pub(crate) struct LogFiles {
     /// The UCI Online Retail CSV (.csv or .csv.gz).
     #[arg(long, conflicts_with_all = ["events", "items"])]
     data: Option<PathBuf>,
@@ -61,7 +98,7 @@ impl LogFiles {
 
 /// Where the purchase log comes from, and the test split's start.
 #[derive(Args)]
-pub struct DataArgs {
+pub(crate) struct DataArgs {
     #[command(flatten)]
     files: LogFiles,
     /// shoprank's store: its catalog and stored purchases. A directory or a
@@ -257,7 +294,7 @@ pub struct EvalArgs {
 }
 
 /// `shoprank train`: fits a head and writes a bundle.
-pub fn train(settings: &Settings, args: &TrainArgs) -> Result<()> {
+pub(crate) fn train(settings: &Settings, args: &TrainArgs) -> Result<()> {
     let started = Instant::now();
     let options = args.options()?;
     // Saving replaces the output directory whole: a directory of versions
@@ -345,7 +382,7 @@ pub fn train(settings: &Settings, args: &TrainArgs) -> Result<()> {
 }
 
 /// `shoprank eval`: EVAL_PROTOCOL v1 for the bundle and the baselines.
-pub fn eval(settings: &Settings, args: &EvalArgs) -> Result<()> {
+pub(crate) fn eval(settings: &Settings, args: &EvalArgs) -> Result<()> {
     let started = Instant::now();
     let data = args.data.load(settings)?;
     let encoder = Encoder::open(&settings.encoder)?;

@@ -7,10 +7,10 @@
 //! - [`from_store`]: the catalog and the purchases of shoprank's own store.
 //! - [`split`]: the protocol's time split, catalog, item texts and test users.
 
-pub mod from_store;
-pub mod generic;
-pub mod retail;
-pub mod split;
+pub(crate) mod from_store;
+pub(crate) mod generic;
+pub(crate) mod retail;
+pub(crate) mod split;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -228,7 +228,7 @@ impl DataSource {
     }
 }
 
-pub use crate::config::redacted;
+pub(crate) use crate::config::redacted;
 
 /// A header's column name as written, less a spreadsheet's byte order mark
 /// and surrounding spaces.

@@ -140,7 +140,7 @@ fn item_texts(data: &Dataset, history: &[Event]) -> HashMap<ItemIdx, String> {
 /// Parses a split time given on the command line.
 /// A time as the command line gives it: what [`super::parse_time`] reads,
 /// or `now`, or `now-<N>d` (N days ago), for retraining on a live store.
-pub fn parse_cutoff(text: &str) -> Result<i64, String> {
+pub(crate) fn parse_cutoff(text: &str) -> Result<i64, String> {
     let bad = || format!("`{text}` is not a time (use YYYY-MM-DD[ HH:MM:SS], now, or now-<N>d)");
     if let Some(relative) = text.trim().strip_prefix("now") {
         let now = chrono::Utc::now().timestamp();

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-pub use super::error_kind::ErrorKind;
+pub(crate) use super::error_kind::ErrorKind;
 use crate::serve::embed::EmbedError;
 use crate::serve::ranker::RankError;
 
@@ -34,11 +34,11 @@ pub struct Problem {
 /// Most per-element problems listed in one answer: with each message cut
 /// to `MAX_MESSAGE_BYTES`, the body stays under 4 KB (the message says how
 /// many elements were bad in all).
-pub const MAX_PROBLEMS: usize = 10;
+pub(crate) const MAX_PROBLEMS: usize = 10;
 
 /// The body of every error answer.
 #[derive(Serialize, ToSchema)]
-pub struct ErrorBody<'a> {
+pub(crate) struct ErrorBody<'a> {
     /// What went wrong, for people: a 4xx names the field and the problem, a
     /// 5xx says no more than its kind. A long message is cut short, ending
     /// in `…`.
@@ -169,7 +169,7 @@ impl From<RankError> for ApiError {
 /// Longest `error` message sent, in bytes of its JSON text (escapes
 /// included). Messages quote what the request sent (an unknown key, a bad
 /// value, an id); a 1 MB key must not come back as a 1 MB error body.
-pub const MAX_MESSAGE_BYTES: usize = 300;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 300;
 
 /// `message` cut, at a character boundary, so that its JSON escaping takes
 /// at most `MAX_MESSAGE_BYTES` bytes; it ends in an ellipsis when cut.

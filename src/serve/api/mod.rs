@@ -15,19 +15,19 @@
 //! serving now (retrieval, scoring, explanations) → JSON response. `server`
 //! owns the server loop (`serve`) and the sockets.
 
-pub mod admin;
+pub(crate) mod admin;
 mod catalog;
-pub mod error;
+pub(crate) mod error;
 mod error_kind;
-pub mod events;
-pub mod json;
-pub mod middleware;
-pub mod openapi;
+pub(crate) mod events;
+pub(crate) mod json;
+pub(crate) mod middleware;
+pub(crate) mod openapi;
 mod probes;
 mod ranked;
 mod recommend;
-pub mod server;
-pub mod types;
+pub(crate) mod server;
+pub(crate) mod types;
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};

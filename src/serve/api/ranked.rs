@@ -12,7 +12,7 @@ use crate::model::explain;
 use crate::serve::ranker;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct RankedItem {
+pub(crate) struct RankedItem {
     pub id: String,
     pub score: f32,
     pub rank: usize,
@@ -24,7 +24,7 @@ pub struct RankedItem {
 /// `score = baseline + Σ reasons' contributions + unlisted`, exactly;
 /// `reasons` lists the groups that raised the score, largest first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Explanation {
+pub(crate) struct Explanation {
     /// The score of this pair with every item feature at its training mean.
     pub baseline: f32,
     pub reasons: Vec<Reason>,
@@ -35,7 +35,7 @@ pub struct Explanation {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Reason {
+pub(crate) struct Reason {
     pub kind: ReasonKind,
     pub text: String,
     /// Change in purchase probability this reason accounts for.
@@ -50,7 +50,7 @@ pub struct Reason {
 // order: the order of the document's `enum` list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum ReasonKind {
+pub(crate) enum ReasonKind {
     MatchesQuery,
     BoughtTogether,
     SimilarToHistory,

@@ -113,7 +113,7 @@ pub struct CandidateIn {
 
 /// The ranked items, best first, and what served them.
 #[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
-pub struct RecommendResponse {
+pub(crate) struct RecommendResponse {
     pub items: Vec<RankedItem>,
     pub model: ModelInfo,
     /// The A/B variant that served this user (`default` without variants).
@@ -127,7 +127,7 @@ pub struct RecommendResponse {
 
 /// What served a response.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Clone, ToSchema)]
-pub struct ModelInfo {
+pub(crate) struct ModelInfo {
     /// The text encoder's name.
     pub encoder: String,
     /// The encoder's arithmetic (`f32`, `int8`).
@@ -294,7 +294,7 @@ pub struct CatalogItemIn {
 
 /// The answer to `PUT /v1/catalog/items`, once the items are stored.
 #[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
-pub struct UpsertResponse {
+pub(crate) struct UpsertResponse {
     /// Items written by this request.
     pub upserted: usize,
     /// Items in the catalog now.
@@ -306,14 +306,14 @@ pub struct UpsertResponse {
 
 /// The answer to `DELETE /v1/catalog/items/{id}`.
 #[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
-pub struct DeleteResponse {
+pub(crate) struct DeleteResponse {
     /// The id of the item deleted.
     pub deleted: String,
 }
 
 /// The answer to `GET /health`.
 #[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
-pub struct HealthResponse {
+pub(crate) struct HealthResponse {
     /// Always `ok`.
     #[schema(pattern = "^ok$")]
     pub status: String,
@@ -321,7 +321,7 @@ pub struct HealthResponse {
 
 /// The answer to `GET /ready`: what serves requests now.
 #[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
-pub struct ReadyResponse {
+pub(crate) struct ReadyResponse {
     /// Always `ready`.
     #[schema(pattern = "^ready$")]
     pub status: String,
@@ -330,10 +330,10 @@ pub struct ReadyResponse {
 }
 
 /// Most items one request may have explained (each costs 64 head rows).
-pub const MAX_EXPLAINED: usize = 100;
+pub(crate) const MAX_EXPLAINED: usize = 100;
 
 /// Longest item id accepted, in bytes.
-pub const MAX_ITEM_ID_BYTES: usize = 256;
+pub(crate) const MAX_ITEM_ID_BYTES: usize = 256;
 
 impl UpsertRequest {
     /// Checks every item; the error names the first bad one.
@@ -388,7 +388,7 @@ impl UpsertRequest {
 /// `GET /v1/catalog/items/{id}`: the item as stored, and whether its
 /// embedding is ready (only then can retrieval find it).
 #[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
-pub struct CatalogItemOut {
+pub(crate) struct CatalogItemOut {
     #[serde(flatten)]
     pub item: CatalogItem,
     /// Whether the item's embedding is computed.
@@ -397,7 +397,7 @@ pub struct CatalogItemOut {
 
 /// A product as the storefront sends it.
 #[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
-pub struct CatalogItem {
+pub(crate) struct CatalogItem {
     pub id: String,
     pub text: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

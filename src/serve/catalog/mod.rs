@@ -11,10 +11,10 @@
 //! the index is rebuilt from the store, stored embeddings included, so a
 //! restart re-embeds nothing but the items still pending.
 
-pub mod ann;
-pub mod index;
-pub mod ingest;
-pub mod sync;
+pub(crate) mod ann;
+pub(crate) mod index;
+pub(crate) mod ingest;
+pub(crate) mod sync;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;

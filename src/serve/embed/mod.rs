@@ -41,7 +41,8 @@ use crate::model::encoder::{Encoder, EncoderError, TokenizedText};
 use crate::serve::cache::{Embedding, EmbeddingCache};
 use crate::serve::metrics::Metrics;
 
-pub use self::batcher::{Batcher, Pending};
+pub use self::batcher::Batcher;
+pub(crate) use self::batcher::Pending;
 use self::bookkeeping::Lookup;
 pub use self::ticket::Ticket;
 pub use self::worker::BatchForward;

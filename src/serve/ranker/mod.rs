@@ -31,8 +31,8 @@ use crate::serve::metrics::Metrics;
 use crate::serve::retrieve::RetrievalLimits;
 use crate::serve::title_tokens::TitleTokenCache;
 
-pub use self::pipeline::Begun;
-pub use self::request::{Candidate, Explanation, HistoryItem, RankQuery, RankedItem, Reason};
+pub use self::request::{Candidate, HistoryItem, RankQuery};
+pub(crate) use self::request::{Explanation, RankedItem, Reason};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RankError {
