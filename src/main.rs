@@ -54,7 +54,7 @@ enum Command {
     // `report`: the library's `OfflineCommand`, listed after `serve`.
     #[cfg(feature = "offline")]
     #[command(flatten)]
-    Offline(OfflineCommand),
+    Offline(Box<OfflineCommand>),
 }
 
 /// Errors end the process with one line naming every cause once.

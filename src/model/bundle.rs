@@ -60,7 +60,7 @@ pub struct StageRecord {
 
 /// How a bundle was made: enough to reproduce and to chart it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainingRecord {
+pub(crate) struct TrainingRecord {
     /// The log trained on, as given on the command line.
     pub data: String,
     /// The importer's row counts (kept, skipped by reason).
@@ -92,7 +92,7 @@ pub struct TrainingRecord {
 /// `bundle.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BundleManifest {
+pub(crate) struct BundleManifest {
     pub format: u32,
     /// Shown in responses, `/ready` and `shoprank_model_info`, e.g.
     /// `2011-11-01-s7-x3-e6_1_3` (history end, seed, members, selected epochs).
@@ -169,7 +169,8 @@ impl Bundle {
     /// renames, so a reader finds the old bundle or the new one whole, never
     /// a mix of their files (between the two renames it finds none and its
     /// load fails), and a bundle that would not load never replaces one.
-    pub fn save(
+    #[cfg_attr(not(feature = "offline"), allow(dead_code))] // training's
+    pub(crate) fn save(
         dir: &Path,
         manifest: &BundleManifest,
         weights: &VarMap,
@@ -214,7 +215,7 @@ impl Bundle {
         }
     }
 
-    pub fn manifest(&self) -> &BundleManifest {
+    pub(crate) fn manifest(&self) -> &BundleManifest {
         &self.manifest
     }
 
@@ -231,7 +232,7 @@ impl Bundle {
     }
 
     /// The directory it was loaded from.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 }

@@ -95,7 +95,7 @@ impl UserContext {
     /// history items, most recent first (`None` where unknown);
     /// `history_embeddings` the text embeddings of the first of them (at most
     /// `HISTORY_FEATURE_ITEMS` are used).
-    pub fn new(
+    pub(crate) fn new(
         stats: &HistoryStats,
         embedding: Vec<f32>,
         history_positions: &[Option<ItemPos>],
@@ -145,7 +145,7 @@ impl UserContext {
 
     /// Adds the search query's own embedding (the query text alone, not
     /// the composed user text), which the query features compare with.
-    pub fn with_query(mut self, query_embedding: Vec<f32>) -> Self {
+    pub(crate) fn with_query(mut self, query_embedding: Vec<f32>) -> Self {
         self.query_embedding = Some(query_embedding);
         self
     }
@@ -153,7 +153,8 @@ impl UserContext {
     /// The `k` unbought items the recent-purchase EASE weights of the user's
     /// history point to most strongly, best first (training draws hard
     /// negatives from them: the items a full-catalog ranking must tell apart).
-    pub fn strongest_links(&self, k: usize) -> Vec<ItemPos> {
+    #[cfg_attr(not(feature = "offline"), allow(dead_code))] // training's
+    pub(crate) fn strongest_links(&self, k: usize) -> Vec<ItemPos> {
         let mut ranked: Vec<(u32, ItemPos)> = self
             .co_purchase
             .iter()

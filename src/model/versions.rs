@@ -115,9 +115,8 @@ fn read_current(dir: &Path) -> Result<Option<String>, VersionsError> {
 /// creating it (an atomic test-and-set, so two trainings running at once
 /// never get the same one): the version itself, else `<version>.2`,
 /// `<version>.3`… (a retrain on the same data and seed gets the same
-/// version). Returns the name; the bundle is then saved into it. Training's
-/// (offline): a server only reads versions and publishes them.
-#[cfg_attr(not(feature = "offline"), allow(dead_code))]
+/// version). Returns the name; the bundle is then saved into it.
+#[cfg_attr(not(feature = "offline"), allow(dead_code))] // training's
 pub(crate) fn claim(dir: &Path, version: &str) -> Result<String, VersionsError> {
     check_name(version)?;
     for n in 1.. {

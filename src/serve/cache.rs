@@ -106,7 +106,7 @@ impl EmbeddingCache {
         xxh3_128(text.as_bytes())
     }
 
-    pub fn get(&self, key: u128) -> Option<Embedding> {
+    pub(crate) fn get(&self, key: u128) -> Option<Embedding> {
         let found = self.lru.get(key);
         match found {
             Some(_) => self.metrics.cache_hits.inc(),

@@ -18,7 +18,7 @@ impl EventKind {
     pub const ALL: [EventKind; 4] =
         [EventKind::Impression, EventKind::Click, EventKind::AddToCart, EventKind::Purchase];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             EventKind::Impression => "impression",
             EventKind::Click => "click",
@@ -27,7 +27,7 @@ impl EventKind {
         }
     }
 
-    pub fn parse(text: &str) -> Option<Self> {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|kind| kind.as_str() == text)
     }
 }

@@ -56,10 +56,6 @@ impl SqliteStore {
         Ok(Self { connection: Mutex::new(connection), path })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.connection.lock().unwrap_or_else(|p| p.into_inner())
     }

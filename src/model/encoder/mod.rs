@@ -87,7 +87,7 @@ pub struct Encoder {
 impl Encoder {
     /// Finds the encoder `settings.source` names (a directory or a hub repo
     /// id) and loads it: the one way the server and the commands load it.
-    pub fn open(settings: &EncoderSettings) -> Result<Self, EncoderError> {
+    pub(crate) fn open(settings: &EncoderSettings) -> Result<Self, EncoderError> {
         let files = EncoderFiles::resolve(&settings.source, &settings.revision)?;
         let started = std::time::Instant::now();
         let encoder = Self::load(&files, settings)?;
@@ -235,7 +235,7 @@ impl Encoder {
     /// As [`Encoder::embed_tokenized`], asking `stop` between layers; `None`
     /// if it said yes. The server's encoder thread stops a batch whose
     /// requests have all been abandoned this way.
-    pub fn embed_tokenized_until(
+    pub(crate) fn embed_tokenized_until(
         &self,
         batch: &[&TokenizedText],
         stop: &(dyn Fn() -> bool + Sync),
@@ -339,7 +339,7 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
 /// multiply-add, the same summation order), so training, evaluation and
 /// serving agree exactly.
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     const LANES: usize = 16;
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);

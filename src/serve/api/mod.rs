@@ -120,7 +120,7 @@ impl AppState {
     }
 
     /// Resolves once no request is being handled.
-    pub async fn all_answered(&self) {
+    pub(crate) async fn all_answered(&self) {
         self.shared.in_flight.all_answered().await
     }
 

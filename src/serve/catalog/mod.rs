@@ -44,7 +44,7 @@ pub struct Catalog {
 
 impl Catalog {
     /// A catalog over any store: loads the index, starts the ingestion thread.
-    pub fn with_store(
+    pub(crate) fn with_store(
         store: Arc<dyn CatalogStore>,
         settings: &CatalogSettings,
         embedder: Arc<Embedder>,
@@ -132,7 +132,7 @@ impl Catalog {
     }
 
     /// Deletes an item durably; false if there was none.
-    pub fn delete(&self, id: &str) -> Result<bool, StoreError> {
+    pub(crate) fn delete(&self, id: &str) -> Result<bool, StoreError> {
         let _one_writer = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let found = self.store.delete(id)?;
         self.index.delete(id);

@@ -117,7 +117,7 @@ impl Ranker {
     /// One full request through every part with `bundle`, so the first real
     /// request does not pay for lazy initialisation, and a bundle whose scores
     /// are not probabilities never serves.
-    pub fn warm_up(&self, bundle: &Bundle) -> Result<(), RankError> {
+    pub(crate) fn warm_up(&self, bundle: &Bundle) -> Result<(), RankError> {
         let mut query = RankQuery::new(
             Some("warm-up".into()),
             vec![HistoryItem { id: None, text: "warm-up history item".into() }],

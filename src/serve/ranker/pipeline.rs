@@ -58,7 +58,7 @@ impl Ranker {
     /// The first half of a request, CPU only: composes the user text and
     /// asks the embed job for every text's vector; the texts the cache
     /// misses go on the encoder queue (or are refused, see `serve::embed`).
-    pub fn begin(&self, query: RankQuery, ticket: &Ticket) -> Result<(Begun, EmbedJob), RankError> {
+    pub(crate) fn begin(&self, query: RankQuery, ticket: &Ticket) -> Result<(Begun, EmbedJob), RankError> {
         let (user_text, tokens) = self.user_text_and_tokens(&query)?;
         let given = given_candidates(&query);
         let embedded_history = &query.history[..query.history.len().min(features::HISTORY_FEATURE_ITEMS)];
@@ -74,7 +74,7 @@ impl Ranker {
 
     /// The second half, once the encoder's vectors are in: retrieval (for a
     /// request without candidates), scoring, ordering, explanations.
-    pub fn end(
+    pub(crate) fn end(
         &self,
         bundle: &Bundle,
         begun: Begun,
@@ -187,7 +187,7 @@ fn given_candidates(query: &RankQuery) -> Vec<&Candidate> {
 }
 
 /// A request whose texts are with the embed job (see [`Ranker::begin`]).
-pub struct Begun {
+pub(crate) struct Begun {
     query: RankQuery,
 }
 
