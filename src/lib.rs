@@ -18,8 +18,8 @@
 //! (`config/` into any other; `model/` and `store/` into `serve`/`offline`;
 //! `serve/` into `offline`; `offline/` into `serve`; `serve/` outside its
 //! `api/` into `serve::api`, so the HTTP edge sits on the service and not the
-//! other way round) and fails naming the
-//! file and line; and it builds the library with the `offline` feature off,
+//! other way round; any file outside `serve/api/` naming utoipa) and fails
+//! naming the file and line; and it builds the library with the `offline` feature off,
 //! which leaves the offline layer out, so no use of `offline` from the other
 //! layers compiles, however spelt. The other arrows rest on the search alone,
 //! which reads paths as written (not what a macro expands to).
@@ -34,11 +34,12 @@
 //!   embedded SQLite file or PostgreSQL, behind one trait, with versioned
 //!   migrations.
 //! - `serve`: what a running process *does* — `Service::build`, the HTTP
-//!   API, the ranker (`serve::ranker`: request types, pipeline, the
-//!   explanations' wording), the embed job (`serve::embed`: the embedding
-//!   cache's bookkeeping, the encoder's queue, admission and batching
-//!   thread, the catalog's background lane) and the metrics. HTTP never
-//!   touches tensors.
+//!   API (with the wire types and their OpenAPI schemas: `serve::api` is
+//!   the one module that names utoipa), the ranker (`serve::ranker`: request
+//!   types, pipeline, the explanations' wording), the embed job
+//!   (`serve::embed`: the embedding cache's bookkeeping, the encoder's
+//!   queue, admission and batching thread, the catalog's background lane)
+//!   and the metrics. HTTP never touches tensors.
 //! - `offline` (feature `offline`, on by default): how bundles are *made
 //!   and judged* — log importers, time splits, the statistics builder, EASE,
 //!   training, EVAL_PROTOCOL v1 evaluation and the `train`/`eval`/`embed`
@@ -47,11 +48,13 @@
 //!
 //! # Public surface
 //!
-//! Every module is private to the crate (`pub(crate)` inside; the
-//! `unreachable_pub` lint keeps a stray `pub` from widening it). What the
-//! binary, the integration tests, the benches and the fuzz targets use is
-//! re-exported here, at the root, and nothing else; a type these name brings
-//! its public fields and methods, and the types those mention, along.
+//! Every module is private to the crate, and everything in them is
+//! `pub(crate)` (the `unreachable_pub` lint, under clippy's `-D warnings`,
+//! keeps a stray `pub` from widening it). What the binary, the integration
+//! tests, the benches and the fuzz targets use is re-exported here, at the
+//! root, and nothing else. Of those types, only the methods those users call
+//! are `pub`; the types that their signatures and public fields mention are
+//! reachable through them but cannot be named from outside.
 //!
 //! - Configuration: [`Settings`] (`Settings::load`, `load_with_preset`) and
 //!   the sections tests build or edit: [`EncoderSettings`], [`Precision`],

@@ -3,9 +3,12 @@
 //! /v1/catalog/items/{id}` (`catalog`), `POST /v1/events` (`events`),
 //! `POST /admin/reload` and `/admin/rollback` (`admin`), and `GET /health`,
 //! `GET /ready`, `GET /metrics` and the OpenAPI document at `GET
-//! /openapi.json` (`probes`; the document is built in `openapi`). This
-//! module holds what they share: [`AppState`], the blocking-pool helpers,
-//! and [`app`], which assembles the routes.
+//! /openapi.json` (`probes`; the document is built in `openapi`). The wire
+//! types are here too, and only here (`types`, `ranked` for the ranked
+//! items, `events`' event kind): the ranker, the model and the store have no
+//! serde names or OpenAPI schemas; their results are converted at this edge.
+//! This module holds what the routes share: [`AppState`], the blocking-pool
+//! helpers, and [`app`], which assembles the routes.
 //!
 //! A request's path is short and one-way: the head checks and admission (a
 //! concurrency permit, or 503, before the body is read; see `middleware`) →
