@@ -36,14 +36,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
-use shoprank::model::lexical::{LexicalIndex, LexicalQuery};
-use shoprank::serve::catalog::index::{CatalogIndex, ItemFilter};
-use shoprank::serve::embed::Ticket;
-use shoprank::serve::metrics::Metrics;
-use shoprank::serve::ranker::{Candidate, HistoryItem, RankQuery};
-use shoprank::serve::service::Service;
-use shoprank::store::catalog::{CatalogItem, CatalogStore, PendingItem};
-use shoprank::store::sqlite::SqliteStore;
+use shoprank::{
+    Candidate, CatalogIndex, CatalogItem, CatalogStore, HistoryItem, ItemFilter, LexicalIndex, LexicalQuery, Metrics,
+    PendingItem, RankQuery, Service, SqliteStore, Ticket,
+};
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use shoprank::config::Settings;
+use shoprank::Settings;
 
 pub fn repo_path(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative)
@@ -51,6 +51,6 @@ pub fn configure_threads_once() {
     static CONFIGURED: std::sync::Once = std::sync::Once::new();
     CONFIGURED.call_once(|| {
         let threads = Settings::load(None).expect("default settings").encoder.threads;
-        shoprank::model::threads::configure_threads(threads).expect("thread pool");
+        shoprank::configure_threads(threads).expect("thread pool");
     });
 }

@@ -20,15 +20,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::cell::Cell;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use shoprank::config::{Precision, Settings};
-use shoprank::model::encoder::{Encoder, TokenizedText};
-use shoprank::model::files::EncoderFiles;
+use shoprank::{Encoder, EncoderFiles, Precision, Settings, TokenizedText};
 
 /// `model`'s encoder (its preset's window) in `precision`; `reference`
 /// picks candle-transformers' BertModel.
 fn encoder(model: &str, precision: Precision, reference: bool) -> Encoder {
     let settings = Settings::load_with_preset(None, Some(model)).expect("preset").rooted_at(&common::repo_path(""));
-    let settings = shoprank::config::EncoderSettings { precision, ..settings.encoder };
+    let settings = shoprank::EncoderSettings { precision, ..settings.encoder };
     let files =
         EncoderFiles::from_dir(&common::repo_path(&format!("models/{model}"))).expect("run scripts/fetch-model all");
     if reference {

@@ -19,11 +19,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use shoprank::model::encoder::{Encoder, TokenizedText};
-use shoprank::serve::embed::Ticket;
-use shoprank::serve::metrics::Metrics;
-use shoprank::serve::ranker::{Candidate, HistoryItem, RankQuery};
-use shoprank::serve::service::Service;
+use shoprank::{Candidate, Encoder, HistoryItem, Metrics, RankQuery, Service, Ticket, TokenizedText};
 
 /// The service as `shoprank serve` builds it, with a cache large enough to
 /// keep every text the bench sends.

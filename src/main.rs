@@ -7,12 +7,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use shoprank::config::Settings;
 #[cfg(feature = "offline")]
-use shoprank::offline::cli::{
-    self, EmbedArgs, EvalArgs, EvalSearchArgs, ReportArgs, ScaleDataArgs, StoreCommand, TrainArgs,
-};
-use shoprank::serve::api;
+use shoprank::OfflineCommand;
+use shoprank::{configure_threads, serve, shutdown_signal, Settings};
 
 /// mimalloc keeps freed tensor buffers for reuse; with the system allocator
 /// every large activation was a fresh mmap whose pages the kernel had to zero
@@ -53,29 +50,11 @@ enum Command {
         #[arg(long)]
         addr: Option<std::net::SocketAddr>,
     },
-    /// Train the scoring head on a purchase log or the store (EVAL_PROTOCOL v1 split) and write a bundle.
+    // `train`, `eval`, `eval-search`, `embed`, `scale-data`, `store` and
+    // `report`: the library's `OfflineCommand`, listed after `serve`.
     #[cfg(feature = "offline")]
-    Train(TrainArgs),
-    /// Evaluate the bundle and the baselines with EVAL_PROTOCOL v1.
-    #[cfg(feature = "offline")]
-    Eval(EvalArgs),
-    /// Search quality on a labelled query set from the bundle's catalog.
-    #[cfg(feature = "offline")]
-    EvalSearch(EvalSearchArgs),
-    /// Embed JSONL {"id", "text"} lines into JSONL {"id", "vector"} lines.
-    #[cfg(feature = "offline")]
-    Embed(EmbedArgs),
-    /// Derive a larger log from a real one (replicated catalog and customers), for scaling runs.
-    #[cfg(feature = "offline")]
-    ScaleData(ScaleDataArgs),
-    /// Move a log into the store, or the store's log out to CSV.
-    #[cfg(feature = "offline")]
-    #[command(subcommand)]
-    Store(StoreCommand),
-    /// Per A/B variant: impressions, clicks, add-to-carts, purchases and
-    /// their rates, from the events in the store.
-    #[cfg(feature = "offline")]
-    Report(ReportArgs),
+    #[command(flatten)]
+    Offline(Box<OfflineCommand>),
 }
 
 /// Errors end the process with one line naming every cause once.
@@ -113,7 +92,7 @@ fn run() -> Result<()> {
     init_logging(cli.log_format);
     let mut settings =
         Settings::load_with_preset(cli.config.as_deref(), cli.preset.as_deref()).context("loading configuration")?;
-    shoprank::model::threads::configure_threads(settings.encoder.threads).context("starting the thread pool")?;
+    configure_threads(settings.encoder.threads).context("starting the thread pool")?;
     match cli.command {
         Command::Serve { addr } => {
             if let Some(addr) = addr {
@@ -123,22 +102,10 @@ fn run() -> Result<()> {
                 .max_blocking_threads(settings.server.blocking_threads)
                 .enable_all()
                 .build()?;
-            Ok(runtime.block_on(api::serve(settings, api::shutdown_signal()))?)
+            Ok(runtime.block_on(serve(settings, shutdown_signal()))?)
         }
         #[cfg(feature = "offline")]
-        Command::Train(args) => cli::train(&settings, &args),
-        #[cfg(feature = "offline")]
-        Command::Eval(args) => cli::eval(&settings, &args),
-        #[cfg(feature = "offline")]
-        Command::EvalSearch(args) => cli::eval_search(&settings, &args),
-        #[cfg(feature = "offline")]
-        Command::Embed(args) => cli::embed(&settings, &args),
-        #[cfg(feature = "offline")]
-        Command::ScaleData(args) => cli::scale_data(&settings, &args),
-        #[cfg(feature = "offline")]
-        Command::Store(command) => cli::store::run(&settings, &command),
-        #[cfg(feature = "offline")]
-        Command::Report(args) => cli::report(&settings, &args),
+        Command::Offline(command) => command.run(&settings),
     }
 }
 

@@ -6,11 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use shoprank::config::Settings;
-use shoprank::model::encoder::Encoder;
-use shoprank::model::files::EncoderFiles;
-use shoprank::serve::cache::EmbeddingCache;
-use shoprank::serve::metrics::Metrics;
+use shoprank::{EmbeddingCache, Encoder, EncoderFiles, Metrics, Settings};
 
 /// Resident set size of this process, from /proc (Linux).
 fn rss_mib() -> Option<f64> {

@@ -28,12 +28,19 @@ use figment::Figment;
 use serde::Deserialize;
 
 pub use self::encoder::{EncoderSettings, LinearLayer, Precision};
-pub use self::presets::PRESETS;
-pub use self::sections::{
-    AbSettings, AdminSettings, BatchingSettings, BundleSettings, CacheSettings, CatalogSettings, EventSettings, Limits,
-    OfflineSettings, SearchSettings, ServerSettings, UserTextBudget, VariantSettings, MAX_RETRIEVED,
+pub(crate) use self::presets::PRESETS;
+pub(crate) use self::sections::{
+    AbSettings, AdminSettings, BundleSettings, CacheSettings, CatalogSettings, EventSettings, Limits, OfflineSettings,
+    SearchSettings, ServerSettings, MAX_RETRIEVED,
 };
-pub use self::store::{redacted, StoreLocation, StoreSettings};
+// The crate root re-exports these: a group of their own, as a `use` group
+// has one visibility.
+pub use self::sections::{BatchingSettings, UserTextBudget, VariantSettings};
+pub use self::store::StoreLocation;
+// `redacted` is the offline commands' (their log lines show store URLs).
+#[cfg(feature = "offline")]
+pub(crate) use self::store::redacted;
+pub(crate) use self::store::StoreSettings;
 
 /// Why the configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +73,7 @@ pub struct Settings {
 
 /// The configuration file compiled into the binary, so `shoprank` runs with
 /// its defaults even when started outside the repository.
-pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+pub(crate) const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
 impl Settings {
     /// Loads the defaults, then `file` (if given), then `SHOPRANK__*`

@@ -8,7 +8,7 @@ use figment::Figment;
 /// encoder (where it is, its window, the bundle trained on it, the search
 /// thresholds calibrated on its cosines). Layered over the defaults and
 /// under everything the user sets.
-pub const PRESETS: [(&str, &str); 2] = [
+pub(crate) const PRESETS: [(&str, &str); 2] = [
     ("all-MiniLM-L6-v2", include_str!("../../config/presets/all-MiniLM-L6-v2.toml")),
     ("m3e-small", include_str!("../../config/presets/m3e-small.toml")),
 ];

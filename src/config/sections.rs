@@ -170,7 +170,7 @@ pub struct SearchSettings {
 
 /// Most items one retrieval may hand to the head (`retrieve_k + lexical_k +
 /// related_k + popular_k`): each is scored, so this bounds a request's work.
-pub const MAX_RETRIEVED: usize = 10_000;
+pub(crate) const MAX_RETRIEVED: usize = 10_000;
 
 /// Settings of `train` and `eval` that must agree between them.
 #[derive(Debug, Clone, Deserialize)]

@@ -32,7 +32,7 @@ impl std::fmt::Debug for StoreSettings {
 
 impl StoreSettings {
     /// The engine and place `url` names.
-    pub fn location(&self) -> StoreLocation {
+    pub(crate) fn location(&self) -> StoreLocation {
         StoreLocation::parse(&self.url)
     }
 }
@@ -50,7 +50,7 @@ impl StoreLocation {
     /// Refuses what looks like a database address but is not a PostgreSQL
     /// URL (`postgress://…`, `mysql://…`, `host=db password=…`): taken for
     /// a directory, it would give each replica a private store of its own.
-    pub fn check(url: &str) -> Result<(), String> {
+    pub(crate) fn check(url: &str) -> Result<(), String> {
         if url.trim().is_empty() {
             return Err("store.url is empty: give a directory or a postgres:// URL".into());
         }
@@ -81,7 +81,7 @@ impl StoreLocation {
 /// space, so a `/` or `@` in the password is covered too) and any
 /// `password=...` parameter. Command lines and store URLs are logged and
 /// recorded in bundles through this.
-pub fn redacted(text: &str) -> String {
+pub(crate) fn redacted(text: &str) -> String {
     text.split(' ').map(redact_word).collect::<Vec<_>>().join(" ")
 }
 

@@ -6,7 +6,7 @@ use super::{ConfigError, Settings, StoreLocation, VariantSettings, MAX_RETRIEVED
 
 impl Settings {
     /// Checks the relations between keys that types alone cannot express.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         fn positive(key: &'static str, value: usize) -> Result<(), ConfigError> {
             if value == 0 {
                 return Err(ConfigError::Invalid { key, problem: "must be at least 1".into() });

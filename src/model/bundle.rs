@@ -22,10 +22,10 @@ use crate::model::head::{HeadError, HeadSpec, ScoringHead};
 use crate::model::stats::{HistoryStats, StatsError};
 
 /// Manifest format understood by this build.
-pub const BUNDLE_FORMAT: u32 = 2;
-pub const MANIFEST_FILE: &str = "bundle.json";
-pub const WEIGHTS_FILE: &str = "head.safetensors";
-pub const STATS_FILE: &str = "stats.json.gz";
+pub(crate) const BUNDLE_FORMAT: u32 = 2;
+pub(crate) const MANIFEST_FILE: &str = "bundle.json";
+pub(crate) const WEIGHTS_FILE: &str = "head.safetensors";
+pub(crate) const STATS_FILE: &str = "stats.json.gz";
 
 /// The metrics of one ranking, or their mean over users (EVAL_PROTOCOL v1 §4).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -60,7 +60,7 @@ pub struct StageRecord {
 
 /// How a bundle was made: enough to reproduce and to chart it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainingRecord {
+pub(crate) struct TrainingRecord {
     /// The log trained on, as given on the command line.
     pub data: String,
     /// The importer's row counts (kept, skipped by reason).
@@ -92,7 +92,7 @@ pub struct TrainingRecord {
 /// `bundle.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BundleManifest {
+pub(crate) struct BundleManifest {
     pub format: u32,
     /// Shown in responses, `/ready` and `shoprank_model_info`, e.g.
     /// `2011-11-01-s7-x3-e6_1_3` (history end, seed, members, selected epochs).
@@ -169,7 +169,8 @@ impl Bundle {
     /// renames, so a reader finds the old bundle or the new one whole, never
     /// a mix of their files (between the two renames it finds none and its
     /// load fails), and a bundle that would not load never replaces one.
-    pub fn save(
+    #[cfg_attr(not(feature = "offline"), allow(dead_code))] // training's
+    pub(crate) fn save(
         dir: &Path,
         manifest: &BundleManifest,
         weights: &VarMap,
@@ -214,7 +215,7 @@ impl Bundle {
         }
     }
 
-    pub fn manifest(&self) -> &BundleManifest {
+    pub(crate) fn manifest(&self) -> &BundleManifest {
         &self.manifest
     }
 
@@ -231,13 +232,13 @@ impl Bundle {
     }
 
     /// The directory it was loaded from.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 }
 
 /// Reads and checks `dir/bundle.json`.
-pub fn read_manifest(dir: &Path) -> Result<BundleManifest, BundleError> {
+pub(crate) fn read_manifest(dir: &Path) -> Result<BundleManifest, BundleError> {
     let path = dir.join(MANIFEST_FILE);
     let text = std::fs::read_to_string(&path).map_err(|source| BundleError::Read { path: path.clone(), source })?;
     // The format is checked before the whole manifest, so an older bundle

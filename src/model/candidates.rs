@@ -9,7 +9,7 @@ use crate::model::stats::{HistoryStats, ItemPos};
 
 /// Positions the history's co-purchase and EASE links point to, strongest
 /// summed link first; history items themselves excluded.
-pub fn related(stats: &HistoryStats, history_positions: &[Option<ItemPos>]) -> Vec<ItemPos> {
+pub(crate) fn related(stats: &HistoryStats, history_positions: &[Option<ItemPos>]) -> Vec<ItemPos> {
     let history: HashSet<ItemPos> = history_positions.iter().flatten().copied().collect();
     let mut weight: HashMap<ItemPos, f32> = HashMap::new();
     for &position in history_positions.iter().take(HISTORY_COPURCHASE_ITEMS).flatten() {
@@ -27,6 +27,6 @@ pub fn related(stats: &HistoryStats, history_positions: &[Option<ItemPos>]) -> V
 
 /// The `k` items with the most buyers in the last week, then the last 30
 /// days, then ever (at most `stats::POPULAR_KEPT`).
-pub fn popular(stats: &HistoryStats, k: usize) -> Vec<ItemPos> {
+pub(crate) fn popular(stats: &HistoryStats, k: usize) -> Vec<ItemPos> {
     stats.most_popular().iter().take(k).copied().collect()
 }

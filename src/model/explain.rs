@@ -26,8 +26,7 @@ use crate::model::features::{Numeric, NUMERIC_FEATURES};
 use crate::model::head::ScoringHead;
 
 /// What a group of features means to a shopper.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReasonKind {
     /// The search query matches the item (`has_query`, `query_cosine`).
     MatchesQuery,
@@ -49,7 +48,7 @@ pub enum ReasonKind {
 
 /// The feature groups, by name; every numeric feature but `log_history_len`
 /// belongs to exactly one.
-pub const GROUPS: [(ReasonKind, &[&str]); 6] = [
+pub(crate) const GROUPS: [(ReasonKind, &[&str]); 6] = [
     (ReasonKind::MatchesQuery, &["has_query", "query_cosine"]),
     (
         ReasonKind::BoughtTogether,
@@ -70,7 +69,7 @@ pub const GROUPS: [(ReasonKind, &[&str]); 6] = [
 
 /// One group's share of a score.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Contribution {
+pub(crate) struct Contribution {
     pub kind: ReasonKind,
     /// Change in purchase probability this group accounts for (Shapley value).
     pub value: f32,
@@ -78,7 +77,7 @@ pub struct Contribution {
 
 /// A score taken apart: `score = baseline + Σ contributions`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Attribution {
+pub(crate) struct Attribution {
     pub score: f32,
     pub baseline: f32,
     /// One per group, in [`GROUPS`] order.
@@ -91,7 +90,7 @@ fn feature_index(name: &str) -> usize {
 
 /// Exact group Shapley values of one (user, item) pair's score. Groups in
 /// `held` keep their actual values throughout and get no contribution.
-pub fn attribute(
+pub(crate) fn attribute(
     head: &ScoringHead,
     user: &[f32],
     item: &[f32],

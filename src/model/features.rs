@@ -31,7 +31,7 @@ use crate::model::encoder::cosine;
 use crate::model::stats::{HistoryStats, ItemPos};
 
 /// Names of the numeric features, in vector order (recorded in the head spec).
-pub const NUMERIC_FEATURES: [&str; 18] = [
+pub(crate) const NUMERIC_FEATURES: [&str; 18] = [
     "log_buyers",
     "log_recent_buyers",
     "log_week_buyers",
@@ -51,20 +51,20 @@ pub const NUMERIC_FEATURES: [&str; 18] = [
     "has_query",
     "query_cosine",
 ];
-pub const NUMERIC_LEN: usize = NUMERIC_FEATURES.len();
+pub(crate) const NUMERIC_LEN: usize = NUMERIC_FEATURES.len();
 /// Where `query_cosine` sits in the numeric vector.
-pub const QUERY_COSINE: usize = NUMERIC_LEN - 1;
+pub(crate) const QUERY_COSINE: usize = NUMERIC_LEN - 1;
 pub type Numeric = [f32; NUMERIC_LEN];
 
 /// History items (most recent first) whose texts the cosine features compare
 /// with the candidate (each one is an embedding to compute and compare).
-pub const HISTORY_FEATURE_ITEMS: usize = 50;
+pub(crate) const HISTORY_FEATURE_ITEMS: usize = 50;
 /// History items (most recent first) whose co-purchase links count: lookups
 /// are cheap, and long histories (wholesalers) carry real signal.
-pub const HISTORY_COPURCHASE_ITEMS: usize = 200;
+pub(crate) const HISTORY_COPURCHASE_ITEMS: usize = 200;
 /// The most recent history items, whose co-purchase links get a feature of
 /// their own (the last basket says most about the next one).
-pub const RECENT_HISTORY_ITEMS: usize = 5;
+pub(crate) const RECENT_HISTORY_ITEMS: usize = 5;
 
 /// How one candidate relates to the user's history through the item-to-item
 /// statistics: co-purchase cosines and recent-purchase EASE weights.
@@ -95,7 +95,7 @@ impl UserContext {
     /// history items, most recent first (`None` where unknown);
     /// `history_embeddings` the text embeddings of the first of them (at most
     /// `HISTORY_FEATURE_ITEMS` are used).
-    pub fn new(
+    pub(crate) fn new(
         stats: &HistoryStats,
         embedding: Vec<f32>,
         history_positions: &[Option<ItemPos>],
@@ -145,7 +145,7 @@ impl UserContext {
 
     /// Adds the search query's own embedding (the query text alone, not
     /// the composed user text), which the query features compare with.
-    pub fn with_query(mut self, query_embedding: Vec<f32>) -> Self {
+    pub(crate) fn with_query(mut self, query_embedding: Vec<f32>) -> Self {
         self.query_embedding = Some(query_embedding);
         self
     }
@@ -153,7 +153,8 @@ impl UserContext {
     /// The `k` unbought items the recent-purchase EASE weights of the user's
     /// history point to most strongly, best first (training draws hard
     /// negatives from them: the items a full-catalog ranking must tell apart).
-    pub fn strongest_links(&self, k: usize) -> Vec<ItemPos> {
+    #[cfg_attr(not(feature = "offline"), allow(dead_code))] // training's
+    pub(crate) fn strongest_links(&self, k: usize) -> Vec<ItemPos> {
         let mut ranked: Vec<(u32, ItemPos)> = self
             .co_purchase
             .iter()

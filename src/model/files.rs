@@ -67,7 +67,7 @@ const ANY_WEIGHTS: &str = "model.safetensors (or pytorch_model.bin)";
 impl EncoderFiles {
     /// Resolves `source`: an existing directory is used as is; anything that
     /// looks like `owner/name` and is not a directory goes through hf-hub.
-    pub fn resolve(source: &str, revision: &str) -> Result<Self, ModelFilesError> {
+    pub(crate) fn resolve(source: &str, revision: &str) -> Result<Self, ModelFilesError> {
         let path = Path::new(source);
         // `models/m3e-small` reads as a repo id too: where its first part is
         // a local directory, it is a model not fetched yet, not a hub id.
@@ -101,7 +101,7 @@ impl EncoderFiles {
     /// `model.safetensors` where the repo has it, else `pytorch_model.bin`.
     /// The hub client takes its endpoint, cache and token from the
     /// environment (`HF_ENDPOINT`, `HF_HOME`, `HF_TOKEN`), as hf-hub does.
-    pub fn from_hub(repo: &str, revision: &str) -> Result<Self, ModelFilesError> {
+    pub(crate) fn from_hub(repo: &str, revision: &str) -> Result<Self, ModelFilesError> {
         Self::from_hub_with(hf_hub::api::sync::ApiBuilder::from_env(), repo, revision)
     }
 

@@ -11,7 +11,8 @@
 //! - [`features`]: the one feature builder of training, evaluation and serving.
 //! - [`head`]: the MLP scoring head and its validated spec.
 //! - [`relevance`]: with a query, relevance bands first, probability within.
-//! - [`lexical`]: BM25 over item texts (tantivy), the lexical side of search.
+//! - [`lexical`]: BM25 over item texts (tantivy), its terms and typo
+//!   tolerance: the lexical side of search.
 //! - [`scoring`]: features → head → purchase probabilities, for one user.
 //! - [`candidates`]: candidate sources from the statistics (linked, popular).
 //! - [`explain`]: a score taken apart into reasons (group Shapley values).
@@ -19,20 +20,20 @@
 //!   one version.
 //! - [`versions`]: a directory of bundle versions and its `CURRENT` pointer.
 
-pub mod bundle;
-pub mod candidates;
-pub mod encoder;
-pub mod explain;
-pub mod features;
-pub mod files;
-pub mod head;
-pub mod lexical;
-pub mod relevance;
+pub(crate) mod bundle;
+pub(crate) mod candidates;
+pub(crate) mod encoder;
+pub(crate) mod explain;
+pub(crate) mod features;
+pub(crate) mod files;
+pub(crate) mod head;
+pub(crate) mod lexical;
+pub(crate) mod relevance;
 pub(crate) mod scoring;
-pub mod stats;
-pub mod threads;
-pub mod user_text;
-pub mod versions;
+pub(crate) mod stats;
+pub(crate) mod threads;
+pub(crate) mod user_text;
+pub(crate) mod versions;
 
 use std::io::Read;
 use std::path::Path;

@@ -62,7 +62,7 @@ impl Banding {
 
 /// The band of each candidate by its relevance (see the module docs); all
 /// 0 when the margin is not positive.
-pub fn bands(relevances: &[f32], banding: Banding) -> Vec<u32> {
+pub(crate) fn bands(relevances: &[f32], banding: Banding) -> Vec<u32> {
     let Banding { margin, floor, .. } = banding;
     if margin.is_nan() || margin <= 0.0 {
         return vec![0; relevances.len()];
@@ -81,7 +81,7 @@ pub fn bands(relevances: &[f32], banding: Banding) -> Vec<u32> {
 /// Sort keys that order band by band, by probability within a band:
 /// `probability − band` (probabilities lie in [0, 1], so a lower band always
 /// comes first). Used for ordering only; responses report the probability.
-pub fn banded_keys(probabilities: &[f32], relevances: &[f32], banding: Banding) -> Vec<f32> {
+pub(crate) fn banded_keys(probabilities: &[f32], relevances: &[f32], banding: Banding) -> Vec<f32> {
     bands(relevances, banding).into_iter().zip(probabilities).map(|(band, p)| p - band as f32).collect()
 }
 

@@ -21,7 +21,7 @@ use crate::model::stats::HistoryStats;
 /// embeddings as one `[n, dim]` tensor, and their numeric features. Built
 /// here they are owned; model selection lends the ones it keeps, so scoring
 /// them after each epoch copies nothing.
-pub struct ScoringInputs<'a> {
+pub(crate) struct ScoringInputs<'a> {
     // Read by `score`, which only offline code calls (a request is scored
     // once, by `build_and_score`).
     #[cfg_attr(not(feature = "offline"), allow(dead_code))]
@@ -33,7 +33,7 @@ pub struct ScoringInputs<'a> {
 
 impl<'a> ScoringInputs<'a> {
     /// Builds the features of every candidate for this user.
-    pub fn build(
+    pub(crate) fn build(
         stats: &HistoryStats,
         user: &UserContext,
         candidates: &[CandidateInput<'_>],
@@ -46,7 +46,7 @@ impl<'a> ScoringInputs<'a> {
     /// [`ScoringInputs::build`] and [`ScoringInputs::score`] at once, for a
     /// request: a loaded head starts on the candidates' embeddings (over
     /// the pool) while this thread computes their numeric features.
-    pub fn build_and_score(
+    pub(crate) fn build_and_score(
         head: &ScoringHead,
         stats: &HistoryStats,
         user: &UserContext,
@@ -66,18 +66,18 @@ impl<'a> ScoringInputs<'a> {
     /// Inputs already built: the user embedding, the candidates' embeddings
     /// `[n, dim]` and their numeric features.
     #[cfg_attr(not(feature = "offline"), allow(dead_code))]
-    pub fn new(user: &'a [f32], items: Tensor, numeric: &'a [Numeric]) -> Self {
+    pub(crate) fn new(user: &'a [f32], items: Tensor, numeric: &'a [Numeric]) -> Self {
         Self { user: Cow::Borrowed(user), items, numeric: Cow::Borrowed(numeric) }
     }
 
     /// The numeric feature vectors, in candidate order.
-    pub fn numeric(&self) -> &[Numeric] {
+    pub(crate) fn numeric(&self) -> &[Numeric] {
         &self.numeric
     }
 
     /// Purchase probabilities, in candidate order.
     #[cfg_attr(not(feature = "offline"), allow(dead_code))]
-    pub fn score(&self, head: &ScoringHead) -> candle_core::Result<Vec<f32>> {
+    pub(crate) fn score(&self, head: &ScoringHead) -> candle_core::Result<Vec<f32>> {
         head.score_user(&self.user, &self.items, &self.numeric)
     }
 }
@@ -89,7 +89,7 @@ fn numeric(stats: &HistoryStats, user: &UserContext, candidates: &[CandidateInpu
 
 /// Purchase probabilities of candidates for one user.
 #[cfg_attr(not(feature = "offline"), allow(dead_code))]
-pub fn score(
+pub(crate) fn score(
     head: &ScoringHead,
     stats: &HistoryStats,
     user: &UserContext,

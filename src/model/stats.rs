@@ -14,11 +14,14 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 /// Co-purchase neighbours kept per item in the artifact.
-pub const NEIGHBOURS_PER_ITEM: usize = 50;
+#[cfg_attr(not(feature = "offline"), allow(dead_code))] // the statistics builder's
+pub(crate) const NEIGHBOURS_PER_ITEM: usize = 50;
 /// "Recent" popularity counts buyers in this many days before the cutoff.
-pub const RECENT_DAYS: i64 = 30;
+#[cfg_attr(not(feature = "offline"), allow(dead_code))] // the statistics builder's
+pub(crate) const RECENT_DAYS: i64 = 30;
 /// "This week" popularity counts buyers in this many days before the cutoff.
-pub const WEEK_DAYS: i64 = 7;
+#[cfg_attr(not(feature = "offline"), allow(dead_code))] // the statistics builder's
+pub(crate) const WEEK_DAYS: i64 = 7;
 
 /// An item's position in one [`HistoryStats`]: the index the features, the
 /// neighbour lists and the head's inputs use. It is not the index a purchase
@@ -29,11 +32,11 @@ pub const WEEK_DAYS: i64 = 7;
 pub struct ItemPos(u32);
 
 impl ItemPos {
-    pub fn new(index: usize) -> Self {
+    pub(crate) fn new(index: usize) -> Self {
         Self(u32::try_from(index).expect("catalogs hold fewer than 2^32 items"))
     }
 
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self.0 as usize
     }
 }
@@ -82,7 +85,7 @@ pub struct HistoryStats {
 }
 
 /// How many of the most popular items the statistics keep ranked.
-pub const POPULAR_KEPT: usize = 4096;
+pub(crate) const POPULAR_KEPT: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatsError {
@@ -100,6 +103,7 @@ pub enum StatsError {
 }
 
 impl HistoryStats {
+    #[cfg_attr(not(feature = "offline"), allow(dead_code))] // training's
     pub(crate) fn from_parts(cutoff: String, customers: u32, items: Vec<ItemStats>) -> Self {
         let mut stats = Self {
             cutoff,
@@ -132,7 +136,8 @@ impl HistoryStats {
     }
 
     /// Statistics with no items: every candidate is scored as a new product.
-    pub fn empty() -> Self {
+    #[cfg(test)]
+    pub(crate) fn empty() -> Self {
         Self::from_parts(String::new(), 0, Vec::new())
     }
 
@@ -140,7 +145,7 @@ impl HistoryStats {
     /// then the last 30 days, then ever (ties: lower position). At most
     /// `POPULAR_KEPT`; ranked once, when the statistics are built or loaded,
     /// so retrieval does not sort the catalog per request.
-    pub fn most_popular(&self) -> &[ItemPos] {
+    pub(crate) fn most_popular(&self) -> &[ItemPos] {
         &self.popular
     }
 
@@ -168,13 +173,13 @@ impl HistoryStats {
 
     /// An item whose text is exactly `text` (used when a request's history
     /// carries titles but no ids).
-    pub fn position_of_text(&self, text: &str) -> Option<ItemPos> {
+    pub(crate) fn position_of_text(&self, text: &str) -> Option<ItemPos> {
         self.by_text.get(text.trim()).copied()
     }
 
     /// Reads JSON, gzipped when the name ends in `.gz` (the committed
     /// artifact is: the neighbour lists make it 5.6 MB plain, 1.5 MB gzipped).
-    pub fn load(path: &Path) -> Result<Self, StatsError> {
+    pub(crate) fn load(path: &Path) -> Result<Self, StatsError> {
         let reader = super::open_maybe_gz(path)
             .map_err(|source| StatsError::Read { path: path.display().to_string(), source })?;
         let mut stats: Self = serde_json::from_reader(reader)
@@ -227,7 +232,8 @@ impl HistoryStats {
     }
 
     /// Writes JSON, gzipped when the name ends in `.gz`.
-    pub fn save(&self, path: &Path) -> Result<(), StatsError> {
+    #[cfg_attr(not(feature = "offline"), allow(dead_code))] // training's
+    pub(crate) fn save(&self, path: &Path) -> Result<(), StatsError> {
         let write_error = |source| StatsError::Write { path: path.display().to_string(), source };
         let text = serde_json::to_vec(self).expect("stats serialise");
         let bytes = if path.extension().is_some_and(|e| e == "gz") {
@@ -246,12 +252,13 @@ impl HistoryStats {
     }
 
     /// Every position, in catalog order.
-    pub fn positions(&self) -> impl Iterator<Item = ItemPos> {
+    #[cfg_attr(not(feature = "offline"), allow(dead_code))] // training's
+    pub(crate) fn positions(&self) -> impl Iterator<Item = ItemPos> {
         (0..self.items.len()).map(ItemPos::new)
     }
 
     /// Median price over all items (fallback for unknown prices).
-    pub fn typical_price(&self) -> f32 {
+    pub(crate) fn typical_price(&self) -> f32 {
         self.typical_price
     }
 }

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use super::bundle::MANIFEST_FILE;
 
-pub const CURRENT_FILE: &str = "CURRENT";
+pub(crate) const CURRENT_FILE: &str = "CURRENT";
 
 #[derive(Debug, thiserror::Error)]
 pub enum VersionsError {
@@ -38,7 +38,7 @@ pub enum VersionsError {
 
 /// Where a server's bundles come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BundleSource {
+pub(crate) enum BundleSource {
     /// One bundle directory: reloading re-reads it.
     Single(PathBuf),
     /// A directory of versions with a `CURRENT` pointer.
@@ -48,7 +48,7 @@ pub enum BundleSource {
 impl BundleSource {
     /// A path holding `bundle.json` is one bundle; any other, a directory
     /// of versions.
-    pub fn at(path: &Path) -> Self {
+    pub(crate) fn at(path: &Path) -> Self {
         if path.join(MANIFEST_FILE).is_file() {
             BundleSource::Single(path.to_path_buf())
         } else {
@@ -58,7 +58,7 @@ impl BundleSource {
 
     /// The directory of the bundle to serve now, and its name in the
     /// versions directory (`None` for a single bundle).
-    pub fn current(&self) -> Result<(PathBuf, Option<String>), VersionsError> {
+    pub(crate) fn current(&self) -> Result<(PathBuf, Option<String>), VersionsError> {
         match self {
             BundleSource::Single(dir) => Ok((dir.clone(), None)),
             BundleSource::Versions(dir) => {
@@ -69,7 +69,7 @@ impl BundleSource {
     }
 
     /// The directory of `version`, which must exist.
-    pub fn version(&self, version: &str) -> Result<PathBuf, VersionsError> {
+    pub(crate) fn version(&self, version: &str) -> Result<PathBuf, VersionsError> {
         check_name(version)?;
         let dir = match self {
             BundleSource::Single(dir) | BundleSource::Versions(dir) => dir,
@@ -82,7 +82,7 @@ impl BundleSource {
     }
 
     /// What `CURRENT` says now (`None` for a single bundle, or no file).
-    pub fn current_name(&self) -> Result<Option<String>, VersionsError> {
+    pub(crate) fn current_name(&self) -> Result<Option<String>, VersionsError> {
         match self {
             BundleSource::Single(_) => Ok(None),
             BundleSource::Versions(dir) => read_current(dir),
@@ -116,7 +116,8 @@ fn read_current(dir: &Path) -> Result<Option<String>, VersionsError> {
 /// never get the same one): the version itself, else `<version>.2`,
 /// `<version>.3`… (a retrain on the same data and seed gets the same
 /// version). Returns the name; the bundle is then saved into it.
-pub fn claim(dir: &Path, version: &str) -> Result<String, VersionsError> {
+#[cfg_attr(not(feature = "offline"), allow(dead_code))] // training's
+pub(crate) fn claim(dir: &Path, version: &str) -> Result<String, VersionsError> {
     check_name(version)?;
     for n in 1.. {
         let name = if n == 1 { version.to_string() } else { format!("{version}.{n}") };

@@ -106,7 +106,12 @@ impl EmbedStore {
 
     /// Embeds the texts not yet stored (in length-sorted batches of 32, with
     /// a progress bar) and appends them to the file.
-    pub fn embed_all(&mut self, encoder: &dyn TextEmbedder, texts: &[&str], what: &str) -> Result<(), EmbedStoreError> {
+    pub(crate) fn embed_all(
+        &mut self,
+        encoder: &dyn TextEmbedder,
+        texts: &[&str],
+        what: &str,
+    ) -> Result<(), EmbedStoreError> {
         self.load(texts)?;
         let mut missing: Vec<&str> = texts.iter().copied().filter(|t| !self.vectors.contains_key(*t)).collect();
         missing.sort_unstable();
@@ -162,7 +167,7 @@ impl EmbedStore {
     }
 
     /// The vector of a text passed to `embed_all` before.
-    pub fn get(&self, text: &str) -> &[f32] {
+    pub(crate) fn get(&self, text: &str) -> &[f32] {
         self.vectors.get(text).map(Vec::as_slice).unwrap_or_else(|| panic!("text was not embedded: {text:?}"))
     }
 }

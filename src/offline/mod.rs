@@ -19,18 +19,18 @@
 //! - [`eval`]: `shoprank eval` — EVAL_PROTOCOL v1 tables and chart.
 //! - [`cli`]: the `train`, `eval` and `embed` commands' arguments and runs.
 
-pub mod cli;
-pub mod data;
-pub mod embed_store;
+pub(crate) mod cli;
+pub(crate) mod data;
+pub(crate) mod embed_store;
 pub(crate) mod eval;
-pub mod prepared;
+pub(crate) mod prepared;
 pub(crate) mod ranking_metrics;
 pub(crate) mod recent_ease;
-pub mod resources;
-pub mod scale_data;
-pub mod search_eval;
-pub mod search_judged;
-pub mod search_terms;
+pub(crate) mod resources;
+pub(crate) mod scale_data;
+pub(crate) mod search_eval;
+pub(crate) mod search_judged;
+pub(crate) mod search_terms;
 pub(crate) mod stats_builder;
-pub mod text_embedder;
-pub mod train;
+pub(crate) mod text_embedder;
+pub(crate) mod train;

@@ -92,7 +92,7 @@ impl<'a> PreparedSplit<'a> {
     }
 
     /// Catalog positions of a test user's truth.
-    pub fn truth_positions(&self, user: &TestUser) -> HashSet<ItemPos> {
+    pub(crate) fn truth_positions(&self, user: &TestUser) -> HashSet<ItemPos> {
         user.truth.iter().filter_map(|&i| self.stats.position_of_id(self.split.data.items.name(i))).collect()
     }
 
@@ -102,7 +102,7 @@ impl<'a> PreparedSplit<'a> {
     }
 
     /// As [`Self::user_context`], with another user text (one with a query).
-    pub fn user_context_with_text(&self, index: usize, user_text: &str, store: &EmbedStore) -> UserContext {
+    pub(crate) fn user_context_with_text(&self, index: usize, user_text: &str, store: &EmbedStore) -> UserContext {
         let user = self.split.test_users[index].user;
         let positions = self.history_positions(user);
         let embeddings: Vec<&[f32]> = positions

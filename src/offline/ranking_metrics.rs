@@ -3,13 +3,13 @@
 use std::collections::HashSet;
 use std::hash::Hash;
 
-pub use crate::model::bundle::RankingMetrics;
+pub(crate) use crate::model::bundle::RankingMetrics;
 
-pub const CUTOFF: usize = 10;
+pub(crate) const CUTOFF: usize = 10;
 
 /// Metrics of `ranked` (every candidate, best first) against `truth` (a
 /// non-empty subset of the candidates).
-pub fn score_ranking<T: Eq + Hash>(ranked: &[T], truth: &HashSet<T>) -> RankingMetrics {
+pub(crate) fn score_ranking<T: Eq + Hash>(ranked: &[T], truth: &HashSet<T>) -> RankingMetrics {
     let relevant = truth.len().min(CUTOFF);
     let ideal: f64 = (0..relevant).map(|r| 1.0 / ((r + 2) as f64).log2()).sum();
     let mut dcg = 0.0;
@@ -44,7 +44,7 @@ pub fn score_ranking<T: Eq + Hash>(ranked: &[T], truth: &HashSet<T>) -> RankingM
 }
 
 /// The mean of per-user metrics.
-pub fn mean(all: &[RankingMetrics]) -> RankingMetrics {
+pub(crate) fn mean(all: &[RankingMetrics]) -> RankingMetrics {
     let n = all.len().max(1) as f64;
     let sum = |f: fn(&RankingMetrics) -> f64| all.iter().map(f).sum::<f64>() / n;
     RankingMetrics {
@@ -57,7 +57,7 @@ pub fn mean(all: &[RankingMetrics]) -> RankingMetrics {
 }
 
 /// Candidate order: score descending, ties by item id ascending.
-pub fn rank_by_score<'a, T: Copy>(candidates: &[T], scores: &[f32], id: impl Fn(T) -> &'a str) -> Vec<T> {
+pub(crate) fn rank_by_score<'a, T: Copy>(candidates: &[T], scores: &[f32], id: impl Fn(T) -> &'a str) -> Vec<T> {
     let mut order: Vec<usize> = (0..candidates.len()).collect();
     let ids: Vec<&str> = candidates.iter().map(|&c| id(c)).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then_with(|| ids[a].cmp(ids[b])));

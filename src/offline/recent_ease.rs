@@ -23,11 +23,11 @@ use faer::linalg::solvers::DenseSolveCore;
 use faer::{Mat, Side};
 
 /// Ridge strength, chosen on the inner split among 200, 500, 1000 and 2000.
-pub const LAMBDA: f64 = 1000.0;
+pub(crate) const LAMBDA: f64 = 1000.0;
 
 /// The weight matrix, row-major `[n, n]`: row `a` holds how much having
 /// bought `a` predicts each recent purchase `b`.
-pub struct RecentEase {
+pub(crate) struct RecentEase {
     pub n: usize,
     pub weights: Vec<f32>,
 }
@@ -36,7 +36,7 @@ impl RecentEase {
     /// `gram` is `XᵀX` (row-major `[n, n]`: customers who bought both items,
     /// buyers on the diagonal) and `history_to_recent` is `XᵀR` (customers who
     /// bought `a` at any time and `b` recently).
-    pub fn fit(n: usize, gram: &[u32], history_to_recent: &[u32], lambda: f64) -> Self {
+    pub(crate) fn fit(n: usize, gram: &[u32], history_to_recent: &[u32], lambda: f64) -> Self {
         assert_eq!(gram.len(), n * n, "gram is n×n");
         assert_eq!(history_to_recent.len(), n * n, "XᵀR is n×n");
         if n == 0 {
@@ -59,7 +59,7 @@ impl RecentEase {
         Self { n, weights }
     }
 
-    pub fn row(&self, a: usize) -> &[f32] {
+    pub(crate) fn row(&self, a: usize) -> &[f32] {
         &self.weights[a * self.n..(a + 1) * self.n]
     }
 }

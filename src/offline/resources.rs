@@ -9,20 +9,20 @@ use std::time::Instant;
 use crate::model::bundle::StageRecord;
 
 /// A stage being measured; [`Stage::finish`] records it.
-pub struct Stage {
+pub(crate) struct Stage {
     name: String,
     started: Instant,
 }
 
 impl Stage {
-    pub fn start(name: impl Into<String>) -> Self {
+    pub(crate) fn start(name: impl Into<String>) -> Self {
         // "5" resets the peak RSS counter (Linux >= 4.0); failure only means
         // the peak reported is the process's so far.
         let _ = std::fs::write("/proc/self/clear_refs", "5");
         Self { name: name.into(), started: Instant::now() }
     }
 
-    pub fn finish(self) -> StageRecord {
+    pub(crate) fn finish(self) -> StageRecord {
         let record = StageRecord {
             name: self.name,
             seconds: self.started.elapsed().as_secs_f64(),
@@ -34,7 +34,7 @@ impl Stage {
 }
 
 /// The resident high-water mark in MiB, from `/proc/self/status`.
-pub fn peak_rss_mib() -> Option<f64> {
+pub(crate) fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;

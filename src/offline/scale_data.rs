@@ -39,7 +39,7 @@ const MATERIALS: [&str; 24] = [
 ];
 
 #[derive(Debug, Clone, Copy)]
-pub struct ScaleOptions {
+pub(crate) struct ScaleOptions {
     /// Wanted catalog size (about; a whole number of replicas is made).
     pub items: usize,
     /// Wanted events per item (about).
@@ -51,7 +51,7 @@ pub struct ScaleOptions {
 
 /// What was written, for the log line and the tests.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ScaleReport {
+pub(crate) struct ScaleReport {
     pub replicas: usize,
     pub items: usize,
     pub customers: usize,
@@ -60,7 +60,7 @@ pub struct ScaleReport {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ScaleError {
+pub(crate) enum ScaleError {
     #[error("the source log has no events")]
     Empty,
     #[error("writing {path}: {source}")]
@@ -76,7 +76,7 @@ fn variant(replica: usize) -> String {
 }
 
 /// Generates the scaled log from `data` into `out/events.csv` and `out/items.csv`.
-pub fn generate(data: &Dataset, options: &ScaleOptions, out: &Path) -> Result<ScaleReport, ScaleError> {
+pub(crate) fn generate(data: &Dataset, options: &ScaleOptions, out: &Path) -> Result<ScaleReport, ScaleError> {
     if data.events.is_empty() {
         return Err(ScaleError::Empty);
     }

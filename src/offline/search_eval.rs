@@ -51,9 +51,9 @@ use crate::offline::text_embedder::TextEmbedder;
 const FUNCTION_WORDS: [&str; 8] = ["of", "and", "the", "in", "with", "for", "to", "on"];
 
 /// The scorers, in table order.
-pub const SEARCH_METHODS: [&str; 5] = ["text-cosine", "bm25", "head-no-query", "head", "shipped"];
+pub(crate) const SEARCH_METHODS: [&str; 5] = ["text-cosine", "bm25", "head-no-query", "head", "shipped"];
 /// How the candidates are shown: as the log knows them, or as new products.
-pub const CATALOGS: [&str; 2] = ["known", "new"];
+pub(crate) const CATALOGS: [&str; 2] = ["known", "new"];
 
 #[derive(Debug, Clone, Copy)]
 pub struct QuerySetRule {
@@ -206,7 +206,7 @@ pub fn evaluate_search(
 }
 
 /// The report as a table: one row per method, NDCG@10 and P@10 per catalog.
-pub fn format_search_table(report: &SearchReport) -> String {
+pub(crate) fn format_search_table(report: &SearchReport) -> String {
     let mut out = format!(
         "search: {} queries, {} relevant + {} distractors each; shipped with relevance_margin {}, floor {}, lexical_weight {}\n{:<14} {:>12} {:>9} {:>12} {:>9}\n",
         report.queries,

@@ -50,7 +50,7 @@ use crate::offline::embed_store::{EmbedStore, EmbedStoreError};
 use crate::offline::text_embedder::TextEmbedder;
 
 /// The methods, in table order.
-pub const JUDGED_METHODS: [&str; 6] = ["shipped", "dense-shipped", "fused", "cosine", "bm25", "rrf"];
+pub(crate) const JUDGED_METHODS: [&str; 6] = ["shipped", "dense-shipped", "fused", "cosine", "bm25", "rrf"];
 /// How deep each method's ranking goes (Recall@100 reads it whole).
 const DEPTH: usize = 100;
 /// The constant of reciprocal-rank fusion (Cormack, Clarke & Büttcher 2009).
@@ -58,7 +58,7 @@ const RRF_K: f32 = 60.0;
 
 /// One judged query: its text and the gain of each judged item.
 #[derive(Debug, Clone)]
-pub struct JudgedQuery {
+pub(crate) struct JudgedQuery {
     pub text: String,
     /// Catalog position → gain.
     pub gains: HashMap<usize, f32>,
@@ -66,7 +66,7 @@ pub struct JudgedQuery {
 
 /// A catalog and its judged queries.
 #[derive(Debug, Clone)]
-pub struct JudgedSet {
+pub(crate) struct JudgedSet {
     pub ids: Vec<String>,
     pub texts: Vec<String>,
     /// In order of first appearance in `judgements.csv`.
@@ -74,7 +74,7 @@ pub struct JudgedSet {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum JudgedError {
+pub(crate) enum JudgedError {
     #[error(transparent)]
     Data(#[from] DataError),
     #[error(transparent)]
@@ -88,7 +88,7 @@ pub enum JudgedError {
 /// Reads `dir/items.csv` and `dir/judgements.csv`. A judgement naming an
 /// item not in the catalog, or a gain that is not a number ≥ 0, stops the
 /// read with its line.
-pub fn load(dir: &Path) -> Result<JudgedSet, DataError> {
+pub(crate) fn load(dir: &Path) -> Result<JudgedSet, DataError> {
     let mut data = Dataset::default();
     let items_path = dir.join("items.csv");
     read_items(&items_path, &mut data)?;
@@ -131,7 +131,7 @@ pub fn load(dir: &Path) -> Result<JudgedSet, DataError> {
 /// character dropped or two neighbours swapped (the first letter is kept,
 /// as it mostly is in real typos). Queries without such a word are left
 /// out: the result is (those queries clean, the same mistyped).
-pub fn with_typos(set: &JudgedSet, seed: u64) -> (JudgedSet, JudgedSet) {
+pub(crate) fn with_typos(set: &JudgedSet, seed: u64) -> (JudgedSet, JudgedSet) {
     use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut clean = Vec::new();
@@ -166,11 +166,11 @@ pub fn with_typos(set: &JudgedSet, seed: u64) -> (JudgedSet, JudgedSet) {
 }
 
 /// Shortest word [`with_typos`] mistypes.
-pub const TYPO_WORD_CHARS: usize = 5;
+pub(crate) const TYPO_WORD_CHARS: usize = 5;
 
 /// Which queries count, and what counts as relevant for recall.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct JudgedRule {
+pub(crate) struct JudgedRule {
     /// Items with at least this gain are the relevant ones.
     pub relevant_gain: f32,
     /// Queries with fewer relevant items are left out.
@@ -179,7 +179,7 @@ pub struct JudgedRule {
 
 /// One method's means over the queries.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
-pub struct JudgedMetrics {
+pub(crate) struct JudgedMetrics {
     #[serde(rename = "ndcg@10")]
     pub ndcg10: f64,
     #[serde(rename = "recall@100")]
@@ -191,7 +191,7 @@ pub struct JudgedMetrics {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JudgedReport {
+pub(crate) struct JudgedReport {
     pub catalog_items: usize,
     /// Queries in the file, and those the rule kept.
     pub queries_judged: usize,
@@ -206,7 +206,7 @@ pub struct JudgedReport {
 }
 
 /// What scoring a query needs besides the set.
-pub struct JudgedScorer<'a> {
+pub(crate) struct JudgedScorer<'a> {
     pub head: &'a ScoringHead,
     pub stats: &'a HistoryStats,
     pub encoder: &'a dyn TextEmbedder,
@@ -219,7 +219,7 @@ pub struct JudgedScorer<'a> {
 }
 
 /// Ranks every kept query's whole catalog with every method.
-pub fn evaluate(
+pub(crate) fn evaluate(
     set: &JudgedSet,
     rule: JudgedRule,
     scorer: &JudgedScorer<'_>,
@@ -397,7 +397,7 @@ fn recall(ranked: &[usize], query: &JudgedQuery, relevant_gain: f32) -> f64 {
 }
 
 /// The report as a table: one row per method.
-pub fn format_judged_table(report: &JudgedReport) -> String {
+pub(crate) fn format_judged_table(report: &JudgedReport) -> String {
     let mut out = format!(
         "judged search: {} of {} queries (>= {} items of gain >= {}), over {} catalog items; \
          shipped scores the {} nearest and the {} best by BM25, relevance_margin {}, floor {}, lexical_weight {}\n\

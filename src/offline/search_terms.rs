@@ -25,7 +25,7 @@ use rand::Rng;
 
 /// A word of a text, and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Term {
+pub(crate) struct Term {
     pub word: String,
     /// For a CJK bigram, the number of the ideograph run it belongs to:
     /// consecutive bigrams of one run overlap by a character.
@@ -41,7 +41,7 @@ fn is_cjk_ideograph(c: char) -> bool {
 }
 
 /// The terms of `text`, in order (duplicates kept).
-pub fn terms(text: &str) -> Vec<Term> {
+pub(crate) fn terms(text: &str) -> Vec<Term> {
     let mut terms = Vec::new();
     let mut runs = 0;
     for run in text.split(|c: char| !c.is_alphanumeric()) {
@@ -60,13 +60,13 @@ pub fn terms(text: &str) -> Vec<Term> {
 }
 
 /// The words of `text`, in order (duplicates kept).
-pub fn words(text: &str) -> Vec<String> {
+pub(crate) fn words(text: &str) -> Vec<String> {
     terms(text).into_iter().map(|t| t.word).collect()
 }
 
 /// Consecutive terms written as a query: words joined by spaces, the
 /// bigrams of one ideograph run as the characters they cover.
-pub fn phrase(terms: &[Term]) -> String {
+pub(crate) fn phrase(terms: &[Term]) -> String {
     let mut text = String::new();
     let mut previous_run = None;
     for term in terms {
@@ -85,8 +85,10 @@ pub fn phrase(terms: &[Term]) -> String {
 }
 
 /// The relevance rule: every query word is a title word. A query without
-/// words matches nothing.
-pub fn matches(title_words: &[String], query_words: &[String]) -> bool {
+/// words matches nothing. The tests' oracle: the query set's phrases are
+/// built to obey it (`search_eval`), so only they call it.
+#[cfg(test)]
+pub(crate) fn matches(title_words: &[String], query_words: &[String]) -> bool {
     !query_words.is_empty() && query_words.iter().all(|q| title_words.contains(q))
 }
 
@@ -96,7 +98,7 @@ const MAX_PSEUDO_QUERY_WORDS: usize = 3;
 /// A query a shopper who bought `title` might have typed: a random run of one
 /// to three consecutive words of it (two to four characters of Chinese).
 /// `None` when the title has no words.
-pub fn pseudo_query(title: &str, rng: &mut impl Rng) -> Option<String> {
+pub(crate) fn pseudo_query(title: &str, rng: &mut impl Rng) -> Option<String> {
     let terms = terms(title);
     if terms.is_empty() {
         return None;
@@ -108,13 +110,13 @@ pub fn pseudo_query(title: &str, rng: &mut impl Rng) -> Option<String> {
 
 /// Which titles hold each word: finds the titles a query matches without
 /// scanning the catalog.
-pub struct WordIndex {
+pub(crate) struct WordIndex {
     postings: HashMap<String, Vec<u32>>,
 }
 
 impl WordIndex {
     /// Indexes `titles`; a title's number is its position in the iterator.
-    pub fn new<'t>(titles: impl IntoIterator<Item = &'t str>) -> Self {
+    pub(crate) fn new<'t>(titles: impl IntoIterator<Item = &'t str>) -> Self {
         let mut postings: HashMap<String, Vec<u32>> = HashMap::new();
         for (n, title) in titles.into_iter().enumerate() {
             let mut seen = words(title);
@@ -128,7 +130,7 @@ impl WordIndex {
     }
 
     /// Numbers of the titles `query` matches under the relevance rule, ascending.
-    pub fn matching(&self, query: &str) -> Vec<u32> {
+    pub(crate) fn matching(&self, query: &str) -> Vec<u32> {
         let mut words = words(query);
         words.sort_unstable();
         words.dedup();
@@ -145,7 +147,7 @@ impl WordIndex {
     }
 
     /// Numbers of the titles sharing no word with `query`, ascending, out of `total`.
-    pub fn sharing_no_word(&self, query: &str, total: usize) -> Vec<u32> {
+    pub(crate) fn sharing_no_word(&self, query: &str, total: usize) -> Vec<u32> {
         let mut excluded = vec![false; total];
         for word in words(query) {
             for &n in self.postings.get(&word).into_iter().flatten() {

@@ -29,7 +29,7 @@ pub struct CoPurchase {
 }
 
 impl CoPurchase {
-    pub fn build(split: &Split<'_>) -> Self {
+    pub(crate) fn build(split: &Split<'_>) -> Self {
         let position: HashMap<ItemIdx, usize> = split.catalog.iter().enumerate().map(|(p, &i)| (i, p)).collect();
         let n = split.catalog.len();
         let mut users: Vec<(&UserIdx, &Vec<ItemIdx>)> = split.user_history.iter().collect();
@@ -76,12 +76,8 @@ impl CoPurchase {
     }
 
     /// Items in the catalog.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.buyers.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.buyers.is_empty()
     }
 
     /// Customers who bought both `a` and each other item, ascending positions.
@@ -91,7 +87,7 @@ impl CoPurchase {
     }
 
     /// The cosine of `a` with each item it shares a buyer with.
-    pub fn cosines(&self, a: usize) -> impl Iterator<Item = (usize, f32)> + '_ {
+    pub(crate) fn cosines(&self, a: usize) -> impl Iterator<Item = (usize, f32)> + '_ {
         let buyers_a = self.buyers[a] as f32;
         self.counts(a).map(move |(b, c)| (b, c as f32 / (buyers_a * self.buyers[b] as f32).sqrt()))
     }
@@ -121,7 +117,11 @@ pub struct EaseCoverage {
 
 /// Builds the statistics of a split's history (catalog order). The
 /// recent-purchase EASE is fitted over at most `ease_max_items` items.
-pub fn build(split: &Split<'_>, co_purchase: &CoPurchase, ease_max_items: usize) -> (HistoryStats, EaseCoverage) {
+pub(crate) fn build(
+    split: &Split<'_>,
+    co_purchase: &CoPurchase,
+    ease_max_items: usize,
+) -> (HistoryStats, EaseCoverage) {
     let data = split.data;
     let recent_from = split.cutoff - RECENT_DAYS * 86_400;
     let position: HashMap<ItemIdx, usize> = split.catalog.iter().enumerate().map(|(p, &i)| (i, p)).collect();

@@ -17,7 +17,7 @@ use xxhash_rust::xxh3::xxh3_128;
 use crate::serve::metrics::Metrics;
 
 /// An embedding shared between the cache and the requests using it.
-pub type Embedding = Arc<[f32]>;
+pub(crate) type Embedding = Arc<[f32]>;
 
 /// Bytes one entry costs besides its value: the key, the value's `Arc`
 /// header, and the LRU's node and map slot.
@@ -106,7 +106,7 @@ impl EmbeddingCache {
         xxh3_128(text.as_bytes())
     }
 
-    pub fn get(&self, key: u128) -> Option<Embedding> {
+    pub(crate) fn get(&self, key: u128) -> Option<Embedding> {
         let found = self.lru.get(key);
         match found {
             Some(_) => self.metrics.cache_hits.inc(),

@@ -24,10 +24,10 @@ use crate::store::event_log::{EventStore, FeedbackEvent};
 use crate::store::StoreError;
 
 /// Which events of a batch were new (the others were stored before).
-pub type Committed = Result<Vec<bool>, Arc<StoreError>>;
+pub(crate) type Committed = Result<Vec<bool>, Arc<StoreError>>;
 
 #[derive(Debug, thiserror::Error)]
-pub enum SubmitError {
+pub(crate) enum SubmitError {
     #[error("the event queue holds {queued} of at most {limit} events (events.max_queued_events)")]
     Full { queued: usize, limit: usize },
     #[error("the event writer has stopped")]
@@ -54,14 +54,18 @@ struct Shared {
 
 /// The queue and its writer thread; dropping it commits what is queued,
 /// then stops the thread.
-pub struct EventWriter {
+pub(crate) struct EventWriter {
     shared: Arc<Shared>,
     limit: usize,
     worker: Option<std::thread::JoinHandle<()>>,
 }
 
 impl EventWriter {
-    pub fn start(store: Arc<dyn EventStore>, settings: EventSettings, metrics: Metrics) -> std::io::Result<Self> {
+    pub(crate) fn start(
+        store: Arc<dyn EventStore>,
+        settings: EventSettings,
+        metrics: Metrics,
+    ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared { queue: Mutex::new(Queue::default()), wake: Condvar::new() });
         let worker = {
             let shared = shared.clone();
@@ -74,7 +78,7 @@ impl EventWriter {
     }
 
     /// Queues `events`; the receiver resolves once they are committed.
-    pub fn submit(&self, events: Vec<FeedbackEvent>) -> Result<oneshot::Receiver<Committed>, SubmitError> {
+    pub(crate) fn submit(&self, events: Vec<FeedbackEvent>) -> Result<oneshot::Receiver<Committed>, SubmitError> {
         let (done, receiver) = oneshot::channel();
         let mut queue = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
         if queue.stopping {
@@ -90,8 +94,9 @@ impl EventWriter {
         Ok(receiver)
     }
 
-    /// Events queued or being committed now.
-    pub fn queued(&self) -> usize {
+    /// Events queued or being committed now (the tests wait on it).
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> usize {
         self.shared.queue.lock().unwrap_or_else(|p| p.into_inner()).events
     }
 }

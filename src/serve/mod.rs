@@ -16,14 +16,14 @@
 //! - [`title_tokens`]: bounded LRU of history titles' tokens, for composing user texts.
 //! - [`metrics`]: the Prometheus registry and every metric shoprank exports.
 
-pub mod api;
-pub mod cache;
-pub mod catalog;
-pub mod embed;
-pub mod event_writer;
-pub mod metrics;
-pub mod ranker;
-pub mod retrieve;
-pub mod service;
-pub mod title_tokens;
-pub mod variants;
+pub(crate) mod api;
+pub(crate) mod cache;
+pub(crate) mod catalog;
+pub(crate) mod embed;
+pub(crate) mod event_writer;
+pub(crate) mod metrics;
+pub(crate) mod ranker;
+pub(crate) mod retrieve;
+pub(crate) mod service;
+pub(crate) mod title_tokens;
+pub(crate) mod variants;

@@ -28,7 +28,7 @@ use crate::serve::catalog::index::{lexical_text, IndexView, ItemFilter};
 
 /// How many items each source contributes at most.
 #[derive(Debug, Clone, Copy)]
-pub struct RetrievalLimits {
+pub(crate) struct RetrievalLimits {
     pub retrieve_k: usize,
     pub lexical_k: usize,
     pub related_k: usize,
@@ -36,7 +36,7 @@ pub struct RetrievalLimits {
 }
 
 impl RetrievalLimits {
-    pub fn from_settings(settings: &CatalogSettings) -> Self {
+    pub(crate) fn from_settings(settings: &CatalogSettings) -> Self {
         Self {
             retrieve_k: settings.retrieve_k,
             lexical_k: settings.lexical_k,
@@ -48,14 +48,14 @@ impl RetrievalLimits {
 
 /// A search query's words, with the statistics of the catalog they are
 /// scored against.
-pub struct LexicalSearch<'a> {
+pub(crate) struct LexicalSearch<'a> {
     pub query: &'a LexicalQuery,
     pub corpus: &'a dyn CorpusStats,
 }
 
 /// A retrieved item, with what scoring needs.
 #[derive(Debug, Clone)]
-pub struct Retrieved {
+pub(crate) struct Retrieved {
     pub id: String,
     pub price: Option<f32>,
     pub embedding: Arc<[f32]>,
@@ -65,7 +65,7 @@ pub struct Retrieved {
 }
 
 /// The union of the three sources, without repeats.
-pub fn retrieve(
+pub(crate) fn retrieve(
     view: &IndexView<'_>,
     stats: &HistoryStats,
     search_vector: &[f32],

@@ -158,12 +158,6 @@ impl Service {
         Ok(service)
     }
 
-    /// This service with a catalog to retrieve from.
-    pub fn with_catalog(mut self, catalog: Catalog) -> Self {
-        self.catalog = Some(catalog);
-        self
-    }
-
     pub fn ranker(&self) -> &Ranker {
         &self.ranker
     }
@@ -172,11 +166,11 @@ impl Service {
         self.catalog.as_ref()
     }
 
-    pub fn events(&self) -> Option<&EventWriter> {
+    pub(crate) fn events(&self) -> Option<&EventWriter> {
         self.events.as_ref()
     }
 
-    pub fn variants(&self) -> &Variants {
+    pub(crate) fn variants(&self) -> &Variants {
         &self.variants
     }
 
@@ -187,7 +181,7 @@ impl Service {
     }
 
     /// The variant of `user_id` and the bundle it serves now.
-    pub fn choose(&self, user_id: Option<&str>) -> (&Variant, Arc<Bundle>) {
+    pub(crate) fn choose(&self, user_id: Option<&str>) -> (&Variant, Arc<Bundle>) {
         let variant = self.variants.assign(user_id);
         let bundle = match &variant.served {
             Served::Current => self.bundle(),
@@ -258,7 +252,7 @@ impl Service {
     }
 
     /// Goes back to the bundle served before the current one.
-    pub fn rollback(&self) -> Result<Reloaded, ServiceError> {
+    pub(crate) fn rollback(&self) -> Result<Reloaded, ServiceError> {
         let _one_change = self.lock_changes();
         let previous = self.earlier.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let Some(previous) = previous else {
@@ -275,7 +269,7 @@ impl Service {
     /// Reloads if the versions directory's CURRENT changed since it was
     /// last acted on (the `bundle.watch_secs` poll). A refused bundle is
     /// logged and not retried until CURRENT changes again.
-    pub fn reload_if_current_changed(&self) {
+    pub(crate) fn reload_if_current_changed(&self) {
         let now = match self.source.current_name() {
             Ok(now) => now,
             Err(error) => {
@@ -293,7 +287,7 @@ impl Service {
     }
 
     /// Ready while the encoder thread lives.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.ranker.embedder().is_alive()
     }
 

@@ -29,8 +29,9 @@ impl TitleTokenCache {
         Self { lru: ByteLru::new(max_bytes, cost), metrics }
     }
 
-    /// Entries and bytes held now.
-    pub fn usage(&self) -> (usize, usize) {
+    /// Entries and bytes held now (the tests check the budget with it).
+    #[cfg(test)]
+    pub(crate) fn usage(&self) -> (usize, usize) {
         self.lru.usage()
     }
 }

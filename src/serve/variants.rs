@@ -15,20 +15,20 @@ use crate::config::VariantSettings;
 use crate::model::bundle::Bundle;
 
 /// The variant of a service without `ab.variants`.
-pub const DEFAULT_VARIANT: &str = "default";
+pub(crate) const DEFAULT_VARIANT: &str = "default";
 /// The `bundle` of a variant that serves whatever is current.
-pub const CURRENT: &str = "current";
+pub(crate) const CURRENT: &str = "current";
 
 /// What a variant serves.
 #[derive(Clone)]
-pub enum Served {
+pub(crate) enum Served {
     /// The current bundle: follows reloads and rollbacks.
     Current,
     /// One bundle version, loaded at start-up.
     Fixed(Arc<Bundle>),
 }
 
-pub struct Variant {
+pub(crate) struct Variant {
     pub name: String,
     pub served: Served,
     /// Users whose hash is below this bound (and above the previous
@@ -36,19 +36,19 @@ pub struct Variant {
     upto: u64,
 }
 
-pub struct Variants {
+pub(crate) struct Variants {
     variants: Vec<Variant>,
 }
 
 impl Variants {
     /// One variant, "default", serving the current bundle.
-    pub fn single() -> Self {
+    pub(crate) fn single() -> Self {
         Self { variants: vec![Variant { name: DEFAULT_VARIANT.into(), served: Served::Current, upto: u64::MAX }] }
     }
 
     /// Variants in config order; `load` gives the bundle of a fixed version.
     /// The shares were checked with the configuration (they add up to 1).
-    pub fn from_settings<E>(
+    pub(crate) fn from_settings<E>(
         settings: &[VariantSettings],
         mut load: impl FnMut(&str) -> Result<Arc<Bundle>, E>,
     ) -> Result<Self, E> {
@@ -68,7 +68,7 @@ impl Variants {
     }
 
     /// The variant of `user_id`.
-    pub fn assign(&self, user_id: Option<&str>) -> &Variant {
+    pub(crate) fn assign(&self, user_id: Option<&str>) -> &Variant {
         let point = match user_id {
             Some(id) => xxhash_rust::xxh3::xxh3_64_with_seed(id.as_bytes(), 0x5348_4f50),
             None => rand::random(),
@@ -76,19 +76,19 @@ impl Variants {
         self.variants.iter().find(|v| point <= v.upto).unwrap_or(&self.variants[self.variants.len() - 1])
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Variant> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Variant> {
         self.variants.iter()
     }
 
     /// The configured variant a request id names, if any.
-    pub fn of_request(&self, request_id: &str) -> Option<&str> {
+    pub(crate) fn of_request(&self, request_id: &str) -> Option<&str> {
         let (name, _) = request_id.split_once('.')?;
         self.variants.iter().find(|v| v.name == name).map(|v| v.name.as_str())
     }
 }
 
 /// A fresh request id for a response of `variant`.
-pub fn request_id(variant: &str) -> String {
+pub(crate) fn request_id(variant: &str) -> String {
     format!("{variant}.{:016x}", rand::random::<u64>())
 }
 

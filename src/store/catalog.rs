@@ -7,27 +7,17 @@
 //! of re-embedding, and a change of encoder (or of an item's text) makes
 //! the item pending again.
 
-use serde::{Deserialize, Serialize};
-
 use super::StoreError;
 
 /// A product as the storefront sends it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CatalogItem {
     pub id: String,
     pub text: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price: Option<f32>,
-    #[serde(default = "available_by_default")]
     pub available: bool,
     /// Free JSON the storefront wants kept with the item (returned as given).
-    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
-    #[schema(value_type = Object)]
     pub attributes: serde_json::Value,
-}
-
-fn available_by_default() -> bool {
-    true
 }
 
 /// A stored item and its embedding, if it has been computed with the
@@ -56,7 +46,7 @@ pub struct CatalogChange {
 
 /// How long changes are kept for [`CatalogStore::changes`]: a process that
 /// falls further behind re-reads the whole catalog (`serve::catalog::sync`).
-pub const CHANGES_KEPT_MS: i64 = 3_600_000;
+pub(crate) const CHANGES_KEPT_MS: i64 = 3_600_000;
 
 /// The catalog's durable home. `encoder` names the encoder (its cache key)
 /// whose embeddings count; others are treated as absent.

@@ -3,13 +3,10 @@
 //! bundle (`shoprank train --store`) and, joined to the responses that
 //! showed the items by `request_id`, the A/B comparison (`shoprank report`).
 
-use serde::{Deserialize, Serialize};
-
 use super::StoreError;
 
 /// What happened to an item.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EventKind {
     Impression,
     Click,
@@ -21,7 +18,7 @@ impl EventKind {
     pub const ALL: [EventKind; 4] =
         [EventKind::Impression, EventKind::Click, EventKind::AddToCart, EventKind::Purchase];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             EventKind::Impression => "impression",
             EventKind::Click => "click",
@@ -30,7 +27,7 @@ impl EventKind {
         }
     }
 
-    pub fn parse(text: &str) -> Option<Self> {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|kind| kind.as_str() == text)
     }
 }

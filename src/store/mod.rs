@@ -17,10 +17,10 @@
 //! `store.url` may say, and how it is shown without its password, is the
 //! configuration's (`config::StoreLocation`, `config::redacted`).
 
-pub mod catalog;
-pub mod event_log;
-pub mod postgres;
-pub mod sqlite;
+pub(crate) mod catalog;
+pub(crate) mod event_log;
+pub(crate) mod postgres;
+pub(crate) mod sqlite;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -57,7 +57,7 @@ impl StoreError {
     /// The store refused this data (a value it cannot hold, a constraint),
     /// as opposed to being unreachable or busy: only then is retrying the
     /// same writes in smaller pieces worth anything.
-    pub fn is_refusal(&self) -> bool {
+    pub(crate) fn is_refusal(&self) -> bool {
         match self {
             StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
                 e.code,
@@ -84,7 +84,7 @@ pub struct PoolLimits {
 }
 
 impl PoolLimits {
-    pub fn from_settings(store: &StoreSettings) -> Self {
+    pub(crate) fn from_settings(store: &StoreSettings) -> Self {
         Self {
             max_connections: store.max_connections,
             connect_timeout: std::time::Duration::from_secs(store.connect_timeout_secs),

@@ -26,7 +26,7 @@ type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 /// The advisory lock key migrations run under ("shoprank" in ASCII).
 const MIGRATION_LOCK: i64 = 0x73686f7072616e6b;
 
-pub struct PostgresStore {
+pub(crate) struct PostgresStore {
     /// Always `Some` until dropped (see `Drop`).
     pool: Option<Pool>,
     /// The URL without its password, for logs.
@@ -51,7 +51,7 @@ impl Drop for PostgresStore {
 impl PostgresStore {
     /// Connects, and migrates the schema (under an advisory lock, so
     /// replicas starting together migrate once).
-    pub fn open(url: &str, limits: PoolLimits) -> Result<Self, StoreError> {
+    pub(crate) fn open(url: &str, limits: PoolLimits) -> Result<Self, StoreError> {
         let config = ::postgres::Config::from_str(url).map_err(|e| StoreError::Url(format!("store.url: {e}")))?;
         let described = describe(&config);
         let pool = r2d2::Pool::builder()

@@ -14,7 +14,7 @@ use super::catalog::{CatalogChange, CatalogItem, CatalogStore, PendingItem, Stor
 use super::event_log::{EventKind, EventStore, FeedbackEvent, VariantCount};
 use super::{from_blob, now_ms, to_blob, Store, StoreError};
 
-pub const FILE_NAME: &str = "shoprank.sqlite3";
+pub(crate) const FILE_NAME: &str = "shoprank.sqlite3";
 /// Held (flock) while the schema is migrated.
 const MIGRATION_LOCK_FILE: &str = "shoprank.sqlite3.migrating";
 /// The file's name before it held events too; opened if it is there.
@@ -54,10 +54,6 @@ impl SqliteStore {
         migrations::migrations::runner().run(&mut connection)?;
         drop(lock);
         Ok(Self { connection: Mutex::new(connection), path })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {

@@ -9,13 +9,9 @@ use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use shoprank::model::bundle::Bundle;
-use shoprank::model::encoder::{Encoder, EncoderError, TokenizedText};
-use shoprank::serve::api::{app, AppState};
-use shoprank::serve::embed::{BatchForward, Embedder};
-use shoprank::serve::metrics::Metrics;
-use shoprank::serve::ranker::Ranker;
-use shoprank::serve::service::Service;
+use shoprank::{
+    app, AppState, BatchForward, Bundle, Embedder, Encoder, EncoderError, Metrics, Ranker, Service, TokenizedText,
+};
 use tower::ServiceExt;
 
 use crate::common;

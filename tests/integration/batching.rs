@@ -2,9 +2,7 @@
 
 use std::sync::Arc;
 
-use shoprank::config::BatchingSettings;
-use shoprank::serve::embed::{Batcher, EmbedError, Embedder, Ticket};
-use shoprank::serve::metrics::Metrics;
+use shoprank::{Batcher, BatchingSettings, EmbedError, Embedder, Metrics, Ticket};
 
 use crate::common;
 

@@ -8,10 +8,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use serde_json::{json, Value};
-use shoprank::serve::api::{app, AppState};
-use shoprank::serve::metrics::Metrics;
-use shoprank::store::catalog::CatalogStore;
-use shoprank::store::sqlite::SqliteStore;
+use shoprank::{app, AppState, CatalogStore, Metrics, SqliteStore};
 
 use crate::api::call;
 use crate::common;

@@ -7,11 +7,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use serde_json::{json, Value};
-use shoprank::config::{Precision, UserTextBudget};
-use shoprank::model::user_text::{compose, UserSignals};
-use shoprank::serve::api::{app, AppState};
-use shoprank::serve::metrics::Metrics;
-use shoprank::serve::service::Service;
+use shoprank::{app, compose, AppState, Metrics, Precision, Service, UserSignals, UserTextBudget};
 
 use crate::api::call;
 use crate::common::{self, Backbone, M3E, MINILM};
@@ -132,7 +128,7 @@ fn the_chinese_presets_relevance_floor_separates_related_from_unrelated_products
     let (mut related, mut unrelated) = (Vec::new(), Vec::new());
     for (query, kind) in queries.iter().zip(TYPES) {
         for (vector, title) in vectors.iter().zip(&titles) {
-            let cosine = shoprank::model::encoder::cosine(query, vector);
+            let cosine = shoprank::cosine(query, vector);
             if title.contains(kind) {
                 related.push(cosine)
             } else {

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use shoprank::config::Precision;
+use shoprank::Precision;
 
 use crate::common;
 

@@ -3,9 +3,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use shoprank::config::{EncoderSettings, Precision, Settings};
-use shoprank::model::encoder::Encoder;
-use shoprank::model::files::EncoderFiles;
+use shoprank::{Encoder, EncoderFiles, EncoderSettings, Precision, Settings};
 
 pub fn repo_path(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative)
@@ -81,9 +79,7 @@ pub fn encoder() -> Arc<Encoder> {
     model_encoder(MINILM, Backbone::Fast(Precision::F32))
 }
 
-use shoprank::serve::api::AppState;
-use shoprank::serve::metrics::Metrics;
-use shoprank::serve::service::Service;
+use shoprank::{AppState, Metrics, Service};
 
 /// The service on `settings` (the committed bundle), built and warmed up the
 /// way `shoprank serve` builds it.

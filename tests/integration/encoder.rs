@@ -5,8 +5,7 @@
 //! texts, titles to user texts cut at the window.
 
 use serde::Deserialize;
-use shoprank::config::{EncoderSettings, LinearLayer, Precision};
-use shoprank::model::encoder::{cosine, Encoder};
+use shoprank::{cosine, Encoder, EncoderSettings, LinearLayer, Precision};
 
 use crate::common::{self, Backbone, M3E, MINILM};
 
@@ -201,13 +200,13 @@ fn a_huge_text_gets_the_tokens_of_the_whole_text() {
         assert!(huge.len() > 2_000_000);
         let whole = encoder.tokenizer().encode(huge.as_str(), true).unwrap().get_ids().to_vec();
         assert_eq!(encoder.tokenize(&huge).unwrap().ids, whole, "{model}");
-        let part = shoprank::model::user_text::PartTokens::of(encoder.tokenizer(), &huge).unwrap();
+        let part = shoprank::PartTokens::of(encoder.tokenizer(), &huge).unwrap();
         let whole_part = encoder.tokenizer().encode(huge.as_str(), false).unwrap().get_ids().to_vec();
-        let reference = shoprank::model::user_text::PartTokens::of(encoder.tokenizer(), &huge[..200]).unwrap();
+        let reference = shoprank::PartTokens::of(encoder.tokenizer(), &huge[..200]).unwrap();
         assert!(part.bytes() > reference.bytes(), "{model}");
         assert_eq!(
             part.bytes(),
-            std::mem::size_of::<shoprank::model::user_text::PartTokens>()
+            std::mem::size_of::<shoprank::PartTokens>()
                 + whole_part.len() * 4
                 + whole_part.len() * std::mem::size_of::<(usize, usize)>(),
             "{model}: the same window of tokens"
@@ -232,8 +231,7 @@ fn vectors_do_not_depend_on_batch_order_or_size() {
 /// window. Each part is now cut where no character is split.
 #[test]
 fn the_user_text_stays_in_its_window_when_one_character_is_several_tokens() {
-    use shoprank::config::UserTextBudget;
-    use shoprank::model::user_text::{compose, UserSignals};
+    use shoprank::{compose, UserSignals, UserTextBudget};
     let encoder = common::encoder();
     let budget = UserTextBudget { query_tokens: 0, profile_tokens: 0 };
     for window in 8..16 {
@@ -253,8 +251,7 @@ fn the_user_text_stays_in_its_window_when_one_character_is_several_tokens() {
 /// all-MiniLM-L6-v2 lower-cases already: there the setting changes nothing.
 #[test]
 fn lowercasing_lets_the_chinese_vocabulary_read_capitalised_english() {
-    use shoprank::config::EncoderSettings;
-    use shoprank::model::encoder::Encoder;
+    use shoprank::{Encoder, EncoderSettings};
     let load = |model: &str| {
         // f32, as `cased` below (the default, "auto", may be int8).
         let settings =
@@ -286,10 +283,9 @@ fn lowercasing_lets_the_chinese_vocabulary_read_capitalised_english() {
 /// (`serve::title_tokens`), composes the same.
 #[test]
 fn a_user_texts_joined_ids_are_its_own_tokens() {
-    use shoprank::config::UserTextBudget;
-    use shoprank::model::user_text::{compose, compose_with_ids, compose_with_ids_from, IdJoin, UserSignals};
-    use shoprank::serve::metrics::Metrics;
-    use shoprank::serve::title_tokens::TitleTokenCache;
+    use shoprank::{
+        compose, compose_with_ids, compose_with_ids_from, IdJoin, Metrics, TitleTokenCache, UserSignals, UserTextBudget,
+    };
     let fixture = std::fs::read_to_string(common::repo_path("benches/fixtures/user_texts.jsonl")).unwrap();
     let mut users: Vec<(String, Vec<String>)> = fixture
         .lines()

@@ -10,8 +10,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use shoprank::model::stats::HistoryStats;
-use shoprank::serve::api::app;
+use shoprank::{app, HistoryStats};
 
 use crate::api::call;
 use crate::common;

@@ -12,10 +12,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use serde_json::{json, Value};
-use shoprank::config::{StoreLocation, VariantSettings};
-use shoprank::serve::api::{app, AppState};
-use shoprank::store::event_log::EventKind;
-use shoprank::store::{self, PoolLimits, Store};
+use shoprank::{app, publish_version, AppState, EventKind, PoolLimits, Store, StoreLocation, VariantSettings};
 
 use crate::api::call;
 use crate::common;
@@ -39,7 +36,7 @@ fn send(rt: &tokio::runtime::Runtime, state: &AppState, req: Request<Body>) -> (
 
 fn open_store(url: &str) -> Arc<dyn Store> {
     let pool = PoolLimits { max_connections: 2, connect_timeout: Duration::from_secs(5) };
-    store::open(&StoreLocation::parse(url), pool).unwrap()
+    shoprank::open_store(&StoreLocation::parse(url), pool).unwrap()
 }
 
 fn purchase(id: &str, ts: i64) -> Value {
@@ -175,7 +172,7 @@ fn versions_dir() -> PathBuf {
     for version in ["v1", "v2"] {
         copy_bundle(&common::repo_path("models/bundle"), &dir.join(version), version);
     }
-    shoprank::model::versions::publish(&dir, "v1").unwrap();
+    publish_version(&dir, "v1").unwrap();
     dir
 }
 
@@ -220,7 +217,7 @@ fn reload_and_rollback_swap_bundles_behind_the_admin_token() {
     let (status, body) = admin("/admin/reload", None, Some("t0ken"));
     assert_eq!((status, body["outcome"].as_str()), (StatusCode::OK, Some("unchanged")), "{body}");
 
-    shoprank::model::versions::publish(&dir, "v2").unwrap();
+    publish_version(&dir, "v2").unwrap();
     let (status, body) = admin("/admin/reload", None, Some("t0ken"));
     assert_eq!((status, &body), (StatusCode::OK, &json!({"outcome": "installed", "from": "v1", "to": "v2"})));
     assert_eq!(head_of(&ready()), "v2");

@@ -17,4 +17,5 @@ mod openapi;
 mod real_data;
 mod resilience;
 mod search;
+mod snapshot;
 mod store;

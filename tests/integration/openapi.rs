@@ -9,8 +9,7 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use shoprank::serve::api::{app, AppState};
-use shoprank::serve::metrics::Metrics;
+use shoprank::{app, AppState, Metrics};
 use tower::ServiceExt;
 
 use crate::common;

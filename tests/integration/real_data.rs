@@ -7,15 +7,10 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use shoprank::model::features::{self, Numeric};
-use shoprank::model::stats::ItemPos;
-use shoprank::offline::data::split::{Split, PROTOCOL_T_TEST, PROTOCOL_T_VAL};
-use shoprank::offline::data::{parse_time, DataSource, Dataset};
-use shoprank::offline::embed_store::EmbedStore;
-use shoprank::offline::prepared::{PreparedSplit, SplitSettings};
-use shoprank::offline::train::{self, TrainOptions};
-use shoprank::serve::metrics::Metrics;
-use shoprank::serve::ranker::{Candidate, HistoryItem, RankQuery};
+use shoprank::{
+    numeric_features, parse_time, train, Candidate, DataSource, Dataset, EmbedStore, HistoryItem, ItemPos, Metrics,
+    Numeric, PreparedSplit, RankQuery, Split, SplitSettings, TrainOptions, PROTOCOL_T_TEST, PROTOCOL_T_VAL,
+};
 
 use crate::common;
 
@@ -76,8 +71,7 @@ fn training_lowers_the_loss_on_a_slice_of_the_real_log() {
         max_examples: 1_200_000,
     };
     let outcome =
-        train::train(&data, &*encoder, &SplitSettings::from_settings(&common::settings()), &mut store, &options)
-            .unwrap();
+        train(&data, &*encoder, &SplitSettings::from_settings(&common::settings()), &mut store, &options).unwrap();
     let losses: Vec<f64> = outcome.log.iter().map(|e| e.loss).collect();
     assert!(losses.len() >= 2, "{losses:?}");
     assert!(losses.last().unwrap() < &(losses[0] * 0.95), "loss did not drop: {losses:?}");
@@ -108,7 +102,7 @@ fn serving_builds_the_features_training_builds() {
         let positions: Vec<ItemPos> = prepared.candidates(user).into_iter().take(25).collect();
         let expected: Vec<Numeric> = positions
             .iter()
-            .map(|&p| features::numeric(&prepared.stats, &context, &prepared.candidate(p, &store)))
+            .map(|&p| numeric_features(&prepared.stats, &context, &prepared.candidate(p, &store)))
             .collect();
         // Serving path: the same user and items as a storefront would send them.
         let history = prepared

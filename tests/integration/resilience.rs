@@ -6,8 +6,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use shoprank::config::Settings;
-use shoprank::serve::api::{self, AppState, ConnectionLimits};
+use shoprank::{serve_on, AppState, ConnectionLimits, Settings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -30,7 +29,7 @@ impl Server {
         let stop = CancellationToken::new();
         let shutdown = stop.clone().cancelled_owned();
         let limits = ConnectionLimits::from_settings(&settings.server);
-        let task = tokio::spawn(api::run(listener, state.clone(), shutdown, limits));
+        let task = tokio::spawn(serve_on(listener, state.clone(), shutdown, limits));
         Self { port, state, stop, task }
     }
 

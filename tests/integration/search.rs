@@ -3,10 +3,7 @@
 //! query cosine, by the head without its query features, and by what
 //! `/recommend` ships. Needs no purchase log, so it always runs.
 
-use shoprank::model::bundle::Bundle;
-use shoprank::model::relevance::Banding;
-use shoprank::offline::embed_store::EmbedStore;
-use shoprank::offline::search_eval::{build_query_set, evaluate_search, QuerySetRule};
+use shoprank::{build_query_set, evaluate_search, Banding, Bundle, EmbedStore, QuerySetRule};
 
 use crate::common;
 

@@ -4,16 +4,15 @@
 
 use std::sync::Arc;
 
-use shoprank::config::StoreLocation;
-use shoprank::store::catalog::{CatalogItem, PendingItem};
-use shoprank::store::event_log::{EventKind, FeedbackEvent, VariantCount};
-use shoprank::store::{self, PoolLimits, Store};
+use shoprank::{
+    open_store, CatalogItem, EventKind, FeedbackEvent, PendingItem, PoolLimits, Store, StoreLocation, VariantCount,
+};
 
 use crate::common;
 
 fn open(url: &str) -> Arc<dyn Store> {
     let pool = PoolLimits { max_connections: 4, connect_timeout: std::time::Duration::from_secs(5) };
-    store::open(&StoreLocation::parse(url), pool).unwrap_or_else(|e| panic!("open {url}: {e}"))
+    open_store(&StoreLocation::parse(url), pool).unwrap_or_else(|e| panic!("open {url}: {e}"))
 }
 
 fn item(id: &str, text: &str) -> CatalogItem {

@@ -17,7 +17,7 @@ pub enum Arithmetic {
 
 impl Arithmetic {
     /// What `precision` runs as on this CPU.
-    pub fn resolve(precision: Precision) -> Self {
+    pub(crate) fn resolve(precision: Precision) -> Self {
         match precision {
             Precision::Auto => Self::auto(),
             Precision::F32 => Arithmetic::F32,
@@ -29,7 +29,7 @@ impl Arithmetic {
     /// faster than f32 (AMX or AVX-512 VNNI), else f32. The AVX2 kernel
     /// multiplies weights widened to 16 bits and is slower than f32, the
     /// portable one (other CPUs) much slower.
-    pub fn auto() -> Self {
+    pub(crate) fn auto() -> Self {
         if Kernel::detect().beats_f32() {
             Arithmetic::Int8
         } else {
@@ -38,7 +38,7 @@ impl Arithmetic {
     }
 
     /// The name the configuration, `/ready` and the metrics use.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Arithmetic::F32 => "f32",
             Arithmetic::Int8 => "int8",

@@ -20,7 +20,7 @@ pub(crate) mod kernels;
 
 use serde::{Deserialize, Serialize};
 
-pub use self::arithmetic::Arithmetic;
+pub(crate) use self::arithmetic::Arithmetic;
 use self::bert_fast::FastBert;
 use crate::config::{EncoderSettings, LinearLayer};
 use crate::model::files::{EncoderFiles, ModelFilesError, WeightsFormat};
@@ -87,7 +87,7 @@ pub struct Encoder {
 impl Encoder {
     /// Finds the encoder `settings.source` names (a directory or a hub repo
     /// id) and loads it: the one way the server and the commands load it.
-    pub fn open(settings: &EncoderSettings) -> Result<Self, EncoderError> {
+    pub(crate) fn open(settings: &EncoderSettings) -> Result<Self, EncoderError> {
         let files = EncoderFiles::resolve(&settings.source, &settings.revision)?;
         let started = std::time::Instant::now();
         let encoder = Self::load(&files, settings)?;
@@ -235,7 +235,7 @@ impl Encoder {
     /// As [`Encoder::embed_tokenized`], asking `stop` between layers; `None`
     /// if it said yes. The server's encoder thread stops a batch whose
     /// requests have all been abandoned this way.
-    pub fn embed_tokenized_until(
+    pub(crate) fn embed_tokenized_until(
         &self,
         batch: &[&TokenizedText],
         stop: &(dyn Fn() -> bool + Sync),
@@ -339,7 +339,7 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
 /// multiply-add, the same summation order), so training, evaluation and
 /// serving agree exactly.
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     const LANES: usize = 16;
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
@@ -360,13 +360,13 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// allows; the cut only bounds the work and memory a huge text costs (the
 /// tokenizer normalises and splits the whole of what it is given, though
 /// the window keeps 256 tokens).
-pub const CHARS_PER_WINDOW_TOKEN: usize = 32;
+pub(crate) const CHARS_PER_WINDOW_TOKEN: usize = 32;
 
 /// `text` cut to what a window of `tokens` tokens can use, at most
 /// [`CHARS_PER_WINDOW_TOKEN`] characters a token (before the last white
 /// space within that bound, so no word is split, where there is one), and
 /// whether it was cut.
-pub fn cut_to_window(text: &str, tokens: usize) -> (&str, bool) {
+pub(crate) fn cut_to_window(text: &str, tokens: usize) -> (&str, bool) {
     let max_chars = tokens.saturating_mul(CHARS_PER_WINDOW_TOKEN);
     let Some((end, _)) = text.char_indices().nth(max_chars) else { return (text, false) };
     let cut = &text[..end];

@@ -30,7 +30,7 @@ mod spec;
 
 use serving::ServingHead;
 use spec::member_prefix;
-pub use spec::{HeadError, HeadSpec, SPEC_FORMAT};
+pub(crate) use spec::{HeadError, HeadSpec};
 
 /// One MLP of the head.
 struct Member {
@@ -65,7 +65,7 @@ pub struct ScoringHead {
 impl ScoringHead {
     /// Builds the head over `vb`: fresh variables when `vb` is backed by a
     /// `VarMap` (training), stored weights when backed by a file (serving).
-    pub fn new(vb: VarBuilder, spec: HeadSpec) -> Result<Self, HeadError> {
+    pub(crate) fn new(vb: VarBuilder, spec: HeadSpec) -> Result<Self, HeadError> {
         spec.validate()?;
         let members = (0..spec.members)
             .map(|i| match spec.members {
@@ -83,7 +83,7 @@ impl ScoringHead {
     /// against the spec tensor by tensor. `precision` is the arithmetic of
     /// the first layer's embedding part when serving (see `serving`): the
     /// service passes its encoder's, so `precision = "int8"` speeds up both.
-    pub fn load(weights: &Path, spec: HeadSpec, precision: Arithmetic) -> Result<Self, HeadError> {
+    pub(crate) fn load(weights: &Path, spec: HeadSpec, precision: Arithmetic) -> Result<Self, HeadError> {
         let device = Device::Cpu;
         let tensors = candle_core::safetensors::load(weights, &device)?;
         spec.check_weights(&tensors)?;
@@ -98,13 +98,14 @@ impl ScoringHead {
         Ok(head)
     }
 
-    pub fn spec(&self) -> &HeadSpec {
+    #[cfg(test)]
+    pub(crate) fn spec(&self) -> &HeadSpec {
         &self.spec
     }
 
     /// The mean of each numeric feature over the training examples: the
     /// "average pair" explanations measure contributions against.
-    pub fn numeric_means(&self) -> candle_core::Result<Numeric> {
+    pub(crate) fn numeric_means(&self) -> candle_core::Result<Numeric> {
         let means = self.numeric_mean.to_vec1::<f32>()?;
         let mut out = [0f32; NUMERIC_LEN];
         out.copy_from_slice(&means[..NUMERIC_LEN]);
@@ -115,7 +116,8 @@ impl ScoringHead {
     /// In training, `dropout_masks[i]` (`[B, hidden_i]`, entries 0 or
     /// 1/(1-p)) multiplies hidden layer i; the trainer draws them from its
     /// seeded generator so runs are reproducible.
-    pub fn forward_logits(
+    #[cfg_attr(not(feature = "offline"), allow(dead_code))] // training's
+    pub(crate) fn forward_logits(
         &self,
         u: &Tensor,
         v: &Tensor,
@@ -150,7 +152,12 @@ impl ScoringHead {
     /// head runs it on its copied weights, without Candle (see `serving`).
     /// On the calling thread: explanations score one candidate at a time,
     /// and evaluation many users at once.
-    pub fn score_user(&self, user: &[f32], items: &Tensor, numeric: &[Numeric]) -> candle_core::Result<Vec<f32>> {
+    pub(crate) fn score_user(
+        &self,
+        user: &[f32],
+        items: &Tensor,
+        numeric: &[Numeric],
+    ) -> candle_core::Result<Vec<f32>> {
         Ok(self.scored(user, items, || numeric.to_vec(), false)?.1)
     }
 
@@ -158,7 +165,7 @@ impl ScoringHead {
     /// features made by `numeric` and returned beside the probabilities: a
     /// loaded head shares its first layer with a pool thread, which starts
     /// on the embeddings while `numeric` runs on this thread (see `serving`).
-    pub fn score_user_with(
+    pub(crate) fn score_user_with(
         &self,
         user: &[f32],
         items: &Tensor,
@@ -247,7 +254,8 @@ impl ScoringHead {
     }
 
     /// Sets the standardisation from training features (`[N, K]`).
-    pub fn fit_standardisation(varmap: &mut VarMap, numeric: &Tensor) -> candle_core::Result<()> {
+    #[cfg_attr(not(feature = "offline"), allow(dead_code))] // training's
+    pub(crate) fn fit_standardisation(varmap: &mut VarMap, numeric: &Tensor) -> candle_core::Result<()> {
         let mean = numeric.mean(0)?;
         let std = numeric.broadcast_sub(&mean)?.sqr()?.mean(0)?.sqrt()?.clamp(1e-3, f64::MAX)?;
         varmap.set_one("numeric_mean", mean)?;
@@ -259,7 +267,9 @@ impl ScoringHead {
 /// The weights of one head made of `members` trained alone: with several members, each one's
 /// variables move under its prefix (`m0.`, `m1.`, …); the standardisation,
 /// fitted on the same examples by every member, is taken from the first.
-pub fn merge_members(members: &[VarMap]) -> candle_core::Result<VarMap> {
+/// Serving loads the merged result.
+#[cfg_attr(not(feature = "offline"), allow(dead_code))] // training's
+pub(crate) fn merge_members(members: &[VarMap]) -> candle_core::Result<VarMap> {
     let merged = VarMap::new();
     {
         let mut out = merged.data().lock().expect("varmap lock");

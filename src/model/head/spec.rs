@@ -12,7 +12,7 @@ use crate::model::encoder::EncoderIdentity;
 use crate::model::features::NUMERIC_FEATURES;
 
 /// Spec format understood by this build.
-pub const SPEC_FORMAT: u32 = 1;
+pub(crate) const SPEC_FORMAT: u32 = 1;
 
 /// What the head expects: its input layout, its shape, and the encoder whose
 /// embeddings it was trained on. Validated once, when a bundle is loaded or a
@@ -33,7 +33,8 @@ pub struct HeadSpec {
 
 impl HeadSpec {
     /// The spec of a head this build trains, checked.
-    pub fn new(encoder: EncoderIdentity, hidden: Vec<usize>, members: usize) -> Result<Self, HeadError> {
+    #[cfg_attr(not(feature = "offline"), allow(dead_code))] // training's
+    pub(crate) fn new(encoder: EncoderIdentity, hidden: Vec<usize>, members: usize) -> Result<Self, HeadError> {
         let (feature_layout, numeric_features) = expected_layout();
         let spec = Self { format: SPEC_FORMAT, feature_layout, numeric_features, hidden, members, encoder };
         spec.validate()?;
@@ -41,7 +42,7 @@ impl HeadSpec {
     }
 
     /// Checks that this build can run the head the spec describes.
-    pub fn validate(&self) -> Result<(), HeadError> {
+    pub(crate) fn validate(&self) -> Result<(), HeadError> {
         let invalid = |problem: String| Err(HeadError::InvalidSpec(problem));
         let (layout, expected) = expected_layout();
         if self.format != SPEC_FORMAT || self.numeric_features != expected {
@@ -66,7 +67,7 @@ impl HeadSpec {
         Ok(())
     }
 
-    pub fn input_len(&self) -> usize {
+    pub(crate) fn input_len(&self) -> usize {
         3 * self.encoder.dim + self.numeric_features.len()
     }
 

@@ -6,8 +6,8 @@
 //! `eval-search` measures each. Documents are addressed by a caller's `u64`
 //! key (the catalog's slot, or a position in a list) and replaced by key.
 
-pub mod scorer;
-pub mod tokens;
+pub(crate) mod scorer;
+pub(crate) mod tokens;
 
 use std::sync::Mutex;
 
@@ -17,7 +17,8 @@ use tantivy::schema::{Field, IndexRecordOption, Schema, TextFieldIndexing, TextO
 use tantivy::tokenizer::{PreTokenizedString, Token};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term};
 
-pub use self::scorer::{score, CorpusStats, LexicalMatch, LexicalQuery, TextsStats};
+pub use self::scorer::LexicalQuery;
+pub(crate) use self::scorer::{score, CorpusStats, TextsStats};
 
 /// The u64 field holding each document's key (indexed to replace by key,
 /// fast to read a hit's key).

@@ -17,15 +17,15 @@
 use super::tokens;
 
 /// BM25's term-frequency saturation (Lucene's and tantivy's default).
-pub const K1: f32 = 1.2;
+pub(crate) const K1: f32 = 1.2;
 /// BM25's length normalisation (Lucene's and tantivy's default).
-pub const B: f32 = 0.75;
+pub(crate) const B: f32 = 0.75;
 /// Shortest query word corrected for one typo.
-pub const TYPO_MIN_CHARS: usize = 5;
+pub(crate) const TYPO_MIN_CHARS: usize = 5;
 /// Shortest query word corrected for two typos.
-pub const TWO_TYPOS_MIN_CHARS: usize = 9;
+pub(crate) const TWO_TYPOS_MIN_CHARS: usize = 9;
 /// A typo match scores this share of the matched term's exact score.
-pub const TYPO_WEIGHT: f32 = 0.6;
+pub(crate) const TYPO_WEIGHT: f32 = 0.6;
 
 /// What BM25 needs of a corpus.
 pub trait CorpusStats {
@@ -78,7 +78,7 @@ impl LexicalQuery {
 }
 
 /// How many typos a query word may carry when the corpus does not know it.
-pub fn allowed_typos(term: &str) -> usize {
+pub(crate) fn allowed_typos(term: &str) -> usize {
     let chars = term.chars().count();
     if term.chars().any(|c| c.is_numeric()) || chars < TYPO_MIN_CHARS {
         0
@@ -91,7 +91,7 @@ pub fn allowed_typos(term: &str) -> usize {
 
 /// How well one text matches a query.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct LexicalMatch {
+pub(crate) struct LexicalMatch {
     /// BM25 (typo matches weighted by [`TYPO_WEIGHT`]).
     pub bm25: f32,
     /// Share of the query's terms the text holds, exactly or within typos.
@@ -101,7 +101,7 @@ pub struct LexicalMatch {
 /// Scores `text` against `query` with `corpus`'s statistics. Each query
 /// term adds the BM25 of its exact match, else [`TYPO_WEIGHT`] × that of
 /// the text's closest term within its typo allowance.
-pub fn score(query: &LexicalQuery, text: &str, corpus: &dyn CorpusStats) -> LexicalMatch {
+pub(crate) fn score(query: &LexicalQuery, text: &str, corpus: &dyn CorpusStats) -> LexicalMatch {
     if query.terms.is_empty() {
         return LexicalMatch::default();
     }
@@ -152,14 +152,14 @@ fn distinct(sorted: &[String]) -> impl Iterator<Item = &str> {
 
 /// The statistics of a small set of texts, counted directly: the corpus for
 /// candidates a request brings.
-pub struct TextsStats {
+pub(crate) struct TextsStats {
     docs: u64,
     mean_terms: f32,
     doc_freq: std::collections::HashMap<String, u64>,
 }
 
 impl TextsStats {
-    pub fn of<'a>(texts: impl IntoIterator<Item = &'a str>) -> Self {
+    pub(crate) fn of<'a>(texts: impl IntoIterator<Item = &'a str>) -> Self {
         let mut doc_freq = std::collections::HashMap::new();
         let (mut docs, mut total) = (0u64, 0usize);
         for text in texts {

@@ -12,10 +12,10 @@
 //! - terms longer than [`MAX_TERM_CHARS`] (hashes, base64) are left out.
 
 /// Terms longer than this many characters are not indexed.
-pub const MAX_TERM_CHARS: usize = 40;
+pub(crate) const MAX_TERM_CHARS: usize = 40;
 
 /// The terms of `text`, in order (repeats kept: they are term frequencies).
-pub fn terms(text: &str) -> Vec<String> {
+pub(crate) fn terms(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut compound = Compound::default();
     let mut cjk = String::new();

@@ -30,7 +30,7 @@ struct EmbedLine {
 }
 
 /// `shoprank embed`: JSONL `{"id", "text"}` in, JSONL `{"id", "vector"}` out.
-pub fn embed(settings: &Settings, args: &EmbedArgs) -> Result<()> {
+pub(crate) fn embed(settings: &Settings, args: &EmbedArgs) -> Result<()> {
     let encoder = Encoder::open(&settings.encoder)?;
     let batch = args.batch.max(1);
     let reader: Box<dyn BufRead> = match &args.input {

@@ -1,40 +1,78 @@
-//! The offline commands as the command line sees them: `train`, `eval`,
-//! `eval-search` ([`search`]), `embed` ([`embed`]), `scale-data` ([`scale`]),
+//! The offline commands as the command line sees them: `train`, `eval`
+//! ([`evaluate`]), `eval-search` ([`search`]), `embed` ([`embed`]), `scale-data` ([`scale`]),
 //! `store import|export` and `report` ([`store`]), their arguments (clap)
-//! and what each one runs. `main` only parses and dispatches here. `anyhow`
+//! and what each one runs, gathered in [`OfflineCommand`]: `main` flattens
+//! it into its own subcommands and calls [`OfflineCommand::run`]. `anyhow`
 //! is used at this edge, as in `main`.
 
 mod embed;
+mod evaluate;
 mod scale;
 mod search;
-pub mod store;
+pub(crate) mod store;
 
-pub use self::embed::{embed, EmbedArgs};
-pub use self::scale::{scale_data, ScaleDataArgs};
-pub use self::search::{eval_search, EvalSearchArgs};
-pub use self::store::{report, ReportArgs, StoreCommand};
+pub(crate) use self::embed::{embed, EmbedArgs};
+pub(crate) use self::evaluate::{eval, EvalArgs};
+pub(crate) use self::scale::{scale_data, ScaleDataArgs};
+pub(crate) use self::search::{eval_search, EvalSearchArgs};
+pub(crate) use self::store::{report, ReportArgs, StoreCommand};
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
+use clap::{Args, Subcommand};
 
 use crate::config::Settings;
 use crate::model::bundle::{Bundle, BundleManifest, TrainingRecord, BUNDLE_FORMAT};
 use crate::model::encoder::{Arithmetic, Encoder};
 use crate::model::versions;
-use crate::offline::data::split::{parse_cutoff, Split, PROTOCOL_T_TEST, PROTOCOL_T_VAL};
+use crate::offline::data::split::{parse_cutoff, PROTOCOL_T_TEST, PROTOCOL_T_VAL};
 use crate::offline::data::{redacted, DataSource, Dataset};
 use crate::offline::embed_store::EmbedStore;
-use crate::offline::eval::{self, Counts, EvalReport, RetrievalSizes, BASELINES, REFERENCES};
-use crate::offline::prepared::{PreparedSplit, SplitSettings};
+use crate::offline::prepared::SplitSettings;
 use crate::offline::train::{self, TrainOptions};
+
+/// The offline subcommands of `shoprank` (beside `serve`).
+#[derive(Subcommand)]
+pub enum OfflineCommand {
+    /// Train the scoring head on a purchase log or the store (EVAL_PROTOCOL v1 split) and write a bundle.
+    Train(TrainArgs),
+    /// Evaluate the bundle and the baselines with EVAL_PROTOCOL v1.
+    Eval(EvalArgs),
+    /// Search quality on a labelled query set from the bundle's catalog.
+    EvalSearch(EvalSearchArgs),
+    /// Embed JSONL {"id", "text"} lines into JSONL {"id", "vector"} lines.
+    Embed(EmbedArgs),
+    /// Derive a larger log from a real one (replicated catalog and customers), for scaling runs.
+    ScaleData(ScaleDataArgs),
+    /// Move a log into the store, or the store's log out to CSV.
+    #[command(subcommand)]
+    Store(StoreCommand),
+    /// Per A/B variant: impressions, clicks, add-to-carts, purchases and
+    /// their rates, from the events in the store.
+    Report(ReportArgs),
+}
+
+impl OfflineCommand {
+    /// Runs the command on `settings` (loaded once by `main`).
+    pub fn run(&self, settings: &Settings) -> Result<()> {
+        match self {
+            Self::Train(args) => train(settings, args),
+            Self::Eval(args) => eval(settings, args),
+            Self::EvalSearch(args) => eval_search(settings, args),
+            Self::Embed(args) => embed(settings, args),
+            Self::ScaleData(args) => scale_data(settings, args),
+            Self::Store(command) => store::run(settings, command),
+            Self::Report(args) => report(settings, args),
+        }
+    }
+}
 
 /// A purchase log in files: the Online Retail CSV, or the generic format's
 /// two files. Shared by every command that reads one.
 #[derive(Args)]
-pub struct LogFiles {
+pub(crate) struct LogFiles {
     /// The UCI Online Retail CSV (.csv or .csv.gz).
     #[arg(long, conflicts_with_all = ["events", "items"])]
     data: Option<PathBuf>,
@@ -61,7 +99,7 @@ impl LogFiles {
 
 /// Where the purchase log comes from, and the test split's start.
 #[derive(Args)]
-pub struct DataArgs {
+pub(crate) struct DataArgs {
     #[command(flatten)]
     files: LogFiles,
     /// shoprank's store: its catalog and stored purchases. A directory or a
@@ -222,42 +260,8 @@ impl TrainArgs {
     }
 }
 
-#[derive(Args)]
-pub struct EvalArgs {
-    #[command(flatten)]
-    data: DataArgs,
-    /// End of the test period (default: the end of the log). With
-    /// --test-start 2011-10-01 --test-end 2011-11-01 this is the protocol's
-    /// inner validation split, the one to compare settings on.
-    #[arg(long)]
-    test_end: Option<String>,
-    /// Write the report as JSON here.
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Write a PNG chart here: metrics per method and the head's training curve.
-    #[arg(long)]
-    chart: Option<PathBuf>,
-    /// Evaluate the baselines only.
-    #[arg(long)]
-    baselines_only: bool,
-    /// Rank for at most N test users, a sample drawn from --seed (large
-    /// catalogs: time and memory grow with users × items). The report's
-    /// counts say how many the split had.
-    #[arg(long)]
-    max_users: Option<usize>,
-    /// Also rank two-stage, as a request without candidates is: retrieve
-    /// the K items nearest the user text (plus catalog.related_k linked and
-    /// catalog.popular_k popular ones), let the head rank those; reports
-    /// the retrieval's recall and the `model-retrieve` row.
-    #[arg(long, value_name = "K")]
-    retrieve: Option<usize>,
-    /// Seeds the random baseline and the --max-users sample.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-}
-
 /// `shoprank train`: fits a head and writes a bundle.
-pub fn train(settings: &Settings, args: &TrainArgs) -> Result<()> {
+pub(crate) fn train(settings: &Settings, args: &TrainArgs) -> Result<()> {
     let started = Instant::now();
     let options = args.options()?;
     // Saving replaces the output directory whole: a directory of versions
@@ -344,73 +348,7 @@ pub fn train(settings: &Settings, args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// `shoprank eval`: EVAL_PROTOCOL v1 for the bundle and the baselines.
-pub fn eval(settings: &Settings, args: &EvalArgs) -> Result<()> {
-    let started = Instant::now();
-    let data = args.data.load(settings)?;
-    let encoder = Encoder::open(&settings.encoder)?;
-    let bundle = if args.baselines_only {
-        None
-    } else {
-        Some(Bundle::load(&settings.bundle.path, &encoder.identity(), encoder.precision())?)
-    };
-    let mut store = EmbedStore::open(args.data.cache_dir(), &encoder)?;
-    let t_end = args.test_end.as_deref().map(parse_cutoff).transpose().map_err(anyhow::Error::msg)?;
-    let mut split = Split::new(&data, args.data.test_start()?, t_end);
-    let sampled_from = args.max_users.and_then(|max| split.sample_test_users(max, args.seed));
-    let history_events = split.history.len();
-    let prepared = PreparedSplit::new(split, &encoder, &SplitSettings::from_settings(settings), &mut store)?;
-    let mut methods: Vec<&str> = BASELINES.iter().chain(REFERENCES.iter()).copied().collect();
-    if bundle.is_some() {
-        methods.push("model");
-    }
-    let head = bundle.as_ref().map(Bundle::head);
-    let retrieval = match (args.retrieve, &head) {
-        (Some(k), Some(_)) => Some(RetrievalSizes {
-            retrieve_k: k,
-            related_k: settings.catalog.related_k,
-            popular_k: settings.catalog.popular_k,
-        }),
-        (Some(_), None) => bail!("--retrieve needs the model: drop --baselines-only"),
-        (None, _) => None,
-    };
-    let (results, retrieval) = eval::evaluate(&prepared, &store, head, &methods, args.seed, true, retrieval)?;
-    let report = EvalReport {
-        protocol: "EVAL_PROTOCOL v1".into(),
-        counts: Counts {
-            test_users: prepared.split.test_users.len(),
-            catalog_items: prepared.split.catalog.len(),
-            history_events,
-            sampled_from,
-        },
-        methods: results,
-        retrieval,
-    };
-    print!("{}", eval::format_table(&report));
-    if let Some(bundle) = &bundle {
-        println!(
-            "model = bundle {} on encoder {} ({})",
-            bundle.version(),
-            encoder.name(),
-            encoder.precision().as_str()
-        );
-    }
-    println!("evaluated in {:.0}s", started.elapsed().as_secs_f64());
-    if let Some(out) = &args.out {
-        create_parent(out)?;
-        std::fs::write(out, serde_json::to_string_pretty(&report)? + "\n")
-            .with_context(|| format!("writing {}", out.display()))?;
-        println!("wrote {}", out.display());
-    }
-    if let Some(chart) = &args.chart {
-        let training = bundle.as_ref().and_then(|b| b.manifest().training.as_ref());
-        create_parent(chart)?;
-        eval::chart::write_chart(chart, &report, training.map_or(&[], |t| &t.epochs[..]))?;
-        println!("wrote {}", chart.display());
-    }
-    Ok(())
-}
-
+/// Creates the directory `path` will be written into.
 fn create_parent(path: &Path) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

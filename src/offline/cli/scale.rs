@@ -30,7 +30,7 @@ pub struct ScaleDataArgs {
 }
 
 /// `shoprank scale-data`: a larger log derived from a real one.
-pub fn scale_data(settings: &crate::config::Settings, args: &ScaleDataArgs) -> Result<()> {
+pub(crate) fn scale_data(settings: &crate::config::Settings, args: &ScaleDataArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&args.cross_share)
         || args.events_per_item.is_nan()
         || args.events_per_item <= 0.0

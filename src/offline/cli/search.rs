@@ -82,7 +82,7 @@ impl EvalSearchArgs {
     }
 }
 
-pub fn eval_search(settings: &Settings, args: &EvalSearchArgs) -> Result<()> {
+pub(crate) fn eval_search(settings: &Settings, args: &EvalSearchArgs) -> Result<()> {
     let started = Instant::now();
     let encoder = Encoder::open(&settings.encoder)?;
     let dir = args.bundle.clone().unwrap_or_else(|| settings.bundle.path.clone());

@@ -16,7 +16,7 @@ use crate::store::{self, Store};
 
 /// Which store a command works on: `--store URL`, else store.url.
 #[derive(Args)]
-pub struct StoreTarget {
+pub(crate) struct StoreTarget {
     /// A directory (embedded store) or a postgres:// URL; default store.url
     /// from the config (SHOPRANK__STORE__URL).
     #[arg(long)]
@@ -73,7 +73,7 @@ pub struct ReportArgs {
     target: StoreTarget,
 }
 
-pub fn run(settings: &Settings, command: &StoreCommand) -> Result<()> {
+pub(crate) fn run(settings: &Settings, command: &StoreCommand) -> Result<()> {
     match command {
         StoreCommand::Import(args) => import(settings, args),
         StoreCommand::Export(args) => export(settings, args),
@@ -224,7 +224,7 @@ fn export(settings: &Settings, args: &ExportArgs) -> Result<()> {
 
 /// `shoprank report`: per A/B variant, the events whose request_id named it,
 /// with click-through and purchase rates per impression.
-pub fn report(settings: &Settings, args: &ReportArgs) -> Result<()> {
+pub(crate) fn report(settings: &Settings, args: &ReportArgs) -> Result<()> {
     let store = args.target.open(settings)?;
     let counts = store.variant_counts()?;
     let mut variants: Vec<&str> = counts.iter().map(|c| c.variant.as_str()).collect();

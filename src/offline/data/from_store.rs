@@ -15,7 +15,7 @@ const CATALOG: &str = "the store's catalog";
 const PURCHASES: &str = "the store's purchases";
 
 /// Reads every catalog item, then every purchase, oldest first.
-pub fn load(store: &dyn Store) -> Result<Dataset, StoreError> {
+pub(crate) fn load(store: &dyn Store) -> Result<Dataset, StoreError> {
     let mut data = Dataset::default();
     let mut item_prices: Vec<Option<f32>> = Vec::new();
     for (index, stored) in store.load_all("")?.into_iter().enumerate() {

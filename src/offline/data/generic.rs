@@ -127,7 +127,7 @@ pub(crate) fn read_items(items_path: &Path, data: &mut Dataset) -> Result<Vec<Op
     Ok(item_prices)
 }
 
-pub fn load(events_path: &Path, items_path: &Path) -> Result<Dataset, DataError> {
+pub(crate) fn load(events_path: &Path, items_path: &Path) -> Result<Dataset, DataError> {
     let mut data = Dataset::default();
     let item_prices = read_items(items_path, &mut data)?;
 

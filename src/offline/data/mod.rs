@@ -7,10 +7,10 @@
 //! - [`from_store`]: the catalog and the purchases of shoprank's own store.
 //! - [`split`]: the protocol's time split, catalog, item texts and test users.
 
-pub mod from_store;
-pub mod generic;
-pub mod retail;
-pub mod split;
+pub(crate) mod from_store;
+pub(crate) mod generic;
+pub(crate) mod retail;
+pub(crate) mod split;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -83,7 +83,7 @@ impl<I> Default for Interner<I> {
 }
 
 impl<I: DenseId> Interner<I> {
-    pub fn intern(&mut self, name: &str) -> I {
+    pub(crate) fn intern(&mut self, name: &str) -> I {
         if let Some(&i) = self.index.get(name) {
             return i;
         }
@@ -92,17 +92,14 @@ impl<I: DenseId> Interner<I> {
         self.index.insert(name.to_string(), i);
         i
     }
-    pub fn get(&self, name: &str) -> Option<I> {
+    pub(crate) fn get(&self, name: &str) -> Option<I> {
         self.index.get(name).copied()
     }
-    pub fn name(&self, i: I) -> &str {
+    pub(crate) fn name(&self, i: I) -> &str {
         &self.names[i.index()]
     }
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.names.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
     }
 }
 
@@ -125,7 +122,7 @@ impl ImportReport {
     /// Counts a row of `file` skipped for `reason` (the summary's key, so a
     /// fixed text); keeps the first few with `detail` (the column, the value
     /// found, what was expected; may be empty) for the person fixing the file.
-    pub fn skip(&mut self, file: impl AsRef<Path>, line: usize, reason: &str, detail: &str) {
+    pub(crate) fn skip(&mut self, file: impl AsRef<Path>, line: usize, reason: &str, detail: &str) {
         *self.skipped.entry(reason.to_string()).or_default() += 1;
         if self.examples.len() < 10 {
             let detail = if detail.is_empty() { String::new() } else { format!(": {detail}") };
@@ -135,7 +132,7 @@ impl ImportReport {
 
     /// Counts a row of `file` kept with a value ignored for `reason`; keeps
     /// the first few with `detail`, as [`ImportReport::skip`] does.
-    pub fn warn(&mut self, file: impl AsRef<Path>, line: usize, reason: &str, detail: &str) {
+    pub(crate) fn warn(&mut self, file: impl AsRef<Path>, line: usize, reason: &str, detail: &str) {
         *self.warned.entry(reason.to_string()).or_default() += 1;
         if self.examples.len() < 10 {
             self.examples.push(format!("{}, line {line}: {reason}: {detail}", file.as_ref().display()));
@@ -151,7 +148,7 @@ impl ImportReport {
         DataError::Empty { path, summary: self.summary(), first_skipped }
     }
 
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let mut text = format!("{} rows read, {} kept", self.rows, self.kept);
         for (reason, count) in &self.skipped {
             text.push_str(&format!(", {count} skipped ({reason})"));
@@ -228,7 +225,7 @@ impl DataSource {
     }
 }
 
-pub use crate::config::redacted;
+pub(crate) use crate::config::redacted;
 
 /// A header's column name as written, less a spreadsheet's byte order mark
 /// and surrounding spaces.

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::{header_name, missing_column, open_maybe_gz, parse_time, DataError, Dataset, Event};
 
 /// Stock codes that are postage, fees or manual adjustments, not products.
-pub const NON_PRODUCT_CODES: [&str; 12] =
+pub(crate) const NON_PRODUCT_CODES: [&str; 12] =
     ["POST", "D", "DOT", "M", "m", "BANK CHARGES", "C2", "CRUK", "PADS", "AMAZONFEE", "S", "B"];
 
 #[derive(Debug, Deserialize)]
@@ -28,7 +28,7 @@ struct Row {
 const COLUMNS: [&str; 7] =
     ["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID"];
 
-pub fn load(path: &Path) -> Result<Dataset, DataError> {
+pub(crate) fn load(path: &Path) -> Result<Dataset, DataError> {
     let mut reader = csv::ReaderBuilder::new().from_reader(open_maybe_gz(path)?);
     let malformed = |line, problem| DataError::Malformed { path: path.into(), line, problem };
     let header: csv::StringRecord =

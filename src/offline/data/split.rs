@@ -83,7 +83,7 @@ impl<'a> Split<'a> {
 
     /// Keeps a sample of `max` test users drawn from `seed` (in their
     /// order), if there are more; returns how many there were.
-    pub fn sample_test_users(&mut self, max: usize, seed: u64) -> Option<usize> {
+    pub(crate) fn sample_test_users(&mut self, max: usize, seed: u64) -> Option<usize> {
         let all = self.test_users.len();
         if all <= max {
             return None;
@@ -96,12 +96,12 @@ impl<'a> Split<'a> {
     }
 
     /// Positives this split's test users give a training window.
-    pub fn positives(&self) -> usize {
+    pub(crate) fn positives(&self) -> usize {
         self.test_users.iter().map(|u| u.truth.len()).sum()
     }
 
     /// Titles of the user's distinct history items, most recent first.
-    pub fn history_titles(&self, user: UserIdx) -> Vec<&str> {
+    pub(crate) fn history_titles(&self, user: UserIdx) -> Vec<&str> {
         let mut seen = HashSet::new();
         self.user_history
             .get(&user)
@@ -140,7 +140,7 @@ fn item_texts(data: &Dataset, history: &[Event]) -> HashMap<ItemIdx, String> {
 /// Parses a split time given on the command line.
 /// A time as the command line gives it: what [`super::parse_time`] reads,
 /// or `now`, or `now-<N>d` (N days ago), for retraining on a live store.
-pub fn parse_cutoff(text: &str) -> Result<i64, String> {
+pub(crate) fn parse_cutoff(text: &str) -> Result<i64, String> {
     let bad = || format!("`{text}` is not a time (use YYYY-MM-DD[ HH:MM:SS], now, or now-<N>d)");
     if let Some(relative) = text.trim().strip_prefix("now") {
         let now = chrono::Utc::now().timestamp();

@@ -11,7 +11,7 @@ use super::EvalReport;
 use crate::model::bundle::EpochLog;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ChartError {
+pub(crate) enum ChartError {
     #[error("no TrueType font found for chart text (looked in {0}); install fonts-dejavu-core")]
     NoFont(String),
     #[error("drawing the chart: {0}")]
@@ -41,7 +41,7 @@ fn draw_error(e: impl std::fmt::Display) -> ChartError {
     ChartError::Draw(e.to_string())
 }
 
-pub fn write_chart(path: &Path, report: &EvalReport, training: &[EpochLog]) -> Result<(), ChartError> {
+pub(crate) fn write_chart(path: &Path, report: &EvalReport, training: &[EpochLog]) -> Result<(), ChartError> {
     load_font()?;
     let root = BitMapBackend::new(path, (1200, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(draw_error)?;

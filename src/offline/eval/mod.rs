@@ -10,7 +10,7 @@
 //! The retrieval's recall (the share of a user's truth it keeps) is
 //! reported beside it.
 
-pub mod chart;
+pub(crate) mod chart;
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -28,23 +28,23 @@ use crate::offline::prepared::PreparedSplit;
 use crate::offline::ranking_metrics::{mean, rank_by_score, score_ranking, RankingMetrics};
 
 /// The protocol's baselines, in table order.
-pub const BASELINES: [&str; 4] = ["random", "popularity", "text-cosine", "item-knn"];
+pub(crate) const BASELINES: [&str; 4] = ["random", "popularity", "text-cosine", "item-knn"];
 /// Scores beyond the protocol's baselines, reported beside them: the
 /// recent-purchase EASE score (`crate::offline::recent_ease`) is the strongest single
 /// signal among the head's features, so the head has to beat it too.
-pub const REFERENCES: [&str; 1] = ["recent-ease"];
+pub(crate) const REFERENCES: [&str; 1] = ["recent-ease"];
 
 /// Every method of a report, in table (and chart) order.
-pub fn method_order() -> impl Iterator<Item = &'static str> {
+pub(crate) fn method_order() -> impl Iterator<Item = &'static str> {
     BASELINES.iter().chain(REFERENCES.iter()).copied().chain(["model", TWO_STAGE])
 }
 
 /// The head ranking only what retrieval found (`--retrieve`).
-pub const TWO_STAGE: &str = "model-retrieve";
+pub(crate) const TWO_STAGE: &str = "model-retrieve";
 
 /// How many items each retrieval source gives (see `serve::retrieve`).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct RetrievalSizes {
+pub(crate) struct RetrievalSizes {
     pub retrieve_k: usize,
     pub related_k: usize,
     pub popular_k: usize,
@@ -53,7 +53,7 @@ pub struct RetrievalSizes {
 /// The candidates retrieval keeps for test user `index`, as serving's
 /// retrieval picks them: nearest to the user text, linked to the history,
 /// popular.
-pub fn retrieved(
+pub(crate) fn retrieved(
     prepared: &PreparedSplit<'_>,
     store: &EmbedStore,
     index: usize,
@@ -89,7 +89,7 @@ pub fn retrieved(
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Counts {
+pub(crate) struct Counts {
     pub test_users: usize,
     pub catalog_items: usize,
     pub history_events: usize,
@@ -100,7 +100,7 @@ pub struct Counts {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EvalReport {
+pub(crate) struct EvalReport {
     pub protocol: String,
     pub counts: Counts,
     pub methods: BTreeMap<String, RankingMetrics>,
@@ -111,7 +111,7 @@ pub struct EvalReport {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RetrievalReport {
+pub(crate) struct RetrievalReport {
     pub sizes: RetrievalSizes,
     pub mean_retrieved: f64,
     pub recall: f64,
@@ -190,7 +190,7 @@ fn method_scores(
 
 /// Mean metrics of each method over the split's test users, and (with
 /// `retrieval`) the retrieval's report.
-pub fn evaluate(
+pub(crate) fn evaluate(
     prepared: &PreparedSplit<'_>,
     store: &EmbedStore,
     head: Option<&ScoringHead>,
@@ -233,7 +233,7 @@ pub fn evaluate(
 }
 
 /// The report as a fixed-width table, methods in a stable order.
-pub fn format_table(report: &EvalReport) -> String {
+pub(crate) fn format_table(report: &EvalReport) -> String {
     let counts = &report.counts;
     let sampled = counts.sampled_from.map(|all| format!(" (a seeded sample of {all})")).unwrap_or_default();
     let mut out = format!(

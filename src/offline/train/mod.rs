@@ -50,8 +50,8 @@ use self::examples::{add_examples, limit_users, search_sessions, Examples, Vecto
 /// The documented defaults, for tests elsewhere in the crate.
 #[cfg(test)]
 pub(crate) use self::options::tests as tests_support;
-pub use self::options::{InvalidOption, TrainOptions};
-pub use self::run::bce_with_logits;
+pub(crate) use self::options::InvalidOption;
+pub use self::options::TrainOptions;
 use self::run::{restore, snapshot, Run};
 use self::validator::Validator;
 use crate::model::bundle::{EpochLog, RankingMetrics, StageRecord};

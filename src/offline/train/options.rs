@@ -56,7 +56,7 @@ pub struct InvalidOption {
 
 impl TrainOptions {
     /// Checks every option's range and the relations between them.
-    pub fn validate(&self) -> Result<(), InvalidOption> {
+    pub(crate) fn validate(&self) -> Result<(), InvalidOption> {
         let fail = |option: &'static str, problem: String| Err(InvalidOption { option, problem });
         // `hidden` and `members` are the head's shape: `HeadSpec::new` checks them.
         for (option, value) in [

@@ -91,7 +91,7 @@ impl Run {
 
 /// Mean binary cross-entropy of `sigmoid(logits)` against `labels`, in the
 /// stable form `max(x,0) − x·y + log(1 + e^−|x|)`.
-pub fn bce_with_logits(logits: &Tensor, labels: &Tensor) -> candle_core::Result<Tensor> {
+pub(crate) fn bce_with_logits(logits: &Tensor, labels: &Tensor) -> candle_core::Result<Tensor> {
     let softplus = (logits.abs()?.neg()?.exp()? + 1.0)?.log()?;
     (logits.relu()? - logits.mul(labels)? + softplus)?.mean_all()
 }

@@ -19,16 +19,16 @@ use crate::serve::service::{Reloaded, ServiceError};
 
 /// The configured token; `None` turns the admin routes off.
 #[derive(Clone)]
-pub struct AdminToken(Option<Vec<u8>>);
+pub(crate) struct AdminToken(Option<Vec<u8>>);
 
 impl AdminToken {
-    pub fn new(token: &str) -> Self {
+    pub(crate) fn new(token: &str) -> Self {
         Self((!token.is_empty()).then(|| token.as_bytes().to_vec()))
     }
 
     /// Ok if `headers` carry the token. The comparison's time depends on
     /// the token's length only, not on where a guess first differs.
-    pub fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+    pub(crate) fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let Some(expected) = &self.0 else {
             return Err(ApiError::admin_disabled());
         };
@@ -55,7 +55,7 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
 /// `POST /admin/reload`: which bundle to load.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ReloadRequest {
+pub(crate) struct ReloadRequest {
     /// A version in the bundle directory; absent: what its `CURRENT` names
     /// (or the single bundle directory, re-read).
     pub version: Option<String>,
@@ -63,7 +63,7 @@ pub struct ReloadRequest {
 
 /// What a reload or rollback did.
 #[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
-pub struct ReloadResponse {
+pub(crate) struct ReloadResponse {
     /// `installed`, or `unchanged` when that bundle already serves.
     pub outcome: String,
     /// The version serving before.
@@ -83,7 +83,7 @@ impl From<Reloaded> for ReloadResponse {
 
 /// A refused bundle is the caller's to fix (422, saying why); the old
 /// bundle keeps serving either way.
-pub fn refused(error: ServiceError) -> ApiError {
+pub(crate) fn refused(error: ServiceError) -> ApiError {
     use crate::model::versions::VersionsError;
     match error {
         ServiceError::Versions(unknown @ VersionsError::Unknown { .. }) => {

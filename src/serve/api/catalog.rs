@@ -66,7 +66,7 @@ pub(super) async fn get_item(
             let catalog = service.catalog().ok_or_else(ApiError::no_catalog)?;
             let view = catalog.index().read();
             let (item, vector) = view.get(&id).ok_or_else(|| ApiError::item_not_found(&id))?;
-            Ok(Json(CatalogItemOut { item: item.clone(), embedded: vector.is_some() }))
+            Ok(Json(CatalogItemOut { item: item.clone().into(), embedded: vector.is_some() }))
         })
         .await
 }

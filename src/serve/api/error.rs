@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-pub use super::error_kind::ErrorKind;
+pub(crate) use super::error_kind::ErrorKind;
 use crate::serve::embed::EmbedError;
 use crate::serve::ranker::RankError;
 
@@ -34,11 +34,11 @@ pub struct Problem {
 /// Most per-element problems listed in one answer: with each message cut
 /// to `MAX_MESSAGE_BYTES`, the body stays under 4 KB (the message says how
 /// many elements were bad in all).
-pub const MAX_PROBLEMS: usize = 10;
+pub(crate) const MAX_PROBLEMS: usize = 10;
 
 /// The body of every error answer.
 #[derive(Serialize, ToSchema)]
-pub struct ErrorBody<'a> {
+pub(crate) struct ErrorBody<'a> {
     /// What went wrong, for people: a 4xx names the field and the problem, a
     /// 5xx says no more than its kind. A long message is cut short, ending
     /// in `…`.
@@ -54,27 +54,27 @@ pub struct ErrorBody<'a> {
 
 impl ApiError {
     /// An answer of `kind`, with its status and its `Retry-After`.
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self { kind, message: message.into(), retry_after: kind.retry_after(), problems: Vec::new() }
     }
     /// The answer's status: its kind's.
     pub fn status(&self) -> StatusCode {
         self.kind.status()
     }
-    pub fn body_too_large() -> Self {
+    pub(crate) fn body_too_large() -> Self {
         Self::new(ErrorKind::BodyTooLarge, "request body exceeds limits.max_body_bytes")
     }
     /// The body did not arrive within `server.body_read_timeout_secs` (408).
-    pub fn body_timeout(seconds: u64) -> Self {
+    pub(crate) fn body_timeout(seconds: u64) -> Self {
         Self::new(
             ErrorKind::BodyTimeout,
             format!("the request body did not arrive within {seconds} s (server.body_read_timeout_secs)"),
         )
     }
-    pub fn uri_too_long(bytes: usize, limit: usize) -> Self {
+    pub(crate) fn uri_too_long(bytes: usize, limit: usize) -> Self {
         Self::new(ErrorKind::UriTooLong, format!("the request target is {bytes} bytes; the limit is {limit}"))
     }
-    pub fn headers_too_large(count: usize, bytes: usize) -> Self {
+    pub(crate) fn headers_too_large(count: usize, bytes: usize) -> Self {
         Self::new(
             ErrorKind::HeadersTooLarge,
             format!(
@@ -86,35 +86,35 @@ impl ApiError {
     }
     /// Nobody waits for the answer: the client went away or the request
     /// timed out (its timeout was answered already). Never reaches a client.
-    pub fn abandoned() -> Self {
+    pub(crate) fn abandoned() -> Self {
         Self::new(ErrorKind::ClientClosed, "the client went away")
     }
-    pub fn not_found(path: &str) -> Self {
+    pub(crate) fn not_found(path: &str) -> Self {
         Self::new(ErrorKind::NotFound, format!("no route for {path}"))
     }
     /// A catalog item that is not there (404).
-    pub fn item_not_found(id: &str) -> Self {
+    pub(crate) fn item_not_found(id: &str) -> Self {
         Self::new(ErrorKind::ItemNotFound, format!("no catalog item with id `{id}`"))
     }
     /// This service keeps no catalog (only services built without one).
-    pub fn no_catalog() -> Self {
+    pub(crate) fn no_catalog() -> Self {
         Self::new(ErrorKind::NoCatalog, "candidates: required, this service keeps no catalog")
     }
-    pub fn method_not_allowed() -> Self {
+    pub(crate) fn method_not_allowed() -> Self {
         Self::new(ErrorKind::MethodNotAllowed, "method not allowed on this route")
     }
-    pub fn not_ready() -> Self {
+    pub(crate) fn not_ready() -> Self {
         Self::new(ErrorKind::NotReady, "models are still loading; retry shortly")
     }
     /// The encoder thread died: nothing can be ranked until a restart.
-    pub fn encoder_stopped() -> Self {
+    pub(crate) fn encoder_stopped() -> Self {
         Self::new(ErrorKind::EncoderStopped, "the encoder has stopped; the service needs a restart")
     }
-    pub fn timeout(seconds: u64) -> Self {
+    pub(crate) fn timeout(seconds: u64) -> Self {
         Self::new(ErrorKind::Timeout, format!("the request took longer than {seconds} s (server.request_timeout_secs)"))
     }
     /// Some elements of a batch are invalid (422): each is listed.
-    pub fn invalid_batch(kind: ErrorKind, message: impl Into<String>, mut problems: Vec<Problem>) -> Self {
+    pub(crate) fn invalid_batch(kind: ErrorKind, message: impl Into<String>, mut problems: Vec<Problem>) -> Self {
         problems.truncate(MAX_PROBLEMS);
         for problem in &mut problems {
             problem.error = bounded(&problem.error).into_owned();
@@ -122,21 +122,21 @@ impl ApiError {
         Self { problems, ..Self::new(kind, message) }
     }
     /// No or the wrong bearer token on an admin route (401).
-    pub fn unauthorized() -> Self {
+    pub(crate) fn unauthorized() -> Self {
         Self::new(ErrorKind::Unauthorized, "this route needs `Authorization: Bearer <admin.token>`")
     }
     /// The admin routes are off: no admin.token is configured (403).
-    pub fn admin_disabled() -> Self {
+    pub(crate) fn admin_disabled() -> Self {
         Self::new(ErrorKind::AdminDisabled, "admin routes are off: set admin.token (SHOPRANK__ADMIN__TOKEN)")
     }
     /// The store cannot take the write now (its pool is exhausted, or
     /// PostgreSQL is down): logged with its cause, answered 503.
-    pub fn store_unavailable(cause: &dyn std::fmt::Display) -> Self {
+    pub(crate) fn store_unavailable(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "store write failed");
         Self::new(ErrorKind::StoreUnavailable, "the store is unavailable; retry shortly")
     }
     /// An internal failure: logged here with its cause, answered opaquely.
-    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+    pub(crate) fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "request failed");
         Self::new(ErrorKind::Internal, "internal error")
     }
@@ -169,7 +169,7 @@ impl From<RankError> for ApiError {
 /// Longest `error` message sent, in bytes of its JSON text (escapes
 /// included). Messages quote what the request sent (an unknown key, a bad
 /// value, an id); a 1 MB key must not come back as a 1 MB error body.
-pub const MAX_MESSAGE_BYTES: usize = 300;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 300;
 
 /// `message` cut, at a character boundary, so that its JSON escaping takes
 /// at most `MAX_MESSAGE_BYTES` bytes; it ends in an ellipsis when cut.

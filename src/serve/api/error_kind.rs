@@ -2,7 +2,7 @@
 //! stable wire name (the body's `kind`), its `Retry-After` if it has one, and
 //! one sentence for the client. The error body, the status map, the metrics'
 //! `kind` label, the OpenAPI document's error schemas and README.md's table of
-//! error kinds ([`ErrorKind::markdown_table`]) all read it. A new kind is one
+//! error kinds (`ErrorKind::markdown_table`, which a test compares) all read it. A new kind is one
 //! entry here, and its use.
 
 use axum::http::StatusCode;
@@ -24,29 +24,29 @@ macro_rules! error_kinds {
             pub const ALL: &'static [ErrorKind] = &[$(ErrorKind::$variant),+];
 
             /// The stable wire name: the body's `kind`, the metrics' label.
-            pub const fn name(self) -> &'static str {
+            pub(crate) const fn name(self) -> &'static str {
                 match self { $(ErrorKind::$variant => $name,)+ }
             }
 
             /// The HTTP status, as a number.
-            pub const fn code(self) -> u16 {
+            pub(crate) const fn code(self) -> u16 {
                 match self { $(ErrorKind::$variant => $code,)+ }
             }
 
             /// Seconds for the `Retry-After` header, for the kinds that say
             /// when to try again.
-            pub const fn retry_after(self) -> Option<u32> {
+            pub(crate) const fn retry_after(self) -> Option<u32> {
                 match self { $(ErrorKind::$variant => error_kinds!(@retry $($retry)?),)+ }
             }
 
             /// What the kind means, for a client: its doc comment.
-            pub fn doc(self) -> &'static str {
+            pub(crate) fn doc(self) -> &'static str {
                 match self { $(ErrorKind::$variant => concat!($($doc),+).trim(),)+ }
             }
 
             /// The variant's name (`MalformedJson`): the name of its answer in
             /// the OpenAPI document's `components.responses`.
-            pub const fn title(self) -> &'static str {
+            pub(crate) const fn title(self) -> &'static str {
                 match self { $(ErrorKind::$variant => stringify!($variant),)+ }
             }
         }
@@ -163,18 +163,20 @@ error_kinds! {
 
 impl ErrorKind {
     /// The kinds a client can read: all but [`ErrorKind::ClientClosed`].
-    pub fn answered() -> impl Iterator<Item = ErrorKind> {
+    pub(crate) fn answered() -> impl Iterator<Item = ErrorKind> {
         Self::ALL.iter().copied().filter(|kind| *kind != ErrorKind::ClientClosed)
     }
 
     /// The answer's status.
-    pub fn status(self) -> StatusCode {
+    pub(crate) fn status(self) -> StatusCode {
         StatusCode::from_u16(self.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     /// README.md's table of error kinds: one row per answered kind, with its
-    /// doc, its status (and `Retry-After`), and its name.
-    pub fn markdown_table() -> String {
+    /// doc, its status (and `Retry-After`), and its name. A test checks that
+    /// README.md holds it.
+    #[cfg(test)]
+    pub(crate) fn markdown_table() -> String {
         let mut table = String::from("| situation | status | `kind` |\n|---|---|---|\n");
         for kind in Self::answered() {
             let status = match kind.retry_after() {

@@ -14,12 +14,12 @@ use super::openapi::EventsErrors;
 use super::AppState;
 use crate::serve::event_writer::SubmitError;
 use crate::serve::variants::Variants;
-use crate::store::event_log::{EventKind, FeedbackEvent};
+use crate::store::event_log::{self, FeedbackEvent};
 
 /// A batch of events; none is stored unless all are valid.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct EventsRequest {
+pub(crate) struct EventsRequest {
     /// At most `events.max_batch_events`. Kept as raw JSON text until each
     /// event is read on its own, so that every bad one is reported with its
     /// index rather than the first stopping the parse (and no JSON tree is
@@ -31,7 +31,7 @@ pub struct EventsRequest {
 /// One event.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct EventIn {
+pub(crate) struct EventIn {
     /// The storefront's id for this event, 1 to 256 bytes: a retry with
     /// the same id is stored once.
     pub event_id: String,
@@ -54,9 +54,32 @@ pub struct EventIn {
     pub price: Option<f64>,
 }
 
+/// What happened to an item.
+// One variant per `store::event_log::EventKind`, in its order: the order of
+// the document's `enum` list and of serde's "expected one of" message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Impression,
+    Click,
+    AddToCart,
+    Purchase,
+}
+
+impl From<EventKind> for event_log::EventKind {
+    fn from(kind: EventKind) -> Self {
+        match kind {
+            EventKind::Impression => Self::Impression,
+            EventKind::Click => Self::Click,
+            EventKind::AddToCart => Self::AddToCart,
+            EventKind::Purchase => Self::Purchase,
+        }
+    }
+}
+
 /// The answer once every event of the batch is durably stored.
 #[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
-pub struct EventsResponse {
+pub(crate) struct EventsResponse {
     /// Events in the request.
     pub received: usize,
     /// Events stored by this request.
@@ -67,7 +90,7 @@ pub struct EventsResponse {
 
 /// The rules every event meets.
 #[derive(Debug, Clone, Copy)]
-pub struct EventRules {
+pub(crate) struct EventRules {
     pub max_batch_events: usize,
     pub max_future_ms: i64,
 }
@@ -77,7 +100,12 @@ const MAX_REQUEST_ID_BYTES: usize = 128;
 
 impl EventsRequest {
     /// Every event, validated; or 422 listing each bad one.
-    pub fn validate(self, rules: EventRules, now_ms: i64, variants: &Variants) -> Result<Vec<FeedbackEvent>, ApiError> {
+    pub(crate) fn validate(
+        self,
+        rules: EventRules,
+        now_ms: i64,
+        variants: &Variants,
+    ) -> Result<Vec<FeedbackEvent>, ApiError> {
         if self.events.is_empty() {
             return Err(ApiError::new(ErrorKind::EmptyEvents, "events: the list is empty"));
         }
@@ -148,7 +176,7 @@ fn event(raw: &str, rules: EventRules, now_ms: i64, variants: &Variants) -> Resu
         event_id: event.event_id,
         user_id: event.user_id,
         item_id: event.item_id,
-        kind: event.kind,
+        kind: event.kind.into(),
         timestamp_ms,
         request_id: event.request_id,
         variant,

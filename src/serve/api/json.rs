@@ -20,7 +20,7 @@ use serde::{Deserialize, Deserializer};
 use super::error::{ApiError, ErrorKind};
 use super::middleware::BodyDeadline;
 
-pub struct ApiJson<T>(pub T);
+pub(crate) struct ApiJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
 where
@@ -74,7 +74,7 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 /// A `T` read from a JSON object only (see the module docs).
-pub struct Object<T>(pub T);
+pub(crate) struct Object<T>(pub T);
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -97,18 +97,18 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
 }
 
 /// For `#[serde(deserialize_with)]`: a nested struct, from an object only.
-pub fn object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<T, D::Error> {
+pub(crate) fn object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<T, D::Error> {
     Object::deserialize(deserializer).map(|Object(value)| value)
 }
 
 /// For `#[serde(deserialize_with)]`: a list of structs, each from an object.
-pub fn objects<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Vec<T>, D::Error> {
+pub(crate) fn objects<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Vec<T>, D::Error> {
     let list: Vec<Object<T>> = Vec::deserialize(deserializer)?;
     Ok(list.into_iter().map(|Object(value)| value).collect())
 }
 
 /// As [`objects`], for an optional list (`null` or absent: `None`).
-pub fn optional_objects<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+pub(crate) fn optional_objects<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     deserializer: D,
 ) -> Result<Option<Vec<T>>, D::Error> {
     let list: Option<Vec<Object<T>>> = Option::deserialize(deserializer)?;

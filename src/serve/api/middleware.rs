@@ -29,26 +29,26 @@ use super::error::{ApiError, ErrorKind};
 use super::AppState;
 
 /// Longest request target (path and query) accepted, in bytes.
-pub const MAX_URI_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_URI_BYTES: usize = 8 * 1024;
 /// Most request headers accepted.
-pub const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 /// Most bytes of header names and values accepted in all.
-pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// The requests being handled now.
 #[derive(Default)]
-pub struct InFlight {
+pub(crate) struct InFlight {
     count: AtomicUsize,
     drained: Notify,
 }
 
 impl InFlight {
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.count.load(Ordering::Acquire)
     }
 
     /// Resolves once no request is in flight.
-    pub async fn all_answered(&self) {
+    pub(crate) async fn all_answered(&self) {
         loop {
             let drained = self.drained.notified();
             if self.count() == 0 {
@@ -105,7 +105,7 @@ impl Drop for Outcome<'_> {
 }
 
 /// Counts and times every request, and tracks those in flight.
-pub async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(crate) async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -122,7 +122,7 @@ pub async fn record_metrics(State(state): State<AppState>, request: Request, nex
 }
 
 /// Refuses oversized requests from their head alone.
-pub async fn check_head(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(crate) async fn check_head(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let max_body = state.shared.limits.max_body_bytes;
     let declared = request.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
     if declared.is_some_and(|length| length > max_body as u64) {
@@ -142,17 +142,17 @@ pub async fn check_head(State(state): State<AppState>, request: Request, next: N
 
 /// When a request's body must be in by, and the timeout that set it.
 #[derive(Debug, Clone, Copy)]
-pub struct BodyDeadline {
+pub(crate) struct BodyDeadline {
     pub at: Instant,
     pub timeout: std::time::Duration,
 }
 
 /// Cancelled when nobody waits for the request's answer any more.
 #[derive(Debug, Clone)]
-pub struct Abandon(pub CancellationToken);
+pub(crate) struct Abandon(pub CancellationToken);
 
 /// Admission: a permit or 503, before anything else is spent on the request.
-pub async fn admit(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub(crate) async fn admit(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let permit = match state.admit() {
         Ok(permit) => permit,
         Err(error) => return error.into_response(),

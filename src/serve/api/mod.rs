@@ -3,9 +3,12 @@
 //! /v1/catalog/items/{id}` (`catalog`), `POST /v1/events` (`events`),
 //! `POST /admin/reload` and `/admin/rollback` (`admin`), and `GET /health`,
 //! `GET /ready`, `GET /metrics` and the OpenAPI document at `GET
-//! /openapi.json` (`probes`; the document is built in `openapi`). This
-//! module holds what they share: [`AppState`], the blocking-pool helpers,
-//! and [`app`], which assembles the routes.
+//! /openapi.json` (`probes`; the document is built in `openapi`). The wire
+//! types are here too, and only here (`types`, `ranked` for the ranked
+//! items, `events`' event kind): the ranker, the model and the store have no
+//! serde names or OpenAPI schemas; their results are converted at this edge.
+//! This module holds what the routes share: [`AppState`], the blocking-pool
+//! helpers, and [`app`], which assembles the routes.
 //!
 //! A request's path is short and one-way: the head checks and admission (a
 //! concurrency permit, or 503, before the body is read; see `middleware`) →
@@ -15,18 +18,19 @@
 //! serving now (retrieval, scoring, explanations) → JSON response. `server`
 //! owns the server loop (`serve`) and the sockets.
 
-pub mod admin;
+pub(crate) mod admin;
 mod catalog;
-pub mod error;
+pub(crate) mod error;
 mod error_kind;
-pub mod events;
-pub mod json;
-pub mod middleware;
-pub mod openapi;
+pub(crate) mod events;
+pub(crate) mod json;
+pub(crate) mod middleware;
+pub(crate) mod openapi;
 mod probes;
+mod ranked;
 mod recommend;
-pub mod server;
-pub mod types;
+pub(crate) mod server;
+pub(crate) mod types;
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -119,7 +123,7 @@ impl AppState {
     }
 
     /// Resolves once no request is being handled.
-    pub async fn all_answered(&self) {
+    pub(crate) async fn all_answered(&self) {
         self.shared.in_flight.all_answered().await
     }
 

@@ -46,10 +46,10 @@ use super::types::{CandidateIn, CatalogItemIn, HistoryItemIn};
     components(schemas(ErrorBody)),
     modifiers(&TitleAliases, &SharedErrors, &AdminBearer)
 )]
-pub struct ApiDoc;
+pub(crate) struct ApiDoc;
 
 /// The document, as `GET /openapi.json` serves it.
-pub fn document() -> utoipa::openapi::OpenApi {
+pub(crate) fn document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
 

@@ -12,6 +12,7 @@ use super::error::ApiError;
 use super::json::ApiJson;
 use super::middleware::Abandon;
 use super::openapi::RecommendErrors;
+use super::ranked::RankedItem;
 use super::types::{ModelInfo, RecommendRequest, RecommendResponse};
 use super::AppState;
 use crate::model::bundle::Bundle;
@@ -61,6 +62,7 @@ pub(super) async fn recommend(
     let took_ms = started.elapsed().as_secs_f64() * 1e3;
     let request_id = crate::serve::variants::request_id(&variant);
     tracing::debug!(user = user_id.as_deref().unwrap_or("-"), request_id, took_ms, "ranked");
+    let items = items.into_iter().map(RankedItem::from).collect();
     Ok(Json(RecommendResponse { items, model, variant, request_id, took_ms }))
 }
 

@@ -44,7 +44,7 @@ use crate::serve::service::{Service, ServiceError};
 
 /// The read buffer of a connection, which bounds a request's head (request
 /// line and headers). hyper's own default is about 400 KB per connection.
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Headers hyper parses before giving up (bare 431). The middleware refuses
 /// requests with more than [`super::middleware::MAX_HEADERS`] with a JSON body.

@@ -2,20 +2,22 @@
 //! [`RankQuery`](crate::serve::ranker::RankQuery), and of the catalog and
 //! health routes. Every rule here is listed in the README's "Limits and
 //! errors". The types derive their OpenAPI schemas (`openapi`): their doc
-//! comments are the document's descriptions.
+//! comments are the document's descriptions. A domain type that an answer
+//! carries (a stored catalog item) gets a wire copy here, converted at the
+//! edge, so the store knows nothing of the wire format.
 
 use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::store::catalog::CatalogItem;
-
 use super::error::{ApiError, ErrorKind};
 use super::json;
+use super::ranked::RankedItem;
 use crate::config::Limits;
 use crate::serve::catalog::index::ItemFilter;
-use crate::serve::ranker::{Candidate, HistoryItem, RankQuery, RankedItem};
+use crate::serve::ranker::{Candidate, HistoryItem, RankQuery};
+use crate::store::catalog;
 
 /// `POST /recommend`: who the user is, and what to rank (the given
 /// candidates, or else the catalog).
@@ -111,7 +113,7 @@ pub struct CandidateIn {
 
 /// The ranked items, best first, and what served them.
 #[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
-pub struct RecommendResponse {
+pub(crate) struct RecommendResponse {
     pub items: Vec<RankedItem>,
     pub model: ModelInfo,
     /// The A/B variant that served this user (`default` without variants).
@@ -125,7 +127,7 @@ pub struct RecommendResponse {
 
 /// What served a response.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Clone, ToSchema)]
-pub struct ModelInfo {
+pub(crate) struct ModelInfo {
     /// The text encoder's name.
     pub encoder: String,
     /// The encoder's arithmetic (`f32`, `int8`).
@@ -292,7 +294,7 @@ pub struct CatalogItemIn {
 
 /// The answer to `PUT /v1/catalog/items`, once the items are stored.
 #[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
-pub struct UpsertResponse {
+pub(crate) struct UpsertResponse {
     /// Items written by this request.
     pub upserted: usize,
     /// Items in the catalog now.
@@ -304,14 +306,14 @@ pub struct UpsertResponse {
 
 /// The answer to `DELETE /v1/catalog/items/{id}`.
 #[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
-pub struct DeleteResponse {
+pub(crate) struct DeleteResponse {
     /// The id of the item deleted.
     pub deleted: String,
 }
 
 /// The answer to `GET /health`.
 #[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
-pub struct HealthResponse {
+pub(crate) struct HealthResponse {
     /// Always `ok`.
     #[schema(pattern = "^ok$")]
     pub status: String,
@@ -319,7 +321,7 @@ pub struct HealthResponse {
 
 /// The answer to `GET /ready`: what serves requests now.
 #[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
-pub struct ReadyResponse {
+pub(crate) struct ReadyResponse {
     /// Always `ready`.
     #[schema(pattern = "^ready$")]
     pub status: String,
@@ -328,14 +330,14 @@ pub struct ReadyResponse {
 }
 
 /// Most items one request may have explained (each costs 64 head rows).
-pub const MAX_EXPLAINED: usize = 100;
+pub(crate) const MAX_EXPLAINED: usize = 100;
 
 /// Longest item id accepted, in bytes.
-pub const MAX_ITEM_ID_BYTES: usize = 256;
+pub(crate) const MAX_ITEM_ID_BYTES: usize = 256;
 
 impl UpsertRequest {
     /// Checks every item; the error names the first bad one.
-    pub fn validate(self, max_items: usize) -> Result<Vec<CatalogItem>, ApiError> {
+    pub fn validate(self, max_items: usize) -> Result<Vec<catalog::CatalogItem>, ApiError> {
         if self.items.is_empty() {
             return Err(ApiError::new(ErrorKind::EmptyItems, "items: the list is empty"));
         }
@@ -371,7 +373,7 @@ impl UpsertRequest {
                 if !(item.attributes.is_object() || item.attributes.is_null()) {
                     return Err(bad("attributes must be a JSON object".into()));
                 }
-                Ok(CatalogItem {
+                Ok(catalog::CatalogItem {
                     id: item.id,
                     text: item.text,
                     price,
@@ -386,9 +388,35 @@ impl UpsertRequest {
 /// `GET /v1/catalog/items/{id}`: the item as stored, and whether its
 /// embedding is ready (only then can retrieval find it).
 #[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
-pub struct CatalogItemOut {
+pub(crate) struct CatalogItemOut {
     #[serde(flatten)]
     pub item: CatalogItem,
     /// Whether the item's embedding is computed.
     pub embedded: bool,
+}
+
+/// A product as the storefront sends it.
+#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+pub(crate) struct CatalogItem {
+    pub id: String,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<f32>,
+    #[serde(default = "available_by_default")]
+    pub available: bool,
+    /// Free JSON the storefront wants kept with the item (returned as given).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    #[schema(value_type = Object)]
+    pub attributes: serde_json::Value,
+}
+
+fn available_by_default() -> bool {
+    true
+}
+
+impl From<catalog::CatalogItem> for CatalogItem {
+    fn from(item: catalog::CatalogItem) -> Self {
+        let catalog::CatalogItem { id, text, price, available, attributes } = item;
+        Self { id, text, price, available, attributes }
+    }
 }

@@ -27,7 +27,7 @@ const EF_SEARCH: usize = 128;
 /// `1 − cosine`, never negative: the embeddings are unit vectors, and
 /// rounding must not make an exact match's distance below zero.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct CosineDistance;
+pub(crate) struct CosineDistance;
 
 impl Distance<f32> for CosineDistance {
     fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
@@ -35,7 +35,7 @@ impl Distance<f32> for CosineDistance {
     }
 }
 
-pub struct AnnIndex {
+pub(crate) struct AnnIndex {
     graph: Hnsw<'static, f32, CosineDistance>,
     /// Node id → the slot it was inserted for.
     node_slot: Vec<u32>,
@@ -43,7 +43,7 @@ pub struct AnnIndex {
 
 impl AnnIndex {
     /// A graph over `vectors` (slot, vector), inserted in parallel.
-    pub fn build(expected: usize, vectors: &[(usize, &[f32])]) -> Self {
+    pub(crate) fn build(expected: usize, vectors: &[(usize, &[f32])]) -> Self {
         let mut graph = Hnsw::new(LINKS, expected.max(1), MAX_LAYERS, EF_CONSTRUCTION, CosineDistance);
         let data: Vec<(&[f32], usize)> = vectors.iter().enumerate().map(|(node, &(_, v))| (v, node)).collect();
         graph.parallel_insert_slice(&data);
@@ -52,7 +52,7 @@ impl AnnIndex {
     }
 
     /// Inserts `vector` for `slot`; returns its node id.
-    pub fn insert(&mut self, slot: usize, vector: &[f32]) -> usize {
+    pub(crate) fn insert(&mut self, slot: usize, vector: &[f32]) -> usize {
         let node = self.node_slot.len();
         self.graph.set_searching_mode(false);
         self.graph.insert_slice((vector, node));
@@ -61,13 +61,14 @@ impl AnnIndex {
         node
     }
 
-    /// Nodes in the graph, current or stale.
-    pub fn nodes(&self) -> usize {
+    /// Nodes in the graph, current or stale (the tests count them).
+    #[cfg(test)]
+    pub(crate) fn nodes(&self) -> usize {
         self.node_slot.len()
     }
 
     /// Up to `k` slots near `query` whose node `current` accepts, nearest first.
-    pub fn search(&self, query: &[f32], k: usize, current: &dyn Fn(usize, usize) -> bool) -> Vec<usize> {
+    pub(crate) fn search(&self, query: &[f32], k: usize, current: &dyn Fn(usize, usize) -> bool) -> Vec<usize> {
         struct Current<'a> {
             node_slot: &'a [u32],
             current: &'a dyn Fn(usize, usize) -> bool,

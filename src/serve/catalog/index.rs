@@ -37,7 +37,7 @@ pub struct ItemFilter {
 impl ItemFilter {
     /// Whether an item with this id, price and availability passes. An item
     /// without a price passes a price range only when none is set.
-    pub fn allows(&self, id: &str, price: Option<f32>, available: bool) -> bool {
+    pub(crate) fn allows(&self, id: &str, price: Option<f32>, available: bool) -> bool {
         if self.available_only && !available {
             return false;
         }
@@ -94,7 +94,7 @@ pub struct IndexView<'a> {
 /// The text an item is matched on word by word: its text, then the string
 /// and number values of its attributes (top level, and inside lists), so
 /// a search for a brand or a colour finds items that name it only there.
-pub fn lexical_text(item: &CatalogItem) -> Cow<'_, str> {
+pub(crate) fn lexical_text(item: &CatalogItem) -> Cow<'_, str> {
     let Some(attributes) = item.attributes.as_object() else { return Cow::Borrowed(&item.text) };
     let mut text = item.text.clone();
     let mut push = |value: &serde_json::Value| match value {
@@ -135,7 +135,7 @@ impl Ord for Scored {
 
 impl CatalogIndex {
     /// An empty index; with `lexical`, a lexical index beside the vectors.
-    pub fn new(dim: usize, exact_scan_max: usize, lexical: bool) -> Self {
+    pub(crate) fn new(dim: usize, exact_scan_max: usize, lexical: bool) -> Self {
         let lexical = lexical
             .then(|| {
                 LexicalIndex::new()
@@ -214,7 +214,7 @@ impl CatalogIndex {
     /// Applies upserts already made durable: a changed text waits for its
     /// new embedding (the item is not retrievable by vector until then);
     /// the lexical index follows at once.
-    pub fn upsert(&self, items: &[CatalogItem]) {
+    pub(crate) fn upsert(&self, items: &[CatalogItem]) {
         let mut inner = self.write();
         let mut changed: Vec<(u64, String)> = Vec::new();
         for item in items {
@@ -233,7 +233,7 @@ impl CatalogIndex {
         }
     }
 
-    pub fn delete(&self, id: &str) {
+    pub(crate) fn delete(&self, id: &str) {
         let mut inner = self.write();
         if let Some(slot) = inner.by_id.remove(id) {
             if inner.slots[slot].take().is_some_and(|s| s.embedded) {
@@ -246,7 +246,7 @@ impl CatalogIndex {
     }
 
     /// Sets an item's embedding if its text is still `text`.
-    pub fn set_vector(&self, id: &str, text: &str, vector: &[f32]) {
+    pub(crate) fn set_vector(&self, id: &str, text: &str, vector: &[f32]) {
         let mut inner = self.write();
         let Some(&slot) = inner.by_id.get(id) else { return };
         if vector.len() == self.dim && inner.slots[slot].as_ref().is_some_and(|s| s.item.text == text) {
@@ -257,7 +257,7 @@ impl CatalogIndex {
 
     /// Sets many items' embeddings under one write lock (each only if the
     /// item's text is still the one embedded).
-    pub fn set_vectors(&self, embedded: &[(PendingItem, Vec<f32>)]) {
+    pub(crate) fn set_vectors(&self, embedded: &[(PendingItem, Vec<f32>)]) {
         let mut inner = self.write();
         for (item, vector) in embedded {
             let Some(&slot) = inner.by_id.get(&item.id) else { continue };
@@ -335,21 +335,19 @@ impl Inner {
 }
 
 impl IndexView<'_> {
-    pub fn len(&self) -> usize {
+    /// Items held (the tests count them).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.inner.by_id.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.inner.by_id.is_empty()
-    }
-
     /// Every held item's id.
-    pub fn ids(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn ids(&self) -> impl Iterator<Item = &str> {
         self.inner.by_id.keys().map(String::as_str)
     }
 
     /// The item and its embedding (if computed).
-    pub fn get(&self, id: &str) -> Option<(&CatalogItem, Option<&[f32]>)> {
+    pub(crate) fn get(&self, id: &str) -> Option<(&CatalogItem, Option<&[f32]>)> {
         let slot = *self.inner.by_id.get(id)?;
         let entry = self.inner.slots[slot].as_ref()?;
         let vector = entry.embedded.then(|| &self.inner.vectors[slot * self.dim..(slot + 1) * self.dim]);

@@ -17,7 +17,7 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Wakes the ingestion thread and tells it to stop.
 #[derive(Default)]
-pub struct IngestSignal {
+pub(crate) struct IngestSignal {
     pending: Mutex<bool>,
     wake: Condvar,
     stop: AtomicBool,
@@ -25,12 +25,12 @@ pub struct IngestSignal {
 
 impl IngestSignal {
     /// New items are waiting.
-    pub fn notify(&self) {
+    pub(crate) fn notify(&self) {
         *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = true;
         self.wake.notify_one();
     }
 
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.stop.store(true, Ordering::Release);
         self.notify();
     }
@@ -49,7 +49,7 @@ impl IngestSignal {
     }
 }
 
-pub struct IngestWorker {
+pub(crate) struct IngestWorker {
     pub store: Arc<dyn CatalogStore>,
     pub index: Arc<CatalogIndex>,
     pub embedder: Arc<Embedder>,
@@ -63,7 +63,7 @@ pub struct IngestWorker {
 
 impl IngestWorker {
     /// Runs until stopped. Never panics on a failure: logs, waits, retries.
-    pub fn run(self) {
+    pub(crate) fn run(self) {
         while !self.signal.stopped() {
             match self.round() {
                 Ok(0) => self.signal.wait(Duration::from_secs(60)),

@@ -11,10 +11,10 @@
 //! the index is rebuilt from the store, stored embeddings included, so a
 //! restart re-embeds nothing but the items still pending.
 
-pub mod ann;
-pub mod index;
-pub mod ingest;
-pub mod sync;
+pub(crate) mod ann;
+pub(crate) mod index;
+pub(crate) mod ingest;
+pub(crate) mod sync;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -44,7 +44,7 @@ pub struct Catalog {
 
 impl Catalog {
     /// A catalog over any store: loads the index, starts the ingestion thread.
-    pub fn with_store(
+    pub(crate) fn with_store(
         store: Arc<dyn CatalogStore>,
         settings: &CatalogSettings,
         embedder: Arc<Embedder>,
@@ -137,7 +137,7 @@ impl Catalog {
     }
 
     /// Deletes an item durably; false if there was none.
-    pub fn delete(&self, id: &str) -> Result<bool, StoreError> {
+    pub(crate) fn delete(&self, id: &str) -> Result<bool, StoreError> {
         let _one_writer = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let found = self.store.delete(id)?;
         self.index.delete(id);

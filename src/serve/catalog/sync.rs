@@ -22,20 +22,20 @@ use crate::store::catalog::{CatalogStore, CHANGES_KEPT_MS};
 use crate::store::StoreError;
 
 /// How far back each poll looks, for transactions that committed late.
-pub const LOOK_BACK_MS: i64 = 30_000;
+pub(crate) const LOOK_BACK_MS: i64 = 30_000;
 
 /// Items fetched and applied under one hold of the writing lock.
 const SYNC_CHUNK: usize = 500;
 
 /// Tells the sync thread to stop, waking it from its wait.
 #[derive(Default)]
-pub struct StopSignal {
+pub(crate) struct StopSignal {
     stopped: Mutex<bool>,
     wake: Condvar,
 }
 
 impl StopSignal {
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         *self.stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
         self.wake.notify_all();
     }
@@ -49,7 +49,7 @@ impl StopSignal {
     }
 }
 
-pub struct CatalogSync {
+pub(crate) struct CatalogSync {
     pub store: Arc<dyn CatalogStore>,
     pub index: Arc<CatalogIndex>,
     pub encoder_key: String,
@@ -64,7 +64,7 @@ pub struct CatalogSync {
 impl CatalogSync {
     /// Polls until stopped, from the store's clock `since_ms` on (read
     /// before the catalog was loaded, so nothing falls between).
-    pub fn run(self, mut since_ms: i64) {
+    pub(crate) fn run(self, mut since_ms: i64) {
         let mut applied: HashMap<i64, i64> = HashMap::new();
         while !self.stop.wait(self.every) {
             match self.poll(since_ms, &mut applied) {

@@ -24,7 +24,7 @@ use super::{Batcher, EmbedError, Pending, Ticket};
 impl Batcher {
     /// Puts a request's tokenized texts on the queue, or refuses them at
     /// once if they cannot be admitted (see the module docs).
-    pub fn enqueue(&self, texts: Vec<TokenizedText>, ticket: &Ticket) -> Result<Pending, EmbedError> {
+    pub(crate) fn enqueue(&self, texts: Vec<TokenizedText>, ticket: &Ticket) -> Result<Pending, EmbedError> {
         let tokens: usize = texts.iter().map(TokenizedText::len).sum();
         let limit = self.shared.settings.max_request_tokens;
         if tokens > limit {
@@ -36,7 +36,7 @@ impl Batcher {
     /// Refuses at once, before the texts are even tokenized, work of at
     /// least `min_tokens` tokens that [`Batcher::embed`] would refuse. Under
     /// overload most requests are refused, so they should cost little.
-    pub fn precheck(&self, min_tokens: usize, ticket: &Ticket) -> Result<(), EmbedError> {
+    pub(crate) fn precheck(&self, min_tokens: usize, ticket: &Ticket) -> Result<(), EmbedError> {
         let limit = self.shared.settings.max_request_tokens;
         if min_tokens > limit {
             return Err(EmbedError::OverBudget { tokens: min_tokens, limit });

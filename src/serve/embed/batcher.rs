@@ -52,7 +52,7 @@ pub struct Batcher {
 /// path), or blocks in [`Pending::wait_blocking`]. Dropped unfinished (the
 /// request was abandoned, failed or timed out), it withdraws the texts still
 /// queued, so the encoder never embeds them for nobody.
-pub struct Pending {
+pub(crate) struct Pending {
     shared: Arc<Shared>,
     id: u64,
     texts: usize,
@@ -68,7 +68,7 @@ impl Pending {
 
     /// The vectors, in the order the texts were given, once all are done;
     /// `Abandoned` as soon as `ticket` is.
-    pub async fn wait(mut self, ticket: &Ticket) -> Result<Vec<Vec<f32>>, EmbedError> {
+    pub(crate) async fn wait(mut self, ticket: &Ticket) -> Result<Vec<Vec<f32>>, EmbedError> {
         let mut out = vec![Vec::new(); self.texts];
         for _ in 0..self.texts {
             tokio::select! {
@@ -92,7 +92,7 @@ impl Pending {
     /// one), as the channel and the ticket need no runtime to wake it;
     /// `unconstrained` keeps tokio's per-task budget, which the channel
     /// would otherwise spend inside a task, from turning the wait into a spin.
-    pub fn wait_blocking(self, ticket: &Ticket) -> Result<Vec<Vec<f32>>, EmbedError> {
+    pub(crate) fn wait_blocking(self, ticket: &Ticket) -> Result<Vec<Vec<f32>>, EmbedError> {
         futures_executor::block_on(tokio::task::unconstrained(self.wait(ticket)))
     }
 }
@@ -125,7 +125,7 @@ impl Batcher {
     }
 
     /// False once the encoder thread has stopped: nothing can be embedded.
-    pub fn is_alive(&self) -> bool {
+    pub(crate) fn is_alive(&self) -> bool {
         !self.shared.stopped.load(Ordering::Acquire)
     }
 

@@ -14,7 +14,7 @@ use super::{Batcher, EmbedError, Embedder, Ticket};
 impl Batcher {
     /// As [`Batcher::embed`], on the background queue (catalog ingestion):
     /// no token or time budget, never abandoned.
-    pub fn embed_background(&self, texts: Vec<TokenizedText>) -> Result<Vec<Vec<f32>>, EmbedError> {
+    pub(crate) fn embed_background(&self, texts: Vec<TokenizedText>) -> Result<Vec<Vec<f32>>, EmbedError> {
         let ticket = Ticket::detached();
         self.submit(texts, &ticket, true)?.wait_blocking(&ticket)
     }
@@ -23,7 +23,7 @@ impl Batcher {
 impl Embedder {
     /// Embeds texts on the background queue, bypassing the cache (catalog
     /// ingestion keeps its vectors in the catalog). Blocks.
-    pub fn embed_background(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+    pub(crate) fn embed_background(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let tokenized = texts.iter().map(|text| self.encoder.tokenize(text)).collect::<Result<Vec<_>, _>>()?;
         self.batcher.embed_background(tokenized)
     }

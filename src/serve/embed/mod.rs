@@ -41,7 +41,8 @@ use crate::model::encoder::{Encoder, EncoderError, TokenizedText};
 use crate::serve::cache::{Embedding, EmbeddingCache};
 use crate::serve::metrics::Metrics;
 
-pub use self::batcher::{Batcher, Pending};
+pub use self::batcher::Batcher;
+pub(crate) use self::batcher::Pending;
 use self::bookkeeping::Lookup;
 pub use self::ticket::Ticket;
 pub use self::worker::BatchForward;
@@ -77,7 +78,7 @@ impl From<EncoderError> for EmbedError {
 /// A request's texts with the embed job (see [`Embedder::begin`]): the
 /// vectors the cache held, and the encoder's pending work for the rest.
 /// Dropping it withdraws that work.
-pub struct EmbedJob {
+pub(crate) struct EmbedJob {
     lookup: Lookup,
     pending: Pending,
     cache: Arc<EmbeddingCache>,
@@ -86,7 +87,7 @@ pub struct EmbedJob {
 impl EmbedJob {
     /// Waits, without holding a thread, until the encoder's vectors are
     /// in; `Abandoned` as soon as `ticket` is (see [`Pending::wait`]).
-    pub async fn wait(self, ticket: &Ticket) -> Result<Embedded, EmbedError> {
+    pub(crate) async fn wait(self, ticket: &Ticket) -> Result<Embedded, EmbedError> {
         let Self { lookup, pending, cache } = self;
         let vectors = pending.wait(ticket).await?;
         Ok(Embedded { lookup, vectors, cache })
@@ -94,7 +95,7 @@ impl EmbedJob {
 
     /// As [`EmbedJob::wait`], blocking the calling thread (see
     /// [`Pending::wait_blocking`]).
-    pub fn wait_blocking(self, ticket: &Ticket) -> Result<Embedded, EmbedError> {
+    pub(crate) fn wait_blocking(self, ticket: &Ticket) -> Result<Embedded, EmbedError> {
         let Self { lookup, pending, cache } = self;
         let vectors = pending.wait_blocking(ticket)?;
         Ok(Embedded { lookup, vectors, cache })
@@ -104,7 +105,7 @@ impl EmbedJob {
 /// A finished [`EmbedJob`]: [`Embedded::into_vectors`] caches the new
 /// vectors and returns every text's, which is CPU work for the caller's
 /// (blocking) thread, not for the async wait.
-pub struct Embedded {
+pub(crate) struct Embedded {
     lookup: Lookup,
     vectors: Vec<Vec<f32>>,
     cache: Arc<EmbeddingCache>,
@@ -112,7 +113,7 @@ pub struct Embedded {
 
 impl Embedded {
     /// Every text's vector, in the order the texts were given.
-    pub fn into_vectors(self) -> Vec<Embedding> {
+    pub(crate) fn into_vectors(self) -> Vec<Embedding> {
         self.lookup.place(&self.cache, self.vectors)
     }
 }
@@ -148,7 +149,7 @@ impl Embedder {
     }
 
     /// False once the encoder thread has stopped.
-    pub fn is_alive(&self) -> bool {
+    pub(crate) fn is_alive(&self) -> bool {
         self.batcher.is_alive()
     }
 
@@ -164,14 +165,14 @@ impl Embedder {
     /// cache lookups, tokenizing the texts it misses, and putting them on the
     /// encoder queue (or refusing them). The vectors then come through the
     /// [`EmbedJob`].
-    pub fn begin(&self, texts: &[&str], ticket: &Ticket) -> Result<EmbedJob, EmbedError> {
+    pub(crate) fn begin(&self, texts: &[&str], ticket: &Ticket) -> Result<EmbedJob, EmbedError> {
         self.begin_with(texts, Vec::new(), ticket)
     }
 
     /// As [`Embedder::begin`], where `tokens[i]` (if any) already holds
     /// `texts[i]`'s tokens, exactly as the encoder would make them: a
     /// missing text with tokens is not tokenized again.
-    pub fn begin_with(
+    pub(crate) fn begin_with(
         &self,
         texts: &[&str],
         mut tokens: Vec<Option<TokenizedText>>,

@@ -19,7 +19,7 @@ pub struct Ticket {
 }
 
 impl Ticket {
-    pub fn new(cancel: CancellationToken, deadline: Instant) -> Self {
+    pub(crate) fn new(cancel: CancellationToken, deadline: Instant) -> Self {
         Self { cancel, deadline: Some(deadline) }
     }
 
@@ -29,12 +29,12 @@ impl Ticket {
     }
 
     /// True once nobody waits for the answer: stop working on it.
-    pub fn is_abandoned(&self) -> bool {
+    pub(crate) fn is_abandoned(&self) -> bool {
         self.cancel.is_cancelled()
     }
 
     /// Fails with [`EmbedError::Abandoned`] once nobody waits.
-    pub fn check(&self) -> Result<(), EmbedError> {
+    pub(crate) fn check(&self) -> Result<(), EmbedError> {
         if self.is_abandoned() {
             Err(EmbedError::Abandoned)
         } else {
@@ -43,11 +43,11 @@ impl Ticket {
     }
 
     /// Marks the work abandoned: everything waiting on the ticket stops.
-    pub fn abandon(&self) {
+    pub(crate) fn abandon(&self) {
         self.cancel.cancel();
     }
 
-    pub fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         self.deadline
     }
 

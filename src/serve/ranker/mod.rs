@@ -31,8 +31,8 @@ use crate::serve::metrics::Metrics;
 use crate::serve::retrieve::RetrievalLimits;
 use crate::serve::title_tokens::TitleTokenCache;
 
-pub use self::pipeline::Begun;
-pub use self::request::{Candidate, Explanation, HistoryItem, RankQuery, RankedItem, Reason};
+pub use self::request::{Candidate, HistoryItem, RankQuery};
+pub(crate) use self::request::{Explanation, RankedItem, Reason};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RankError {
@@ -117,7 +117,7 @@ impl Ranker {
     /// One full request through every part with `bundle`, so the first real
     /// request does not pay for lazy initialisation, and a bundle whose scores
     /// are not probabilities never serves.
-    pub fn warm_up(&self, bundle: &Bundle) -> Result<(), RankError> {
+    pub(crate) fn warm_up(&self, bundle: &Bundle) -> Result<(), RankError> {
         let mut query = RankQuery::new(
             Some("warm-up".into()),
             vec![HistoryItem { id: None, text: "warm-up history item".into() }],

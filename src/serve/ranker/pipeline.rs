@@ -65,7 +65,7 @@ impl Ranker {
     /// sees the corrected query), composes the user text and asks the embed
     /// job for every text's vector; the texts the cache misses go on the
     /// encoder queue (or are refused, see `serve::embed`).
-    pub fn begin(
+    pub(crate) fn begin(
         &self,
         mut query: RankQuery,
         catalog: Option<&Catalog>,
@@ -91,7 +91,7 @@ impl Ranker {
 
     /// The second half, once the encoder's vectors are in: retrieval (for a
     /// request without candidates), scoring, ordering, explanations.
-    pub fn end(
+    pub(crate) fn end(
         &self,
         bundle: &Bundle,
         begun: Begun,
@@ -223,7 +223,7 @@ fn given_candidates(query: &RankQuery) -> Vec<&Candidate> {
 }
 
 /// A request whose texts are with the embed job (see [`Ranker::begin`]).
-pub struct Begun {
+pub(crate) struct Begun {
     query: RankQuery,
 }
 

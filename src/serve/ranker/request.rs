@@ -1,7 +1,8 @@
 //! What a ranking request and its answer are, inside the library: the
 //! validated [`RankQuery`] (with its [`HistoryItem`]s and [`Candidate`]s)
 //! the API builds from the wire request, and the [`RankedItem`]s, with their
-//! optional [`Explanation`], the ranker returns.
+//! optional [`Explanation`], the ranker returns. No wire format here: the
+//! API converts these into its own response types (`serve::api::ranked`).
 
 use crate::model::explain::ReasonKind;
 use crate::serve::catalog::index::ItemFilter;
@@ -55,19 +56,18 @@ impl RankQuery {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RankedItem {
     pub id: String,
     pub score: f32,
     pub rank: usize,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub explanation: Option<Explanation>,
 }
 
 /// Why an item scored what it did (see `model::explain`):
 /// `score = baseline + Σ reasons' contributions + unlisted`, exactly;
 /// `reasons` lists the groups that raised the score, largest first.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Explanation {
     /// The score of this pair with every item feature at its training mean.
     pub baseline: f32,
@@ -78,13 +78,12 @@ pub struct Explanation {
     pub unlisted: f32,
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Reason {
     pub kind: ReasonKind,
     pub text: String,
     /// Change in purchase probability this reason accounts for.
     pub contribution: f32,
     /// The history items behind it (bought together with, similar to).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history_ids: Vec<String>,
 }

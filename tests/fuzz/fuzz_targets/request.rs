@@ -5,13 +5,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shoprank::config::Settings;
-use shoprank::serve::api::json::parse;
-use shoprank::serve::api::types::{RecommendRequest, UpsertRequest};
+use shoprank::{parse_body, RecommendRequest, Settings, UpsertRequest};
 
 fuzz_target!(|body: &[u8]| {
     let limits = Settings::load(None).expect("default settings").limits;
-    match parse::<RecommendRequest>(body) {
+    match parse_body::<RecommendRequest>(body) {
         Ok(request) => match request.validate(&limits) {
             Ok(query) => {
                 assert!(query.top_k >= 1);
@@ -19,16 +17,16 @@ fuzz_target!(|body: &[u8]| {
                 assert!(query.history.len() <= limits.max_history);
                 assert!((0.0..=1.0).contains(&query.diversity));
             }
-            Err(error) => assert!(error.status.is_client_error(), "{error:?}"),
+            Err(error) => assert!(error.status().is_client_error(), "{error:?}"),
         },
-        Err(error) => assert!(error.status.is_client_error(), "{error:?}"),
+        Err(error) => assert!(error.status().is_client_error(), "{error:?}"),
     }
-    match parse::<UpsertRequest>(body) {
+    match parse_body::<UpsertRequest>(body) {
         Ok(request) => {
             if let Err(error) = request.validate(1000) {
-                assert!(error.status.is_client_error(), "{error:?}");
+                assert!(error.status().is_client_error(), "{error:?}");
             }
         }
-        Err(error) => assert!(error.status.is_client_error(), "{error:?}"),
+        Err(error) => assert!(error.status().is_client_error(), "{error:?}"),
     }
 });

@@ -9,8 +9,7 @@ use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use shoprank::config::UserTextBudget;
-use shoprank::model::user_text::{compose_with_ids, IdJoin, UserSignals};
+use shoprank::{compose_with_ids, IdJoin, UserSignals, UserTextBudget};
 use tokenizers::Tokenizer;
 
 #[derive(Arbitrary, Debug)]
