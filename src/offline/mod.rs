@@ -13,6 +13,7 @@
 //! - [`search_terms`]: title words, the query relevance rule, pseudo-queries.
 //! - [`search_judged`]: `shoprank eval-search --judged` — search on a shop's
 //!   own judged queries (real queries, graded judgements) over its whole catalog.
+//! - [`judged_typos`]: the same queries with one typo each (`--typos`).
 //! - [`resources`]: wall time and peak memory of each stage of a run.
 //! - [`ranking_metrics`]: NDCG@10, Recall@10, HR@10, MRR, AUC of one ranking.
 //! - [`train`]: `shoprank train` — examples, epochs, model selection, refit, ensemble.
@@ -23,6 +24,7 @@ pub(crate) mod cli;
 pub(crate) mod data;
 pub(crate) mod embed_store;
 pub(crate) mod eval;
+pub(crate) mod judged_typos;
 pub(crate) mod prepared;
 pub(crate) mod ranking_metrics;
 pub(crate) mod recent_ease;

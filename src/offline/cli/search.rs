@@ -13,6 +13,7 @@ use crate::model::bundle::Bundle;
 use crate::model::encoder::Encoder;
 use crate::model::relevance::Banding;
 use crate::offline::embed_store::EmbedStore;
+use crate::offline::judged_typos;
 use crate::offline::search_eval::{self, QuerySetRule};
 use crate::offline::search_judged::{self, JudgedRule, JudgedScorer};
 
@@ -156,7 +157,7 @@ fn eval_judged(
     let report = search_judged::evaluate(&set, rule, &scorer, &mut store)?;
     print!("{}", search_judged::format_judged_table(&report));
     if let Some(seed) = args.typos {
-        let (clean, mistyped) = search_judged::with_typos(&set, seed);
+        let (clean, mistyped) = judged_typos::with_typos(&set, seed);
         let clean_report = search_judged::evaluate(&clean, rule, &scorer, &mut store)?;
         let typo_report = search_judged::evaluate(&mistyped, rule, &scorer, &mut store)?;
         println!("the {} queries with a word to mistype, clean:", clean.queries.len());
