@@ -11,6 +11,12 @@
 //!
 //! A request whose client goes away after queueing is still written: the
 //! events are valid, and their ids make the client's retry a no-op.
+//!
+//! A shopper's erasure (`DELETE /v1/users/{id}`) goes through the same
+//! queue, in its place: every batch queued before it is committed first,
+//! then the erasure runs in a transaction of its own. So no event accepted
+//! before the erasure is written after it answered; a batch queued after it
+//! is new data, and kept.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
@@ -26,6 +32,9 @@ use crate::store::StoreError;
 /// Which events of a batch were new (the others were stored before).
 pub(crate) type Committed = Result<Vec<bool>, Arc<StoreError>>;
 
+/// How many stored events of a user an erasure deleted.
+pub(crate) type Erased = Result<u64, Arc<StoreError>>;
+
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SubmitError {
     #[error("the event queue holds {queued} of at most {limit} events (events.max_queued_events)")]
@@ -34,9 +43,21 @@ pub(crate) enum SubmitError {
     Stopped,
 }
 
-struct Job {
+/// A request's batch of events.
+struct Append {
     events: Vec<FeedbackEvent>,
     done: oneshot::Sender<Committed>,
+}
+
+/// A shopper's erasure: every stored event of `user_id` deleted.
+struct Erase {
+    user_id: String,
+    done: oneshot::Sender<Erased>,
+}
+
+enum Job {
+    Append(Append),
+    Erase(Erase),
 }
 
 #[derive(Default)]
@@ -88,7 +109,23 @@ impl EventWriter {
             return Err(SubmitError::Full { queued: queue.events, limit: self.limit });
         }
         queue.events += events.len();
-        queue.jobs.push_back(Job { events, done });
+        queue.jobs.push_back(Job::Append(Append { events, done }));
+        drop(queue);
+        self.shared.wake.notify_one();
+        Ok(receiver)
+    }
+
+    /// Queues the erasure of every stored event of `user_id`, behind the
+    /// batches queued now (which are committed first, then erased with the
+    /// rest); the receiver resolves once the erasure is committed. It holds
+    /// no events, so a full queue does not refuse it.
+    pub(crate) fn erase(&self, user_id: String) -> Result<oneshot::Receiver<Erased>, SubmitError> {
+        let (done, receiver) = oneshot::channel();
+        let mut queue = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if queue.stopping {
+            return Err(SubmitError::Stopped);
+        }
+        queue.jobs.push_back(Job::Erase(Erase { user_id, done }));
         drop(queue);
         self.shared.wake.notify_one();
         Ok(receiver)
@@ -130,24 +167,33 @@ fn yield_to_requests() {
 
 fn write_loop(shared: &Shared, store: &dyn EventStore, max_commit: usize, metrics: &Metrics) {
     loop {
-        // Take every job queued meanwhile, up to max_commit events (and at
-        // least one job, however large).
+        // Take an erasure alone, or every batch queued meanwhile up to the
+        // next erasure and max_commit events (at least one, however large).
         let jobs = {
             let mut queue = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
             while queue.jobs.is_empty() && !queue.stopping {
                 queue = shared.wake.wait(queue).unwrap_or_else(|p| p.into_inner());
             }
-            if queue.jobs.is_empty() {
-                return;
+            if let Some(Job::Erase(_)) = queue.jobs.front() {
+                if let Some(Job::Erase(erase)) = queue.jobs.pop_front() {
+                    drop(queue);
+                    run_erase(store, erase, metrics);
+                }
+                continue;
             }
             let mut taken = Vec::new();
             let mut events = 0;
-            while let Some(job) = queue.jobs.front() {
+            while let Some(Job::Append(job)) = queue.jobs.front() {
                 if !taken.is_empty() && events + job.events.len() > max_commit {
                     break;
                 }
                 events += job.events.len();
-                taken.extend(queue.jobs.pop_front());
+                if let Some(Job::Append(job)) = queue.jobs.pop_front() {
+                    taken.push(job);
+                }
+            }
+            if taken.is_empty() {
+                return;
             }
             taken
         };
@@ -170,6 +216,21 @@ fn write_loop(shared: &Shared, store: &dyn EventStore, max_commit: usize, metric
     }
 }
 
+/// Deletes the user's stored events; counted and logged with the count
+/// only: the id is personal data, and a log is kept longer than the store.
+fn run_erase(store: &dyn EventStore, erase: Erase, metrics: &Metrics) {
+    let result = store.erase_user(&erase.user_id).map_err(Arc::new);
+    match &result {
+        Ok(deleted) => {
+            metrics.user_erasures.inc();
+            metrics.erased_events.inc_by(*deleted);
+            tracing::info!(deleted_events = deleted, "a user's events were erased");
+        }
+        Err(error) => tracing::error!(%error, "erasing a user's events failed"),
+    }
+    let _ = erase.done.send(result);
+}
+
 /// Counts stored events by kind and variant, and the duplicates, once
 /// committed (whether or not the request still waits for its answer).
 fn count(metrics: &Metrics, events: &[FeedbackEvent], new: &[bool]) {
@@ -190,7 +251,7 @@ fn count(metrics: &Metrics, events: &[FeedbackEvent], new: &[bool]) {
 /// transaction of its own, so that the batch at fault fails alone rather
 /// than every request that shared its commit; any other failure (the store
 /// unreachable or busy) fails them all at once.
-fn commit(store: &dyn EventStore, jobs: &[Job]) -> Vec<Committed> {
+fn commit(store: &dyn EventStore, jobs: &[Append]) -> Vec<Committed> {
     let batches: Vec<&[FeedbackEvent]> = jobs.iter().map(|job| job.events.as_slice()).collect();
     match store.append(&batches) {
         Ok(new) => new.into_iter().map(Ok).collect(),
@@ -222,6 +283,8 @@ mod tests {
     struct TestStore {
         gate: Option<Mutex<mpsc::Receiver<()>>>,
         commits: Mutex<Vec<usize>>,
+        /// What the commits stored, less what erasures deleted.
+        stored: Mutex<Vec<FeedbackEvent>>,
     }
 
     impl EventStore for TestStore {
@@ -235,7 +298,14 @@ mod tests {
                 return Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(refusal, None)));
             }
             self.commits.lock().unwrap().push(batches.iter().map(|b| b.len()).sum());
+            self.stored.lock().unwrap().extend(batches.iter().flat_map(|b| b.iter().cloned()));
             Ok(batches.iter().map(|b| vec![true; b.len()]).collect())
+        }
+        fn erase_user(&self, user_id: &str) -> Result<u64, StoreError> {
+            let mut stored = self.stored.lock().unwrap();
+            let before = stored.len();
+            stored.retain(|e| e.user_id != user_id);
+            Ok((before - stored.len()) as u64)
         }
         fn scan(&self, _: &[EventKind], _: &mut dyn FnMut(FeedbackEvent)) -> Result<(), StoreError> {
             Ok(())
@@ -249,10 +319,14 @@ mod tests {
     }
 
     fn events(n: usize) -> Vec<FeedbackEvent> {
+        events_of("u", n)
+    }
+
+    fn events_of(user: &str, n: usize) -> Vec<FeedbackEvent> {
         (0..n)
             .map(|i| FeedbackEvent {
-                event_id: format!("e{i}"),
-                user_id: "u".into(),
+                event_id: format!("{user}{i}"),
+                user_id: user.into(),
                 item_id: "i".into(),
                 kind: EventKind::Click,
                 timestamp_ms: 0,
@@ -296,9 +370,9 @@ mod tests {
     fn a_batch_the_store_refuses_fails_alone() {
         let mut poisoned = events(3);
         poisoned[1].event_id = "poison".into();
-        let jobs: Vec<Job> = [events(2), poisoned, events(4)]
+        let jobs: Vec<Append> = [events(2), poisoned, events(4)]
             .into_iter()
-            .map(|events| Job { events, done: oneshot::channel().0 })
+            .map(|events| Append { events, done: oneshot::channel().0 })
             .collect();
         let results = commit(&TestStore::default(), &jobs);
         assert_eq!(results.len(), 3);
@@ -316,6 +390,46 @@ mod tests {
         bad[0].event_id = "poison".into();
         assert!(writer.submit(bad).unwrap().blocking_recv().unwrap().is_err());
         assert!(writer.submit(events(2)).unwrap().blocking_recv().unwrap().is_ok());
+        assert_eq!(writer.queued(), 0);
+    }
+
+    /// Issue 30: an erasure queued behind batches of its user's events (one
+    /// being committed, one still queued) deletes them all: none is written
+    /// after it answered. A batch queued after it is kept.
+    #[test]
+    fn an_erasure_deletes_the_events_queued_before_it_and_keeps_later_ones() {
+        let (open, gate) = mpsc::channel();
+        let store = Arc::new(TestStore { gate: Some(Mutex::new(gate)), ..TestStore::default() });
+        let settings =
+            EventSettings { max_batch_events: 10, max_queued_events: 30, max_commit_events: 100, max_future_hours: 1 };
+        let metrics = Metrics::new();
+        let writer = EventWriter::start(store.clone(), settings, metrics.clone()).unwrap();
+        // The first batch is taken by the writer, which then waits at the gate.
+        let committing = writer.submit(events_of("gone", 3)).unwrap();
+        while !writer.shared.queue.lock().unwrap().jobs.is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let queued = writer.submit([events_of("gone", 2), events_of("stays", 1)].concat()).unwrap();
+        let mut erased = writer.erase("gone".into()).unwrap();
+        let mut after = events_of("gone", 1);
+        after[0].event_id = "came-back".into();
+        let after = writer.submit(after).unwrap();
+        // Nothing is erased while the batches before it wait.
+        assert!(erased.try_recv().is_err());
+        for _ in 0..3 {
+            open.send(()).unwrap();
+        }
+        assert_eq!(erased.blocking_recv().unwrap().unwrap(), 5, "both earlier batches, committed then erased");
+        assert!(committing.blocking_recv().unwrap().is_ok() && queued.blocking_recv().unwrap().is_ok());
+        assert!(after.blocking_recv().unwrap().is_ok());
+        let ids: Vec<String> = store.stored.lock().unwrap().iter().map(|e| e.event_id.clone()).collect();
+        assert_eq!(ids, ["stays0", "came-back"]);
+        // A second erasure finds nothing of what it erased.
+        let again = writer.erase("gone".into()).unwrap();
+        assert_eq!(again.blocking_recv().unwrap().unwrap(), 1, "only the event queued after the first");
+        let text = metrics.render();
+        assert!(text.contains("shoprank_user_erasures_total 2"), "{text}");
+        assert!(text.contains("shoprank_erased_events_total 6"), "{text}");
         assert_eq!(writer.queued(), 0);
     }
 }

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub catalog_embedded: IntCounter,
     pub events_stored: IntCounterVec,
     pub events_duplicate: IntCounter,
+    pub user_erasures: IntCounter,
+    pub erased_events: IntCounter,
     pub event_queue: IntGauge,
     pub event_commit_seconds: Histogram,
     pub event_commit_events: Histogram,
@@ -167,6 +169,16 @@ impl Metrics {
                 "Feedback events received again (same event_id) and not stored twice",
             )
             .expect("metric"),
+            user_erasures: IntCounter::new(
+                "shoprank_user_erasures_total",
+                "Shoppers' erasures committed (DELETE /v1/users/{id}), a second one of the same user included",
+            )
+            .expect("metric"),
+            erased_events: IntCounter::new(
+                "shoprank_erased_events_total",
+                "Stored feedback events deleted by shoppers' erasures",
+            )
+            .expect("metric"),
             event_queue: IntGauge::new("shoprank_event_queue_events", "Events accepted and not yet committed")
                 .expect("metric"),
             event_commit_seconds: Histogram::with_opts(
@@ -222,6 +234,8 @@ impl Metrics {
             Box::new(m.catalog_embedded.clone()),
             Box::new(m.events_stored.clone()),
             Box::new(m.events_duplicate.clone()),
+            Box::new(m.user_erasures.clone()),
+            Box::new(m.erased_events.clone()),
             Box::new(m.event_queue.clone()),
             Box::new(m.event_commit_seconds.clone()),
             Box::new(m.event_commit_events.clone()),

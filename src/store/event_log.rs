@@ -74,4 +74,13 @@ pub trait EventStore: Send + Sync {
     fn variant_counts(&self) -> Result<Vec<VariantCount>, StoreError>;
     /// Stored events in all.
     fn event_count(&self) -> Result<u64, StoreError>;
+    /// Deletes every stored event of `user_id` (exactly as the events
+    /// carried it), in one transaction, durable when this returns; returns
+    /// how many there were (0 for a user with none: erasing twice is a
+    /// no-op). `events` is the only table that holds a user id: the catalog
+    /// and its change log hold items, and A/B variants are a hash of the id,
+    /// never stored. A user's events are found by a scan (the table keeps no
+    /// index but its primary key and `event_id`, so inserts stay cheap):
+    /// erasure is rare, and a scan of millions of rows takes seconds.
+    fn erase_user(&self, user_id: &str) -> Result<u64, StoreError>;
 }

@@ -327,4 +327,12 @@ impl EventStore for PostgresStore {
     fn event_count(&self) -> Result<u64, StoreError> {
         Ok(self.client()?.query_one("SELECT COUNT(*) FROM events", &[])?.try_get::<_, i64>(0)? as u64)
     }
+
+    fn erase_user(&self, user_id: &str) -> Result<u64, StoreError> {
+        let mut client = self.client()?;
+        let mut tx = client.transaction()?;
+        let deleted = tx.execute("DELETE FROM events WHERE user_id = $1", &[&user_id])?;
+        tx.commit()?;
+        Ok(deleted)
+    }
 }

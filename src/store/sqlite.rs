@@ -316,4 +316,12 @@ impl EventStore for SqliteStore {
     fn event_count(&self) -> Result<u64, StoreError> {
         Ok(self.lock().query_row("SELECT COUNT(*) FROM events", [], |row| row.get::<_, i64>(0))? as u64)
     }
+
+    fn erase_user(&self, user_id: &str) -> Result<u64, StoreError> {
+        let mut connection = self.lock();
+        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let deleted = tx.execute("DELETE FROM events WHERE user_id = ?1", [user_id])?;
+        tx.commit()?;
+        Ok(deleted as u64)
+    }
 }

@@ -17,11 +17,11 @@ use shoprank::{app, publish_version, AppState, EventKind, PoolLimits, Store, Sto
 use crate::api::call;
 use crate::common;
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
-fn request(method: &str, path: &str, body: Option<&Value>, token: Option<&str>) -> Request<Body> {
+pub(crate) fn request(method: &str, path: &str, body: Option<&Value>, token: Option<&str>) -> Request<Body> {
     let mut builder = Request::builder().method(method).uri(path).header(header::CONTENT_TYPE, "application/json");
     if let Some(token) = token {
         builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
@@ -29,12 +29,12 @@ fn request(method: &str, path: &str, body: Option<&Value>, token: Option<&str>) 
     builder.body(body.map_or_else(Body::empty, |b| Body::from(b.to_string()))).unwrap()
 }
 
-fn send(rt: &tokio::runtime::Runtime, state: &AppState, req: Request<Body>) -> (StatusCode, Value) {
+pub(crate) fn send(rt: &tokio::runtime::Runtime, state: &AppState, req: Request<Body>) -> (StatusCode, Value) {
     let (status, _, body) = rt.block_on(call(app(state.clone()), req));
     (status, body)
 }
 
-fn open_store(url: &str) -> Arc<dyn Store> {
+pub(crate) fn open_store(url: &str) -> Arc<dyn Store> {
     let pool = PoolLimits { max_connections: 2, connect_timeout: Duration::from_secs(5) };
     shoprank::open_store(&StoreLocation::parse(url), pool).unwrap()
 }
@@ -345,7 +345,7 @@ fn variants_split_users_stably_and_events_count_for_the_variant_that_served() {
 
 /// A small generic-format log: 90 shoppers in 6 departments of 8 items,
 /// buying mostly in one department, May to December 2011.
-fn synthetic_log(dir: &Path) -> (PathBuf, PathBuf) {
+pub(crate) fn synthetic_log(dir: &Path) -> (PathBuf, PathBuf) {
     let departments = ["garden", "kitchen", "toys", "candles", "tea", "bags"];
     let mut items = String::from("item_id,text,price\n");
     for (d, department) in departments.iter().enumerate() {
@@ -374,7 +374,7 @@ fn synthetic_log(dir: &Path) -> (PathBuf, PathBuf) {
     (events_path, items_path)
 }
 
-fn shoprank(args: &[&str], env: &[(&str, &str)]) -> String {
+pub(crate) fn shoprank(args: &[&str], env: &[(&str, &str)]) -> String {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_shoprank"))
         .args(args)
         .envs(env.iter().copied())

@@ -11,6 +11,7 @@ mod cli;
 mod common;
 mod conformance;
 mod encoder;
+mod erasure;
 mod explanations;
 mod feedback;
 mod openapi;

@@ -22,7 +22,7 @@ fn shared_state() -> AppState {
 /// The routes `app` serves, as method and path template. Kept by hand: a
 /// route added to the router, or to the document, without the other fails
 /// here.
-const ROUTES: [(&str, &str); 11] = [
+const ROUTES: [(&str, &str); 12] = [
     ("post", "/recommend"),
     ("put", "/v1/catalog/items"),
     ("get", "/v1/catalog/items/{id}"),
@@ -34,6 +34,7 @@ const ROUTES: [(&str, &str); 11] = [
     ("post", "/v1/events"),
     ("post", "/admin/reload"),
     ("post", "/admin/rollback"),
+    ("delete", "/v1/users/{id}"),
 ];
 
 /// The methods an OpenAPI path item can hold an operation for.
@@ -321,6 +322,28 @@ async fn real_answers_match_their_documented_schemas() {
         let (status, body) = check(request("post", path, None), Some(path)).await;
         assert_eq!((status, body["kind"].as_str()), (StatusCode::FORBIDDEN, Some("admin_disabled")), "{path}");
     }
+    let (status, body) = check(request("delete", "/v1/users/u", None), Some("/v1/users/{id}")).await;
+    assert_eq!((status, body["kind"].as_str()), (StatusCode::FORBIDDEN, Some("admin_disabled")));
+}
+
+/// A shopper's erasure (issue 30), with a token: each answer as documented.
+#[tokio::test]
+async fn erasure_answers_match_their_documented_schemas() {
+    let document = document().await;
+    let mut settings = common::settings();
+    settings.admin.token = "t0ken".into();
+    let state = common::ready_state(&settings);
+    let erase = |uri: &str, token: &str| {
+        let request = Request::delete(uri).header(header::AUTHORIZATION, format!("Bearer {token}"));
+        request.body(Body::empty()).unwrap()
+    };
+    let template = Some("/v1/users/{id}");
+    let (status, body) = check_answer(&document, state.clone(), erase("/v1/users/c-17850", "t0ken"), template).await;
+    assert_eq!((status, &body), (StatusCode::OK, &json!({"deleted_events": 0})));
+    let (status, body) = check_answer(&document, state.clone(), erase("/v1/users/c-17850", "nope"), template).await;
+    assert_eq!((status, body["kind"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
+    let (status, body) = check_answer(&document, state.clone(), erase("/v1/users/%09", "t0ken"), template).await;
+    assert_eq!((status, body["kind"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_user_id")));
 }
 
 #[tokio::test]

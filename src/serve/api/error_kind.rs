@@ -124,6 +124,9 @@ error_kinds! {
     InvalidItem = 422, "invalid_item";
     /// New items would take the catalog past `catalog.max_items` (1,000,000).
     CatalogFull = 422, "catalog_full";
+    /// `DELETE /v1/users/{id}` with an id no event can carry: blank, over 256
+    /// bytes, or with control characters.
+    InvalidUserId = 422, "invalid_user_id";
     /// `POST /v1/events` with an empty `events` list.
     EmptyEvents = 422, "empty_events";
     /// `POST /v1/events` with more than `events.max_batch_events` (1000) events.

@@ -95,7 +95,7 @@ pub(crate) struct EventRules {
     pub max_future_ms: i64,
 }
 
-const MAX_ID_BYTES: usize = 256;
+pub(super) const MAX_ID_BYTES: usize = 256;
 const MAX_REQUEST_ID_BYTES: usize = 128;
 
 impl EventsRequest {

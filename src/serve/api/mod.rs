@@ -1,7 +1,8 @@
 //! The HTTP API (axum), a file per resource: `POST /recommend`
 //! (`recommend`), `PUT /v1/catalog/items` and `GET`/`DELETE
 //! /v1/catalog/items/{id}` (`catalog`), `POST /v1/events` (`events`),
-//! `POST /admin/reload` and `/admin/rollback` (`admin`), and `GET /health`,
+//! `POST /admin/reload` and `/admin/rollback` (`admin`), `DELETE
+//! /v1/users/{id}` (`users`, a shopper's erasure), and `GET /health`,
 //! `GET /ready`, `GET /metrics` and the OpenAPI document at `GET
 //! /openapi.json` (`probes`; the document is built in `openapi`). The wire
 //! types are here too, and only here (`types`, `ranked` for the ranked
@@ -31,12 +32,13 @@ mod ranked;
 mod recommend;
 pub(crate) mod server;
 pub(crate) mod types;
+mod users;
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use tokio::sync::Semaphore;
 
@@ -47,6 +49,7 @@ use self::events::{post_events, EventRules};
 use self::middleware::{Abandon, InFlight};
 use self::probes::{health, metrics, openapi_json, ready};
 use self::recommend::recommend;
+use self::users::erase_user;
 use crate::config::{Limits, Settings};
 use crate::serve::embed::Ticket;
 use crate::serve::metrics::Metrics;
@@ -209,10 +212,13 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/catalog/items/{id}", get(get_item).delete(delete_item))
         .route("/v1/events", post(post_events))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::admit));
-    // The token is checked before a byte of the body is read.
+    // The token is checked before a byte of the body is read. A shopper's
+    // erasure is an admin route too: whoever can erase can learn, from the
+    // count, whether the store held the shopper.
     let admin = Router::new()
         .route("/admin/reload", post(reload))
         .route("/admin/rollback", post(rollback))
+        .route("/v1/users/{id}", delete(erase_user))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), admin_only));
     Router::new()
         .merge(work)

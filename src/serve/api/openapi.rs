@@ -38,6 +38,7 @@ use super::types::{CandidateIn, CatalogItemIn, HistoryItemIn};
         super::events::post_events,
         super::admin::reload,
         super::admin::rollback,
+        super::users::erase_user,
         super::probes::health,
         super::probes::ready,
         super::probes::metrics,
@@ -251,6 +252,26 @@ impl IntoResponses for AdminErrors {
             refused,
             INTERNAL,
             UNREADY,
+        ]))
+    }
+}
+
+/// The errors of `DELETE /v1/users/{id}`.
+pub(super) struct EraseErrors;
+
+impl IntoResponses for EraseErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let unavailable = ErrorStatus::described(
+            "Not now: the store cannot be written (`store_unavailable`; nothing may have been erased, or all of \
+            it: repeating the erasure is safe), or the service is still loading (`not_ready`).",
+            &[ErrorKind::StoreUnavailable, ErrorKind::NotReady],
+        );
+        error_responses(HEAD.iter().chain(&[
+            ErrorStatus::of(&[ErrorKind::Unauthorized]),
+            ErrorStatus::of(&[ErrorKind::AdminDisabled]),
+            ErrorStatus::of(&[ErrorKind::InvalidUserId]),
+            INTERNAL,
+            unavailable,
         ]))
     }
 }
