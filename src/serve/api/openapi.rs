@@ -167,6 +167,7 @@ impl IntoResponses for RecommendErrors {
                 ErrorKind::InvalidDiversity,
                 ErrorKind::TooManyExcluded,
                 ErrorKind::InvalidFilters,
+                ErrorKind::InvalidFacets,
                 ErrorKind::EncoderBudget,
                 ErrorKind::NoCatalog,
             ],
