@@ -211,7 +211,13 @@ fn main() {
     let candidates: Vec<Candidate> = titles[..100]
         .iter()
         .enumerate()
-        .map(|(i, t)| Candidate { id: format!("c{i}"), text: t.clone(), price: None, available: true })
+        .map(|(i, t)| Candidate {
+            id: format!("c{i}"),
+            text: t.clone(),
+            price: None,
+            available: true,
+            attributes: serde_json::Value::Null,
+        })
         .collect();
     let query = |n: usize, with_candidates: bool| {
         let user = &users[n % users.len()];

@@ -84,7 +84,13 @@ fn query(user: &User, marker: Option<&str>, titles: &[String], suffix: &str) -> 
         titles
             .iter()
             .enumerate()
-            .map(|(i, t)| Candidate { id: i.to_string(), text: format!("{t}{suffix}"), price: None, available: true })
+            .map(|(i, t)| Candidate {
+                id: i.to_string(),
+                text: format!("{t}{suffix}"),
+                price: None,
+                available: true,
+                attributes: serde_json::Value::Null,
+            })
             .collect(),
         10,
     )

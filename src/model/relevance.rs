@@ -78,6 +78,16 @@ pub(crate) fn bands(relevances: &[f32], banding: Banding) -> Vec<u32> {
         .collect()
 }
 
+/// Which candidates are unrelated to the query: those in the last band,
+/// below `floor` (none when the margin is not positive: no bands).
+pub(crate) fn unrelated(relevances: &[f32], banding: Banding) -> Vec<bool> {
+    let Banding { margin, floor, .. } = banding;
+    if margin.is_nan() || margin <= 0.0 {
+        return vec![false; relevances.len()];
+    }
+    relevances.iter().map(|&c| c < floor).collect()
+}
+
 /// Sort keys that order band by band, by probability within a band:
 /// `probability − band` (probabilities lie in [0, 1], so a lower band always
 /// comes first). Used for ordering only; responses report the probability.
@@ -102,6 +112,8 @@ mod tests {
         // unrelated ones by probability alone (5 before 3).
         assert_eq!(order, [1, 4, 0, 2, 5, 3]);
         assert_eq!(bands(&cosines, Banding { margin: 0.0, ..banding }), [0; 6], "margin 0: no bands");
+        assert_eq!(unrelated(&cosines, banding), [false, false, false, true, false, true], "the last band");
+        assert_eq!(unrelated(&cosines, Banding { margin: 0.0, ..banding }), [false; 6]);
     }
 
     #[test]

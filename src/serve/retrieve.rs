@@ -82,7 +82,7 @@ pub(crate) fn retrieve(
             return false;
         }
         let Some((item, Some(vector))) = view.get(id) else { return false };
-        if !filter.allows(&item.id, item.price, item.available) {
+        if !filter.allows_item(item) {
             return false;
         }
         seen.insert(id.to_string());

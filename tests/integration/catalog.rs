@@ -387,3 +387,148 @@ fn acknowledged_catalog_writes_survive_kill_9() {
     let (status, body) = common::http(server.port(), "GET", "/v1/catalog/items/b19-49", None).unwrap();
     assert_eq!(status, 200, "{body}");
 }
+
+fn sorted_ids(body: &Value) -> Vec<String> {
+    let mut found = ids(body);
+    found.sort();
+    found
+}
+
+/// A facet's `(value, count)` pairs as the response lists them.
+fn facet(body: &Value, name: &str) -> Vec<(String, u64)> {
+    body["facets"][name]
+        .as_array()
+        .unwrap_or_else(|| panic!("no facet {name}: {body}"))
+        .iter()
+        .map(|f| (f["value"].as_str().unwrap().to_string(), f["count"].as_u64().unwrap()))
+        .collect()
+}
+
+fn pairs(expected: &[(&str, u64)]) -> Vec<(String, u64)> {
+    expected.iter().map(|(value, count)| (value.to_string(), *count)).collect()
+}
+
+/// Attribute filters and facets (issue 28): exact matches on attributes in
+/// retrieval (every source) and on given candidates, list-valued and
+/// numeric attributes, and value counts over the relevant candidates
+/// before `top_k`.
+#[tokio::test]
+async fn attribute_filters_and_facets_apply_to_the_catalog_and_to_given_candidates() {
+    let state = common::ready_state(&common::settings());
+    let items = json!([
+        {"id": "mug-ava-blue", "text": "ceramic coffee mug", "price": 8.0,
+         "attributes": {"brand": "Ava", "colour": "blue"}},
+        {"id": "mug-bex-blue", "text": "stoneware coffee mug", "price": 9.0,
+         "attributes": {"brand": "Bex", "colour": ["blue", "white"]}},
+        {"id": "mug-cal-red", "text": "porcelain coffee mug", "price": 7.0,
+         "attributes": {"brand": "Cal", "colour": "red"}},
+        {"id": "mug-ava-red", "text": "enamel coffee mug for camping", "price": 12.0,
+         "attributes": {"brand": "Ava", "colour": ["red"], "size": 350}},
+        {"id": "tyre", "text": "car tyre 205/55 R16 all-season", "price": 79.0, "attributes": {"brand": "Tyro"}}
+    ]);
+    assert_eq!(put_items(&state, items).await.0, StatusCode::OK);
+    wait_embedded(&state, &["mug-ava-blue", "mug-bex-blue", "mug-cal-red", "mug-ava-red", "tyre"]).await;
+
+    // Retrieval: a list of accepted values, and every named attribute.
+    let search = |filters: Value, facets: Value| json!({"user": {"query": "coffee mug"}, "filters": filters, "facets": facets, "top_k": 10});
+    let (status, body) = recommend(&state, search(json!({"attributes": {"brand": ["Ava", "Bex"]}}), json!([]))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(sorted_ids(&body), ["mug-ava-blue", "mug-ava-red", "mug-bex-blue"], "{body}");
+    assert!(body.get("facets").is_none(), "no facets asked for, none answered: {body}");
+    let both = json!({"attributes": {"brand": ["Ava", "Bex"], "colour": "blue"}});
+    let (_, body) = recommend(&state, search(both, json!([]))).await;
+    assert_eq!(sorted_ids(&body), ["mug-ava-blue", "mug-bex-blue"], "{body}");
+    // A list-valued attribute passes if any element matches; a number
+    // matches its JSON text; the other filters still apply.
+    let (_, body) = recommend(&state, search(json!({"attributes": {"colour": "white"}}), json!([]))).await;
+    assert_eq!(ids(&body), ["mug-bex-blue"], "{body}");
+    let (_, body) = recommend(&state, search(json!({"attributes": {"size": "350"}}), json!([]))).await;
+    assert_eq!(ids(&body), ["mug-ava-red"], "{body}");
+    let (_, body) =
+        recommend(&state, search(json!({"attributes": {"colour": "red"}, "max_price": 10}), json!([]))).await;
+    assert_eq!(ids(&body), ["mug-cal-red"], "{body}");
+    let (_, body) = recommend(&state, search(json!({"attributes": {"brand": "ava"}}), json!([]))).await;
+    assert!(ids(&body).is_empty(), "values match exactly: {body}");
+
+    // Facets without a query: over every candidate scored, before top_k.
+    let (status, body) = recommend(
+        &state,
+        json!({"user": {"text": "likes coffee"}, "facets": ["brand", "colour", "material"], "top_k": 1}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(ids(&body).len(), 1);
+    assert_eq!(facet(&body, "brand"), pairs(&[("Ava", 2), ("Bex", 1), ("Cal", 1), ("Tyro", 1)]));
+    assert_eq!(facet(&body, "colour"), pairs(&[("blue", 2), ("red", 2), ("white", 1)]));
+    assert_eq!(facet(&body, "material"), pairs(&[]), "a facet no item has is there, empty");
+    // After the filters.
+    let (_, body) =
+        recommend(&state, search(json!({"attributes": {"brand": "Ava"}}), json!(["colour", "brand"]))).await;
+    assert_eq!(facet(&body, "colour"), pairs(&[("blue", 1), ("red", 1)]), "{body}");
+    assert_eq!(facet(&body, "brand"), pairs(&[("Ava", 2)]), "{body}");
+    // With a query: the unrelated band (the tyre) is not counted.
+    let (_, body) = recommend(&state, search(json!({}), json!(["brand"]))).await;
+    let brands = facet(&body, "brand");
+    assert!(brands.iter().all(|(brand, _)| brand != "Tyro"), "{body}");
+    assert!(brands.contains(&("Bex".to_string(), 1)), "{body}");
+
+    // Given candidates carry their own attributes.
+    let (status, body) = recommend(
+        &state,
+        json!({
+            "user": {"text": "likes coffee"},
+            "candidates": [
+                {"id": "a", "text": "blue mug", "attributes": {"brand": "Ava"}},
+                {"id": "b", "text": "red mug", "attributes": {"brand": ["Bex", "Ava"]}},
+                {"id": "c", "text": "green mug"},
+                {"id": "d", "text": "grey mug", "attributes": {"brand": "Dot"}}
+            ],
+            "filters": {"attributes": {"brand": "Ava"}},
+            "facets": ["brand"]
+        }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(sorted_ids(&body), ["a", "b"], "{body}");
+    assert_eq!(facet(&body, "brand"), pairs(&[("Ava", 2), ("Bex", 1)]));
+}
+
+/// Bad `filters.attributes`, `facets` and candidate attributes are 422s
+/// naming the field.
+#[tokio::test]
+async fn bad_attribute_filters_and_facets_name_the_field() {
+    let state = common::ready_state(&common::settings());
+    let many_names: serde_json::Map<String, Value> = (0..17).map(|i| (format!("a{i}"), json!("x"))).collect();
+    let many_values: Vec<String> = (0..65).map(|i| format!("v{i}")).collect();
+    let long = "x".repeat(257);
+    for (options, kind, field) in [
+        (json!({"filters": {"attributes": ["brand"]}}), "invalid_filters", "filters.attributes"),
+        (json!({"filters": {"attributes": {"brand": 5}}}), "invalid_filters", "filters.attributes.brand"),
+        (json!({"filters": {"attributes": {"brand": []}}}), "invalid_filters", "filters.attributes.brand"),
+        (json!({"filters": {"attributes": {"brand": ["Ava", 3]}}}), "invalid_filters", "filters.attributes.brand[1]"),
+        (json!({"filters": {"attributes": {"": "Ava"}}}), "invalid_filters", "filters.attributes"),
+        (json!({"filters": {"attributes": many_names}}), "invalid_filters", "filters.attributes"),
+        (json!({"filters": {"attributes": {"brand": many_values}}}), "invalid_filters", "filters.attributes.brand"),
+        (
+            json!({"filters": {"attributes": {"brand": ["Ava", long]}}}),
+            "invalid_filters",
+            "filters.attributes.brand[1]",
+        ),
+        (json!({"facets": ["brand", "brand"]}), "invalid_facets", "facets[1]"),
+        (json!({"facets": [""]}), "invalid_facets", "facets[0]"),
+        (json!({"facets": (0..17).map(|i| format!("f{i}")).collect::<Vec<_>>()}), "invalid_facets", "facets"),
+        (json!({"facets": "brand"}), "invalid_field", "facets"),
+        (
+            json!({"candidates": [{"id": "a", "text": "mug", "attributes": "blue"}]}),
+            "invalid_candidate",
+            "candidates[0].attributes",
+        ),
+    ] {
+        let mut request = json!({"user": {"query": "mug"}});
+        request.as_object_mut().unwrap().extend(options.as_object().unwrap().clone());
+        let (status, body) = recommend(&state, request).await;
+        assert_eq!((status, body["kind"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some(kind)), "{body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(error.starts_with(field), "{error} should name {field}");
+    }
+}

@@ -206,15 +206,18 @@ fn recommend_request() -> Value {
             ]
         },
         "candidates": [
-            {"id": "cake", "title": "RED RETROSPOT CAKE CASES", "price": 0.55, "sku": "22383"},
-            {"id": "bag", "text": "JUMBO BAG PINK POLKADOT", "available": true},
+            {"id": "cake", "title": "RED RETROSPOT CAKE CASES", "price": 0.55, "sku": "22383",
+             "attributes": {"brand": "Retrospot", "colour": ["red", "white"]}},
+            {"id": "bag", "text": "JUMBO BAG PINK POLKADOT", "available": true, "attributes": {"brand": "Jumbo"}},
             {"id": "tyre", "text": "Car tyre 205/55 R16 all-season", "price": 79.0}
         ],
         "top_k": 2,
         "exclude": ["20725"],
-        "filters": {"available": true, "min_price": 0, "max_price": 100},
+        "filters": {"available": true, "min_price": 0, "max_price": 100,
+                    "attributes": {"brand": ["Retrospot", "Jumbo"]}},
         "diversity": 0.3,
-        "explain": true
+        "explain": true,
+        "facets": ["colour", "brand"]
     })
 }
 
@@ -239,6 +242,8 @@ async fn request_schemas_follow_serde() {
         json!({"user": {"history": [{"id": "7"}]}}),
         json!({"user": {"query": "mug"}, "candidates": [{"id": "7"}]}),
         json!({"user": {"query": "mug"}, "filters": {"in_stock": true}}),
+        json!({"user": {"query": "mug"}, "filters": {"attributes": {"brand": 5}}}),
+        json!({"user": {"query": "mug"}, "facets": "brand"}),
         json!({"user": {"query": "mug"}, "top_k": 0}),
         json!({"candidates": []}),
     ] {
@@ -259,6 +264,7 @@ async fn real_answers_match_their_documented_schemas() {
     let (status, body) = check(request("post", "/recommend", Some(&recommend_request())), Some("/recommend")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body["items"][0]["explanation"]["reasons"].is_array(), "{body}");
+    assert!(body["facets"]["colour"].is_array(), "{body}");
 
     let mut plain = recommend_request();
     plain["explain"] = json!(false);

@@ -120,6 +120,7 @@ fn serving_builds_the_features_training_builds() {
                 text: prepared.stats.item(p).text.clone(),
                 price: None,
                 available: true,
+                attributes: serde_json::Value::Null,
             })
             .collect();
         let query = RankQuery::new(None, history, candidates, 10);

@@ -106,8 +106,14 @@ error_kinds! {
     InvalidDiversity = 422, "invalid_diversity";
     /// More than `limits.max_candidates` (1000) ids in `exclude`.
     TooManyExcluded = 422, "too_many_excluded";
-    /// A `filters` price is not finite or negative, or `min_price` > `max_price`.
+    /// A `filters` price is not finite or negative, or `min_price` > `max_price`;
+    /// or `filters.attributes` is not an object of names to a string or a
+    /// non-empty list of strings, or is over its limits (16 names, 64 values
+    /// each, 256 bytes each).
     InvalidFilters = 422, "invalid_filters";
+    /// `facets` names more than 16 attributes, an empty one or one over 256
+    /// bytes, or one twice.
+    InvalidFacets = 422, "invalid_facets";
     /// The request's uncached texts hold more than
     /// `batching.max_request_tokens` (16,384) tokens.
     EncoderBudget = 422, "encoder_budget";

@@ -168,6 +168,7 @@ impl IntoResponses for RecommendErrors {
                 ErrorKind::InvalidDiversity,
                 ErrorKind::TooManyExcluded,
                 ErrorKind::InvalidFilters,
+                ErrorKind::InvalidFacets,
                 ErrorKind::EncoderBudget,
                 ErrorKind::NoCatalog,
             ],

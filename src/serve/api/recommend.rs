@@ -13,7 +13,7 @@ use super::json::ApiJson;
 use super::middleware::Abandon;
 use super::openapi::RecommendErrors;
 use super::ranked::RankedItem;
-use super::types::{ModelInfo, RecommendRequest, RecommendResponse};
+use super::types::{FacetValue, ModelInfo, RecommendRequest, RecommendResponse};
 use super::AppState;
 use crate::model::bundle::Bundle;
 use crate::serve::ranker::RankError;
@@ -58,12 +58,15 @@ pub(super) async fn recommend(
             })
             .await
     };
-    let items = state.in_time(&ticket, ranking).await?;
+    let ranking = state.in_time(&ticket, ranking).await?;
     let took_ms = started.elapsed().as_secs_f64() * 1e3;
     let request_id = crate::serve::variants::request_id(&variant);
     tracing::debug!(user = user_id.as_deref().unwrap_or("-"), request_id, took_ms, "ranked");
-    let items = items.into_iter().map(RankedItem::from).collect();
-    Ok(Json(RecommendResponse { items, model, variant, request_id, took_ms }))
+    let items = ranking.items.into_iter().map(RankedItem::from).collect();
+    let facets = ranking.facets.map(|facets| {
+        facets.into_iter().map(|(name, values)| (name, values.into_iter().map(FacetValue::from).collect())).collect()
+    });
+    Ok(Json(RecommendResponse { items, model, variant, request_id, took_ms, facets }))
 }
 
 /// What a response says served it: the encoder and the bundle's version.

@@ -6,7 +6,7 @@
 //! carries (a stored catalog item) gets a wire copy here, converted at the
 //! edge, so the store knows nothing of the wire format.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -15,6 +15,9 @@ use super::error::{ApiError, ErrorKind};
 use super::json;
 use super::ranked::RankedItem;
 use crate::config::Limits;
+use crate::serve::catalog::attributes::{
+    AttributeFilter, FacetCount, MAX_ATTRIBUTE_BYTES, MAX_FACETS, MAX_FILTER_ATTRIBUTES, MAX_FILTER_VALUES,
+};
 use crate::serve::catalog::index::ItemFilter;
 use crate::serve::ranker::{Candidate, HistoryItem, RankQuery};
 use crate::store::catalog;
@@ -45,6 +48,11 @@ pub struct RecommendRequest {
     /// Attach each item's reasons.
     #[serde(default)]
     pub explain: bool,
+    /// Attribute names (at most 16, each 1 to 256 bytes, no repeats) whose
+    /// values to count over the relevant candidates: the response's
+    /// `facets`. Absent or empty: no `facets` in the response.
+    #[serde(default)]
+    pub facets: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -56,6 +64,24 @@ pub struct FiltersIn {
     pub min_price: Option<f64>,
     #[schema(minimum = 0)]
     pub max_price: Option<f64>,
+    /// Exact matches on attributes: name → a value, or a non-empty list of
+    /// values (any of them). An item passes when every named attribute has
+    /// one of its values; a list-valued attribute matches if any element
+    /// does; numbers and bools match their JSON text (`"42"`, `"true"`).
+    /// At most 16 names, 64 values each, names and values at most 256 bytes.
+    #[schema(value_type = Option<HashMap<String, AttributeValuesIn>>)]
+    pub attributes: Option<serde_json::Value>,
+}
+
+/// The values a filtered attribute may have: one, or any of a list.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // Only the schema: `filters.attributes` is checked by hand, to name the field.
+pub(crate) enum AttributeValuesIn {
+    /// The one value.
+    One(String),
+    /// Any of these values: 1 to 64 of them.
+    Any(Vec<String>),
 }
 
 /// At least one of `text`, `query` and `history` must say something.
@@ -109,6 +135,11 @@ pub struct CandidateIn {
     pub price: Option<f64>,
     /// Default true; `filters.available` drops unavailable candidates.
     pub available: Option<bool>,
+    /// The product's attributes, for `filters.attributes` and `facets`
+    /// (read like a catalog item's).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub attributes: serde_json::Value,
 }
 
 /// The ranked items, best first, and what served them.
@@ -123,6 +154,28 @@ pub(crate) struct RecommendResponse {
     pub request_id: String,
     /// Time spent on the request, in milliseconds.
     pub took_ms: f64,
+    /// Only when the request asks for `facets`: for each name asked for, the
+    /// values of that attribute over the relevant candidates (with a search
+    /// query, those not in the last, unrelated relevance band; without one,
+    /// every candidate scored), after every filter and before `top_k`; most
+    /// items first, then by value; at most 20 values a facet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facets: Option<BTreeMap<String, Vec<FacetValue>>>,
+}
+
+/// A facet's value and how many relevant candidates have it.
+#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+pub(crate) struct FacetValue {
+    /// The attribute's value (numbers and bools as their JSON text).
+    pub value: String,
+    #[schema(minimum = 1)]
+    pub count: u64,
+}
+
+impl From<FacetCount> for FacetValue {
+    fn from(FacetCount { value, count }: FacetCount) -> Self {
+        Self { value, count: count as u64 }
+    }
 }
 
 /// What served a response.
@@ -196,6 +249,7 @@ impl RecommendRequest {
             ));
         }
         let filter = filter(self.filters, self.exclude, limits)?;
+        let facets = facets(self.facets)?;
         let diversity = match self.diversity {
             Some(d) if !(0.0..=1.0).contains(&d) => {
                 return Err(ApiError::new(ErrorKind::InvalidDiversity, format!("diversity must be in [0, 1]; got {d}")))
@@ -218,10 +272,32 @@ impl RecommendRequest {
                 ));
             }
             let price = price(ErrorKind::InvalidCandidate, &format!("candidates[{i}].price"), c.price)?;
-            candidates.push(Candidate { id: c.id, text: c.text, price, available: c.available.unwrap_or(true) });
+            if !(c.attributes.is_object() || c.attributes.is_null()) {
+                return Err(ApiError::new(
+                    ErrorKind::InvalidCandidate,
+                    format!("candidates[{i}].attributes must be a JSON object"),
+                ));
+            }
+            candidates.push(Candidate {
+                id: c.id,
+                text: c.text,
+                price,
+                available: c.available.unwrap_or(true),
+                attributes: c.attributes,
+            });
         }
         let candidates = (!candidates.is_empty()).then_some(candidates);
-        Ok(RankQuery { search: query, profile, history, candidates, top_k, filter, diversity, explain: self.explain })
+        Ok(RankQuery {
+            search: query,
+            profile,
+            history,
+            candidates,
+            top_k,
+            filter,
+            diversity,
+            explain: self.explain,
+            facets,
+        })
     }
 }
 
@@ -260,7 +336,75 @@ fn filter(filters: FiltersIn, exclude: Vec<String>, limits: &Limits) -> Result<I
         min_price,
         max_price,
         exclude: exclude.into_iter().collect(),
+        attributes: attribute_filter(filters.attributes)?,
     })
+}
+
+/// `filters.attributes` checked (see `FiltersIn::attributes`); the error
+/// names the field.
+fn attribute_filter(attributes: Option<serde_json::Value>) -> Result<AttributeFilter, ApiError> {
+    use serde_json::Value;
+    let bad = |message: String| ApiError::new(ErrorKind::InvalidFilters, message);
+    let attributes = match attributes {
+        None | Some(Value::Null) => return Ok(AttributeFilter::default()),
+        Some(Value::Object(attributes)) => attributes,
+        Some(_) => return Err(bad("filters.attributes must be an object of attribute names to values".into())),
+    };
+    if attributes.len() > MAX_FILTER_ATTRIBUTES {
+        return Err(bad(format!(
+            "filters.attributes names {} attributes; the limit is {MAX_FILTER_ATTRIBUTES}",
+            attributes.len()
+        )));
+    }
+    let mut conditions = Vec::with_capacity(attributes.len());
+    for (name, value) in attributes {
+        if name.is_empty() || name.len() > MAX_ATTRIBUTE_BYTES {
+            return Err(bad(format!(
+                "filters.attributes: attribute names must be 1 to {MAX_ATTRIBUTE_BYTES} bytes; got `{}`",
+                name.chars().take(32).collect::<String>()
+            )));
+        }
+        let field = format!("filters.attributes.{name}");
+        let values: Vec<(String, String)> = match value {
+            Value::String(value) => vec![(field.clone(), value)],
+            Value::Array(values) if !values.is_empty() && values.len() <= MAX_FILTER_VALUES => values
+                .into_iter()
+                .enumerate()
+                .map(|(i, value)| match value {
+                    Value::String(value) => Ok((format!("{field}[{i}]"), value)),
+                    _ => Err(bad(format!("{field}[{i}] must be a string"))),
+                })
+                .collect::<Result<_, _>>()?,
+            Value::Array(values) if !values.is_empty() => {
+                return Err(bad(format!("{field} lists {} values; the limit is {MAX_FILTER_VALUES}", values.len())))
+            }
+            _ => return Err(bad(format!("{field} must be a string or a non-empty list of strings"))),
+        };
+        if let Some((field, _)) = values.iter().find(|(_, value)| value.len() > MAX_ATTRIBUTE_BYTES) {
+            return Err(bad(format!("{field} is over {MAX_ATTRIBUTE_BYTES} bytes")));
+        }
+        conditions.push((name, values.into_iter().map(|(_, value)| value).collect()));
+    }
+    Ok(AttributeFilter::new(conditions))
+}
+
+/// `facets` checked: at most `MAX_FACETS` names, each 1 to
+/// `MAX_ATTRIBUTE_BYTES` bytes, none repeated.
+fn facets(names: Vec<String>) -> Result<Vec<String>, ApiError> {
+    let bad = |message: String| ApiError::new(ErrorKind::InvalidFacets, message);
+    if names.len() > MAX_FACETS {
+        return Err(bad(format!("facets: {} names given; the limit is {MAX_FACETS}", names.len())));
+    }
+    let mut seen = HashSet::new();
+    for (i, name) in names.iter().enumerate() {
+        if name.is_empty() || name.len() > MAX_ATTRIBUTE_BYTES {
+            return Err(bad(format!("facets[{i}] must be 1 to {MAX_ATTRIBUTE_BYTES} bytes")));
+        }
+        if !seen.insert(name) {
+            return Err(bad(format!("facets[{i}] `{name}` appears more than once")));
+        }
+    }
+    Ok(names)
 }
 
 /// `PUT /v1/catalog/items`.

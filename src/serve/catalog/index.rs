@@ -19,6 +19,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::{RwLock, RwLockReadGuard};
 
 use super::ann::AnnIndex;
+use super::attributes::AttributeFilter;
 use crate::model::encoder::cosine;
 use crate::model::lexical::{IndexStats, LexicalIndex, LexicalQuery};
 use crate::store::catalog::{CatalogItem, PendingItem, StoredItem};
@@ -32,12 +33,20 @@ pub struct ItemFilter {
     pub max_price: Option<f32>,
     /// Ids never to return (e.g. the cart).
     pub exclude: HashSet<String>,
+    /// Exact matches on the items' attributes (see `attributes`).
+    pub attributes: AttributeFilter,
 }
 
 impl ItemFilter {
-    /// Whether an item with this id, price and availability passes. An item
-    /// without a price passes a price range only when none is set.
-    pub(crate) fn allows(&self, id: &str, price: Option<f32>, available: bool) -> bool {
+    /// Whether a catalog item passes (see [`ItemFilter::allows`]).
+    pub(crate) fn allows_item(&self, item: &CatalogItem) -> bool {
+        self.allows(&item.id, item.price, item.available, &item.attributes)
+    }
+
+    /// Whether an item with this id, price, availability and attributes
+    /// passes. An item without a price passes a price range only when none
+    /// is set; one without attributes, only a filter naming none.
+    pub(crate) fn allows(&self, id: &str, price: Option<f32>, available: bool, attributes: &serde_json::Value) -> bool {
         if self.available_only && !available {
             return false;
         }
@@ -47,7 +56,7 @@ impl ItemFilter {
                 return false;
             }
         }
-        !self.exclude.contains(id)
+        !self.exclude.contains(id) && self.attributes.allows(attributes)
     }
 }
 
@@ -374,7 +383,7 @@ impl IndexView<'_> {
         hits.into_iter()
             .filter_map(|(slot, score)| {
                 let entry = self.inner.slots.get(slot as usize)?.as_ref()?;
-                let allowed = entry.embedded && filter.allows(&entry.item.id, entry.item.price, entry.item.available);
+                let allowed = entry.embedded && filter.allows_item(&entry.item);
                 allowed.then_some((&entry.item, score))
             })
             .take(k)
@@ -393,7 +402,7 @@ impl IndexView<'_> {
         let mut heap: BinaryHeap<Scored> = BinaryHeap::with_capacity(k + 1);
         for (slot, entry) in self.inner.slots.iter().enumerate() {
             let Some(entry) = entry else { continue };
-            if !entry.embedded || !filter.allows(&entry.item.id, entry.item.price, entry.item.available) {
+            if !entry.embedded || !filter.allows_item(&entry.item) {
                 continue;
             }
             let score = cosine(query, &self.inner.vectors[slot * self.dim..(slot + 1) * self.dim]);
@@ -419,9 +428,7 @@ impl IndexView<'_> {
         let inner = &self.inner;
         let current = |slot: usize, node: usize| {
             inner.slot_node.get(slot) == Some(&node)
-                && inner.slots[slot]
-                    .as_ref()
-                    .is_some_and(|s| s.embedded && filter.allows(&s.item.id, s.item.price, s.item.available))
+                && inner.slots[slot].as_ref().is_some_and(|s| s.embedded && filter.allows_item(&s.item))
         };
         let mut found: Vec<(usize, f32)> = ann
             .search(query, k, &current)
@@ -470,8 +477,34 @@ mod tests {
         assert_eq!(ids(&available, 10), ["a", "b", "d"]);
         let priced = ItemFilter { min_price: Some(1.5), max_price: Some(5.0), ..Default::default() };
         assert_eq!(ids(&priced, 10), ["b", "d"], "no price, no match for a price range");
-        let excluding = ItemFilter { exclude: ["a".to_string()].into(), ..available };
+        let excluding = ItemFilter { exclude: ["a".to_string()].into(), ..available.clone() };
         assert_eq!(ids(&excluding, 1), ["b"]);
+    }
+
+    #[test]
+    fn attribute_filters_apply_in_the_exact_scan_the_graph_and_the_lexical_index() {
+        let stored: Vec<StoredItem> = (0..300)
+            .map(|i| {
+                let mut item = item(&format!("i{i}"), &format!("mug {i}"), None, true);
+                item.attributes =
+                    serde_json::json!({"colour": if i % 10 == 0 { vec!["red", "blue"] } else { vec!["grey"] }});
+                StoredItem { item, embedding: Some(unit(i as f32 * 0.01)) }
+            })
+            .collect();
+        let blue = ItemFilter {
+            attributes: AttributeFilter::new([("colour".to_string(), ["blue".to_string()].into())]),
+            ..Default::default()
+        };
+        for exact_scan_max in [usize::MAX, 100] {
+            let index = CatalogIndex::from_stored(2, exact_scan_max, true, stored.clone());
+            let view = index.read();
+            let nearest: Vec<&str> = view.nearest(&unit(1.04), 2, &blue).into_iter().map(|(id, _)| id).collect();
+            assert_eq!(nearest, ["i100", "i110"], "exact_scan_max {exact_scan_max}");
+            let query = LexicalQuery::new("mug", view.lexical_stats().as_ref().unwrap());
+            let found = view.lexical_nearest(&query, 100, &blue);
+            assert_eq!(found.len(), 30);
+            assert!(found.iter().all(|(item, _)| blue.allows_item(item)));
+        }
     }
 
     #[test]

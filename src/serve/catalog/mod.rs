@@ -12,6 +12,7 @@
 //! restart re-embeds nothing but the items still pending.
 
 pub(crate) mod ann;
+pub(crate) mod attributes;
 pub(crate) mod index;
 pub(crate) mod ingest;
 pub(crate) mod sync;

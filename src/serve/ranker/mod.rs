@@ -32,7 +32,7 @@ use crate::serve::retrieve::RetrievalLimits;
 use crate::serve::title_tokens::TitleTokenCache;
 
 pub use self::request::{Candidate, HistoryItem, RankQuery};
-pub(crate) use self::request::{Explanation, RankedItem, Reason};
+pub(crate) use self::request::{Explanation, RankedItem, Ranking, Reason};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RankError {
@@ -121,7 +121,13 @@ impl Ranker {
         let mut query = RankQuery::new(
             Some("warm-up".into()),
             vec![HistoryItem { id: None, text: "warm-up history item".into() }],
-            vec![Candidate { id: "warm-up".into(), text: "warm-up candidate".into(), price: None, available: true }],
+            vec![Candidate {
+                id: "warm-up".into(),
+                text: "warm-up candidate".into(),
+                price: None,
+                available: true,
+                attributes: serde_json::Value::Null,
+            }],
             1,
         );
         query.explain = true;

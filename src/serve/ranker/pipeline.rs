@@ -14,12 +14,13 @@ use crate::model::relevance;
 use crate::model::scoring::ScoringInputs;
 use crate::model::stats::{HistoryStats, ItemPos};
 use crate::serve::cache::Embedding;
+use crate::serve::catalog::attributes;
 use crate::serve::catalog::Catalog;
 use crate::serve::embed::{EmbedJob, Embedded, Ticket};
 use crate::serve::retrieve::{self, LexicalSearch};
 
 use super::explain_text::explain_item;
-use super::{Candidate, RankError, RankQuery, RankedItem, Ranker};
+use super::{Candidate, RankError, RankQuery, RankedItem, Ranker, Ranking};
 
 /// The user's side of a request, embedded.
 pub(super) struct UserSide {
@@ -39,6 +40,8 @@ pub(super) struct Pooled {
     /// BM25 for the search query (0 without one): against the catalog's
     /// statistics when retrieved, the request's candidates' when given.
     pub(super) bm25: f32,
+    /// The item's attributes when the request asks for facets, else `null`.
+    pub(super) attributes: serde_json::Value,
 }
 
 impl Ranker {
@@ -56,7 +59,7 @@ impl Ranker {
     ) -> Result<Vec<RankedItem>, RankError> {
         let (begun, job) = self.begin(query.clone(), catalog, ticket)?;
         let embedded = job.wait_blocking(ticket)?;
-        self.end(bundle, begun, embedded, catalog, ticket)
+        Ok(self.end(bundle, begun, embedded, catalog, ticket)?.items)
     }
 
     /// The first half of a request, CPU only: corrects the search query's
@@ -90,7 +93,7 @@ impl Ranker {
     }
 
     /// The second half, once the encoder's vectors are in: retrieval (for a
-    /// request without candidates), scoring, ordering, explanations.
+    /// request without candidates), scoring, ordering, facets, explanations.
     pub(crate) fn end(
         &self,
         bundle: &Bundle,
@@ -98,7 +101,7 @@ impl Ranker {
         embedded: Embedded,
         catalog: Option<&Catalog>,
         ticket: &Ticket,
-    ) -> Result<Vec<RankedItem>, RankError> {
+    ) -> Result<Ranking, RankError> {
         ticket.check()?;
         let Begun { query } = begun;
         let embeddings = embedded.into_vectors();
@@ -111,13 +114,23 @@ impl Ranker {
         let (inputs, scores) = ScoringInputs::build_and_score(bundle.head(), stats, &context, &candidates)?;
         self.metrics.candidates_per_request.observe(pool.len() as f64);
         // With a query: relevance bands first, probability within a band.
-        let keys = if query.search.is_some() {
+        let relevances = query.search.is_some().then(|| {
             let cosines: Vec<f32> = inputs.numeric().iter().map(|n| n[features::QUERY_COSINE]).collect();
             let bm25: Vec<f32> = pool.iter().map(|c| c.bm25).collect();
-            relevance::banded_keys(&scores, &self.banding.relevance(&cosines, &bm25), self.banding)
-        } else {
-            scores.clone()
+            self.banding.relevance(&cosines, &bm25)
+        });
+        let keys = match &relevances {
+            Some(relevances) => relevance::banded_keys(&scores, relevances, self.banding),
+            None => scores.clone(),
         };
+        let facets = (!query.facets.is_empty()).then(|| {
+            let unrelated = match &relevances {
+                Some(relevances) => relevance::unrelated(relevances, self.banding),
+                None => vec![false; pool.len()],
+            };
+            let relevant = pool.iter().zip(unrelated).filter(|(_, unrelated)| !unrelated).map(|(c, _)| &c.attributes);
+            attributes::count_facets(&query.facets, relevant)
+        });
         let mut order: Vec<usize> = (0..keys.len()).collect();
         order.sort_by(|&a, &b| keys[b].total_cmp(&keys[a]).then(a.cmp(&b)));
         let order = if query.diversity > 0.0 {
@@ -125,7 +138,7 @@ impl Ranker {
         } else {
             order.into_iter().take(query.top_k).collect()
         };
-        order
+        let items = order
             .into_iter()
             .enumerate()
             .map(|(rank, i)| {
@@ -138,7 +151,8 @@ impl Ranker {
                 };
                 Ok(RankedItem { id: pool[i].id.clone(), score: scores[i], rank: rank + 1, explanation })
             })
-            .collect()
+            .collect::<Result<_, RankError>>()?;
+        Ok(Ranking { items, facets })
     }
 
     /// The numeric feature vectors this query's candidates are scored with
@@ -164,6 +178,7 @@ impl Ranker {
         catalog: Option<&Catalog>,
     ) -> Result<(UserSide, Vec<Pooled>), RankError> {
         let given = given_candidates(query);
+        let faceted = !query.facets.is_empty();
         let embedded_history = &query.history[..query.history.len().min(features::HISTORY_FEATURE_ITEMS)];
         let mut vectors = embeddings.into_iter();
         let stats = bundle.stats();
@@ -194,7 +209,13 @@ impl Ranker {
                     .into_iter()
                     .zip(vectors)
                     .zip(bm25)
-                    .map(|((c, embedding), bm25)| Pooled { id: c.id.clone(), price: c.price, embedding, bm25 })
+                    .map(|((c, embedding), bm25)| Pooled {
+                        id: c.id.clone(),
+                        price: c.price,
+                        embedding,
+                        bm25,
+                        attributes: if faceted { c.attributes.clone() } else { serde_json::Value::Null },
+                    })
                     .collect()
             }
             None => {
@@ -209,7 +230,14 @@ impl Ranker {
                     .map(|(query, corpus)| LexicalSearch { query, corpus: corpus as &dyn lexical::CorpusStats });
                 retrieve::retrieve(&view, stats, search, lexical, &user.positions, &query.filter, self.retrieval)
                     .into_iter()
-                    .map(|r| Pooled { id: r.id, price: r.price, embedding: r.embedding, bm25: r.bm25 })
+                    .map(|r| {
+                        // Read under the same view the item was retrieved in.
+                        let attributes = match faceted.then(|| view.get(&r.id)).flatten() {
+                            Some((item, _)) => item.attributes.clone(),
+                            None => serde_json::Value::Null,
+                        };
+                        Pooled { id: r.id, price: r.price, embedding: r.embedding, bm25: r.bm25, attributes }
+                    })
                     .collect()
             }
         };
@@ -219,7 +247,12 @@ impl Ranker {
 
 /// The request's own candidates that pass its filter.
 fn given_candidates(query: &RankQuery) -> Vec<&Candidate> {
-    query.candidates.iter().flatten().filter(|c| query.filter.allows(&c.id, c.price, c.available)).collect()
+    query
+        .candidates
+        .iter()
+        .flatten()
+        .filter(|c| query.filter.allows(&c.id, c.price, c.available, &c.attributes))
+        .collect()
 }
 
 /// A request whose texts are with the embed job (see [`Ranker::begin`]).

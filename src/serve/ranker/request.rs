@@ -5,6 +5,7 @@
 //! API converts these into its own response types (`serve::api::ranked`).
 
 use crate::model::explain::ReasonKind;
+use crate::serve::catalog::attributes::FacetCount;
 use crate::serve::catalog::index::ItemFilter;
 
 /// An item the user bought or viewed. `id` (when it matches the history
@@ -21,6 +22,9 @@ pub struct Candidate {
     pub text: String,
     pub price: Option<f32>,
     pub available: bool,
+    /// The candidate's attributes (a JSON object, or `null` for none), for
+    /// attribute filters and facets.
+    pub attributes: serde_json::Value,
 }
 
 /// A request after validation: every field is within the documented limits.
@@ -38,6 +42,9 @@ pub struct RankQuery {
     /// Maximal-marginal-relevance weight λ in [0, 1]; 0 ranks by score alone.
     pub diversity: f32,
     pub explain: bool,
+    /// Attribute names to count values of over the relevant candidates
+    /// (see [`Ranking::facets`]); empty: none.
+    pub facets: Vec<String>,
 }
 
 impl RankQuery {
@@ -52,8 +59,21 @@ impl RankQuery {
             filter: ItemFilter { available_only: true, ..ItemFilter::default() },
             diversity: 0.0,
             explain: false,
+            facets: Vec::new(),
         }
     }
+}
+
+/// A ranking's answer: the items, and the facets asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Ranking {
+    pub(crate) items: Vec<RankedItem>,
+    /// Per facet asked for, in the request's order: its values over the
+    /// relevant candidates (with a search query, those above
+    /// `search.relevance_floor`, i.e. not in the last, unrelated band; else
+    /// every scored candidate), after every filter and before `top_k`, most
+    /// frequent first. `None` when no facet was asked for.
+    pub(crate) facets: Option<Vec<(String, Vec<FacetCount>)>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
