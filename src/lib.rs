@@ -126,8 +126,9 @@ pub use crate::offline::{
     search_eval::{build_query_set, evaluate_search, QuerySetRule},
     train::{train, TrainOptions},
 };
+pub use crate::serve::api::catalog_types::UpsertRequest;
 pub use crate::serve::api::json::parse as parse_body;
-pub use crate::serve::api::types::{RecommendRequest, UpsertRequest};
+pub use crate::serve::api::types::RecommendRequest;
 pub use crate::serve::api::{app, run as serve_on, serve, shutdown_signal, AppState, ConnectionLimits};
 pub use crate::serve::cache::EmbeddingCache;
 pub use crate::serve::catalog::attributes::AttributeFilter;

@@ -5,11 +5,11 @@
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 
+use super::catalog_types::{CatalogItemOut, DeleteResponse, UpsertRequest, UpsertResponse};
 use super::error::{ApiError, ErrorKind};
 use super::json::ApiJson;
 use super::middleware::Abandon;
 use super::openapi::{ItemErrors, UpsertErrors};
-use super::types::{CatalogItemOut, DeleteResponse, UpsertRequest, UpsertResponse};
 use super::AppState;
 use crate::serve::catalog::CatalogWriteError;
 

@@ -21,6 +21,7 @@
 
 pub(crate) mod admin;
 mod catalog;
+pub(crate) mod catalog_types;
 pub(crate) mod error;
 mod error_kind;
 pub(crate) mod events;

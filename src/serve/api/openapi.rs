@@ -17,8 +17,9 @@ use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, OneOfBuilder, Schema,
 use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
+use super::catalog_types::CatalogItemIn;
 use super::error::{ErrorBody, ErrorKind};
-use super::types::{CandidateIn, CatalogItemIn, HistoryItemIn};
+use super::types::{CandidateIn, HistoryItemIn};
 
 #[derive(OpenApi)]
 #[openapi(

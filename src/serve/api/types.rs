@@ -1,10 +1,8 @@
 //! The wire format of `/recommend` and its validation into a
-//! [`RankQuery`](crate::serve::ranker::RankQuery), and of the catalog and
-//! health routes. Every rule here is listed in the README's "Limits and
-//! errors". The types derive their OpenAPI schemas (`openapi`): their doc
-//! comments are the document's descriptions. A domain type that an answer
-//! carries (a stored catalog item) gets a wire copy here, converted at the
-//! edge, so the store knows nothing of the wire format.
+//! [`RankQuery`](crate::serve::ranker::RankQuery), and of the health
+//! routes (the catalog's is in `catalog_types`). Every rule here is listed
+//! in the README's "Limits and errors". The types derive their OpenAPI
+//! schemas (`openapi`): their doc comments are the document's descriptions.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -20,7 +18,6 @@ use crate::serve::catalog::attributes::{
 };
 use crate::serve::catalog::index::ItemFilter;
 use crate::serve::ranker::{Candidate, HistoryItem, RankQuery};
-use crate::store::catalog;
 
 /// `POST /recommend`: who the user is, and what to rank (the given
 /// candidates, or else the catalog).
@@ -304,7 +301,7 @@ impl RecommendRequest {
 /// A price as the API accepts it: absent, or finite, >= 0 and within f32;
 /// else a 422 of `kind` naming `field`. Candidates, catalog items and the
 /// price filters share this rule.
-fn price(kind: ErrorKind, field: &str, value: Option<f64>) -> Result<Option<f32>, ApiError> {
+pub(super) fn price(kind: ErrorKind, field: &str, value: Option<f64>) -> Result<Option<f32>, ApiError> {
     match value {
         Some(p) if !p.is_finite() || p < 0.0 || p > f32::MAX as f64 => {
             Err(ApiError::new(kind, format!("{field} must be a finite number >= 0")))
@@ -407,54 +404,6 @@ fn facets(names: Vec<String>) -> Result<Vec<String>, ApiError> {
     Ok(names)
 }
 
-/// `PUT /v1/catalog/items`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpsertRequest {
-    /// The items to insert or replace (by id), at most
-    /// `catalog.max_upsert_items`.
-    #[serde(deserialize_with = "json::objects")]
-    pub items: Vec<CatalogItemIn>,
-}
-
-/// A catalog item as the storefront sends it; `title` is accepted for `text`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CatalogItemIn {
-    /// 1 to 256 bytes, not blank; unique within the request.
-    pub id: String,
-    /// The product's title or description: what is embedded.
-    #[serde(alias = "title")]
-    pub text: String,
-    #[schema(minimum = 0)]
-    pub price: Option<f64>,
-    /// Default true.
-    pub available: Option<bool>,
-    /// Free JSON kept with the item and returned as given.
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    pub attributes: serde_json::Value,
-}
-
-/// The answer to `PUT /v1/catalog/items`, once the items are stored.
-#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
-pub(crate) struct UpsertResponse {
-    /// Items written by this request.
-    pub upserted: usize,
-    /// Items in the catalog now.
-    pub catalog_items: usize,
-    /// Items whose embedding is still being computed (retrieval cannot
-    /// find them yet).
-    pub pending_embeddings: usize,
-}
-
-/// The answer to `DELETE /v1/catalog/items/{id}`.
-#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
-pub(crate) struct DeleteResponse {
-    /// The id of the item deleted.
-    pub deleted: String,
-}
-
 /// The answer to `GET /health`.
 #[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub(crate) struct HealthResponse {
@@ -475,92 +424,3 @@ pub(crate) struct ReadyResponse {
 
 /// Most items one request may have explained (each costs 64 head rows).
 pub(crate) const MAX_EXPLAINED: usize = 100;
-
-/// Longest item id accepted, in bytes.
-pub(crate) const MAX_ITEM_ID_BYTES: usize = 256;
-
-impl UpsertRequest {
-    /// Checks every item; the error names the first bad one.
-    pub fn validate(self, max_items: usize) -> Result<Vec<catalog::CatalogItem>, ApiError> {
-        if self.items.is_empty() {
-            return Err(ApiError::new(ErrorKind::EmptyItems, "items: the list is empty"));
-        }
-        if self.items.len() > max_items {
-            return Err(ApiError::new(
-                ErrorKind::TooManyItems,
-                format!("items: {} given; the limit is {max_items} (catalog.max_upsert_items)", self.items.len()),
-            ));
-        }
-        let mut seen = HashSet::new();
-        self.items
-            .into_iter()
-            .enumerate()
-            .map(|(i, item)| {
-                let bad = |problem: String| ApiError::new(ErrorKind::InvalidItem, format!("items[{i}].{problem}"));
-                if item.id.trim().is_empty() || item.id.len() > MAX_ITEM_ID_BYTES || item.id.contains(char::is_control)
-                {
-                    return Err(bad(format!(
-                        "id must be 1 to {MAX_ITEM_ID_BYTES} bytes, not blank, without control characters"
-                    )));
-                }
-                if item.text.trim().is_empty() {
-                    return Err(bad("text is empty".into()));
-                }
-                // PostgreSQL cannot store NUL in text; neither engine is given it.
-                if item.text.contains('\0') {
-                    return Err(bad("text contains a NUL character".into()));
-                }
-                if !seen.insert(item.id.clone()) {
-                    return Err(bad(format!("id `{}` appears more than once", item.id)));
-                }
-                let price = price(ErrorKind::InvalidItem, &format!("items[{i}].price"), item.price)?;
-                if !(item.attributes.is_object() || item.attributes.is_null()) {
-                    return Err(bad("attributes must be a JSON object".into()));
-                }
-                Ok(catalog::CatalogItem {
-                    id: item.id,
-                    text: item.text,
-                    price,
-                    available: item.available.unwrap_or(true),
-                    attributes: item.attributes,
-                })
-            })
-            .collect()
-    }
-}
-
-/// `GET /v1/catalog/items/{id}`: the item as stored, and whether its
-/// embedding is ready (only then can retrieval find it).
-#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
-pub(crate) struct CatalogItemOut {
-    #[serde(flatten)]
-    pub item: CatalogItem,
-    /// Whether the item's embedding is computed.
-    pub embedded: bool,
-}
-
-/// A product as the storefront sends it.
-#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
-pub(crate) struct CatalogItem {
-    pub id: String,
-    pub text: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub price: Option<f32>,
-    #[serde(default = "available_by_default")]
-    pub available: bool,
-    /// Free JSON the storefront wants kept with the item (returned as given).
-    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
-    #[schema(value_type = Object)]
-    pub attributes: serde_json::Value,
-}
-
-fn available_by_default() -> bool {
-    true
-}
-
-impl From<catalog::CatalogItem> for CatalogItem {
-    fn from(item: catalog::CatalogItem) -> Self {
-        let catalog::CatalogItem { id, text, price, available, attributes } = item;
-        Self { id, text, price, available, attributes }
-    }
-}
