@@ -120,7 +120,10 @@ async fn an_abandoned_request_stops_its_work_and_is_counted_as_client_closed() {
     let started = Instant::now();
     assert_eq!(server.send(&cached).await.0, 200);
     let waited = started.elapsed();
-    assert!(waited < Duration::from_millis(500).max(idle * 4), "a cached request took {waited:?} (idle {idle:?})");
+    // Behind the abandoned texts it would wait for them all (about 3 s on
+    // 2 cores); the bound leaves room for the other tests that run beside
+    // this one on the same cores (817 ms was seen under a full suite).
+    assert!(waited < Duration::from_millis(1500).max(idle * 4), "a cached request took {waited:?} (idle {idle:?})");
 
     let deadline = Instant::now() + Duration::from_secs(5);
     while server.metric("shoprank_http_requests_total{route=\"/recommend\",status=\"499\"}") < 1.0 {
