@@ -212,6 +212,11 @@ async fn search_matches_exact_tokens_typos_and_attribute_values() {
     assert_eq!(first("24v drill").await, "drill-24", "the voltage is matched exactly");
     assert_eq!(first("copper pipe 3/4").await, "pipe-3q", "a size survives tokenisation");
     assert_eq!(first("lether handbga").await, "bag-red", "two typos corrected");
+    // The answer says what it searched for, only when it corrected the query.
+    let (_, body) = recommend(&state, json!({"user": {"query": "Lether handbga"}, "top_k": 1})).await;
+    assert_eq!(body["corrected_query"], "leather handbag", "{body}");
+    let (_, body) = recommend(&state, json!({"user": {"query": "leather handbag"}, "top_k": 1})).await;
+    assert!(body.get("corrected_query").is_none(), "{body}");
     assert_eq!(first("zephyrine").await, "scarf", "a brand only the attributes name");
     // An update moves the item in the lexical index at once.
     let renamed = json!([{"id": "scarf", "text": "wool scarf", "attributes": {"brand": "Borealis"}}]);

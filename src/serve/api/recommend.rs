@@ -66,7 +66,8 @@ pub(super) async fn recommend(
     let facets = ranking.facets.map(|facets| {
         facets.into_iter().map(|(name, values)| (name, values.into_iter().map(FacetValue::from).collect())).collect()
     });
-    Ok(Json(RecommendResponse { items, model, variant, request_id, took_ms, facets }))
+    let corrected_query = ranking.corrected_query;
+    Ok(Json(RecommendResponse { items, model, variant, request_id, took_ms, facets, corrected_query }))
 }
 
 /// What a response says served it: the encoder and the bundle's version.

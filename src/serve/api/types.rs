@@ -158,6 +158,11 @@ pub(crate) struct RecommendResponse {
     /// items first, then by value; at most 20 values a facet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub facets: Option<BTreeMap<String, Vec<FacetValue>>>,
+    /// Only when typo correction changed the search query: the query the
+    /// items were ranked for (each word the catalog does not know replaced
+    /// by its closest catalog term), for a "showing results for" line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrected_query: Option<String>,
 }
 
 /// A facet's value and how many relevant candidates have it.

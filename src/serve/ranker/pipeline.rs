@@ -74,9 +74,11 @@ impl Ranker {
         catalog: Option<&Catalog>,
         ticket: &Ticket,
     ) -> Result<(Begun, EmbedJob), RankError> {
+        let mut corrected_query = None;
         if let (Some(search), Some(catalog)) = (&query.search, catalog) {
             if let Some(corrected) = catalog.index().correct(search) {
-                query.search = Some(corrected);
+                query.search = Some(corrected.clone());
+                corrected_query = Some(corrected);
             }
         }
         let (user_text, tokens) = self.user_text_and_tokens(&query)?;
@@ -89,7 +91,7 @@ impl Ranker {
         texts.extend(embedded_history.iter().map(|h| h.text.as_str()));
         texts.extend(given.iter().map(|c| c.text.as_str()));
         let job = self.embedder.begin_with(&texts, tokens, ticket)?;
-        Ok((Begun { query }, job))
+        Ok((Begun { query, corrected_query }, job))
     }
 
     /// The second half, once the encoder's vectors are in: retrieval (for a
@@ -103,7 +105,7 @@ impl Ranker {
         ticket: &Ticket,
     ) -> Result<Ranking, RankError> {
         ticket.check()?;
-        let Begun { query } = begun;
+        let Begun { query, corrected_query } = begun;
         let embeddings = embedded.into_vectors();
         let (user, pool) = self.user_and_pool(bundle, &query, embeddings, catalog)?;
         let query = &query;
@@ -152,7 +154,7 @@ impl Ranker {
                 Ok(RankedItem { id: pool[i].id.clone(), score: scores[i], rank: rank + 1, explanation })
             })
             .collect::<Result<_, RankError>>()?;
-        Ok(Ranking { items, facets })
+        Ok(Ranking { items, facets, corrected_query })
     }
 
     /// The numeric feature vectors this query's candidates are scored with
@@ -258,6 +260,8 @@ fn given_candidates(query: &RankQuery) -> Vec<&Candidate> {
 /// A request whose texts are with the embed job (see [`Ranker::begin`]).
 pub(crate) struct Begun {
     query: RankQuery,
+    /// The search query after typo correction, when it changed.
+    corrected_query: Option<String>,
 }
 
 /// The feature builder's view of the user.

@@ -74,6 +74,10 @@ pub(crate) struct Ranking {
     /// every scored candidate), after every filter and before `top_k`, most
     /// frequent first. `None` when no facet was asked for.
     pub(crate) facets: Option<Vec<(String, Vec<FacetCount>)>>,
+    /// The search query as ranked when typo correction changed it (see
+    /// `model::lexical::LexicalIndex::correct`), for a storefront's
+    /// "showing results for"; `None` when it was searched as sent.
+    pub(crate) corrected_query: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
