@@ -28,8 +28,9 @@
 //!   settings as the user wrote them, one typed section per module.
 //! - `model`: what a trained bundle *is* and how it scores — the encoder
 //!   (with its private kernels), the head, the features, the user text, the
-//!   served history statistics, the one scoring function, the bundle
-//!   (load/save/version).
+//!   served history statistics, the one scoring function, the lexical
+//!   index and query relevance (BM25, typos, fusion with cosine), the
+//!   bundle (load/save/version).
 //! - `store`: where the catalog and the feedback events are kept — the
 //!   embedded SQLite file or PostgreSQL, behind one trait, with versioned
 //!   migrations.
@@ -38,8 +39,10 @@
 //!   the one module that names utoipa), the ranker (`serve::ranker`: request
 //!   types, pipeline, the explanations' wording), the embed job
 //!   (`serve::embed`: the embedding cache's bookkeeping, the encoder's
-//!   queue, admission and batching thread, the catalog's background lane)
-//!   and the metrics. HTTP never touches tensors.
+//!   queue, admission and batching thread, the catalog's background lane),
+//!   the catalog in memory (`serve::catalog`: vectors, lexical index,
+//!   attribute filters and facets, replica sync), retrieval and the
+//!   metrics. HTTP never touches tensors.
 //! - `offline` (feature `offline`, on by default): how bundles are *made
 //!   and judged* — log importers, time splits, the statistics builder, EASE,
 //!   training, EVAL_PROTOCOL v1 evaluation and the `train`/`eval`/`embed`
