@@ -487,6 +487,11 @@ fn a_chinese_log_on_the_m3e_small_preset() {
         train_load_serve_eval(&work, Source::Files(&log), Preset::Chinese, request.clone(), (&store, &[]));
     assert_ids_round_trip(&answer, &request);
     assert!(answer["model"].to_string().contains("m3e"), "{answer}");
+    // The query's words match by character bigrams: green tea comes first.
+    let titles: std::collections::HashMap<&str, &str> =
+        log.catalog.iter().map(|(id, title)| (id.as_str(), title.as_str())).collect();
+    let first = answer["items"][0]["id"].as_str().unwrap();
+    assert!(titles[first].contains("绿茶"), "{first} ({}) first for 绿茶: {answer}", titles[first]);
 }
 
 /// The Online Retail format (UCI's columns), generated, gzipped.
@@ -525,12 +530,22 @@ fn the_store_on_both_engines() {
         let (events, items) = (log.events.to_str().unwrap(), log.items.to_str().unwrap());
         succeeds(&["store", "import", "--events", events, "--items", items, "--store", &url], &[]);
         let (id, title) = &log.catalog[0];
-        let request = json!({"user": {"history": [{"id": id, "text": title}]}, "top_k": 5, "explain": true});
+        // A garden shopper searches this catalog for candles, with a typo.
+        let request = json!({
+            "user": {"query": "scented candel", "history": [{"id": id, "text": title}]},
+            "top_k": 5,
+            "explain": true
+        });
         let catalog: Vec<&str> = log.catalog.iter().map(|(id, _)| id.as_str()).collect();
         let (_, answer) = train_load_serve_eval(&work, Source::Store(&url), Preset::English, request, (&url, &catalog));
         for item in answer["items"].as_array().unwrap() {
             assert!(catalog.contains(&item["id"].as_str().unwrap()), "{item} is in the catalog ({url})");
         }
+        assert_eq!(answer["corrected_query"], "scented candle", "{answer}");
+        let titles: std::collections::HashMap<&str, &str> =
+            log.catalog.iter().map(|(id, title)| (id.as_str(), title.as_str())).collect();
+        let first = answer["items"][0]["id"].as_str().unwrap();
+        assert!(titles[first].contains("candle"), "{first} ({}) first for candles ({url}): {answer}", titles[first]);
     }
 }
 

@@ -78,7 +78,7 @@ impl LexicalIndex {
 
     /// This moment's statistics, for [`score`] and [`LexicalQuery::new`].
     pub fn stats(&self) -> IndexStats {
-        IndexStats { searcher: self.reader.searcher(), text: self.text }
+        IndexStats::new(self.reader.searcher(), self.text)
     }
 
     /// `query` with each misspelt word replaced by the closest term the
@@ -89,7 +89,7 @@ impl LexicalIndex {
     /// lexical side matches typos on its own (see [`scorer`]).
     pub fn correct(&self, query: &str) -> Option<String> {
         let searcher = self.reader.searcher();
-        let stats = IndexStats { searcher: searcher.clone(), text: self.text };
+        let stats = IndexStats::new(searcher.clone(), self.text);
         let mut changed = false;
         let words: Vec<String> = query
             .split_whitespace()
@@ -178,26 +178,36 @@ fn pre_tokenized(text: &str) -> PreTokenizedString {
     PreTokenizedString { text: String::new(), tokens }
 }
 
-/// One moment's view of the index, with its BM25 statistics.
+/// One moment's view of the index, with its BM25 statistics. The corpus
+/// totals are summed over the segments once, when the view is taken: a
+/// request scores a few hundred texts against them.
 pub struct IndexStats {
     searcher: Searcher,
     text: Field,
+    docs: u64,
+    mean_terms: f32,
+}
+
+impl IndexStats {
+    fn new(searcher: Searcher, text: Field) -> Self {
+        let tokens: u64 = searcher
+            .segment_readers()
+            .iter()
+            .filter_map(|segment| segment.inverted_index(text).ok())
+            .map(|inverted| inverted.total_num_tokens())
+            .sum();
+        let slots: u64 = searcher.segment_readers().iter().map(|s| u64::from(s.max_doc())).sum();
+        let docs = searcher.num_docs();
+        Self { searcher, text, docs, mean_terms: tokens as f32 / slots.max(1) as f32 }
+    }
 }
 
 impl CorpusStats for IndexStats {
     fn docs(&self) -> u64 {
-        self.searcher.num_docs()
+        self.docs
     }
     fn mean_terms(&self) -> f32 {
-        let tokens: u64 = self
-            .searcher
-            .segment_readers()
-            .iter()
-            .filter_map(|segment| segment.inverted_index(self.text).ok())
-            .map(|inverted| inverted.total_num_tokens())
-            .sum();
-        let docs: u64 = self.searcher.segment_readers().iter().map(|s| u64::from(s.max_doc())).sum();
-        tokens as f32 / docs.max(1) as f32
+        self.mean_terms
     }
     fn doc_freq(&self, term: &str) -> u64 {
         self.searcher.doc_freq(&Term::from_field_text(self.text, term)).unwrap_or(0)

@@ -48,6 +48,8 @@ struct QueryTerm {
     text: String,
     /// Edit distance a match may have (0: exact only).
     typos: usize,
+    /// Documents of the corpus holding the term, looked up once per query.
+    doc_freq: u64,
 }
 
 impl LexicalQuery {
@@ -60,8 +62,9 @@ impl LexicalQuery {
         let terms = texts
             .into_iter()
             .map(|text| {
-                let typos = if corpus.doc_freq(&text) > 0 { 0 } else { allowed_typos(&text) };
-                QueryTerm { text, typos }
+                let doc_freq = corpus.doc_freq(&text);
+                let typos = if doc_freq > 0 { 0 } else { allowed_typos(&text) };
+                QueryTerm { text, typos, doc_freq }
             })
             .collect();
         Self { terms }
@@ -110,18 +113,18 @@ pub(crate) fn score(query: &LexicalQuery, text: &str, corpus: &dyn CorpusStats) 
     terms.sort();
     let docs = corpus.docs().max(1) as f32;
     let mean = corpus.mean_terms().max(1.0);
-    let term_score = |term: &str| {
+    let term_score = |term: &str, doc_freq: u64| {
         let tf = frequency(&terms, term) as f32;
         // A text scored from outside the corpus may hold a term the corpus
         // lacks: count it as in one document.
-        let df = (corpus.doc_freq(term).max(1) as f32).min(docs);
+        let df = (doc_freq.max(1) as f32).min(docs);
         let idf = (1.0 + (docs - df + 0.5) / (df + 0.5)).ln();
         idf * tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * length / mean))
     };
     let mut found = LexicalMatch::default();
     for term in &query.terms {
         if frequency(&terms, &term.text) > 0 {
-            found.bm25 += term_score(&term.text);
+            found.bm25 += term_score(&term.text, term.doc_freq);
             found.matched += 1.0;
         } else if term.typos > 0 {
             let closest = distinct(&terms)
@@ -131,7 +134,7 @@ pub(crate) fn score(query: &LexicalQuery, text: &str, corpus: &dyn CorpusStats) 
                 })
                 .min();
             if let Some((_, t)) = closest {
-                found.bm25 += TYPO_WEIGHT * term_score(t);
+                found.bm25 += TYPO_WEIGHT * term_score(t, corpus.doc_freq(t));
                 found.matched += 1.0;
             }
         }
