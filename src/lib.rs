@@ -70,7 +70,7 @@
 //!   [`ConnectionLimits`], [`shutdown_signal`], and for the fuzz target
 //!   [`parse_body`] with [`RecommendRequest`] and [`UpsertRequest`]. The
 //!   parts that tests and benches drive directly: [`Ranker`] with
-//!   [`RankQuery`], [`Candidate`], [`HistoryItem`] and [`ItemFilter`]; the
+//!   [`RankQuery`], [`Candidate`], [`HistoryItem`], [`Objective`] and [`ItemFilter`]; the
 //!   embed job's [`Embedder`], [`Batcher`], [`BatchForward`], [`Ticket`] and
 //!   [`EmbedError`]; [`EmbeddingCache`], [`CatalogIndex`],
 //!   [`TitleTokenCache`].
@@ -79,8 +79,9 @@
 //!   [`TokenizedText`], [`cosine`], [`configure_threads`]; the user text:
 //!   [`compose`], [`compose_with_ids`], [`compose_with_ids_from`],
 //!   [`UserSignals`], [`IdJoin`], [`PartTokens`]; the served statistics and
-//!   features: [`HistoryStats`], [`ItemPos`], [`Numeric`],
-//!   [`numeric_features`], [`Banding`].
+//!   features: [`HistoryStats`], [`ItemStats`], [`ItemPos`], [`Numeric`],
+//!   [`numeric_features`], [`Banding`]; for the live-statistics bench,
+//!   [`merge_live_stats`] and [`Purchase`].
 //! - The store: [`Store`] and [`open_store`], [`PoolLimits`],
 //!   [`SqliteStore`], [`CatalogStore`], [`CatalogItem`], [`PendingItem`],
 //!   [`EventKind`], [`FeedbackEvent`], [`VariantCount`].
@@ -114,8 +115,9 @@ pub use crate::model::encoder::{cosine, Encoder, EncoderError, TokenizedText};
 pub use crate::model::features::{numeric as numeric_features, Numeric};
 pub use crate::model::files::EncoderFiles;
 pub use crate::model::lexical::{LexicalIndex, LexicalQuery};
+pub use crate::model::live_stats::{merge as merge_live_stats, Purchase};
 pub use crate::model::relevance::Banding;
-pub use crate::model::stats::{HistoryStats, ItemPos};
+pub use crate::model::stats::{HistoryStats, ItemPos, ItemStats};
 pub use crate::model::threads::configure_threads;
 pub use crate::model::user_text::{compose, compose_with_ids, compose_with_ids_from, IdJoin, PartTokens, UserSignals};
 pub use crate::model::versions::publish as publish_version;
@@ -138,7 +140,7 @@ pub use crate::serve::catalog::attributes::AttributeFilter;
 pub use crate::serve::catalog::index::{CatalogIndex, ItemFilter};
 pub use crate::serve::embed::{BatchForward, Batcher, EmbedError, Embedder, Ticket};
 pub use crate::serve::metrics::Metrics;
-pub use crate::serve::ranker::{Candidate, HistoryItem, RankQuery, Ranker};
+pub use crate::serve::ranker::{Candidate, HistoryItem, Objective, RankQuery, Ranker};
 pub use crate::serve::service::Service;
 pub use crate::serve::title_tokens::TitleTokenCache;
 pub use crate::store::catalog::{CatalogItem, CatalogStore, PendingItem};

@@ -13,10 +13,12 @@
 //! encoder the head was trained on, the weights' shapes.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
+use crate::model::calibration::{Calibration, InvalidCalibration};
 use crate::model::encoder::{Arithmetic, EncoderIdentity};
 use crate::model::head::{HeadError, HeadSpec, ScoringHead};
 use crate::model::stats::{HistoryStats, StatsError};
@@ -101,6 +103,12 @@ pub(crate) struct BundleManifest {
     pub training: Option<TrainingRecord>,
     /// Inner-validation metrics of the selected weights.
     pub validation: Option<RankingMetrics>,
+    /// The map from the head's logit to a purchase probability at a shop's
+    /// real base rate (see `model::calibration`). A bundle without one
+    /// scores at its training mix's odds: it ranks the same, and `/ready`
+    /// says its scores are uncalibrated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +132,8 @@ pub enum BundleError {
     Head { path: PathBuf, source: HeadError },
     #[error(transparent)]
     Stats(#[from] StatsError),
+    #[error("{path}: {source}")]
+    Calibration { path: PathBuf, source: InvalidCalibration },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
     #[error(
@@ -135,8 +145,12 @@ pub enum BundleError {
 /// A loaded, checked bundle.
 pub struct Bundle {
     manifest: BundleManifest,
-    head: ScoringHead,
-    stats: HistoryStats,
+    head: Arc<ScoringHead>,
+    /// The statistics the features are built from: the file's, or those
+    /// brought forward from them (see [`Bundle::with_live_stats`]).
+    stats: Arc<HistoryStats>,
+    /// The statistics as the file holds them, at the history's end.
+    base_stats: Arc<HistoryStats>,
     dir: PathBuf,
 }
 
@@ -159,8 +173,12 @@ impl Bundle {
         let weights = dir.join(WEIGHTS_FILE);
         let head = ScoringHead::load(&weights, manifest.head.clone(), precision)
             .map_err(|source| BundleError::Head { path: weights, source })?;
-        let stats = HistoryStats::load(&dir.join(STATS_FILE))?;
-        Ok(Self { manifest, head, stats, dir: dir.to_path_buf() })
+        let head = match &manifest.calibration {
+            Some(calibration) => head.with_logit_map(calibration.logit_map()),
+            None => head,
+        };
+        let stats = Arc::new(HistoryStats::load(&dir.join(STATS_FILE))?);
+        Ok(Self { manifest, head: Arc::new(head), base_stats: stats.clone(), stats, dir: dir.to_path_buf() })
     }
 
     /// Writes a bundle as the directory `dir`. The files are written into a
@@ -215,6 +233,11 @@ impl Bundle {
         }
     }
 
+    /// The bundle's calibration, if it has one (see `model::calibration`).
+    pub(crate) fn calibration(&self) -> Option<&Calibration> {
+        self.manifest.calibration.as_ref()
+    }
+
     pub(crate) fn manifest(&self) -> &BundleManifest {
         &self.manifest
     }
@@ -229,6 +252,24 @@ impl Bundle {
 
     pub fn stats(&self) -> &HistoryStats {
         &self.stats
+    }
+
+    /// The statistics as the bundle's file holds them (see `stats`).
+    pub(crate) fn base_stats(&self) -> &Arc<HistoryStats> {
+        &self.base_stats
+    }
+
+    /// The same bundle (head, manifest, base statistics) serving `stats`,
+    /// the base brought forward by `model::live_stats`. The head's weights
+    /// are shared, not copied.
+    pub(crate) fn with_live_stats(&self, stats: HistoryStats) -> Self {
+        Self {
+            manifest: self.manifest.clone(),
+            head: self.head.clone(),
+            stats: Arc::new(stats),
+            base_stats: self.base_stats.clone(),
+            dir: self.dir.clone(),
+        }
     }
 
     /// The directory it was loaded from.
@@ -258,7 +299,10 @@ pub(crate) fn read_manifest(dir: &Path) -> Result<BundleManifest, BundleError> {
     if manifest.version.trim().is_empty() {
         return Err(BundleError::NoVersion { path });
     }
-    manifest.head.validate().map_err(|source| BundleError::Head { path, source })?;
+    manifest.head.validate().map_err(|source| BundleError::Head { path: path.clone(), source })?;
+    if let Some(calibration) = &manifest.calibration {
+        calibration.validate().map_err(|source| BundleError::Calibration { path, source })?;
+    }
     Ok(manifest)
 }
 

@@ -271,6 +271,7 @@ mod tests {
             price: Some(1.0),
             neighbours: Vec::new(),
             recent_ease: recent_ease.iter().map(|&(p, w)| (ItemPos::new(p), w)).collect(),
+            quantity: None,
         }
     }
 

@@ -10,9 +10,13 @@
 //!   co-purchase and EASE neighbours), addressed by [`stats::ItemPos`].
 //! - [`features`]: the one feature builder of training, evaluation and serving.
 //! - [`head`]: the MLP scoring head and its validated spec.
+//! - [`calibration`]: the map from the head's logit to a purchase
+//!   probability at a shop's real base rate.
 //! - [`relevance`]: with a query, relevance bands first, probability within.
 //! - [`lexical`]: BM25 over item texts (tantivy), its terms and typo
 //!   tolerance: the lexical side of search.
+//! - [`live_stats`]: a bundle's statistics brought forward with the
+//!   purchases since its history ended.
 //! - [`scoring`]: features → head → purchase probabilities, for one user.
 //! - [`candidates`]: candidate sources from the statistics (linked, popular).
 //! - [`explain`]: a score taken apart into reasons (group Shapley values).
@@ -21,6 +25,7 @@
 //! - [`versions`]: a directory of bundle versions and its `CURRENT` pointer.
 
 pub(crate) mod bundle;
+pub(crate) mod calibration;
 pub(crate) mod candidates;
 pub(crate) mod encoder;
 pub(crate) mod explain;
@@ -28,6 +33,7 @@ pub(crate) mod features;
 pub(crate) mod files;
 pub(crate) mod head;
 pub(crate) mod lexical;
+pub(crate) mod live_stats;
 pub(crate) mod relevance;
 pub(crate) mod scoring;
 pub(crate) mod stats;

@@ -32,7 +32,7 @@ pub(crate) const WEEK_DAYS: i64 = 7;
 pub struct ItemPos(u32);
 
 impl ItemPos {
-    pub(crate) fn new(index: usize) -> Self {
+    pub fn new(index: usize) -> Self {
         Self(u32::try_from(index).expect("catalogs hold fewer than 2^32 items"))
     }
 
@@ -58,6 +58,11 @@ pub struct ItemStats {
     /// how bundles written before this field was optional stored a missing
     /// price (a NaN), so those load as "no price" too.
     pub price: Option<f32>,
+    /// Median quantity of one purchase of it in history; `None` when no
+    /// purchase carried a quantity (and in bundles written before this
+    /// field). The revenue objective's units per purchase (1 when `None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantity: Option<f32>,
     /// Up to `NEIGHBOURS_PER_ITEM` (item index, cosine of buyer sets), best first.
     pub neighbours: Vec<(ItemPos, f32)>,
     /// Up to `NEIGHBOURS_PER_ITEM` (item index, recent-purchase EASE weight
@@ -103,8 +108,9 @@ pub enum StatsError {
 }
 
 impl HistoryStats {
-    #[cfg_attr(not(feature = "offline"), allow(dead_code))] // training's
-    pub(crate) fn from_parts(cutoff: String, customers: u32, items: Vec<ItemStats>) -> Self {
+    /// Statistics of `items` as of `cutoff` (`YYYY-MM-DD HH:MM:SS`, the
+    /// history's end), from `customers` shoppers, with their lookups built.
+    pub fn from_parts(cutoff: String, customers: u32, items: Vec<ItemStats>) -> Self {
         let mut stats = Self {
             cutoff,
             customers,
@@ -219,6 +225,9 @@ impl HistoryStats {
             if let Some(price) = item.price.filter(|p| !(p.is_finite() && *p >= 0.0)) {
                 return Err(at(format!("price {price} is not a finite number >= 0")));
             }
+            if let Some(quantity) = item.quantity.filter(|q| !(q.is_finite() && *q > 0.0)) {
+                return Err(at(format!("quantity {quantity} is not a finite number > 0")));
+            }
             for (list, links) in [("neighbours", &item.neighbours), ("recent_ease", &item.recent_ease)] {
                 if let Some((to, weight)) = links.iter().find(|(to, w)| to.index() >= n || !w.is_finite()) {
                     return Err(at(format!(
@@ -257,6 +266,12 @@ impl HistoryStats {
         (0..self.items.len()).map(ItemPos::new)
     }
 
+    /// Units one purchase of the item at `position` usually takes: its
+    /// median quantity, 1 when the log had none.
+    pub(crate) fn typical_quantity(&self, position: ItemPos) -> f32 {
+        self.item(position).quantity.unwrap_or(1.0)
+    }
+
     /// Median price over all items (fallback for unknown prices).
     pub(crate) fn typical_price(&self) -> f32 {
         self.typical_price
@@ -288,6 +303,7 @@ mod tests {
             price: Some(2.5),
             neighbours: vec![(ItemPos::new(1), 0.5)],
             recent_ease: vec![(ItemPos::new(0), 0.25)],
+            quantity: None,
         };
         let stats =
             HistoryStats::from_parts("2011-11-01 00:00:00".into(), 2, vec![item("A", "MUG", 2), item("B", "BAG", 1)]);

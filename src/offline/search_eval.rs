@@ -255,6 +255,7 @@ mod tests {
                 price: Some(1.0),
                 neighbours: Vec::new(),
                 recent_ease: Vec::new(),
+                quantity: None,
             })
             .collect();
         HistoryStats::from_parts(String::new(), 1, items)

@@ -132,6 +132,7 @@ pub(crate) fn build(
     let mut first_seen: Vec<i64> = vec![i64::MAX; n];
     let week_from = split.cutoff - WEEK_DAYS * 86_400;
     let mut prices: Vec<Vec<f32>> = vec![Vec::new(); n];
+    let mut quantities: Vec<Vec<f32>> = vec![Vec::new(); n];
     for event in split.history {
         let p = position[&event.item];
         buyers[p].insert(event.user);
@@ -146,6 +147,9 @@ pub(crate) fn build(
         // checks may not have been: statistics keep only what loads back.
         if let Some(price) = event.price.filter(|p| p.is_finite() && *p >= 0.0) {
             prices[p].push(price);
+        }
+        if event.quantity.is_finite() && event.quantity > 0.0 {
+            quantities[p].push(event.quantity);
         }
     }
     let recent_counts: Vec<usize> = recent.iter().map(|r| r.len()).collect();
@@ -163,6 +167,7 @@ pub(crate) fn build(
                 week_buyers: week[p].len() as u32,
                 age_days: ((split.cutoff - first_seen[p]) as f32 / 86_400.0).max(0.0).round(),
                 price: median(&mut prices[p]),
+                quantity: median(&mut quantities[p]),
                 neighbours: best_neighbours(co_purchase.cosines(p), 1e4),
                 recent_ease: std::mem::take(&mut ease_rows[p]),
             }

@@ -113,6 +113,12 @@ impl Service {
             secs = started.elapsed().as_secs_f64(),
             "bundle loaded"
         );
+        if bundle.calibration().is_none() {
+            tracing::warn!(
+                bundle = bundle.version(),
+                "the bundle has no calibration: scores rank items but are not purchase probabilities (see /ready)"
+            );
+        }
         let embedder =
             Arc::new(Embedder::new(encoder, settings.batching.clone(), settings.cache.max_bytes, metrics.clone()));
         let store = crate::store::open(&settings.store.location(), PoolLimits::from_settings(&settings.store))?;
@@ -178,6 +184,27 @@ impl Service {
     /// end, whatever is installed meanwhile.
     pub fn bundle(&self) -> Arc<Bundle> {
         self.bundle.load_full()
+    }
+
+    /// Serves the current bundle with its statistics brought forward from
+    /// the purchases stored after its history (see `serve::live_stats`).
+    /// Without a store there is nothing to read. A bundle installed while
+    /// this ran is left alone: the next refresh starts from it.
+    pub fn refresh_live_stats(&self) -> Result<(), StoreError> {
+        let Some(store) = &self.store else { return Ok(()) };
+        let started = Instant::now();
+        let serving = self.bundle();
+        let (stats, purchases) =
+            crate::serve::live_stats::bring_forward(store.as_ref(), self.catalog.as_ref(), serving.base_stats())?;
+        let _changing = self.lock_changes();
+        let now = self.bundle();
+        if !Arc::ptr_eq(now.base_stats(), serving.base_stats()) {
+            return Ok(());
+        }
+        self.bundle.store(Arc::new(now.with_live_stats(stats)));
+        self.metrics.live_stats_purchases.set(purchases as i64);
+        self.metrics.live_stats_refresh_seconds.observe(started.elapsed().as_secs_f64());
+        Ok(())
     }
 
     /// The variant of `user_id` and the bundle it serves now.

@@ -17,6 +17,7 @@ fn stats() -> HistoryStats {
         price: Some(2.5),
         neighbours: Vec::new(),
         recent_ease: Vec::new(),
+        quantity: None,
     };
     HistoryStats::from_parts("2011-11-01 00:00:00".into(), 2, vec![item])
 }
@@ -26,8 +27,14 @@ fn saved(dir: &Path) -> BundleManifest {
     let spec = HeadSpec::new(identity, vec![3], 1).unwrap();
     let varmap = VarMap::new();
     ScoringHead::new(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), spec.clone()).unwrap();
-    let manifest =
-        BundleManifest { format: BUNDLE_FORMAT, version: "v1".into(), head: spec, training: None, validation: None };
+    let manifest = BundleManifest {
+        format: BUNDLE_FORMAT,
+        version: "v1".into(),
+        head: spec,
+        training: None,
+        validation: None,
+        calibration: None,
+    };
     Bundle::save(dir, &manifest, &varmap, &stats()).unwrap();
     manifest
 }
@@ -193,4 +200,62 @@ fn weights_that_do_not_fit_the_spec_or_cannot_score_are_refused_naming_the_file(
         assert!(err.contains(needle) && err.contains(WEIGHTS_FILE), "{what}: {err}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A calibrated bundle maps the head's logit before the sigmoid: the same
+/// candidates get other probabilities in the same order; a map that would
+/// reverse the order is refused at load, naming the file.
+#[test]
+fn a_calibrated_bundle_scores_through_its_map_and_a_bad_map_is_refused() {
+    use crate::model::calibration::{Calibration, CalibrationData};
+    use crate::model::features::{Numeric, NUMERIC_LEN};
+
+    let identity = EncoderIdentity { name: "enc".into(), dim: 4 };
+    let plain_dir = scratch("uncalibrated");
+    let manifest = saved(&plain_dir);
+    let calibrated_dir = scratch("calibrated");
+    let mut calibrated = manifest.clone();
+    calibrated.calibration = Some(Calibration {
+        slope: 0.5,
+        intercept: -4.0,
+        knots: Vec::new(),
+        event: Calibration::event_for(31),
+        horizon_days: 31,
+        fitted_on: CalibrationData { window: "2011-10-01..2011-11-01".into(), users: 2, pairs: 100, positives: 3 },
+    });
+    // The same weights in both bundles.
+    std::fs::create_dir_all(&calibrated_dir).unwrap();
+    for file in [WEIGHTS_FILE, STATS_FILE] {
+        std::fs::copy(plain_dir.join(file), calibrated_dir.join(file)).unwrap();
+    }
+    std::fs::write(calibrated_dir.join(MANIFEST_FILE), serde_json::to_string(&calibrated).unwrap()).unwrap();
+
+    let plain = Bundle::load(&plain_dir, &identity, Arithmetic::F32).unwrap();
+    let bundle = Bundle::load(&calibrated_dir, &identity, Arithmetic::F32).unwrap();
+    assert!(plain.calibration().is_none());
+    assert_eq!(bundle.calibration().map(|c| c.slope), Some(0.5));
+    let items =
+        Tensor::from_vec((0..12).map(|i| (i as f32 * 0.37).sin()).collect::<Vec<f32>>(), (3, 4), &Device::Cpu).unwrap();
+    let numeric: Vec<Numeric> = (0..3).map(|i| [i as f32 * 0.5; NUMERIC_LEN]).collect();
+    let user = [0.5, -0.5, 0.5, 0.5];
+    let raw = plain.head().score_user(&user, &items, &numeric).unwrap();
+    let mapped = bundle.head().score_user(&user, &items, &numeric).unwrap();
+    for (r, m) in raw.iter().zip(&mapped) {
+        let logit = (r / (1.0 - r)).ln();
+        let expected = 1.0 / (1.0 + (-(0.5 * logit - 4.0)).exp());
+        assert!((m - expected).abs() < 1e-5, "{r} maps to {m}, not {expected}");
+    }
+    let order = |s: &[f32]| {
+        let mut o: Vec<usize> = (0..s.len()).collect();
+        o.sort_by(|&a, &b| s[b].total_cmp(&s[a]));
+        o
+    };
+    assert_eq!(order(&raw), order(&mapped), "calibration keeps the order");
+
+    let text = std::fs::read_to_string(calibrated_dir.join(MANIFEST_FILE)).unwrap();
+    std::fs::write(calibrated_dir.join(MANIFEST_FILE), text.replace("\"slope\":0.5", "\"slope\":-0.5")).unwrap();
+    let err = Bundle::load(&calibrated_dir, &identity, Arithmetic::F32).err().unwrap().to_string();
+    assert!(err.contains("bundle.json") && err.contains("slope"), "{err}");
+    std::fs::remove_dir_all(&plain_dir).unwrap();
+    std::fs::remove_dir_all(&calibrated_dir).unwrap();
 }

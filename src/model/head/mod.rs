@@ -21,6 +21,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{Linear, Module, VarBuilder, VarMap};
 
+use crate::model::calibration::LogitMap;
 use crate::model::encoder::int8::Kernel;
 use crate::model::encoder::Arithmetic;
 use crate::model::features::{Numeric, NUMERIC_LEN};
@@ -60,6 +61,9 @@ pub struct ScoringHead {
     /// The weights copied for the request path; only for a head loaded from
     /// a file, whose weights never change (see `serving`).
     serving: Option<ServingHead>,
+    /// Maps the mean logit before the sigmoid: the bundle's calibration
+    /// (see `model::calibration`), else the identity.
+    logit_map: LogitMap,
 }
 
 impl ScoringHead {
@@ -76,7 +80,15 @@ impl ScoringHead {
         let n = spec.numeric_features.len();
         let numeric_mean = vb.get_with_hints(n, "numeric_mean", candle_nn::Init::Const(0.0))?;
         let numeric_std = vb.get_with_hints(n, "numeric_std", candle_nn::Init::Const(1.0))?;
-        Ok(Self { members, numeric_mean, numeric_std, spec, device: vb.device().clone(), serving: None })
+        Ok(Self {
+            members,
+            numeric_mean,
+            numeric_std,
+            spec,
+            device: vb.device().clone(),
+            serving: None,
+            logit_map: LogitMap::identity(),
+        })
     }
 
     /// Loads trained weights for `spec` from a safetensors file, checked
@@ -96,6 +108,14 @@ impl ScoringHead {
         let (dim, mean, std) = (head.spec.encoder.dim, &head.numeric_mean, &head.numeric_std);
         head.serving = Some(ServingHead::new(&members, dim, mean, std, int8)?);
         Ok(head)
+    }
+
+    /// The head with its probabilities calibrated by `map` (a bundle's
+    /// calibration; see `model::calibration`). The map is strictly
+    /// increasing, so the order of any candidates is the same.
+    pub(crate) fn with_logit_map(mut self, map: LogitMap) -> Self {
+        self.logit_map = map;
+        self
     }
 
     #[cfg(test)]
@@ -174,7 +194,34 @@ impl ScoringHead {
         self.scored(user, items, numeric, true)
     }
 
+    /// The members' mean logits of [`ScoringHead::score_user`], before the
+    /// calibration and the sigmoid: what a calibration map is fitted to.
+    #[cfg_attr(not(feature = "offline"), allow(dead_code))] // training's
+    pub(crate) fn mean_logits(
+        &self,
+        user: &[f32],
+        items: &Tensor,
+        numeric: &[Numeric],
+    ) -> candle_core::Result<Vec<f32>> {
+        Ok(self.logits(user, items, || numeric.to_vec(), false)?.1)
+    }
+
+    fn probabilities(&self, logits: Vec<f32>) -> Vec<f32> {
+        logits.into_iter().map(|logit| self.logit_map.probability(logit)).collect()
+    }
+
     fn scored(
+        &self,
+        user: &[f32],
+        items: &Tensor,
+        numeric: impl FnOnce() -> Vec<Numeric>,
+        share: bool,
+    ) -> candle_core::Result<(Vec<Numeric>, Vec<f32>)> {
+        let (numeric, logits) = self.logits(user, items, numeric, share)?;
+        Ok((numeric, self.probabilities(logits)))
+    }
+
+    fn logits(
         &self,
         user: &[f32],
         items: &Tensor,
@@ -212,8 +259,9 @@ impl ScoringHead {
         Ok((numeric, scores))
     }
 
-    /// [`ScoringHead::score_user`] through Candle, on the head's own
-    /// variables (a trainer's head, whose weights move).
+    /// The members' mean logits of [`ScoringHead::score_user`] through
+    /// Candle, on the head's own variables (a trainer's head, whose weights
+    /// move).
     fn score_with_candle(&self, user: &[f32], items: &Tensor, numeric: &[Numeric]) -> candle_core::Result<Vec<f32>> {
         let (n, dim) = (numeric.len(), self.spec.encoder.dim);
         let u = Tensor::from_slice(user, (1, dim), &self.device)?;
@@ -250,7 +298,7 @@ impl ScoringHead {
             });
         }
         let mean = (total.expect("a head has at least one member") / self.members.len() as f64)?;
-        candle_nn::ops::sigmoid(&mean)?.to_vec1::<f32>()
+        mean.to_vec1::<f32>()
     }
 
     /// Sets the standardisation from training features (`[N, K]`).

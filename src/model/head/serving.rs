@@ -194,8 +194,9 @@ impl ServingHead {
         })
     }
 
-    /// Purchase probabilities of `items` (`n` rows of `dim`) for the user
-    /// `user`, and the candidates' numeric features, which `numeric` makes
+    /// The members' mean logits for `items` (`n` rows of `dim`) for the user
+    /// `user` (the head maps them to probabilities), and the candidates'
+    /// numeric features, which `numeric` makes
     /// on the calling thread while a pool thread (if one is free) starts on
     /// the candidates' embeddings: the features take about as long as
     /// waking that thread.
@@ -339,9 +340,9 @@ impl ServingHead {
         }
     }
 
-    /// Probabilities from some candidates' first-layer units (`first`, all
+    /// Mean logits from some candidates' first-layer units (`first`, all
     /// members side by side), into `scores`: each member's later layers,
-    /// then the sigmoid of the members' mean logit.
+    /// then the members' mean.
     fn later_layers(&self, first: View<'_>, scores: &mut [f32]) {
         let n = first.rows;
         scores.fill(0.0);
@@ -356,7 +357,7 @@ impl ServingHead {
             scores.iter_mut().zip(logits).for_each(|(sum, logit)| *sum += logit);
         }
         let members = self.tails.len() as f32;
-        scores.iter_mut().for_each(|s| *s = 1.0 / (1.0 + (-*s / members).exp()));
+        scores.iter_mut().for_each(|s| *s /= members);
     }
 }
 

@@ -81,7 +81,7 @@ pub(crate) fn eval(settings: &Settings, args: &EvalArgs) -> Result<()> {
         (Some(_), None) => bail!("--retrieve needs the model: drop --baselines-only"),
         (None, _) => None,
     };
-    let (results, retrieval) = eval::evaluate(&prepared, &store, head, &methods, args.seed, true, retrieval)?;
+    let evaluation = eval::evaluate(&prepared, &store, head, &methods, args.seed, true, retrieval)?;
     let report = EvalReport {
         protocol: "EVAL_PROTOCOL v1".into(),
         counts: Counts {
@@ -90,16 +90,22 @@ pub(crate) fn eval(settings: &Settings, args: &EvalArgs) -> Result<()> {
             history_events,
             sampled_from,
         },
-        methods: results,
-        retrieval,
+        methods: evaluation.methods,
+        retrieval: evaluation.retrieval,
+        revenue: evaluation.revenue,
+        calibration: evaluation.calibration,
     };
     print!("{}", eval::format_table(&report));
     if let Some(bundle) = &bundle {
         println!(
-            "model = bundle {} on encoder {} ({})",
+            "model = bundle {} on encoder {} ({}); scores {}",
             bundle.version(),
             encoder.name(),
-            encoder.precision().as_str()
+            encoder.precision().as_str(),
+            match bundle.calibration() {
+                Some(c) => format!("calibrated on {} ({})", c.fitted_on.window, c.event),
+                None => "uncalibrated (the bundle has no calibration: training-mix odds)".into(),
+            }
         );
     }
     println!("evaluated in {:.0}s", started.elapsed().as_secs_f64());

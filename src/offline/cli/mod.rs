@@ -1,5 +1,5 @@
 //! The offline commands as the command line sees them: `train`, `eval`
-//! ([`evaluate`]), `eval-search` ([`search`]), `embed` ([`embed`]), `scale-data` ([`scale`]),
+//! ([`evaluate`]), `eval-search` ([`search`]), `replay` ([`replay`]), `embed` ([`embed`]), `scale-data` ([`scale`]),
 //! `store import|export` and `report` ([`store`]), their arguments (clap)
 //! and what each one runs, gathered in [`OfflineCommand`]: `main` flattens
 //! it into its own subcommands and calls [`OfflineCommand::run`]. `anyhow`
@@ -7,12 +7,14 @@
 
 mod embed;
 mod evaluate;
+mod replay;
 mod scale;
 mod search;
 pub(crate) mod store;
 
 pub(crate) use self::embed::{embed, EmbedArgs};
 pub(crate) use self::evaluate::{eval, EvalArgs};
+pub(crate) use self::replay::{replay, ReplayArgs};
 pub(crate) use self::scale::{scale_data, ScaleDataArgs};
 pub(crate) use self::search::{eval_search, EvalSearchArgs};
 pub(crate) use self::store::{report, ReportArgs, StoreCommand};
@@ -42,6 +44,9 @@ pub enum OfflineCommand {
     Eval(EvalArgs),
     /// Search quality on a labelled query set from the bundle's catalog.
     EvalSearch(EvalSearchArgs),
+    /// The test period day by day: each day's shoppers ranked with the
+    /// bundle's statistics frozen and brought forward with the purchases since.
+    Replay(ReplayArgs),
     /// Embed JSONL {"id", "text"} lines into JSONL {"id", "vector"} lines.
     Embed(EmbedArgs),
     /// Derive a larger log from a real one (replicated catalog and customers), for scaling runs.
@@ -61,6 +66,7 @@ impl OfflineCommand {
             Self::Train(args) => train(settings, args),
             Self::Eval(args) => eval(settings, args),
             Self::EvalSearch(args) => eval_search(settings, args),
+            Self::Replay(args) => replay(settings, args),
             Self::Embed(args) => embed(settings, args),
             Self::ScaleData(args) => scale_data(settings, args),
             Self::Store(command) => store::run(settings, command),
@@ -309,6 +315,7 @@ pub(crate) fn train(settings: &Settings, args: &TrainArgs) -> Result<()> {
             limits: outcome.limits.clone(),
         }),
         validation: Some(outcome.validation),
+        calibration: outcome.calibration.clone(),
     };
     if let Err(error) = Bundle::save(&dir, &manifest, &outcome.varmap, &outcome.stats) {
         if version_dir.is_some() {

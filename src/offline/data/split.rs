@@ -31,6 +31,8 @@ pub struct Split<'a> {
     pub cutoff: i64,
     /// Events strictly before `cutoff`, in time order.
     pub history: &'a [Event],
+    /// Events of the test window `[cutoff, end)`, in time order.
+    pub test: &'a [Event],
     /// Items with at least one history event, sorted by item id.
     pub catalog: Vec<ItemIdx>,
     /// Item index → its text (catalog items only).
@@ -78,7 +80,7 @@ impl<'a> Split<'a> {
                 TestUser { user, truth }
             })
             .collect();
-        Self { data, cutoff, history, catalog, item_text, user_history, test_users }
+        Self { data, cutoff, history, test, catalog, item_text, user_history, test_users }
     }
 
     /// Keeps a sample of `max` test users drawn from `seed` (in their

@@ -1,12 +1,16 @@
 //! The PNG chart `shoprank eval --chart` writes: NDCG@10 and Recall@10 per
-//! method (left), and the head's training curve — train loss and
-//! inner-validation NDCG@10 per epoch — from its spec (right).
+//! method (left), the head's training curve — train loss and
+//! inner-validation NDCG@10 per epoch — from its spec (middle), and, when
+//! the model was evaluated, its reliability diagram: mean predicted against
+//! observed purchase rate per equal-mass bin, over all pairs and over the
+//! top-10 pairs, on log axes (right).
 
 use std::path::Path;
 
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 
+use super::calibration::{CalibrationReport, ReliabilityBin};
 use super::EvalReport;
 use crate::model::bundle::EpochLog;
 
@@ -43,9 +47,14 @@ fn draw_error(e: impl std::fmt::Display) -> ChartError {
 
 pub(crate) fn write_chart(path: &Path, report: &EvalReport, training: &[EpochLog]) -> Result<(), ChartError> {
     load_font()?;
-    let root = BitMapBackend::new(path, (1200, 480)).into_drawing_area();
+    let width = if report.calibration.is_some() { 1700 } else { 1200 };
+    let root = BitMapBackend::new(path, (width, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(draw_error)?;
-    let (left, right) = root.split_horizontally(640);
+    let (left, rest) = root.split_horizontally(640);
+    let (right, reliability) = rest.split_horizontally(560);
+    if let Some(calibration) = &report.calibration {
+        draw_reliability(&reliability, calibration)?;
+    }
 
     let methods: Vec<(&String, &crate::offline::ranking_metrics::RankingMetrics)> =
         { super::method_order().filter_map(|m| report.methods.get_key_value(m)).collect() };
@@ -138,11 +147,70 @@ pub(crate) fn write_chart(path: &Path, report: &EvalReport, training: &[EpochLog
     root.present().map_err(draw_error)
 }
 
+/// Predicted against observed rate per bin, log-log, with the diagonal a
+/// calibrated model's bins lie on.
+fn draw_reliability(
+    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    report: &CalibrationReport,
+) -> Result<(), ChartError> {
+    let points = |bins: &[ReliabilityBin]| -> Vec<(f64, f64)> {
+        bins.iter()
+            .filter(|b| b.observed > 0.0 && b.mean_predicted > 0.0)
+            .map(|b| (b.mean_predicted, b.observed))
+            .collect()
+    };
+    let (all, top) = (points(&report.bins), points(&report.top10_bins));
+    let values = all.iter().chain(&top).flat_map(|&(x, y)| [x, y]);
+    let low = values.clone().fold(1.0f64, f64::min).max(1e-6) / 2.0;
+    let high = values.fold(low * 4.0, f64::max).min(1.0) * 1.5;
+    let mut chart = ChartBuilder::on(area)
+        .caption(format!("reliability (ECE {:.4})", report.ece), ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d((low..high).log_scale(), (low..high).log_scale())
+        .map_err(draw_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("mean predicted probability")
+        .y_desc("observed purchase rate")
+        .x_label_formatter(&|x| format!("{x:.0e}"))
+        .y_label_formatter(&|y| format!("{y:.0e}"))
+        .draw()
+        .map_err(draw_error)?;
+    chart.draw_series(LineSeries::new([(low, low), (high, high)], BLACK.mix(0.4))).map_err(draw_error)?;
+    for (points, colour, label) in [(all, BLUE, "all pairs, 20 bins"), (top, RED, "top 10, 5 bins")] {
+        chart
+            .draw_series(LineSeries::new(points.iter().copied(), colour.stroke_width(2)))
+            .map_err(draw_error)?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 15, y)], colour));
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, colour.filled()))).map_err(draw_error)?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .draw()
+        .map_err(draw_error)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+
     use crate::offline::eval::Counts;
     use crate::offline::ranking_metrics::RankingMetrics;
+
+    fn calibration_fixture() -> CalibrationReport {
+        let mut pairs = crate::offline::eval::calibration::CalibrationPairs::default();
+        let scored: Vec<(f32, bool)> = (0..400).map(|i| (0.001 + i as f32 / 1000.0, i % 9 == 0)).collect();
+        pairs.add_user(scored.iter().copied(), scored[390..].iter().copied());
+        pairs.report().unwrap()
+    }
 
     #[test]
     fn draws_a_png_for_an_ensemble_log() {
@@ -152,6 +220,8 @@ mod tests {
             counts: Counts { test_users: 3, catalog_items: 7, history_events: 20, sampled_from: None },
             methods: [("random".to_string(), metrics(0.01)), ("model".to_string(), metrics(0.1))].into(),
             retrieval: None,
+            revenue: BTreeMap::new(),
+            calibration: Some(calibration_fixture()),
         };
         // Two members, each selection run followed by a refit epoch.
         let log = |epoch, loss, val| EpochLog { epoch, loss, val_ndcg10: val };

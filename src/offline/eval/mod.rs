@@ -10,7 +10,9 @@
 //! The retrieval's recall (the share of a user's truth it keeps) is
 //! reported beside it.
 
+pub(crate) mod calibration;
 pub(crate) mod chart;
+pub(crate) mod revenue;
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -25,7 +27,10 @@ use crate::model::scoring;
 use crate::model::stats::ItemPos;
 use crate::offline::embed_store::EmbedStore;
 use crate::offline::prepared::PreparedSplit;
-use crate::offline::ranking_metrics::{mean, rank_by_score, score_ranking, RankingMetrics};
+use crate::offline::ranking_metrics::{mean, rank_by_score, score_ranking, RankingMetrics, CUTOFF};
+
+use self::calibration::{CalibrationPairs, CalibrationReport};
+use self::revenue::{expected_revenue, revenue_at_10, TestRevenue};
 
 /// The protocol's baselines, in table order.
 pub(crate) const BASELINES: [&str; 4] = ["random", "popularity", "text-cosine", "item-knn"];
@@ -36,8 +41,13 @@ pub(crate) const REFERENCES: [&str; 1] = ["recent-ease"];
 
 /// Every method of a report, in table (and chart) order.
 pub(crate) fn method_order() -> impl Iterator<Item = &'static str> {
-    BASELINES.iter().chain(REFERENCES.iter()).copied().chain(["model", TWO_STAGE])
+    BASELINES.iter().chain(REFERENCES.iter()).copied().chain(["model", REVENUE_OBJECTIVE, TWO_STAGE])
 }
+
+/// The head's calibrated probabilities times price (see `revenue`): the
+/// `"objective": "revenue"` ranking, reported beside `model` whenever the
+/// model is evaluated.
+pub(crate) const REVENUE_OBJECTIVE: &str = "model-revenue";
 
 /// The head ranking only what retrieval found (`--retrieve`).
 pub(crate) const TWO_STAGE: &str = "model-retrieve";
@@ -107,6 +117,21 @@ pub(crate) struct EvalReport {
     /// With `--retrieve`: the retrieval's sizes and mean recall (share of
     /// each user's truth among the retrieved items).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrieval: Option<RetrievalReport>,
+    /// Revenue@10 of each method (see `revenue`), in the log's currency.
+    #[serde(default)]
+    pub revenue: BTreeMap<String, f64>,
+    /// How well the model's scores match the test period as probabilities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<CalibrationReport>,
+}
+
+/// What [`evaluate`] measured: each method's mean metrics and revenue@10,
+/// the model's calibration, and (with retrieval) the retrieval's report.
+pub(crate) struct Evaluation {
+    pub methods: BTreeMap<String, RankingMetrics>,
+    pub revenue: BTreeMap<String, f64>,
+    pub calibration: Option<CalibrationReport>,
     pub retrieval: Option<RetrievalReport>,
 }
 
@@ -188,8 +213,10 @@ fn method_scores(
     })
 }
 
-/// Mean metrics of each method over the split's test users, and (with
-/// `retrieval`) the retrieval's report.
+/// Mean metrics and revenue@10 of each method over the split's test
+/// users, the model's calibration (when `methods` holds `model`, whose
+/// scores also give the `model-revenue` ranking), and (with `retrieval`)
+/// the retrieval's report.
 pub(crate) fn evaluate(
     prepared: &PreparedSplit<'_>,
     store: &EmbedStore,
@@ -198,38 +225,61 @@ pub(crate) fn evaluate(
     seed: u64,
     show_progress: bool,
     retrieval: Option<RetrievalSizes>,
-) -> candle_core::Result<(BTreeMap<String, RankingMetrics>, Option<RetrievalReport>)> {
+) -> candle_core::Result<Evaluation> {
     let users = &prepared.split.test_users;
     let progress = if show_progress { ProgressBar::new(users.len() as u64) } else { ProgressBar::hidden() };
     progress
         .set_style(ProgressStyle::with_template("{msg:>16} {bar:40} {pos}/{len} users (eta {eta})").expect("template"));
     progress.set_message("ranking");
+    let test_revenue = TestRevenue::of(&prepared.split);
     let mut per_method: BTreeMap<String, Vec<RankingMetrics>> = BTreeMap::new();
+    let mut revenue: BTreeMap<String, f64> = BTreeMap::new();
+    let mut calibration = CalibrationPairs::default();
     let (mut recall, mut retrieved_items) = (0f64, 0usize);
     for (index, test_user) in users.iter().enumerate() {
         let candidates = prepared.candidates(test_user.user);
         let truth = prepared.truth_positions(test_user);
+        let user_revenue = test_revenue.for_user(&prepared.split, &prepared.stats, test_user.user, &test_user.truth);
         let kept = retrieval.map(|sizes| retrieved(prepared, store, index, &candidates, sizes));
         if let Some(kept) = &kept {
             retrieved_items += kept.len();
             recall += truth.iter().filter(|p| kept.contains(p)).count() as f64 / truth.len().max(1) as f64;
         }
+        let mut record = |method: &str, scores: &[f32]| {
+            let ranked = rank_by_score(&candidates, scores, |p| prepared.item_id(p));
+            per_method.entry(method.to_string()).or_default().push(score_ranking(&ranked, &truth));
+            *revenue.entry(method.to_string()).or_default() += revenue_at_10(&ranked, &user_revenue);
+            ranked
+        };
         let all_methods = methods.iter().copied().chain(kept.as_ref().map(|_| TWO_STAGE));
         for method in all_methods {
             let scores = method_scores(method, prepared, store, head, index, &candidates, seed, kept.as_ref())?;
-            let ranked = rank_by_score(&candidates, &scores, |p| prepared.item_id(p));
-            per_method.entry(method.to_string()).or_default().push(score_ranking(&ranked, &truth));
+            let ranked = record(method, &scores);
+            if method == "model" {
+                let by_position: std::collections::HashMap<ItemPos, f32> =
+                    candidates.iter().copied().zip(scores.iter().copied()).collect();
+                calibration.add_user(
+                    candidates.iter().zip(&scores).map(|(p, &s)| (s, truth.contains(p))),
+                    ranked.iter().take(CUTOFF).map(|p| (by_position[p], truth.contains(p))),
+                );
+                record(REVENUE_OBJECTIVE, &expected_revenue(&prepared.stats, &candidates, &scores));
+            }
         }
         progress.inc(1);
     }
     progress.finish_and_clear();
-    let users = users.len().max(1) as f64;
+    let count = users.len().max(1) as f64;
     let report = retrieval.map(|sizes| RetrievalReport {
         sizes,
-        mean_retrieved: retrieved_items as f64 / users,
-        recall: recall / users,
+        mean_retrieved: retrieved_items as f64 / count,
+        recall: recall / count,
     });
-    Ok((per_method.into_iter().map(|(method, all)| (method, mean(&all))).collect(), report))
+    Ok(Evaluation {
+        methods: per_method.into_iter().map(|(method, all)| (method, mean(&all))).collect(),
+        revenue: revenue.into_iter().map(|(method, total)| (method, total / count)).collect(),
+        calibration: calibration.report(),
+        retrieval: report,
+    })
 }
 
 /// The report as a fixed-width table, methods in a stable order.
@@ -241,14 +291,15 @@ pub(crate) fn format_table(report: &EvalReport) -> String {
         report.protocol, counts.test_users, counts.catalog_items, counts.history_events
     );
     out.push_str(&format!(
-        "{:<14} {:>8} {:>10} {:>7} {:>7} {:>7}\n",
-        "method", "NDCG@10", "Recall@10", "HR@10", "MRR", "AUC"
+        "{:<14} {:>8} {:>10} {:>7} {:>7} {:>7} {:>11}\n",
+        "method", "NDCG@10", "Recall@10", "HR@10", "MRR", "AUC", "revenue@10"
     ));
     for method in method_order() {
         if let Some(m) = report.methods.get(method) {
+            let revenue = report.revenue.get(method).map_or("-".to_string(), |r| format!("{r:.2}"));
             out.push_str(&format!(
-                "{:<14} {:>8.4} {:>10.4} {:>7.3} {:>7.3} {:>7.3}\n",
-                method, m.ndcg10, m.recall10, m.hit10, m.mrr, m.auc
+                "{:<14} {:>8.4} {:>10.4} {:>7.3} {:>7.3} {:>7.3} {:>11}\n",
+                method, m.ndcg10, m.recall10, m.hit10, m.mrr, m.auc, revenue
             ));
         }
     }
@@ -257,6 +308,9 @@ pub(crate) fn format_table(report: &EvalReport) -> String {
             "retrieval (retrieve_k {}, related_k {}, popular_k {}): {:.0} items a user, recall {:.4}\n",
             r.sizes.retrieve_k, r.sizes.related_k, r.sizes.popular_k, r.mean_retrieved, r.recall
         ));
+    }
+    if let Some(calibration) = &report.calibration {
+        out.push_str(&calibration::format_calibration(calibration));
     }
     out
 }

@@ -55,6 +55,7 @@ pub use self::options::TrainOptions;
 use self::run::{restore, snapshot, Run};
 use self::validator::Validator;
 use crate::model::bundle::{EpochLog, RankingMetrics, StageRecord};
+use crate::model::calibration::{Calibration, CalibrationData};
 use crate::model::head::{merge_members, HeadSpec, ScoringHead};
 use crate::model::stats::HistoryStats;
 use crate::offline::data::split::Split;
@@ -93,6 +94,10 @@ pub struct TrainOutcome {
     /// The selected epoch count of each member.
     pub best_epochs: Vec<usize>,
     pub validation: RankingMetrics,
+    /// The logit map fitted on the validation window's pairs at the real
+    /// base rate, with the members' selected weights (see
+    /// `model::calibration`); `None` when the pairs cannot identify one.
+    pub(crate) calibration: Option<Calibration>,
     pub examples: usize,
     /// Time and peak memory of each stage.
     pub stages: Vec<StageRecord>,
@@ -209,9 +214,26 @@ pub fn train(
         best_epochs.push(trained.best_epoch);
     }
 
-    let validation_metrics = validator.evaluate(&head_over(&merge_members(&selected)?, &spec)?)?;
+    let selected_head = head_over(&merge_members(&selected)?, &spec)?;
+    let validation_metrics = validator.evaluate(&selected_head)?;
     if members > 1 {
         eprintln!("ensemble of {members}: inner-validation NDCG@10 {:.4}", validation_metrics.ndcg10);
+    }
+    let calibration = fit_calibration(&validator, &selected_head, options)?;
+    match &calibration {
+        Some(c) => eprintln!(
+            "calibration on {} validation pairs (base rate {:.5}): {} isotonic knots, Platt tails σ({:.4}·z {:+.4})",
+            c.fitted_on.pairs,
+            c.fitted_on.base_rate(),
+            c.knots.len(),
+            c.slope,
+            c.intercept
+        ),
+        None => {
+            let limit = "calibration: the validation pairs cannot identify a map (one kind of label only)".to_string();
+            tracing::warn!("{limit}");
+            limits.push(limit);
+        }
     }
     let varmap = merge_members(&refitted)?;
     let examples = refit.as_ref().map_or(window_examples.labels.len(), |set| set.examples.labels.len());
@@ -238,10 +260,43 @@ pub fn train(
         log,
         best_epochs,
         validation: validation_metrics,
+        calibration,
         examples,
         stages,
         limits,
     })
+}
+
+/// Fits the calibration map on the validation window: every pair of a
+/// validation user and a catalog item they had not bought, scored by the
+/// members' selected weights, which trained on earlier windows only. The
+/// refit head that ships trains on this window too, for the same number of
+/// epochs; its logits are assumed to keep the selected weights' scale (the
+/// eval's calibration table on the test period checks that assumption).
+fn fit_calibration(
+    validator: &Validator,
+    head: &ScoringHead,
+    options: &TrainOptions,
+) -> Result<Option<Calibration>, TrainError> {
+    let mut pairs = validator.logits_and_labels(head)?;
+    let Some((slope, intercept)) = Calibration::fit(&pairs) else {
+        return Ok(None);
+    };
+    let knots = Calibration::fit_isotonic(&mut pairs);
+    let horizon_days = ((options.t_test - options.t_val) as f64 / DAY as f64).round() as u32;
+    Ok(Some(Calibration {
+        slope,
+        intercept,
+        knots,
+        event: Calibration::event_for(horizon_days),
+        horizon_days,
+        fitted_on: CalibrationData {
+            window: format!("{}..{}", day(options.t_val), day(options.t_test)),
+            users: validator.users(),
+            pairs: pairs.len(),
+            positives: pairs.iter().filter(|(_, bought)| *bought).count(),
+        },
+    }))
 }
 
 /// The share of each window's users to keep so that the examples (about

@@ -128,7 +128,8 @@ fn model_selection_ranks_exactly_as_eval_does() {
     // Every user (the pairs fit), then a sample of 10.
     let validator = Validator::new(&prepared, &store, usize::MAX, 7).unwrap();
     assert_eq!(validator.users(), prepared.split.test_users.len());
-    let eval = crate::offline::eval::evaluate(&prepared, &store, Some(&head), &["model"], 0, false, None).unwrap().0;
+    let eval =
+        crate::offline::eval::evaluate(&prepared, &store, Some(&head), &["model"], 0, false, None).unwrap().methods;
     assert_eq!(validator.evaluate(&head).unwrap(), eval["model"], "same users, same scores, same metrics");
 
     let pairs = 10 * prepared.stats.items.len();

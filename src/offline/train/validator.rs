@@ -89,6 +89,19 @@ impl Validator {
         }
         Ok(mean(&all))
     }
+
+    /// Every (user, candidate) pair's mean logit under `head` and whether
+    /// the user bought the item in the window: the held-out pairs at the
+    /// real base rate that a calibration map is fitted to.
+    pub(super) fn logits_and_labels(&self, head: &ScoringHead) -> candle_core::Result<Vec<(f32, bool)>> {
+        let mut pairs = Vec::with_capacity(self.users.iter().map(|u| u.candidates.len()).sum());
+        for user in &self.users {
+            let rows = Tensor::from_iter(user.candidates.iter().map(|p| p.index() as u32), &Device::Cpu)?;
+            let logits = head.mean_logits(&user.embedding, &self.catalog.index_select(&rows, 0)?, &user.numeric)?;
+            pairs.extend(logits.into_iter().zip(&user.candidates).map(|(z, p)| (z, user.truth.contains(p))));
+        }
+        Ok(pairs)
+    }
 }
 
 /// Indices of the users to rank: all `users` if `users × items` pairs fit

@@ -9,7 +9,7 @@ use axum::Json;
 use super::error::ApiError;
 use super::openapi::{self, HealthErrors, ReadyErrors, RequestHeadErrors};
 use super::recommend::model_info;
-use super::types::{HealthResponse, ReadyResponse};
+use super::types::{CalibrationInfo, HealthResponse, ReadyResponse};
 use super::AppState;
 
 /// Liveness: the process answers, and its encoder thread has not died (a
@@ -38,7 +38,26 @@ pub(super) async fn health(State(state): State<AppState>) -> Result<Json<HealthR
 )]
 pub(super) async fn ready(State(state): State<AppState>) -> Result<Json<ReadyResponse>, ApiError> {
     let service = state.service()?;
-    Ok(Json(ReadyResponse { status: "ready".into(), model: model_info(&service, &service.bundle()) }))
+    let bundle = service.bundle();
+    let calibration = match bundle.calibration() {
+        Some(c) => CalibrationInfo {
+            calibrated: true,
+            event: c.event.clone(),
+            window: Some(c.fitted_on.window.clone()),
+            base_rate: Some(c.fitted_on.base_rate()),
+        },
+        None => CalibrationInfo {
+            calibrated: false,
+            event: format!(
+                "uncalibrated: bundle {} has no calibration, so its scores rank items but are odds under its \
+                 training mix, not purchase probabilities; a bundle trained by this version is calibrated",
+                bundle.version()
+            ),
+            window: None,
+            base_rate: None,
+        },
+    };
+    Ok(Json(ReadyResponse { status: "ready".into(), model: model_info(&service, &bundle), calibration }))
 }
 
 /// `GET /metrics`: every metric, in Prometheus' text format.

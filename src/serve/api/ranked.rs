@@ -14,8 +14,15 @@ use crate::serve::ranker;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub(crate) struct RankedItem {
     pub id: String,
+    /// The predicted purchase probability (calibrated when the bundle has a
+    /// calibration: see `/ready`'s `calibration`).
     pub score: f32,
     pub rank: usize,
+    /// Only under `"objective": "revenue"`: `score` × the price the item
+    /// was ranked by (the request's, else the catalog's, else the bundle
+    /// statistics' median).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_revenue: Option<f32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub explanation: Option<Explanation>,
 }
@@ -62,8 +69,8 @@ pub(crate) enum ReasonKind {
 
 impl From<ranker::RankedItem> for RankedItem {
     fn from(item: ranker::RankedItem) -> Self {
-        let ranker::RankedItem { id, score, rank, explanation } = item;
-        Self { id, score, rank, explanation: explanation.map(Explanation::from) }
+        let ranker::RankedItem { id, score, rank, expected_revenue, explanation } = item;
+        Self { id, score, rank, expected_revenue, explanation: explanation.map(Explanation::from) }
     }
 }
 

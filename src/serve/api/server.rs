@@ -80,6 +80,7 @@ pub async fn serve(
 ) -> Result<(), ServiceError> {
     let metrics = Metrics::new();
     let watch_secs = settings.bundle.watch_secs;
+    let live_stats_secs = settings.bundle.live_stats_secs;
     let state = AppState::new(metrics.clone(), &settings);
     let addr = settings.server.addr;
     let limits = ConnectionLimits::from_settings(&settings.server);
@@ -108,7 +109,10 @@ pub async fn serve(
         loaded = loading => {
             loaded??;
             if watch_secs > 0 {
-                tokio::spawn(watch_current(watched_state, Duration::from_secs(watch_secs)));
+                tokio::spawn(watch_current(watched_state.clone(), Duration::from_secs(watch_secs)));
+            }
+            if live_stats_secs > 0 {
+                tokio::spawn(refresh_live_stats(watched_state, Duration::from_secs(live_stats_secs)));
             }
             server.await?;
         }
@@ -135,6 +139,24 @@ async fn watch_current(state: AppState, every: Duration) {
         ticks.tick().await;
         let Some(service) = state.service_if_loaded() else { continue };
         let _ = tokio::task::spawn_blocking(move || service.reload_if_current_changed()).await;
+    }
+}
+
+/// Every `every`, serves the bundle with its statistics brought forward
+/// from the stored purchases (`bundle.live_stats_secs`; `serve::live_stats`).
+/// The first refresh runs at once. A failed refresh keeps the statistics
+/// served and is logged; the next tick tries again.
+async fn refresh_live_stats(state: AppState, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(service) = state.service_if_loaded() else { continue };
+        match tokio::task::spawn_blocking(move || service.refresh_live_stats()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "refreshing the live statistics failed; the last ones serve"),
+            Err(error) => tracing::error!(%error, "the live statistics refresh panicked; the last ones serve"),
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use crate::serve::catalog::attributes::{
     AttributeFilter, FacetCount, MAX_ATTRIBUTE_BYTES, MAX_FACETS, MAX_FILTER_ATTRIBUTES, MAX_FILTER_VALUES,
 };
 use crate::serve::catalog::index::ItemFilter;
-use crate::serve::ranker::{Candidate, HistoryItem, RankQuery};
+use crate::serve::ranker::{Candidate, HistoryItem, Objective, RankQuery};
 
 /// `POST /recommend`: who the user is, and what to rank (the given
 /// candidates, or else the catalog).
@@ -50,6 +50,31 @@ pub struct RecommendRequest {
     /// `facets`. Absent or empty: no `facets` in the response.
     #[serde(default)]
     pub facets: Vec<String>,
+    /// What the order maximises: `conversion` (the default), the purchase
+    /// probability; or `revenue`, probability × price (each item's
+    /// `expected_revenue`). `score` is the probability either way.
+    #[serde(default)]
+    pub objective: ObjectiveIn,
+}
+
+/// `conversion` or `revenue`.
+#[derive(Debug, Default, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectiveIn {
+    /// Order by purchase probability.
+    #[default]
+    Conversion,
+    /// Order by probability × price.
+    Revenue,
+}
+
+impl From<ObjectiveIn> for Objective {
+    fn from(objective: ObjectiveIn) -> Self {
+        match objective {
+            ObjectiveIn::Conversion => Objective::Conversion,
+            ObjectiveIn::Revenue => Objective::Revenue,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -299,6 +324,7 @@ impl RecommendRequest {
             diversity,
             explain: self.explain,
             facets,
+            objective: self.objective.into(),
         })
     }
 }
@@ -425,6 +451,26 @@ pub(crate) struct ReadyResponse {
     pub status: String,
     #[serde(flatten)]
     pub model: ModelInfo,
+    /// What the bundle's scores mean as probabilities.
+    pub calibration: CalibrationInfo,
+}
+
+/// Whether `score` is a purchase probability at the shop's real rate.
+#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+pub(crate) struct CalibrationInfo {
+    /// False for a bundle trained before calibration existed: its scores
+    /// rank items, but are odds under the training mix (one purchase per
+    /// eight non-purchases), far above real purchase rates.
+    pub calibrated: bool,
+    /// The event a calibrated score is the probability of; else why the
+    /// scores are not probabilities and how to get calibrated ones.
+    pub event: String,
+    /// Where the map was fitted (`YYYY-MM-DD..YYYY-MM-DD`, end exclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+    /// The purchase rate over the pairs it was fitted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_rate: Option<f64>,
 }
 
 /// Most items one request may have explained (each costs 64 head rows).

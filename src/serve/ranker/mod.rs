@@ -31,7 +31,7 @@ use crate::serve::metrics::Metrics;
 use crate::serve::retrieve::RetrievalLimits;
 use crate::serve::title_tokens::TitleTokenCache;
 
-pub use self::request::{Candidate, HistoryItem, RankQuery};
+pub use self::request::{Candidate, HistoryItem, Objective, RankQuery};
 pub(crate) use self::request::{Explanation, RankedItem, Ranking, Reason};
 
 #[derive(Debug, thiserror::Error)]

@@ -20,7 +20,7 @@ use crate::serve::embed::{EmbedJob, Embedded, Ticket};
 use crate::serve::retrieve::{self, LexicalSearch};
 
 use super::explain_text::explain_item;
-use super::{Candidate, RankError, RankQuery, RankedItem, Ranker, Ranking};
+use super::{Candidate, Objective, RankError, RankQuery, RankedItem, Ranker, Ranking};
 
 /// The user's side of a request, embedded.
 pub(super) struct UserSide {
@@ -115,15 +115,25 @@ impl Ranker {
         let candidates = candidate_inputs(stats, &pool);
         let (inputs, scores) = ScoringInputs::build_and_score(bundle.head(), stats, &context, &candidates)?;
         self.metrics.candidates_per_request.observe(pool.len() as f64);
-        // With a query: relevance bands first, probability within a band.
+        let values_of_purchase = match query.objective {
+            Objective::Conversion => None,
+            Objective::Revenue => Some(purchase_values(stats, &pool)),
+        };
+        // What the order maximises within a band, scaled into [0, 1] (the
+        // bands and the diversity trade-off expect a probability's range).
+        let values = match &values_of_purchase {
+            Some(purchase) => scaled_revenue(&scores, purchase),
+            None => scores.clone(),
+        };
+        // With a query: relevance bands first, the objective within a band.
         let relevances = query.search.is_some().then(|| {
             let cosines: Vec<f32> = inputs.numeric().iter().map(|n| n[features::QUERY_COSINE]).collect();
             let bm25: Vec<f32> = pool.iter().map(|c| c.bm25).collect();
             self.banding.relevance(&cosines, &bm25)
         });
         let keys = match &relevances {
-            Some(relevances) => relevance::banded_keys(&scores, relevances, self.banding),
-            None => scores.clone(),
+            Some(relevances) => relevance::banded_keys(&values, relevances, self.banding),
+            None => values,
         };
         let facets = (!query.facets.is_empty()).then(|| {
             let unrelated = match &relevances {
@@ -151,7 +161,14 @@ impl Ranker {
                 } else {
                     None
                 };
-                Ok(RankedItem { id: pool[i].id.clone(), score: scores[i], rank: rank + 1, explanation })
+                let expected_revenue = values_of_purchase.as_ref().map(|values| scores[i] * values[i]);
+                Ok(RankedItem {
+                    id: pool[i].id.clone(),
+                    score: scores[i],
+                    rank: rank + 1,
+                    expected_revenue,
+                    explanation,
+                })
             })
             .collect::<Result<_, RankError>>()?;
         Ok(Ranking { items, facets, corrected_query })
@@ -279,6 +296,35 @@ fn candidate_inputs<'a>(stats: &HistoryStats, pool: &'a [Pooled]) -> Vec<Candida
     pool.iter()
         .map(|c| CandidateInput { position: stats.position_of_id(&c.id), embedding: &c.embedding, price: c.price })
         .collect()
+}
+
+/// What one purchase of each candidate brings, which the revenue objective
+/// multiplies its probability by: the price (the request's or the
+/// catalog's, else the item's median in the statistics, else the
+/// statistics' median over priced items) times the item's typical quantity
+/// per purchase in the statistics (1 for an item they do not know); see
+/// [`Objective::Revenue`].
+fn purchase_values(stats: &HistoryStats, pool: &[Pooled]) -> Vec<f32> {
+    pool.iter()
+        .map(|c| {
+            let known = stats.position_of_id(&c.id);
+            let price =
+                c.price.or_else(|| known.and_then(|p| stats.item(p).price)).unwrap_or_else(|| stats.typical_price());
+            price * known.map_or(1.0, |p| stats.typical_quantity(p))
+        })
+        .collect()
+}
+
+/// Expected revenue (probability × purchase value) divided by the largest
+/// among the candidates: the same order, in [0, 1].
+fn scaled_revenue(probabilities: &[f32], values: &[f32]) -> Vec<f32> {
+    let revenue: Vec<f32> = probabilities.iter().zip(values).map(|(p, value)| p * value).collect();
+    let best = revenue.iter().copied().fold(0f32, f32::max);
+    if best > 0.0 {
+        revenue.iter().map(|r| r / best).collect()
+    } else {
+        revenue
+    }
 }
 
 /// Maximal marginal relevance: picks `k` items one at a time, each

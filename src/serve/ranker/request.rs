@@ -45,6 +45,23 @@ pub struct RankQuery {
     /// Attribute names to count values of over the relevant candidates
     /// (see [`Ranking::facets`]); empty: none.
     pub facets: Vec<String>,
+    /// What the order maximises (see [`Objective`]).
+    pub objective: Objective,
+}
+
+/// What a ranking maximises. Either way each item's `score` is its
+/// purchase probability; only the order differs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Objective {
+    /// The chance of a purchase: order by probability.
+    #[default]
+    Conversion,
+    /// Expected revenue: order by probability × price × the item's typical
+    /// quantity per purchase (its median in the bundle's statistics; 1 for
+    /// items they do not know). The price is the request's, else the
+    /// catalog's, else the item's median in the statistics, else (an item
+    /// priced nowhere) the statistics' median over priced items.
+    Revenue,
 }
 
 impl RankQuery {
@@ -60,6 +77,7 @@ impl RankQuery {
             diversity: 0.0,
             explain: false,
             facets: Vec::new(),
+            objective: Objective::Conversion,
         }
     }
 }
@@ -85,6 +103,9 @@ pub struct RankedItem {
     pub id: String,
     pub score: f32,
     pub rank: usize,
+    /// Under the revenue objective: `score` × the purchase value it ranked
+    /// by (price × typical quantity).
+    pub expected_revenue: Option<f32>,
     pub explanation: Option<Explanation>,
 }
 
