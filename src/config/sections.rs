@@ -112,6 +112,9 @@ pub struct BundleSettings {
     pub path: PathBuf,
     /// Seconds between checks of a versions directory's `CURRENT` (0: off).
     pub watch_secs: u64,
+    /// Seconds between refreshes of the live statistics from the stored
+    /// purchases (`serve::live_stats`; 0: the bundle's statistics as trained).
+    pub live_stats_secs: u64,
 }
 
 /// Explicit request limits; each one is documented in the README.

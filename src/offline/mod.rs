@@ -16,6 +16,7 @@
 //! - [`judged_typos`]: the same queries with one typo each (`--typos`).
 //! - [`resources`]: wall time and peak memory of each stage of a run.
 //! - [`ranking_metrics`]: NDCG@10, Recall@10, HR@10, MRR, AUC of one ranking.
+//! - [`replay`]: `shoprank replay` — frozen against live statistics, day by day.
 //! - [`train`]: `shoprank train` — examples, epochs, model selection, refit, ensemble.
 //! - [`eval`]: `shoprank eval` — EVAL_PROTOCOL v1 tables and chart.
 //! - [`cli`]: the `train`, `eval` and `embed` commands' arguments and runs.
@@ -28,6 +29,7 @@ pub(crate) mod judged_typos;
 pub(crate) mod prepared;
 pub(crate) mod ranking_metrics;
 pub(crate) mod recent_ease;
+pub(crate) mod replay;
 pub(crate) mod resources;
 pub(crate) mod scale_data;
 pub(crate) mod search_eval;

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub event_commit_events: Histogram,
     pub variant_requests: IntCounterVec,
     pub bundle_changes: IntCounterVec,
+    pub live_stats_refresh_seconds: Histogram,
+    pub live_stats_purchases: IntGauge,
 }
 
 fn exponential(start: f64, factor: f64, count: usize) -> Vec<f64> {
@@ -204,6 +206,19 @@ impl Metrics {
                 &["outcome"],
             )
             .expect("metric"),
+            live_stats_refresh_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "shoprank_live_stats_refresh_seconds",
+                    "Time to bring the bundle's statistics forward from the stored purchases (bundle.live_stats_secs)",
+                )
+                .buckets(exponential(0.001, 2.0, 16)),
+            )
+            .expect("metric"),
+            live_stats_purchases: IntGauge::new(
+                "shoprank_live_stats_purchases",
+                "Stored purchases after the bundle's history end that the serving statistics count",
+            )
+            .expect("metric"),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -241,6 +256,8 @@ impl Metrics {
             Box::new(m.event_commit_events.clone()),
             Box::new(m.variant_requests.clone()),
             Box::new(m.bundle_changes.clone()),
+            Box::new(m.live_stats_refresh_seconds.clone()),
+            Box::new(m.live_stats_purchases.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for collector in collectors {

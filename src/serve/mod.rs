@@ -15,12 +15,15 @@
 //! - [`cache`]: bounded LRU of text embeddings.
 //! - [`title_tokens`]: bounded LRU of history titles' tokens, for composing user texts.
 //! - [`metrics`]: the Prometheus registry and every metric shoprank exports.
+//! - [`live_stats`]: the serving bundle's statistics brought forward from
+//!   the stored purchases on a timer.
 
 pub(crate) mod api;
 pub(crate) mod cache;
 pub(crate) mod catalog;
 pub(crate) mod embed;
 pub(crate) mod event_writer;
+pub(crate) mod live_stats;
 pub(crate) mod metrics;
 pub(crate) mod ranker;
 pub(crate) mod retrieve;
