@@ -15,10 +15,13 @@
 //! - [`cache`]: bounded LRU of text embeddings.
 //! - [`title_tokens`]: bounded LRU of history titles' tokens, for composing user texts.
 //! - [`metrics`]: the Prometheus registry and every metric shoprank exports.
+//! - [`console`]: the merchandisers' page (`GET /console`), its HTML, CSS and
+//!   JavaScript compiled into the binary; it calls only the documented API.
 
 pub(crate) mod api;
 pub(crate) mod cache;
 pub(crate) mod catalog;
+pub(crate) mod console;
 pub(crate) mod embed;
 pub(crate) mod event_writer;
 pub(crate) mod metrics;
