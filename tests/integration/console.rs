@@ -36,7 +36,7 @@ async fn get(state: &AppState, uri: &str) -> Answer {
     Answer { status, headers, body: String::from_utf8(bytes.to_vec()).expect("a UTF-8 body") }
 }
 
-fn header<'a>(answer: &'a Answer, name: header::HeaderName) -> &'a str {
+fn header(answer: &Answer, name: header::HeaderName) -> &str {
     answer.headers.get(&name).unwrap_or_else(|| panic!("no {name}")).to_str().unwrap()
 }
 
