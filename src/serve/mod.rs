@@ -17,10 +17,13 @@
 //! - [`metrics`]: the Prometheus registry and every metric shoprank exports.
 //! - [`live_stats`]: the serving bundle's statistics brought forward from
 //!   the stored purchases on a timer.
+//! - [`console`]: the merchandisers' page (`GET /console`), its HTML, CSS and
+//!   JavaScript compiled into the binary; it calls only the documented API.
 
 pub(crate) mod api;
 pub(crate) mod cache;
 pub(crate) mod catalog;
+pub(crate) mod console;
 pub(crate) mod embed;
 pub(crate) mod event_writer;
 pub(crate) mod live_stats;

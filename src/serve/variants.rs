@@ -80,6 +80,17 @@ impl Variants {
         self.variants.iter()
     }
 
+    /// Each variant and the share of users its hash range covers (the
+    /// configured shares, as served; they add up to 1).
+    pub(crate) fn shares(&self) -> impl Iterator<Item = (&Variant, f64)> {
+        let mut from = 0u64;
+        self.variants.iter().map(move |variant| {
+            let share = variant.upto.saturating_sub(from) as f64 / u64::MAX as f64;
+            from = variant.upto;
+            (variant, share)
+        })
+    }
+
     /// The configured variant a request id names, if any.
     pub(crate) fn of_request(&self, request_id: &str) -> Option<&str> {
         let (name, _) = request_id.split_once('.')?;
@@ -121,5 +132,9 @@ mod tests {
         assert_eq!(variants.of_request(&id), Some("b"));
         assert_eq!(variants.of_request("zzz.0123"), None, "an unknown variant is not counted");
         assert_eq!(variants.of_request("no-dot"), None);
+        let shares: Vec<(String, f64)> = variants.shares().map(|(v, share)| (v.name.clone(), share)).collect();
+        assert_eq!(shares.len(), 2);
+        assert!((shares[0].1 - 0.2).abs() < 1e-9 && (shares[1].1 - 0.8).abs() < 1e-9, "{shares:?}");
+        assert_eq!(Variants::single().shares().map(|(_, share)| share).collect::<Vec<_>>(), [1.0]);
     }
 }

@@ -22,13 +22,15 @@ fn shared_state() -> AppState {
 /// The routes `app` serves, as method and path template. Kept by hand: a
 /// route added to the router, or to the document, without the other fails
 /// here.
-const ROUTES: [(&str, &str); 12] = [
+const ROUTES: [(&str, &str); 14] = [
     ("post", "/recommend"),
     ("put", "/v1/catalog/items"),
+    ("get", "/v1/catalog/items"),
     ("get", "/v1/catalog/items/{id}"),
     ("delete", "/v1/catalog/items/{id}"),
     ("get", "/health"),
     ("get", "/ready"),
+    ("get", "/v1/model"),
     ("get", "/metrics"),
     ("get", "/openapi.json"),
     ("post", "/v1/events"),
@@ -294,7 +296,7 @@ async fn real_answers_match_their_documented_schemas() {
     let (status, body) = check(request("get", "/recommend", None), None).await;
     assert_eq!((status, body["kind"].as_str()), (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed")));
 
-    for path in ["/health", "/ready", "/metrics", "/openapi.json"] {
+    for path in ["/health", "/ready", "/metrics", "/openapi.json", "/v1/model", "/v1/catalog/items"] {
         let (status, body) = check(request("get", path, None), Some(path)).await;
         assert_eq!(status, StatusCode::OK, "{path}: {body}");
     }
@@ -306,6 +308,14 @@ async fn real_answers_match_their_documented_schemas() {
     let (status, body) =
         check(request("put", "/v1/catalog/items", Some(&json!({"items": []}))), Some("/v1/catalog/items")).await;
     assert_eq!((status, body["kind"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("empty_items")));
+
+    let page = check(request("get", "/v1/catalog/items?limit=1", None), Some("/v1/catalog/items")).await;
+    assert_eq!((page.0, page.1["items"][0]["id"].as_str()), (StatusCode::OK, Some("openapi-mug")), "{}", page.1);
+    let (status, body) = check(request("get", "/v1/catalog/items?limit=0", None), Some("/v1/catalog/items")).await;
+    assert_eq!((status, body["kind"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_page")));
+    let (_, body) = check(request("get", "/v1/model", None), Some("/v1/model")).await;
+    assert!(body["training"]["epochs"].is_array() && body["validation"]["ndcg@10"].is_number(), "{body}");
+    assert_eq!(body["variants"][0]["name"], "default", "{body}");
 
     let item = "/v1/catalog/items/{id}";
     let (status, body) = check(request("get", "/v1/catalog/items/openapi-mug", None), Some(item)).await;
@@ -357,9 +367,13 @@ async fn answers_before_the_models_load_match_too() {
     let document = document().await;
     let settings = common::settings();
     let unready = AppState::new(Metrics::new(), &settings);
-    for (method, path, body) in
-        [("get", "/ready", None), ("post", "/recommend", Some(recommend_request())), ("get", "/health", None)]
-    {
+    for (method, path, body) in [
+        ("get", "/ready", None),
+        ("post", "/recommend", Some(recommend_request())),
+        ("get", "/health", None),
+        ("get", "/v1/model", None),
+        ("get", "/v1/catalog/items", None),
+    ] {
         let (status, answer) =
             check_answer(&document, unready.clone(), request(method, path, body.as_ref()), Some(path)).await;
         let expected = if path == "/health" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

@@ -6,8 +6,10 @@
 
 use std::collections::HashSet;
 
+use axum::extract::rejection::QueryRejection;
+use axum::extract::Query;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorKind};
 use super::json;
@@ -149,4 +151,62 @@ impl From<catalog::CatalogItem> for CatalogItem {
         let catalog::CatalogItem { id, text, price, available, attributes } = item;
         Self { id, text, price, available, attributes }
     }
+}
+
+/// Most items one page of `GET /v1/catalog/items` holds.
+pub(crate) const MAX_PAGE_ITEMS: u32 = 200;
+/// Items on a page when the request names no `limit`.
+pub(crate) const DEFAULT_PAGE_ITEMS: u32 = 50;
+
+/// `GET /v1/catalog/items`'s query: a page of items in id order (byte
+/// order), starting after `after`. Keyset paging, not offsets: a page
+/// costs one pass over the ids however deep it is, and items written
+/// between two pages neither repeat nor shift the next one.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct PageQuery {
+    /// Start after this id (byte order): the previous page's `next_after`.
+    /// Absent: from the first item.
+    pub after: Option<String>,
+    /// Items on the page, 1 to 200; default 50.
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<u32>,
+}
+
+/// A validated [`PageQuery`].
+#[derive(Debug, Clone)]
+pub(crate) struct Page {
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+impl PageQuery {
+    /// The page asked for; a parameter that does not parse, one not known,
+    /// or a `limit` out of range is `invalid_page`.
+    pub(crate) fn validate(query: Result<Query<Self>, QueryRejection>) -> Result<Page, ApiError> {
+        let Query(query) = query.map_err(|rejection| ApiError::new(ErrorKind::InvalidPage, rejection.body_text()))?;
+        let limit = query.limit.unwrap_or(DEFAULT_PAGE_ITEMS);
+        if !(1..=MAX_PAGE_ITEMS).contains(&limit) {
+            return Err(ApiError::new(
+                ErrorKind::InvalidPage,
+                format!("limit: {limit} given; it must be 1 to {MAX_PAGE_ITEMS}"),
+            ));
+        }
+        Ok(Page { after: query.after, limit: limit as usize })
+    }
+}
+
+/// `GET /v1/catalog/items`: one page of the catalog.
+#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+pub(crate) struct CatalogPage {
+    /// The items after `after`, in id order (byte order), at most `limit`.
+    pub items: Vec<CatalogItemOut>,
+    /// Present when more items follow: pass it as `after` for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<String>,
+    /// Items in the catalog now.
+    pub catalog_items: usize,
+    /// Items whose embedding is still being computed.
+    pub pending_embeddings: usize,
 }

@@ -130,6 +130,9 @@ error_kinds! {
     InvalidItem = 422, "invalid_item";
     /// New items would take the catalog past `catalog.max_items` (1,000,000).
     CatalogFull = 422, "catalog_full";
+    /// `GET /v1/catalog/items` with a `limit` that is not a whole number from 1
+    /// to 200, or a query parameter it does not know.
+    InvalidPage = 422, "invalid_page";
     /// `DELETE /v1/users/{id}` with an id no event can carry: blank, over 256
     /// bytes, or with control characters.
     InvalidUserId = 422, "invalid_user_id";

@@ -2,9 +2,13 @@
 //! (`recommend`), `PUT /v1/catalog/items` and `GET`/`DELETE
 //! /v1/catalog/items/{id}` (`catalog`), `POST /v1/events` (`events`),
 //! `POST /admin/reload` and `/admin/rollback` (`admin`), `DELETE
-//! /v1/users/{id}` (`users`, a shopper's erasure), and `GET /health`,
+//! /v1/users/{id}` (`users`, a shopper's erasure), `GET /v1/model` (`model`:
+//! the bundle's training record and the A/B variants), and `GET /health`,
 //! `GET /ready`, `GET /metrics` and the OpenAPI document at `GET
-//! /openapi.json` (`probes`; the document is built in `openapi`). The wire
+//! /openapi.json` (`probes`; the document is built in `openapi`). The
+//! browsing page, `GET /v1/catalog/items`, is in `catalog`. [`app`] also
+//! mounts the console (`crate::serve::console`: `GET /console` and its
+//! assets), a page for people that calls only the routes above. The wire
 //! types are here too, and only here (`types`, `ranked` for the ranked
 //! items, `events`' event kind): the ranker, the model and the store have no
 //! serde names or OpenAPI schemas; their results are converted at this edge.
@@ -27,6 +31,7 @@ mod error_kind;
 pub(crate) mod events;
 pub(crate) mod json;
 pub(crate) mod middleware;
+mod model;
 pub(crate) mod openapi;
 mod probes;
 mod ranked;
@@ -44,14 +49,16 @@ use axum::Router;
 use tokio::sync::Semaphore;
 
 use self::admin::{admin_only, reload, rollback, AdminToken};
-use self::catalog::{delete_item, get_item, upsert_items};
+use self::catalog::{delete_item, get_item, list_items, upsert_items};
 use self::error::{ApiError, ErrorKind};
 use self::events::{post_events, EventRules};
 use self::middleware::{Abandon, InFlight};
+use self::model::get_model;
 use self::probes::{health, metrics, openapi_json, ready};
 use self::recommend::recommend;
 use self::users::erase_user;
 use crate::config::{Limits, Settings};
+use crate::serve::console;
 use crate::serve::embed::Ticket;
 use crate::serve::metrics::Metrics;
 use crate::serve::service::Service;
@@ -209,7 +216,7 @@ pub fn app(state: AppState) -> Router {
     let body_limit = state.shared.limits.max_body_bytes;
     let work = Router::new()
         .route("/recommend", post(recommend))
-        .route("/v1/catalog/items", put(upsert_items))
+        .route("/v1/catalog/items", put(upsert_items).get(list_items))
         .route("/v1/catalog/items/{id}", get(get_item).delete(delete_item))
         .route("/v1/events", post(post_events))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::admit));
@@ -226,8 +233,12 @@ pub fn app(state: AppState) -> Router {
         .merge(admin)
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/v1/model", get(get_model))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi_json))
+        // The console: static pages, no state, no admission (a page must
+        // load even when the API is saturated, to show why).
+        .merge(console::routes())
         .fallback(|request: Request| async move { ApiError::not_found(request.uri().path()) })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(body_limit))

@@ -34,6 +34,7 @@ use super::types::{CandidateIn, HistoryItemIn};
     paths(
         super::recommend::recommend,
         super::catalog::upsert_items,
+        super::catalog::list_items,
         super::catalog::get_item,
         super::catalog::delete_item,
         super::events::post_events,
@@ -42,6 +43,7 @@ use super::types::{CandidateIn, HistoryItemIn};
         super::users::erase_user,
         super::probes::health,
         super::probes::ready,
+        super::model::get_model,
         super::probes::metrics,
         super::probes::openapi_json
     ),
@@ -287,6 +289,20 @@ impl IntoResponses for ItemErrors {
     }
 }
 
+/// The errors of `GET /v1/catalog/items` (a page of the catalog).
+pub(super) struct PageErrors;
+
+impl IntoResponses for PageErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let invalid = ErrorStatus::described(
+            "A query parameter does not parse, is not known, or `limit` is not 1 to 200 (`invalid_page`); or this \
+            service keeps no catalog (`no_catalog`).",
+            &[ErrorKind::InvalidPage, ErrorKind::NoCatalog],
+        );
+        error_responses(HEAD.iter().chain(&[invalid, INTERNAL, BUSY]))
+    }
+}
+
 /// The errors of `GET /health`.
 pub(super) struct HealthErrors;
 
@@ -296,7 +312,8 @@ impl IntoResponses for HealthErrors {
     }
 }
 
-/// The errors of `GET /ready`.
+/// The errors of `GET /ready` and `GET /v1/model`: both only need the
+/// service loaded.
 pub(super) struct ReadyErrors;
 
 impl IntoResponses for ReadyErrors {
