@@ -10,6 +10,7 @@ mod chinese;
 mod cli;
 mod common;
 mod conformance;
+mod deadline;
 mod encoder;
 mod erasure;
 mod explanations;
