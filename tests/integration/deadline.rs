@@ -168,3 +168,53 @@ async fn deadline_ms_outside_its_bounds_is_refused_naming_the_field() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.get("degraded").is_none(), "{body}");
 }
+
+#[tokio::test]
+async fn a_full_encoder_queue_is_answered_from_the_catalog_and_the_history_ids() {
+    let mut settings = common::settings();
+    // Ingestion (4 texts a batch) and the warm-up (4 texts) fit; a request
+    // with five new history titles (six texts with the user text) does not.
+    settings.batching.max_queued_texts = 5;
+    let state = common::ready_state(&settings);
+    let items = json!([
+        {"id": "bag-red", "text": "red leather handbag for women", "price": 89.0},
+        {"id": "bag-shoulder", "text": "red shoulder bag", "price": 45.0},
+        {"id": "bag-tote", "text": "black canvas tote bag", "price": 25.0},
+        {"id": "kettle", "text": "stainless steel electric kettle", "price": 30.0},
+        {"id": "mug", "text": "ceramic coffee mug", "price": 8.0},
+    ]);
+    let put = Request::put("/v1/catalog/items")
+        .header("content-type", "application/json")
+        .body(Body::from(json!({"items": items}).to_string()))
+        .unwrap();
+    assert_eq!(call(app(state.clone()), put).await.0, StatusCode::OK);
+    for id in ["bag-red", "bag-shoulder", "bag-tote", "kettle", "mug"] {
+        let started = Instant::now();
+        loop {
+            let get = Request::get(format!("/v1/catalog/items/{id}")).body(Body::empty()).unwrap();
+            let (_, _, body) = call(app(state.clone()), get).await;
+            if body["embedded"] == json!(true) {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "{id} not embedded");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // The titles are new to the cache; two ids are the catalog's, whose
+    // stored vectors make the user vector.
+    let history: Vec<Value> = (0..5)
+        .map(|i| match i {
+            0 => json!({"id": "bag-red", "text": "a bag title the cache never saw"}),
+            1 => json!({"id": "bag-shoulder", "text": "another bag title the cache never saw"}),
+            i => json!(format!("an unknown history title number {i}")),
+        })
+        .collect();
+    let (status, body) = recommend(&state, json!({"user": {"history": history}, "top_k": 3})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!((body["degraded"].as_bool(), body["degraded_reason"].as_str()), (Some(true), Some("overloaded")));
+    let ids: Vec<&str> = body["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 3, "{body}");
+    assert!(ids[0].starts_with("bag-"), "nearest to the history's bags: {ids:?}");
+    let metrics = state.metrics();
+    assert_eq!(metrics.degraded_answers.with_label_values(&["overloaded"]).get(), 1);
+}
