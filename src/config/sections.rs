@@ -125,6 +125,9 @@ pub struct Limits {
     pub max_candidates: usize,
     pub max_history: usize,
     pub default_top_k: usize,
+    /// Milliseconds a `/recommend` request waits for the encoder when it
+    /// gives no `deadline_ms`; then it is answered without it (degraded).
+    pub default_deadline_ms: u64,
 }
 
 /// The catalog shoprank keeps, and retrieval from it (see `serve::catalog`).

@@ -99,3 +99,15 @@ fn unknown_key_is_rejected() {
         Ok(())
     });
 }
+
+#[test]
+fn a_default_deadline_past_the_request_timeout_is_rejected() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("SHOPRANK__LIMITS__DEFAULT_DEADLINE_MS", "10001");
+        let err = Settings::load(None).unwrap_err().to_string();
+        assert!(err.contains("limits.default_deadline_ms") && err.contains("request_timeout_secs"), "{err}");
+        jail.set_env("SHOPRANK__LIMITS__DEFAULT_DEADLINE_MS", "10000");
+        assert_eq!(Settings::load(None).expect("at the timeout is allowed").limits.default_deadline_ms, 10_000);
+        Ok(())
+    });
+}

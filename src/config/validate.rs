@@ -28,6 +28,17 @@ impl Settings {
         positive("limits.max_body_bytes", self.limits.max_body_bytes)?;
         positive("limits.max_candidates", self.limits.max_candidates)?;
         positive("limits.default_top_k", self.limits.default_top_k)?;
+        positive("limits.default_deadline_ms", self.limits.default_deadline_ms as usize)?;
+        let timeout_ms = self.server.request_timeout_secs.saturating_mul(1000);
+        if self.limits.default_deadline_ms > timeout_ms {
+            return Err(ConfigError::Invalid {
+                key: "limits.default_deadline_ms",
+                problem: format!(
+                    "{} is above server.request_timeout_secs ({timeout_ms} ms): a request would time out first",
+                    self.limits.default_deadline_ms
+                ),
+            });
+        }
         positive("offline.ease_max_items", self.offline.ease_max_items)?;
         positive("catalog.max_upsert_items", self.catalog.max_upsert_items)?;
         positive("catalog.max_items", self.catalog.max_items)?;

@@ -66,6 +66,24 @@ pub(crate) const HISTORY_COPURCHASE_ITEMS: usize = 200;
 /// their own (the last basket says most about the next one).
 pub(crate) const RECENT_HISTORY_ITEMS: usize = 5;
 
+/// The user vector when the user text cannot be embedded (a degraded
+/// answer, and `shoprank eval`'s `model-degraded` row that measures it):
+/// the L2-normalised mean of the history items' embeddings. `None` without
+/// any, or when they cancel out.
+pub(crate) fn mean_of_history<'a>(embeddings: impl IntoIterator<Item = &'a [f32]>) -> Option<Vec<f32>> {
+    let mut sum: Vec<f32> = Vec::new();
+    for embedding in embeddings {
+        if sum.is_empty() {
+            sum = vec![0.0; embedding.len()];
+        }
+        for (s, x) in sum.iter_mut().zip(embedding) {
+            *s += x;
+        }
+    }
+    let norm = sum.iter().map(|x| x * x).sum::<f32>().sqrt();
+    (norm > 0.0 && norm.is_finite()).then(|| sum.iter().map(|x| x / norm).collect())
+}
+
 /// How one candidate relates to the user's history through the item-to-item
 /// statistics: co-purchase cosines and recent-purchase EASE weights.
 #[derive(Debug, Clone, Copy, Default)]
@@ -222,6 +240,15 @@ pub fn numeric(stats: &HistoryStats, user: &UserContext, candidate: &CandidateIn
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_degraded_user_vector_is_the_unit_mean_of_the_history() {
+        let (a, b) = ([1.0f32, 0.0], [0.0f32, 1.0]);
+        let mean = mean_of_history([&a[..], &b[..]]).unwrap();
+        assert!((mean[0] - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-6 && (mean[0] - mean[1]).abs() < 1e-6);
+        assert_eq!(mean_of_history(std::iter::empty()), None, "no history, no vector");
+        assert_eq!(mean_of_history([&a[..], &[-1.0, 0.0][..]]), None, "opposites cancel out");
+    }
 
     #[test]
     fn unknown_candidate_gets_text_features_and_zero_history_statistics() {

@@ -103,6 +103,12 @@ impl<'a> PreparedSplit<'a> {
 
     /// As [`Self::user_context`], with another user text (one with a query).
     pub(crate) fn user_context_with_text(&self, index: usize, user_text: &str, store: &EmbedStore) -> UserContext {
+        self.user_context_with_vector(index, store.get(user_text).to_vec(), store)
+    }
+
+    /// As [`Self::user_context`], with another user vector (a degraded
+    /// answer's, see `eval::DEGRADED`).
+    pub(crate) fn user_context_with_vector(&self, index: usize, vector: Vec<f32>, store: &EmbedStore) -> UserContext {
         let user = self.split.test_users[index].user;
         let positions = self.history_positions(user);
         let embeddings: Vec<&[f32]> = positions
@@ -111,7 +117,7 @@ impl<'a> PreparedSplit<'a> {
             .map(|&p| store.get(&self.stats.item(p).text))
             .collect();
         let positions: Vec<Option<ItemPos>> = positions.into_iter().map(Some).collect();
-        UserContext::new(&self.stats, store.get(user_text).to_vec(), &positions, &embeddings)
+        UserContext::new(&self.stats, vector, &positions, &embeddings)
     }
 
     /// A catalog item as a candidate (price from the statistics, as served

@@ -115,6 +115,13 @@ impl EmbeddingCache {
         found
     }
 
+    /// The vector cached under `key`, without counting a hit or a miss:
+    /// for a degraded answer (see `serve::ranker::degraded`), which looks
+    /// up texts it will not send to the encoder either way.
+    pub(crate) fn peek(&self, key: u128) -> Option<Embedding> {
+        self.lru.get(key)
+    }
+
     /// Keeps `embedding` for `text`, evicting the least recently used
     /// entries until the cache is within its byte budget again. A vector
     /// larger than the whole budget is not kept.

@@ -44,6 +44,7 @@ pub struct Metrics {
     pub event_commit_seconds: Histogram,
     pub event_commit_events: Histogram,
     pub variant_requests: IntCounterVec,
+    pub degraded_answers: IntCounterVec,
     pub bundle_changes: IntCounterVec,
     pub live_stats_refresh_seconds: Histogram,
     pub live_stats_purchases: IntGauge,
@@ -198,6 +199,16 @@ impl Metrics {
                 &["variant"],
             )
             .expect("metric"),
+            degraded_answers: IntCounterVec::new(
+                Opts::new(
+                    "shoprank_degraded_answers_total",
+                    "/recommend answers ranked without the encoder (\"degraded\": true), by why: deadline (the \
+                     user's texts could not be embedded within deadline_ms) or queue_full (the encoder queue \
+                     was full)",
+                ),
+                &["reason"],
+            )
+            .expect("metric"),
             bundle_changes: IntCounterVec::new(
                 Opts::new(
                     "shoprank_bundle_changes_total",
@@ -255,6 +266,7 @@ impl Metrics {
             Box::new(m.event_commit_seconds.clone()),
             Box::new(m.event_commit_events.clone()),
             Box::new(m.variant_requests.clone()),
+            Box::new(m.degraded_answers.clone()),
             Box::new(m.bundle_changes.clone()),
             Box::new(m.live_stats_refresh_seconds.clone()),
             Box::new(m.live_stats_purchases.clone()),

@@ -11,6 +11,7 @@ mod cli;
 mod common;
 mod conformance;
 mod console;
+mod deadline;
 mod encoder;
 mod erasure;
 mod explanations;

@@ -69,7 +69,7 @@ pub(crate) fn eval(settings: &Settings, args: &EvalArgs) -> Result<()> {
     let prepared = PreparedSplit::new(split, &encoder, &SplitSettings::from_settings(settings), &mut store)?;
     let mut methods: Vec<&str> = BASELINES.iter().chain(REFERENCES.iter()).copied().collect();
     if bundle.is_some() {
-        methods.push("model");
+        methods.extend(["model", eval::DEGRADED, eval::COLD]);
     }
     let head = bundle.as_ref().map(Bundle::head);
     let retrieval = match (args.retrieve, &head) {

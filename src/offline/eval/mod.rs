@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::candidates::{popular, related};
 use crate::model::encoder::cosine;
+use crate::model::features;
 use crate::model::head::ScoringHead;
 use crate::model::scoring;
 use crate::model::stats::ItemPos;
@@ -41,13 +42,28 @@ pub(crate) const REFERENCES: [&str; 1] = ["recent-ease"];
 
 /// Every method of a report, in table (and chart) order.
 pub(crate) fn method_order() -> impl Iterator<Item = &'static str> {
-    BASELINES.iter().chain(REFERENCES.iter()).copied().chain(["model", REVENUE_OBJECTIVE, TWO_STAGE])
+    BASELINES.iter().chain(REFERENCES.iter()).copied().chain(["model", DEGRADED, COLD, REVENUE_OBJECTIVE, TWO_STAGE])
 }
 
 /// The head's calibrated probabilities times price (see `revenue`): the
 /// `"objective": "revenue"` ranking, reported beside `model` whenever the
 /// model is evaluated.
 pub(crate) const REVENUE_OBJECTIVE: &str = "model-revenue";
+
+/// The head scoring as a degraded answer does (`serve::ranker::degraded`),
+/// when the user text cannot be embedded in time: the user vector is the
+/// L2-normalised mean of the history items' embeddings
+/// (`features::mean_of_history`); the history, candidates and statistics
+/// are as for `model`. Reported beside `model` whenever the model is
+/// evaluated: what a degraded answer costs.
+pub(crate) const DEGRADED: &str = "model-degraded";
+
+/// The degraded answer's worst case: no embedding of the user's at hand at
+/// all (no user text, no history item cached or in the catalog). The user
+/// vector is zero and the history has no embeddings, so the head ranks by
+/// what it reads from the statistics (co-purchase and EASE links,
+/// popularity, price) and the candidates' own embeddings.
+pub(crate) const COLD: &str = "model-cold";
 
 /// The head ranking only what retrieval found (`--retrieve`).
 pub(crate) const TWO_STAGE: &str = "model-retrieve";
@@ -189,6 +205,24 @@ fn method_scores(
         "model" => {
             let head = head.expect("model scores need a head");
             let context = prepared.user_context(index, store);
+            let inputs: Vec<_> = candidates.iter().map(|&p| prepared.candidate(p, store)).collect();
+            scoring::score(head, stats, &context, &inputs)?
+        }
+        DEGRADED => {
+            let head = head.expect("model scores need a head");
+            let positions = prepared.history_positions(user);
+            let history = positions.iter().map(|&p| store.get(&stats.item(p).text));
+            let dim = store.get(&prepared.user_texts[index]).len();
+            let vector = features::mean_of_history(history).unwrap_or_else(|| vec![0.0; dim]);
+            let context = prepared.user_context_with_vector(index, vector, store);
+            let inputs: Vec<_> = candidates.iter().map(|&p| prepared.candidate(p, store)).collect();
+            scoring::score(head, stats, &context, &inputs)?
+        }
+        COLD => {
+            let head = head.expect("model scores need a head");
+            let dim = store.get(&prepared.user_texts[index]).len();
+            let positions: Vec<Option<ItemPos>> = prepared.history_positions(user).into_iter().map(Some).collect();
+            let context = features::UserContext::new(stats, vec![0.0; dim], &positions, &[]);
             let inputs: Vec<_> = candidates.iter().map(|&p| prepared.candidate(p, store)).collect();
             scoring::score(head, stats, &context, &inputs)?
         }

@@ -104,6 +104,9 @@ error_kinds! {
     TooManyExplained = 422, "too_many_explained";
     /// `diversity` is outside [0, 1].
     InvalidDiversity = 422, "invalid_diversity";
+    /// `deadline_ms` is not a whole number from 1 to
+    /// `server.request_timeout_secs` × 1000 (10,000).
+    InvalidDeadline = 422, "invalid_deadline";
     /// More than `limits.max_candidates` (1000) ids in `exclude`.
     TooManyExcluded = 422, "too_many_excluded";
     /// A `filters` price is not finite or negative, or `min_price` > `max_price`;
@@ -157,7 +160,10 @@ error_kinds! {
     /// 10 s, by the backlog).
     Overloaded = 503, "overloaded", retry_after = 1;
     /// Ranking, a catalog write or an event commit took longer than
-    /// `server.request_timeout_secs` (10).
+    /// `server.request_timeout_secs` (10); or a `/recommend` request's
+    /// texts were not embedded within its `deadline_ms` and nothing could be
+    /// ranked without them (no candidate with a known vector; otherwise the
+    /// answer is 200, `degraded`).
     Timeout = 503, "timeout", retry_after = 1;
     /// The models are still loading.
     NotReady = 503, "not_ready", retry_after = 2;

@@ -169,6 +169,7 @@ impl IntoResponses for RecommendErrors {
                 ErrorKind::InvalidTopK,
                 ErrorKind::TooManyExplained,
                 ErrorKind::InvalidDiversity,
+                ErrorKind::InvalidDeadline,
                 ErrorKind::TooManyExcluded,
                 ErrorKind::InvalidFilters,
                 ErrorKind::InvalidFacets,

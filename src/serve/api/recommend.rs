@@ -1,9 +1,12 @@
 //! `POST /recommend`: the request validated into a query, ranked by the
 //! bundle serving now (its CPU work on the blocking pool, the wait for the
 //! encoder between its halves holding no thread), and answered with the
-//! model that served it.
+//! model that served it. The wait for the encoder ends at the request's
+//! deadline (`deadline_ms`); past it, or when the encoder refuses the texts
+//! outright, the request is answered without them (`Ranker::degraded`),
+//! marked `degraded`, unless nothing can be ranked that way.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::{Extension, Json};
@@ -13,9 +16,10 @@ use super::json::ApiJson;
 use super::middleware::Abandon;
 use super::openapi::RecommendErrors;
 use super::ranked::RankedItem;
-use super::types::{FacetValue, ModelInfo, RecommendRequest, RecommendResponse};
+use super::types::{DegradedReason, FacetValue, ModelInfo, RecommendRequest, RecommendResponse};
 use super::AppState;
 use crate::model::bundle::Bundle;
+use crate::serve::embed::EmbedError;
 use crate::serve::ranker::RankError;
 use crate::serve::service::Service;
 
@@ -35,6 +39,7 @@ pub(super) async fn recommend(
 ) -> Result<Json<RecommendResponse>, ApiError> {
     let started = Instant::now();
     let user_id = request.user.id.clone();
+    let deadline = request.deadline(&state.shared.limits, state.shared.request_timeout)?;
     let query = request.validate(&state.shared.limits)?;
     let service = state.service()?;
     // The variant and its bundle are taken once: this request is scored by
@@ -46,28 +51,98 @@ pub(super) async fn recommend(
     // The CPU work runs on the blocking pool, never on a runtime worker; the
     // wait for the encoder between its two halves holds no thread at all.
     let ticket = state.ticket(&abandon);
+    // The encoder's part of the work has until the deadline; abandoning it
+    // there withdraws the request's queued texts, not the request.
+    let embedding = ticket.part_until(started + deadline);
     let ranking = async {
         let ranker = service.clone();
         let (begun, job) = state
-            .on_blocking_pool(&ticket, move |ticket| Ok(ranker.ranker().begin(query, ranker.catalog(), ticket)?))
-            .await?;
-        let embedded = job.wait(&ticket).await.map_err(RankError::from)?;
-        state
-            .on_blocking_pool(&ticket, move |ticket| {
-                Ok(service.ranker().end(&bundle, begun, embedded, service.catalog(), ticket)?)
+            .on_blocking_pool(&embedding, move |embedding| {
+                Ok(ranker.ranker().begin(query, ranker.catalog(), embedding)?)
             })
-            .await
+            .await?;
+        let refused = match job {
+            Ok(job) => match tokio::time::timeout_at((started + deadline).into(), job.wait(&embedding)).await {
+                Ok(embedded) => {
+                    let embedded = embedded.map_err(RankError::from)?;
+                    let service = service.clone();
+                    let ranking = state
+                        .on_blocking_pool(&ticket, move |ticket| {
+                            Ok(service.ranker().end(&bundle, begun, embedded, service.catalog(), ticket)?)
+                        })
+                        .await?;
+                    return Ok((ranking, None));
+                }
+                Err(_) => {
+                    // The wait was dropped (its pending texts with it); the
+                    // ticket stops whatever else the encoder holds of it.
+                    embedding.abandon();
+                    Refused::Deadline
+                }
+            },
+            Err(error @ (EmbedError::Backlog { .. } | EmbedError::QueueFull { .. })) => Refused::Encoder(error),
+            Err(error) => return Err(RankError::from(error).into()),
+        };
+        let reason = refused.reason();
+        let ranking = state
+            .on_blocking_pool(&ticket, move |ticket| {
+                Ok(service.ranker().degraded(&bundle, begun, service.catalog(), ticket)?)
+            })
+            .await?;
+        match ranking {
+            Some(ranking) => {
+                state.shared.metrics.degraded_answers.with_label_values(&[reason.as_str()]).inc();
+                Ok((ranking, Some(reason)))
+            }
+            None => Err(refused.into_error(deadline)),
+        }
     };
-    let ranking = state.in_time(&ticket, ranking).await?;
+    let (ranking, degraded_reason) = state.in_time(&ticket, ranking).await?;
     let took_ms = started.elapsed().as_secs_f64() * 1e3;
     let request_id = crate::serve::variants::request_id(&variant);
-    tracing::debug!(user = user_id.as_deref().unwrap_or("-"), request_id, took_ms, "ranked");
+    let degraded = degraded_reason.map(DegradedReason::as_str);
+    tracing::debug!(user = user_id.as_deref().unwrap_or("-"), request_id, took_ms, degraded, "ranked");
     let items = ranking.items.into_iter().map(RankedItem::from).collect();
     let facets = ranking.facets.map(|facets| {
         facets.into_iter().map(|(name, values)| (name, values.into_iter().map(FacetValue::from).collect())).collect()
     });
     let corrected_query = ranking.corrected_query;
-    Ok(Json(RecommendResponse { items, model, variant, request_id, took_ms, facets, corrected_query }))
+    Ok(Json(RecommendResponse {
+        items,
+        model,
+        variant,
+        request_id,
+        took_ms,
+        facets,
+        corrected_query,
+        degraded: degraded_reason.is_some(),
+        degraded_reason,
+    }))
+}
+
+/// Why the encoder did not embed a request's texts, when it did not.
+enum Refused {
+    /// Not within the request's deadline.
+    Deadline,
+    /// Refused at once: a backlog longer than the time left, or a full queue.
+    Encoder(EmbedError),
+}
+
+impl Refused {
+    fn reason(&self) -> DegradedReason {
+        match self {
+            Refused::Deadline | Refused::Encoder(EmbedError::Backlog { .. }) => DegradedReason::Deadline,
+            Refused::Encoder(_) => DegradedReason::Overloaded,
+        }
+    }
+
+    /// The answer when nothing could be ranked without the encoder.
+    fn into_error(self, deadline: Duration) -> ApiError {
+        match self {
+            Refused::Deadline => ApiError::deadline(deadline),
+            Refused::Encoder(error) => RankError::from(error).into(),
+        }
+    }
 }
 
 /// What a response says served it: the encoder and the bundle's version.

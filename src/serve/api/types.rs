@@ -5,6 +5,7 @@
 //! schemas (`openapi`): their doc comments are the document's descriptions.
 
 use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -55,6 +56,36 @@ pub struct RecommendRequest {
     /// `expected_revenue`). `score` is the probability either way.
     #[serde(default)]
     pub objective: ObjectiveIn,
+    /// Milliseconds the request may wait for the encoder to embed its texts
+    /// (the user text, the query, new history titles and candidates): a
+    /// whole number from 1 to `server.request_timeout_secs` × 1000 (default
+    /// `limits.default_deadline_ms`). Past it the request waits no longer,
+    /// its queued texts are withdrawn, and it is answered from what needs no
+    /// encoder, marked `degraded` (see the README's "Deadlines").
+    #[schema(value_type = Option<u64>, minimum = 1)]
+    pub deadline_ms: Option<serde_json::Number>,
+}
+
+/// Why an answer is degraded: ranked without embedding the request's texts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum DegradedReason {
+    /// The texts were not embedded within `deadline_ms`, or the encoder's
+    /// backlog was longer than the time left before it.
+    Deadline,
+    /// The encoder queue was full (`batching.max_queued_texts`).
+    Overloaded,
+}
+
+impl DegradedReason {
+    /// The wire name, also the `reason` label of
+    /// `shoprank_degraded_answers_total`.
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            DegradedReason::Deadline => "deadline",
+            DegradedReason::Overloaded => "overloaded",
+        }
+    }
 }
 
 /// `conversion` or `revenue`.
@@ -188,6 +219,17 @@ pub(crate) struct RecommendResponse {
     /// by its closest catalog term), for a "showing results for" line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub corrected_query: Option<String>,
+    /// Only when true (absent otherwise): the request's texts could not be
+    /// embedded in time, and the items were ranked from what needs no
+    /// encoder: cached embeddings and the catalog's stored vectors, the
+    /// history's co-purchase and recent-purchase links, popularity and the
+    /// query's words. Scores and reasons are the head's, as usual; the
+    /// request's own candidates without a known vector are left out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub degraded: bool,
+    /// Why the answer is degraded; present only with `degraded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded_reason: Option<DegradedReason>,
 }
 
 /// A facet's value and how many relevant candidates have it.
@@ -221,6 +263,20 @@ fn non_blank(text: Option<String>) -> Option<String> {
 }
 
 impl RecommendRequest {
+    /// How long the request may wait for the encoder: `deadline_ms`, else
+    /// `limits.default_deadline_ms`; at most `request_timeout`.
+    pub fn deadline(&self, limits: &Limits, request_timeout: Duration) -> Result<Duration, ApiError> {
+        let Some(ms) = &self.deadline_ms else { return Ok(Duration::from_millis(limits.default_deadline_ms)) };
+        let most = request_timeout.as_millis().min(u64::MAX as u128) as u64;
+        match ms.as_u64().or_else(|| ms.as_f64().filter(|f| f.fract() == 0.0 && *f >= 1.0).map(|f| f as u64)) {
+            Some(ms) if (1..=most).contains(&ms) => Ok(Duration::from_millis(ms)),
+            _ => Err(ApiError::new(
+                ErrorKind::InvalidDeadline,
+                format!("deadline_ms must be a whole number from 1 to {most} (server.request_timeout_secs); got {ms}"),
+            )),
+        }
+    }
+
     /// Checks every rule and limit; the error names the field.
     pub fn validate(self, limits: &Limits) -> Result<RankQuery, ApiError> {
         let query = non_blank(self.user.query);

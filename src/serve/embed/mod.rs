@@ -148,6 +148,11 @@ impl Embedder {
         &self.encoder
     }
 
+    /// `text`'s vector if the cache holds it: no forward pass, no queue.
+    pub(crate) fn cached(&self, text: &str) -> Option<Embedding> {
+        self.cache.peek(EmbeddingCache::key(text))
+    }
+
     /// False once the encoder thread has stopped.
     pub(crate) fn is_alive(&self) -> bool {
         self.batcher.is_alive()

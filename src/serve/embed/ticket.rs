@@ -28,6 +28,14 @@ impl Ticket {
         Self { cancel: CancellationToken::new(), deadline: None }
     }
 
+    /// A ticket for a part of this work that must be done sooner (a
+    /// request's wait for the encoder, within its `deadline_ms`): abandoned
+    /// whenever this one is, and abandoning it leaves this one running.
+    pub(crate) fn part_until(&self, deadline: Instant) -> Self {
+        let deadline = self.deadline.map_or(deadline, |whole| whole.min(deadline));
+        Self { cancel: self.cancel.child_token(), deadline: Some(deadline) }
+    }
+
     /// True once nobody waits for the answer: stop working on it.
     pub(crate) fn is_abandoned(&self) -> bool {
         self.cancel.is_cancelled()

@@ -90,7 +90,7 @@ fn describe(
                 .enumerate()
                 .map(|(i, v)| (i, cosine(v, &item.embedding)))
                 .max_by(|a, b| a.1.total_cmp(&b.1))
-                .map(|(i, _)| i)?;
+                .map(|(i, _)| user.history_items[i])?;
             let ids = Some(history_id(closest)).filter(|id| !id.is_empty()).into_iter().collect();
             (format!("similar to {}", titles(&[closest])[0]), ids)
         }

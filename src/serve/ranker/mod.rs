@@ -12,9 +12,11 @@
 //! (`model::explain`).
 //!
 //! One job per file: `request` (the query and answer types), `pipeline`
-//! (begin/end/rank: embedding, retrieval, scoring, ordering, diversity) and
-//! `explain_text` (the explanations' wording).
+//! (begin/end/rank: embedding, retrieval, scoring, ordering, diversity),
+//! `degraded` (the answer without the encoder, when a request's deadline
+//! passes first) and `explain_text` (the explanations' wording).
 
+mod degraded;
 mod explain_text;
 mod pipeline;
 mod request;

@@ -16,8 +16,8 @@ use crate::model::stats::{HistoryStats, ItemPos};
 use crate::serve::cache::Embedding;
 use crate::serve::catalog::attributes;
 use crate::serve::catalog::Catalog;
-use crate::serve::embed::{EmbedJob, Embedded, Ticket};
-use crate::serve::retrieve::{self, LexicalSearch};
+use crate::serve::embed::{EmbedError, EmbedJob, Embedded, Ticket};
+use crate::serve::retrieve::{self, LexicalSearch, RetrievalLimits};
 
 use super::explain_text::explain_item;
 use super::{Candidate, Objective, RankError, RankQuery, RankedItem, Ranker, Ranking};
@@ -26,8 +26,11 @@ use super::{Candidate, Objective, RankError, RankQuery, RankedItem, Ranker, Rank
 pub(super) struct UserSide {
     pub(super) vector: Embedding,
     pub(super) query: Option<Embedding>,
-    /// The first `HISTORY_FEATURE_ITEMS` history items' embeddings.
+    /// The first `HISTORY_FEATURE_ITEMS` history items' embeddings (in a
+    /// degraded answer, those of them available without the encoder).
     pub(super) history: Vec<Embedding>,
+    /// For each of `history`, its index in the request's history.
+    pub(super) history_items: Vec<usize>,
     /// Positions of every history item in the bundle's statistics.
     pub(super) positions: Vec<Option<ItemPos>>,
 }
@@ -58,7 +61,7 @@ impl Ranker {
         ticket: &Ticket,
     ) -> Result<Vec<RankedItem>, RankError> {
         let (begun, job) = self.begin(query.clone(), catalog, ticket)?;
-        let embedded = job.wait_blocking(ticket)?;
+        let embedded = job?.wait_blocking(ticket)?;
         Ok(self.end(bundle, begun, embedded, catalog, ticket)?.items)
     }
 
@@ -67,13 +70,15 @@ impl Ranker {
     /// `model::lexical::LexicalIndex::correct`; the rest of the request
     /// sees the corrected query), composes the user text and asks the embed
     /// job for every text's vector; the texts the cache misses go on the
-    /// encoder queue (or are refused, see `serve::embed`).
+    /// encoder queue (or are refused, see `serve::embed`). The request comes
+    /// back whether the encoder took its texts or not: a refusal can still be
+    /// answered without them (`Ranker::degraded`).
     pub(crate) fn begin(
         &self,
         mut query: RankQuery,
         catalog: Option<&Catalog>,
         ticket: &Ticket,
-    ) -> Result<(Begun, EmbedJob), RankError> {
+    ) -> Result<(Begun, Result<EmbedJob, EmbedError>), RankError> {
         let mut corrected_query = None;
         if let (Some(search), Some(catalog)) = (&query.search, catalog) {
             if let Some(corrected) = catalog.index().correct(search) {
@@ -90,8 +95,9 @@ impl Ranker {
         texts.extend(query.search.as_deref());
         texts.extend(embedded_history.iter().map(|h| h.text.as_str()));
         texts.extend(given.iter().map(|c| c.text.as_str()));
-        let job = self.embedder.begin_with(&texts, tokens, ticket)?;
-        Ok((Begun { query, corrected_query }, job))
+        let job = self.embedder.begin_with(&texts, tokens, ticket);
+        drop(texts);
+        Ok((Begun { query, corrected_query, user_text }, job))
     }
 
     /// The second half, once the encoder's vectors are in: retrieval (for a
@@ -105,19 +111,33 @@ impl Ranker {
         ticket: &Ticket,
     ) -> Result<Ranking, RankError> {
         ticket.check()?;
-        let Begun { query, corrected_query } = begun;
+        let Begun { query, corrected_query, .. } = begun;
         let embeddings = embedded.into_vectors();
         let (user, pool) = self.user_and_pool(bundle, &query, embeddings, catalog)?;
-        let query = &query;
+        self.finish(bundle, &query, &user, &pool, corrected_query, ticket)
+    }
+
+    /// Scoring, ordering, facets and explanations of `pool` for `user`:
+    /// the end of every answer, degraded or not.
+    pub(super) fn finish(
+        &self,
+        bundle: &Bundle,
+        query: &RankQuery,
+        user: &UserSide,
+        pool: &[Pooled],
+        corrected_query: Option<String>,
+        ticket: &Ticket,
+    ) -> Result<Ranking, RankError> {
+        let (user, pool) = (user, pool);
         ticket.check()?;
         let stats = bundle.stats();
-        let context = user_context(stats, &user);
-        let candidates = candidate_inputs(stats, &pool);
+        let context = user_context(stats, user);
+        let candidates = candidate_inputs(stats, pool);
         let (inputs, scores) = ScoringInputs::build_and_score(bundle.head(), stats, &context, &candidates)?;
         self.metrics.candidates_per_request.observe(pool.len() as f64);
         let values_of_purchase = match query.objective {
             Objective::Conversion => None,
-            Objective::Revenue => Some(purchase_values(stats, &pool)),
+            Objective::Revenue => Some(purchase_values(stats, pool)),
         };
         // What the order maximises within a band, scaled into [0, 1] (the
         // bands and the diversity trade-off expect a probability's range).
@@ -146,7 +166,7 @@ impl Ranker {
         let mut order: Vec<usize> = (0..keys.len()).collect();
         order.sort_by(|&a, &b| keys[b].total_cmp(&keys[a]).then(a.cmp(&b)));
         let order = if query.diversity > 0.0 {
-            diversify(&order, &keys, &pool, query.diversity, query.top_k)
+            diversify(&order, &keys, pool, query.diversity, query.top_k)
         } else {
             order.into_iter().take(query.top_k).collect()
         };
@@ -157,7 +177,7 @@ impl Ranker {
                 self.metrics.predicted_score.observe(scores[i] as f64);
                 let explanation = if query.explain {
                     let numeric = &inputs.numeric()[i];
-                    Some(explain_item(bundle, query, &user, &pool[i], numeric)?)
+                    Some(explain_item(bundle, query, user, &pool[i], numeric)?)
                 } else {
                     None
                 };
@@ -179,7 +199,7 @@ impl Ranker {
     pub fn numeric_features(&self, bundle: &Bundle, query: &RankQuery) -> Result<Vec<features::Numeric>, RankError> {
         let ticket = Ticket::detached();
         let (_, job) = self.begin(query.clone(), None, &ticket)?;
-        let embeddings = job.wait_blocking(&ticket)?.into_vectors();
+        let embeddings = job?.wait_blocking(&ticket)?.into_vectors();
         let (user, pool) = self.user_and_pool(bundle, query, embeddings, None)?;
         let context = user_context(bundle.stats(), &user);
         let candidates = candidate_inputs(bundle.stats(), &pool);
@@ -197,36 +217,51 @@ impl Ranker {
         catalog: Option<&Catalog>,
     ) -> Result<(UserSide, Vec<Pooled>), RankError> {
         let given = given_candidates(query);
-        let faceted = !query.facets.is_empty();
         let embedded_history = &query.history[..query.history.len().min(features::HISTORY_FEATURE_ITEMS)];
         let mut vectors = embeddings.into_iter();
-        let stats = bundle.stats();
         let user = UserSide {
             vector: vectors.next().expect("the user text is embedded"),
             query: query.search.as_ref().map(|_| vectors.next().expect("the query is embedded")),
             history: vectors.by_ref().take(embedded_history.len()).collect(),
-            positions: query
-                .history
-                .iter()
-                .map(|h| {
-                    h.id.as_deref().and_then(|id| stats.position_of_id(id)).or_else(|| stats.position_of_text(&h.text))
-                })
-                .collect(),
+            history_items: (0..embedded_history.len()).collect(),
+            positions: history_positions(bundle, query),
         };
-        let pool = match &query.candidates {
-            Some(_) => {
+        let given = query.candidates.as_ref().map(|_| given.into_iter().zip(vectors).collect());
+        let search = user.query.as_ref().unwrap_or(&user.vector).clone();
+        let pool = self.pool(bundle, query, &user, given, Some(&search), catalog, self.retrieval)?;
+        Ok((user, pool))
+    }
+
+    /// The candidates to score: `given` (the request's own, with their
+    /// vectors), or else those retrieved from the catalog, the nearest to
+    /// `search` among them (none without a vector).
+    // The arguments are what the two kinds of answer differ in.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn pool(
+        &self,
+        bundle: &Bundle,
+        query: &RankQuery,
+        user: &UserSide,
+        given: Option<Vec<(&Candidate, Embedding)>>,
+        search: Option<&[f32]>,
+        catalog: Option<&Catalog>,
+        mut limits: RetrievalLimits,
+    ) -> Result<Vec<Pooled>, RankError> {
+        let faceted = !query.facets.is_empty();
+        let stats = bundle.stats();
+        Ok(match given {
+            Some(given) => {
                 // The request's candidates are the corpus their words are weighed in.
                 let bm25: Vec<f32> = match &query.search {
                     Some(search) => {
-                        let corpus = TextsStats::of(given.iter().map(|c| c.text.as_str()));
+                        let corpus = TextsStats::of(given.iter().map(|(c, _)| c.text.as_str()));
                         let words = LexicalQuery::new(search, &corpus);
-                        given.iter().map(|c| lexical::score(&words, &c.text, &corpus).bm25).collect()
+                        given.iter().map(|(c, _)| lexical::score(&words, &c.text, &corpus).bm25).collect()
                     }
                     None => vec![0.0; given.len()],
                 };
                 given
                     .into_iter()
-                    .zip(vectors)
                     .zip(bm25)
                     .map(|((c, embedding), bm25)| Pooled {
                         id: c.id.clone(),
@@ -239,7 +274,10 @@ impl Ranker {
             }
             None => {
                 let catalog = catalog.ok_or(RankError::NoCatalog)?;
-                let search = user.query.as_ref().unwrap_or(&user.vector);
+                if search.is_none() {
+                    limits.retrieve_k = 0;
+                }
+                let search = search.unwrap_or(&[]);
                 let view = catalog.index().read();
                 let corpus = query.search.as_ref().and(view.lexical_stats());
                 let words = query.search.as_deref().zip(corpus.as_ref()).map(|(s, c)| LexicalQuery::new(s, c));
@@ -247,7 +285,7 @@ impl Ranker {
                     .as_ref()
                     .zip(corpus.as_ref())
                     .map(|(query, corpus)| LexicalSearch { query, corpus: corpus as &dyn lexical::CorpusStats });
-                retrieve::retrieve(&view, stats, search, lexical, &user.positions, &query.filter, self.retrieval)
+                retrieve::retrieve(&view, stats, search, lexical, &user.positions, &query.filter, limits)
                     .into_iter()
                     .map(|r| {
                         // Read under the same view the item was retrieved in.
@@ -259,13 +297,23 @@ impl Ranker {
                     })
                     .collect()
             }
-        };
-        Ok((user, pool))
+        })
     }
 }
 
+/// Positions of every history item in the bundle's statistics (by id, else
+/// by title).
+pub(super) fn history_positions(bundle: &Bundle, query: &RankQuery) -> Vec<Option<ItemPos>> {
+    let stats = bundle.stats();
+    query
+        .history
+        .iter()
+        .map(|h| h.id.as_deref().and_then(|id| stats.position_of_id(id)).or_else(|| stats.position_of_text(&h.text)))
+        .collect()
+}
+
 /// The request's own candidates that pass its filter.
-fn given_candidates(query: &RankQuery) -> Vec<&Candidate> {
+pub(super) fn given_candidates(query: &RankQuery) -> Vec<&Candidate> {
     query
         .candidates
         .iter()
@@ -276,9 +324,11 @@ fn given_candidates(query: &RankQuery) -> Vec<&Candidate> {
 
 /// A request whose texts are with the embed job (see [`Ranker::begin`]).
 pub(crate) struct Begun {
-    query: RankQuery,
+    pub(super) query: RankQuery,
     /// The search query after typo correction, when it changed.
-    corrected_query: Option<String>,
+    pub(super) corrected_query: Option<String>,
+    /// The composed user text (a degraded answer looks it up in the cache).
+    pub(super) user_text: String,
 }
 
 /// The feature builder's view of the user.
