@@ -4,7 +4,7 @@
 //! model that served it. The wait for the encoder ends at the request's
 //! deadline (`deadline_ms`); past it, or when the encoder refuses the texts
 //! outright, the request is answered without them (`Ranker::degraded`),
-//! marked `degraded`, unless nothing can be ranked that way.
+//! marked `degraded` (with no items when nothing can be ranked that way).
 
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ use super::types::{DegradedReason, FacetValue, ModelInfo, RecommendRequest, Reco
 use super::AppState;
 use crate::model::bundle::Bundle;
 use crate::serve::embed::EmbedError;
-use crate::serve::ranker::RankError;
+use crate::serve::ranker::{RankError, Ranking};
 use crate::serve::service::Service;
 
 /// `POST /recommend`: ranks the request's candidates, or retrieves from the
@@ -89,13 +89,19 @@ pub(super) async fn recommend(
                 Ok(service.ranker().degraded(&bundle, begun, service.catalog(), ticket)?)
             })
             .await?;
-        match ranking {
-            Some(ranking) => {
-                state.shared.metrics.degraded_answers.with_label_values(&[reason.as_str()]).inc();
-                Ok((ranking, Some(reason)))
+        let ranking = match (ranking, &refused) {
+            (Some(ranking), _) => ranking,
+            // The request's own deadline passed (or the encoder's backlog
+            // was longer than it) and nothing had a vector at hand: an
+            // empty answer, degraded, within the deadline the caller chose
+            // (a storefront shows its fallback), not a 5xx.
+            (None, Refused::Deadline | Refused::Encoder(EmbedError::Backlog { .. })) => {
+                Ranking { items: Vec::new(), facets: None, corrected_query: None }
             }
-            None => Err(refused.into_error(deadline)),
-        }
+            (None, Refused::Encoder(_)) => return Err(refused.into_error(deadline)),
+        };
+        state.shared.metrics.degraded_answers.with_label_values(&[reason.as_str()]).inc();
+        Ok((ranking, Some(reason)))
     };
     let (ranking, degraded_reason) = state.in_time(&ticket, ranking).await?;
     let took_ms = started.elapsed().as_secs_f64() * 1e3;
