@@ -160,10 +160,8 @@ error_kinds! {
     /// 10 s, by the backlog).
     Overloaded = 503, "overloaded", retry_after = 1;
     /// Ranking, a catalog write or an event commit took longer than
-    /// `server.request_timeout_secs` (10); or a `/recommend` request's
-    /// texts were not embedded within its `deadline_ms` and nothing could be
-    /// ranked without them (no candidate with a known vector; otherwise the
-    /// answer is 200, `degraded`).
+    /// `server.request_timeout_secs` (10). A `/recommend` request past its
+    /// own `deadline_ms` is answered 200, `degraded`, instead.
     Timeout = 503, "timeout", retry_after = 1;
     /// The models are still loading.
     NotReady = 503, "not_ready", retry_after = 2;
