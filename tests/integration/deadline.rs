@@ -143,11 +143,11 @@ async fn past_its_deadline_a_request_is_ranked_from_what_is_cached_and_counted()
     let (status, body) = recommend(&state, body).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!((body["degraded"].as_bool(), body["items"].as_array().unwrap().len()), (Some(true), 5), "{body}");
-    assert_eq!(degraded_count(&metrics, "deadline"), 2);
+    assert_eq!(degraded_count(&metrics, "deadline"), 3);
 
     let (_, _, text) = call(app(state.clone()), Request::get("/metrics").body(Body::empty()).unwrap()).await;
     let text = text.as_str().unwrap();
-    assert!(text.contains(r#"shoprank_degraded_answers_total{reason="deadline"} 2"#), "{text}");
+    assert!(text.contains(r#"shoprank_degraded_answers_total{reason="deadline"} 3"#), "{text}");
 }
 
 #[tokio::test]
