@@ -22,6 +22,7 @@ pub struct Metrics {
     pub encoder_tokens_per_second: prometheus::Gauge,
     pub open_connections: IntGauge,
     pub refused_connections: IntCounter,
+    pub evicted_connections: IntCounter,
     pub candidates_per_request: Histogram,
     pub predicted_score: Histogram,
     pub model_info: IntGaugeVec,
@@ -104,7 +105,12 @@ impl Metrics {
             open_connections: IntGauge::new("shoprank_http_open_connections", "Open HTTP connections").expect("metric"),
             refused_connections: IntCounter::new(
                 "shoprank_http_refused_connections_total",
-                "Connections closed on accept because server.max_connections were open",
+                "Connections closed on accept because server.max_connections were open, every one busy",
+            )
+            .expect("metric"),
+            evicted_connections: IntCounter::new(
+                "shoprank_http_evicted_connections_total",
+                "Idle connections closed to make room for a new one when server.max_connections were open",
             )
             .expect("metric"),
             candidates_per_request: Histogram::with_opts(
@@ -244,6 +250,7 @@ impl Metrics {
             Box::new(m.encoder_tokens_per_second.clone()),
             Box::new(m.open_connections.clone()),
             Box::new(m.refused_connections.clone()),
+            Box::new(m.evicted_connections.clone()),
             Box::new(m.candidates_per_request.clone()),
             Box::new(m.predicted_score.clone()),
             Box::new(m.model_info.clone()),

@@ -7,15 +7,21 @@
 //! [`run`] accepts connections and serves HTTP/1.1 on them with hyper, under
 //! the limits axum's own `serve` has no settings for.
 //!
-//! - At most `server.max_connections` are open; one more is closed as it is
-//!   accepted (and counted in `shoprank_http_refused_connections_total`).
+//! - At most `server.max_connections` are open. One more evicts the
+//!   connection idle the longest, one with no request in flight
+//!   (`connections`; counted in `shoprank_http_evicted_connections_total`),
+//!   so idle or slow-header connections cannot lock out new clients and
+//!   probes; when every open one is busy, the new one is closed as it is
+//!   accepted (`shoprank_http_refused_connections_total`).
 //! - A connection must send a request's headers within
 //!   `server.header_read_timeout_secs` of opening or of its previous
 //!   response, else it is closed: this bounds slow-header clients and idle
 //!   kept-alive connections alike.
 //! - Headers are read into a buffer of at most [`MAX_HEAD_BYTES`]; the
 //!   request middleware answers larger-than-allowed heads with JSON errors,
-//!   and hyper itself closes a connection whose head overflows the buffer.
+//!   and hyper itself answers (and closes) a connection whose head
+//!   overflows the buffer or does not parse, with JSON bodies too
+//!   (`parse_errors`).
 //! - Only HTTP/1.1 (and 1.0) is served. Cleartext HTTP/2 is not: a
 //!   load balancer or proxy in front can speak HTTP/2 to clients.
 //!
@@ -32,11 +38,12 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use super::connections::Registry;
+use super::parse_errors::JsonParseErrors;
 use super::{app, AppState};
 use crate::config::{ServerSettings, Settings};
 use crate::serve::metrics::Metrics;
@@ -49,6 +56,10 @@ pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Headers hyper parses before giving up (bare 431). The middleware refuses
 /// requests with more than [`super::middleware::MAX_HEADERS`] with a JSON body.
 const HYPER_MAX_HEADERS: usize = 256;
+
+/// How long a connection that evicted an idle one waits for its slot (the
+/// evicted one closes at once; this bounds a race with other arrivals).
+const EVICTION_WAIT: Duration = Duration::from_millis(500);
 
 /// How long shutdown waits, once no request is in flight, for the last
 /// responses to be written and their connections closed.
@@ -190,6 +201,7 @@ pub async fn run(
     let router = app(state.clone());
     let metrics = state.metrics().clone();
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let registry = Arc::new(Registry::default());
     let stopping = tokio_util::sync::CancellationToken::new();
     let connections = TaskTracker::new();
     tokio::pin!(shutdown);
@@ -207,29 +219,65 @@ pub async fn run(
             },
             () = &mut shutdown => break,
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            metrics.refused_connections.inc();
-            drop(stream);
-            continue;
+        // Full: the connection idle the longest gives way (see
+        // `connections`); only when every one is busy is the new one refused.
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => Some(slot),
+            Err(_) if registry.evict_idlest() => {
+                metrics.evicted_connections.inc();
+                None
+            }
+            Err(_) => {
+                metrics.refused_connections.inc();
+                drop(stream);
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
-        let service =
-            TowerToHyperService::new(router.clone().map_request(|r: hyper::Request<Incoming>| r.map(Body::new)));
+        let (slots, registry, router) = (slots.clone(), registry.clone(), router.clone());
         let stopping = stopping.clone();
         let metrics = metrics.clone();
         connections.spawn(async move {
+            let slot = match slot {
+                Some(slot) => slot,
+                // The evicted connection closes at once (it has nothing in
+                // flight); its slot is this one's.
+                None => match tokio::time::timeout(EVICTION_WAIT, slots.acquire_owned()).await {
+                    Ok(Ok(slot)) => slot,
+                    _ => {
+                        metrics.refused_connections.inc();
+                        return;
+                    }
+                },
+            };
             let _slot = slot;
+            let registered = registry.open();
+            let connection = registered.connection().clone();
+            let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+                let in_flight = connection.request();
+                let answer = router.clone().oneshot(request.map(Body::new));
+                async move {
+                    let answer = answer.await;
+                    drop(in_flight);
+                    answer
+                }
+            });
             metrics.open_connections.inc();
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout)
                 .max_buf_size(MAX_HEAD_BYTES)
                 .max_headers(HYPER_MAX_HEADERS);
-            let connection = http.serve_connection(TokioIo::new(stream), service);
+            let connection = http.serve_connection(TokioIo::new(JsonParseErrors::new(stream)), service);
             tokio::pin!(connection);
+            let evicted = registered.connection().evicted().clone();
             let result = tokio::select! {
                 result = connection.as_mut() => result,
                 () = stopping.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+                () = evicted.cancelled() => {
                     connection.as_mut().graceful_shutdown();
                     connection.await
                 }
