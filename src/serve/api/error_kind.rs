@@ -58,6 +58,9 @@ macro_rules! error_kinds {
 error_kinds! {
     /// The body is not JSON, or has trailing garbage.
     MalformedJson = 400, "malformed_json";
+    /// The request line or a header is not HTTP/1.1 (answered by the
+    /// connection, before any route; the connection then closes).
+    MalformedRequest = 400, "malformed_request";
     /// An admin route without the right `Authorization: Bearer` token.
     Unauthorized = 401, "unauthorized";
     /// An admin route with no `admin.token` configured.
@@ -78,7 +81,8 @@ error_kinds! {
     /// The body is over `limits.max_body_bytes` (2 MiB); a declared
     /// `Content-Length` over it is answered before any of the body is read.
     BodyTooLarge = 413, "body_too_large";
-    /// The request target (path and query) is over 8 KiB.
+    /// The request target (path and query) is over 8 KiB (from 64 KiB on,
+    /// answered by the connection, which then closes).
     UriTooLong = 414, "uri_too_long";
     /// A field has the wrong type, is missing, or is unknown (`topk`, a key in
     /// `filters` or in a catalog item); or a JSON array is where an object is
@@ -149,7 +153,8 @@ error_kinds! {
     /// `POST /admin/reload` of a bundle that does not load, was trained on
     /// another encoder, or fails the warm-up check; the old one serves on.
     BundleRefused = 422, "bundle_refused";
-    /// More than 100 headers, or more than 16 KiB of them.
+    /// More than 100 headers, or more than 16 KiB of them (a head over
+    /// 64 KiB is answered by the connection, which then closes).
     HeadersTooLarge = 431, "headers_too_large";
     /// Anything else: an internal failure (logged once; the body says no more).
     Internal = 500, "internal";
@@ -157,7 +162,8 @@ error_kinds! {
     /// queue (`batching.max_queued_texts`, 8192 texts) or the event queue full;
     /// or more encoder work queued ahead than `batching.max_queue_wait_ms`
     /// (1 s) or the request's time left allows (`Retry-After` then says up to
-    /// 10 s, by the backlog).
+    /// 10 s, by the backlog). `/recommend` answers a full or backlogged
+    /// encoder queue 200, `degraded`, instead.
     Overloaded = 503, "overloaded", retry_after = 1;
     /// Ranking, a catalog write or an event commit took longer than
     /// `server.request_timeout_secs` (10). A `/recommend` request past its

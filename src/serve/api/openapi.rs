@@ -102,7 +102,12 @@ impl ErrorStatus {
     }
 }
 
-const MALFORMED_JSON: ErrorStatus = ErrorStatus::shared(&[ErrorKind::MalformedJson]);
+/// A body that is not JSON, on a route that reads one; the request line or
+/// a header not HTTP, on any route.
+const MALFORMED: ErrorStatus =
+    ErrorStatus::named("Malformed", &[ErrorKind::MalformedJson, ErrorKind::MalformedRequest]);
+/// The request line or a header not HTTP, on a route that reads no body.
+const MALFORMED_REQUEST: ErrorStatus = ErrorStatus::shared(&[ErrorKind::MalformedRequest]);
 const ROUTE_NOT_FOUND: ErrorStatus = ErrorStatus::shared(&[ErrorKind::NotFound]);
 const ITEM_NOT_FOUND: ErrorStatus = ErrorStatus::shared(&[ErrorKind::ItemNotFound]);
 const METHOD_NOT_ALLOWED: ErrorStatus = ErrorStatus::shared(&[ErrorKind::MethodNotAllowed]);
@@ -131,8 +136,9 @@ const BUSY_OR_STORE: ErrorStatus = ErrorStatus::named(
 const UNREADY: ErrorStatus = ErrorStatus::of(&[ErrorKind::NotReady, ErrorKind::EncoderStopped]);
 
 /// Every named error answer, as `components.responses` holds them.
-const SHARED: [ErrorStatus; 12] = [
-    MALFORMED_JSON,
+const SHARED: [ErrorStatus; 13] = [
+    MALFORMED,
+    MALFORMED_REQUEST,
     ROUTE_NOT_FOUND,
     ITEM_NOT_FOUND,
     METHOD_NOT_ALLOWED,
@@ -177,7 +183,7 @@ impl IntoResponses for RecommendErrors {
                 ErrorKind::NoCatalog,
             ],
         );
-        error_responses(HEAD.iter().chain(&[MALFORMED_JSON, BODY_TIMEOUT, invalid, INTERNAL, BUSY]))
+        error_responses(HEAD.iter().chain(&[MALFORMED, BODY_TIMEOUT, invalid, INTERNAL, BUSY]))
     }
 }
 
@@ -200,7 +206,7 @@ impl IntoResponses for UpsertErrors {
                 ErrorKind::NoCatalog,
             ],
         );
-        error_responses(HEAD.iter().chain(&[MALFORMED_JSON, BODY_TIMEOUT, invalid, INTERNAL, BUSY_OR_STORE]))
+        error_responses(HEAD.iter().chain(&[MALFORMED, BODY_TIMEOUT, invalid, INTERNAL, BUSY_OR_STORE]))
     }
 }
 
@@ -234,7 +240,7 @@ impl IntoResponses for EventsErrors {
                 ErrorKind::EncoderStopped,
             ],
         );
-        error_responses(HEAD.iter().chain(&[MALFORMED_JSON, BODY_TIMEOUT, invalid, INTERNAL, unavailable]))
+        error_responses(HEAD.iter().chain(&[MALFORMED, BODY_TIMEOUT, invalid, INTERNAL, unavailable]))
     }
 }
 
@@ -249,7 +255,7 @@ impl IntoResponses for AdminErrors {
             &[ErrorKind::BundleRefused, ErrorKind::InvalidField, ErrorKind::NonFiniteNumber],
         );
         error_responses(HEAD.iter().chain(&[
-            MALFORMED_JSON,
+            MALFORMED,
             ErrorStatus::of(&[ErrorKind::Unauthorized]),
             ErrorStatus::of(&[ErrorKind::AdminDisabled]),
             ErrorStatus::of(&[ErrorKind::UnknownVersion]),
@@ -272,6 +278,7 @@ impl IntoResponses for EraseErrors {
             &[ErrorKind::StoreUnavailable, ErrorKind::NotReady],
         );
         error_responses(HEAD.iter().chain(&[
+            MALFORMED_REQUEST,
             ErrorStatus::of(&[ErrorKind::Unauthorized]),
             ErrorStatus::of(&[ErrorKind::AdminDisabled]),
             ErrorStatus::of(&[ErrorKind::InvalidUserId]),
@@ -286,7 +293,7 @@ pub(super) struct ItemErrors;
 
 impl IntoResponses for ItemErrors {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        error_responses(HEAD.iter().chain(&[ITEM_NOT_FOUND, NO_CATALOG, INTERNAL, BUSY_OR_STORE]))
+        error_responses(HEAD.iter().chain(&[MALFORMED_REQUEST, ITEM_NOT_FOUND, NO_CATALOG, INTERNAL, BUSY_OR_STORE]))
     }
 }
 
@@ -300,7 +307,7 @@ impl IntoResponses for PageErrors {
             service keeps no catalog (`no_catalog`).",
             &[ErrorKind::InvalidPage, ErrorKind::NoCatalog],
         );
-        error_responses(HEAD.iter().chain(&[invalid, INTERNAL, BUSY]))
+        error_responses(HEAD.iter().chain(&[MALFORMED_REQUEST, invalid, INTERNAL, BUSY]))
     }
 }
 
@@ -309,7 +316,7 @@ pub(super) struct HealthErrors;
 
 impl IntoResponses for HealthErrors {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        error_responses(HEAD.iter().chain(&[ErrorStatus::of(&[ErrorKind::EncoderStopped])]))
+        error_responses(HEAD.iter().chain(&[MALFORMED_REQUEST, ErrorStatus::of(&[ErrorKind::EncoderStopped])]))
     }
 }
 
@@ -319,7 +326,7 @@ pub(super) struct ReadyErrors;
 
 impl IntoResponses for ReadyErrors {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        error_responses(HEAD.iter().chain(&[UNREADY]))
+        error_responses(HEAD.iter().chain(&[MALFORMED_REQUEST, UNREADY]))
     }
 }
 
@@ -329,7 +336,7 @@ pub(super) struct RequestHeadErrors;
 
 impl IntoResponses for RequestHeadErrors {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        error_responses(&HEAD)
+        error_responses(HEAD.iter().chain(&[MALFORMED_REQUEST]))
     }
 }
 
