@@ -6,9 +6,14 @@
 //! 1. **Capacity**: closed-loop clients (1, 4, 16) whose every request has
 //!    100 never-seen candidates; the best 200-throughput is the reference.
 //! 2. **Overload** at 32 and 64 such clients (2× and 4× the 16 of the
-//!    reference), honouring Retry-After; when the run stops, clients drop
-//!    their connections mid-request. Measured: 200-throughput against the
-//!    reference, and how long the encoder keeps working after the stop.
+//!    reference), closed loop (each asks again once answered), honouring
+//!    Retry-After; when the run stops, clients drop their connections
+//!    mid-request. Measured: full (not degraded) answers per second against
+//!    the reference, and how long the encoder keeps working after the stop.
+//!    Then **overload with a deadline**: open-loop clients offering 4× the
+//!    reference rate, each request with 100 never-seen candidates and
+//!    `deadline_ms`; the share answered 200 within the deadline + 50 ms,
+//!    the degraded share, and `/health` latency meanwhile.
 //! 3. **Abandoned work**: four requests of 1,000 new texts whose clients
 //!    leave after 0.3 s; then a request with cached candidates and a new
 //!    user text (one forward pass), against its idle time.
@@ -157,7 +162,10 @@ impl Bodies {
 
 #[derive(Default, Debug)]
 struct LoadResult {
+    /// Full answers: 200 and not `degraded`.
     ok: usize,
+    /// 200, `degraded` (ranked without the encoder's forward pass).
+    degraded: usize,
     reconnects: usize,
     statuses: HashMap<u16, usize>,
     latencies_ms: Vec<f64>,
@@ -185,9 +193,11 @@ async fn load(port: u16, clients: usize, secs: u64, body: Arc<dyn Fn() -> String
                 loop {
                     let started = Instant::now();
                     match client.send("POST", "/recommend", body()).await {
-                        Ok((status, retry, _)) => {
+                        Ok((status, retry, body)) => {
                             *result.statuses.entry(status).or_default() += 1;
-                            if status == 200 {
+                            if status == 200 && is_degraded(&body) {
+                                result.degraded += 1;
+                            } else if status == 200 {
                                 result.ok += 1;
                                 result.latencies_ms.push(started.elapsed().as_secs_f64() * 1e3);
                             } else if let Some(seconds) = retry {
@@ -212,6 +222,7 @@ async fn load(port: u16, clients: usize, secs: u64, body: Arc<dyn Fn() -> String
     for task in tasks {
         let one = task.await.expect("client task");
         total.ok += one.ok;
+        total.degraded += one.degraded;
         total.reconnects += one.reconnects;
         total.latencies_ms.extend(one.latencies_ms);
         for (status, n) in one.statuses {
@@ -219,6 +230,80 @@ async fn load(port: u16, clients: usize, secs: u64, body: Arc<dyn Fn() -> String
         }
     }
     total
+}
+
+/// Whether a `/recommend` answer says it is `degraded`.
+fn is_degraded(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body).is_ok_and(|answer| answer["degraded"] == true)
+}
+
+/// What paced clients saw: every answer's status, latency and whether it
+/// was degraded, and the `/health` probes' latencies meanwhile.
+#[derive(Default)]
+struct PacedResult {
+    answers: Vec<(u16, f64, bool)>,
+    health_ms: Vec<f64>,
+    health_failures: usize,
+}
+
+/// Open-loop load: `clients` clients, each sending one request every
+/// `interval` (staggered), so the offered rate is `clients / interval`
+/// whatever the answers take (a storefront's shoppers do not wait for each
+/// other); a client whose answer takes longer than its interval sends the
+/// next at once. Meanwhile a probe sends `GET /health` on a new connection
+/// every 100 ms, as a load balancer does.
+async fn paced_load(
+    port: u16,
+    clients: usize,
+    interval: Duration,
+    secs: u64,
+    body: Arc<dyn Fn() -> String + Send + Sync>,
+) -> PacedResult {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut answers = Vec::new();
+            let mut next = started + interval.mul_f64(client as f64 / clients as f64);
+            while next < deadline {
+                tokio::time::sleep_until(next.into()).await;
+                let sent = Instant::now();
+                // A new connection per request: an idle kept-alive one may have
+                // been closed meanwhile (header timeout), which is no failure.
+                let answer = async {
+                    let mut connection = Client::connect(port).await?;
+                    connection.send("POST", "/recommend", body()).await
+                };
+                let (status, degraded) = match answer.await {
+                    Ok((status, _, body)) => (status, status == 200 && is_degraded(&body)),
+                    Err(_) => (0, false),
+                };
+                answers.push((status, sent.elapsed().as_secs_f64() * 1e3, degraded));
+                next += interval;
+            }
+            answers
+        }));
+    }
+    let probe = tokio::spawn(async move {
+        let (mut latencies, mut failures) = (Vec::new(), 0);
+        while Instant::now() < deadline {
+            let sent = Instant::now();
+            match tokio::time::timeout(Duration::from_secs(5), get(port, "/health")).await {
+                Ok((200, _)) => latencies.push(sent.elapsed().as_secs_f64() * 1e3),
+                _ => failures += 1,
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (latencies, failures)
+    });
+    let mut result = PacedResult::default();
+    for task in tasks {
+        result.answers.extend(task.await.expect("client task"));
+    }
+    (result.health_ms, result.health_failures) = probe.await.expect("probe task");
+    result
 }
 
 /// Seconds from now until the encoder has run no forward pass for 300 ms.
@@ -283,8 +368,9 @@ async fn suite(plan: &Plan) -> Vec<Row> {
     for clients in [1, 4, 16] {
         let result = load(port, clients, plan.capacity_secs, new_texts.clone()).await;
         println!(
-            "capacity, {clients} clients: {:.2} answers/s (200), statuses {:?}, reconnects {}",
+            "capacity, {clients} clients: {:.2} full answers/s, {} degraded, statuses {:?}, reconnects {}",
             result.ok_per_sec(),
+            result.degraded,
             result.statuses,
             result.reconnects
         );
@@ -297,8 +383,9 @@ async fn suite(plan: &Plan) -> Vec<Row> {
         let idle_after = seconds_until_idle(port).await;
         let ratio = result.ok_per_sec() / best;
         println!(
-            "overload, {clients} clients: {:.2} answers/s (200), statuses {:?}, reconnects {}, RSS {rss_before:.0} -> {:.0} MiB",
+            "overload, {clients} clients: {:.2} full answers/s, {} degraded, statuses {:?}, reconnects {}, RSS {rss_before:.0} -> {:.0} MiB",
             result.ok_per_sec(),
+            result.degraded,
             result.statuses,
             result.reconnects,
             rss_mib(server.pid())
@@ -306,7 +393,7 @@ async fn suite(plan: &Plan) -> Vec<Row> {
         rows.push(row(
             &format!("overload, {clients} clients, new texts"),
             format!(
-                "200-throughput {:.2}/s = {:.0}% of the best at <= 16 clients ({best:.2}/s)",
+                "full answers {:.2}/s = {:.0}% of the best at <= 16 clients ({best:.2}/s)",
                 result.ok_per_sec(),
                 ratio * 100.0
             ),
@@ -320,6 +407,62 @@ async fn suite(plan: &Plan) -> Vec<Row> {
             idle_after <= 1.0,
         ));
     }
+
+    // 2, continued. Open-loop overload at 4x capacity with a deadline: every request
+    // answered 200 within it (degraded when the encoder cannot make it).
+    let deadline_ms = 2000u64;
+    let with_deadline: Arc<dyn Fn() -> String + Send + Sync> = {
+        let bodies = bodies.clone();
+        Arc::new(move || {
+            let mut body: Value = serde_json::from_str(&bodies.new_texts()).expect("a request body");
+            body["deadline_ms"] = json!(deadline_ms);
+            body.to_string()
+        })
+    };
+    let clients = 64;
+    let interval = Duration::from_secs_f64(clients as f64 / (4.0 * best));
+    let mut paced = paced_load(port, clients, interval, plan.overload_secs, with_deadline).await;
+    seconds_until_idle(port).await;
+    let total = paced.answers.len();
+    let in_time = paced.answers.iter().filter(|(s, ms, _)| *s == 200 && *ms <= (deadline_ms + 50) as f64).count();
+    let degraded = paced.answers.iter().filter(|(_, _, d)| *d).count();
+    let server_errors = paced.answers.iter().filter(|(s, _, _)| *s >= 500 || *s == 0).count();
+    let mut latencies: Vec<f64> = paced.answers.iter().map(|(_, ms, _)| *ms).collect();
+    let mut statuses: HashMap<u16, usize> = HashMap::new();
+    for (status, _, _) in &paced.answers {
+        *statuses.entry(*status).or_default() += 1;
+    }
+    println!(
+        "deadline overload: {total} requests at {:.2}/s offered, statuses {statuses:?}, {degraded} degraded, p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        clients as f64 / interval.as_secs_f64(),
+        percentile(&mut latencies, 0.5),
+        percentile(&mut latencies, 0.99),
+        percentile(&mut latencies, 1.0),
+    );
+    let share = in_time as f64 / total.max(1) as f64;
+    rows.push(row(
+        &format!("overload at 4x capacity, {clients} clients, new texts, deadline_ms {deadline_ms}"),
+        format!(
+            "{in_time} of {total} ({:.1}%) answered 200 within {} ms; {degraded} degraded ({:.0}%); {server_errors} 5xx or failed",
+            share * 100.0,
+            deadline_ms + 50,
+            degraded as f64 / total.max(1) as f64 * 100.0
+        ),
+        ">= 99% within deadline + 50 ms, no 5xx",
+        share >= 0.99 && server_errors == 0,
+    ));
+    let health_p99 = percentile(&mut paced.health_ms, 0.99);
+    rows.push(row(
+        "/health during that overload",
+        format!(
+            "p99 {health_p99:.1} ms, max {:.1} ms over {} probes, {} failed",
+            percentile(&mut paced.health_ms, 1.0),
+            paced.health_ms.len(),
+            paced.health_failures
+        ),
+        "< 50 ms",
+        health_p99 < 50.0 && paced.health_failures == 0,
+    ));
 
     // 3. Abandoned work against a request with cached candidates and a new
     // user text (one forward pass), and against a fully cached one.

@@ -58,6 +58,23 @@ impl Banding {
         }
         query_cosines.iter().zip(bm25).map(|(c, b)| c + self.lexical_weight * b / best).collect()
     }
+
+    /// Relevance from the words alone, for a query whose vector is not at
+    /// hand (a degraded answer): a candidate matching none of its words is
+    /// unrelated (below `floor`); one that matches sits just above `floor`
+    /// by its lexical share, `floor + lexical_weight × BM25 / best`, so the
+    /// bands follow BM25 in the steps a full answer's lexical side takes.
+    /// Cosines in the formula above would be 0, putting every candidate
+    /// under the floor and dropping the words' evidence.
+    pub fn lexical_relevance(&self, bm25: &[f32]) -> Vec<f32> {
+        let best = bm25.iter().copied().fold(0.0f32, f32::max);
+        let below = self.floor - 1.0;
+        if best <= 0.0 {
+            return vec![below; bm25.len()];
+        }
+        let weight = self.lexical_weight.max(self.margin);
+        bm25.iter().map(|&b| if b > 0.0 { self.floor + weight * b / best } else { below }).collect()
+    }
 }
 
 /// The band of each candidate by its relevance (see the module docs); all
@@ -126,6 +143,14 @@ mod tests {
         // words clears the floor.
         assert_eq!(bands(&relevance, banding), [0, 0, 2]);
         assert_eq!(banding.relevance(&[0.5, 0.6], &[0.0, 0.0]), [0.5, 0.6], "no word matched");
+        // Without the query's vector, the words alone: above the floor by
+        // the lexical share (0.55, 0.45), unrelated without a match.
+        let strict = Banding { margin: 0.05, ..banding };
+        let lexical = strict.lexical_relevance(&[4.0, 0.0, 2.0]);
+        let lexical_bands = bands(&lexical, strict);
+        assert!(lexical[0] > lexical[2] && lexical[2] >= strict.floor, "{lexical:?}");
+        assert!(lexical[1] < strict.floor, "no word matched: unrelated, {lexical:?}");
+        assert!(lexical_bands[0] < lexical_bands[2] && lexical_bands[2] < lexical_bands[1], "{lexical_bands:?}");
         let off = Banding { lexical_weight: 0.0, ..banding };
         assert_eq!(off.relevance(&[0.5, 0.6], &[1.0, 0.0]), [0.5, 0.6]);
     }

@@ -346,7 +346,7 @@ async fn unknown_routes_and_methods_get_json_errors() {
 }
 
 #[tokio::test]
-async fn a_full_encoder_queue_answers_503_with_retry_after() {
+async fn a_full_encoder_queue_answers_degraded_with_the_candidates_it_was_sent() {
     let mut settings = common::settings();
     // The warm-up embeds 4 texts (user text, query, history, candidate);
     // this request 7 (user text, query, 5 candidates).
@@ -356,9 +356,14 @@ async fn a_full_encoder_queue_answers_503_with_retry_after() {
         (0..5).map(|i| json!({"id": i.to_string(), "text": format!("never seen item {i}")})).collect();
     let body = json!({"user": {"query": "a query never seen"}, "candidates": candidates});
     let (status, retry, body) = call(app(state), post(body.to_string())).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert_eq!(body["kind"], "overloaded");
-    assert_eq!(retry.as_deref(), Some("1"));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!((&body["degraded"], &body["degraded_reason"]), (&json!(true), &json!("overloaded")), "{body}");
+    assert_eq!(
+        body["items"].as_array().unwrap().len(),
+        5,
+        "every candidate comes back, ranked without its text: {body}"
+    );
+    assert_eq!(retry, None, "an answer, not a refusal");
 }
 
 #[tokio::test]

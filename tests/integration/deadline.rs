@@ -86,23 +86,44 @@ async fn past_its_deadline_a_request_is_ranked_from_what_is_cached_and_counted()
     assert!(full.get("degraded").is_none() && full.get("degraded_reason").is_none(), "{full}");
 
     forward.slow.store(true, Ordering::SeqCst);
-    // Nothing of this one is cached: nothing can be ranked without the encoder.
+    // Nothing of this one is cached: its candidates come back all the same,
+    // ordered without their texts' vectors: the query's words lead.
     let nothing = json!({
-        "user": {"history": ["a history title never seen"]},
-        "candidates": [{"id": "x", "text": "a candidate never seen"}],
+        "user": {"query": "cordless drill", "history": ["a history title never seen"]},
+        "candidates": [
+            {"id": "x-hose", "text": "garden hose, never embedded"},
+            {"id": "x-drill", "text": "cordless drill, never embedded"},
+            {"id": "x-pot", "text": "tea pot, never embedded"},
+        ],
         "deadline_ms": 300,
     });
     let started = Instant::now();
     let (status, body) = recommend(&state, nothing).await;
     assert_eq!(status, StatusCode::OK, "a deadline the caller chose is not a server error: {body}");
     assert_eq!((&body["degraded"], &body["degraded_reason"]), (&json!(true), &json!("deadline")), "{body}");
-    assert!(body["items"].as_array().unwrap().is_empty(), "nothing could be ranked in time: {body}");
+    let ids: Vec<&str> = body["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 3, "every candidate the storefront sent comes back: {body}");
+    assert_eq!(ids[0], "x-drill", "the candidate matching the query's words first: {body}");
     assert!(
         started.elapsed() < Duration::from_millis(1500),
         "stopped waiting at the deadline: {:?}",
         started.elapsed()
     );
-    assert_eq!(degraded_count(&metrics, "deadline"), 1, "an empty answer is a degraded one");
+    assert_eq!(degraded_count(&metrics, "deadline"), 1);
+
+    // A filter that passes no candidate: nothing to rank, an empty answer,
+    // degraded, still within the deadline and not a 5xx.
+    let filtered = json!({
+        "user": {"history": ["yet another history title never seen"]},
+        "candidates": [{"id": "y", "text": "a candidate never seen", "price": 5.0}],
+        "filters": {"min_price": 100.0},
+        "deadline_ms": 200,
+    });
+    let (status, body) = recommend(&state, filtered).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["degraded"], true, "{body}");
+    assert!(body["items"].as_array().unwrap().is_empty(), "{body}");
+    assert_eq!(degraded_count(&metrics, "deadline"), 2, "an empty answer is a degraded one");
 
     // A new query (the user text and the query are new), the same history
     // and candidates (cached): ranked without the encoder.
@@ -127,7 +148,7 @@ async fn past_its_deadline_a_request_is_ranked_from_what_is_cached_and_counted()
     let ids: Vec<&str> = items.iter().map(|i| i["id"].as_str().unwrap()).collect();
     let top3 = &ids[..3];
     assert!(!top3.contains(&"tyre") && !top3.contains(&"drill"), "the bags lead on the history: {ids:?}");
-    assert_eq!(degraded_count(&metrics, "deadline"), 2);
+    assert_eq!(degraded_count(&metrics, "deadline"), 3);
     assert!(
         metrics.encoder_abandoned_texts.get() > abandoned_before,
         "its texts queued behind the slow batch were withdrawn"
@@ -143,11 +164,11 @@ async fn past_its_deadline_a_request_is_ranked_from_what_is_cached_and_counted()
     let (status, body) = recommend(&state, body).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!((body["degraded"].as_bool(), body["items"].as_array().unwrap().len()), (Some(true), 5), "{body}");
-    assert_eq!(degraded_count(&metrics, "deadline"), 3);
+    assert_eq!(degraded_count(&metrics, "deadline"), 4);
 
     let (_, _, text) = call(app(state.clone()), Request::get("/metrics").body(Body::empty()).unwrap()).await;
     let text = text.as_str().unwrap();
-    assert!(text.contains(r#"shoprank_degraded_answers_total{reason="deadline"} 3"#), "{text}");
+    assert!(text.contains(r#"shoprank_degraded_answers_total{reason="deadline"} 4"#), "{text}");
 }
 
 #[tokio::test]

@@ -191,24 +191,67 @@ async fn idle_and_slow_header_connections_are_closed_by_the_header_timeout() {
     }
 }
 
+/// A request whose body never finishes: in flight until the body timeout.
+async fn busy_connection(server: &Server) -> TcpStream {
+    let mut stream = server.connect().await;
+    stream
+        .write_all(b"POST /v1/events HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"events\"")
+        .await
+        .unwrap();
+    stream
+}
+
+async fn wait_for_metric(server: &Server, name: &str, value: f64) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while server.metric(name) != value {
+        assert!(Instant::now() < deadline, "{name} is {}, not {value}", server.metric(name));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_over_the_limit_are_closed_on_accept() {
+async fn a_full_server_evicts_its_idlest_connection_and_refuses_only_when_all_are_busy() {
     let mut settings = settings();
     settings.server.max_connections = 3;
     settings.server.header_read_timeout_secs = 30;
+    settings.server.body_read_timeout_secs = 30;
     let server = Server::start(settings).await;
-    let mut open = Vec::new();
-    for _ in 0..3 {
-        let mut stream = server.connect().await;
-        stream.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
-        let mut buffer = [0u8; 256];
-        assert!(stream.read(&mut buffer).await.unwrap() > 0);
-        open.push(stream);
-    }
+    // One kept-alive connection, idle after its answer; two with a request
+    // in flight (bodies still arriving).
+    let mut idle = server.connect().await;
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let mut buffer = [0u8; 256];
+    assert!(idle.read(&mut buffer).await.unwrap() > 0);
+    let mut busy = vec![busy_connection(&server).await, busy_connection(&server).await];
+    wait_for_metric(&server, "shoprank_http_open_connections", 3.0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Full: a probe still gets in, and the idle connection gives way.
+    let (status, _) = server.send(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(status, 200, "a probe gets through a full server");
+    assert!(closed_within(&mut idle, Duration::from_secs(2)).await, "the idle connection was closed");
+    assert_eq!(server.metric("shoprank_http_evicted_connections_total"), 1.0);
+    assert_eq!(server.metric("shoprank_http_refused_connections_total"), 0.0);
+
+    // Every open connection busy: one more is refused, and the busy ones
+    // are not cut.
+    busy.push(busy_connection(&server).await);
+    wait_for_metric(&server, "shoprank_http_open_connections", 3.0).await;
+    // Until its head is parsed and dispatched, a new connection is idle.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut refused = server.connect().await;
     assert!(closed_within(&mut refused, Duration::from_secs(2)).await);
     assert_eq!(server.metric("shoprank_http_refused_connections_total"), 1.0);
-    drop(open);
+    assert_eq!(server.metric("shoprank_http_evicted_connections_total"), 1.0, "nothing busy was evicted");
+    // A busy one finishes its request and is answered.
+    let first = &mut busy[0];
+    let rest = " ".repeat(100 - r#"{"events""#.len());
+    first.write_all(rest.as_bytes()).await.unwrap();
+    let read = tokio::time::timeout(Duration::from_secs(5), first.read(&mut buffer)).await;
+    let answer = String::from_utf8_lossy(&buffer[..read.expect("answered").unwrap()]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 4"), "its (malformed) request was answered, not cut: {answer}");
+
+    drop(busy);
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         let (status, _) = server.send(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await;
@@ -218,6 +261,30 @@ async fn connections_over_the_limit_are_closed_on_accept() {
         assert!(Instant::now() < deadline, "slots were not released");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heads_hyper_refuses_before_any_route_get_json_errors_too() {
+    let server = Server::start(settings()).await;
+    // A 64 KB path (over hyper's own target limit), a head over the 64 KiB
+    // read buffer, and a request line that is not HTTP.
+    let long_path = format!("GET /{} HTTP/1.1\r\nHost: localhost\r\n\r\n", "a".repeat(64 * 1024));
+    let huge_head = format!("GET /health HTTP/1.1\r\nHost: localhost\r\nX-Pad: {}\r\n\r\n", "b".repeat(70 * 1024));
+    let cases: [(&[u8], u16, &str); 3] = [
+        (long_path.as_bytes(), 414, "uri_too_long"),
+        (huge_head.as_bytes(), 431, "headers_too_large"),
+        (b"NOT HTTP AT ALL\r\n\r\n", 400, "malformed_request"),
+    ];
+    for (raw, status, kind) in cases {
+        let (got, body) = server.send(raw).await;
+        assert_eq!(got, status, "{body}");
+        let body: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("a JSON body ({e}): {body:?}"));
+        assert_eq!(body["kind"], kind, "{body}");
+        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
+    }
+    // The connection after them is served as usual.
+    let (status, _) = server.send(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

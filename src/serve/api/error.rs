@@ -110,19 +110,6 @@ impl ApiError {
     pub(crate) fn encoder_stopped() -> Self {
         Self::new(ErrorKind::EncoderStopped, "the encoder has stopped; the service needs a restart")
     }
-    /// A `/recommend` request's texts were not embedded within its
-    /// deadline, and nothing could be ranked without them.
-    pub(crate) fn deadline(deadline: std::time::Duration) -> Self {
-        Self::new(
-            ErrorKind::Timeout,
-            format!(
-                "the request's texts were not embedded within deadline_ms = {}, and none of its candidates \
-                 could be ranked without them",
-                deadline.as_millis()
-            ),
-        )
-    }
-
     pub(crate) fn timeout(seconds: u64) -> Self {
         Self::new(ErrorKind::Timeout, format!("the request took longer than {seconds} s (server.request_timeout_secs)"))
     }

@@ -26,6 +26,7 @@
 pub(crate) mod admin;
 mod catalog;
 pub(crate) mod catalog_types;
+mod connections;
 pub(crate) mod error;
 mod error_kind;
 pub(crate) mod events;
@@ -33,6 +34,8 @@ pub(crate) mod json;
 pub(crate) mod middleware;
 mod model;
 pub(crate) mod openapi;
+mod overload_lane;
+mod parse_errors;
 mod probes;
 mod ranked;
 mod recommend;
@@ -54,6 +57,7 @@ use self::error::{ApiError, ErrorKind};
 use self::events::{post_events, EventRules};
 use self::middleware::{Abandon, InFlight};
 use self::model::get_model;
+use self::overload_lane::OverloadLane;
 use self::probes::{health, metrics, openapi_json, ready};
 use self::recommend::recommend;
 use self::users::erase_user;
@@ -84,6 +88,7 @@ struct Shared {
     in_flight: InFlight,
     event_rules: EventRules,
     admin: AdminToken,
+    overload_lane: OverloadLane,
 }
 
 /// The catalog write limits the API enforces.
@@ -115,6 +120,7 @@ impl AppState {
                         as i64,
                 },
                 admin: AdminToken::new(&settings.admin.token),
+                overload_lane: OverloadLane::start(),
             }),
         }
     }
@@ -191,6 +197,24 @@ impl AppState {
             work(&ticket)
         });
         task.await.map_err(|join_error| ApiError::internal(&join_error))?
+    }
+
+    /// As [`AppState::on_blocking_pool`], on the overload lane: for the
+    /// answers to requests the encoder refused at admission (see
+    /// `overload_lane`).
+    async fn on_overload_lane<T: Send + 'static>(
+        &self,
+        ticket: &Ticket,
+        work: impl FnOnce(&Ticket) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let ticket = ticket.clone();
+        let answer = self.shared.overload_lane.run(move || {
+            if ticket.is_abandoned() {
+                return Err(ApiError::abandoned());
+            }
+            work(&ticket)
+        });
+        answer.await.unwrap_or_else(|| Err(ApiError::internal(&"the overload lane gave no answer")))
     }
 
     /// `work` until the ticket's deadline; past it, the request is

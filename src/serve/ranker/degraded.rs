@@ -16,13 +16,22 @@
 //!   see no query vector, and relevance rests on BM25.
 //! - Candidates: retrieval from the catalog as usual (the catalog stores its
 //!   items' vectors), the nearest-neighbour source only when there is a user
-//!   or query vector; or the request's own candidates whose vectors are at
-//!   hand (the cache by text, else the catalog's by id), the others dropped.
+//!   or query vector; or the request's own candidates, each with its vector
+//!   if at hand (the cache by text, else the catalog's by id), else the zero
+//!   vector. Those are kept rather than dropped: the storefront chose them,
+//!   and without text features they are still ordered by what the head
+//!   reads from the statistics (an id the bundle knows), their price and,
+//!   with a query, their lexical match (BM25 over the candidates' own
+//!   texts), which needs no encoder. Under overload a storefront thus gets
+//!   its own candidates back in a considered order rather than nothing.
 //! - Then the head scores and orders them as in any answer (`finish`), so
-//!   scores, bands, facets and explanations keep their meaning.
+//!   bands, facets and explanations keep their meaning; the score of a
+//!   candidate without a vector is the head's guess without its text, less
+//!   reliable than a full answer's (the answer says `degraded`).
 //!
-//! `None` when nothing can be ranked: no candidate has a vector and the
-//! catalog retrieves nothing. The API then answers `timeout`.
+//! `None` when nothing can be ranked: no candidate passes the request's
+//! filter, or (without candidates) the catalog retrieves nothing. The API
+//! then answers with no items, degraded.
 
 use crate::model::bundle::Bundle;
 use crate::model::features;
@@ -60,8 +69,15 @@ impl Ranker {
             .enumerate()
             .filter_map(|(i, h)| cached(&h.text).or_else(|| stored(h.id.as_deref())).map(|v| (i, v)))
             .collect();
+        // A candidate without a vector at hand stays, with the zero vector:
+        // the caller chose it, and its statistics, price and lexical match
+        // still order it (see the module doc).
+        let zero: Embedding = Embedding::from(vec![0.0; self.embedder.encoder().dim()]);
         let given: Option<Vec<(&Candidate, Embedding)>> = query.candidates.as_ref().map(|_| {
-            given.into_iter().filter_map(|c| cached(&c.text).or_else(|| stored(Some(&c.id))).map(|v| (c, v))).collect()
+            given
+                .into_iter()
+                .map(|c| (c, cached(&c.text).or_else(|| stored(Some(&c.id))).unwrap_or_else(|| zero.clone())))
+                .collect()
         });
         drop(view);
         if given.as_ref().is_some_and(Vec::is_empty) {
@@ -75,7 +91,7 @@ impl Ranker {
         let featured: Vec<&(usize, Embedding)> =
             history.iter().filter(|(i, _)| *i < features::HISTORY_FEATURE_ITEMS).collect();
         let user = UserSide {
-            vector: vector.unwrap_or_else(|| Embedding::from(vec![0.0; self.embedder.encoder().dim()])),
+            vector: vector.unwrap_or(zero),
             query: query_vector,
             history: featured.iter().map(|(_, v)| v.clone()).collect(),
             history_items: featured.iter().map(|(i, _)| *i).collect(),

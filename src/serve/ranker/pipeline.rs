@@ -146,9 +146,13 @@ impl Ranker {
             None => scores.clone(),
         };
         // With a query: relevance bands first, the objective within a band.
+        // (A degraded answer may lack the query's vector: its words decide.)
         let relevances = query.search.is_some().then(|| {
-            let cosines: Vec<f32> = inputs.numeric().iter().map(|n| n[features::QUERY_COSINE]).collect();
             let bm25: Vec<f32> = pool.iter().map(|c| c.bm25).collect();
+            if user.query.is_none() {
+                return self.banding.lexical_relevance(&bm25);
+            }
+            let cosines: Vec<f32> = inputs.numeric().iter().map(|n| n[features::QUERY_COSINE]).collect();
             self.banding.relevance(&cosines, &bm25)
         });
         let keys = match &relevances {

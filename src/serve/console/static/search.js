@@ -85,11 +85,17 @@ function reasonLine(reason) {
   );
 }
 
-function resultCard(item, stored) {
+/**
+ * One ranked item. `best` is the answer's highest score: calibrated purchase
+ * probabilities are small (a few percent), so the bar shows the score
+ * against the best of this answer, and the figure the probability itself.
+ */
+function resultCard(item, stored, best) {
   const title = stored ? stored.text : item.id;
   const explanation = item.explanation || { reasons: [], baseline: null, unlisted: null };
   const bar = el('span');
-  bar.style.width = `${Math.max(0, Math.min(1, item.score)) * 100}%`;
+  const share = best > 0 ? item.score / best : 0;
+  bar.style.width = `${Math.max(0, Math.min(1, share)) * 100}%`;
   return el(
     'li',
     { class: 'result' },
@@ -116,8 +122,8 @@ function resultCard(item, stored) {
     el(
       'div',
       { class: 'score' },
-      el('div', { class: 'value', title: 'predicted purchase probability' }, num(item.score)),
-      el('div', { class: 'bar' }, bar),
+      el('div', { class: 'value', title: 'predicted purchase probability' }, `${num(item.score * 100, 2)}%`),
+      el('div', { class: 'bar', title: 'against the best score of this answer' }, bar),
       el('div', { class: 'row' }, el('button', { type: 'button', class: 'small', onclick: () => stored && addToHistory(stored), disabled: !stored }, '+ history')),
     ),
   );
@@ -147,7 +153,8 @@ async function rank(event) {
   try {
     const answer = await recommend(request());
     const stored = await storedItems(answer.items.map((item) => item.id));
-    fill(results, answer.items.map((item, i) => resultCard(item, stored[i])));
+    const best = Math.max(0, ...answer.items.map((item) => item.score));
+    fill(results, answer.items.map((item, i) => resultCard(item, stored[i], best)));
     fill(
       meta,
       el('b', {}, `${answer.items.length} items`),
@@ -158,6 +165,9 @@ async function rank(event) {
       ' · request ',
       el('code', {}, answer.request_id),
       answer.corrected_query ? el('div', { class: 'notice' }, `Showing results for “${answer.corrected_query}”`) : null,
+      answer.degraded
+        ? el('div', { class: 'notice', id: 'degraded' }, `Degraded answer (${answer.degraded_reason}): ranked without the encoder`)
+        : null,
     );
   } catch (failure) {
     fill(results);
