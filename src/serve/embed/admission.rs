@@ -6,7 +6,10 @@
 //!   submission, for both lanes);
 //! - the work queued ahead of a request, at the encoder's measured
 //!   throughput, must be done within `batching.max_queue_wait_ms`, and all
-//!   of it before the request's deadline (its [`Ticket`]'s). Under overload
+//!   of it before the request's deadline (its [`Ticket`]'s); and its own
+//!   work must not push a request admitted before it past that request's
+//!   deadline (round robin shares the encoder: see `Queue::makes_late`).
+//!   Under overload
 //!   the surplus is refused at once (with Retry-After) instead of waiting to
 //!   time out, so the encoder spends its time on answers somebody still
 //!   waits for.
@@ -50,10 +53,15 @@ impl Batcher {
     pub(super) fn admit_in_time(&self, queue: &Queue, tokens: usize, ticket: &Ticket) -> Result<(), EmbedError> {
         let Some(ahead) = queue.wait_ahead(tokens) else { return Ok(()) };
         let limit = Duration::from_millis(self.shared.settings.max_queue_wait_ms);
-        let own = tokens as f64 / queue.throughput.tokens_per_sec();
+        let own = tokens as f64 / queue.throughput.planning_rate();
         let time_left = ticket.time_left().unwrap_or(Duration::MAX);
         if ahead > limit.as_secs_f64() || ahead + own > time_left.as_secs_f64() {
             let limit_ms = limit.min(time_left).as_millis() as u64;
+            return Err(EmbedError::Backlog { wait_ms: ((ahead + own) * 1e3) as u64, limit_ms });
+        }
+        // Nor may it make a request admitted before it late.
+        if let Some(their_time_left) = queue.makes_late(tokens) {
+            let limit_ms = their_time_left.as_millis() as u64;
             return Err(EmbedError::Backlog { wait_ms: ((ahead + own) * 1e3) as u64, limit_ms });
         }
         Ok(())
