@@ -80,7 +80,7 @@ impl PackedWeights {
             assert!(residual.len() >= rows * n, "a residual row per row");
         }
         let threads = rayon::current_num_threads();
-        let pass = if self.kernel == Kernel::Amx { self.kernel.row_multiple() } else { ROWS };
+        let pass = self.kernel.rows_per_pass();
         // Below a few passes per thread, splitting rows costs more than it saves.
         if threads >= 2 && rows >= 4 * pass * threads {
             let chunk = rows.div_ceil(threads).next_multiple_of(pass);
@@ -129,10 +129,17 @@ impl PackedWeights {
         }
     }
 
-    /// The vector and portable kernels, 4 rows at a time.
+    /// The vector and portable kernels: AVX2 over all rows at once (it
+    /// blocks them itself), the others 4 rows at a time.
     fn product_rows_vector(&self, quantised: &QuantisedRows, rows: usize, epilogue: &Epilogue, out: &mut [f32]) {
-        // The AVX2 kernel's tile rows widened to i16, one buffer per call.
-        let mut wide_rows = if self.kernel == Kernel::Avx2 { vec![0i16; ROWS * self.padded_in] } else { Vec::new() };
+        #[cfg(target_arch = "x86_64")]
+        if self.kernel == Kernel::Avx2 {
+            // SAFETY: `new` asserted that the CPU has AVX2 and packed the
+            // wide weights; `out` holds `rows` rows and the callers checked
+            // the epilogue's sizes.
+            unsafe { x86::product_avx2(self, quantised, rows, epilogue, out) };
+            return;
+        }
         for first in (0..rows).step_by(ROWS) {
             let count = ROWS.min(rows - first);
             let out = &mut out[first * self.out_dim..(first + count) * self.out_dim];
@@ -141,9 +148,6 @@ impl PackedWeights {
                 // SAFETY: `new` asserted that the CPU has the kernel's
                 // instructions; `product` checked the epilogue's sizes.
                 Kernel::Avx512Vnni => unsafe { x86::tile_avx512vnni(self, quantised, first, count, epilogue, out) },
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: as above.
-                Kernel::Avx2 => unsafe { x86::tile_avx2(self, quantised, first, count, epilogue, &mut wide_rows, out) },
                 _ => tile_portable(self, quantised, first, count, epilogue, out),
             }
             if let Some(activation) = epilogue.activation {
