@@ -393,4 +393,49 @@ mod tests {
             }
         }
     }
+
+    /// Not a test: the product's speed, one thread, on the encoder's
+    /// shapes (240 rows: a batch's share of one core), against gemm's f32
+    /// on the same shapes. `SHOPRANK_INT8_KERNEL=avx2 cargo test --release
+    /// --no-default-features --features offline --lib int8_speed --
+    /// --ignored --nocapture` times the AVX2 kernel against AVX2 f32.
+    #[test]
+    #[ignore]
+    fn int8_speed_against_f32() {
+        use crate::model::encoder::kernels::{Accumulate, Product, View};
+        let kernel = Kernel::detect();
+        let best = |f: &mut dyn FnMut()| {
+            (0..30)
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    f();
+                    start.elapsed().as_secs_f64()
+                })
+                .fold(f64::INFINITY, f64::min)
+        };
+        for (rows, k, n) in [(240, 384, 1152), (240, 384, 384), (240, 384, 1536), (240, 1536, 384)] {
+            let (weight, xs, bias) = (values(n * k, 1), values(rows * k, 2), values(n, 3));
+            let transposed: Vec<f32> = (0..k * n).map(|i| weight[(i % n) * k + i / n]).collect();
+            let packed = PackedWeights::new(&weight, n, k, kernel);
+            let epilogue = Epilogue { bias: &bias, residual: None, activation: None };
+            let mut out = vec![0.0; rows * n];
+            let int8 = best(&mut || packed.product_rows(&xs, &epilogue, &mut out));
+            let product = Product {
+                a: View { data: &xs, rows, cols: k, row_stride: k },
+                b: View { data: &transposed, rows: k, cols: n, row_stride: n },
+                transpose_b: false,
+                scale: 1.0,
+                accumulate: Accumulate::Overwrite,
+                threads: 1,
+            };
+            let f32 = best(&mut || product.write(&mut out, n));
+            let gmacs = (rows * k * n) as f64 / 1e9;
+            eprintln!(
+                "{rows}×{k}×{n}: {kernel:?} int8 {:.1} GMAC/s, f32 {:.1} GMAC/s, {:.2}×",
+                gmacs / int8,
+                gmacs / f32,
+                f32 / int8
+            );
+        }
+    }
 }

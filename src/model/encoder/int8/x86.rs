@@ -3,6 +3,7 @@
 //! blocks of panels, tiles of 6 rows, its own epilogue).
 
 use std::arch::x86_64::*;
+use std::cell::Cell;
 
 use super::{Epilogue, PackedWeights, QuantisedRows, GROUP, PANEL, ROWS};
 
@@ -135,24 +136,36 @@ pub(super) const AVX2_ROWS: usize = 6;
 
 /// Bytes of (i16) weights in a block of panels: a block stays in L2 while
 /// every row tile of the call passes over it, rather than the whole matrix
-/// (1.2 MB for a 384 × 1536 layer) streaming from L3 for every tile.
-const AVX2_BLOCK_BYTES: usize = 256 << 10;
+/// (1.2 MB for a 384 × 1536 layer) streaming from L3 for every tile. Half
+/// the smallest L2 of AVX2 CPUs (256 KiB); 256 and 512 KiB measured the
+/// same on Zen 4 (1 MiB L2).
+const AVX2_BLOCK_BYTES: usize = 128 << 10;
+
+/// The widened tiles kept per thread between calls up to this size (twice
+/// the quantised rows' limit: the same rows at 16 bits).
+const KEEP_TILES_BYTES: usize = 2 << 20;
+
+thread_local! {
+    static TILES: Cell<Vec<i32>> = const { Cell::new(Vec::new()) };
+}
 
 /// As [`tile_avx512vnni`] on AVX2, for all `rows` rows of `q` at once,
 /// from the i16 weights (`w.wide`): per pair of inputs, each row's two
-/// activations (widened to i16 once per tile and block) broadcast, and
-/// `vpmaddwd` into two 8-channel registers per row (exact i32 sums).
+/// activations broadcast, and `vpmaddwd` into two 8-channel registers per
+/// row (exact i32 sums).
 ///
-/// Cache-blocked: the panels go by blocks of `AVX2_BLOCK_BYTES`, and every
-/// tile of 6 rows passes over a block (from L2) before the next; the tile's
-/// widened rows stay in L1 meanwhile. The epilogue is vectorised (the
+/// The rows are first widened to i16, once per call, into tiles of 6 rows
+/// interleaved by pairs (a tile's 6 pairs of one step side by side, so the
+/// inner loop reads them at fixed offsets from one pointer). Then the
+/// panels go by blocks of `AVX2_BLOCK_BYTES`, every tile passing over a
+/// block (from L2) before the next. The epilogue is vectorised (the
 /// arithmetic of [`PackedWeights::finish`], to the bit), and the activation
 /// runs on each tile's stretch of a block while it is in cache.
 ///
 /// # Safety
 /// The CPU must have AVX2, and `w.wide` must be filled (`Kernel::Avx2`);
-/// `q` holds `rows` rows, `out` `rows × out_dim` values, and the epilogue's
-/// bias `out_dim` values and its residual (if any) `rows × out_dim`.
+/// the epilogue's bias must hold `out_dim` values and its residual (if any)
+/// `rows × out_dim`.
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn product_avx2(
     w: &PackedWeights,
@@ -162,30 +175,33 @@ pub(super) unsafe fn product_avx2(
     out: &mut [f32],
 ) {
     let (k, n) = (w.padded_in, w.out_dim);
-    let panels = n.div_ceil(PANEL);
+    let (pairs, panels) = (k / 2, n.div_ceil(PANEL));
     let panel_values = k * PANEL;
     assert_eq!(w.wide.len(), panels * panel_values, "AVX2 weights packed");
     assert!(out.len() >= rows * n, "an output row per row");
+    let tile_values = pairs * AVX2_ROWS;
+    let mut tiles = TILES.take();
+    tiles.clear();
+    tiles.resize(rows.div_ceil(AVX2_ROWS) * tile_values, 0);
+    for (tile, first) in tiles.chunks_exact_mut(tile_values).zip((0..rows).step_by(AVX2_ROWS)) {
+        // Missing rows repeat the last (computed, never stored).
+        let count = AVX2_ROWS.min(rows - first);
+        for r in 0..AVX2_ROWS {
+            for (pair, two) in q.row(first + r.min(count - 1)).chunks_exact(2).enumerate() {
+                tile[pair * AVX2_ROWS + r] = two[0] as i32 | (two[1] as i32) << 16;
+            }
+        }
+    }
     let block_panels = (AVX2_BLOCK_BYTES / (panel_values * size_of::<i16>())).max(1);
-    let mut wide_rows = vec![0i16; AVX2_ROWS * k];
     for first_panel in (0..panels).step_by(block_panels) {
         let end_panel = panels.min(first_panel + block_panels);
         let columns = first_panel * PANEL..n.min(end_panel * PANEL);
-        for first in (0..rows).step_by(AVX2_ROWS) {
+        for (tile, first) in tiles.chunks_exact(tile_values).zip((0..rows).step_by(AVX2_ROWS)) {
             let count = AVX2_ROWS.min(rows - first);
-            // The tile's rows widened to i16, so each pair of activations is
-            // one 32-bit broadcast from memory below; missing rows repeat
-            // the last (computed, never stored).
-            for (r, wide) in wide_rows.chunks_exact_mut(k).enumerate() {
-                for (value, &byte) in wide.iter_mut().zip(q.row(first + r.min(count - 1))) {
-                    *value = byte as i16;
-                }
-            }
-            let row_pointers: [*const i32; AVX2_ROWS] = std::array::from_fn(|r| wide_rows[r * k..].as_ptr().cast());
             for panel in first_panel..end_panel {
                 // SAFETY: the panel lies inside `w.wide` (asserted above),
-                // and each widened row holds `k` values: `k / 2` pairs.
-                let sums = unsafe { tile_avx2(w.wide[panel * panel_values..].as_ptr(), &row_pointers, k / 2) };
+                // `pairs × 32` values, and the tile holds `pairs` steps.
+                let sums = unsafe { tile_avx2(w.wide[panel * panel_values..].as_ptr(), tile.as_ptr(), pairs) };
                 for (r, sums) in sums.iter().enumerate().take(count) {
                     let row = first + r;
                     // SAFETY: AVX2 (the caller's promise); `out` holds row
@@ -201,28 +217,42 @@ pub(super) unsafe fn product_avx2(
             }
         }
     }
+    if tiles.capacity() * size_of::<i32>() <= KEEP_TILES_BYTES {
+        TILES.set(tiles);
+    }
 }
 
-/// One panel's 16 channels for 6 rows: their exact i32 sums over `pairs`
-/// pairs of inputs, two registers (channels 0–7, 8–15) per row.
+/// One panel's 16 channels for a tile of 6 rows: their exact i32 sums over
+/// `pairs` pairs of inputs (an even count), two registers (channels 0–7,
+/// 8–15) per row; two pairs per turn of the loop.
+///
+/// Per pair: 2 weight loads, 6 broadcasts, 12 `vpmaddwd` and 12 `vpaddd`.
+/// The multiply-adds and adds bound it (on Zen 4, about 25 of the 32
+/// multiply-adds per cycle the two multiply pipes could do; f32 FMA does
+/// 16): with exact sums AVX2 has no cheaper form, `vpmaddubsw` needing a
+/// `vpmaddwd` and a `vpaddd` after it as well.
 ///
 /// # Safety
 /// The CPU must have AVX2; `block` must point at a panel of `w.wide`
-/// (`pairs × 32` i16) and each row pointer at `pairs` pairs of i16.
+/// (`pairs × 32` i16) and `tile` at `pairs × 6` widened pairs.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn tile_avx2(block: *const i16, rows: &[*const i32; AVX2_ROWS], pairs: usize) -> [[__m256i; 2]; AVX2_ROWS] {
+unsafe fn tile_avx2(block: *const i16, tile: *const i32, pairs: usize) -> [[__m256i; 2]; AVX2_ROWS] {
+    debug_assert!(pairs.is_multiple_of(2));
     let mut acc = [[_mm256_setzero_si256(); 2]; AVX2_ROWS];
-    for pair in 0..pairs {
-        // SAFETY: `pair < pairs` keeps the two 32-byte loads inside the
-        // panel and the 4-byte reads (two i16) inside the widened rows.
-        unsafe {
-            let low = _mm256_loadu_si256(block.add(pair * PANEL * 2).cast());
-            let high = _mm256_loadu_si256(block.add(pair * PANEL * 2 + PANEL).cast());
-            for r in 0..AVX2_ROWS {
-                let a = _mm256_set1_epi32(rows[r].add(pair).read_unaligned());
-                acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(a, low));
-                acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(a, high));
+    for pair in (0..pairs).step_by(2) {
+        for pair in [pair, pair + 1] {
+            // SAFETY: `pair < pairs` keeps the two 32-byte loads inside the
+            // panel and the six 4-byte reads inside the tile.
+            unsafe {
+                let low = _mm256_loadu_si256(block.add(pair * PANEL * 2).cast());
+                let high = _mm256_loadu_si256(block.add(pair * PANEL * 2 + PANEL).cast());
+                let step = tile.add(pair * AVX2_ROWS);
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let a = _mm256_set1_epi32(step.add(r).read());
+                    acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(a, low));
+                    acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(a, high));
+                }
             }
         }
     }
