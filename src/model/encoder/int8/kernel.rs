@@ -77,9 +77,11 @@ impl Kernel {
         }
     }
 
-    /// Whether the kernel outruns the f32 path (see `Arithmetic::auto`).
+    /// Whether the kernel outruns the f32 path (see `Arithmetic::auto`):
+    /// all but the portable one. The AVX2 kernel against f32 on AVX2 was
+    /// measured in README.md, "Performance".
     pub(crate) fn beats_f32(self) -> bool {
-        matches!(self, Kernel::Amx | Kernel::Avx512Vnni)
+        matches!(self, Kernel::Amx | Kernel::Avx512Vnni | Kernel::Avx2)
     }
 
     /// Whether this CPU (and OS, for AMX) can run the kernel.

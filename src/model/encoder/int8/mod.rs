@@ -16,18 +16,24 @@
 //!   coarsen the others. The product then needs one correction per output:
 //!   `x·w ≈ sx·sw·(Σ qx·qw − zx·Σ qw)`, with `Σ qw` (the channel's column sum)
 //!   computed at pack time.
-//! - **Kernels**, chosen at run time (`kernel`): AMX (`tdpbusd`, 16 × 16 ×
-//!   64 products per instruction, [`amx`]), AVX-512 VNNI (`vpdpbusd`: 4
-//!   u8×s8 products summed into each i32 lane in one instruction; `x86`),
-//!   AVX2 (`x86`), and a portable one. AVX2's `vpmaddubsw` would add two
-//!   u8×s8 products into a saturating i16, which 255·127·2 overflows; ONNX
-//!   Runtime accepts that or drops to 7 bits (`reduce_range`), and 7 bits,
-//!   of the weights or of the activations, cost too much accuracy on the
-//!   reference texts. So the AVX2 kernel reads the weights widened to i16
-//!   (a second packing, made at load for AVX2 only) and multiplies with
-//!   `vpmaddwd`, whose i32 pair sums cannot overflow. Every kernel's
-//!   integer sums are exact, so all give the portable one's bits (tested),
-//!   and replicas on different CPUs store the same vectors.
+//! - **Kernels**, chosen at run time (`kernel`; `SHOPRANK_INT8_KERNEL=amx|
+//!   avx512vnni|avx2|portable` forces one this CPU has, to time or test a
+//!   slower kernel on a faster CPU): AMX (`tdpbusd`, 16 × 16 × 64 products
+//!   per instruction, [`amx`]), AVX-512 VNNI (`vpdpbusd`: 4 u8×s8 products
+//!   summed into each i32 lane in one instruction; `x86`), AVX2 (`x86`),
+//!   and a portable one. AVX2's `vpmaddubsw` would add two u8×s8 products
+//!   into a saturating i16, which 255·127·2 overflows; ONNX Runtime accepts
+//!   that or drops to 7 bits (`reduce_range`), and 7 bits, of the weights or
+//!   of the activations, cost too much accuracy on the reference texts. So
+//!   the AVX2 kernel reads the weights widened to i16 (a second packing,
+//!   made at load for AVX2 only) and multiplies with `vpmaddwd`, whose i32
+//!   pair sums cannot overflow; it widens each thread's rows once per call
+//!   into tiles of 6 rows, and goes over the weights in L2-sized blocks of
+//!   panels that every tile passes over in turn. `vpmaddwd` and its `vpaddd`
+//!   run on more ports than f32's FMA, which is where int8 gains on AVX2
+//!   (`vpmaddubsw` too needs a `vpmaddwd` and a `vpaddd` after it). Every
+//!   kernel's integer sums are exact, so all give the portable one's bits
+//!   (tested), and replicas on different CPUs store the same vectors.
 //! - **Threads**: many rows (batches) are split by rows, each thread
 //!   quantising its own; few rows (one user text) are quantised once and,
 //!   on AMX, split by output channels, so each core reads half the weights.
@@ -81,8 +87,10 @@ impl PackedWeights {
         }
         let threads = rayon::current_num_threads();
         let pass = self.kernel.rows_per_pass();
-        // Below a few passes per thread, splitting rows costs more than it saves.
-        if threads >= 2 && rows >= 4 * pass * threads {
+        // Below a few passes per thread (16 rows on the vector kernels: one
+        // title splits), splitting rows costs more than it saves.
+        let split_from = 4 * threads * if self.kernel == Kernel::Amx { pass } else { ROWS };
+        if threads >= 2 && rows >= split_from {
             let chunk = rows.div_ceil(threads).next_multiple_of(pass);
             xs.par_chunks(chunk * k)
                 .zip(out.par_chunks_mut(chunk * n))
