@@ -227,10 +227,10 @@ pub(super) unsafe fn product_avx2(
 /// 8–15) per row; two pairs per turn of the loop.
 ///
 /// Per pair: 2 weight loads, 6 broadcasts, 12 `vpmaddwd` and 12 `vpaddd`.
-/// The multiply-adds and adds bound it (on Zen 4, about 25 of the 32
-/// multiply-adds per cycle the two multiply pipes could do; f32 FMA does
-/// 16): with exact sums AVX2 has no cheaper form, `vpmaddubsw` needing a
-/// `vpmaddwd` and a `vpaddd` after it as well.
+/// The multiply-adds and adds bound it (about 1.5× gemm's f32 per product
+/// on Zen 4; plain loads in place of the broadcasts were no faster): with
+/// exact sums AVX2 has no cheaper form, `vpmaddubsw` needing a `vpmaddwd`
+/// and a `vpaddd` after it as well.
 ///
 /// # Safety
 /// The CPU must have AVX2; `block` must point at a panel of `w.wide`
