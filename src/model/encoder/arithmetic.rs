@@ -26,9 +26,8 @@ impl Arithmetic {
     }
 
     /// What `"auto"` runs on this CPU: int8 where it has an int8 kernel
-    /// faster than f32 (AMX or AVX-512 VNNI), else f32. The AVX2 kernel
-    /// multiplies weights widened to 16 bits and is slower than f32, the
-    /// portable one (other CPUs) much slower.
+    /// faster than f32 (AMX, AVX-512 VNNI or AVX2), else f32: the portable
+    /// kernel (CPUs without AVX2) is much slower.
     pub(crate) fn auto() -> Self {
         if Kernel::detect().beats_f32() {
             Arithmetic::Int8

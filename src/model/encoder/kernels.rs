@@ -10,13 +10,36 @@
 //!   multiplies with), reading strided views in place, so Q/K/V heads need no
 //!   copies and bias and residual are added by the product itself;
 //! - GELU, softmax and layer normalisation are single passes whose loops the
-//!   compiler vectorises for the CPU found at run time (`multiversion`);
+//!   compiler vectorises for the CPU found at run time (`multiversion`,
+//!   through [`vectorised!`]: AVX-512 only with the `avx512` feature);
 //! - every parallel section uses one pool (rayon's), never two that spin
 //!   against each other on a small machine.
 
 use gemm::Parallelism;
-use multiversion::multiversion;
 use rayon::prelude::*;
+
+/// Compiles a function whose loops the compiler vectorises for AVX-512
+/// (with the `avx512` Cargo feature, on by default), AVX2 + FMA and NEON,
+/// the CPU's best chosen at run time (`multiversion`): the one list of
+/// targets every such kernel uses. Without the feature the f32 path (this,
+/// and gemm without `x86-v4`) runs AVX2 at most, as on an AVX2-only CPU.
+/// The kernels use no fused multiply-add and a fixed summation order, so
+/// every target gives the same bits.
+macro_rules! vectorised {
+    ($item:item) => {
+        #[cfg_attr(
+            feature = "avx512",
+            multiversion::multiversion(targets(
+                "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
+                "x86_64+avx2+fma",
+                "aarch64+neon"
+            ))
+        )]
+        #[cfg_attr(not(feature = "avx512"), multiversion::multiversion(targets("x86_64+avx2+fma", "aarch64+neon")))]
+        $item
+    };
+}
+pub(crate) use vectorised;
 
 /// A row-major matrix view: `rows × cols` values, row `r` starting at
 /// `r * row_stride`. Views may be narrower than their buffer (one attention
@@ -163,22 +186,24 @@ pub(crate) fn layer_norm_rows(xs: &mut [f32], gamma: &[f32], beta: &[f32], eps: 
         .for_each(|rows| rows.chunks_exact_mut(width).for_each(|row| layer_norm_row(row, gamma, beta, eps)));
 }
 
-#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
-fn layer_norm_row(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
-    let n = row.len() as f32;
-    let mean = lane_sum(row) / n;
-    let mut lanes = [0f32; LANES];
-    let mut chunks = row.chunks_exact(LANES);
-    for chunk in &mut chunks {
-        for (lane, x) in lanes.iter_mut().zip(chunk) {
-            *lane += (x - mean) * (x - mean);
+vectorised! {
+
+    fn layer_norm_row(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+        let n = row.len() as f32;
+        let mean = lane_sum(row) / n;
+        let mut lanes = [0f32; LANES];
+        let mut chunks = row.chunks_exact(LANES);
+        for chunk in &mut chunks {
+            for (lane, x) in lanes.iter_mut().zip(chunk) {
+                *lane += (x - mean) * (x - mean);
+            }
         }
-    }
-    let tail: f32 = chunks.remainder().iter().map(|x| (x - mean) * (x - mean)).sum();
-    let variance = (lanes.iter().sum::<f32>() + tail) / n;
-    let inv_std = 1.0 / (variance + eps).sqrt();
-    for ((x, g), b) in row.iter_mut().zip(gamma).zip(beta) {
-        *x = (*x - mean) * inv_std * g + b;
+        let tail: f32 = chunks.remainder().iter().map(|x| (x - mean) * (x - mean)).sum();
+        let variance = (lanes.iter().sum::<f32>() + tail) / n;
+        let inv_std = 1.0 / (variance + eps).sqrt();
+        for ((x, g), b) in row.iter_mut().zip(gamma).zip(beta) {
+            *x = (*x - mean) * inv_std * g + b;
+        }
     }
 }
 
@@ -212,24 +237,26 @@ fn lane_max(xs: &[f32]) -> f32 {
     chunks.remainder().iter().chain(&lanes).fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
 }
 
-/// Exact (erf-based) GELU, in place (one stretch of a layer's output: the
-/// products call it on what they have just written).
-#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
-pub(crate) fn gelu_erf_chunk(xs: &mut [f32]) {
-    for x in xs.iter_mut() {
-        *x = 0.5 * *x * (1.0 + erf(*x * std::f32::consts::FRAC_1_SQRT_2));
+vectorised! {
+    /// Exact (erf-based) GELU, in place (one stretch of a layer's output: the
+    /// products call it on what they have just written).
+    pub(crate) fn gelu_erf_chunk(xs: &mut [f32]) {
+        for x in xs.iter_mut() {
+            *x = 0.5 * *x * (1.0 + erf(*x * std::f32::consts::FRAC_1_SQRT_2));
+        }
     }
 }
 
-/// GELU by its tanh approximation (configs with `gelu_new`), in place.
-#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
-pub(crate) fn gelu_tanh_chunk(xs: &mut [f32]) {
-    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-    for x in xs.iter_mut() {
-        let y = SQRT_2_OVER_PI * (*x + 0.044_715 * *x * *x * *x);
-        // tanh(y) = 1 − 2 / (e^{2y} + 1), exact at both tails.
-        let tanh = 1.0 - 2.0 / (exp(2.0 * y) + 1.0);
-        *x = 0.5 * *x * (1.0 + tanh);
+vectorised! {
+    /// GELU by its tanh approximation (configs with `gelu_new`), in place.
+    pub(crate) fn gelu_tanh_chunk(xs: &mut [f32]) {
+        const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+        for x in xs.iter_mut() {
+            let y = SQRT_2_OVER_PI * (*x + 0.044_715 * *x * *x * *x);
+            // tanh(y) = 1 − 2 / (e^{2y} + 1), exact at both tails.
+            let tanh = 1.0 - 2.0 / (exp(2.0 * y) + 1.0);
+            *x = 0.5 * *x * (1.0 + tanh);
+        }
     }
 }
 
@@ -238,17 +265,18 @@ pub(crate) fn relu(xs: &mut [f32]) {
     xs.iter_mut().for_each(|x| *x = x.max(0.0));
 }
 
-/// Softmax of each `width`-wide row, in place.
-#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
-pub(crate) fn softmax_rows(xs: &mut [f32], width: usize) {
-    for row in xs.chunks_exact_mut(width) {
-        let max = lane_max(row);
-        for x in row.iter_mut() {
-            *x = exp(*x - max);
-        }
-        let inv = 1.0 / lane_sum(row);
-        for x in row.iter_mut() {
-            *x *= inv;
+vectorised! {
+    /// Softmax of each `width`-wide row, in place.
+    pub(crate) fn softmax_rows(xs: &mut [f32], width: usize) {
+        for row in xs.chunks_exact_mut(width) {
+            let max = lane_max(row);
+            for x in row.iter_mut() {
+                *x = exp(*x - max);
+            }
+            let inv = 1.0 / lane_sum(row);
+            for x in row.iter_mut() {
+                *x *= inv;
+            }
         }
     }
 }

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub(crate) use self::arithmetic::Arithmetic;
 use self::bert_fast::FastBert;
+use self::kernels::vectorised;
 use crate::config::{EncoderSettings, LinearLayer};
 use crate::model::files::{EncoderFiles, ModelFilesError, WeightsFormat};
 
@@ -332,26 +333,27 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     dot(a, b)
 }
 
-/// Dot product over the shorter of the two slices.
-///
-/// Sixteen partial sums, added in a fixed order: the compiler vectorises it
-/// for the CPU found at run time, and every CPU gets the same bits (no fused
-/// multiply-add, the same summation order), so training, evaluation and
-/// serving agree exactly.
-#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    const LANES: usize = 16;
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut lanes = [0f32; LANES];
-    let (mut xs, mut ys) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    for (x, y) in (&mut xs).zip(&mut ys) {
-        for k in 0..LANES {
-            lanes[k] += x[k] * y[k];
+vectorised! {
+    /// Dot product over the shorter of the two slices.
+    ///
+    /// Sixteen partial sums, added in a fixed order: the compiler vectorises it
+    /// for the CPU found at run time, and every CPU gets the same bits (no fused
+    /// multiply-add, the same summation order), so training, evaluation and
+    /// serving agree exactly.
+    pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+        const LANES: usize = 16;
+        let n = a.len().min(b.len());
+        let (a, b) = (&a[..n], &b[..n]);
+        let mut lanes = [0f32; LANES];
+        let (mut xs, mut ys) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+        for (x, y) in (&mut xs).zip(&mut ys) {
+            for k in 0..LANES {
+                lanes[k] += x[k] * y[k];
+            }
         }
+        let tail: f32 = xs.remainder().iter().zip(ys.remainder()).map(|(x, y)| x * y).sum();
+        lanes.iter().sum::<f32>() + tail
     }
-    let tail: f32 = xs.remainder().iter().zip(ys.remainder()).map(|(x, y)| x * y).sum();
-    lanes.iter().sum::<f32>() + tail
 }
 
 /// Characters of a text the tokenizer is given per token of the window. A

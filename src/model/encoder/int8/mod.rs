@@ -16,18 +16,24 @@
 //!   coarsen the others. The product then needs one correction per output:
 //!   `x·w ≈ sx·sw·(Σ qx·qw − zx·Σ qw)`, with `Σ qw` (the channel's column sum)
 //!   computed at pack time.
-//! - **Kernels**, chosen at run time (`kernel`): AMX (`tdpbusd`, 16 × 16 ×
-//!   64 products per instruction, [`amx`]), AVX-512 VNNI (`vpdpbusd`: 4
-//!   u8×s8 products summed into each i32 lane in one instruction; `x86`),
-//!   AVX2 (`x86`), and a portable one. AVX2's `vpmaddubsw` would add two
-//!   u8×s8 products into a saturating i16, which 255·127·2 overflows; ONNX
-//!   Runtime accepts that or drops to 7 bits (`reduce_range`), and 7 bits,
-//!   of the weights or of the activations, cost too much accuracy on the
-//!   reference texts. So the AVX2 kernel reads the weights widened to i16
-//!   (a second packing, made at load for AVX2 only) and multiplies with
-//!   `vpmaddwd`, whose i32 pair sums cannot overflow. Every kernel's
-//!   integer sums are exact, so all give the portable one's bits (tested),
-//!   and replicas on different CPUs store the same vectors.
+//! - **Kernels**, chosen at run time (`kernel`; `SHOPRANK_INT8_KERNEL=amx|
+//!   avx512vnni|avx2|portable` forces one this CPU has, to time or test a
+//!   slower kernel on a faster CPU): AMX (`tdpbusd`, 16 × 16 × 64 products
+//!   per instruction, [`amx`]), AVX-512 VNNI (`vpdpbusd`: 4 u8×s8 products
+//!   summed into each i32 lane in one instruction; `x86`), AVX2 (`x86`),
+//!   and a portable one. AVX2's `vpmaddubsw` would add two u8×s8 products
+//!   into a saturating i16, which 255·127·2 overflows; ONNX Runtime accepts
+//!   that or drops to 7 bits (`reduce_range`), and 7 bits, of the weights or
+//!   of the activations, cost too much accuracy on the reference texts. So
+//!   the AVX2 kernel reads the weights widened to i16 (a second packing,
+//!   made at load for AVX2 only) and multiplies with `vpmaddwd`, whose i32
+//!   pair sums cannot overflow; it widens each thread's rows once per call
+//!   into tiles of 6 rows, and goes over the weights in L2-sized blocks of
+//!   panels that every tile passes over in turn. `vpmaddwd` and its `vpaddd`
+//!   run on more ports than f32's FMA, which is where int8 gains on AVX2
+//!   (`vpmaddubsw` too needs a `vpmaddwd` and a `vpaddd` after it). Every
+//!   kernel's integer sums are exact, so all give the portable one's bits
+//!   (tested), and replicas on different CPUs store the same vectors.
 //! - **Threads**: many rows (batches) are split by rows, each thread
 //!   quantising its own; few rows (one user text) are quantised once and,
 //!   on AMX, split by output channels, so each core reads half the weights.
@@ -80,9 +86,11 @@ impl PackedWeights {
             assert!(residual.len() >= rows * n, "a residual row per row");
         }
         let threads = rayon::current_num_threads();
-        let pass = if self.kernel == Kernel::Amx { self.kernel.row_multiple() } else { ROWS };
-        // Below a few passes per thread, splitting rows costs more than it saves.
-        if threads >= 2 && rows >= 4 * pass * threads {
+        let pass = self.kernel.rows_per_pass();
+        // Below a few passes per thread (16 rows on the vector kernels: one
+        // title splits), splitting rows costs more than it saves.
+        let split_from = 4 * threads * if self.kernel == Kernel::Amx { pass } else { ROWS };
+        if threads >= 2 && rows >= split_from {
             let chunk = rows.div_ceil(threads).next_multiple_of(pass);
             xs.par_chunks(chunk * k)
                 .zip(out.par_chunks_mut(chunk * n))
@@ -129,10 +137,17 @@ impl PackedWeights {
         }
     }
 
-    /// The vector and portable kernels, 4 rows at a time.
+    /// The vector and portable kernels: AVX2 over all rows at once (it
+    /// blocks them itself), the others 4 rows at a time.
     fn product_rows_vector(&self, quantised: &QuantisedRows, rows: usize, epilogue: &Epilogue, out: &mut [f32]) {
-        // The AVX2 kernel's tile rows widened to i16, one buffer per call.
-        let mut wide_rows = if self.kernel == Kernel::Avx2 { vec![0i16; ROWS * self.padded_in] } else { Vec::new() };
+        #[cfg(target_arch = "x86_64")]
+        if self.kernel == Kernel::Avx2 {
+            // SAFETY: `new` asserted that the CPU has AVX2 and packed the
+            // wide weights; `out` holds `rows` rows and the callers checked
+            // the epilogue's sizes.
+            unsafe { x86::product_avx2(self, quantised, rows, epilogue, out) };
+            return;
+        }
         for first in (0..rows).step_by(ROWS) {
             let count = ROWS.min(rows - first);
             let out = &mut out[first * self.out_dim..(first + count) * self.out_dim];
@@ -141,9 +156,6 @@ impl PackedWeights {
                 // SAFETY: `new` asserted that the CPU has the kernel's
                 // instructions; `product` checked the epilogue's sizes.
                 Kernel::Avx512Vnni => unsafe { x86::tile_avx512vnni(self, quantised, first, count, epilogue, out) },
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: as above.
-                Kernel::Avx2 => unsafe { x86::tile_avx2(self, quantised, first, count, epilogue, &mut wide_rows, out) },
                 _ => tile_portable(self, quantised, first, count, epilogue, out),
             }
             if let Some(activation) = epilogue.activation {
@@ -387,6 +399,51 @@ mod tests {
                 }
                 assert_eq!(together, alone, "{kernel:?} {rows}×{k}×{n}");
             }
+        }
+    }
+
+    /// Not a test: the product's speed, one thread, on the encoder's
+    /// shapes (240 rows: a batch's share of one core), against gemm's f32
+    /// on the same shapes. `SHOPRANK_INT8_KERNEL=avx2 cargo test --release
+    /// --no-default-features --features offline --lib int8_speed --
+    /// --ignored --nocapture` times the AVX2 kernel against AVX2 f32.
+    #[test]
+    #[ignore]
+    fn int8_speed_against_f32() {
+        use crate::model::encoder::kernels::{Accumulate, Product, View};
+        let kernel = Kernel::detect();
+        let best = |f: &mut dyn FnMut()| {
+            (0..30)
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    f();
+                    start.elapsed().as_secs_f64()
+                })
+                .fold(f64::INFINITY, f64::min)
+        };
+        for (rows, k, n) in [(240, 384, 1152), (240, 384, 384), (240, 384, 1536), (240, 1536, 384)] {
+            let (weight, xs, bias) = (values(n * k, 1), values(rows * k, 2), values(n, 3));
+            let transposed: Vec<f32> = (0..k * n).map(|i| weight[(i % n) * k + i / n]).collect();
+            let packed = PackedWeights::new(&weight, n, k, kernel);
+            let epilogue = Epilogue { bias: &bias, residual: None, activation: None };
+            let mut out = vec![0.0; rows * n];
+            let int8 = best(&mut || packed.product_rows(&xs, &epilogue, &mut out));
+            let product = Product {
+                a: View { data: &xs, rows, cols: k, row_stride: k },
+                b: View { data: &transposed, rows: k, cols: n, row_stride: n },
+                transpose_b: false,
+                scale: 1.0,
+                accumulate: Accumulate::Overwrite,
+                threads: 1,
+            };
+            let f32 = best(&mut || product.write(&mut out, n));
+            let gmacs = (rows * k * n) as f64 / 1e9;
+            eprintln!(
+                "{rows}×{k}×{n}: {kernel:?} int8 {:.1} GMAC/s, f32 {:.1} GMAC/s, {:.2}×",
+                gmacs / int8,
+                gmacs / f32,
+                f32 / int8
+            );
         }
     }
 }

@@ -11,6 +11,7 @@ use rayon::prelude::*;
 
 use super::pack::MAX_IN_DIM;
 use super::Kernel;
+use crate::model::encoder::kernels::vectorised;
 
 /// Quantised rows kept per thread between calls up to this size (a user
 /// text's widest layer needs 200 KiB); a larger buffer (a long batch) is
@@ -124,37 +125,38 @@ impl QuantisedInputs {
     }
 }
 
-/// Quantises one row to `u8` (the compiler vectorises both loops for the CPU
-/// found at run time); returns its scale and zero point. The range always
-/// holds 0, so that 0 (padding, ReLU's zeros) is exact.
-#[multiversion::multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
-fn quantise_row(row: &[f32], out: &mut [u8]) -> (f32, i32) {
-    const LANES: usize = 16;
-    let (mut low, mut high) = ([0f32; LANES], [0f32; LANES]);
-    let chunks = row.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for chunk in chunks {
-        for i in 0..LANES {
-            low[i] = if chunk[i] < low[i] { chunk[i] } else { low[i] };
-            high[i] = if chunk[i] > high[i] { chunk[i] } else { high[i] };
+vectorised! {
+    /// Quantises one row to `u8` (the compiler vectorises both loops for the CPU
+    /// found at run time); returns its scale and zero point. The range always
+    /// holds 0, so that 0 (padding, ReLU's zeros) is exact.
+    fn quantise_row(row: &[f32], out: &mut [u8]) -> (f32, i32) {
+        const LANES: usize = 16;
+        let (mut low, mut high) = ([0f32; LANES], [0f32; LANES]);
+        let chunks = row.chunks_exact(LANES);
+        let tail = chunks.remainder();
+        for chunk in chunks {
+            for i in 0..LANES {
+                low[i] = if chunk[i] < low[i] { chunk[i] } else { low[i] };
+                high[i] = if chunk[i] > high[i] { chunk[i] } else { high[i] };
+            }
         }
+        let low = tail.iter().chain(&low).fold(0f32, |m, &x| if x < m { x } else { m });
+        let high = tail.iter().chain(&high).fold(0f32, |m, &x| if x > m { x } else { m });
+        let range = (high - low) / 255.0;
+        // A constant, tiny (subnormal) or infinite range: any finite scale will do.
+        let scale = if range > 0.0 && range.is_finite() && (1.0 / range).is_finite() { range } else { 1.0 };
+        let inverse = 1.0 / scale;
+        let zero = (-low * inverse).round().clamp(0.0, 255.0);
+        // + 0.5 then truncation: round half up. The comparisons clamp to
+        // 0..=255 and send NaN to 0, so the unchecked conversion (which, unlike
+        // `as`, vectorises) always gets a value in range.
+        for (q, &x) in out.iter_mut().zip(row) {
+            let v = x * inverse + zero + 0.5;
+            let v = if v > 0.0 { v } else { 0.0 };
+            let v = if v < 255.0 { v } else { 255.0 };
+            // SAFETY: 0 ≤ v ≤ 255, finite.
+            *q = unsafe { v.to_int_unchecked::<i32>() } as u8;
+        }
+        (scale, zero as i32)
     }
-    let low = tail.iter().chain(&low).fold(0f32, |m, &x| if x < m { x } else { m });
-    let high = tail.iter().chain(&high).fold(0f32, |m, &x| if x > m { x } else { m });
-    let range = (high - low) / 255.0;
-    // A constant, tiny (subnormal) or infinite range: any finite scale will do.
-    let scale = if range > 0.0 && range.is_finite() && (1.0 / range).is_finite() { range } else { 1.0 };
-    let inverse = 1.0 / scale;
-    let zero = (-low * inverse).round().clamp(0.0, 255.0);
-    // + 0.5 then truncation: round half up. The comparisons clamp to
-    // 0..=255 and send NaN to 0, so the unchecked conversion (which, unlike
-    // `as`, vectorises) always gets a value in range.
-    for (q, &x) in out.iter_mut().zip(row) {
-        let v = x * inverse + zero + 0.5;
-        let v = if v > 0.0 { v } else { 0.0 };
-        let v = if v < 255.0 { v } else { 255.0 };
-        // SAFETY: 0 ≤ v ≤ 255, finite.
-        *q = unsafe { v.to_int_unchecked::<i32>() } as u8;
-    }
-    (scale, zero as i32)
 }
