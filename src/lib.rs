@@ -137,7 +137,7 @@ pub use crate::serve::api::types::RecommendRequest;
 pub use crate::serve::api::{app, run as serve_on, serve, shutdown_signal, AppState, ConnectionLimits};
 pub use crate::serve::cache::EmbeddingCache;
 pub use crate::serve::catalog::attributes::AttributeFilter;
-pub use crate::serve::catalog::index::{CatalogIndex, ItemFilter};
+pub use crate::serve::catalog::index::{AnnStart, CatalogIndex, IndexOptions, ItemFilter};
 pub use crate::serve::embed::{BatchForward, Batcher, EmbedError, Embedder, Ticket};
 pub use crate::serve::metrics::Metrics;
 pub use crate::serve::ranker::{Candidate, HistoryItem, Objective, RankQuery, Ranker};
