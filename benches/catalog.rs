@@ -23,6 +23,13 @@
 //! `cargo bench --bench catalog` (`-- --items N --requests N` to change
 //! sizes; `-- --lexical-only N`: only the lexical index over N titles, its
 //! build time and memory, e.g. at a million).
+//!
+//! At a million items, on a store `shoprank scale-catalog` wrote (see the
+//! README's "Scaling"): `-- --store DIR --restart-only [--no-lexical]` is
+//! one restart in a fresh process (ready seconds, resident memory, how the
+//! inverted file was made), and `-- --store DIR` runs 1 and 2 on that store
+//! (recall against an `f32` exact scan streamed from the store, then the
+//! latency ratio), without the search and ingestion parts.
 //! The 100k items' vectors are mixes of the 2,000 fixture titles' real
 //! embeddings plus noise (embedding 100k texts would take the run an hour):
 //! the scan's cost does not depend on what the vectors say.
@@ -33,12 +40,13 @@ mod common;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use std::collections::{BinaryHeap, HashSet};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use shoprank::{
-    Candidate, CatalogIndex, CatalogItem, CatalogStore, HistoryItem, ItemFilter, LexicalIndex, LexicalQuery, Metrics,
-    PendingItem, RankQuery, Service, SqliteStore, Ticket,
+    Candidate, CatalogItem, CatalogStore, HistoryItem, ItemFilter, LexicalIndex, LexicalQuery, Metrics, PendingItem,
+    RankQuery, Service, SqliteStore, Ticket,
 };
 
 fn arg(name: &str, default: usize) -> usize {
@@ -68,12 +76,69 @@ fn unit(mut v: Vec<f32>) -> Vec<f32> {
 
 /// This process's resident memory, MiB (Linux; 0 elsewhere).
 fn rss_mib() -> f64 {
+    status_mib("VmRSS:")
+}
+
+/// A `/proc/self/status` figure in MiB (`VmRSS:`, `VmHWM:` the peak).
+fn status_mib(key: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let kib = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
     kib.unwrap_or(0.0) / 1024.0
+}
+
+/// The `k` nearest stored items to each query by the exact `f32` cosine,
+/// streamed from the store (never holding every vector).
+fn exact_f32_truth(store: &SqliteStore, key: &str, queries: &[Vec<f32>], k: usize) -> Vec<HashSet<String>> {
+    #[derive(PartialEq)]
+    struct Worst(f32, String);
+    impl Eq for Worst {}
+    impl PartialOrd for Worst {
+        fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+            Some(self.cmp(other))
+        }
+    }
+    impl Ord for Worst {
+        fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+            other.0.total_cmp(&self.0)
+        }
+    }
+    let mut heaps: Vec<BinaryHeap<Worst>> = queries.iter().map(|_| BinaryHeap::new()).collect();
+    store
+        .load_each(key, &mut |stored| {
+            let Some(vector) = stored.embedding else { return };
+            for (query, heap) in queries.iter().zip(&mut heaps) {
+                let score: f32 = query.iter().zip(&vector).map(|(a, b)| a * b).sum();
+                if heap.len() < k {
+                    heap.push(Worst(score, stored.item.id.clone()));
+                } else if heap.peek().is_some_and(|w| score > w.0) {
+                    heap.pop();
+                    heap.push(Worst(score, stored.item.id.clone()));
+                }
+            }
+        })
+        .expect("load");
+    heaps.into_iter().map(|h| h.into_iter().map(|w| w.1).collect()).collect()
+}
+
+/// `--restart-only`: one `Service::build` on `--store`, in this fresh
+/// process: seconds to ready and resident memory (now and peak).
+fn restart_only(settings: &shoprank::Settings) {
+    let started = Instant::now();
+    let service = Service::build(settings, Metrics::new()).expect("service");
+    let secs = started.elapsed().as_secs_f64();
+    let catalog = service.catalog().expect("catalog");
+    let (items, embedded) = catalog.index().counts();
+    println!(
+        "restart: ready in {secs:.2} s with {items} items ({embedded} embedded), lexical index {}: RSS {:.0} MiB (peak {:.0} MiB), vectors and lists {:.0} MiB, inverted file {:?}",
+        if settings.catalog.lexical_index { "on" } else { "off" },
+        rss_mib(),
+        status_mib("VmHWM:"),
+        catalog.index().vector_bytes() as f64 / (1 << 20) as f64,
+        catalog.index().ann_start()
+    );
 }
 
 /// `--lexical-only N`: the lexical index alone over N catalog-like texts
@@ -109,11 +174,26 @@ fn main() {
     // `cargo test --all-targets` runs this file too, without `--bench`: a
     // small smoke run then checks that the load run works, in seconds.
     let smoke = !std::env::args().any(|a| a == "--bench");
-    let items = arg("--items", if smoke { 2_000 } else { 100_000 });
+    let flag = |name: &str| std::env::args().any(|a| a == name);
+    let given_store: Option<String> = {
+        let args: Vec<String> = std::env::args().collect();
+        args.iter().position(|a| a == "--store").and_then(|i| args.get(i + 1)).cloned()
+    };
+    let mut items = arg("--items", if smoke { 2_000 } else { 100_000 });
     let requests = arg("--requests", if smoke { 10 } else { 200 });
     let ingested_titles = if smoke { 64 } else { usize::MAX };
     let mut settings = common::settings();
     settings.cache.max_bytes = 512 << 20;
+    if let Some(store) = &given_store {
+        settings.store.url = store.clone();
+        if flag("--no-lexical") {
+            settings.catalog.lexical_index = false;
+            settings.catalog.lexical_k = 0;
+        }
+        if flag("--restart-only") {
+            return restart_only(&settings);
+        }
+    }
     let mut titles = common::corpus("titles.jsonl");
     if smoke {
         titles.truncate(200);
@@ -122,23 +202,21 @@ fn main() {
     let mode = if smoke { " (smoke run: `cargo bench --bench catalog` for the figures)" } else { "" };
     println!("catalog load run: {items} items, {requests} requests per figure{mode}");
 
-    // The fixture titles' embeddings, through a throw-away service.
-    let vectors: Vec<Vec<f32>> = {
+    // 1. A store with `items` embedded items (unless given), then a restart on it.
+    let mut key = String::new();
+    if given_store.is_none() {
+        // The fixture titles' embeddings, through a throw-away service
+        // (on an empty store).
         let service = Service::build(&settings, Metrics::new()).expect("service");
+        key = service.ranker().embedder().encoder().embedding_key();
         // In chunks: one request may hold batching.max_request_tokens.
         let refs: Vec<&str> = titles.iter().map(String::as_str).collect();
-        refs.chunks(64)
+        let vectors: Vec<Vec<f32>> = refs
+            .chunks(64)
             .flat_map(|chunk| service.ranker().embedder().embed(chunk, &Ticket::detached()).expect("embed"))
             .map(|v| v.to_vec())
-            .collect()
-    };
-
-    // 1. A store with `items` embedded items, then a restart on it.
-    let key = {
-        let service = Service::build(&settings, Metrics::new()).expect("service");
-        service.ranker().embedder().encoder().embedding_key()
-    };
-    {
+            .collect();
+        drop(service);
         let store = SqliteStore::open(std::path::Path::new(&settings.store.url)).expect("store");
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let started = Instant::now();
@@ -175,36 +253,66 @@ fn main() {
         s.search.lexical_weight = 0.0;
         s
     };
-    let (rss, started) = (rss_mib(), Instant::now());
-    let dense = Service::build(&dense_settings, Metrics::new()).expect("dense-only service");
-    let (dense_secs, dense_mib) = (started.elapsed().as_secs_f64(), rss_mib() - rss);
+    let scale_run = given_store.is_some();
+    let dense = (!scale_run).then(|| {
+        let (rss, started) = (rss_mib(), Instant::now());
+        let dense = Service::build(&dense_settings, Metrics::new()).expect("dense-only service");
+        (dense, started.elapsed().as_secs_f64(), rss_mib() - rss)
+    });
     let (rss, started) = (rss_mib(), Instant::now());
     let service = Service::build(&settings, Metrics::new()).expect("service");
     let (secs, mib) = (started.elapsed().as_secs_f64(), rss_mib() - rss);
     println!("restart: service ready (encoder, bundle, {items}-item catalog) in {secs:.2} s, {mib:.0} MiB");
-    println!(
-        "restart without the lexical index: {dense_secs:.2} s, {dense_mib:.0} MiB: the index costs {:.2} s and {:.0} MiB",
-        secs - dense_secs,
-        mib - dense_mib
-    );
+    if let Some((_, dense_secs, dense_mib)) = &dense {
+        println!(
+            "restart without the lexical index: {dense_secs:.2} s, {dense_mib:.0} MiB: the index costs {:.2} s and {:.0} MiB",
+            secs - dense_secs,
+            mib - dense_mib
+        );
+    }
     let (ranker, bundle, catalog) = (service.ranker(), service.bundle(), service.catalog().expect("catalog"));
+    if scale_run {
+        key = ranker.embedder().encoder().embedding_key();
+        items = catalog.index().counts().1;
+        println!(
+            "RSS {:.0} MiB (peak {:.0} MiB), inverted file {:?}",
+            rss_mib(),
+            status_mib("VmHWM:"),
+            catalog.index().ann_start()
+        );
+    }
 
-    // Above catalog.exact_scan_max the service retrieves through HNSW:
-    // its recall against an exact scan of the same items.
-    if items > settings.catalog.exact_scan_max {
+    // Retrieval (int8 vectors; above catalog.exact_scan_max the inverted
+    // file) against an exact f32 scan of the stored vectors: recall@k over
+    // 50 queries, the users' texts (as requests without a search query).
+    {
         let store = SqliteStore::open(std::path::Path::new(&settings.store.url)).expect("store");
-        let exact = CatalogIndex::from_stored(vectors[0].len(), usize::MAX, false, store.load_all(&key).expect("load"));
         let k = settings.catalog.retrieve_k;
+        let texts: Vec<&str> = users.iter().take(50).map(String::as_str).collect();
+        let queries: Vec<Vec<f32>> = texts
+            .chunks(16)
+            .flat_map(|chunk| ranker.embedder().embed(chunk, &Ticket::detached()).expect("embed"))
+            .map(|v| v.to_vec())
+            .collect();
+        let started = Instant::now();
+        let truth = exact_f32_truth(&store, &key, &queries, k);
+        let exact_secs = started.elapsed().as_secs_f64();
         let filter = ItemFilter::default();
-        let mut recall = 0.0;
-        for query in vectors.iter().take(50) {
-            let truth: std::collections::HashSet<String> =
-                exact.read().nearest(query, k, &filter).into_iter().map(|(id, _)| id.to_string()).collect();
+        let (mut recall, mut search_ms) = (0.0, Vec::new());
+        for (query, truth) in queries.iter().zip(&truth) {
             let view = catalog.index().read();
+            let started = Instant::now();
             let found = view.nearest(query, k, &filter);
+            search_ms.push(started.elapsed().as_secs_f64() * 1e3);
             recall += found.iter().filter(|(id, _)| truth.contains(*id)).count() as f64 / k as f64;
         }
-        println!("HNSW recall@{k} against an exact scan: {:.3} (50 queries)", recall / 50.0);
+        let how = if catalog.index().approximate() { "inverted file" } else { "exact scan" };
+        println!(
+            "retrieval recall@{k} ({how}, int8) against an f32 exact scan: {:.4} ({} queries; the f32 scan streamed from the store took {exact_secs:.1} s)",
+            recall / queries.len() as f64,
+            queries.len()
+        );
+        report(&format!("nearest {k} alone ({how})"), &mut search_ms);
     }
 
     // 2. Retrieval against 100 cached candidates, same users, interleaved.
@@ -249,6 +357,11 @@ fn main() {
         r50 / g50,
         r99 / g99
     );
+    if scale_run {
+        println!("RSS after the run: {:.0} MiB (peak {:.0} MiB)", rss_mib(), status_mib("VmHWM:"));
+        return;
+    }
+    let (dense, _, _) = dense.expect("dense-only service");
 
     // 3. Search: short queries from titles, hybrid against dense only.
     let search_query = |n: usize| {

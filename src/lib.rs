@@ -40,8 +40,9 @@
 //!   types, pipeline, the explanations' wording), the embed job
 //!   (`serve::embed`: the embedding cache's bookkeeping, the encoder's
 //!   queue, admission and batching thread, the catalog's background lane),
-//!   the catalog in memory (`serve::catalog`: vectors, lexical index,
-//!   attribute filters and facets, replica sync), retrieval and the
+//!   the catalog in memory (`serve::catalog`: int8 vectors, the inverted
+//!   file saved beside the store, lexical index, attribute filters and
+//!   facets, replica sync), retrieval and the
 //!   metrics. HTTP never touches tensors.
 //! - `offline` (feature `offline`, on by default): how bundles are *made
 //!   and judged* — log importers, time splits, the statistics builder, EASE,
@@ -72,7 +73,8 @@
 //!   parts that tests and benches drive directly: [`Ranker`] with
 //!   [`RankQuery`], [`Candidate`], [`HistoryItem`], [`Objective`] and [`ItemFilter`]; the
 //!   embed job's [`Embedder`], [`Batcher`], [`BatchForward`], [`Ticket`] and
-//!   [`EmbedError`]; [`EmbeddingCache`], [`CatalogIndex`],
+//!   [`EmbedError`]; [`EmbeddingCache`], [`CatalogIndex`] (with [`IndexOptions`]
+//!   and [`AnnStart`]),
 //!   [`TitleTokenCache`].
 //! - The model: [`Bundle`], [`publish_version`] (a bundle version made
 //!   current), [`Encoder`], [`EncoderFiles`], [`EncoderError`],
@@ -137,7 +139,7 @@ pub use crate::serve::api::types::RecommendRequest;
 pub use crate::serve::api::{app, run as serve_on, serve, shutdown_signal, AppState, ConnectionLimits};
 pub use crate::serve::cache::EmbeddingCache;
 pub use crate::serve::catalog::attributes::AttributeFilter;
-pub use crate::serve::catalog::index::{CatalogIndex, ItemFilter};
+pub use crate::serve::catalog::index::{AnnStart, CatalogIndex, IndexOptions, ItemFilter};
 pub use crate::serve::embed::{BatchForward, Batcher, EmbedError, Embedder, Ticket};
 pub use crate::serve::metrics::Metrics;
 pub use crate::serve::ranker::{Candidate, HistoryItem, Objective, RankQuery, Ranker};

@@ -136,8 +136,8 @@ pub struct Limits {
 pub struct CatalogSettings {
     /// Most items in one `PUT /v1/catalog/items`.
     pub max_upsert_items: usize,
-    /// Most items the catalog holds (memory: about 1.6 KB each with a 384-d
-    /// encoder, 2.1 KB at 512-d).
+    /// Most items the catalog holds (memory: about 390 bytes of vector each
+    /// with a 384-d encoder, 516 at 512-d, plus the item's text and id).
     pub max_items: usize,
     /// Items taken from the store per ingestion round.
     pub ingest_batch_items: usize,
@@ -153,8 +153,10 @@ pub struct CatalogSettings {
     /// correction, BM25 of retrieved items); off saves its memory.
     pub lexical_index: bool,
     /// Above this many embedded items at start-up, that retrieval uses an
-    /// HNSW graph instead of an exact scan.
+    /// inverted file instead of an exact scan.
     pub exact_scan_max: usize,
+    /// Cells the inverted file scans per search, at least.
+    pub ann_probe: usize,
     /// Items retrieved through co-purchase and recent-purchase links of the history.
     pub related_k: usize,
     /// Recently popular items added to every retrieval.

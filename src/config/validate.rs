@@ -44,6 +44,7 @@ impl Settings {
         positive("catalog.max_items", self.catalog.max_items)?;
         positive("catalog.ingest_batch_items", self.catalog.ingest_batch_items)?;
         positive("catalog.retrieve_k", self.catalog.retrieve_k)?;
+        positive("catalog.ann_probe", self.catalog.ann_probe)?;
         positive("store.max_connections", self.store.max_connections as usize)?;
         StoreLocation::check(&self.store.url).map_err(|problem| ConfigError::Invalid { key: "store.url", problem })?;
         positive("events.max_batch_events", self.events.max_batch_events)?;

@@ -87,7 +87,7 @@ pub(crate) fn retrieve(
         }
         seen.insert(id.to_string());
         let bm25 = lexical.as_ref().map_or(0.0, |l| lexical::score(l.query, &lexical_text(item), l.corpus).bm25);
-        out.push(Retrieved { id: item.id.clone(), price: item.price, embedding: Arc::from(vector), bm25 });
+        out.push(Retrieved { id: item.id.clone(), price: item.price, embedding: Arc::from(vector.to_vec()), bm25 });
         true
     };
     for (id, _) in view.nearest(search_vector, limits.retrieve_k, filter) {

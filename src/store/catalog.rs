@@ -56,8 +56,16 @@ pub trait CatalogStore: Send + Sync {
     fn upsert(&self, items: &[CatalogItem]) -> Result<(), StoreError>;
     /// Removes an item; false if there was none. Returns once durable.
     fn delete(&self, id: &str) -> Result<bool, StoreError>;
-    /// Every item, for building the in-memory index at start-up.
-    fn load_all(&self, encoder: &str) -> Result<Vec<StoredItem>, StoreError>;
+    /// Every item, oldest write first, handed to `each` one at a time as
+    /// it is read: building the in-memory index at start-up never holds
+    /// every `f32` vector at once (1.5 GB at a million items).
+    fn load_each(&self, encoder: &str, each: &mut dyn FnMut(StoredItem)) -> Result<(), StoreError>;
+    /// Every item, oldest write first.
+    fn load_all(&self, encoder: &str) -> Result<Vec<StoredItem>, StoreError> {
+        let mut all = Vec::new();
+        self.load_each(encoder, &mut |item| all.push(item))?;
+        Ok(all)
+    }
     /// Drops embeddings made by another encoder than `encoder` (the service
     /// changed encoders): those items become pending. Returns how many.
     fn forget_other_embeddings(&self, encoder: &str) -> Result<usize, StoreError>;

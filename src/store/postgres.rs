@@ -168,9 +168,15 @@ impl CatalogStore for PostgresStore {
         Ok(found)
     }
 
-    fn load_all(&self, encoder: &str) -> Result<Vec<StoredItem>, StoreError> {
-        let rows = self.client()?.query(&format!("SELECT {ITEM_COLUMNS} FROM items ORDER BY written"), &[])?;
-        rows.iter().map(|row| read_item(row, encoder)).collect()
+    fn load_each(&self, encoder: &str, each: &mut dyn FnMut(StoredItem)) -> Result<(), StoreError> {
+        let mut client = self.client()?;
+        // Streamed row by row (a portal), not collected first.
+        let sql = format!("SELECT {ITEM_COLUMNS} FROM items ORDER BY written");
+        let mut rows = client.query_raw(sql.as_str(), std::iter::empty::<&(dyn ::postgres::types::ToSql + Sync)>())?;
+        while let Some(row) = ::postgres::fallible_iterator::FallibleIterator::next(&mut rows)? {
+            each(read_item(&row, encoder)?);
+        }
+        Ok(())
     }
 
     fn forget_other_embeddings(&self, encoder: &str) -> Result<usize, StoreError> {

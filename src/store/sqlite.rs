@@ -153,15 +153,14 @@ impl CatalogStore for SqliteStore {
         Ok(found)
     }
 
-    fn load_all(&self, encoder: &str) -> Result<Vec<StoredItem>, StoreError> {
+    fn load_each(&self, encoder: &str, each: &mut dyn FnMut(StoredItem)) -> Result<(), StoreError> {
         let connection = self.lock();
         let mut statement = connection.prepare(&format!("{SELECT} ORDER BY written"))?;
         let rows = statement.query_map([], |row| read_row(row, encoder))?;
-        let mut out = Vec::new();
         for row in rows {
-            out.push(row??);
+            each(row??);
         }
-        Ok(out)
+        Ok(())
     }
 
     fn forget_other_embeddings(&self, encoder: &str) -> Result<usize, StoreError> {

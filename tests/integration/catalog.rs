@@ -357,6 +357,45 @@ fn a_restart_loads_items_and_embeddings_without_re_embedding() {
     assert!(exported.contains("shoprank_catalog_embedded_total 0"), "nothing re-embedded: {exported}");
 }
 
+/// Above `catalog.exact_scan_max` the inverted file is trained once, saved
+/// beside the embedded store, and read back by the next restart: no item is
+/// assigned again, and retrieval answers through it.
+#[test]
+fn the_inverted_file_is_saved_beside_the_store_and_read_back_at_a_restart() {
+    let mut settings = common::settings();
+    settings.catalog.exact_scan_max = 4;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    {
+        let state = common::ready_state(&settings);
+        runtime.block_on(async {
+            assert_eq!(put_items(&state, shop_items()).await.0, StatusCode::OK);
+            wait_embedded(&state, &SHOP_IDS).await;
+        });
+    }
+    let file = std::path::Path::new(&settings.store.url).join("catalog.ivf");
+    assert!(!file.exists(), "an empty catalog at start-up: an exact scan, nothing saved");
+    let start = |settings: &shoprank::Settings| {
+        let service = common::service(settings, Metrics::new());
+        let start = service.catalog().unwrap().index().ann_start();
+        (service, start)
+    };
+    let (first, trained) = start(&settings);
+    let trained = trained.expect("8 embedded items, above the bound of 4");
+    assert!(trained.trained && trained.assigned == 8 && trained.from_file == 0, "{trained:?}");
+    assert!(file.exists(), "saved once items were assigned");
+    drop(first);
+    let (second, read) = start(&settings);
+    let read = read.unwrap();
+    assert!(!read.trained && read.from_file == 8 && read.assigned == 0, "{read:?}");
+    let state = AppState::new(Metrics::new(), &settings);
+    state.install(second);
+    runtime.block_on(async {
+        let (status, body) = recommend(&state, json!({"user": {"query": "red leather handbag"}, "top_k": 3})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(ids(&body).contains(&"bag-red".to_string()), "retrieved through the inverted file: {body}");
+    });
+}
+
 #[test]
 fn acknowledged_catalog_writes_survive_kill_9() {
     let settings = common::settings();

@@ -1,5 +1,6 @@
 //! The offline commands as the command line sees them: `train`, `eval`
-//! ([`evaluate`]), `eval-search` ([`search`]), `replay` ([`replay`]), `embed` ([`embed`]), `scale-data` ([`scale`]),
+//! ([`evaluate`]), `eval-search` ([`search`]), `replay` ([`replay`]), `embed` ([`embed`]), `scale-data` and
+//! `scale-catalog` ([`scale`]),
 //! `store import|export` and `report` ([`store`]), their arguments (clap)
 //! and what each one runs, gathered in [`OfflineCommand`]: `main` flattens
 //! it into its own subcommands and calls [`OfflineCommand::run`]. `anyhow`
@@ -15,7 +16,7 @@ pub(crate) mod store;
 pub(crate) use self::embed::{embed, EmbedArgs};
 pub(crate) use self::evaluate::{eval, EvalArgs};
 pub(crate) use self::replay::{replay, ReplayArgs};
-pub(crate) use self::scale::{scale_data, ScaleDataArgs};
+pub(crate) use self::scale::{scale_catalog, scale_data, ScaleCatalogArgs, ScaleDataArgs};
 pub(crate) use self::search::{eval_search, EvalSearchArgs};
 pub(crate) use self::store::{report, ReportArgs, StoreCommand};
 
@@ -51,6 +52,9 @@ pub enum OfflineCommand {
     Embed(EmbedArgs),
     /// Derive a larger log from a real one (replicated catalog and customers), for scaling runs.
     ScaleData(ScaleDataArgs),
+    /// Write a large synthetic catalog with stored embeddings straight into the store
+    /// (measures the catalog index: memory, restart, recall; not ranking quality).
+    ScaleCatalog(ScaleCatalogArgs),
     /// Move a log into the store, or the store's log out to CSV.
     #[command(subcommand)]
     Store(StoreCommand),
@@ -69,6 +73,7 @@ impl OfflineCommand {
             Self::Replay(args) => replay(settings, args),
             Self::Embed(args) => embed(settings, args),
             Self::ScaleData(args) => scale_data(settings, args),
+            Self::ScaleCatalog(args) => scale_catalog(settings, args),
             Self::Store(command) => store::run(settings, command),
             Self::Report(args) => report(settings, args),
         }

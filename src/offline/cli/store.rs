@@ -24,7 +24,7 @@ pub(crate) struct StoreTarget {
 }
 
 impl StoreTarget {
-    fn open(&self, settings: &Settings) -> Result<std::sync::Arc<dyn Store>> {
+    pub(crate) fn open(&self, settings: &Settings) -> Result<std::sync::Arc<dyn Store>> {
         let mut target = settings.store.clone();
         if let Some(url) = &self.store {
             target.url = url.clone();

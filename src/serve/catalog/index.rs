@@ -1,10 +1,13 @@
 //! The catalog in memory: every item's metadata and, once computed, its
-//! embedding in one contiguous `[slots × dim]` array, so nearest-neighbour
-//! retrieval is an exact scan (the SIMD `cosine` over each row, a bounded
-//! heap for the best `k`). At 100k items of 384 dimensions that is 150 MB
-//! and a few milliseconds a scan. Above `catalog.exact_scan_max` embedded
-//! items at start-up, an HNSW graph ([`super::ann`]) answers instead, its
-//! candidates re-scored with the exact cosine. Beside the vectors, a
+//! embedding as int8 codes and a scale ([`super::vectors`]) in one
+//! contiguous `[slots × dim]` array, so nearest-neighbour retrieval is an
+//! exact scan (the query, in `f32`, against each row's codes, a bounded
+//! heap for the best `k`). At 100k items of 384 dimensions that is 39 MB
+//! and a few milliseconds a scan; at a million, 370 MiB. Above
+//! `catalog.exact_scan_max` embedded items at start-up, an inverted file
+//! ([`super::ann`]) answers instead: the same scores over the lists nearest
+//! the query. Its lists are read from the file beside the store when it
+//! matches (`catalog.ann_file`), so a restart does not cluster again. Beside the vectors, a
 //! lexical index ([`crate::model::lexical`], BM25 over each item's text and
 //! attribute values) answers search queries word by word; it is changed
 //! under the same write lock as the slots, so a request sees both in step.
@@ -16,13 +19,41 @@
 use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::{RwLock, RwLockReadGuard};
 
-use super::ann::AnnIndex;
+use rayon::prelude::*;
+
+use super::ann::{entry_key, lists_for, AnnFileError, AnnIndex, Saved};
 use super::attributes::AttributeFilter;
-use crate::model::encoder::cosine;
+use super::vectors::{ItemVector, Quantized};
 use crate::model::lexical::{IndexStats, LexicalIndex, LexicalQuery};
 use crate::store::catalog::{CatalogItem, PendingItem, StoredItem};
+
+/// How the index is built (from `catalog` settings and the encoder).
+#[derive(Debug, Clone)]
+pub struct IndexOptions {
+    /// The embeddings' dimension.
+    pub dim: usize,
+    /// Above this many embedded items at start-up, retrieval uses the inverted file.
+    pub exact_scan_max: usize,
+    /// Whether a lexical index is kept beside the vectors.
+    pub lexical: bool,
+    /// Lists an inverted-file search scans at least (`catalog.ann_probe`).
+    pub ann_probe: usize,
+    /// Where the inverted file's centroids and cells are kept between
+    /// restarts (`None`: trained at every start-up, never written).
+    pub ann_file: Option<PathBuf>,
+    /// The encoder that made the vectors: a file of another is ignored.
+    pub encoder_key: String,
+}
+
+impl IndexOptions {
+    /// Defaults for a `dim`-dimensional index with no file.
+    pub fn new(dim: usize, exact_scan_max: usize, lexical: bool) -> Self {
+        Self { dim, exact_scan_max, lexical, ann_probe: 64, ann_file: None, encoder_key: String::new() }
+    }
+}
 
 /// Which items a retrieval or a ranking may return.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -65,27 +96,36 @@ struct Slot {
     embedded: bool,
 }
 
-#[derive(Default)]
 struct Inner {
     slots: Vec<Option<Slot>>,
     by_id: HashMap<String, usize>,
-    /// `slots.len() × dim`; rows of empty or not yet embedded slots are unused.
-    vectors: Vec<f32>,
+    /// A row per slot; rows of empty or not yet embedded slots are unused.
+    vectors: Quantized,
     /// Slots freed by deletes, reused by inserts.
     free: Vec<usize>,
     embedded: usize,
-    /// The HNSW graph, when the catalog was above `exact_scan_max` at start-up.
+    /// The inverted file, when the catalog was above `exact_scan_max` at
+    /// start-up; every embedded slot is in one of its lists.
     ann: Option<AnnIndex>,
-    /// Each slot's current node in `ann` (`NO_NODE`: none).
-    slot_node: Vec<usize>,
+    /// How the inverted file was made at start-up.
+    ann_start: Option<AnnStart>,
 }
 
-const NO_NODE: usize = usize::MAX;
+/// How the inverted file was made at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnnStart {
+    /// Clustered afresh (no usable file).
+    pub trained: bool,
+    /// Items whose cell came from the file.
+    pub from_file: usize,
+    /// Items assigned to their nearest cell at start-up.
+    pub assigned: usize,
+    pub lists: usize,
+}
 
 pub struct CatalogIndex {
     dim: usize,
-    /// Above this many embedded items at start-up, retrieval uses HNSW.
-    exact_scan_max: usize,
+    options: IndexOptions,
     inner: RwLock<Inner>,
     /// BM25 over the items' texts, keyed by slot; changed only while
     /// `inner` is write-locked. `None` if it could not be created (search
@@ -128,7 +168,7 @@ pub(crate) fn lexical_text(item: &CatalogItem) -> Cow<'_, str> {
 
 /// A scored slot, ordered so that a `BinaryHeap` of them keeps the worst on top.
 #[derive(PartialEq)]
-struct Scored(f32, usize);
+pub(super) struct Scored(pub(super) f32, pub(super) usize);
 impl Eq for Scored {}
 impl PartialOrd for Scored {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
@@ -142,17 +182,42 @@ impl Ord for Scored {
     }
 }
 
+/// Keeps `slot` with `score` in a heap of the best `k` (worst on top).
+pub(super) fn keep_best(heap: &mut BinaryHeap<Scored>, k: usize, score: f32, slot: usize) {
+    if heap.len() < k {
+        heap.push(Scored(score, slot));
+    } else if heap.peek().is_some_and(|worst| score > worst.0) {
+        heap.pop();
+        heap.push(Scored(score, slot));
+    }
+}
+
 impl CatalogIndex {
     /// An empty index; with `lexical`, a lexical index beside the vectors.
+    #[cfg(test)]
     pub(crate) fn new(dim: usize, exact_scan_max: usize, lexical: bool) -> Self {
-        let lexical = lexical
+        Self::with_options(IndexOptions::new(dim, exact_scan_max, lexical))
+    }
+
+    fn with_options(options: IndexOptions) -> Self {
+        let lexical = options
+            .lexical
             .then(|| {
                 LexicalIndex::new()
                     .inspect_err(|error| tracing::error!(%error, "no lexical index: search runs on embeddings alone"))
                     .ok()
             })
             .flatten();
-        Self { dim, exact_scan_max, inner: RwLock::default(), lexical }
+        let inner = Inner {
+            slots: Vec::new(),
+            by_id: HashMap::new(),
+            vectors: Quantized::new(options.dim),
+            free: Vec::new(),
+            embedded: 0,
+            ann: None,
+            ann_start: None,
+        };
+        Self { dim: options.dim, options, inner: RwLock::new(inner), lexical }
     }
 
     /// Applies lexical changes (slot, new text or `None` for gone) while the
@@ -167,17 +232,38 @@ impl CatalogIndex {
     }
 
     /// The index over a store's contents (start-up); with more than
-    /// `exact_scan_max` embedded items, an HNSW graph over them too.
-    pub fn from_stored(dim: usize, exact_scan_max: usize, lexical: bool, stored: Vec<StoredItem>) -> Self {
-        let index = Self::new(dim, exact_scan_max, lexical);
+    /// `exact_scan_max` embedded items, an inverted file over them too.
+    pub fn from_stored(options: &IndexOptions, stored: Vec<StoredItem>) -> Self {
+        let loaded = Self::load(options, |push| {
+            stored.into_iter().for_each(push);
+            Ok::<_, std::convert::Infallible>(())
+        });
+        match loaded {
+            Ok(index) => index,
+            Err(never) => match never {},
+        }
+    }
+
+    /// The index over what `each` hands its callback, one stored item at a
+    /// time (`CatalogStore::load_each`: no item's `f32` vector is held
+    /// longer than it takes to round it); then the lexical index and, above
+    /// `exact_scan_max` embedded items, the inverted file.
+    pub fn load<E>(
+        options: &IndexOptions,
+        each: impl FnOnce(&mut dyn FnMut(StoredItem)) -> Result<(), E>,
+    ) -> Result<Self, E> {
+        let index = Self::with_options(options.clone());
+        let dim = options.dim;
         {
             let mut inner = index.write();
-            for StoredItem { item, embedding } in stored {
-                let slot = inner.put(dim, item);
+            let started = std::time::Instant::now();
+            each(&mut |StoredItem { item, embedding }| {
+                let slot = inner.put(item);
                 if let Some(vector) = embedding.filter(|v| v.len() == dim) {
-                    inner.set_vector(dim, slot, &vector);
+                    inner.set_vector(slot, &vector);
                 }
-            }
+            })?;
+            tracing::info!(items = inner.by_id.len(), secs = started.elapsed().as_secs_f64(), "catalog items read");
             let started = std::time::Instant::now();
             let texts: Vec<(u64, Cow<'_, str>)> = inner
                 .slots
@@ -186,26 +272,44 @@ impl CatalogIndex {
                 .filter_map(|(slot, s)| s.as_ref().map(|s| (slot as u64, lexical_text(&s.item))))
                 .collect();
             index.apply_lexical(texts.iter().map(|(slot, text)| (*slot, Some(text.as_ref()))));
-            tracing::info!(items = texts.len(), secs = started.elapsed().as_secs_f64(), "lexical index built");
-            if inner.embedded > exact_scan_max {
-                let started = std::time::Instant::now();
-                let inner = &mut *inner;
-                let vectors: Vec<(usize, &[f32])> = inner
-                    .slots
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, s)| s.as_ref().is_some_and(|s| s.embedded))
-                    .map(|(slot, _)| (slot, &inner.vectors[slot * dim..(slot + 1) * dim]))
-                    .collect();
-                let ann = AnnIndex::build(inner.slots.len(), &vectors);
-                for (node, &(slot, _)) in vectors.iter().enumerate() {
-                    inner.slot_node[slot] = node;
-                }
-                inner.ann = Some(ann);
-                tracing::info!(items = vectors.len(), secs = started.elapsed().as_secs_f64(), "HNSW index built");
+            drop(texts);
+            if index.lexical.is_some() {
+                tracing::info!(
+                    items = inner.by_id.len(),
+                    secs = started.elapsed().as_secs_f64(),
+                    "lexical index built"
+                );
+            }
+            if inner.embedded > options.exact_scan_max {
+                inner.build_ann(options);
             }
         }
-        index
+        Ok(index)
+    }
+
+    /// Writes the inverted file's lists to `catalog.ann_file` (at shutdown,
+    /// so the next start-up reads them); how many items, or `None` without
+    /// a file.
+    pub(crate) fn save_ann(&self) -> Result<Option<usize>, AnnFileError> {
+        let Some(path) = &self.options.ann_file else { return Ok(None) };
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        inner.save_ann(path, &self.options.encoder_key).map(Some)
+    }
+
+    /// Whether retrieval goes through the inverted file.
+    pub fn approximate(&self) -> bool {
+        self.inner.read().unwrap_or_else(|p| p.into_inner()).ann.is_some()
+    }
+
+    /// How the inverted file was made at start-up (`None`: exact scan).
+    pub fn ann_start(&self) -> Option<AnnStart> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner()).ann_start
+    }
+
+    /// Bytes the vectors (and the inverted file's lists) hold.
+    pub fn vector_bytes(&self) -> usize {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        inner.vectors.bytes() + inner.ann.as_ref().map_or(0, AnnIndex::bytes)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
@@ -231,10 +335,10 @@ impl CatalogIndex {
             let text = lexical_text(item);
             if before.is_none_or(|s| lexical_text(&s.item) != text) {
                 let text = text.into_owned();
-                let slot = inner.put(self.dim, item.clone());
+                let slot = inner.put(item.clone());
                 changed.push((slot as u64, text));
             } else {
-                inner.put(self.dim, item.clone());
+                inner.put(item.clone());
             }
         }
         if !changed.is_empty() {
@@ -248,7 +352,9 @@ impl CatalogIndex {
             if inner.slots[slot].take().is_some_and(|s| s.embedded) {
                 inner.embedded -= 1;
             }
-            inner.slot_node[slot] = NO_NODE;
+            if let Some(ann) = &mut inner.ann {
+                ann.remove(slot);
+            }
             inner.free.push(slot);
             self.apply_lexical([(slot as u64, None)]);
         }
@@ -259,9 +365,9 @@ impl CatalogIndex {
         let mut inner = self.write();
         let Some(&slot) = inner.by_id.get(id) else { return };
         if vector.len() == self.dim && inner.slots[slot].as_ref().is_some_and(|s| s.item.text == text) {
-            inner.set_vector(self.dim, slot, vector);
+            inner.set_vector(slot, vector);
         }
-        inner.warn_if_scan_too_large(self.exact_scan_max);
+        inner.warn_if_scan_too_large(self.options.exact_scan_max);
     }
 
     /// Sets many items' embeddings under one write lock (each only if the
@@ -271,10 +377,10 @@ impl CatalogIndex {
         for (item, vector) in embedded {
             let Some(&slot) = inner.by_id.get(&item.id) else { continue };
             if vector.len() == self.dim && inner.slots[slot].as_ref().is_some_and(|s| s.item.text == item.text) {
-                inner.set_vector(self.dim, slot, vector);
+                inner.set_vector(slot, vector);
             }
         }
-        inner.warn_if_scan_too_large(self.exact_scan_max);
+        inner.warn_if_scan_too_large(self.options.exact_scan_max);
     }
 
     /// The search query with its misspelt words corrected against the
@@ -291,12 +397,15 @@ impl CatalogIndex {
 }
 
 impl Inner {
-    fn put(&mut self, dim: usize, item: CatalogItem) -> usize {
+    fn put(&mut self, item: CatalogItem) -> usize {
         if let Some(&slot) = self.by_id.get(&item.id) {
             let existing = self.slots[slot].as_mut().expect("indexed slots are live");
             if existing.item.text != item.text && existing.embedded {
                 existing.embedded = false;
                 self.embedded -= 1;
+                if let Some(ann) = &mut self.ann {
+                    ann.remove(slot);
+                }
             }
             existing.item = item;
             return slot;
@@ -305,8 +414,7 @@ impl Inner {
             Some(slot) => slot,
             None => {
                 self.slots.push(None);
-                self.slot_node.push(NO_NODE);
-                self.vectors.resize(self.slots.len() * dim, 0.0);
+                self.vectors.resize(self.slots.len());
                 self.slots.len() - 1
             }
         };
@@ -315,10 +423,11 @@ impl Inner {
         slot
     }
 
-    fn set_vector(&mut self, dim: usize, slot: usize, vector: &[f32]) {
-        self.vectors[slot * dim..(slot + 1) * dim].copy_from_slice(vector);
+    fn set_vector(&mut self, slot: usize, vector: &[f32]) {
+        self.vectors.set(slot, vector);
         if let Some(ann) = &mut self.ann {
-            self.slot_node[slot] = ann.insert(slot, vector);
+            let list = ann.nearest_list(&self.vectors.get(slot).to_vec());
+            ann.insert(slot, list);
         }
         let entry = self.slots[slot].as_mut().expect("live slot");
         if !entry.embedded {
@@ -329,7 +438,75 @@ impl Inner {
 }
 
 impl Inner {
-    /// The graph is built at start-up only: a catalog that grows past the
+    /// Embedded slots and their ids and vectors.
+    fn embedded(&self) -> impl Iterator<Item = (usize, &str, ItemVector<'_>)> {
+        self.slots.iter().enumerate().filter_map(|(slot, s)| {
+            s.as_ref().filter(|s| s.embedded).map(|s| (slot, s.item.id.as_str(), self.vectors.get(slot)))
+        })
+    }
+
+    /// The inverted file over every embedded slot (start-up): the lists
+    /// saved in `options.ann_file` where an item's id and vector match its
+    /// entry there, the nearest centroid's list for the others; trained
+    /// afresh without a usable file. Writes the file back when any item
+    /// had to be assigned.
+    fn build_ann(&mut self, options: &IndexOptions) {
+        let started = std::time::Instant::now();
+        let saved = options.ann_file.as_deref().and_then(|path| {
+            AnnIndex::load(path, &options.encoder_key, options.dim, options.ann_probe)
+                .inspect_err(|error| tracing::warn!(%error, path = %path.display(), "the saved inverted file is unusable: training again"))
+                .ok()
+                .flatten()
+        });
+        let (mut ann, cells, trained) = match saved {
+            Some(Saved { index, cells }) => (index, cells, false),
+            None => {
+                let vectors: Vec<ItemVector<'_>> = self.embedded().map(|(_, _, v)| v).collect();
+                let index = AnnIndex::train(options.dim, lists_for(vectors.len()), options.ann_probe, &vectors, 1);
+                (index, HashMap::new(), true)
+            }
+        };
+        let assigned: Vec<(usize, u32, bool)> = self
+            .embedded()
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|(slot, id, vector)| match cells.get(&entry_key(id, vector)) {
+                Some(&list) => (slot, list, true),
+                None => (slot, ann.nearest_list(&vector.to_vec()), false),
+            })
+            .collect();
+        let reused = assigned.iter().filter(|(_, _, reused)| *reused).count();
+        for &(slot, list, _) in &assigned {
+            ann.insert(slot, list);
+        }
+        tracing::info!(
+            items = assigned.len(),
+            lists = ann.lists(),
+            trained,
+            from_file = reused,
+            assigned = assigned.len() - reused,
+            secs = started.elapsed().as_secs_f64(),
+            "inverted file ready"
+        );
+        self.ann_start =
+            Some(AnnStart { trained, from_file: reused, assigned: assigned.len() - reused, lists: ann.lists() });
+        self.ann = Some(ann);
+        if let Some(path) = options.ann_file.as_deref().filter(|_| reused < assigned.len()) {
+            match self.save_ann(path, &options.encoder_key) {
+                Ok(items) => tracing::info!(items, path = %path.display(), "inverted file saved"),
+                Err(error) => tracing::warn!(%error, path = %path.display(), "saving the inverted file failed"),
+            }
+        }
+    }
+
+    fn save_ann(&self, path: &std::path::Path, encoder_key: &str) -> Result<usize, AnnFileError> {
+        match &self.ann {
+            Some(ann) => ann.save(path, encoder_key, self.embedded()),
+            None => Ok(0),
+        }
+    }
+
+    /// The inverted file is built at start-up only: a catalog that grows past the
     /// bound while running keeps the exact scan (correct, slower) until a
     /// restart, and says so once per thousand items.
     fn warn_if_scan_too_large(&self, exact_scan_max: usize) {
@@ -337,7 +514,7 @@ impl Inner {
             tracing::warn!(
                 embedded = self.embedded,
                 exact_scan_max,
-                "the catalog outgrew catalog.exact_scan_max: retrieval scans it exactly until a restart builds HNSW"
+                "the catalog outgrew catalog.exact_scan_max: retrieval scans it exactly until a restart builds the inverted file"
             );
         }
     }
@@ -355,11 +532,11 @@ impl IndexView<'_> {
         self.inner.by_id.keys().map(String::as_str)
     }
 
-    /// The item and its embedding (if computed).
-    pub(crate) fn get(&self, id: &str) -> Option<(&CatalogItem, Option<&[f32]>)> {
+    /// The item and its embedding (if computed; int8, see [`ItemVector::to_vec`]).
+    pub(crate) fn get(&self, id: &str) -> Option<(&CatalogItem, Option<ItemVector<'_>>)> {
         let slot = *self.inner.by_id.get(id)?;
         let entry = self.inner.slots[slot].as_ref()?;
-        let vector = entry.embedded.then(|| &self.inner.vectors[slot * self.dim..(slot + 1) * self.dim]);
+        let vector = entry.embedded.then(|| self.inner.vectors.get(slot));
         Some((&entry.item, vector))
     }
 
@@ -391,7 +568,8 @@ impl IndexView<'_> {
     }
 
     /// The `k` embedded items the filter allows with the highest cosine to
-    /// `query`, best first (ties: lower slot first). An exact scan.
+    /// `query` (against their int8 vectors), best first (ties: lower slot
+    /// first). An exact scan, or the inverted file's lists nearest `query`.
     pub fn nearest(&self, query: &[f32], k: usize, filter: &ItemFilter) -> Vec<(&str, f32)> {
         if k == 0 || query.len() != self.dim {
             return Vec::new();
@@ -405,13 +583,7 @@ impl IndexView<'_> {
             if !entry.embedded || !filter.allows_item(&entry.item) {
                 continue;
             }
-            let score = cosine(query, &self.inner.vectors[slot * self.dim..(slot + 1) * self.dim]);
-            if heap.len() < k {
-                heap.push(Scored(score, slot));
-            } else if heap.peek().is_some_and(|worst| score > worst.0) {
-                heap.pop();
-                heap.push(Scored(score, slot));
-            }
+            keep_best(&mut heap, k, self.inner.vectors.get(slot).dot(query), slot);
         }
         let mut best = heap.into_vec();
         best.sort();
@@ -422,21 +594,16 @@ impl IndexView<'_> {
 }
 
 impl IndexView<'_> {
-    /// `nearest` through the HNSW graph: its current, allowed nodes,
-    /// re-scored with the exact cosine.
+    /// `nearest` through the inverted file: the allowed embedded slots of
+    /// the lists nearest `query` (a list holds only embedded slots), scored
+    /// as the exact scan scores them.
     fn nearest_approximate(&self, ann: &AnnIndex, query: &[f32], k: usize, filter: &ItemFilter) -> Vec<(&str, f32)> {
         let inner = &self.inner;
-        let current = |slot: usize, node: usize| {
-            inner.slot_node.get(slot) == Some(&node)
-                && inner.slots[slot].as_ref().is_some_and(|s| s.embedded && filter.allows_item(&s.item))
+        let score = |slot: usize| inner.vectors.get(slot).dot(query);
+        let allowed = |slot: usize| {
+            inner.slots.get(slot).and_then(Option::as_ref).is_some_and(|s| s.embedded && filter.allows_item(&s.item))
         };
-        let mut found: Vec<(usize, f32)> = ann
-            .search(query, k, &current)
-            .into_iter()
-            .map(|slot| (slot, cosine(query, &inner.vectors[slot * self.dim..(slot + 1) * self.dim])))
-            .collect();
-        found.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        found
+        ann.search(query, k, &score, &allowed)
             .into_iter()
             .map(|(slot, score)| (inner.slots[slot].as_ref().expect("live").item.id.as_str(), score))
             .collect()

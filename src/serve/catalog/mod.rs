@@ -9,18 +9,22 @@
 //! made through other processes on the same store (replicas) reach the
 //! index through [`sync`] within `catalog.sync_secs`. At start-up
 //! the index is rebuilt from the store, stored embeddings included, so a
-//! restart re-embeds nothing but the items still pending.
+//! restart re-embeds nothing but the items still pending; above
+//! `catalog.exact_scan_max` the inverted file's cells come from the file
+//! beside an embedded store ([`ann`]), written back at shutdown.
 
 pub(crate) mod ann;
 pub(crate) mod attributes;
 pub(crate) mod index;
 pub(crate) mod ingest;
 pub(crate) mod sync;
+pub(crate) mod vectors;
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use self::index::CatalogIndex;
+use self::index::{CatalogIndex, IndexOptions};
 use self::ingest::{IngestSignal, IngestWorker};
 use self::sync::{CatalogSync, StopSignal};
 use crate::config::CatalogSettings;
@@ -44,10 +48,13 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// A catalog over any store: loads the index, starts the ingestion thread.
+    /// A catalog over any store: loads the index, starts the ingestion
+    /// thread. `ann_file`: where the inverted file is kept between restarts
+    /// (beside an embedded store; `None`: clustered at each start-up).
     pub(crate) fn with_store(
         store: Arc<dyn CatalogStore>,
         settings: &CatalogSettings,
+        ann_file: Option<PathBuf>,
         embedder: Arc<Embedder>,
         metrics: Metrics,
     ) -> Result<Self, StoreError> {
@@ -61,12 +68,15 @@ impl Catalog {
         if dropped > 0 {
             tracing::info!(items = dropped, encoder = %encoder_key, "catalog embeddings of another encoder dropped: re-embedding");
         }
-        let index = Arc::new(CatalogIndex::from_stored(
+        let options = IndexOptions {
             dim,
-            settings.exact_scan_max,
-            settings.lexical_index,
-            store.load_all(&encoder_key)?,
-        ));
+            exact_scan_max: settings.exact_scan_max,
+            lexical: settings.lexical_index,
+            ann_probe: settings.ann_probe,
+            ann_file,
+            encoder_key: encoder_key.clone(),
+        };
+        let index = Arc::new(CatalogIndex::load(&options, |each| store.load_each(&encoder_key, each))?);
         let (items, embedded) = index.counts();
         tracing::info!(items, embedded, secs = started.elapsed().as_secs_f64(), "catalog loaded");
         metrics.catalog_items.set(items as i64);
@@ -171,6 +181,14 @@ impl Drop for Catalog {
         self.signal.stop();
         if let Some(worker) = self.worker.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = worker.join();
+        }
+        // The inverted file's cells as they are now, for the next start-up.
+        if self.index.approximate() {
+            match self.index.save_ann() {
+                Ok(Some(items)) => tracing::info!(items, "inverted file saved"),
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, "saving the inverted file failed"),
+            }
         }
     }
 }

@@ -61,7 +61,7 @@ impl Ranker {
         let view = catalog.map(|c| c.index().read());
         let stored = |id: Option<&str>| -> Option<Embedding> {
             let (_, vector) = view.as_ref()?.get(id?)?;
-            vector.map(Embedding::from)
+            vector.map(|v| Embedding::from(v.to_vec()))
         };
         let history: Vec<(usize, Embedding)> = query
             .history
