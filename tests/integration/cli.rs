@@ -48,6 +48,23 @@ fn embed_names_the_bad_line() {
 }
 
 #[test]
+fn a_bad_forced_int8_kernel_is_a_start_up_error_naming_the_variable() {
+    for bad in ["nonsense", "amx512"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_shoprank"))
+            .args(["embed"])
+            .current_dir(common::repo_path(""))
+            .env("SHOPRANK_LOG", "error")
+            .env("SHOPRANK_INT8_KERNEL", bad)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run shoprank");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "an error, not a panic (101): {stderr}");
+        assert!(stderr.contains(&format!("SHOPRANK_INT8_KERNEL={bad}")) && !stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
 fn eval_without_data_says_what_to_give() {
     let output = shoprank(&["eval"], "");
     assert!(!output.status.success());

@@ -38,6 +38,9 @@ pub enum EncoderError {
     Tokenize(tokenizers::Error),
     #[error("model error: {0}")]
     Candle(#[from] candle_core::Error),
+    /// `SHOPRANK_INT8_KERNEL` names no kernel, or one this CPU lacks.
+    #[error("{0}")]
+    Int8Kernel(String),
 }
 
 /// A text turned into token ids, truncated to the encoder's window and
@@ -120,6 +123,7 @@ impl Encoder {
     }
 
     fn load_with(files: &EncoderFiles, settings: &EncoderSettings, reference: bool) -> Result<Self, EncoderError> {
+        int8::Kernel::check_forced().map_err(EncoderError::Int8Kernel)?;
         let device = Device::Cpu;
         let config_path = files.config.display().to_string();
         let config_text = std::fs::read_to_string(&files.config)

@@ -44,6 +44,14 @@ impl Kernel {
         })
     }
 
+    /// Whether `SHOPRANK_INT8_KERNEL` names a kernel this CPU runs (or
+    /// nothing): the encoder checks it when it loads, so that a bad value
+    /// is a start-up error naming the variable rather than the panic
+    /// [`Kernel::detect`] would raise at the first int8 product.
+    pub(crate) fn check_forced() -> Result<(), String> {
+        Kernel::choose(std::env::var(FORCE_VARIABLE).ok().as_deref()).map(|_| ())
+    }
+
     /// The kernel for the value of `SHOPRANK_INT8_KERNEL` (`None`: unset):
     /// the fastest supported for `auto` or nothing, else the one named, if
     /// this CPU runs it.
