@@ -312,7 +312,9 @@ mod tests {
 
     #[test]
     fn one_text_joins_the_next_batch_behind_a_long_request() {
-        let forward = Recording::new(Duration::from_millis(2));
+        // Passes long enough that a busy machine's scheduling (the short
+        // request's thread starting late) is not counted in batches.
+        let forward = Recording::new(Duration::from_millis(20));
         let settings = BatchingSettings { max_batch_texts: 4, ..settings() };
         let batcher = Arc::new(Batcher::start(forward.clone(), settings, Metrics::new()));
         let long = {
