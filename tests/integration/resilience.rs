@@ -234,7 +234,9 @@ async fn a_full_server_evicts_its_idlest_connection_and_refuses_only_when_all_ar
     assert_eq!(server.metric("shoprank_http_refused_connections_total"), 0.0);
 
     // Every open connection busy: one more is refused, and the busy ones
-    // are not cut.
+    // are not cut. (First the probe's and the evicted connection's slots
+    // are given back.)
+    wait_for_metric(&server, "shoprank_http_open_connections", 2.0).await;
     busy.push(busy_connection(&server).await);
     wait_for_metric(&server, "shoprank_http_open_connections", 3.0).await;
     // Until its head is parsed and dispatched, a new connection is idle.

@@ -11,7 +11,7 @@
 //! stay `f32`: a score is `(query · codes) · scale`, the query never
 //! rounded, so only the item's rounding counts.
 
-use multiversion::multiversion;
+use crate::model::encoder::kernels::vectorised;
 
 /// Every slot's codes (`slots × dim`) and scale; a slot without a vector
 /// has zero codes and scale 0.
@@ -92,22 +92,24 @@ pub(crate) fn quantize(vector: &[f32], codes: &mut [i8]) -> f32 {
     norm.sqrt() / code_norm.sqrt()
 }
 
-/// `query · codes` with the codes widened to `f32`: sixteen partial sums,
-/// vectorised for the CPU found at run time.
-#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
-pub(crate) fn dot_i8(query: &[f32], codes: &[i8]) -> f32 {
-    const LANES: usize = 16;
-    let n = query.len().min(codes.len());
-    let (query, codes) = (&query[..n], &codes[..n]);
-    let mut lanes = [0f32; LANES];
-    let (mut xs, mut cs) = (query.chunks_exact(LANES), codes.chunks_exact(LANES));
-    for (x, c) in (&mut xs).zip(&mut cs) {
-        for k in 0..LANES {
-            lanes[k] += x[k] * c[k] as f32;
+vectorised! {
+    /// `query · codes` with the codes widened to `f32`: sixteen partial sums,
+    /// vectorised for the CPU found at run time (the encoder's list of
+    /// targets, so the `avx512` feature gates this one too).
+    pub(crate) fn dot_i8(query: &[f32], codes: &[i8]) -> f32 {
+        const LANES: usize = 16;
+        let n = query.len().min(codes.len());
+        let (query, codes) = (&query[..n], &codes[..n]);
+        let mut lanes = [0f32; LANES];
+        let (mut xs, mut cs) = (query.chunks_exact(LANES), codes.chunks_exact(LANES));
+        for (x, c) in (&mut xs).zip(&mut cs) {
+            for k in 0..LANES {
+                lanes[k] += x[k] * c[k] as f32;
+            }
         }
+        let tail: f32 = xs.remainder().iter().zip(cs.remainder()).map(|(x, &c)| x * c as f32).sum();
+        lanes.iter().sum::<f32>() + tail
     }
-    let tail: f32 = xs.remainder().iter().zip(cs.remainder()).map(|(x, &c)| x * c as f32).sum();
-    lanes.iter().sum::<f32>() + tail
 }
 
 #[cfg(test)]
