@@ -189,13 +189,7 @@ impl AppState {
         ticket: &Ticket,
         work: impl FnOnce(&Ticket) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let ticket = ticket.clone();
-        let task = tokio::task::spawn_blocking(move || {
-            if ticket.is_abandoned() {
-                return Err(ApiError::abandoned());
-            }
-            work(&ticket)
-        });
+        let task = tokio::task::spawn_blocking(unless_abandoned(ticket, work));
         task.await.map_err(|join_error| ApiError::internal(&join_error))?
     }
 
@@ -207,13 +201,7 @@ impl AppState {
         ticket: &Ticket,
         work: impl FnOnce(&Ticket) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let ticket = ticket.clone();
-        let answer = self.shared.overload_lane.run(move || {
-            if ticket.is_abandoned() {
-                return Err(ApiError::abandoned());
-            }
-            work(&ticket)
-        });
+        let answer = self.shared.overload_lane.run(unless_abandoned(ticket, work));
         answer.await.unwrap_or_else(|| Err(ApiError::internal(&"the overload lane gave no answer")))
     }
 
@@ -232,6 +220,21 @@ impl AppState {
                 Err(ApiError::timeout(self.shared.request_timeout.as_secs()))
             }
         }
+    }
+}
+
+/// `work` as a job for another thread, which skips it if the request was
+/// abandoned while the job waited for that thread.
+fn unless_abandoned<T>(
+    ticket: &Ticket,
+    work: impl FnOnce(&Ticket) -> Result<T, ApiError>,
+) -> impl FnOnce() -> Result<T, ApiError> {
+    let ticket = ticket.clone();
+    move || {
+        if ticket.is_abandoned() {
+            return Err(ApiError::abandoned());
+        }
+        work(&ticket)
     }
 }
 
