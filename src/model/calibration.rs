@@ -20,8 +20,12 @@
 //!
 //! `train` fits the map on the inner-validation window at the real base
 //! rate, every catalog item a validation shopper did not buy counting as a
-//! negative, with the members' selected weights, which never saw that
-//! window; it ships in the bundle's manifest and the head applies it. The
+//! negative. The shoppers are a share kept out of the refit and their pairs
+//! are scored by the refitted weights that ship, so the map corrects the
+//! very weights it is applied to, on shoppers they never trained on (a map
+//! fitted on the pre-refit weights understated the refit head's top 10 by
+//! 15.5%; see `offline::train`). It ships in the bundle's manifest and the
+//! head applies it. The
 //! map is strictly increasing (checked at load), so it never changes an
 //! order: NDCG and every other ranking metric are the same with it.
 //!
@@ -67,6 +71,11 @@ pub(crate) struct CalibrationData {
     pub users: usize,
     pub pairs: usize,
     pub positives: usize,
+    /// The users were kept out of the refit, and their pairs were scored by
+    /// the shipped (refit) weights; `false` (and in bundles written before
+    /// the field): scored by the selected pre-refit weights.
+    #[serde(default)]
+    pub held_out: bool,
 }
 
 impl CalibrationData {
@@ -300,7 +309,7 @@ mod tests {
 
     #[test]
     fn a_map_that_would_reverse_or_break_the_order_is_refused() {
-        let data = CalibrationData { window: "w".into(), users: 1, pairs: 10, positives: 1 };
+        let data = CalibrationData { window: "w".into(), users: 1, pairs: 10, positives: 1, held_out: false };
         let map = |slope: f64, intercept: f64| Calibration {
             slope,
             intercept,
@@ -342,7 +351,7 @@ mod tests {
             knots: vec![[-2.0, 0.01], [0.0, 0.05], [2.0, 0.3]],
             event: Calibration::event_for(30),
             horizon_days: 30,
-            fitted_on: CalibrationData { window: "w".into(), users: 1, pairs: 10, positives: 1 },
+            fitted_on: CalibrationData { window: "w".into(), users: 1, pairs: 10, positives: 1, held_out: false },
         };
         let map = calibration.logit_map();
         let logits = [-6.0f32, -2.0, -1.0, 0.0, 0.3, 2.0, 9.0];

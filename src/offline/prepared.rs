@@ -73,6 +73,16 @@ impl<'a> PreparedSplit<'a> {
         Ok(Self { split, co_purchase, stats, user_texts, ease })
     }
 
+    /// Keeps the test users (and their user texts) whose index in
+    /// `split.test_users` passes `keep`; the statistics stay as they are.
+    pub(crate) fn retain_test_users(&mut self, keep: impl Fn(usize) -> bool) {
+        let kept: Vec<bool> = (0..self.split.test_users.len()).map(keep).collect();
+        let mut flags = kept.iter();
+        self.split.test_users.retain(|_| *flags.next().expect("one flag per user"));
+        let mut flags = kept.iter();
+        self.user_texts.retain(|_| *flags.next().expect("one flag per user"));
+    }
+
     /// Catalog positions of the user's history, most recent first.
     pub fn history_positions(&self, user: UserIdx) -> Vec<ItemPos> {
         self.split

@@ -66,6 +66,7 @@ fn training_lowers_the_loss_on_a_slice_of_the_real_log() {
         seed: 1,
         members: 1,
         refit: false,
+        calibration_share: 0.25,
         max_users: Some(40),
         max_validation_pairs: 16_000_000,
         max_examples: 1_200_000,

@@ -221,7 +221,13 @@ fn a_calibrated_bundle_scores_through_its_map_and_a_bad_map_is_refused() {
         knots: Vec::new(),
         event: Calibration::event_for(31),
         horizon_days: 31,
-        fitted_on: CalibrationData { window: "2011-10-01..2011-11-01".into(), users: 2, pairs: 100, positives: 3 },
+        fitted_on: CalibrationData {
+            window: "2011-10-01..2011-11-01".into(),
+            users: 2,
+            pairs: 100,
+            positives: 3,
+            held_out: true,
+        },
     });
     // The same weights in both bundles.
     std::fs::create_dir_all(&calibrated_dir).unwrap();

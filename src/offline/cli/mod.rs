@@ -216,6 +216,12 @@ pub struct TrainArgs {
     /// Skip retraining with the validation window added.
     #[arg(long)]
     no_refit: bool,
+    /// Share of the validation window's users kept out of the refit: the
+    /// calibration map is fitted on them, scored by the refit weights that
+    /// ship (0 fits it on every validation user with the pre-refit weights,
+    /// as bundles before this option did).
+    #[arg(long, default_value_t = 0.25)]
+    calibration_share: f64,
     /// Use at most N users per window (quick runs).
     #[arg(long)]
     max_users: Option<usize>,
@@ -264,6 +270,7 @@ impl TrainArgs {
             seed: self.seed,
             members: self.members,
             refit: !self.no_refit,
+            calibration_share: self.calibration_share,
             max_users: self.max_users,
             max_validation_pairs: self.max_validation_pairs,
             max_examples: self.max_examples,

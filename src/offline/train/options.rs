@@ -33,6 +33,10 @@ pub struct TrainOptions {
     /// MLPs trained from different seeds whose logits the head averages.
     pub members: usize,
     pub refit: bool,
+    /// Share of the validation window's users held out of the refit, so the
+    /// calibration map is fitted on the weights that ship, scored on users
+    /// they never trained on (without a refit every validation user serves).
+    pub calibration_share: f64,
     /// Use at most this many users per window (quick runs and tests).
     pub max_users: Option<usize>,
     /// Most (validation user × catalog item) pairs model selection ranks
@@ -78,6 +82,7 @@ impl TrainOptions {
             ("cold-fraction", self.cold_fraction),
             ("popular-share", self.popular_share),
             ("query-fraction", self.query_fraction),
+            ("calibration-share", self.calibration_share),
         ] {
             if !(0.0..=1.0).contains(&share) {
                 return fail(option, format!("{share} is not a share in [0, 1]"));
@@ -128,6 +133,7 @@ pub(crate) mod tests {
             seed: 7,
             members: 3,
             refit: true,
+            calibration_share: 0.25,
             max_users: None,
             max_validation_pairs: 16_000_000,
             max_examples: 1_200_000,
@@ -138,8 +144,9 @@ pub(crate) mod tests {
     fn the_defaults_are_valid_and_each_bad_value_is_named() {
         assert_eq!(defaults().validate(), Ok(()));
         type Spoil = fn(&mut TrainOptions);
-        let cases: [(&str, Spoil); 8] = [
+        let cases: [(&str, Spoil); 9] = [
             ("query-fraction", |o| o.query_fraction = -0.1),
+            ("calibration-share", |o| o.calibration_share = 1.5),
             ("batch-size", |o| o.batch_size = 0),
             ("cold-fraction", |o| o.cold_fraction = 2.0),
             ("dropout", |o| o.dropout = 1.0),

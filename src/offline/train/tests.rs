@@ -158,3 +158,49 @@ fn bad_options_stop_training_before_any_work() {
         }
     }
 }
+
+#[test]
+fn with_a_refit_the_shipped_weights_are_calibrated_on_users_kept_out_of_it() {
+    let data = synthetic_log(4);
+    let settings =
+        SplitSettings { user_text: UserTextBudget { query_tokens: 48, profile_tokens: 48 }, ease_max_items: 4000 };
+    let validation_users = {
+        let mut store = EmbedStore::open(None, &HashingEmbedder).unwrap();
+        let split = Split::new(&data, options().t_val, Some(options().t_test));
+        PreparedSplit::new(split, &HashingEmbedder, &settings, &mut store).unwrap().split.test_users.len()
+    };
+    let calibrated = |refit: bool, calibration_share: f64| {
+        let mut store = EmbedStore::open(None, &HashingEmbedder).unwrap();
+        let options = TrainOptions { refit, calibration_share, max_epochs: 2, ..options() };
+        let outcome = train(&data, &HashingEmbedder, &settings, &mut store, &options).unwrap();
+        (outcome.calibration.expect("both labels in the window").fitted_on, outcome.examples)
+    };
+
+    let (held_out, refit_examples) = calibrated(true, 0.25);
+    assert!(held_out.held_out);
+    assert_eq!(held_out.users, (validation_users as f64 * 0.25).ceil() as usize);
+    assert!(held_out.positives > 0 && held_out.pairs > held_out.positives, "{held_out:?}");
+
+    // Share 0: every validation user, scored by the pre-refit weights; the
+    // refit then trains on all of them, so it has more examples.
+    let (everyone, all_examples) = calibrated(true, 0.0);
+    assert!(!everyone.held_out);
+    assert_eq!(everyone.users, validation_users);
+    assert!(all_examples > refit_examples, "{all_examples} vs {refit_examples}");
+
+    // Without a refit nothing is held out: the selected weights ship.
+    let (no_refit, _) = calibrated(false, 0.25);
+    assert!(!no_refit.held_out);
+    assert_eq!(no_refit.users, validation_users);
+}
+
+#[test]
+fn held_out_users_are_a_seeded_ascending_share_and_never_empty_above_zero() {
+    assert!(held_out_users(100, 0.0, 7).is_empty());
+    let chosen = held_out_users(100, 0.25, 7);
+    assert_eq!(chosen.len(), 25);
+    assert!(chosen.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(chosen, held_out_users(100, 0.25, 7));
+    assert_eq!(held_out_users(3, 0.01, 7).len(), 1, "rounded up");
+    assert_eq!(held_out_users(4, 1.0, 7), vec![0, 1, 2, 3]);
+}

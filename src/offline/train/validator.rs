@@ -46,11 +46,21 @@ impl Validator {
         max_pairs: usize,
         seed: u64,
     ) -> candle_core::Result<Self> {
+        let chosen = sample_users(prepared.split.test_users.len(), prepared.stats.items.len(), max_pairs, seed);
+        Self::over(prepared, store, chosen)
+    }
+
+    /// Builds the features of the test users at `chosen` (indices into
+    /// `prepared.split.test_users`) against every catalog item.
+    pub(super) fn over(
+        prepared: &PreparedSplit<'_>,
+        store: &EmbedStore,
+        chosen: Vec<usize>,
+    ) -> candle_core::Result<Self> {
         let stats = &prepared.stats;
         let flat: Vec<f32> = stats.items.iter().flat_map(|s| store.get(&s.text).iter().copied()).collect();
         let dim = flat.len().checked_div(stats.items.len()).unwrap_or(0);
         let catalog = Tensor::from_vec(flat, (stats.items.len(), dim), &Device::Cpu)?;
-        let chosen = sample_users(prepared.split.test_users.len(), stats.items.len(), max_pairs, seed);
         let progress = progress_bar(chosen.len() as u64, "validation", "users");
         let users = chosen
             .into_iter()

@@ -9,9 +9,9 @@
 //! answer into another request, and on the blocking pool those answers took
 //! the cores from the encoder until it finished nothing in time (measured:
 //! with 16 such clients, every answer degraded, none full). Here they run at
-//! `nice` +5, which Linux's scheduler weighs at a third of the encoder's
-//! threads: while the encoder is busy they get what it leaves, and when it
-//! is idle they get the cores. Requests that were admitted and waited for the
+//! `nice` +10, which Linux's scheduler weighs at about a ninth of the
+//! encoder's threads (110 against 1024): while the encoder is busy they get
+//! what it leaves, and when it is idle they get the cores. Requests that were admitted and waited for the
 //! encoder until their deadline are answered on the blocking pool as usual:
 //! there are only as many of those as the encoder could take on.
 
