@@ -335,7 +335,7 @@ fn fit_calibration(
 /// do not move.
 fn held_out_users(users: usize, share: f64, seed: u64) -> Vec<usize> {
     let wanted = ((users as f64 * share).ceil() as usize).min(users);
-    let mut rng = StdRng::seed_from_u64(seed ^ 0xCA11_B2A7_E5);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x00CA_11B2_A7E5);
     let mut chosen = rand::seq::index::sample(&mut rng, users, wanted).into_vec();
     chosen.sort_unstable();
     chosen

@@ -195,13 +195,15 @@ impl AppState {
 
     /// As [`AppState::on_blocking_pool`], on the overload lane: for the
     /// answers to requests the encoder refused at admission (see
-    /// `overload_lane`).
+    /// `overload_lane`); on the blocking pool after all if the lane has not
+    /// started it by `fall_back_at`.
     async fn on_overload_lane<T: Send + 'static>(
         &self,
         ticket: &Ticket,
+        fall_back_at: Instant,
         work: impl FnOnce(&Ticket) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let answer = self.shared.overload_lane.run(unless_abandoned(ticket, work));
+        let answer = self.shared.overload_lane.run(unless_abandoned(ticket, work), fall_back_at);
         answer.await.unwrap_or_else(|| Err(ApiError::internal(&"the overload lane gave no answer")))
     }
 

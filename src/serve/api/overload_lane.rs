@@ -1,6 +1,6 @@
 //! Where `/recommend` computes the answers to requests the encoder refused
 //! at admission (its backlog longer than the request's time left, or its
-//! queue full): a few threads of their own, at a lower CPU priority.
+//! queue full): a thread of its own, at the lowest CPU priority.
 //!
 //! A degraded answer costs milliseconds where a forward pass over a
 //! request's texts costs hundreds, so answering the excess of an overload
@@ -8,19 +8,31 @@
 //! are answered (a closed-loop load, a retry loop) would turn every cheap
 //! answer into another request, and on the blocking pool those answers took
 //! the cores from the encoder until it finished nothing in time (measured:
-//! with 16 such clients, every answer degraded, none full). Here they run at
-//! `nice` +10, which Linux's scheduler weighs at about a ninth of the
-//! encoder's threads (110 against 1024): while the encoder is busy they get
-//! what it leaves, and when it is idle they get the cores. Requests that were admitted and waited for the
-//! encoder until their deadline are answered on the blocking pool as usual:
-//! there are only as many of those as the encoder could take on.
+//! with 16 such clients, every answer degraded, none full).
+//!
+//! So the lane's thread runs under Linux's `SCHED_IDLE` policy: it gets a
+//! core only when no ordinary thread wants it, and a waking encoder thread
+//! preempts it at once. `nice` +10, used before, was not enough: the forward
+//! pass is fork-join on rayon's threads, so each time one of them woke up
+//! behind a lane job and waited out the scheduler's wake-up granularity (a
+//! few milliseconds), the other waited at the join; the lane took 0.35 of
+//! the 2 cores and the encoder lost 0.4 (`cargo bench --bench resilience`,
+//! 32 and 64 closed-loop clients, AVX2-only EPYC). Where `SCHED_IDLE` is
+//! refused, the thread falls back to `nice` +10.
+//!
+//! An idle-priority thread can starve while the encoder keeps every core
+//! busy, so a job that has not started by the time its request must be
+//! answered ([`OverloadLane::run`]'s `fall_back_at`) is taken back and run
+//! on the blocking pool instead: the answer is late for nobody.
 
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// Threads of the lane.
 const THREADS: usize = 1;
-/// Their niceness (0 is the default; higher is a smaller CPU share).
+/// Their niceness where `SCHED_IDLE` is refused (0 is the default; higher
+/// is a smaller CPU share).
 const NICENESS: i32 = 10;
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -45,15 +57,39 @@ impl OverloadLane {
         Self { jobs: Mutex::new(jobs) }
     }
 
-    /// Runs `job` on the lane; `None` if the lane has no thread left.
-    pub(crate) async fn run<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-        let (answer, answered) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move || {
-            let _ = answer.send(job());
+    /// Runs `job` on the lane; if no lane thread has started it by
+    /// `fall_back_at` (or the lane has no thread left), on the blocking pool
+    /// instead. `None` if the job panicked.
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+        fall_back_at: Instant,
+    ) -> Option<T> {
+        // Whoever takes the job out first runs it: a lane thread, or the
+        // fallback below.
+        let claim = Arc::new(Mutex::new(Some(job)));
+        let (answer, mut answered) = tokio::sync::oneshot::channel();
+        let lane_claim = claim.clone();
+        let lane_job: Job = Box::new(move || {
+            if let Some(job) = take(&lane_claim) {
+                let _ = answer.send(job());
+            }
         });
-        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).send(job).ok()?;
-        answered.await.ok()
+        if self.jobs.lock().unwrap_or_else(|e| e.into_inner()).send(lane_job).is_ok() {
+            if let Ok(answer) = tokio::time::timeout_at(fall_back_at.into(), &mut answered).await {
+                return answer.ok();
+            }
+        }
+        match take(&claim) {
+            Some(job) => tokio::task::spawn_blocking(job).await.ok(),
+            // A lane thread has it: its answer is on the way.
+            None => answered.await.ok(),
+        }
     }
+}
+
+fn take<F>(claim: &Mutex<Option<F>>) -> Option<F> {
+    claim.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
 
 fn work(queue: &Mutex<Receiver<Job>>) {
@@ -69,12 +105,18 @@ fn work(queue: &Mutex<Receiver<Job>>) {
     }
 }
 
-/// This thread's niceness to [`NICENESS`]. Linux only; elsewhere a no-op.
+/// This thread to the `SCHED_IDLE` policy, else its niceness to
+/// [`NICENESS`]. Linux only; elsewhere a no-op.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
-    // SAFETY: gettid and setpriority take and return plain integers; they
-    // change this thread's scheduling priority and touch no memory.
+    // SAFETY: sched_setscheduler reads the parameter struct passed by
+    // reference (pid 0: the calling thread); gettid and setpriority take and
+    // return plain integers. They change this thread's scheduling only.
     unsafe {
+        let param = libc::sched_param { sched_priority: 0 };
+        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) == 0 {
+            return;
+        }
         let thread = libc::syscall(libc::SYS_gettid) as libc::id_t;
         if libc::setpriority(libc::PRIO_PROCESS, thread, NICENESS) != 0 {
             tracing::debug!("could not lower the overload lane's priority");
@@ -84,27 +126,67 @@ fn lower_priority() {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
     #[tokio::test]
-    async fn jobs_run_on_the_lane_s_threads_at_a_lower_priority() {
+    async fn jobs_run_on_the_lane_s_threads_at_idle_priority() {
         let lane = OverloadLane::start();
-        let (name, niceness) = lane
-            .run(|| {
-                let name = std::thread::current().name().map(str::to_string);
-                // SAFETY: getpriority reads this process's scheduling value.
-                #[cfg(target_os = "linux")]
-                let niceness =
-                    unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::syscall(libc::SYS_gettid) as libc::id_t) };
-                #[cfg(not(target_os = "linux"))]
-                let niceness = NICENESS;
-                (name, niceness)
-            })
+        let (name, idle_or_nice) = lane
+            .run(
+                || {
+                    let name = std::thread::current().name().map(str::to_string);
+                    // SAFETY: sched_getscheduler and getpriority read this
+                    // thread's scheduling values.
+                    #[cfg(target_os = "linux")]
+                    let lowered = unsafe {
+                        libc::sched_getscheduler(0) == libc::SCHED_IDLE
+                            || libc::getpriority(libc::PRIO_PROCESS, libc::syscall(libc::SYS_gettid) as libc::id_t)
+                                >= NICENESS
+                    };
+                    #[cfg(not(target_os = "linux"))]
+                    let lowered = true;
+                    (name, lowered)
+                },
+                far(),
+            )
             .await
             .expect("answered");
         assert!(name.is_some_and(|n| n.starts_with("shoprank-overload-")));
-        assert!(niceness >= NICENESS, "niceness {niceness}");
-        assert_eq!(lane.run(|| panic!("a broken job")).await, None::<()>, "no answer, no hang");
-        assert_eq!(lane.run(|| 7).await, Some(7), "the lane serves on after a panic");
+        assert!(idle_or_nice, "the lane runs at idle priority (or nice {NICENESS})");
+        assert_eq!(lane.run(|| panic!("a broken job"), far()).await, None::<()>, "no answer, no hang");
+        assert_eq!(lane.run(|| 7, far()).await, Some(7), "the lane serves on after a panic");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_the_lane_has_not_started_by_its_time_runs_on_the_blocking_pool() {
+        let lane = Arc::new(OverloadLane::start());
+        // Keep the lane's one thread busy until released.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let busy = {
+            let lane = lane.clone();
+            tokio::spawn(async move { lane.run(move || held.recv().is_ok(), far()).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = Instant::now();
+        let thread = lane
+            .run(|| std::thread::current().name().map(str::to_string), started + Duration::from_millis(100))
+            .await
+            .expect("answered");
+        assert!(started.elapsed() >= Duration::from_millis(100), "waited for the lane until its time");
+        assert!(
+            !thread.as_deref().is_some_and(|n| n.starts_with("shoprank-overload-")),
+            "ran off the lane: {thread:?}"
+        );
+        release.send(()).unwrap();
+        assert_eq!(busy.await.unwrap(), Some(true));
+        // The lane, free again, runs jobs itself; the one taken back is not run twice.
+        let name = lane.run(|| std::thread::current().name().map(str::to_string), far()).await.expect("answered");
+        assert!(name.is_some_and(|n| n.starts_with("shoprank-overload-")));
     }
 }

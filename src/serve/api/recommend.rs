@@ -93,7 +93,7 @@ pub(super) async fn recommend(
         // so that it cannot take the cores from the encoder (`overload_lane`).
         let ranking = match refused {
             Refused::Deadline => state.on_blocking_pool(&ticket, degraded).await?,
-            Refused::Encoder(_) => state.on_overload_lane(&ticket, degraded).await?,
+            Refused::Encoder(_) => state.on_overload_lane(&ticket, wait_until, degraded).await?,
         };
         // Nothing rankable without the encoder (no candidate passes the
         // filter, or the catalog retrieves nothing): an empty answer,
