@@ -182,16 +182,16 @@ pub fn train(
     // With a refit, a share of the validation users is kept out of it: the
     // shipped (refit) weights are calibrated on them (see `fit_calibration`).
     let held_out = match options.refit {
-        true => held_out_users(validation.split.test_users.len(), options.calibration_share, options.seed),
+        true => {
+            let within_budget = (options.max_validation_pairs / validation.stats.items.len().max(1)).max(1);
+            let users = validation.split.test_users.len();
+            held_out_users(users, options.calibration_share, within_budget, options.seed)
+        }
         false => Vec::new(),
     };
     let calibration_users = match held_out.is_empty() {
         true => None,
-        false => {
-            let within_budget = (options.max_validation_pairs / validation.stats.items.len().max(1)).max(1);
-            let chosen = held_out.iter().copied().take(within_budget).collect();
-            Some(Validator::over(&validation, store, chosen)?)
-        }
+        false => Some(Validator::over(&validation, store, held_out.clone())?),
     };
     validation.retain_test_users(|index| held_out.binary_search(&index).is_err());
 
@@ -331,10 +331,11 @@ fn fit_calibration(
 
 /// Indices (ascending) of the validation users kept out of the refit: a
 /// seeded sample of `share` of them (rounded up, so any share above 0 keeps
-/// at least one), drawn from a generator of its own so the training draws
-/// do not move.
-fn held_out_users(users: usize, share: f64, seed: u64) -> Vec<usize> {
-    let wanted = ((users as f64 * share).ceil() as usize).min(users);
+/// at least one), at most `budget` (the users whose pairs fit in
+/// `max_validation_pairs`: every one held out is calibrated on), drawn from
+/// a generator of its own so the training draws do not move.
+fn held_out_users(users: usize, share: f64, budget: usize, seed: u64) -> Vec<usize> {
+    let wanted = ((users as f64 * share).ceil() as usize).min(users).min(budget);
     let mut rng = StdRng::seed_from_u64(seed ^ 0x00CA_11B2_A7E5);
     let mut chosen = rand::seq::index::sample(&mut rng, users, wanted).into_vec();
     chosen.sort_unstable();

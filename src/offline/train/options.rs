@@ -41,8 +41,9 @@ pub struct TrainOptions {
     pub max_users: Option<usize>,
     /// Most (validation user × catalog item) pairs model selection ranks
     /// after each epoch; above it, a seeded sample of the validation users.
-    /// Each pair keeps its 18 numeric features (76 bytes), so this bounds the
-    /// validator's memory (16M pairs: about 1.2 GB).
+    /// Each pair keeps its 18 numeric features (76 bytes), so this bounds
+    /// each validator's memory (16M pairs: about 1.2 GB); with a refit the
+    /// shoppers held out for calibration get a second one, as large at most.
     pub max_validation_pairs: usize,
     /// Most training examples (windows and refit together, about); above
     /// it, a seeded sample of each window's users gives them. Epoch time

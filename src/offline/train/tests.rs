@@ -196,11 +196,14 @@ fn with_a_refit_the_shipped_weights_are_calibrated_on_users_kept_out_of_it() {
 
 #[test]
 fn held_out_users_are_a_seeded_ascending_share_and_never_empty_above_zero() {
-    assert!(held_out_users(100, 0.0, 7).is_empty());
-    let chosen = held_out_users(100, 0.25, 7);
+    assert!(held_out_users(100, 0.0, 1_000, 7).is_empty());
+    let chosen = held_out_users(100, 0.25, 1_000, 7);
     assert_eq!(chosen.len(), 25);
     assert!(chosen.windows(2).all(|w| w[0] < w[1]));
-    assert_eq!(chosen, held_out_users(100, 0.25, 7));
-    assert_eq!(held_out_users(3, 0.01, 7).len(), 1, "rounded up");
-    assert_eq!(held_out_users(4, 1.0, 7), vec![0, 1, 2, 3]);
+    assert_eq!(chosen, held_out_users(100, 0.25, 1_000, 7));
+    assert_eq!(held_out_users(3, 0.01, 1_000, 7).len(), 1, "rounded up");
+    assert_eq!(held_out_users(4, 1.0, 1_000, 7), vec![0, 1, 2, 3]);
+    let capped = held_out_users(100, 0.25, 10, 7);
+    assert_eq!(capped.len(), 10, "no more than the pair budget calibrates on");
+    assert!(capped.last() > Some(&10), "a sample of all users, not the first ones: {capped:?}");
 }
