@@ -316,6 +316,14 @@ fn train_load_serve_eval(
     train.extend(QUICK);
     let trained = succeeds(&train, &[]);
     assert!(trained.contains("trained bundle"), "{trained}");
+    // Every shape and language gets a calibrated bundle: its shipped (refit)
+    // weights calibrated on shoppers held out of the refit, or, where those
+    // few cannot identify a map (a small log), on every validation shopper
+    // with the pre-refit weights, saying so.
+    let manifest: Value = serde_json::from_slice(&std::fs::read(bundle.join("bundle.json")).unwrap()).unwrap();
+    let held_out = &manifest["calibration"]["fitted_on"]["held_out"];
+    let fell_back = trained.contains("held out of the refit cannot identify a map");
+    assert_eq!(held_out, &Value::Bool(!fell_back), "{trained}");
 
     let bundle_env = [("SHOPRANK__BUNDLE__PATH", bundle.to_str().unwrap())];
     let mut eval: Vec<&str> = preset_args.to_vec();

@@ -239,9 +239,24 @@ pub fn train(
         eprintln!("ensemble of {members}: inner-validation NDCG@10 {:.4}", validation_metrics.ndcg10);
     }
     let varmap = merge_members(&refitted)?;
-    let calibration = match &calibration_users {
+    let held_out_map = match &calibration_users {
         Some(users) => fit_calibration(users, &head_over(&varmap, &spec)?, options, true)?,
-        None => fit_calibration(&validator, &selected_head, options, false)?,
+        None => None,
+    };
+    let calibration = match held_out_map {
+        Some(map) => Some(map),
+        None => {
+            // A small log's few held-out shoppers may not identify a map;
+            // every validation shopper under the selected weights still may.
+            if calibration_users.is_some() {
+                let limit = "calibration: the shoppers held out of the refit cannot identify a map; \
+                             fitted on every validation shopper with the pre-refit weights instead"
+                    .to_string();
+                tracing::warn!("{limit}");
+                limits.push(limit);
+            }
+            fit_calibration(&validator, &selected_head, options, false)?
+        }
     };
     match &calibration {
         Some(c) => eprintln!(
@@ -255,7 +270,9 @@ pub fn train(
             c.intercept
         ),
         None => {
-            let limit = "calibration: the validation pairs cannot identify a map (one kind of label only)".to_string();
+            let limit = "calibration: the validation pairs cannot identify a map (one kind of label only, \
+                         or scores that do not rise with purchases)"
+                .to_string();
             tracing::warn!("{limit}");
             limits.push(limit);
         }
