@@ -89,6 +89,14 @@ fn status_mib(key: &str) -> f64 {
     kib.unwrap_or(0.0) / 1024.0
 }
 
+/// The bytes of the files in `dir`, MiB.
+fn dir_mib(dir: &std::path::Path) -> f64 {
+    let bytes: u64 = std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+        .unwrap_or(0);
+    bytes as f64 / (1 << 20) as f64
+}
+
 /// The `k` nearest stored items to each query by the exact `f32` cosine,
 /// streamed from the store (never holding every vector).
 fn exact_f32_truth(store: &SqliteStore, key: &str, queries: &[Vec<f32>], k: usize) -> Vec<HashSet<String>> {
@@ -132,12 +140,17 @@ fn restart_only(settings: &shoprank::Settings) {
     let catalog = service.catalog().expect("catalog");
     let (items, embedded) = catalog.index().counts();
     println!(
-        "restart: ready in {secs:.2} s with {items} items ({embedded} embedded), lexical index {}: RSS {:.0} MiB (peak {:.0} MiB), vectors and lists {:.0} MiB, inverted file {:?}",
+        "restart: ready in {secs:.2} s with {items} items ({embedded} embedded), lexical index {}: RSS {:.0} MiB \
+         (peak {:.0} MiB; of it file pages {:.0} MiB), vectors and lists {:.0} MiB, inverted file {:?}, \
+         lexical index {:?} ({:.0} MiB on disk)",
         if settings.catalog.lexical_index { "on" } else { "off" },
         rss_mib(),
         status_mib("VmHWM:"),
+        status_mib("RssFile:"),
         catalog.index().vector_bytes() as f64 / (1 << 20) as f64,
-        catalog.index().ann_start()
+        catalog.index().ann_start(),
+        catalog.index().lexical_start(),
+        dir_mib(&std::path::Path::new(&settings.store.url).join("lexical")),
     );
 }
 
@@ -262,7 +275,22 @@ fn main() {
     let (rss, started) = (rss_mib(), Instant::now());
     let service = Service::build(&settings, Metrics::new()).expect("service");
     let (secs, mib) = (started.elapsed().as_secs_f64(), rss_mib() - rss);
-    println!("restart: service ready (encoder, bundle, {items}-item catalog) in {secs:.2} s, {mib:.0} MiB");
+    let lexical = service.catalog().expect("catalog").index().lexical_start();
+    println!(
+        "restart: service ready (encoder, bundle, {items}-item catalog) in {secs:.2} s, {mib:.0} MiB; lexical index {lexical:?}"
+    );
+    // Again, now that the lexical index is on disk beside the store (on a
+    // fresh store the first start built it).
+    let service = if scale_run || !settings.catalog.lexical_index {
+        service
+    } else {
+        drop(service);
+        let started = Instant::now();
+        let service = Service::build(&settings, Metrics::new()).expect("service");
+        let lexical = service.catalog().expect("catalog").index().lexical_start();
+        println!("restart again: ready in {:.2} s; lexical index {lexical:?}", started.elapsed().as_secs_f64());
+        service
+    };
     if let Some((_, dense_secs, dense_mib)) = &dense {
         println!(
             "restart without the lexical index: {dense_secs:.2} s, {dense_mib:.0} MiB: the index costs {:.2} s and {:.0} MiB",

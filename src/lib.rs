@@ -74,7 +74,7 @@
 //!   [`RankQuery`], [`Candidate`], [`HistoryItem`], [`Objective`] and [`ItemFilter`]; the
 //!   embed job's [`Embedder`], [`Batcher`], [`BatchForward`], [`Ticket`] and
 //!   [`EmbedError`]; [`EmbeddingCache`], [`CatalogIndex`] (with [`IndexOptions`]
-//!   and [`AnnStart`]),
+//!   and [`AnnStart`], [`LexicalStart`]),
 //!   [`TitleTokenCache`].
 //! - The model: [`Bundle`], [`publish_version`] (a bundle version made
 //!   current), [`Encoder`], [`EncoderFiles`], [`EncoderError`],
@@ -116,7 +116,7 @@ pub use crate::model::bundle::Bundle;
 pub use crate::model::encoder::{cosine, Encoder, EncoderError, TokenizedText};
 pub use crate::model::features::{numeric as numeric_features, Numeric};
 pub use crate::model::files::EncoderFiles;
-pub use crate::model::lexical::{LexicalIndex, LexicalQuery};
+pub use crate::model::lexical::{LexicalIndex, LexicalQuery, Reconciled};
 pub use crate::model::live_stats::{merge as merge_live_stats, Purchase};
 pub use crate::model::relevance::Banding;
 pub use crate::model::stats::{HistoryStats, ItemPos, ItemStats};
@@ -139,7 +139,7 @@ pub use crate::serve::api::types::RecommendRequest;
 pub use crate::serve::api::{app, run as serve_on, serve, shutdown_signal, AppState, ConnectionLimits};
 pub use crate::serve::cache::EmbeddingCache;
 pub use crate::serve::catalog::attributes::AttributeFilter;
-pub use crate::serve::catalog::index::{AnnStart, CatalogIndex, IndexOptions, ItemFilter};
+pub use crate::serve::catalog::index::{AnnStart, CatalogIndex, IndexOptions, ItemFilter, LexicalStart};
 pub use crate::serve::embed::{BatchForward, Batcher, EmbedError, Embedder, Ticket};
 pub use crate::serve::metrics::Metrics;
 pub use crate::serve::ranker::{Candidate, HistoryItem, Objective, RankQuery, Ranker};

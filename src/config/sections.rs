@@ -157,6 +157,11 @@ pub struct CatalogSettings {
     pub exact_scan_max: usize,
     /// Cells the inverted file scans per search, at least.
     pub ann_probe: usize,
+    /// With PostgreSQL, where this replica keeps its inverted file and
+    /// lexical index between restarts (the embedded store keeps them beside
+    /// itself); `None`: built at every start-up.
+    #[serde(default)]
+    pub index_dir: Option<std::path::PathBuf>,
     /// Items retrieved through co-purchase and recent-purchase links of the history.
     pub related_k: usize,
     /// Recently popular items added to every retrieval.

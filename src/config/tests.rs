@@ -111,3 +111,16 @@ fn a_default_deadline_past_the_request_timeout_is_rejected() {
         Ok(())
     });
 }
+
+#[test]
+fn an_index_dir_is_for_replicas_on_postgres_only() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("SHOPRANK__CATALOG__INDEX_DIR", "/var/lib/shoprank/index");
+        let err = Settings::load(None).unwrap_err().to_string();
+        assert!(err.contains("catalog.index_dir") && err.contains("PostgreSQL"), "{err}");
+        jail.set_env("SHOPRANK__STORE__URL", "postgres://shoprank@db:5432/shop");
+        let settings = Settings::load(None).expect("allowed with PostgreSQL");
+        assert_eq!(settings.catalog.index_dir.as_deref(), Some(std::path::Path::new("/var/lib/shoprank/index")));
+        Ok(())
+    });
+}

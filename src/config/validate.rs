@@ -79,6 +79,12 @@ impl Settings {
                 ),
             });
         }
+        if self.catalog.index_dir.is_some() && matches!(self.store.location(), StoreLocation::Embedded(_)) {
+            return Err(ConfigError::Invalid {
+                key: "catalog.index_dir",
+                problem: "is for replicas on PostgreSQL: the embedded store keeps its indexes beside itself".into(),
+            });
+        }
         if self.catalog.ingest_batch_items > self.batching.max_queued_texts {
             return Err(ConfigError::Invalid {
                 key: "catalog.ingest_batch_items",

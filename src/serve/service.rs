@@ -122,14 +122,15 @@ impl Service {
         let embedder =
             Arc::new(Embedder::new(encoder, settings.batching.clone(), settings.cache.max_bytes, metrics.clone()));
         let store = crate::store::open(&settings.store.location(), PoolLimits::from_settings(&settings.store))?;
-        // The inverted file lives beside an embedded store; with PostgreSQL
-        // each replica clusters at start-up.
-        let ann_file = match settings.store.location() {
-            crate::config::StoreLocation::Embedded(dir) => Some(dir.join("catalog.ivf")),
-            crate::config::StoreLocation::Postgres(_) => None,
+        // The inverted file and the lexical index live beside an embedded
+        // store; with PostgreSQL in `catalog.index_dir`, or nowhere (each
+        // replica builds them at start-up).
+        let saved_in = match settings.store.location() {
+            crate::config::StoreLocation::Embedded(dir) => Some(dir),
+            crate::config::StoreLocation::Postgres(_) => settings.catalog.index_dir.clone(),
         };
         let catalog =
-            Catalog::with_store(store.clone(), &settings.catalog, ann_file, embedder.clone(), metrics.clone())?;
+            Catalog::with_store(store.clone(), &settings.catalog, saved_in, embedder.clone(), metrics.clone())?;
         let events = EventWriter::start(store.clone(), settings.events, metrics.clone())
             .map_err(|source| StoreError::Io { path: "the event writer thread".into(), source })?;
         let ranker = Ranker::new(embedder, settings, metrics.clone());

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use serde_json::{json, Value};
-use shoprank::{app, AppState, CatalogStore, Metrics, SqliteStore};
+use shoprank::{app, AppState, CatalogStore, LexicalStart, Metrics, Reconciled, SqliteStore};
 
 use crate::api::call;
 use crate::common;
@@ -339,14 +339,18 @@ fn a_restart_loads_items_and_embeddings_without_re_embedding() {
     }
     let metrics = Metrics::new();
     let state = AppState::new(metrics.clone(), &settings);
-    state.install(common::service(&settings, metrics.clone()));
+    let service = common::service(&settings, metrics.clone());
+    // The lexical index was reopened from beside the store, nothing re-indexed.
+    let lexical = service.catalog().unwrap().index().lexical_start();
+    let reopened = Reconciled { kept: SHOP_IDS.len(), added: 0, removed: 0 };
+    assert_eq!(lexical, Some(LexicalStart { on_disk: true, reconciled: reopened }));
+    state.install(service);
     runtime.block_on(async {
         for id in SHOP_IDS {
             assert_eq!(get_item(&state, id).await.1["embedded"], true, "{id} embedded at once after the restart");
         }
     });
-    // The lexical index is rebuilt from the store: a word only an
-    // attribute holds still finds its item.
+    // A word only an attribute holds still finds its item.
     runtime.block_on(async {
         let (status, body) = recommend(&state, json!({"user": {"query": "ava"}, "top_k": 1})).await;
         assert_eq!((status, ids(&body)), (StatusCode::OK, vec!["bag-red".to_string()]), "{body}");
@@ -426,10 +430,23 @@ fn acknowledged_catalog_writes_survive_kill_9() {
     }
     drop(store);
 
-    // And the service comes back with them.
+    // And the service comes back with them, in the lexical index too (kept
+    // beside the store, reconciled with it at start-up).
+    assert!(data_dir.join("lexical").join("meta.json").exists(), "the lexical index is kept on disk");
     let server = common::start_server(&settings, &data_dir.display().to_string(), &[]);
     let (status, body) = common::http(server.port(), "GET", "/v1/catalog/items/b19-49", None).unwrap();
     assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !common::http(server.port(), "GET", "/v1/catalog/items/b19-49", None).unwrap().1.contains("\"embedded\":true")
+    {
+        assert!(Instant::now() < deadline, "b19-49 was never embedded");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let search = json!({"user": {"query": "batch 19 product 49"}, "top_k": 3});
+    let (status, body) = common::http(server.port(), "POST", "/recommend", Some(&search)).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ids(&body).first().map(String::as_str), Some("b19-49"), "{body}");
 }
 
 fn sorted_ids(body: &Value) -> Vec<String> {
@@ -575,4 +592,35 @@ async fn bad_attribute_filters_and_facets_name_the_field() {
         let error = body["error"].as_str().unwrap();
         assert!(error.starts_with(field), "{error} should name {field}");
     }
+}
+
+/// A replica on PostgreSQL keeps its lexical index (and inverted file) in
+/// `catalog.index_dir` and reopens it at a restart; without one it builds
+/// the index in memory at each start-up.
+#[test]
+fn a_postgres_replica_keeps_its_lexical_index_in_its_index_dir() {
+    let Some(url) = common::postgres_url("postgres_index_dir") else { return };
+    let mut settings = common::settings();
+    settings.store.url = url;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let in_memory = common::service(&settings, Metrics::new());
+    assert_eq!(in_memory.catalog().unwrap().index().lexical_start().map(|s| s.on_disk), Some(false));
+    drop(in_memory);
+
+    let dir = common::temp_dir("postgres-index-dir");
+    settings.catalog.index_dir = Some(dir.clone());
+    {
+        let state = common::ready_state(&settings);
+        runtime.block_on(async {
+            assert_eq!(put_items(&state, shop_items()).await.0, StatusCode::OK);
+            wait_embedded(&state, &SHOP_IDS).await;
+        });
+    }
+    assert!(dir.join("lexical").join("meta.json").exists(), "kept in the index directory");
+    let service = common::service(&settings, Metrics::new());
+    let reopened = Reconciled { kept: SHOP_IDS.len(), added: 0, removed: 0 };
+    assert_eq!(
+        service.catalog().unwrap().index().lexical_start(),
+        Some(LexicalStart { on_disk: true, reconciled: reopened })
+    );
 }

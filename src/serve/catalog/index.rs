@@ -27,7 +27,7 @@ use rayon::prelude::*;
 use super::ann::{entry_key, lists_for, AnnFileError, AnnIndex, Saved};
 use super::attributes::AttributeFilter;
 use super::vectors::{ItemVector, Quantized};
-use crate::model::lexical::{IndexStats, LexicalIndex, LexicalQuery};
+use crate::model::lexical::{id_handle, IndexStats, LexicalIndex, LexicalQuery, Reconciled};
 use crate::store::catalog::{CatalogItem, PendingItem, StoredItem};
 
 /// How the index is built (from `catalog` settings and the encoder).
@@ -44,6 +44,9 @@ pub struct IndexOptions {
     /// Where the inverted file's centroids and cells are kept between
     /// restarts (`None`: trained at every start-up, never written).
     pub ann_file: Option<PathBuf>,
+    /// Where the lexical index is kept between restarts (`None`: in memory,
+    /// built at every start-up).
+    pub lexical_dir: Option<PathBuf>,
     /// The encoder that made the vectors: a file of another is ignored.
     pub encoder_key: String,
 }
@@ -51,7 +54,15 @@ pub struct IndexOptions {
 impl IndexOptions {
     /// Defaults for a `dim`-dimensional index with no file.
     pub fn new(dim: usize, exact_scan_max: usize, lexical: bool) -> Self {
-        Self { dim, exact_scan_max, lexical, ann_probe: 64, ann_file: None, encoder_key: String::new() }
+        Self {
+            dim,
+            exact_scan_max,
+            lexical,
+            ann_probe: 64,
+            ann_file: None,
+            lexical_dir: None,
+            encoder_key: String::new(),
+        }
     }
 }
 
@@ -99,6 +110,9 @@ struct Slot {
 struct Inner {
     slots: Vec<Option<Slot>>,
     by_id: HashMap<String, usize>,
+    /// Each item's lexical handle ([`id_handle`], a hash of its id) to its
+    /// slot: how a lexical hit finds its item without reading its id back.
+    by_handle: HashMap<u64, usize>,
     /// A row per slot; rows of empty or not yet embedded slots are unused.
     vectors: Quantized,
     /// Slots freed by deletes, reused by inserts.
@@ -127,10 +141,21 @@ pub struct CatalogIndex {
     dim: usize,
     options: IndexOptions,
     inner: RwLock<Inner>,
-    /// BM25 over the items' texts, keyed by slot; changed only while
-    /// `inner` is write-locked. `None` if it could not be created (search
-    /// then runs on embeddings alone, and the start-up log says so).
+    /// BM25 over the items' texts, keyed by item id; changed by writers
+    /// right after `inner` (see [`Self::upsert`]). `None` if it could not
+    /// be created (search then runs on embeddings alone, and the start-up
+    /// log says so).
     lexical: Option<LexicalIndex>,
+    /// How the lexical index caught up with the store at start-up.
+    lexical_start: Option<LexicalStart>,
+}
+
+/// How the lexical index was made ready at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LexicalStart {
+    /// Whether it was opened from (and is kept in) `lexical_dir`.
+    pub on_disk: bool,
+    pub reconciled: Reconciled,
 }
 
 /// A read view of the index for one request.
@@ -192,6 +217,24 @@ pub(super) fn keep_best(heap: &mut BinaryHeap<Scored>, k: usize, score: f32, slo
     }
 }
 
+/// The lexical index: in `dir` if given (kept between restarts), else in
+/// memory; in memory too if the directory cannot be used (say, another
+/// process holds it), and `None` if not even that can be made (search then
+/// runs on embeddings alone). Either way the start-up log says which.
+fn open_lexical(dir: Option<&std::path::Path>) -> Option<LexicalIndex> {
+    if let Some(dir) = dir {
+        match LexicalIndex::in_dir(dir) {
+            Ok(index) => return Some(index),
+            Err(error) => {
+                tracing::warn!(%error, path = %dir.display(), "the lexical index cannot be kept on disk: building it in memory")
+            }
+        }
+    }
+    LexicalIndex::in_memory()
+        .inspect_err(|error| tracing::error!(%error, "no lexical index: search runs on embeddings alone"))
+        .ok()
+}
+
 impl CatalogIndex {
     /// An empty index; with `lexical`, a lexical index beside the vectors.
     #[cfg(test)]
@@ -200,30 +243,25 @@ impl CatalogIndex {
     }
 
     fn with_options(options: IndexOptions) -> Self {
-        let lexical = options
-            .lexical
-            .then(|| {
-                LexicalIndex::new()
-                    .inspect_err(|error| tracing::error!(%error, "no lexical index: search runs on embeddings alone"))
-                    .ok()
-            })
-            .flatten();
+        let lexical = options.lexical.then(|| open_lexical(options.lexical_dir.as_deref())).flatten();
         let inner = Inner {
             slots: Vec::new(),
             by_id: HashMap::new(),
+            by_handle: HashMap::new(),
             vectors: Quantized::new(options.dim),
             free: Vec::new(),
             embedded: 0,
             ann: None,
             ann_start: None,
         };
-        Self { dim: options.dim, options, inner: RwLock::new(inner), lexical }
+        Self { dim: options.dim, options, inner: RwLock::new(inner), lexical, lexical_start: None }
     }
 
-    /// Applies lexical changes (slot, new text or `None` for gone) while the
-    /// caller holds the write lock. A failure leaves the lexical side behind
-    /// until the next change or restart; the store holds the truth.
-    fn apply_lexical<'a>(&self, changes: impl IntoIterator<Item = (u64, Option<&'a str>)>) {
+    /// Applies lexical changes (item id, its handle and new text, or `None`
+    /// for gone). A failure leaves the lexical side behind until the next
+    /// change or restart (whose reconciliation catches up); the store holds
+    /// the truth.
+    fn apply_lexical<'a>(&self, changes: impl IntoIterator<Item = (&'a str, Option<(u64, &'a str)>)>) {
         if let Some(lexical) = &self.lexical {
             if let Err(error) = lexical.apply(changes) {
                 tracing::error!(%error, "the lexical index missed a catalog change");
@@ -252,8 +290,9 @@ impl CatalogIndex {
         options: &IndexOptions,
         each: impl FnOnce(&mut dyn FnMut(StoredItem)) -> Result<(), E>,
     ) -> Result<Self, E> {
-        let index = Self::with_options(options.clone());
+        let mut index = Self::with_options(options.clone());
         let dim = options.dim;
+        let mut lexical_start = None;
         {
             let mut inner = index.write();
             let started = std::time::Instant::now();
@@ -264,26 +303,28 @@ impl CatalogIndex {
                 }
             })?;
             tracing::info!(items = inner.by_id.len(), secs = started.elapsed().as_secs_f64(), "catalog items read");
-            let started = std::time::Instant::now();
-            let texts: Vec<(u64, Cow<'_, str>)> = inner
-                .slots
-                .iter()
-                .enumerate()
-                .filter_map(|(slot, s)| s.as_ref().map(|s| (slot as u64, lexical_text(&s.item))))
-                .collect();
-            index.apply_lexical(texts.iter().map(|(slot, text)| (*slot, Some(text.as_ref()))));
-            drop(texts);
-            if index.lexical.is_some() {
-                tracing::info!(
-                    items = inner.by_id.len(),
-                    secs = started.elapsed().as_secs_f64(),
-                    "lexical index built"
-                );
+            if let Some(lexical) = &index.lexical {
+                let started = std::time::Instant::now();
+                let items = inner.slots.iter().flatten().map(|s| {
+                    let id = s.item.id.as_str();
+                    (id, id_handle(id), lexical_text(&s.item))
+                });
+                match lexical.reconcile(items) {
+                    Ok(reconciled) => {
+                        let on_disk = lexical.on_disk();
+                        let Reconciled { kept, added, removed } = reconciled;
+                        let secs = started.elapsed().as_secs_f64();
+                        tracing::info!(on_disk, kept, added, removed, secs, "lexical index ready");
+                        lexical_start = Some(LexicalStart { on_disk, reconciled });
+                    }
+                    Err(error) => tracing::error!(%error, "the lexical index could not catch up with the catalog"),
+                }
             }
             if inner.embedded > options.exact_scan_max {
                 inner.build_ann(options);
             }
         }
+        index.lexical_start = lexical_start;
         Ok(index)
     }
 
@@ -306,6 +347,12 @@ impl CatalogIndex {
         self.inner.read().unwrap_or_else(|p| p.into_inner()).ann_start
     }
 
+    /// How the lexical index was made ready at start-up (`None`: there is
+    /// none, or it could not catch up).
+    pub fn lexical_start(&self) -> Option<LexicalStart> {
+        self.lexical_start
+    }
+
     /// Bytes the vectors (and the inverted file's lists) hold.
     pub fn vector_bytes(&self) -> usize {
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
@@ -326,37 +373,57 @@ impl CatalogIndex {
 
     /// Applies upserts already made durable: a changed text waits for its
     /// new embedding (the item is not retrievable by vector until then);
-    /// the lexical index follows at once.
+    /// the lexical index follows right after, outside the vectors' lock (a
+    /// commit on disk waits for the disk), in the callers' order: they hold
+    /// the catalog's writing lock. Until it has, a search finds the item's
+    /// old words, or none; hits are looked up by a hash of the id, so never another item.
     pub(crate) fn upsert(&self, items: &[CatalogItem]) {
-        let mut inner = self.write();
-        let mut changed: Vec<(u64, String)> = Vec::new();
-        for item in items {
-            let before = inner.by_id.get(&item.id).and_then(|&slot| inner.slots[slot].as_ref());
-            let text = lexical_text(item);
-            if before.is_none_or(|s| lexical_text(&s.item) != text) {
-                let text = text.into_owned();
-                let slot = inner.put(item.clone());
-                changed.push((slot as u64, text));
-            } else {
+        let mut changed: Vec<(&str, u64, String)> = Vec::new();
+        {
+            let mut inner = self.write();
+            for item in items {
+                let before = inner.by_id.get(&item.id).and_then(|&slot| inner.slots[slot].as_ref());
+                let text = lexical_text(item);
+                if before.is_none_or(|s| lexical_text(&s.item) != text) {
+                    changed.push((item.id.as_str(), id_handle(&item.id), text.into_owned()));
+                }
                 inner.put(item.clone());
             }
         }
         if !changed.is_empty() {
-            self.apply_lexical(changed.iter().map(|(slot, text)| (*slot, Some(text.as_str()))));
+            self.apply_lexical(changed.iter().map(|(id, handle, text)| (*id, Some((*handle, text.as_str())))));
         }
     }
 
+    /// Drops an item; the lexical index follows as for [`Self::upsert`].
     pub(crate) fn delete(&self, id: &str) {
-        let mut inner = self.write();
-        if let Some(slot) = inner.by_id.remove(id) {
-            if inner.slots[slot].take().is_some_and(|s| s.embedded) {
-                inner.embedded -= 1;
+        self.delete_all(&[id]);
+    }
+
+    /// Drops items, with one lexical commit for all of them (a replica
+    /// applying other replicas' deletes).
+    pub(crate) fn delete_all(&self, ids: &[&str]) {
+        let mut removed: Vec<&str> = Vec::new();
+        {
+            let mut inner = self.write();
+            for &id in ids {
+                let Some(slot) = inner.by_id.remove(id) else { continue };
+                let handle = id_handle(id);
+                if inner.by_handle.get(&handle) == Some(&slot) {
+                    inner.by_handle.remove(&handle);
+                }
+                if inner.slots[slot].take().is_some_and(|s| s.embedded) {
+                    inner.embedded -= 1;
+                }
+                if let Some(ann) = &mut inner.ann {
+                    ann.remove(slot);
+                }
+                inner.free.push(slot);
+                removed.push(id);
             }
-            if let Some(ann) = &mut inner.ann {
-                ann.remove(slot);
-            }
-            inner.free.push(slot);
-            self.apply_lexical([(slot as u64, None)]);
+        }
+        if !removed.is_empty() {
+            self.apply_lexical(removed.into_iter().map(|id| (id, None)));
         }
     }
 
@@ -419,6 +486,16 @@ impl Inner {
             }
         };
         self.by_id.insert(item.id.clone(), slot);
+        match self.by_handle.entry(id_handle(&item.id)) {
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                entry.insert(slot);
+            }
+            // Two ids with one 64-bit hash (about one catalog in 10^7 at a
+            // million items): the second is never found lexically.
+            std::collections::hash_map::Entry::Occupied(_) => {
+                tracing::warn!(id = %item.id, "another item's id has this id's lexical handle: it is found by embedding only")
+            }
+        }
         self.slots[slot] = Some(Slot { item, embedded: false });
         slot
     }
@@ -558,8 +635,9 @@ impl IndexView<'_> {
             }
         };
         hits.into_iter()
-            .filter_map(|(slot, score)| {
-                let entry = self.inner.slots.get(slot as usize)?.as_ref()?;
+            .filter_map(|(handle, score)| {
+                let slot = *self.inner.by_handle.get(&handle)?;
+                let entry = self.inner.slots[slot].as_ref()?;
                 let allowed = entry.embedded && filter.allows_item(&entry.item);
                 allowed.then_some((&entry.item, score))
             })

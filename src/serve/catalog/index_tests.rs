@@ -238,3 +238,51 @@ fn int8_vectors_and_the_inverted_file_keep_recall_at_200_against_an_f32_exact_sc
     assert!(by_probe[1].1 >= 0.95, "{by_probe:?}");
     assert!(by_probe.windows(2).all(|w| w[1].1 >= w[0].1), "more lists probed, more found: {by_probe:?}");
 }
+
+#[test]
+fn the_lexical_index_is_kept_on_disk_and_catches_up_with_the_store_at_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let options =
+        IndexOptions { lexical_dir: Some(dir.path().join("lexical")), ..IndexOptions::new(2, usize::MAX, true) };
+    let stored = |texts: &[(&str, &str)]| -> Vec<StoredItem> {
+        let at = |i: usize| unit(i as f32 * 0.1);
+        texts
+            .iter()
+            .enumerate()
+            .map(|(i, (id, text))| StoredItem { item: item(id, text, None, true), embedding: Some(at(i)) })
+            .collect()
+    };
+    let found = |index: &CatalogIndex, words: &str| -> Vec<String> {
+        let view = index.read();
+        let query = LexicalQuery::new(words, view.lexical_stats().as_ref().unwrap());
+        let mut ids: Vec<String> =
+            view.lexical_nearest(&query, 10, &ItemFilter::default()).into_iter().map(|(i, _)| i.id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    let first =
+        CatalogIndex::from_stored(&options, stored(&[("a", "red mug"), ("b", "blue lamp"), ("c", "green kettle")]));
+    let fresh = Reconciled { kept: 0, added: 3, removed: 0 };
+    assert_eq!(first.lexical_start(), Some(LexicalStart { on_disk: true, reconciled: fresh }));
+    first.upsert(&[item("d", "red kettle", None, true)]);
+    first.set_vector("d", "red kettle", &unit(1.0));
+    assert_eq!(found(&first, "kettle"), ["c", "d"]);
+    // A second index on the same directory while the first holds it: in memory.
+    let beside = CatalogIndex::from_stored(&options, stored(&[("a", "red mug")]));
+    assert_eq!(beside.lexical_start().map(|s| s.on_disk), Some(false));
+    assert_eq!(found(&first, "mug"), ["a"], "the first is untouched");
+    drop((first, beside));
+
+    // While it was down the store moved on: b changed, c went.
+    let second =
+        CatalogIndex::from_stored(&options, stored(&[("a", "red mug"), ("b", "blue desk lamp"), ("d", "red kettle")]));
+    let caught_up = Reconciled { kept: 2, added: 1, removed: 2 };
+    assert_eq!(second.lexical_start(), Some(LexicalStart { on_disk: true, reconciled: caught_up }));
+    assert_eq!(found(&second, "kettle"), ["d"]);
+    assert_eq!(found(&second, "desk"), ["b"]);
+    // Deletes reach the disk too.
+    second.delete("d");
+    drop(second);
+    let third = CatalogIndex::from_stored(&options, stored(&[("a", "red mug"), ("b", "blue desk lamp")]));
+    assert_eq!(third.lexical_start().unwrap().reconciled, Reconciled { kept: 2, added: 0, removed: 0 });
+}

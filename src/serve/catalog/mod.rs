@@ -49,12 +49,13 @@ pub struct Catalog {
 
 impl Catalog {
     /// A catalog over any store: loads the index, starts the ingestion
-    /// thread. `ann_file`: where the inverted file is kept between restarts
-    /// (beside an embedded store; `None`: clustered at each start-up).
+    /// thread. `saved_in`: the directory where the inverted file
+    /// (`catalog.ivf`) and the lexical index (`lexical/`) are kept between
+    /// restarts (an embedded store's; `None`: built at each start-up).
     pub(crate) fn with_store(
         store: Arc<dyn CatalogStore>,
         settings: &CatalogSettings,
-        ann_file: Option<PathBuf>,
+        saved_in: Option<PathBuf>,
         embedder: Arc<Embedder>,
         metrics: Metrics,
     ) -> Result<Self, StoreError> {
@@ -73,7 +74,8 @@ impl Catalog {
             exact_scan_max: settings.exact_scan_max,
             lexical: settings.lexical_index,
             ann_probe: settings.ann_probe,
-            ann_file,
+            ann_file: saved_in.as_ref().map(|dir| dir.join("catalog.ivf")),
+            lexical_dir: saved_in.as_ref().map(|dir| dir.join("lexical")),
             encoder_key: encoder_key.clone(),
         };
         let index = Arc::new(CatalogIndex::load(&options, |each| store.load_each(&encoder_key, each))?);

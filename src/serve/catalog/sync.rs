@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use super::index::CatalogIndex;
 use super::ingest::IngestSignal;
-use crate::store::catalog::{CatalogStore, CHANGES_KEPT_MS};
+use crate::store::catalog::{CatalogItem, CatalogStore, StoredItem, CHANGES_KEPT_MS};
 use crate::store::StoreError;
 
 /// How far back each poll looks, for transactions that committed late.
@@ -109,22 +109,24 @@ impl CatalogSync {
         let _one_writer = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let current: HashMap<String, _> =
             self.store.items(ids, &self.encoder_key)?.into_iter().map(|s| (s.item.id.clone(), s)).collect();
+        // One write (one lexical commit) for the chunk's deletes and one for
+        // its upserts: the ids are distinct, so their order does not matter.
+        let gone: Vec<&str> = ids.iter().map(String::as_str).filter(|id| !current.contains_key(*id)).collect();
+        self.index.delete_all(&gone);
+        let changed: Vec<&StoredItem> = ids.iter().filter_map(|id| current.get(id)).collect();
+        let items: Vec<CatalogItem> = changed.iter().map(|s| s.item.clone()).collect();
+        self.index.upsert(&items);
         let mut pending = false;
-        for id in ids {
-            match current.get(id) {
-                None => self.index.delete(id),
-                Some(stored) => {
-                    self.index.upsert(std::slice::from_ref(&stored.item));
-                    match &stored.embedding {
-                        Some(vector) => {
-                            let held = self.index.read().get(id).is_some_and(|(_, v)| v.is_some());
-                            if !held {
-                                self.index.set_vector(id, &stored.item.text, vector);
-                            }
-                        }
-                        None => pending = true,
+        for stored in changed {
+            let id = stored.item.id.as_str();
+            match &stored.embedding {
+                Some(vector) => {
+                    let held = self.index.read().get(id).is_some_and(|(_, v)| v.is_some());
+                    if !held {
+                        self.index.set_vector(id, &stored.item.text, vector);
                     }
                 }
+                None => pending = true,
             }
         }
         if pending {
@@ -143,14 +145,14 @@ impl CatalogSync {
         let gone: Vec<String> = self.index.read().ids().filter(|id| !ids.contains(id)).map(str::to_string).collect();
         for chunk in gone.chunks(SYNC_CHUNK) {
             let _one_writer = self.writing.lock().unwrap_or_else(|p| p.into_inner());
-            for id in chunk {
-                self.index.delete(id);
-            }
+            let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            self.index.delete_all(&chunk);
         }
         for chunk in stored.chunks(SYNC_CHUNK) {
             let _one_writer = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+            let items: Vec<CatalogItem> = chunk.iter().map(|s| s.item.clone()).collect();
+            self.index.upsert(&items);
             for item in chunk {
-                self.index.upsert(std::slice::from_ref(&item.item));
                 let held = self.index.read().get(&item.item.id).is_some_and(|(_, v)| v.is_some());
                 if let (Some(vector), false) = (&item.embedding, held) {
                     self.index.set_vector(&item.item.id, &item.item.text, vector);
