@@ -80,6 +80,12 @@ pub struct ItemFilter {
 }
 
 impl ItemFilter {
+    /// Whether it rejects more than unavailable items: a price range,
+    /// excluded ids or attribute matches.
+    pub(crate) fn narrows(&self) -> bool {
+        self.min_price.is_some() || self.max_price.is_some() || !self.exclude.is_empty() || !self.attributes.is_empty()
+    }
+
     /// Whether a catalog item passes (see [`ItemFilter::allows`]).
     pub(crate) fn allows_item(&self, item: &CatalogItem) -> bool {
         self.allows(&item.id, item.price, item.available, &item.attributes)
@@ -623,11 +629,14 @@ impl IndexView<'_> {
     }
 
     /// Up to `k` embedded items the filter allows with the highest BM25 for
-    /// `query`, best first. The index is searched for a few times `k`, so a
-    /// strict filter may return fewer.
+    /// `query`, best first. The index is searched for a few times `k` when
+    /// the filter narrows more than availability does (a strict filter may
+    /// still return fewer), else for a quarter more than `k` (items not yet
+    /// embedded or unavailable): a deeper search costs every request.
     pub fn lexical_nearest(&self, query: &LexicalQuery, k: usize, filter: &ItemFilter) -> Vec<(&CatalogItem, f32)> {
         let Some(lexical) = self.lexical else { return Vec::new() };
-        let hits = match lexical.search(query, k.saturating_mul(4).max(k)) {
+        let depth = if filter.narrows() { k.saturating_mul(4) } else { k.saturating_add(k / 4) };
+        let hits = match lexical.search(query, depth) {
             Ok(hits) => hits,
             Err(error) => {
                 tracing::warn!(%error, "lexical search failed: this request retrieves by embedding alone");

@@ -286,3 +286,13 @@ fn the_lexical_index_is_kept_on_disk_and_catches_up_with_the_store_at_a_restart(
     let third = CatalogIndex::from_stored(&options, stored(&[("a", "red mug"), ("b", "blue desk lamp")]));
     assert_eq!(third.lexical_start().unwrap().reconciled, Reconciled { kept: 2, added: 0, removed: 0 });
 }
+
+#[test]
+fn only_a_filter_beyond_availability_makes_lexical_retrieval_search_deeper() {
+    let available = ItemFilter { available_only: true, ..Default::default() };
+    assert!(!ItemFilter::default().narrows() && !available.narrows());
+    assert!(ItemFilter { min_price: Some(1.0), ..available.clone() }.narrows());
+    assert!(ItemFilter { exclude: ["a".to_string()].into(), ..available.clone() }.narrows());
+    let blue = AttributeFilter::new([("colour".to_string(), ["blue".to_string()].into())]);
+    assert!(ItemFilter { attributes: blue, ..available }.narrows());
+}
