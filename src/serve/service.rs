@@ -129,6 +129,9 @@ impl Service {
             crate::config::StoreLocation::Embedded(dir) => Some(dir),
             crate::config::StoreLocation::Postgres(_) => settings.catalog.index_dir.clone(),
         };
+        if let Some(dir) = &saved_in {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.clone(), source })?;
+        }
         let catalog =
             Catalog::with_store(store.clone(), &settings.catalog, saved_in, embedder.clone(), metrics.clone())?;
         let events = EventWriter::start(store.clone(), settings.events, metrics.clone())

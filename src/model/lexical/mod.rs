@@ -20,6 +20,7 @@ pub(crate) mod tokens;
 use std::sync::Mutex;
 
 use tantivy::collector::TopDocs;
+use tantivy::indexer::LogMergePolicy;
 use tantivy::query::{BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, Query, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, STRING};
 use tantivy::tokenizer::{PreTokenizedString, Token};
@@ -42,6 +43,8 @@ const FINGERPRINT: &str = "fingerprint";
 /// Memory the writer may buffer before it writes a segment (tantivy's
 /// minimum for its one thread).
 const WRITER_BUDGET: usize = 15 << 20;
+/// The share of a segment's documents deleted or replaced at which it is merged.
+const DELETED_SHARE_BEFORE_MERGE: f32 = 0.3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LexicalError {
@@ -101,6 +104,13 @@ impl LexicalIndex {
 
     fn over(index: Index, fields: Fields, on_disk: bool) -> Result<Self, LexicalError> {
         let writer: IndexWriter = index.writer_with_num_threads(1, WRITER_BUDGET)?;
+        // Replaced and deleted documents stay in their segment, and in its
+        // statistics (document frequencies, mean length), until a merge; a
+        // kept index would collect them across restarts. tantivy's default
+        // tolerates any share; a segment a third deleted is merged.
+        let mut merges = LogMergePolicy::default();
+        merges.set_del_docs_ratio_before_merge(DELETED_SHARE_BEFORE_MERGE);
+        writer.set_merge_policy(Box::new(merges));
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
         Ok(Self { reader, writer: Mutex::new(writer), fields, on_disk })
     }
@@ -127,13 +137,21 @@ impl LexicalIndex {
         changes: impl IntoIterator<Item = (&'a str, Option<(u64, &'a str)>)>,
     ) -> Result<(), LexicalError> {
         let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        for (key, document) in changes {
-            writer.delete_term(Term::from_field_text(self.fields.key, key));
-            if let Some((handle, text)) = document {
-                writer.add_document(self.document(key, handle, text))?;
+        let applied = (|| {
+            for (key, document) in changes {
+                writer.delete_term(Term::from_field_text(self.fields.key, key));
+                if let Some((handle, text)) = document {
+                    writer.add_document(self.document(key, handle, text))?;
+                }
             }
+            persist::commit(&mut writer)
+        })();
+        if let Err(error) = applied {
+            // Nothing half-done rides along with the next commit.
+            let _ = writer.rollback();
+            return Err(error);
         }
-        persist::commit(&mut writer)?;
+        drop(writer);
         self.reader.reload()?;
         Ok(())
     }

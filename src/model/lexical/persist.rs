@@ -10,8 +10,8 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use tantivy::directory::MmapDirectory;
-use tantivy::{Index, IndexWriter, Term};
+use tantivy::directory::{Directory, MmapDirectory, INDEX_WRITER_LOCK};
+use tantivy::{Index, IndexWriter, TantivyError, Term};
 
 use super::{fingerprint, schema, LexicalError, LexicalIndex, FINGERPRINT, KEY};
 
@@ -27,6 +27,36 @@ pub(super) fn commit(writer: &mut IndexWriter) -> Result<(), LexicalError> {
     Ok(())
 }
 
+/// Deletes every file in `dir` but tantivy's lock files, holding the writer
+/// lock meanwhile: refused (and nothing deleted) if another process holds it.
+fn empty_if_unheld(dir: &Path) -> Result<(), LexicalError> {
+    let io = |source| LexicalError::Io { path: dir.into(), source };
+    let directory = MmapDirectory::open(dir).map_err(TantivyError::from)?;
+    let _held = directory
+        .acquire_lock(&INDEX_WRITER_LOCK)
+        .map_err(|error| TantivyError::LockFailure(error, Some("emptying a damaged lexical index".into())))?;
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        let lock = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(".tantivy-") && n.ends_with(".lock"));
+        if path.is_file() && !lock {
+            std::fs::remove_file(&path).map_err(io)?;
+        }
+    }
+    Ok(())
+}
+
+/// An item the index should hold, while reconciling.
+struct Wanted<'a> {
+    handle: u64,
+    text: Cow<'a, str>,
+    fingerprint: u64,
+    /// A live document already holds it as it is.
+    kept: bool,
+}
+
 /// What [`LexicalIndex::reconcile`] found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Reconciled {
@@ -40,14 +70,17 @@ pub struct Reconciled {
 
 impl LexicalIndex {
     /// The index kept in `dir`, created if missing. One that cannot be read
-    /// (damaged, another schema) is deleted and started afresh; one held by
-    /// another process is an error (the directory is left alone).
+    /// (damaged, another schema) is emptied and started afresh, but only
+    /// while this process holds the directory's writer lock: one another
+    /// process holds is an error and left alone, as is any I/O error (it
+    /// may pass; a rebuild at a million items costs half a minute).
     pub fn in_dir(dir: &Path) -> Result<Self, LexicalError> {
         match Self::open_dir(dir) {
-            Err(error @ LexicalError::Tantivy(tantivy::TantivyError::LockFailure(..))) => Err(error),
-            Err(error) if dir.join("meta.json").exists() => {
+            Err(error @ LexicalError::Tantivy(TantivyError::LockFailure(..) | TantivyError::IoError(_))) => Err(error),
+            Err(error @ LexicalError::Io { .. }) => Err(error),
+            Err(error) => {
                 tracing::warn!(%error, path = %dir.display(), "the saved lexical index is unusable: building it again");
-                std::fs::remove_dir_all(dir).map_err(|source| LexicalError::Io { path: dir.into(), source })?;
+                empty_if_unheld(dir)?;
                 Self::open_dir(dir)
             }
             result => result,
@@ -57,7 +90,7 @@ impl LexicalIndex {
     fn open_dir(dir: &Path) -> Result<Self, LexicalError> {
         std::fs::create_dir_all(dir).map_err(|source| LexicalError::Io { path: dir.into(), source })?;
         let (schema, fields) = schema();
-        let directory = MmapDirectory::open(dir).map_err(tantivy::TantivyError::from)?;
+        let directory = MmapDirectory::open(dir).map_err(TantivyError::from)?;
         let index = Index::open_or_create(directory, schema)?;
         let format = index.load_metas()?.payload;
         let this = Self::over(index, fields, true)?;
@@ -80,12 +113,6 @@ impl LexicalIndex {
         &self,
         items: impl IntoIterator<Item = (&'a str, u64, Cow<'a, str>)>,
     ) -> Result<Reconciled, LexicalError> {
-        struct Wanted<'a> {
-            handle: u64,
-            text: Cow<'a, str>,
-            fingerprint: u64,
-            kept: bool,
-        }
         let mut wanted: HashMap<&str, Wanted<'_>> = items
             .into_iter()
             .map(|(key, handle, text)| {
@@ -134,7 +161,30 @@ impl LexicalIndex {
         }
         drop(searcher);
         let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        for key in &stale {
+        let outcome = self.catch_up(&mut writer, &stale, &mut wanted);
+        match outcome {
+            Ok(reconciled) => {
+                drop(writer);
+                if reconciled.added + reconciled.removed > 0 {
+                    self.reader.reload()?;
+                }
+                Ok(reconciled)
+            }
+            Err(error) => {
+                let _ = writer.rollback();
+                Err(error)
+            }
+        }
+    }
+
+    /// The writes of [`Self::reconcile`], committed if there are any.
+    fn catch_up(
+        &self,
+        writer: &mut IndexWriter,
+        stale: &HashSet<String>,
+        wanted: &mut HashMap<&str, Wanted<'_>>,
+    ) -> Result<Reconciled, LexicalError> {
+        for key in stale {
             writer.delete_term(Term::from_field_text(self.fields.key, key));
             // A duplicate of a kept document: the delete took both.
             if let Some(item) = wanted.get_mut(key.as_str()) {
@@ -142,7 +192,7 @@ impl LexicalIndex {
             }
         }
         let mut reconciled = Reconciled { removed: stale.len(), ..Reconciled::default() };
-        for (key, item) in &wanted {
+        for (key, item) in wanted.iter() {
             if item.kept {
                 reconciled.kept += 1;
             } else {
@@ -151,9 +201,7 @@ impl LexicalIndex {
             }
         }
         if reconciled.added + reconciled.removed > 0 {
-            commit(&mut writer)?;
-            drop(writer);
-            self.reader.reload()?;
+            commit(writer)?;
         }
         Ok(reconciled)
     }
@@ -218,6 +266,38 @@ mod tests {
         let index = LexicalIndex::in_dir(&path).unwrap();
         assert_eq!(index.stats().docs(), 0, "started afresh");
         assert_eq!(index.reconcile(items(&[("a", "red mug")])).unwrap().added, 1);
+        assert_eq!(found(&index, "mug"), ["a"]);
+    }
+
+    #[test]
+    fn a_damaged_index_another_process_holds_is_never_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lexical");
+        let holder = LexicalIndex::in_dir(&path).unwrap();
+        holder.reconcile(items(&[("a", "red mug")])).unwrap();
+        let files = || std::fs::read_dir(&path).unwrap().count();
+        let before = files();
+        std::fs::write(path.join("meta.json"), "not json").unwrap();
+        assert!(LexicalIndex::in_dir(&path).is_err(), "refused while held");
+        assert_eq!(files(), before, "nothing deleted under the holder");
+        assert_eq!(found(&holder, "mug"), ["a"]);
+    }
+
+    #[test]
+    fn a_key_on_two_documents_is_indexed_once_again() {
+        let index = LexicalIndex::in_memory().unwrap();
+        {
+            let mut writer = index.writer.lock().unwrap();
+            for text in ["red mug", "red mug"] {
+                writer.add_document(index.document("a", u64::from(b'a'), text)).unwrap();
+            }
+            commit(&mut writer).unwrap();
+        }
+        index.reader.reload().unwrap();
+        assert_eq!(index.stats().docs(), 2);
+        let reconciled = index.reconcile(items(&[("a", "red mug")])).unwrap();
+        assert_eq!(reconciled, Reconciled { kept: 0, added: 1, removed: 1 });
+        assert_eq!(index.stats().docs(), 1);
         assert_eq!(found(&index, "mug"), ["a"]);
     }
 

@@ -9,10 +9,12 @@
 //! the query. Its lists are read from the file beside the store when it
 //! matches (`catalog.ann_file`), so a restart does not cluster again. Beside the vectors, a
 //! lexical index ([`crate::model::lexical`], BM25 over each item's text and
-//! attribute values) answers search queries word by word; it is changed
-//! under the same write lock as the slots, so a request sees both in step.
-//! It lives in memory like the vectors and is rebuilt from the store at
-//! start-up (the store is what makes writes durable). Requests read the
+//! attribute values) answers search queries word by word; writers change it
+//! right after the slots (its commit may wait for the disk), so a request
+//! may see an item's old words for a moment, never another item's. It is
+//! kept on disk beside the store when there is a directory for it, and
+//! reconciled with the store at start-up (the store is what makes writes
+//! durable); otherwise it is built in memory at start-up. Requests read the
 //! index under a read lock; writes (upserts, deletes, new embeddings) take
 //! the write lock.
 
@@ -27,7 +29,7 @@ use rayon::prelude::*;
 use super::ann::{entry_key, lists_for, AnnFileError, AnnIndex, Saved};
 use super::attributes::AttributeFilter;
 use super::vectors::{ItemVector, Quantized};
-use crate::model::lexical::{id_handle, IndexStats, LexicalIndex, LexicalQuery, Reconciled};
+use crate::model::lexical::{id_handle, IndexStats, LexicalError, LexicalIndex, LexicalQuery, Reconciled};
 use crate::store::catalog::{CatalogItem, PendingItem, StoredItem};
 
 /// How the index is built (from `catalog` settings and the encoder).
@@ -264,9 +266,9 @@ impl CatalogIndex {
     }
 
     /// Applies lexical changes (item id, its handle and new text, or `None`
-    /// for gone). A failure leaves the lexical side behind until the next
-    /// change or restart (whose reconciliation catches up); the store holds
-    /// the truth.
+    /// for gone). A failure is rolled back and leaves the lexical side
+    /// without those changes until a restart's reconciliation catches up;
+    /// the store holds the truth.
     fn apply_lexical<'a>(&self, changes: impl IntoIterator<Item = (&'a str, Option<(u64, &'a str)>)>) {
         if let Some(lexical) = &self.lexical {
             if let Err(error) = lexical.apply(changes) {
@@ -299,6 +301,7 @@ impl CatalogIndex {
         let mut index = Self::with_options(options.clone());
         let dim = options.dim;
         let mut lexical_start = None;
+        let mut replacement = None;
         {
             let mut inner = index.write();
             let started = std::time::Instant::now();
@@ -311,24 +314,34 @@ impl CatalogIndex {
             tracing::info!(items = inner.by_id.len(), secs = started.elapsed().as_secs_f64(), "catalog items read");
             if let Some(lexical) = &index.lexical {
                 let started = std::time::Instant::now();
-                let items = inner.slots.iter().flatten().map(|s| {
-                    let id = s.item.id.as_str();
-                    (id, id_handle(id), lexical_text(&s.item))
-                });
-                match lexical.reconcile(items) {
-                    Ok(reconciled) => {
-                        let on_disk = lexical.on_disk();
-                        let Reconciled { kept, added, removed } = reconciled;
-                        let secs = started.elapsed().as_secs_f64();
-                        tracing::info!(on_disk, kept, added, removed, secs, "lexical index ready");
-                        lexical_start = Some(LexicalStart { on_disk, reconciled });
+                let ready = |lexical: &LexicalIndex| {
+                    let reconciled = lexical.reconcile(inner.lexical_items())?;
+                    let on_disk = lexical.on_disk();
+                    let Reconciled { kept, added, removed } = reconciled;
+                    let secs = started.elapsed().as_secs_f64();
+                    tracing::info!(on_disk, kept, added, removed, secs, "lexical index ready");
+                    Ok::<_, LexicalError>(LexicalStart { on_disk, reconciled })
+                };
+                match ready(lexical) {
+                    Ok(start) => lexical_start = Some(start),
+                    // An index that could not catch up would serve stale
+                    // words all run: one in memory instead, or none.
+                    Err(error) => {
+                        tracing::error!(%error, "the lexical index could not catch up with the catalog: building it in memory");
+                        let fresh = LexicalIndex::in_memory().and_then(|fresh| {
+                            lexical_start = Some(ready(&fresh)?);
+                            Ok(fresh)
+                        });
+                        replacement = Some(fresh.inspect_err(|error| tracing::error!(%error, "no lexical index: search runs on embeddings alone")).ok());
                     }
-                    Err(error) => tracing::error!(%error, "the lexical index could not catch up with the catalog"),
                 }
             }
             if inner.embedded > options.exact_scan_max {
                 inner.build_ann(options);
             }
+        }
+        if let Some(replacement) = replacement {
+            index.lexical = replacement;
         }
         index.lexical_start = lexical_start;
         Ok(index)
@@ -390,10 +403,14 @@ impl CatalogIndex {
             for item in items {
                 let before = inner.by_id.get(&item.id).and_then(|&slot| inner.slots[slot].as_ref());
                 let text = lexical_text(item);
-                if before.is_none_or(|s| lexical_text(&s.item) != text) {
-                    changed.push((item.id.as_str(), id_handle(&item.id), text.into_owned()));
+                let text_changed = before.is_none_or(|s| lexical_text(&s.item) != text);
+                let text = text_changed.then(|| text.into_owned());
+                let slot = inner.put(item.clone());
+                let handle = id_handle(&item.id);
+                // An item whose handle another item holds is left out (see `Inner::put`).
+                if let Some(text) = text.filter(|_| inner.by_handle.get(&handle) == Some(&slot)) {
+                    changed.push((item.id.as_str(), handle, text));
                 }
-                inner.put(item.clone());
             }
         }
         if !changed.is_empty() {
@@ -497,7 +514,9 @@ impl Inner {
                 entry.insert(slot);
             }
             // Two ids with one 64-bit hash (about one catalog in 10^7 at a
-            // million items): the second is never found lexically.
+            // million items): the second is left out of the lexical index
+            // (found by embedding only), also after the first is deleted,
+            // until a restart.
             std::collections::hash_map::Entry::Occupied(_) => {
                 tracing::warn!(id = %item.id, "another item's id has this id's lexical handle: it is found by embedding only")
             }
@@ -521,6 +540,16 @@ impl Inner {
 }
 
 impl Inner {
+    /// What the lexical index holds of each item: id, handle and text (an
+    /// item whose handle another holds is left out, see [`Inner::put`]).
+    fn lexical_items(&self) -> impl Iterator<Item = (&str, u64, Cow<'_, str>)> {
+        self.slots.iter().enumerate().filter_map(|(slot, s)| {
+            let item = &s.as_ref()?.item;
+            let handle = id_handle(&item.id);
+            (self.by_handle.get(&handle) == Some(&slot)).then(|| (item.id.as_str(), handle, lexical_text(item)))
+        })
+    }
+
     /// Embedded slots and their ids and vectors.
     fn embedded(&self) -> impl Iterator<Item = (usize, &str, ItemVector<'_>)> {
         self.slots.iter().enumerate().filter_map(|(slot, s)| {

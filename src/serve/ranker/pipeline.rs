@@ -283,7 +283,7 @@ impl Ranker {
                 }
                 let search = search.unwrap_or(&[]);
                 let view = catalog.index().read();
-                let corpus = query.search.as_ref().and(view.lexical_stats());
+                let corpus = query.search.as_ref().and_then(|_| view.lexical_stats());
                 let words = query.search.as_deref().zip(corpus.as_ref()).map(|(s, c)| LexicalQuery::new(s, c));
                 let lexical = words
                     .as_ref()
