@@ -222,16 +222,19 @@ impl LexicalIndex {
             .map(|(key, _)| key)
     }
 
-    /// The `k` documents with the highest BM25 for `query`, best first, as
-    /// (key, score). Terms the index lacks match within their typos (a
-    /// constant score at the typo weight: `score` re-scores exactly).
-    /// Documents sharing no term with the query are never returned.
+    /// The `k` documents with the highest BM25 for `query`'s retrieval terms
+    /// (all of a short query, the rarest of a long one: see
+    /// [`LexicalQuery::retrieval_terms`]), best first, as (handle, score).
+    /// Terms the index lacks match within their typos (a constant score at
+    /// the typo weight: `score` re-scores exactly). Documents sharing no
+    /// such term with the query are never returned.
     pub fn search(&self, query: &LexicalQuery, k: usize) -> Result<Vec<(u64, f32)>, LexicalError> {
         if query.is_empty() || k == 0 {
             return Ok(Vec::new());
         }
         let clauses: Vec<(Occur, Box<dyn Query>)> = query
-            .terms()
+            .retrieval_terms()
+            .into_iter()
             .map(|(text, typos)| {
                 let term = Term::from_field_text(self.fields.text, text);
                 let clause: Box<dyn Query> = if typos == 0 {
