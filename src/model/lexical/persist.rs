@@ -49,9 +49,7 @@ fn empty_if_unheld(dir: &Path) -> Result<(), LexicalError> {
 }
 
 /// An item the index should hold, while reconciling.
-struct Wanted<'a> {
-    handle: u64,
-    text: Cow<'a, str>,
+struct Wanted {
     fingerprint: u64,
     /// A live document already holds it as it is.
     kept: bool,
@@ -109,15 +107,20 @@ impl LexicalIndex {
     /// whose key and hash of handle and text match are kept, the rest
     /// removed, missing items added, in one commit. On a fresh index this
     /// indexes everything.
-    pub fn reconcile<'a>(
-        &self,
-        items: impl IntoIterator<Item = (&'a str, u64, Cow<'a, str>)>,
-    ) -> Result<Reconciled, LexicalError> {
-        let mut wanted: HashMap<&str, Wanted<'_>> = items
-            .into_iter()
-            .map(|(key, handle, text)| {
-                (key, Wanted { fingerprint: fingerprint(handle, &text), handle, text, kept: false })
-            })
+    ///
+    /// `items` is walked twice (it is cheap to clone): once to hash each
+    /// text, once to index the ones not kept, so no text is held meanwhile
+    /// (with attributes each is a copy: a million of them would double the
+    /// texts' memory during start-up).
+    pub fn reconcile<'a, I>(&self, items: I) -> Result<Reconciled, LexicalError>
+    where
+        I: IntoIterator<Item = (&'a str, u64, Cow<'a, str>)>,
+        I::IntoIter: Clone,
+    {
+        let items = items.into_iter();
+        let mut wanted: HashMap<&str, Wanted> = items
+            .clone()
+            .map(|(key, handle, text)| (key, Wanted { fingerprint: fingerprint(handle, &text), kept: false }))
             .collect();
         let mut stale: HashSet<String> = HashSet::new();
         let searcher = self.reader.searcher();
@@ -161,7 +164,7 @@ impl LexicalIndex {
         }
         drop(searcher);
         let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let outcome = self.catch_up(&mut writer, &stale, &mut wanted);
+        let outcome = self.catch_up(&mut writer, &stale, &mut wanted, items);
         match outcome {
             Ok(reconciled) => {
                 drop(writer);
@@ -178,11 +181,12 @@ impl LexicalIndex {
     }
 
     /// The writes of [`Self::reconcile`], committed if there are any.
-    fn catch_up(
+    fn catch_up<'a>(
         &self,
         writer: &mut IndexWriter,
         stale: &HashSet<String>,
-        wanted: &mut HashMap<&str, Wanted<'_>>,
+        wanted: &mut HashMap<&str, Wanted>,
+        items: impl Iterator<Item = (&'a str, u64, Cow<'a, str>)>,
     ) -> Result<Reconciled, LexicalError> {
         for key in stale {
             writer.delete_term(Term::from_field_text(self.fields.key, key));
@@ -191,13 +195,14 @@ impl LexicalIndex {
                 item.kept = false;
             }
         }
-        let mut reconciled = Reconciled { removed: stale.len(), ..Reconciled::default() };
-        for (key, item) in wanted.iter() {
-            if item.kept {
-                reconciled.kept += 1;
-            } else {
-                writer.add_document(self.document(key, item.handle, &item.text))?;
+        let kept = wanted.values().filter(|item| item.kept).count();
+        let mut reconciled = Reconciled { removed: stale.len(), kept, added: 0 };
+        for (key, handle, text) in items {
+            if wanted.get(key).is_some_and(|item| !item.kept) {
+                writer.add_document(self.document(key, handle, &text))?;
                 reconciled.added += 1;
+                // A key listed twice is indexed once.
+                wanted.remove(key);
             }
         }
         if reconciled.added + reconciled.removed > 0 {

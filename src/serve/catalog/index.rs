@@ -542,7 +542,7 @@ impl Inner {
 impl Inner {
     /// What the lexical index holds of each item: id, handle and text (an
     /// item whose handle another holds is left out, see [`Inner::put`]).
-    fn lexical_items(&self) -> impl Iterator<Item = (&str, u64, Cow<'_, str>)> {
+    fn lexical_items(&self) -> impl Iterator<Item = (&str, u64, Cow<'_, str>)> + Clone {
         self.slots.iter().enumerate().filter_map(|(slot, s)| {
             let item = &s.as_ref()?.item;
             let handle = id_handle(&item.id);

@@ -11,7 +11,9 @@
 //! the index is rebuilt from the store, stored embeddings included, so a
 //! restart re-embeds nothing but the items still pending; above
 //! `catalog.exact_scan_max` the inverted file's cells come from the file
-//! beside an embedded store ([`ann`]), written back at shutdown.
+//! beside an embedded store ([`ann`]), written back at shutdown, and the
+//! lexical index is reopened from beside it and reconciled with the store
+//! (`model::lexical`).
 
 pub(crate) mod ann;
 pub(crate) mod attributes;
