@@ -94,11 +94,10 @@ impl LexicalIndex {
         let this = Self::over(index, fields, true)?;
         if format.as_deref().is_some_and(|f| f != FORMAT) {
             tracing::info!(path = %dir.display(), found = ?format, "the saved lexical index has another format: building it again");
-            let mut writer = this.writer.lock().unwrap_or_else(|p| p.into_inner());
-            writer.delete_all_documents()?;
-            commit(&mut writer)?;
-            drop(writer);
-            this.reader.reload()?;
+            this.write(|writer| {
+                writer.delete_all_documents()?;
+                commit(writer)
+            })?;
         }
         Ok(this)
     }
@@ -163,21 +162,7 @@ impl LexicalIndex {
             }
         }
         drop(searcher);
-        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let outcome = self.catch_up(&mut writer, &stale, &mut wanted, items);
-        match outcome {
-            Ok(reconciled) => {
-                drop(writer);
-                if reconciled.added + reconciled.removed > 0 {
-                    self.reader.reload()?;
-                }
-                Ok(reconciled)
-            }
-            Err(error) => {
-                let _ = writer.rollback();
-                Err(error)
-            }
-        }
+        self.write(|writer| self.catch_up(writer, &stale, &mut wanted, items))
     }
 
     /// The writes of [`Self::reconcile`], committed if there are any.
@@ -217,6 +202,13 @@ mod tests {
     use super::*;
     use crate::model::lexical::{CorpusStats, LexicalQuery};
 
+    /// A directory for an index, removed with the guard.
+    fn scratch() -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lexical");
+        (dir, path)
+    }
+
     /// Each key's handle is its first letter's code.
     fn items<'a>(pairs: &[(&'a str, &'a str)]) -> Vec<(&'a str, u64, Cow<'a, str>)> {
         pairs.iter().map(|(k, t)| (*k, u64::from(k.as_bytes()[0]), Cow::Borrowed(*t))).collect()
@@ -232,8 +224,7 @@ mod tests {
 
     #[test]
     fn a_reopened_index_keeps_what_matches_and_catches_up_with_the_rest() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("lexical");
+        let (_dir, path) = scratch();
         {
             let index = LexicalIndex::in_dir(&path).unwrap();
             let first = index.reconcile(items(&[("a", "red mug"), ("b", "blue lamp"), ("c", "green kettle")])).unwrap();
@@ -259,8 +250,7 @@ mod tests {
 
     #[test]
     fn a_damaged_index_is_built_again_and_one_in_use_is_left_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("lexical");
+        let (_dir, path) = scratch();
         let index = LexicalIndex::in_dir(&path).unwrap();
         index.reconcile(items(&[("a", "red mug")])).unwrap();
         assert!(LexicalIndex::in_dir(&path).is_err(), "a second writer is refused");
@@ -276,8 +266,7 @@ mod tests {
 
     #[test]
     fn a_damaged_index_another_process_holds_is_never_deleted() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("lexical");
+        let (_dir, path) = scratch();
         let holder = LexicalIndex::in_dir(&path).unwrap();
         holder.reconcile(items(&[("a", "red mug")])).unwrap();
         let files = || std::fs::read_dir(&path).unwrap().count();
@@ -291,14 +280,14 @@ mod tests {
     #[test]
     fn a_key_on_two_documents_is_indexed_once_again() {
         let index = LexicalIndex::in_memory().unwrap();
-        {
-            let mut writer = index.writer.lock().unwrap();
-            for text in ["red mug", "red mug"] {
-                writer.add_document(index.document("a", u64::from(b'a'), text)).unwrap();
-            }
-            commit(&mut writer).unwrap();
-        }
-        index.reader.reload().unwrap();
+        index
+            .write(|writer| {
+                for text in ["red mug", "red mug"] {
+                    writer.add_document(index.document("a", u64::from(b'a'), text))?;
+                }
+                commit(writer)
+            })
+            .unwrap();
         assert_eq!(index.stats().docs(), 2);
         let reconciled = index.reconcile(items(&[("a", "red mug")])).unwrap();
         assert_eq!(reconciled, Reconciled { kept: 0, added: 1, removed: 1 });
@@ -308,8 +297,7 @@ mod tests {
 
     #[test]
     fn an_index_of_another_format_is_emptied() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("lexical");
+        let (_dir, path) = scratch();
         {
             let index = LexicalIndex::in_dir(&path).unwrap();
             index.reconcile(items(&[("a", "red mug")])).unwrap();
