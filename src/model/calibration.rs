@@ -107,6 +107,11 @@ impl Calibration {
         if positives == 0 || positives == pairs.len() {
             return None;
         }
+        // Fitted on logits less their mean, then shifted back: a head
+        // trained briefly on a small log scores every pair within a hair of
+        // one logit, and the uncentred 2×2 system then loses its
+        // determinant to cancellation (Σw·z² · Σw ≈ (Σw·z)²).
+        let centre = pairs.iter().map(|&(z, _)| z as f64).sum::<f64>() / pairs.len() as f64;
         let (mut a, mut b) = (1.0f64, 0.0f64);
         // Start at the base rate, so the first steps are small.
         let rate = positives as f64 / pairs.len() as f64;
@@ -114,7 +119,7 @@ impl Calibration {
         for _ in 0..100 {
             let (mut ga, mut gb, mut haa, mut hab, mut hbb) = (0f64, 0f64, 0f64, 0f64, 0f64);
             for &(z, y) in pairs {
-                let z = z as f64;
+                let z = z as f64 - centre;
                 let p = sigmoid(a * z + b);
                 let residual = p - if y { 1.0 } else { 0.0 };
                 let w = (p * (1.0 - p)).max(1e-12);
@@ -136,6 +141,7 @@ impl Calibration {
                 break;
             }
         }
+        let b = b - a * centre;
         (a.is_finite() && b.is_finite() && a > 0.0).then_some((a, b))
     }
 
@@ -298,6 +304,23 @@ mod tests {
         let (a, b) = Calibration::fit(&pairs_from(2.0, -3.0)).expect("identifiable");
         assert!((a - 2.0).abs() < 0.05, "slope {a}");
         assert!((b + 3.0).abs() < 0.05, "intercept {b}");
+    }
+
+    #[test]
+    fn logits_within_a_hair_of_each_other_still_identify_a_map() {
+        // A briefly trained head on a small log: every logit within 0.001
+        // of -3.3, purchases rising from 2% to 8% across them.
+        let mut pairs = Vec::new();
+        for i in 0..200 {
+            let z = -3.3 + 0.001 * i as f64 / 200.0;
+            let positives = 2 + 6 * i / 200;
+            pairs.extend((0..100).map(|k| (z as f32, k < positives)));
+        }
+        let (a, b) = Calibration::fit(&pairs).expect("identifiable");
+        assert!(a > 0.0, "slope {a}");
+        let mean = pairs.iter().map(|&(z, _)| sigmoid(a * z as f64 + b)).sum::<f64>() / pairs.len() as f64;
+        let rate = pairs.iter().filter(|(_, y)| *y).count() as f64 / pairs.len() as f64;
+        assert!((mean - rate).abs() < 1e-3, "mean predicted {mean} against rate {rate}");
     }
 
     #[test]
