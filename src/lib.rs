@@ -114,7 +114,7 @@ pub use crate::config::{
 };
 pub use crate::model::bundle::Bundle;
 pub use crate::model::encoder::{cosine, Encoder, EncoderError, TokenizedText};
-pub use crate::model::features::{numeric as numeric_features, Numeric};
+pub use crate::model::features::{numeric as numeric_features, Numeric, NUMERIC_FEATURES};
 pub use crate::model::files::EncoderFiles;
 pub use crate::model::lexical::{LexicalIndex, LexicalQuery, Reconciled};
 pub use crate::model::live_stats::{merge as merge_live_stats, Purchase};

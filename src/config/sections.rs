@@ -150,7 +150,8 @@ pub struct CatalogSettings {
     /// candidates (0: dense retrieval only).
     pub lexical_k: usize,
     /// Whether the catalog keeps a lexical index (BM25 retrieval, typo
-    /// correction, BM25 of retrieved items); off saves its memory.
+    /// correction, BM25 of retrieved items against the whole catalog); off
+    /// saves its memory, and retrieved items are weighed among themselves.
     pub lexical_index: bool,
     /// Above this many embedded items at start-up, that retrieval uses an
     /// inverted file instead of an exact scan.

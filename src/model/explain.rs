@@ -28,7 +28,8 @@ use crate::model::head::ScoringHead;
 /// What a group of features means to a shopper.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReasonKind {
-    /// The search query matches the item (`has_query`, `query_cosine`).
+    /// The search query matches the item (`has_query`, `query_cosine` and
+    /// the words' match: `query_bm25_share`, `query_terms_*`, `query_phrase`).
     MatchesQuery,
     /// Bought together with history items (co-purchase and recent-purchase EASE).
     BoughtTogether,
@@ -49,7 +50,10 @@ pub enum ReasonKind {
 /// The feature groups, by name; every numeric feature but `log_history_len`
 /// belongs to exactly one.
 pub(crate) const GROUPS: [(ReasonKind, &[&str]); 6] = [
-    (ReasonKind::MatchesQuery, &["has_query", "query_cosine"]),
+    (
+        ReasonKind::MatchesQuery,
+        &["has_query", "query_cosine", "query_bm25_share", "query_terms_exact", "query_terms_matched", "query_phrase"],
+    ),
     (
         ReasonKind::BoughtTogether,
         &[

@@ -24,14 +24,30 @@
 //! products alike. Training shows the head pseudo-queries drawn from the
 //! purchased item's title (`--query-fraction`), so it learns how much a
 //! query match matters against the purchase statistics.
+//!
+//! The query's words get features too (`model::lexical`'s [`LexicalMatch`]):
+//! the item's BM25 as a share of what the query could reach, the shares of
+//! its words the item holds exactly and within typo distance, and whether it
+//! holds them as a phrase. A sentence encoder blurs brand names, sizes and
+//! model numbers that these keep exact; with them the head learns how much
+//! the words matter beside the query cosine and the purchase statistics,
+//! instead of leaving every lexical signal to the relevance bands. Each is
+//! on its own query's scale, not relative to the best among the candidates
+//! (as the bands' BM25 is). Some pseudo-queries carry a typo
+//! (`--typo-fraction`), so the head sees the two shares differ, as they do
+//! where serving cannot correct a word first (no catalog, or a word the
+//! catalog has no close term for). A degraded answer without the query's
+//! vector leaves them 0 with the query features (see `serve::ranker`): the
+//! head never saw words matched without a query.
 
 use std::collections::HashMap;
 
 use crate::model::encoder::cosine;
+use crate::model::lexical::LexicalMatch;
 use crate::model::stats::{HistoryStats, ItemPos};
 
 /// Names of the numeric features, in vector order (recorded in the head spec).
-pub(crate) const NUMERIC_FEATURES: [&str; 18] = [
+pub const NUMERIC_FEATURES: [&str; 22] = [
     "log_buyers",
     "log_recent_buyers",
     "log_week_buyers",
@@ -50,10 +66,18 @@ pub(crate) const NUMERIC_FEATURES: [&str; 18] = [
     "log_history_len",
     "has_query",
     "query_cosine",
+    "query_bm25_share",
+    "query_terms_exact",
+    "query_terms_matched",
+    "query_phrase",
 ];
 pub(crate) const NUMERIC_LEN: usize = NUMERIC_FEATURES.len();
 /// Where `query_cosine` sits in the numeric vector.
-pub(crate) const QUERY_COSINE: usize = NUMERIC_LEN - 1;
+pub(crate) const QUERY_COSINE: usize = 17;
+/// How many of the features heads trained before the lexical ones know:
+/// the first, in the same order. Such a head loads with zero weights for
+/// the rest (`model::head`), so it scores as it always did.
+pub(crate) const BEFORE_LEXICAL_LEN: usize = 18;
 pub type Numeric = [f32; NUMERIC_LEN];
 
 /// History items (most recent first) whose texts the cosine features compare
@@ -192,6 +216,9 @@ pub struct CandidateInput<'a> {
     pub embedding: &'a [f32],
     /// Unit price from the request, if it carried one.
     pub price: Option<f32>,
+    /// How the item's text matches the search query's words (all 0
+    /// without a query).
+    pub lexical: LexicalMatch,
 }
 
 /// Builds the numeric feature vector of one (user, candidate) pair.
@@ -234,6 +261,10 @@ pub fn numeric(stats: &HistoryStats, user: &UserContext, candidate: &CandidateIn
         (user.history_len as f32).ln_1p(),
         if user.query_embedding.is_some() { 1.0 } else { 0.0 },
         user.query_embedding.as_deref().map_or(0.0, |q| cosine(q, candidate.embedding)),
+        candidate.lexical.bm25_share,
+        candidate.lexical.exact,
+        candidate.lexical.matched,
+        candidate.lexical.phrase,
     ]
 }
 
@@ -256,7 +287,16 @@ mod tests {
         let e1 = [1.0, 0.0];
         let e2 = [0.6, 0.8];
         let user = UserContext::new(&stats, vec![0.0, 1.0], &[None, None], &[&e1[..], &e2[..]]);
-        let f = numeric(&stats, &user, &CandidateInput { position: None, embedding: &[0.0, 1.0], price: Some(4.0) });
+        let f = numeric(
+            &stats,
+            &user,
+            &CandidateInput {
+                position: None,
+                embedding: &[0.0, 1.0],
+                price: Some(4.0),
+                lexical: LexicalMatch::default(),
+            },
+        );
         let named = |name: &str| f[NUMERIC_FEATURES.iter().position(|n| *n == name).unwrap()];
         assert_eq!(named("log_buyers"), 0.0);
         assert_eq!(named("known_item"), 0.0);
@@ -268,11 +308,13 @@ mod tests {
         assert!((named("history_cosine_mean") - 0.4).abs() < 1e-6);
         assert!((named("log_history_len") - 3f32.ln()).abs() < 1e-6);
         assert_eq!((named("has_query"), named("query_cosine")), (0.0, 0.0), "no query, no query features");
+        assert_eq!(f[BEFORE_LEXICAL_LEN..], [0.0; 4], "nor lexical ones");
     }
 
     #[test]
     fn query_cosine_is_where_its_index_says() {
         assert_eq!(NUMERIC_FEATURES[QUERY_COSINE], "query_cosine");
+        assert_eq!(NUMERIC_FEATURES[BEFORE_LEXICAL_LEN - 1], "query_cosine", "the lexical features come after");
     }
 
     #[test]
@@ -280,11 +322,15 @@ mod tests {
         let stats = HistoryStats::empty();
         // The user text (history-heavy) points one way, the query another.
         let user = UserContext::new(&stats, vec![1.0, 0.0], &[], &[]).with_query(vec![0.0, 1.0]);
-        let f = numeric(&stats, &user, &CandidateInput { position: None, embedding: &[0.6, 0.8], price: None });
+        let lexical = LexicalMatch { bm25: 3.0, bm25_share: 0.4, exact: 0.5, matched: 1.0, phrase: 0.0 };
+        let f =
+            numeric(&stats, &user, &CandidateInput { position: None, embedding: &[0.6, 0.8], price: None, lexical });
         let named = |name: &str| f[NUMERIC_FEATURES.iter().position(|n| *n == name).unwrap()];
         assert_eq!(named("has_query"), 1.0);
         assert!((named("query_cosine") - 0.8).abs() < 1e-6);
         assert!((named("text_cosine") - 0.6).abs() < 1e-6);
+        let words = ["query_bm25_share", "query_terms_exact", "query_terms_matched", "query_phrase"].map(named);
+        assert_eq!(words, [0.4, 0.5, 1.0, 0.0], "the words' match, as the lexical scorer found it");
     }
 
     fn item(id: &str, recent_ease: &[(usize, f32)]) -> crate::model::stats::ItemStats {
@@ -320,7 +366,11 @@ mod tests {
         let pos = ItemPos::new;
         let user = UserContext::new(&stats, vec![1.0, 0.0], &[Some(pos(0)), Some(pos(3))], &[]);
         let features = |position: Option<ItemPos>| {
-            let f = numeric(&stats, &user, &CandidateInput { position, embedding: &[1.0, 0.0], price: None });
+            let f = numeric(
+                &stats,
+                &user,
+                &CandidateInput { position, embedding: &[1.0, 0.0], price: None, lexical: LexicalMatch::default() },
+            );
             let named = move |name: &str| f[NUMERIC_FEATURES.iter().position(|n| *n == name).unwrap()];
             (named("recent_ease_sum"), named("recent_ease_recent_sum"), named("log_recent_ease_rank"))
         };

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 
 use crate::config::UserTextBudget;
 use crate::model::features::{self, CandidateInput, UserContext};
+use crate::model::lexical::LexicalMatch;
 use crate::model::stats::{HistoryStats, ItemPos};
 use crate::model::user_text::UserSignals;
 use crate::offline::data::split::{Split, TestUser};
@@ -133,7 +134,12 @@ impl<'a> PreparedSplit<'a> {
     /// A catalog item as a candidate (price from the statistics, as served
     /// when a request carries none).
     pub fn candidate<'s>(&self, position: ItemPos, store: &'s EmbedStore) -> CandidateInput<'s> {
-        CandidateInput { position: Some(position), embedding: store.get(&self.stats.item(position).text), price: None }
+        CandidateInput {
+            position: Some(position),
+            embedding: store.get(&self.stats.item(position).text),
+            price: None,
+            lexical: LexicalMatch::default(),
+        }
     }
 
     /// The item id of a catalog position (for tie-breaking).

@@ -23,6 +23,7 @@ use serde::Serialize;
 use crate::config::UserTextBudget;
 use crate::model::features::{CandidateInput, UserContext, HISTORY_FEATURE_ITEMS};
 use crate::model::head::ScoringHead;
+use crate::model::lexical::LexicalMatch;
 use crate::model::live_stats::{self, Purchase};
 use crate::model::scoring;
 use crate::model::stats::{HistoryStats, ItemPos};
@@ -160,7 +161,12 @@ fn rank_day(
             let context = UserContext::new(stats, store.get(text).to_vec(), &positions, &embeddings);
             let inputs: Vec<CandidateInput<'_>> = candidates
                 .iter()
-                .map(|&p| CandidateInput { position: Some(p), embedding: store.get(&base.item(p).text), price: None })
+                .map(|&p| CandidateInput {
+                    position: Some(p),
+                    embedding: store.get(&base.item(p).text),
+                    price: None,
+                    lexical: LexicalMatch::default(),
+                })
                 .collect();
             let scores = scoring::score(model.head, stats, &context, &inputs)?;
             let ranked = rank_by_score(&candidates, &scores, |p| base.item(p).id.as_str());

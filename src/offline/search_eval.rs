@@ -37,7 +37,7 @@ use crate::config::UserTextBudget;
 use crate::model::encoder::cosine;
 use crate::model::features::{CandidateInput, UserContext};
 use crate::model::head::ScoringHead;
-use crate::model::lexical::{self, LexicalQuery, TextsStats};
+use crate::model::lexical::{self, LexicalMatch, LexicalQuery, TextsStats};
 use crate::model::relevance::{self, Banding};
 use crate::model::scoring;
 use crate::model::stats::{HistoryStats, ItemPos};
@@ -163,29 +163,34 @@ pub fn evaluate_search(
         let plain = UserContext::new(stats, store.get(user_text).to_vec(), &[], &[]);
         let with_query =
             UserContext::new(stats, store.get(user_text).to_vec(), &[], &[]).with_query(query_vector.to_vec());
+        let texts: Vec<&str> = query.candidates.iter().map(|&p| stats.item(p).text.as_str()).collect();
+        let corpus = TextsStats::of(texts.iter().copied());
+        let lexical_query = LexicalQuery::new(&query.text, &corpus);
+        let matches: Vec<LexicalMatch> = texts.iter().map(|t| lexical::score(&lexical_query, t, &corpus)).collect();
+        let bm25: Vec<f32> = matches.iter().map(|m| m.bm25).collect();
         for catalog in CATALOGS {
             let inputs: Vec<CandidateInput<'_>> = query
                 .candidates
                 .iter()
-                .map(|&p| {
+                .zip(&matches)
+                .map(|(&p, &lexical)| {
                     let embedding = store.get(&stats.item(p).text);
                     match catalog {
-                        "known" => CandidateInput { position: Some(p), embedding, price: None },
-                        _ => CandidateInput { position: None, embedding, price: stats.item(p).price },
+                        "known" => CandidateInput { position: Some(p), embedding, price: None, lexical },
+                        _ => CandidateInput { position: None, embedding, price: stats.item(p).price, lexical },
                     }
                 })
                 .collect();
             let cosines: Vec<f32> = inputs.iter().map(|c| cosine(query_vector, c.embedding)).collect();
-            let texts: Vec<&str> = query.candidates.iter().map(|&p| stats.item(p).text.as_str()).collect();
-            let corpus = TextsStats::of(texts.iter().copied());
-            let lexical_query = LexicalQuery::new(&query.text, &corpus);
-            let bm25: Vec<f32> = texts.iter().map(|t| lexical::score(&lexical_query, t, &corpus).bm25).collect();
+            // Before the query features: no query, so no word matched either.
+            let without_query: Vec<CandidateInput<'_>> =
+                inputs.iter().map(|c| CandidateInput { lexical: LexicalMatch::default(), ..*c }).collect();
             let head_scores = scoring::score(head, stats, &with_query, &inputs)?;
             for method in SEARCH_METHODS {
                 let scores = match method {
                     "text-cosine" => cosines.clone(),
                     "bm25" => bm25.clone(),
-                    "head-no-query" => scoring::score(head, stats, &plain, &inputs)?,
+                    "head-no-query" => scoring::score(head, stats, &plain, &without_query)?,
                     "head" => head_scores.clone(),
                     _ => relevance::banded_keys(&head_scores, &banding.relevance(&cosines, &bm25), banding),
                 };

@@ -229,8 +229,16 @@ pub(crate) fn evaluate(
         let head_order = |user_text: &str, query: &str, pool: &[usize], relevances: &[f32], banding: Banding| {
             let context = UserContext::new(scorer.stats, store.get(user_text).to_vec(), &[], &[])
                 .with_query(store.get(query).to_vec());
-            let inputs: Vec<CandidateInput<'_>> =
-                pool.iter().map(|&p| CandidateInput { position: None, embedding: items[p], price: None }).collect();
+            let words = LexicalQuery::new(query, &corpus);
+            let inputs: Vec<CandidateInput<'_>> = pool
+                .iter()
+                .map(|&p| CandidateInput {
+                    position: None,
+                    embedding: items[p],
+                    price: None,
+                    lexical: lexical::score(&words, &set.texts[p], &corpus),
+                })
+                .collect();
             let probabilities = scoring::score(scorer.head, scorer.stats, &context, &inputs)?;
             let keys = relevance::banded_keys(&probabilities, relevances, banding);
             Ok::<_, JudgedError>(top_by(&keys, DEPTH).into_iter().map(|i| pool[i]).collect::<Vec<usize>>())

@@ -23,6 +23,8 @@ use std::collections::HashMap;
 
 use rand::Rng;
 
+use crate::model::lexical::scorer::TYPO_MIN_CHARS;
+
 /// A word of a text, and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Term {
@@ -106,6 +108,31 @@ pub(crate) fn pseudo_query(title: &str, rng: &mut impl Rng) -> Option<String> {
     let len = rng.gen_range(1..=terms.len().min(MAX_PSEUDO_QUERY_WORDS));
     let start = rng.gen_range(0..=terms.len() - len);
     Some(phrase(&terms[start..start + len]))
+}
+
+/// `query` with one word mistyped, as shoppers do: a letter dropped or two
+/// neighbouring letters swapped (never the first letter), in a word of
+/// Latin letters at least as long as the lexical scorer corrects
+/// (`model::lexical`'s typo allowance). A dropped letter can leave a word
+/// too short to be matched (five letters become four), as it does for a
+/// shopper. `None` when no word is long enough (every Chinese query).
+pub(crate) fn with_typo(query: &str, rng: &mut impl Rng) -> Option<String> {
+    let mut words: Vec<String> = query.split(' ').map(String::from).collect();
+    let long_enough = |w: &String| w.chars().count() >= TYPO_MIN_CHARS && w.chars().all(|c| c.is_ascii_alphabetic());
+    let eligible: Vec<usize> = (0..words.len()).filter(|&i| long_enough(&words[i])).collect();
+    if eligible.is_empty() {
+        return None;
+    }
+    let word = &mut words[eligible[rng.gen_range(0..eligible.len())]];
+    let mut chars: Vec<char> = word.chars().collect();
+    let at = rng.gen_range(1..chars.len() - 1);
+    if rng.gen_bool(0.5) && chars[at] != chars[at + 1] {
+        chars.swap(at, at + 1);
+    } else {
+        chars.remove(at);
+    }
+    *word = chars.into_iter().collect();
+    Some(words.join(" "))
 }
 
 /// Which titles hold each word: finds the titles a query matches without
@@ -226,6 +253,20 @@ mod tests {
         }
         assert!(lengths[1] > 0 && lengths[2] > 0 && lengths[3] > 0, "{lengths:?}");
         assert_eq!(pseudo_query("12 & 3", &mut rng), None);
+    }
+
+    #[test]
+    fn a_typo_changes_one_long_latin_word_by_one_edit() {
+        let mut rng = StdRng::seed_from_u64(3);
+        for _ in 0..200 {
+            let typo = with_typo("red lunch bag", &mut rng).unwrap();
+            let (changed, kept): (Vec<&str>, Vec<&str>) = typo.split(' ').partition(|w| !["red", "bag"].contains(w));
+            assert_eq!(kept, ["red", "bag"], "{typo}");
+            assert_eq!(strsim::damerau_levenshtein(changed[0], "lunch"), 1, "{typo}");
+            assert!(changed[0].starts_with('l'), "{typo}");
+        }
+        assert_eq!(with_typo("red bag 2024", &mut rng), None, "no word of five letters");
+        assert_eq!(with_typo("红色手提包", &mut rng), None);
     }
 
     #[test]

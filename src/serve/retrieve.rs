@@ -13,8 +13,8 @@
 //!
 //! Every source sees only catalog items that have an embedding and pass the
 //! request's filter; the union (first source first, no repeats) is what the
-//! head then scores, each with its BM25 for the query (0 without one), so
-//! relevance can fuse both. Items the bundle's statistics know but the catalog
+//! head then scores, each with its lexical match for the query (BM25 and
+//! the head's word features; 0 without one), so relevance can fuse both. Items the bundle's statistics know but the catalog
 //! does not hold are never returned: the catalog says what is for sale.
 
 use std::collections::HashSet;
@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use crate::config::CatalogSettings;
 use crate::model::candidates::{popular, related};
-use crate::model::lexical::{self, CorpusStats, LexicalQuery};
+use crate::model::lexical::{self, CorpusStats, LexicalMatch, LexicalQuery};
 use crate::model::stats::{HistoryStats, ItemPos};
 use crate::serve::catalog::index::{lexical_text, IndexView, ItemFilter};
 
@@ -59,9 +59,9 @@ pub(crate) struct Retrieved {
     pub id: String,
     pub price: Option<f32>,
     pub embedding: Arc<[f32]>,
-    /// BM25 of the item's text and attributes for the search query (0
-    /// without one).
-    pub bm25: f32,
+    /// How the item's text and attributes match the search query's words
+    /// (all 0 without one).
+    pub lexical: LexicalMatch,
 }
 
 /// The union of the three sources, without repeats.
@@ -86,8 +86,11 @@ pub(crate) fn retrieve(
             return false;
         }
         seen.insert(id.to_string());
-        let bm25 = lexical.as_ref().map_or(0.0, |l| lexical::score(l.query, &lexical_text(item), l.corpus).bm25);
-        out.push(Retrieved { id: item.id.clone(), price: item.price, embedding: Arc::from(vector.to_vec()), bm25 });
+        let matched = lexical
+            .as_ref()
+            .map_or_else(LexicalMatch::default, |l| lexical::score(l.query, &lexical_text(item), l.corpus));
+        let embedding = Arc::from(vector.to_vec());
+        out.push(Retrieved { id: item.id.clone(), price: item.price, embedding, lexical: matched });
         true
     };
     for (id, _) in view.nearest(search_vector, limits.retrieve_k, filter) {

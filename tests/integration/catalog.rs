@@ -225,6 +225,27 @@ async fn search_matches_exact_tokens_typos_and_attribute_values() {
 }
 
 #[tokio::test]
+async fn without_the_lexical_index_the_words_are_weighed_among_the_retrieved_items() {
+    let mut settings = common::settings();
+    settings.catalog.lexical_index = false;
+    let state = common::ready_state(&settings);
+    let items = json!([
+        {"id": "drill-20", "text": "cordless drill 20v with battery"},
+        {"id": "drill-24", "text": "cordless drill 24v with battery"},
+        {"id": "drill-18", "text": "cordless drill 18v with battery"},
+        {"id": "scarf", "text": "wool scarf", "attributes": {"brand": "Zephyrine"}},
+        {"id": "hat", "text": "wool hat"}
+    ]);
+    assert_eq!(put_items(&state, items).await.0, StatusCode::OK);
+    wait_embedded(&state, &["drill-20", "drill-24", "drill-18", "scarf", "hat"]).await;
+    for (query, expected) in [("24v drill", "drill-24"), ("zephyrine wool", "scarf")] {
+        let (status, body) = recommend(&state, json!({"user": {"query": query}, "top_k": 2})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(ids(&body)[0], expected, "{query}: {body}");
+    }
+}
+
+#[tokio::test]
 async fn diversity_spreads_near_duplicates_apart() {
     let state = common::ready_state(&common::settings());
     let items = json!([

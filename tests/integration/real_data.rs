@@ -54,6 +54,7 @@ fn training_lowers_the_loss_on_a_slice_of_the_real_log() {
         negatives: 4,
         cold_fraction: 0.1,
         query_fraction: 0.3,
+        typo_fraction: 0.1,
         hard_negatives: false,
         popular_share: 0.5,
         hidden: vec![32, 8],

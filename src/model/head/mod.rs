@@ -97,8 +97,16 @@ impl ScoringHead {
     /// service passes its encoder's, so `precision = "int8"` speeds up both.
     pub(crate) fn load(weights: &Path, spec: HeadSpec, precision: Arithmetic) -> Result<Self, HeadError> {
         let device = Device::Cpu;
-        let tensors = candle_core::safetensors::load(weights, &device)?;
+        let mut tensors = candle_core::safetensors::load(weights, &device)?;
         spec.check_weights(&tensors)?;
+        if spec.predates_lexical_features() {
+            tracing::warn!(
+                weights = %weights.display(),
+                "the head was trained before the lexical features: it scores as it did, without them; retrain \
+                 with `shoprank train` to learn them"
+            );
+        }
+        let spec = spec.widened(&mut tensors)?;
         let mut head = Self::new(VarBuilder::from_tensors(tensors, DType::F32, &device), spec)?;
         let members: Vec<(&[Linear], &Linear)> = head.members.iter().map(|m| (&m.layers[..], &m.out)).collect();
         let int8 = match precision {

@@ -9,7 +9,7 @@ use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::model::encoder::EncoderIdentity;
-use crate::model::features::NUMERIC_FEATURES;
+use crate::model::features::{BEFORE_LEXICAL_LEN, NUMERIC_FEATURES};
 
 /// Spec format understood by this build.
 pub(crate) const SPEC_FORMAT: u32 = 1;
@@ -41,17 +41,21 @@ impl HeadSpec {
         Ok(spec)
     }
 
-    /// Checks that this build can run the head the spec describes.
+    /// Checks that this build can run the head the spec describes: one
+    /// with this build's numeric features, or one trained before the
+    /// lexical features (see [`HeadSpec::widened`]).
     pub(crate) fn validate(&self) -> Result<(), HeadError> {
         let invalid = |problem: String| Err(HeadError::InvalidSpec(problem));
-        let (layout, expected) = expected_layout();
-        if self.format != SPEC_FORMAT || self.numeric_features != expected {
+        let (_, expected) = expected_layout();
+        let known = self.numeric_features == expected || self.numeric_features == expected[..BEFORE_LEXICAL_LEN];
+        if self.format != SPEC_FORMAT || !known {
             return Err(HeadError::Incompatible {
                 found: self.format,
                 features: self.numeric_features.clone(),
                 expected,
             });
         }
+        let layout = layout_of(&self.numeric_features);
         if self.feature_layout != layout {
             return invalid(format!("feature_layout {:?} is not {layout:?}", self.feature_layout));
         }
@@ -65,6 +69,42 @@ impl HeadSpec {
             return invalid(format!("encoder must have a name and a width >= 1 (got {:?})", self.encoder));
         }
         Ok(())
+    }
+
+    /// Whether the head was trained before the lexical features existed.
+    pub(crate) fn predates_lexical_features(&self) -> bool {
+        self.numeric_features.len() < NUMERIC_FEATURES.len()
+    }
+
+    /// The spec of this build's layout, with `tensors` (weights checked
+    /// against `self`) widened to it: a head trained before the lexical
+    /// features gets a zero weight for each (and a standardisation of
+    /// mean 0, deviation 1), so it scores exactly as before, whatever their
+    /// values. The numeric features are the last inputs of the first layer,
+    /// and the new ones the last of those.
+    pub(super) fn widened(mut self, tensors: &mut HashMap<String, Tensor>) -> Result<Self, HeadError> {
+        let (layout, expected) = expected_layout();
+        let missing = expected.len() - self.numeric_features.len();
+        if missing == 0 {
+            return Ok(self);
+        }
+        let first = self.hidden[0];
+        for index in 0..self.members {
+            let name = format!("{}fc0.weight", member_prefix(index, self.members));
+            let weight = &tensors[&name];
+            let zeros = Tensor::zeros((first, missing), weight.dtype(), weight.device())?;
+            let widened = Tensor::cat(&[weight, &zeros], 1)?;
+            tensors.insert(name, widened);
+        }
+        for (name, fill) in [("numeric_mean", 0f32), ("numeric_std", 1f32)] {
+            let values = &tensors[name];
+            let padding = Tensor::full(fill, missing, values.device())?.to_dtype(values.dtype())?;
+            let widened = Tensor::cat(&[values, &padding], 0)?;
+            tensors.insert(name.to_string(), widened);
+        }
+        self.numeric_features = expected;
+        self.feature_layout = layout;
+        Ok(self)
     }
 
     pub(crate) fn input_len(&self) -> usize {
@@ -145,8 +185,12 @@ impl HeadSpec {
 /// its numeric part alone.
 fn expected_layout() -> (Vec<String>, Vec<String>) {
     let numeric: Vec<String> = NUMERIC_FEATURES.iter().map(|s| s.to_string()).collect();
-    let layout = ["u", "v", "u*v"].into_iter().map(String::from).chain(numeric.iter().cloned()).collect();
-    (layout, numeric)
+    (layout_of(&numeric), numeric)
+}
+
+/// `[u, v, u*v, numeric…]`.
+fn layout_of(numeric: &[String]) -> Vec<String> {
+    ["u", "v", "u*v"].into_iter().map(String::from).chain(numeric.iter().cloned()).collect()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -189,5 +233,32 @@ mod tests {
         let mut spec = HeadSpec::new(identity, vec![8], 1).unwrap();
         spec.numeric_features.pop();
         assert!(spec.validate().unwrap_err().to_string().contains("retrain"));
+    }
+
+    #[test]
+    fn a_head_from_before_the_lexical_features_is_valid_and_widened_with_zero_weights() {
+        let identity = EncoderIdentity { name: "enc".into(), dim: 2 };
+        let mut old = HeadSpec::new(identity, vec![3], 2).unwrap();
+        old.numeric_features.truncate(BEFORE_LEXICAL_LEN);
+        old.feature_layout.truncate(3 + BEFORE_LEXICAL_LEN);
+        assert!(old.validate().is_ok() && old.predates_lexical_features());
+        let device = candle_core::Device::Cpu;
+        let mut tensors: HashMap<String, Tensor> = old
+            .expected_tensors()
+            .into_iter()
+            .map(|(name, shape)| (name, Tensor::ones(shape, DType::F32, &device).unwrap()))
+            .collect();
+        old.check_weights(&tensors).unwrap();
+        let widened = old.widened(&mut tensors).unwrap();
+        assert!(!widened.predates_lexical_features());
+        widened.check_weights(&tensors).expect("the widened weights fit the widened spec");
+        let added = NUMERIC_FEATURES.len() - BEFORE_LEXICAL_LEN;
+        for name in ["m0.fc0.weight", "m1.fc0.weight"] {
+            let rows = tensors[name].to_vec2::<f32>().unwrap();
+            assert!(rows.iter().all(|r| r[..6 + BEFORE_LEXICAL_LEN].iter().all(|&w| w == 1.0)), "kept: {name}");
+            assert!(rows.iter().all(|r| r[6 + BEFORE_LEXICAL_LEN..] == vec![0.0; added][..]), "zero: {name}");
+        }
+        let std = tensors["numeric_std"].to_vec1::<f32>().unwrap();
+        assert_eq!(std[BEFORE_LEXICAL_LEN..], vec![1.0; added][..]);
     }
 }

@@ -29,6 +29,7 @@ use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDo
 use xxhash_rust::xxh3::xxh3_64;
 
 pub use self::persist::Reconciled;
+pub(crate) use self::scorer::LexicalMatch;
 pub use self::scorer::LexicalQuery;
 pub(crate) use self::scorer::{score, CorpusStats, TextsStats};
 

@@ -44,6 +44,12 @@ pub trait CorpusStats {
 #[derive(Debug, Clone)]
 pub struct LexicalQuery {
     terms: Vec<QueryTerm>,
+    /// Every term in the order typed, repeats kept: the phrase a text may
+    /// hold whole.
+    phrase: Vec<String>,
+    /// The BM25 a text could reach at most: each term's idf × (k1 + 1), the
+    /// limit of its score as its frequency grows.
+    attainable: f32,
 }
 
 #[derive(Debug, Clone)]
@@ -59,7 +65,8 @@ impl LexicalQuery {
     /// The distinct terms of `query`; a term `corpus` does not hold may be
     /// matched with typos (see the module docs).
     pub fn new(query: &str, corpus: &dyn CorpusStats) -> Self {
-        let mut texts = tokens::terms(query);
+        let phrase = tokens::terms(query);
+        let mut texts = phrase.clone();
         texts.sort();
         texts.dedup();
         let terms = texts
@@ -69,8 +76,10 @@ impl LexicalQuery {
                 let typos = if doc_freq > 0 { 0 } else { allowed_typos(&text) };
                 QueryTerm { text, typos, doc_freq }
             })
-            .collect();
-        Self { terms }
+            .collect::<Vec<QueryTerm>>();
+        let docs = corpus.docs().max(1) as f32;
+        let attainable = terms.iter().map(|t| idf(t.doc_freq, docs) * (K1 + 1.0)).sum();
+        Self { terms, phrase, attainable }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -110,13 +119,32 @@ pub(crate) fn allowed_typos(term: &str) -> usize {
     }
 }
 
-/// How well one text matches a query.
+/// How well one text matches a query: the BM25 that relevance fuses, and
+/// the head's lexical features (`model::features`), each in [0, 1] and on
+/// the query's own scale, not relative to the best among the items scored
+/// with it (the corpus statistics, and so idf and which words may carry
+/// typos, are the catalog's, or a request's candidates' when it brings them).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub(crate) struct LexicalMatch {
+pub struct LexicalMatch {
     /// BM25 (typo matches weighted by [`TYPO_WEIGHT`]).
     pub bm25: f32,
-    /// Share of the query's terms the text holds, exactly or within typos.
+    /// `bm25` over the query's attainable BM25 (see [`LexicalQuery`]).
+    pub bm25_share: f32,
+    /// Share of the query's distinct terms the text holds exactly.
+    pub exact: f32,
+    /// Share of the query's distinct terms the text holds, exactly or within typos.
     pub matched: f32,
+    /// 1 when the text holds the query's terms in order, next to each other
+    /// ("lunch bag" in "jumbo lunch bag red", not in "bag for lunch").
+    pub phrase: f32,
+}
+
+/// BM25's inverse document frequency (Lucene's, never negative).
+fn idf(doc_freq: u64, docs: f32) -> f32 {
+    // A text scored from outside the corpus may hold a term the corpus
+    // lacks: count it as in one document.
+    let df = (doc_freq.max(1) as f32).min(docs);
+    (1.0 + (docs - df + 0.5) / (df + 0.5)).ln()
 }
 
 /// Scores `text` against `query` with `corpus`'s statistics. Each query
@@ -126,23 +154,21 @@ pub(crate) fn score(query: &LexicalQuery, text: &str, corpus: &dyn CorpusStats) 
     if query.terms.is_empty() {
         return LexicalMatch::default();
     }
-    let mut terms = tokens::terms(text);
+    let in_order = tokens::terms(text);
+    let mut terms: Vec<&str> = in_order.iter().map(String::as_str).collect();
     let length = terms.len() as f32;
-    terms.sort();
+    terms.sort_unstable();
     let docs = corpus.docs().max(1) as f32;
     let mean = corpus.mean_terms().max(1.0);
     let term_score = |term: &str, doc_freq: u64| {
         let tf = frequency(&terms, term) as f32;
-        // A text scored from outside the corpus may hold a term the corpus
-        // lacks: count it as in one document.
-        let df = (doc_freq.max(1) as f32).min(docs);
-        let idf = (1.0 + (docs - df + 0.5) / (df + 0.5)).ln();
-        idf * tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * length / mean))
+        idf(doc_freq, docs) * tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * length / mean))
     };
     let mut found = LexicalMatch::default();
     for term in &query.terms {
         if frequency(&terms, &term.text) > 0 {
             found.bm25 += term_score(&term.text, term.doc_freq);
+            found.exact += 1.0;
             found.matched += 1.0;
         } else if term.typos > 0 {
             let closest = distinct(&terms)
@@ -157,18 +183,27 @@ pub(crate) fn score(query: &LexicalQuery, text: &str, corpus: &dyn CorpusStats) 
             }
         }
     }
-    found.matched /= query.terms.len() as f32;
+    let distinct_terms = query.terms.len() as f32;
+    found.exact /= distinct_terms;
+    found.matched /= distinct_terms;
+    if query.attainable > 0.0 {
+        found.bm25_share = (found.bm25 / query.attainable).min(1.0);
+    }
+    let phrase = &query.phrase;
+    if found.exact == 1.0 && in_order.windows(phrase.len()).any(|w| w == &phrase[..]) {
+        found.phrase = 1.0;
+    }
     found
 }
 
 /// Occurrences of `term` in sorted `terms`.
-fn frequency(terms: &[String], term: &str) -> usize {
-    let start = terms.partition_point(|t| t.as_str() < term);
-    terms[start..].iter().take_while(|t| t.as_str() == term).count()
+fn frequency(terms: &[&str], term: &str) -> usize {
+    let start = terms.partition_point(|t| *t < term);
+    terms[start..].iter().take_while(|t| **t == term).count()
 }
 
-fn distinct(sorted: &[String]) -> impl Iterator<Item = &str> {
-    sorted.iter().enumerate().filter(|(i, t)| *i == 0 || sorted[i - 1] != **t).map(|(_, t)| t.as_str())
+fn distinct<'a>(sorted: &'a [&'a str]) -> impl Iterator<Item = &'a str> {
+    sorted.iter().enumerate().filter(|(i, t)| *i == 0 || sorted[i - 1] != **t).map(|(_, t)| *t)
 }
 
 /// The statistics of a small set of texts, counted directly: the corpus for
@@ -223,8 +258,27 @@ mod tests {
         // "leather": df 2 of 4, length 3, mean 3; "bag" matches nothing.
         let idf = (1.0f32 + (4.0 - 2.0 + 0.5) / (2.0 + 0.5)).ln();
         assert!((m.bm25 - idf * 2.2 / (1.0 + 1.2)).abs() < 1e-5, "{m:?}");
-        assert_eq!(m.matched, 0.5);
+        assert_eq!((m.exact, m.matched, m.phrase), (0.5, 0.5, 0.0));
+        // "bag" is in no text: its idf is that of a term in one document.
+        let attainable = (idf + (1.0f32 + 3.5 / 1.5).ln()) * 2.2;
+        assert!((m.bm25_share - m.bm25 / attainable).abs() < 1e-6, "{m:?}");
         assert_eq!(score(&query, TEXTS[1], &corpus), LexicalMatch::default());
+    }
+
+    #[test]
+    fn a_phrase_is_every_query_term_in_order_and_adjacent() {
+        let corpus = TextsStats::of(["jumbo lunch bag red", "bag for lunch", "lunch bag lunch"]);
+        let query = LexicalQuery::new("Lunch Bag", &corpus);
+        let matched = |text: &str| score(&query, text, &corpus);
+        assert_eq!(matched("jumbo lunch bag red").phrase, 1.0);
+        assert_eq!(matched("bag for lunch").phrase, 0.0, "both words, not as a phrase");
+        assert_eq!(matched("bag for lunch").exact, 1.0);
+        // Repeated query words are part of the phrase, counted once in the shares.
+        let repeated = LexicalQuery::new("lunch bag lunch", &corpus);
+        let m = score(&repeated, "lunch bag lunch", &corpus);
+        assert_eq!((m.exact, m.phrase), (1.0, 1.0));
+        assert_eq!(score(&repeated, "jumbo lunch bag red", &corpus).phrase, 0.0);
+        assert!(matched("lunch bag lunch").bm25_share <= 1.0);
     }
 
     #[test]
@@ -234,7 +288,7 @@ mod tests {
         for typo in ["hnadbag", "handbg", "handbags"] {
             let m = score(&LexicalQuery::new(typo, &corpus), TEXTS[0], &corpus);
             assert!((m.bm25 - TYPO_WEIGHT * exact.bm25).abs() < 1e-5, "{typo}: {m:?} vs {exact:?}");
-            assert_eq!(m.matched, 1.0);
+            assert_eq!((m.matched, m.exact, m.phrase), (1.0, 0.0, 0.0), "a typo match is no exact one");
         }
         // Four letters: too short to correct. Two typos need nine letters.
         assert_eq!(score(&LexicalQuery::new("bleu", &corpus), TEXTS[1], &corpus).bm25, 0.0);

@@ -182,6 +182,11 @@ pub struct TrainArgs {
     /// query match is worth (0 turns search training off).
     #[arg(long, default_value_t = 0.3)]
     query_fraction: f64,
+    /// Share of the search sessions whose query has one word mistyped (a
+    /// letter dropped or two letters swapped, in a word of 5 letters or
+    /// more), so the head learns what a typo-tolerant match is worth.
+    #[arg(long, default_value_t = 0.1)]
+    typo_fraction: f64,
     /// Draw a third of the negatives among the 100 items the history's
     /// recent-purchase EASE weights rank highest (hurts: see the model card).
     #[arg(long)]
@@ -227,7 +232,7 @@ pub struct TrainArgs {
     max_users: Option<usize>,
     /// Most (validation user × catalog item) pairs ranked for model
     /// selection after each epoch; beyond it a seeded sample of the users is
-    /// ranked (bounds memory: 76 bytes a pair).
+    /// ranked (bounds memory: 92 bytes a pair).
     #[arg(long, default_value_t = 16_000_000)]
     max_validation_pairs: usize,
     /// Most training examples, about (windows and refit); beyond it each
@@ -258,6 +263,7 @@ impl TrainArgs {
             negatives: self.negatives,
             cold_fraction: self.cold_fraction,
             query_fraction: self.query_fraction,
+            typo_fraction: self.typo_fraction,
             hard_negatives: self.hard_negatives,
             popular_share: self.popular_share,
             hidden: self.hidden.clone(),

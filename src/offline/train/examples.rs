@@ -9,7 +9,10 @@
 //! by purchase signals), a quarter by popularity (so it learns that an item
 //! the query does not match is rarely bought, however popular: with uniform
 //! negatives alone, popular non-matching items outranked matching ones) and
-//! a quarter uniformly.
+//! a quarter uniformly. Each session example carries the query words'
+//! match with the item (`model::lexical`, against the window's catalog), and
+//! a share of the queries (`--typo-fraction`) has one word mistyped, so the
+//! head learns what a match within typo distance is worth beside an exact one.
 
 use std::collections::{HashMap, HashSet};
 
@@ -21,6 +24,7 @@ use rand::Rng;
 use super::TrainOptions;
 use crate::config::UserTextBudget;
 use crate::model::features::{self, UserContext};
+use crate::model::lexical::{self, LexicalMatch, LexicalQuery, TextsStats};
 use crate::model::stats::ItemPos;
 use crate::model::user_text::UserSignals;
 use crate::offline::data::split::Split;
@@ -84,7 +88,10 @@ pub(super) fn limit_users(mut split: Split<'_>, max_users: Option<usize>) -> Spl
 pub(super) struct SearchSession {
     user_index: usize,
     positive: ItemPos,
+    /// The query as typed (with a typo in `--typo-fraction` of sessions).
     query: String,
+    /// The query as drawn, without the typo: what decides which items match it.
+    drawn: String,
     /// The user text with the query first, as a request carrying it composes it.
     user_text: String,
 }
@@ -110,11 +117,16 @@ pub(super) fn search_sessions(
         let mut truth: Vec<ItemPos> = prepared.truth_positions(test_user).into_iter().collect();
         truth.sort_unstable();
         let Some(&positive) = truth.get(rng.gen_range(0..truth.len().max(1))) else { continue };
-        let Some(query) = search_terms::pseudo_query(&prepared.stats.item(positive).text, rng) else { continue };
+        let Some(drawn) = search_terms::pseudo_query(&prepared.stats.item(positive).text, rng) else { continue };
+        // No draw at 0, so `--typo-fraction 0` repeats older runs exactly.
+        let query = match options.typo_fraction > 0.0 && rng.gen_bool(options.typo_fraction) {
+            true => search_terms::with_typo(&drawn, rng).unwrap_or_else(|| drawn.clone()),
+            false => drawn.clone(),
+        };
         let titles = prepared.split.history_titles(test_user.user);
         let signals = UserSignals { query: Some(&query), profile: None, history: &titles };
         let user_text = encoder.user_text(budget, signals)?;
-        sessions.push(SearchSession { user_index, positive, query, user_text });
+        sessions.push(SearchSession { user_index, positive, query, drawn, user_text });
     }
     let texts: Vec<&str> = sessions.iter().flat_map(|s| [s.query.as_str(), s.user_text.as_str()]).collect();
     store.embed_all(encoder, &texts, "search sessions")?;
@@ -150,12 +162,21 @@ impl NegativeSampler {
     }
 }
 
-/// Appends one (user, item) example; `cold` shows the item as a new product.
+/// A search session's query words, with the window catalog's statistics
+/// they are weighed in (as a served search weighs them in the catalog's).
+struct SessionWords<'a> {
+    query: LexicalQuery,
+    corpus: &'a TextsStats,
+}
+
+/// Appends one (user, item) example; `cold` shows the item as a new
+/// product; `words`, a search session's, give it its lexical match.
 #[allow(clippy::too_many_arguments)]
 fn push_example(
     prepared: &PreparedSplit<'_>,
     store: &EmbedStore,
     context: &UserContext,
+    words: Option<&SessionWords<'_>>,
     user_row: u32,
     items: &mut VectorTable,
     out: &mut Examples,
@@ -163,6 +184,8 @@ fn push_example(
 ) {
     let stats = &prepared.stats;
     let mut candidate = prepared.candidate(position, store);
+    candidate.lexical =
+        words.map_or_else(LexicalMatch::default, |w| lexical::score(&w.query, &stats.item(position).text, w.corpus));
     if cold {
         // As a request would carry it: text and price, no history.
         candidate.position = None;
@@ -197,7 +220,7 @@ pub(super) fn add_examples(
         positives.sort_unstable();
         for &p in &positives {
             let cold = rng.gen_bool(options.cold_fraction);
-            push_example(prepared, store, &context, user_row, items, out, (p, 1.0, cold));
+            push_example(prepared, store, &context, None, user_row, items, out, (p, 1.0, cold));
         }
         let hard_pool = if options.hard_negatives { context.strongest_links(HARD_NEGATIVE_POOL) } else { Vec::new() };
         let wanted = positives.len() * options.negatives;
@@ -210,7 +233,7 @@ pub(super) fn add_examples(
                 continue;
             }
             let cold = rng.gen_bool(options.cold_fraction);
-            push_example(prepared, store, &context, user_row, items, out, (p, 0.0, cold));
+            push_example(prepared, store, &context, None, user_row, items, out, (p, 0.0, cold));
             drawn += 1;
         }
     }
@@ -218,6 +241,7 @@ pub(super) fn add_examples(
         return;
     }
     let index = WordIndex::new(prepared.stats.items.iter().map(|s| s.text.as_str()));
+    let corpus = TextsStats::of(prepared.stats.items.iter().map(|s| s.text.as_str()));
     for session in sessions {
         let test_user = &prepared.split.test_users[session.user_index];
         let context = prepared
@@ -228,9 +252,11 @@ pub(super) fn add_examples(
         let bought: HashSet<ItemPos> = prepared.history_positions(test_user.user).into_iter().collect();
         let usable = |p: &ItemPos| !truth.contains(p) && !bought.contains(p);
         let matching: Vec<ItemPos> =
-            index.matching(&session.query).into_iter().map(|n| ItemPos::new(n as usize)).filter(usable).collect();
+            index.matching(&session.drawn).into_iter().map(|n| ItemPos::new(n as usize)).filter(usable).collect();
+        let words = SessionWords { query: LexicalQuery::new(&session.query, &corpus), corpus: &corpus };
         let cold = rng.gen_bool(options.cold_fraction);
-        push_example(prepared, store, &context, user_row, items, out, (session.positive, 1.0, cold));
+        let positive = (session.positive, 1.0, cold);
+        push_example(prepared, store, &context, Some(&words), user_row, items, out, positive);
         let (mut drawn, mut tries) = (0, 0);
         while drawn < options.negatives && tries < options.negatives * 20 {
             tries += 1;
@@ -243,7 +269,7 @@ pub(super) fn add_examples(
                 continue;
             }
             let cold = rng.gen_bool(options.cold_fraction);
-            push_example(prepared, store, &context, user_row, items, out, (p, 0.0, cold));
+            push_example(prepared, store, &context, Some(&words), user_row, items, out, (p, 0.0, cold));
             drawn += 1;
         }
     }

@@ -18,6 +18,10 @@ pub struct TrainOptions {
     /// Share of users who also get a search session (a pseudo-query from an
     /// item they bought), so the head learns what a query match is worth.
     pub query_fraction: f64,
+    /// Share of the search sessions whose query has one word mistyped (a
+    /// letter dropped or two swapped), so the head learns typo matches.
+    #[serde(default)]
+    pub typo_fraction: f64,
     /// Also draw negatives among the items most strongly linked to the history.
     pub hard_negatives: bool,
     /// Share of the (not hard) negatives drawn by popularity; the rest are uniform.
@@ -41,8 +45,8 @@ pub struct TrainOptions {
     pub max_users: Option<usize>,
     /// Most (validation user × catalog item) pairs model selection ranks
     /// after each epoch; above it, a seeded sample of the validation users.
-    /// Each pair keeps its 18 numeric features (76 bytes), so this bounds
-    /// each validator's memory (16M pairs: about 1.2 GB); with a refit the
+    /// Each pair keeps its 22 numeric features (92 bytes), so this bounds
+    /// each validator's memory (16M pairs: about 1.5 GB); with a refit the
     /// shoppers held out for calibration get a second one, as large at most.
     pub max_validation_pairs: usize,
     /// Most training examples (windows and refit together, about); above
@@ -83,6 +87,7 @@ impl TrainOptions {
             ("cold-fraction", self.cold_fraction),
             ("popular-share", self.popular_share),
             ("query-fraction", self.query_fraction),
+            ("typo-fraction", self.typo_fraction),
             ("calibration-share", self.calibration_share),
         ] {
             if !(0.0..=1.0).contains(&share) {
@@ -122,6 +127,7 @@ pub(crate) mod tests {
             negatives: 8,
             cold_fraction: 0.1,
             query_fraction: 0.3,
+            typo_fraction: 0.1,
             hard_negatives: false,
             popular_share: 0.0,
             hidden: vec![128, 32],
@@ -145,8 +151,9 @@ pub(crate) mod tests {
     fn the_defaults_are_valid_and_each_bad_value_is_named() {
         assert_eq!(defaults().validate(), Ok(()));
         type Spoil = fn(&mut TrainOptions);
-        let cases: [(&str, Spoil); 9] = [
+        let cases: [(&str, Spoil); 10] = [
             ("query-fraction", |o| o.query_fraction = -0.1),
+            ("typo-fraction", |o| o.typo_fraction = 1.1),
             ("calibration-share", |o| o.calibration_share = 1.5),
             ("batch-size", |o| o.batch_size = 0),
             ("cold-fraction", |o| o.cold_fraction = 2.0),

@@ -2,7 +2,7 @@
 //! users, scored through the one scoring path. What does not depend on the
 //! head's weights (each pair's numeric features) is built once, not every
 //! epoch; the candidates' embeddings are gathered from one shared catalog
-//! tensor per user as it is scored, so memory is 76 bytes per (user, item)
+//! tensor per user as it is scored, so memory is 92 bytes per (user, item)
 //! pair, and the pairs are bounded: above `max_pairs`, a seeded sample of the
 //! users is ranked.
 

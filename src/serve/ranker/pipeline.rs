@@ -9,12 +9,13 @@
 use crate::model::bundle::Bundle;
 use crate::model::encoder::cosine;
 use crate::model::features::{self, CandidateInput, UserContext};
-use crate::model::lexical::{self, LexicalQuery, TextsStats};
+use crate::model::lexical::{self, LexicalMatch, LexicalQuery, TextsStats};
 use crate::model::relevance;
 use crate::model::scoring::ScoringInputs;
 use crate::model::stats::{HistoryStats, ItemPos};
 use crate::serve::cache::Embedding;
 use crate::serve::catalog::attributes;
+use crate::serve::catalog::index::lexical_text;
 use crate::serve::catalog::Catalog;
 use crate::serve::embed::{EmbedError, EmbedJob, Embedded, Ticket};
 use crate::serve::retrieve::{self, LexicalSearch, RetrievalLimits};
@@ -40,9 +41,10 @@ pub(super) struct Pooled {
     pub(super) id: String,
     pub(super) price: Option<f32>,
     pub(super) embedding: Embedding,
-    /// BM25 for the search query (0 without one): against the catalog's
-    /// statistics when retrieved, the request's candidates' when given.
-    pub(super) bm25: f32,
+    /// How the text matches the search query's words (all 0 without one):
+    /// against the catalog's statistics when retrieved, the request's
+    /// candidates' when given.
+    pub(super) lexical: LexicalMatch,
     /// The item's attributes when the request asks for facets, else `null`.
     pub(super) attributes: serde_json::Value,
 }
@@ -132,7 +134,7 @@ impl Ranker {
         ticket.check()?;
         let stats = bundle.stats();
         let context = user_context(stats, user);
-        let candidates = candidate_inputs(stats, pool);
+        let candidates = candidate_inputs(stats, user, pool);
         let (inputs, scores) = ScoringInputs::build_and_score(bundle.head(), stats, &context, &candidates)?;
         self.metrics.candidates_per_request.observe(pool.len() as f64);
         let values_of_purchase = match query.objective {
@@ -148,7 +150,7 @@ impl Ranker {
         // With a query: relevance bands first, the objective within a band.
         // (A degraded answer may lack the query's vector: its words decide.)
         let relevances = query.search.is_some().then(|| {
-            let bm25: Vec<f32> = pool.iter().map(|c| c.bm25).collect();
+            let bm25: Vec<f32> = pool.iter().map(|c| c.lexical.bm25).collect();
             if user.query.is_none() {
                 return self.banding.lexical_relevance(&bm25);
             }
@@ -206,7 +208,7 @@ impl Ranker {
         let embeddings = job?.wait_blocking(&ticket)?.into_vectors();
         let (user, pool) = self.user_and_pool(bundle, query, embeddings, None)?;
         let context = user_context(bundle.stats(), &user);
-        let candidates = candidate_inputs(bundle.stats(), &pool);
+        let candidates = candidate_inputs(bundle.stats(), &user, &pool);
         Ok(ScoringInputs::build(bundle.stats(), &context, &candidates)?.numeric().to_vec())
     }
 
@@ -256,22 +258,22 @@ impl Ranker {
         Ok(match given {
             Some(given) => {
                 // The request's candidates are the corpus their words are weighed in.
-                let bm25: Vec<f32> = match &query.search {
+                let matches: Vec<LexicalMatch> = match &query.search {
                     Some(search) => {
                         let corpus = TextsStats::of(given.iter().map(|(c, _)| c.text.as_str()));
                         let words = LexicalQuery::new(search, &corpus);
-                        given.iter().map(|(c, _)| lexical::score(&words, &c.text, &corpus).bm25).collect()
+                        given.iter().map(|(c, _)| lexical::score(&words, &c.text, &corpus)).collect()
                     }
-                    None => vec![0.0; given.len()],
+                    None => vec![LexicalMatch::default(); given.len()],
                 };
                 given
                     .into_iter()
-                    .zip(bm25)
-                    .map(|((c, embedding), bm25)| Pooled {
+                    .zip(matches)
+                    .map(|((c, embedding), lexical)| Pooled {
                         id: c.id.clone(),
                         price: c.price,
                         embedding,
-                        bm25,
+                        lexical,
                         attributes: if faceted { c.attributes.clone() } else { serde_json::Value::Null },
                     })
                     .collect()
@@ -289,7 +291,23 @@ impl Ranker {
                     .as_ref()
                     .zip(corpus.as_ref())
                     .map(|(query, corpus)| LexicalSearch { query, corpus: corpus as &dyn lexical::CorpusStats });
-                retrieve::retrieve(&view, stats, search, lexical, &user.positions, &query.filter, limits)
+                let mut retrieved =
+                    retrieve::retrieve(&view, stats, search, lexical, &user.positions, &query.filter, limits);
+                if let (Some(search), None) = (&query.search, &corpus) {
+                    // No lexical index (`catalog.lexical_index = false`, or
+                    // one that could not open): the words are weighed among
+                    // the retrieved items, as a request's own candidates are.
+                    let texts: Vec<String> = retrieved
+                        .iter()
+                        .map(|r| view.get(&r.id).map(|(item, _)| lexical_text(item).into_owned()).unwrap_or_default())
+                        .collect();
+                    let among = TextsStats::of(texts.iter().map(String::as_str));
+                    let words = LexicalQuery::new(search, &among);
+                    for (item, text) in retrieved.iter_mut().zip(&texts) {
+                        item.lexical = lexical::score(&words, text, &among);
+                    }
+                }
+                retrieved
                     .into_iter()
                     .map(|r| {
                         // Read under the same view the item was retrieved in.
@@ -297,7 +315,7 @@ impl Ranker {
                             Some((item, _)) => item.attributes.clone(),
                             None => serde_json::Value::Null,
                         };
-                        Pooled { id: r.id, price: r.price, embedding: r.embedding, bm25: r.bm25, attributes }
+                        Pooled { id: r.id, price: r.price, embedding: r.embedding, lexical: r.lexical, attributes }
                     })
                     .collect()
             }
@@ -346,9 +364,18 @@ fn user_context(stats: &HistoryStats, user: &UserSide) -> UserContext {
 }
 
 /// The feature builder's view of the candidates.
-fn candidate_inputs<'a>(stats: &HistoryStats, pool: &'a [Pooled]) -> Vec<CandidateInput<'a>> {
+/// The words' match goes with the query's vector: a degraded answer without
+/// it has `has_query` 0, and the head never saw words matched without a
+/// query (its bands still follow the words).
+fn candidate_inputs<'a>(stats: &HistoryStats, user: &UserSide, pool: &'a [Pooled]) -> Vec<CandidateInput<'a>> {
+    let with_words = user.query.is_some();
     pool.iter()
-        .map(|c| CandidateInput { position: stats.position_of_id(&c.id), embedding: &c.embedding, price: c.price })
+        .map(|c| CandidateInput {
+            position: stats.position_of_id(&c.id),
+            embedding: &c.embedding,
+            price: c.price,
+            lexical: if with_words { c.lexical } else { LexicalMatch::default() },
+        })
         .collect()
 }
 
