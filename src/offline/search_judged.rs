@@ -22,9 +22,10 @@
 //! included), `rrf` (reciprocal-rank fusion of those two top-100 lists,
 //! `Σ 1/(60 + rank)`, untuned), `fused` (the union of the `retrieve_k`
 //! nearest and the `lexical_k` best by BM25, ordered by fused relevance
-//! alone, see `model::relevance`), `dense-shipped` (what `/recommend` did
-//! before lexical search: the `retrieve_k` nearest, ranked in bands of
-//! query cosine) and `shipped`, what `/recommend` does with a query and no
+//! alone, see `model::relevance`), `dense-shipped` (what `/recommend` does
+//! with `catalog.lexical_index = false`: the `retrieve_k` nearest, their
+//! words weighed among themselves, no typo correction, the head, bands of
+//! fused relevance) and `shipped`, what `/recommend` does with a query and no
 //! candidates: the same union as `fused`, scored by the head with the query
 //! features as new products (the bundle's statistics do not know another
 //! shop's ids), ranked in bands of fused relevance.
@@ -39,7 +40,7 @@ use crate::config::UserTextBudget;
 use crate::model::encoder::cosine;
 use crate::model::features::{CandidateInput, UserContext};
 use crate::model::head::ScoringHead;
-use crate::model::lexical::{self, LexicalError, LexicalIndex, LexicalQuery};
+use crate::model::lexical::{self, LexicalError, LexicalIndex, LexicalMatch, LexicalQuery, TextsStats};
 use crate::model::relevance::{self, Banding};
 use crate::model::scoring;
 use crate::model::stats::HistoryStats;
@@ -226,30 +227,34 @@ pub(crate) fn evaluate(
         let started = Instant::now();
         record("rrf", &fuse(&[&dense[..DEPTH.min(dense.len())], &bm25]), ms(started));
 
-        let head_order = |user_text: &str, query: &str, pool: &[usize], relevances: &[f32], banding: Banding| {
-            let context = UserContext::new(scorer.stats, store.get(user_text).to_vec(), &[], &[])
-                .with_query(store.get(query).to_vec());
-            let words = LexicalQuery::new(query, &corpus);
-            let inputs: Vec<CandidateInput<'_>> = pool
-                .iter()
-                .map(|&p| CandidateInput {
-                    position: None,
-                    embedding: items[p],
-                    price: None,
-                    lexical: lexical::score(&words, &set.texts[p], &corpus),
-                })
-                .collect();
-            let probabilities = scoring::score(scorer.head, scorer.stats, &context, &inputs)?;
-            let keys = relevance::banded_keys(&probabilities, relevances, banding);
-            Ok::<_, JudgedError>(top_by(&keys, DEPTH).into_iter().map(|i| pool[i]).collect::<Vec<usize>>())
-        };
+        // `matches[i]`: how `pool[i]`'s text matches the query's words.
+        let head_order =
+            |user_text: &str, query: &str, pool: &[usize], matches: &[LexicalMatch], relevances: &[f32]| {
+                let context = UserContext::new(scorer.stats, store.get(user_text).to_vec(), &[], &[])
+                    .with_query(store.get(query).to_vec());
+                let inputs: Vec<CandidateInput<'_>> = pool
+                    .iter()
+                    .zip(matches)
+                    .map(|(&p, &lexical)| CandidateInput { position: None, embedding: items[p], price: None, lexical })
+                    .collect();
+                let probabilities = scoring::score(scorer.head, scorer.stats, &context, &inputs)?;
+                let keys = relevance::banded_keys(&probabilities, relevances, scorer.banding);
+                Ok::<_, JudgedError>(top_by(&keys, DEPTH).into_iter().map(|i| pool[i]).collect::<Vec<usize>>())
+            };
 
         // Before lexical search: the nearest, in bands of query cosine.
         let started = Instant::now();
         let pool = &dense[..scorer.retrieve_k.min(dense.len())];
         let pool_cosines: Vec<f32> = pool.iter().map(|&p| cosines[p]).collect();
-        let dense_banding = Banding { lexical_weight: 0.0, ..scorer.banding };
-        let dense_shipped = head_order(&raw_user_texts[i], &query.text, pool, &pool_cosines, dense_banding)?;
+        // As a service with `catalog.lexical_index = false` weighs the
+        // nearest items' words: among themselves, the query uncorrected.
+        let among = TextsStats::of(pool.iter().map(|&p| set.texts[p].as_str()));
+        let pool_words = LexicalQuery::new(&query.text, &among);
+        let pool_matches: Vec<LexicalMatch> =
+            pool.iter().map(|&p| lexical::score(&pool_words, &set.texts[p], &among)).collect();
+        let pool_bm25: Vec<f32> = pool_matches.iter().map(|m| m.bm25).collect();
+        let pool_relevances = scorer.banding.relevance(&pool_cosines, &pool_bm25);
+        let dense_shipped = head_order(&raw_user_texts[i], &query.text, pool, &pool_matches, &pool_relevances)?;
         record("dense-shipped", &dense_shipped, ms(started));
 
         // Shipped: the corrected query; the union of its nearest and its
@@ -267,15 +272,16 @@ pub(crate) fn evaluate(
         let lexical_hits = lexical.search(&words, scorer.lexical_k)?;
         hybrid.extend(lexical_hits.iter().map(|&(p, _)| p as usize).filter(|p| in_pool.insert(*p)));
         let hybrid_cosines: Vec<f32> = hybrid.iter().map(|&p| cosines[p]).collect();
-        let hybrid_bm25: Vec<f32> =
-            hybrid.iter().map(|&p| lexical::score(&words, &set.texts[p], &corpus).bm25).collect();
+        let hybrid_matches: Vec<LexicalMatch> =
+            hybrid.iter().map(|&p| lexical::score(&words, &set.texts[p], &corpus)).collect();
+        let hybrid_bm25: Vec<f32> = hybrid_matches.iter().map(|m| m.bm25).collect();
         let relevances = scorer.banding.relevance(&hybrid_cosines, &hybrid_bm25);
         let fusing_ms = ms(started);
         let started = Instant::now();
         let fused: Vec<usize> = top_by(&relevances, DEPTH).into_iter().map(|i| hybrid[i]).collect();
         record("fused", &fused, fusing_ms + ms(started));
         let started = Instant::now();
-        let shipped = head_order(&user_texts[i], searched, &hybrid, &relevances, scorer.banding)?;
+        let shipped = head_order(&user_texts[i], searched, &hybrid, &hybrid_matches, &relevances)?;
         record("shipped", &shipped, fusing_ms + ms(started));
     }
     let results = per_method

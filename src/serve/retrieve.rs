@@ -60,7 +60,8 @@ pub(crate) struct Retrieved {
     pub price: Option<f32>,
     pub embedding: Arc<[f32]>,
     /// How the item's text and attributes match the search query's words
-    /// (all 0 without one).
+    /// against the catalog's statistics (all 0 without a query or without
+    /// a lexical index: the ranker then weighs the words among the items).
     pub lexical: LexicalMatch,
 }
 

@@ -1,6 +1,7 @@
 //! BM25 of a query against any text, given the statistics of the corpus it
 //! belongs to: the catalog's (from [`super::LexicalIndex`]) for retrieved
-//! items, or the request's own candidates' when a storefront sends them.
+//! items, or the request's own candidates' when a storefront sends them
+//! (and the retrieved items' own when the catalog keeps no lexical index).
 //! Ranking needs a lexical score for *every* candidate, including those the
 //! dense retriever found and the lexical one did not; computing it here, on
 //! the candidate's own terms, gives one exact score either way.

@@ -42,8 +42,9 @@ pub(super) struct Pooled {
     pub(super) price: Option<f32>,
     pub(super) embedding: Embedding,
     /// How the text matches the search query's words (all 0 without one):
-    /// against the catalog's statistics when retrieved, the request's
-    /// candidates' when given.
+    /// against the catalog's statistics when retrieved (the retrieved
+    /// items' own without a lexical index), the request's candidates' when
+    /// given.
     pub(super) lexical: LexicalMatch,
     /// The item's attributes when the request asks for facets, else `null`.
     pub(super) attributes: serde_json::Value,
