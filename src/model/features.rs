@@ -73,7 +73,7 @@ pub const NUMERIC_FEATURES: [&str; 22] = [
 ];
 pub(crate) const NUMERIC_LEN: usize = NUMERIC_FEATURES.len();
 /// Where `query_cosine` sits in the numeric vector.
-pub(crate) const QUERY_COSINE: usize = 17;
+pub(crate) const QUERY_COSINE: usize = BEFORE_LEXICAL_LEN - 1;
 /// How many of the features heads trained before the lexical ones know:
 /// the first, in the same order. Such a head loads with zero weights for
 /// the rest (`model::head`), so it scores as it always did.

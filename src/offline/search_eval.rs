@@ -37,7 +37,7 @@ use crate::config::UserTextBudget;
 use crate::model::encoder::cosine;
 use crate::model::features::{CandidateInput, UserContext};
 use crate::model::head::ScoringHead;
-use crate::model::lexical::{self, LexicalMatch, LexicalQuery, TextsStats};
+use crate::model::lexical::{self, LexicalMatch};
 use crate::model::relevance::{self, Banding};
 use crate::model::scoring;
 use crate::model::stats::{HistoryStats, ItemPos};
@@ -164,9 +164,7 @@ pub fn evaluate_search(
         let with_query =
             UserContext::new(stats, store.get(user_text).to_vec(), &[], &[]).with_query(query_vector.to_vec());
         let texts: Vec<&str> = query.candidates.iter().map(|&p| stats.item(p).text.as_str()).collect();
-        let corpus = TextsStats::of(texts.iter().copied());
-        let lexical_query = LexicalQuery::new(&query.text, &corpus);
-        let matches: Vec<LexicalMatch> = texts.iter().map(|t| lexical::score(&lexical_query, t, &corpus)).collect();
+        let matches = lexical::score_among(&query.text, &texts);
         let bm25: Vec<f32> = matches.iter().map(|m| m.bm25).collect();
         for catalog in CATALOGS {
             let inputs: Vec<CandidateInput<'_>> = query

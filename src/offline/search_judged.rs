@@ -40,7 +40,7 @@ use crate::config::UserTextBudget;
 use crate::model::encoder::cosine;
 use crate::model::features::{CandidateInput, UserContext};
 use crate::model::head::ScoringHead;
-use crate::model::lexical::{self, LexicalError, LexicalIndex, LexicalMatch, LexicalQuery, TextsStats};
+use crate::model::lexical::{self, LexicalError, LexicalIndex, LexicalMatch, LexicalQuery};
 use crate::model::relevance::{self, Banding};
 use crate::model::scoring;
 use crate::model::stats::HistoryStats;
@@ -248,10 +248,8 @@ pub(crate) fn evaluate(
         let pool_cosines: Vec<f32> = pool.iter().map(|&p| cosines[p]).collect();
         // As a service with `catalog.lexical_index = false` weighs the
         // nearest items' words: among themselves, the query uncorrected.
-        let among = TextsStats::of(pool.iter().map(|&p| set.texts[p].as_str()));
-        let pool_words = LexicalQuery::new(&query.text, &among);
-        let pool_matches: Vec<LexicalMatch> =
-            pool.iter().map(|&p| lexical::score(&pool_words, &set.texts[p], &among)).collect();
+        let pool_texts: Vec<&str> = pool.iter().map(|&p| set.texts[p].as_str()).collect();
+        let pool_matches = lexical::score_among(&query.text, &pool_texts);
         let pool_bm25: Vec<f32> = pool_matches.iter().map(|m| m.bm25).collect();
         let pool_relevances = scorer.banding.relevance(&pool_cosines, &pool_bm25);
         let dense_shipped = head_order(&raw_user_texts[i], &query.text, pool, &pool_matches, &pool_relevances)?;

@@ -31,7 +31,7 @@ use xxhash_rust::xxh3::xxh3_64;
 pub use self::persist::Reconciled;
 pub(crate) use self::scorer::LexicalMatch;
 pub use self::scorer::LexicalQuery;
-pub(crate) use self::scorer::{score, CorpusStats, TextsStats};
+pub(crate) use self::scorer::{score, score_among, CorpusStats, TextsStats};
 
 /// The string field holding each document's key: indexed whole, to replace
 /// by key; a fast column, read in order when the index is reconciled.

@@ -152,10 +152,25 @@ fn idf(doc_freq: u64, docs: f32) -> f32 {
 /// term adds the BM25 of its exact match, else [`TYPO_WEIGHT`] × that of
 /// the text's closest term within its typo allowance.
 pub(crate) fn score(query: &LexicalQuery, text: &str, corpus: &dyn CorpusStats) -> LexicalMatch {
+    score_terms(query, &tokens::terms(text), corpus)
+}
+
+/// The words of `query` weighed among `texts` alone, with their own
+/// statistics: a request's own candidates, or items retrieved without a
+/// lexical index. Each text is tokenised once, for the statistics and its
+/// score alike.
+pub(crate) fn score_among(query: &str, texts: &[&str]) -> Vec<LexicalMatch> {
+    let terms: Vec<Vec<String>> = texts.iter().map(|text| tokens::terms(text)).collect();
+    let corpus = TextsStats::of_terms(&terms);
+    let query = LexicalQuery::new(query, &corpus);
+    terms.iter().map(|in_order| score_terms(&query, in_order, &corpus)).collect()
+}
+
+/// [`score`] of a text already split into its terms, in order.
+fn score_terms(query: &LexicalQuery, in_order: &[String], corpus: &dyn CorpusStats) -> LexicalMatch {
     if query.terms.is_empty() {
         return LexicalMatch::default();
     }
-    let in_order = tokens::terms(text);
     let mut terms: Vec<&str> = in_order.iter().map(String::as_str).collect();
     let length = terms.len() as f32;
     terms.sort_unstable();
@@ -217,18 +232,24 @@ pub(crate) struct TextsStats {
 
 impl TextsStats {
     pub(crate) fn of<'a>(texts: impl IntoIterator<Item = &'a str>) -> Self {
+        let terms: Vec<Vec<String>> = texts.into_iter().map(tokens::terms).collect();
+        Self::of_terms(&terms)
+    }
+
+    /// The statistics of texts already split into their terms.
+    fn of_terms(texts: &[Vec<String>]) -> Self {
         let mut doc_freq = std::collections::HashMap::new();
-        let (mut docs, mut total) = (0u64, 0usize);
-        for text in texts {
-            let mut terms = tokens::terms(text);
+        let mut total = 0usize;
+        for terms in texts {
             total += terms.len();
-            docs += 1;
-            terms.sort();
-            terms.dedup();
-            for term in terms {
-                *doc_freq.entry(term).or_insert(0) += 1;
+            let mut distinct: Vec<&String> = terms.iter().collect();
+            distinct.sort_unstable();
+            distinct.dedup();
+            for term in distinct {
+                *doc_freq.entry(term.clone()).or_insert(0) += 1;
             }
         }
+        let docs = texts.len() as u64;
         Self { docs, mean_terms: total as f32 / docs.max(1) as f32, doc_freq }
     }
 }
@@ -279,7 +300,16 @@ mod tests {
         let m = score(&repeated, "lunch bag lunch", &corpus);
         assert_eq!((m.exact, m.phrase), (1.0, 1.0));
         assert_eq!(score(&repeated, "jumbo lunch bag red", &corpus).phrase, 0.0);
-        assert!(matched("lunch bag lunch").bm25_share <= 1.0);
+    }
+
+    #[test]
+    fn weighing_among_texts_is_scoring_with_their_own_statistics() {
+        let among = score_among("leather bag", &TEXTS);
+        let corpus = TextsStats::of(TEXTS);
+        let query = LexicalQuery::new("leather bag", &corpus);
+        let one_by_one: Vec<LexicalMatch> = TEXTS.iter().map(|t| score(&query, t, &corpus)).collect();
+        assert_eq!(among, one_by_one);
+        assert!(among[0].bm25 > 0.0 && among[1] == LexicalMatch::default());
     }
 
     #[test]

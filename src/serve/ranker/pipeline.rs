@@ -6,10 +6,12 @@
 //! with a query, then maximal marginal relevance when `diversity` > 0) and
 //! attaches the explanations (`explain_text`).
 
+use std::borrow::Cow;
+
 use crate::model::bundle::Bundle;
 use crate::model::encoder::cosine;
 use crate::model::features::{self, CandidateInput, UserContext};
-use crate::model::lexical::{self, LexicalMatch, LexicalQuery, TextsStats};
+use crate::model::lexical::{self, LexicalMatch, LexicalQuery};
 use crate::model::relevance;
 use crate::model::scoring::ScoringInputs;
 use crate::model::stats::{HistoryStats, ItemPos};
@@ -261,9 +263,8 @@ impl Ranker {
                 // The request's candidates are the corpus their words are weighed in.
                 let matches: Vec<LexicalMatch> = match &query.search {
                     Some(search) => {
-                        let corpus = TextsStats::of(given.iter().map(|(c, _)| c.text.as_str()));
-                        let words = LexicalQuery::new(search, &corpus);
-                        given.iter().map(|(c, _)| lexical::score(&words, &c.text, &corpus)).collect()
+                        let texts: Vec<&str> = given.iter().map(|(c, _)| c.text.as_str()).collect();
+                        lexical::score_among(search, &texts)
                     }
                     None => vec![LexicalMatch::default(); given.len()],
                 };
@@ -298,14 +299,13 @@ impl Ranker {
                     // No lexical index (`catalog.lexical_index = false`, or
                     // one that could not open): the words are weighed among
                     // the retrieved items, as a request's own candidates are.
-                    let texts: Vec<String> = retrieved
+                    let texts: Vec<Cow<'_, str>> = retrieved
                         .iter()
-                        .map(|r| view.get(&r.id).map(|(item, _)| lexical_text(item).into_owned()).unwrap_or_default())
+                        .map(|r| view.get(&r.id).map_or(Cow::Borrowed(""), |(item, _)| lexical_text(item)))
                         .collect();
-                    let among = TextsStats::of(texts.iter().map(String::as_str));
-                    let words = LexicalQuery::new(search, &among);
-                    for (item, text) in retrieved.iter_mut().zip(&texts) {
-                        item.lexical = lexical::score(&words, text, &among);
+                    let texts: Vec<&str> = texts.iter().map(|t| t.as_ref()).collect();
+                    for (item, matched) in retrieved.iter_mut().zip(lexical::score_among(search, &texts)) {
+                        item.lexical = matched;
                     }
                 }
                 retrieved
