@@ -195,13 +195,17 @@ impl LexicalIndex {
         let words: Vec<String> = query
             .split_whitespace()
             .map(|word| {
-                let terms = tokens::terms(word);
+                let terms = tokens::query_words(word).concat();
                 let [term] = terms.as_slice() else { return word.to_string() };
-                let typos = scorer::allowed_typos(term);
-                if typos == 0 || stats.doc_freq(term) > 0 {
+                let typos = scorer::allowed_typos(&term.text, term.typed_chars);
+                if typos == 0 || stats.doc_freq(&term.text) > 0 {
                     return word.to_string();
                 }
-                match self.closest_term(&searcher, term, typos) {
+                // The closest to what was typed: a misspelt plural's stem
+                // (`canv` for `canvs`) is closer to other stems (`canva`)
+                // than to the word.
+                let typed = tokens::terms(word).into_iter().next().unwrap_or_else(|| term.text.clone());
+                match self.closest_term(&searcher, &typed, typos) {
                     Some(closest) => {
                         changed = true;
                         closest
@@ -214,7 +218,7 @@ impl LexicalIndex {
     }
 
     /// The term within `typos` edits of `term` with the fewest edits, then
-    /// the most documents (then the first in byte order).
+    /// the most documents, then the longest (then the first in byte order).
     fn closest_term(&self, searcher: &Searcher, term: &str, typos: usize) -> Option<String> {
         let fuzzy = FuzzyTermQuery::new(Term::from_field_text(self.fields.text, term), typos as u8, true);
         let automaton = fuzzy.automaton().ok()?;
@@ -230,7 +234,11 @@ impl LexicalIndex {
         }
         found
             .into_iter()
-            .min_by_key(|(key, docs)| (strsim::damerau_levenshtein(term, key), std::cmp::Reverse(*docs)))
+            .min_by_key(|(key, docs)| {
+                // On a tie, the longer term: a word rather than its stem
+                // (`canvas`, not `canva`; both are in the same documents).
+                (strsim::damerau_levenshtein(term, key), std::cmp::Reverse(*docs), std::cmp::Reverse(key.len()))
+            })
             .map(|(key, _)| key)
     }
 
@@ -380,6 +388,11 @@ mod tests {
         assert_eq!(index.correct("eather").as_deref(), Some("leather"));
         assert_eq!(index.correct("leather 30-in bag"), None, "known words stay");
         assert_eq!(index.correct("zzzzzzz bga"), None, "nothing close, or too short to correct");
+        // The index holds "canvas" and its stem "canva": a misspelt plural
+        // is corrected to the word, and a known plural is left alone.
+        let plurals = LexicalIndex::build(["canvas prints", "canvas bags"]).unwrap();
+        assert_eq!(plurals.correct("canvs bag").as_deref(), Some("canvas bag"));
+        assert_eq!(plurals.correct("canvas print"), None);
     }
 
     #[test]

@@ -45,9 +45,9 @@ pub trait CorpusStats {
 #[derive(Debug, Clone)]
 pub struct LexicalQuery {
     terms: Vec<QueryTerm>,
-    /// Every term in the order typed, repeats kept: the phrase a text may
-    /// hold whole.
-    phrase: Vec<String>,
+    /// The terms of each word, in the order typed, repeats kept: the
+    /// phrase a text may hold whole.
+    phrase: Vec<Vec<String>>,
     /// The BM25 a text could reach at most: each term's idf × (k1 + 1), the
     /// limit of its score as its frequency grows.
     attainable: f32,
@@ -66,16 +66,18 @@ impl LexicalQuery {
     /// The distinct terms of `query`; a term `corpus` does not hold may be
     /// matched with typos (see the module docs).
     pub fn new(query: &str, corpus: &dyn CorpusStats) -> Self {
-        let phrase = tokens::terms(query);
-        let mut texts = phrase.clone();
-        texts.sort();
-        texts.dedup();
-        let terms = texts
+        let words = tokens::query_words(query);
+        let phrase = words.iter().map(|word| word.iter().map(|t| t.text.clone()).collect()).collect();
+        let mut typed: Vec<tokens::QueryTerm> = words.into_iter().flatten().collect();
+        // The same term typed twice keeps its longest spelling's allowance.
+        typed.sort_by(|a, b| a.text.cmp(&b.text).then(b.typed_chars.cmp(&a.typed_chars)));
+        typed.dedup_by(|later, first| later.text == first.text);
+        let terms = typed
             .into_iter()
-            .map(|text| {
-                let doc_freq = corpus.doc_freq(&text);
-                let typos = if doc_freq > 0 { 0 } else { allowed_typos(&text) };
-                QueryTerm { text, typos, doc_freq }
+            .map(|term| {
+                let doc_freq = corpus.doc_freq(&term.text);
+                let typos = if doc_freq > 0 { 0 } else { allowed_typos(&term.text, term.typed_chars) };
+                QueryTerm { text: term.text, typos, doc_freq }
             })
             .collect::<Vec<QueryTerm>>();
         let docs = corpus.docs().max(1) as f32;
@@ -108,9 +110,10 @@ impl LexicalQuery {
     }
 }
 
-/// How many typos a query word may carry when the corpus does not know it.
-pub(crate) fn allowed_typos(term: &str) -> usize {
-    let chars = term.chars().count();
+/// How many typos a query term may carry when the corpus does not know
+/// it, by the characters typed for it (a plural's, for its stem).
+pub(crate) fn allowed_typos(term: &str, typed_chars: usize) -> usize {
+    let chars = typed_chars;
     if term.chars().any(|c| c.is_numeric()) || chars < TYPO_MIN_CHARS {
         0
     } else if chars < TWO_TYPOS_MIN_CHARS {
@@ -135,8 +138,9 @@ pub struct LexicalMatch {
     pub exact: f32,
     /// Share of the query's distinct terms the text holds, exactly or within typos.
     pub matched: f32,
-    /// 1 when the text holds the query's terms in order, next to each other
-    /// ("lunch bag" in "jumbo lunch bag red", not in "bag for lunch").
+    /// 1 when the text holds the query's words in order, next to each other,
+    /// each sharing a term with the query's ("lunch bag" in "jumbo lunch
+    /// bag red", not in "bag for lunch"; "mason jars" in "Mason Jar").
     pub phrase: f32,
 }
 
@@ -152,7 +156,7 @@ fn idf(doc_freq: u64, docs: f32) -> f32 {
 /// term adds the BM25 of its exact match, else [`TYPO_WEIGHT`] × that of
 /// the text's closest term within its typo allowance.
 pub(crate) fn score(query: &LexicalQuery, text: &str, corpus: &dyn CorpusStats) -> LexicalMatch {
-    score_terms(query, &tokens::terms(text), corpus)
+    score_terms(query, &tokens::words(text), corpus)
 }
 
 /// The words of `query` weighed among `texts` alone, with their own
@@ -160,18 +164,18 @@ pub(crate) fn score(query: &LexicalQuery, text: &str, corpus: &dyn CorpusStats) 
 /// lexical index. Each text is tokenised once, for the statistics and its
 /// score alike.
 pub(crate) fn score_among(query: &str, texts: &[&str]) -> Vec<LexicalMatch> {
-    let terms: Vec<Vec<String>> = texts.iter().map(|text| tokens::terms(text)).collect();
-    let corpus = TextsStats::of_terms(&terms);
+    let words: Vec<Vec<Vec<String>>> = texts.iter().map(|text| tokens::words(text)).collect();
+    let corpus = TextsStats::of_words(&words);
     let query = LexicalQuery::new(query, &corpus);
-    terms.iter().map(|in_order| score_terms(&query, in_order, &corpus)).collect()
+    words.iter().map(|in_order| score_terms(&query, in_order, &corpus)).collect()
 }
 
-/// [`score`] of a text already split into its terms, in order.
-fn score_terms(query: &LexicalQuery, in_order: &[String], corpus: &dyn CorpusStats) -> LexicalMatch {
+/// [`score`] of a text already split into its words' terms, in order.
+fn score_terms(query: &LexicalQuery, words: &[Vec<String>], corpus: &dyn CorpusStats) -> LexicalMatch {
     if query.terms.is_empty() {
         return LexicalMatch::default();
     }
-    let mut terms: Vec<&str> = in_order.iter().map(String::as_str).collect();
+    let mut terms: Vec<&str> = words.iter().flatten().map(String::as_str).collect();
     let length = terms.len() as f32;
     terms.sort_unstable();
     let docs = corpus.docs().max(1) as f32;
@@ -205,11 +209,20 @@ fn score_terms(query: &LexicalQuery, in_order: &[String], corpus: &dyn CorpusSta
     if query.attainable > 0.0 {
         found.bm25_share = (found.bm25 / query.attainable).min(1.0);
     }
-    let phrase = &query.phrase;
-    if found.exact == 1.0 && in_order.windows(phrase.len()).any(|w| w == &phrase[..]) {
+    if found.exact == 1.0 && holds_phrase(words, &query.phrase) {
         found.phrase = 1.0;
     }
     found
+}
+
+/// Whether consecutive words of a text match the phrase's words in order,
+/// each sharing a term with its own (`16 gb` holds `16gb` in its second
+/// word, `jars` its stem `jar`).
+fn holds_phrase(words: &[Vec<String>], phrase: &[Vec<String>]) -> bool {
+    !phrase.is_empty()
+        && words
+            .windows(phrase.len())
+            .any(|run| run.iter().zip(phrase).all(|(word, wanted)| wanted.iter().any(|term| word.contains(term))))
 }
 
 /// Occurrences of `term` in sorted `terms`.
@@ -232,17 +245,17 @@ pub(crate) struct TextsStats {
 
 impl TextsStats {
     pub(crate) fn of<'a>(texts: impl IntoIterator<Item = &'a str>) -> Self {
-        let terms: Vec<Vec<String>> = texts.into_iter().map(tokens::terms).collect();
-        Self::of_terms(&terms)
+        let words: Vec<Vec<Vec<String>>> = texts.into_iter().map(tokens::words).collect();
+        Self::of_words(&words)
     }
 
-    /// The statistics of texts already split into their terms.
-    fn of_terms(texts: &[Vec<String>]) -> Self {
+    /// The statistics of texts already split into their words' terms.
+    fn of_words(texts: &[Vec<Vec<String>>]) -> Self {
         let mut doc_freq = std::collections::HashMap::new();
         let mut total = 0usize;
-        for terms in texts {
-            total += terms.len();
-            let mut distinct: Vec<&String> = terms.iter().collect();
+        for words in texts {
+            let mut distinct: Vec<&String> = words.iter().flatten().collect();
+            total += distinct.len();
             distinct.sort_unstable();
             distinct.dedup();
             for term in distinct {
@@ -270,7 +283,7 @@ impl CorpusStats for TextsStats {
 mod tests {
     use super::*;
 
-    const TEXTS: [&str; 4] = ["red leather handbag", "blue denim jeans", "red wine glass set", "leather belt"];
+    const TEXTS: [&str; 4] = ["red leather handbag", "blue denim jacket", "red wine glass set", "leather belt"];
 
     #[test]
     fn exact_terms_score_textbook_bm25() {
@@ -316,11 +329,13 @@ mod tests {
     fn unknown_words_match_within_their_typo_allowance() {
         let corpus = TextsStats::of(TEXTS);
         let exact = score(&LexicalQuery::new("handbag", &corpus), TEXTS[0], &corpus);
-        for typo in ["hnadbag", "handbg", "handbags"] {
+        // "handbgs": a misspelt plural, its stem within one typo.
+        for typo in ["hnadbag", "handbg", "handbgs"] {
             let m = score(&LexicalQuery::new(typo, &corpus), TEXTS[0], &corpus);
             assert!((m.bm25 - TYPO_WEIGHT * exact.bm25).abs() < 1e-5, "{typo}: {m:?} vs {exact:?}");
             assert_eq!((m.matched, m.exact, m.phrase), (1.0, 0.0, 0.0), "a typo match is no exact one");
         }
+        assert_eq!(score(&LexicalQuery::new("handbags", &corpus), TEXTS[0], &corpus), exact, "a plural is its stem");
         // Four letters: too short to correct. Two typos need nine letters.
         assert_eq!(score(&LexicalQuery::new("bleu", &corpus), TEXTS[1], &corpus).bm25, 0.0);
         assert_eq!(score(&LexicalQuery::new("hnadbga", &corpus), TEXTS[0], &corpus).bm25, 0.0);
@@ -342,11 +357,35 @@ mod tests {
     }
 
     #[test]
+    fn plurals_and_spellings_of_a_measure_match_and_hold_the_phrase() {
+        let titles = ["Mason Jar 16 oz", "mason jars, 16-ounce", "SanDisk 16GB memory card", "16 GB Memory Card"];
+        let corpus = TextsStats::of(titles);
+        for title in titles {
+            let query = if title.contains("ason") { "mason jars 16 ounce" } else { "16 gb memory cards" };
+            let found = score(&LexicalQuery::new(query, &corpus), title, &corpus);
+            assert_eq!(found.exact, 1.0, "{query} in {title}");
+        }
+        let phrase = |query: &str, title: &str| score(&LexicalQuery::new(query, &corpus), title, &corpus).phrase;
+        assert_eq!(phrase("16 gb memory card", "16 GB Memory Card"), 1.0);
+        assert_eq!(phrase("16gb memory cards", "SanDisk 16GB memory card"), 1.0);
+        assert_eq!(phrase("mason jars", "Mason Jar 16 oz"), 1.0);
+        assert_eq!(phrase("jar mason", "Mason Jar 16 oz"), 0.0);
+        // A measure after other words, and a joined word typed apart.
+        assert_eq!(phrase("sandisk 16 gb", "SanDisk 16 GB memory card"), 1.0);
+        assert_eq!(phrase("mason jars 16 ounce", "mason jars, 16-ounce"), 1.0);
+        let shirts = TextsStats::of(["red T-Shirt", "red shirt"]);
+        let in_shirts = |query: &str| score(&LexicalQuery::new(query, &shirts), "red T-Shirt", &shirts).phrase;
+        assert_eq!((in_shirts("t shirt"), in_shirts("red t-shirt"), in_shirts("t shirts")), (1.0, 1.0, 1.0));
+    }
+
+    #[test]
     fn known_words_and_numbers_are_never_corrected() {
         let corpus = TextsStats::of(["blue shorts", "white shirts", "drill 20v"]);
         assert_eq!(score(&LexicalQuery::new("shirts", &corpus), "blue shorts", &corpus).bm25, 0.0);
-        assert_eq!(allowed_typos("24v"), 0);
+        assert_eq!(allowed_typos("24v", 3), 0);
         assert_eq!(score(&LexicalQuery::new("24v", &corpus), "drill 20v", &corpus).bm25, 0.0);
-        assert_eq!((allowed_typos("desk"), allowed_typos("chair"), allowed_typos("bookshelf")), (0, 1, 2));
+        assert_eq!((allowed_typos("desk", 4), allowed_typos("chair", 5), allowed_typos("bookshelf", 9)), (0, 1, 2));
+        // A plural's stem may carry the typos of what was typed.
+        assert_eq!(allowed_typos("dril", 5), 1);
     }
 }
