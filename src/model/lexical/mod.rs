@@ -396,6 +396,25 @@ mod tests {
     }
 
     #[test]
+    fn sizes_and_plurals_retrieve_however_the_titles_spell_them() {
+        let index = LexicalIndex::build([
+            "Area Rug 8 ft. x 10 ft. Blue",
+            "Area Rug 5 ft. x 8 ft. Blue",
+            "SanDisk 16GB memory card",
+            "Kingston 32 GB memory card",
+            "Mason Jar, 16-ounce",
+        ])
+        .unwrap();
+        let stats = index.stats();
+        let first = |query: &str| keys(&index.search(&LexicalQuery::new(query, &stats), 10).unwrap())[0];
+        assert_eq!(first("5x8 rugs"), 1);
+        assert_eq!(first("8x10 rug"), 0);
+        assert_eq!(first("16 gb memory cards"), 2);
+        assert_eq!(first("32gb memory card"), 3);
+        assert_eq!(first("mason jars 16 oz"), 4);
+    }
+
+    #[test]
     fn misspelt_words_retrieve_within_their_typos_and_cjk_matches_by_bigrams() {
         let index = LexicalIndex::build(["leather handbag", "canvas backpack", "不锈钢保温杯 500ml"]).unwrap();
         let stats = index.stats();

@@ -51,6 +51,18 @@ pub struct LexicalQuery {
     /// The BM25 a text could reach at most: each term's idf × (k1 + 1), the
     /// limit of its score as its frequency grows.
     attainable: f32,
+    /// Two words typed apart that the corpus writes as one (see
+    /// [`LexicalQuery::new`]).
+    joins: Vec<Join>,
+}
+
+/// Two adjacent query words the corpus holds joined (`mac book` →
+/// `macbook`): a text holding the joined word matches both.
+#[derive(Debug, Clone)]
+struct Join {
+    text: String,
+    /// The two words' terms, as indexes into `LexicalQuery::terms`.
+    parts: [usize; 2],
 }
 
 #[derive(Debug, Clone)]
@@ -65,9 +77,25 @@ struct QueryTerm {
 impl LexicalQuery {
     /// The distinct terms of `query`; a term `corpus` does not hold may be
     /// matched with typos (see the module docs).
+    ///
+    /// Shoppers split and join words the catalog writes the other way
+    /// (`mac book` for `MacBook`, `harleydavidson`, `videogames`), as
+    /// Meilisearch and Typesense handle: a word the corpus lacks that two
+    /// words it holds make up is searched as those two
+    /// ([`split_compounds`]), and two adjacent words whose joined form the
+    /// corpus holds also match a text holding that form (a [`Join`]).
     pub fn new(query: &str, corpus: &dyn CorpusStats) -> Self {
-        let words = tokens::query_words(query);
-        let phrase = words.iter().map(|word| word.iter().map(|t| t.text.clone()).collect()).collect();
+        let words = split_compounds(tokens::query_words(query), corpus);
+        let phrase: Vec<Vec<String>> = words.iter().map(|word| word.iter().map(|t| t.text.clone()).collect()).collect();
+        let pairs: Vec<(String, String)> = phrase
+            .windows(2)
+            .filter_map(|pair| match pair {
+                [a, b] if a.len() == 1 && b.len() == 1 && joinable(&a[0]) && joinable(&b[0]) && a[0] != b[0] => {
+                    Some((a[0].clone(), b[0].clone()))
+                }
+                _ => None,
+            })
+            .collect();
         let mut typed: Vec<tokens::QueryTerm> = words.into_iter().flatten().collect();
         // The same term typed twice keeps its longest spelling's allowance.
         typed.sort_by(|a, b| a.text.cmp(&b.text).then(b.typed_chars.cmp(&a.typed_chars)));
@@ -80,9 +108,19 @@ impl LexicalQuery {
                 QueryTerm { text: term.text, typos, doc_freq }
             })
             .collect::<Vec<QueryTerm>>();
+        let position = |text: &str| terms.binary_search_by(|t| t.text.as_str().cmp(text)).ok();
+        let joins = pairs
+            .into_iter()
+            .filter_map(|(a, b)| {
+                let text = format!("{a}{b}");
+                let doc_freq = corpus.doc_freq(&text);
+                let parts = [position(&a)?, position(&b)?];
+                (doc_freq > 0 && position(&text).is_none()).then_some(Join { text, parts })
+            })
+            .collect();
         let docs = corpus.docs().max(1) as f32;
         let attainable = terms.iter().map(|t| idf(t.doc_freq, docs) * (K1 + 1.0)).sum();
-        Self { terms, phrase, attainable }
+        Self { terms, phrase, attainable, joins }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -106,8 +144,57 @@ impl LexicalQuery {
             terms.sort_by_key(|t| (t.doc_freq == 0, t.doc_freq));
             terms.truncate(MAX_RETRIEVAL_TERMS);
         }
-        terms.into_iter().map(|t| (t.text.as_str(), t.typos)).collect()
+        let joins = self.joins.iter().map(|join| (join.text.as_str(), 0));
+        terms.into_iter().map(|t| (t.text.as_str(), t.typos)).chain(joins).collect()
     }
+}
+
+/// A word that may be joined to its neighbour: letters and digits, a letter first.
+fn joinable(term: &str) -> bool {
+    term.starts_with(|c: char| c.is_ascii_lowercase()) && term.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// Shortest half of a word split in two ([`split_compounds`]).
+const SPLIT_MIN_CHARS: usize = 3;
+/// Fewest texts each half of a split word must be in: a half in one text
+/// is more likely a typo's accident (`hardisk` → `har` + `disk`).
+const SPLIT_MIN_DOCS: u64 = 2;
+
+/// `words` with each word the corpus lacks (one term of lower-case letters,
+/// at least twice [`SPLIT_MIN_CHARS`]) split in two where both halves are
+/// in at least [`SPLIT_MIN_DOCS`] texts (the second as a plural's stem),
+/// at the point whose rarer half is in the most texts: `harleydavidson` →
+/// `harley`, `davidson`. A word that splits is not matched with typos.
+fn split_compounds(words: Vec<Vec<tokens::QueryTerm>>, corpus: &dyn CorpusStats) -> Vec<Vec<tokens::QueryTerm>> {
+    let mut out = Vec::with_capacity(words.len());
+    for word in words {
+        let split = match word.as_slice() {
+            [term]
+                if term.text.len() >= 2 * SPLIT_MIN_CHARS
+                    && term.text.bytes().all(|b| b.is_ascii_lowercase())
+                    && corpus.doc_freq(&term.text) == 0 =>
+            {
+                (SPLIT_MIN_CHARS..=term.text.len() - SPLIT_MIN_CHARS)
+                    .map(|at| {
+                        let (left, right) = term.text.split_at(at);
+                        let right = tokens::plural_stem(right).unwrap_or_else(|| right.to_string());
+                        let docs = corpus.doc_freq(left).min(corpus.doc_freq(&right));
+                        (docs, left.to_string(), right)
+                    })
+                    .filter(|(docs, ..)| *docs >= SPLIT_MIN_DOCS)
+                    .max_by_key(|(docs, ..)| *docs)
+            }
+            _ => None,
+        };
+        match split {
+            Some((_, left, right)) => {
+                out.push(vec![tokens::QueryTerm { typed_chars: left.len(), text: left }]);
+                out.push(vec![tokens::QueryTerm { typed_chars: right.len(), text: right }]);
+            }
+            None => out.push(word),
+        }
+    }
+    out
 }
 
 /// How many typos a query term may carry when the corpus does not know
@@ -184,24 +271,45 @@ fn score_terms(query: &LexicalQuery, words: &[Vec<String>], corpus: &dyn CorpusS
         let tf = frequency(&terms, term) as f32;
         idf(doc_freq, docs) * tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * length / mean))
     };
-    let mut found = LexicalMatch::default();
-    for term in &query.terms {
-        if frequency(&terms, &term.text) > 0 {
-            found.bm25 += term_score(&term.text, term.doc_freq);
-            found.exact += 1.0;
-            found.matched += 1.0;
-        } else if term.typos > 0 {
+    // Each query term's (BM25, exact, matched).
+    let mut hits: Vec<(f32, bool, bool)> = query
+        .terms
+        .iter()
+        .map(|term| {
+            if frequency(&terms, &term.text) > 0 {
+                return (term_score(&term.text, term.doc_freq), true, true);
+            }
+            if term.typos == 0 {
+                return (0.0, false, false);
+            }
             let closest = distinct(&terms)
                 .filter_map(|t| {
                     let distance = strsim::damerau_levenshtein(&term.text, t);
                     (distance <= term.typos).then_some((distance, t))
                 })
                 .min();
-            if let Some((_, t)) = closest {
-                found.bm25 += TYPO_WEIGHT * term_score(t, corpus.doc_freq(t));
-                found.matched += 1.0;
+            match closest {
+                Some((_, t)) => (TYPO_WEIGHT * term_score(t, corpus.doc_freq(t)), false, true),
+                None => (0.0, false, false),
+            }
+        })
+        .collect();
+    for join in &query.joins {
+        let [a, b] = join.parts;
+        if !(hits[a].1 && hits[b].1) && frequency(&terms, &join.text) > 0 {
+            // The joined word stands for both words: each scores as if the
+            // text held it as often as the joined word.
+            for part in [a, b] {
+                let apart = term_score(&join.text, query.terms[part].doc_freq);
+                hits[part] = (hits[part].0.max(apart), true, true);
             }
         }
+    }
+    let mut found = LexicalMatch::default();
+    for (bm25, exact, matched) in hits {
+        found.bm25 += bm25;
+        found.exact += f32::from(u8::from(exact));
+        found.matched += f32::from(u8::from(matched));
     }
     let distinct_terms = query.terms.len() as f32;
     found.exact /= distinct_terms;
@@ -376,6 +484,30 @@ mod tests {
         let shirts = TextsStats::of(["red T-Shirt", "red shirt"]);
         let in_shirts = |query: &str| score(&LexicalQuery::new(query, &shirts), "red T-Shirt", &shirts).phrase;
         assert_eq!((in_shirts("t shirt"), in_shirts("red t-shirt"), in_shirts("t shirts")), (1.0, 1.0, 1.0));
+    }
+
+    #[test]
+    fn words_typed_apart_or_together_match_the_way_the_texts_write_them() {
+        let texts = [
+            "Apple MacBook Air 13",
+            "MacBook Pro sleeve",
+            "mac and cheese book",
+            "light bulb LED",
+            "LED light bulbs",
+            "Harley Davidson jacket",
+            "harley davidson mug",
+        ];
+        let corpus = TextsStats::of(texts);
+        let found = |query: &str, text: &str| score(&LexicalQuery::new(query, &corpus), text, &corpus);
+        let macbook = found("mac book air", texts[0]);
+        assert_eq!((macbook.exact, macbook.matched), (1.0, 1.0), "macbook holds mac and book");
+        assert!(macbook.bm25 > found("mac book air", texts[2]).bm25);
+        let mac_book = LexicalQuery::new("mac book", &corpus);
+        assert!(mac_book.retrieval_terms().contains(&("macbook", 0)), "the index searches the joined word too");
+        assert_eq!(found("lightbulb", texts[3]).exact, 1.0);
+        assert_eq!(found("harleydavidson jacket", texts[5]).phrase, 1.0);
+        // A word the texts hold is never split; the same word twice is not joined.
+        assert_eq!(found("jacket", texts[6]), LexicalMatch::default());
     }
 
     #[test]

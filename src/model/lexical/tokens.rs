@@ -17,6 +17,8 @@
 //!   `14-inch`, `13 Inches`, `18 in.` and `15"`, and the queries
 //!   `16 gb` and `8 ounce`. Retail search engines ship the same rules as
 //!   unit synonyms;
+//! - **dimensions**: a document holds `2x4` however it writes it (`2 in. x
+//!   4 in.`, `8 x 10`, `8×10`, `2x4x8`), as shoppers type it (`Dimension`);
 //! - Chinese, Japanese and Korean script, written without spaces, becomes
 //!   overlapping character bigrams (`保温杯` → `保温`, `温杯`), as Lucene's
 //!   CJK analyzer does: no dictionary to ship, and a two-character query
@@ -45,10 +47,13 @@ pub(crate) fn terms(text: &str) -> Vec<String> {
 pub(crate) fn words(text: &str) -> Vec<Vec<String>> {
     let pieces = pieces(text);
     let mut out: Vec<Vec<String>> = Vec::new();
+    // The number each piece ends, and the dimensions (`2x4`) it ends.
+    let mut ends: Vec<Dimension> = Vec::with_capacity(pieces.len());
     for (at, piece) in pieces.iter().enumerate() {
         let word = match piece {
             Piece::Cjk(run) => {
                 out.extend(bigrams(run).into_iter().map(|bigram| vec![bigram]));
+                ends.push(Dimension::default());
                 continue;
             }
             Piece::Word(word) => word,
@@ -69,14 +74,67 @@ pub(crate) fn words(text: &str) -> Vec<Vec<String>> {
             Some(Measure::Whole(_)) if groups.len() > 1 => groups = vec![groups.concat()],
             _ => {}
         }
-        if let Some(measure) = measure.filter(|m| !groups.iter().flatten().any(|t| t == m.term())) {
-            if let Some(last) = groups.last_mut() {
-                last.push(measure.into_term());
+        let end = match measure {
+            Some(Measure::AfterNumber(_)) => ends[at - 1].clone(),
+            _ => Dimension::ending_at(word, at.checked_sub(2).map(|before| (&pieces[before + 1], &ends[before]))),
+        };
+        let extras = measure.map(Measure::into_term).into_iter().chain(end.terms.iter().cloned());
+        for extra in extras {
+            if !groups.iter().flatten().any(|t| *t == extra) && extra.chars().count() <= MAX_TERM_CHARS {
+                if let Some(last) = groups.last_mut() {
+                    last.push(extra);
+                }
             }
         }
+        ends.push(Dimension { terms: Vec::new(), ..end });
         out.extend(groups);
     }
     out
+}
+
+/// The number a piece ends and the dimensions it ends (`2 in. x 4 in.` ends
+/// `4` and `2x4`): a document holds each dimension as one term, as shoppers
+/// type it (`2x4`, `5x8 rug`, `8x10 frame`), however the title spells it
+/// (`2 in. x 4 in.`, `5 ft. x 8 ft.`, `8 x 10`, `8×10`).
+#[derive(Debug, Clone, Default)]
+struct Dimension {
+    number: Option<String>,
+    /// The longest chain of dimensions ending here (`2x4x8`).
+    chain: Option<String>,
+    /// The terms this piece adds (emptied once added).
+    terms: Vec<String>,
+}
+
+impl Dimension {
+    /// What `word` ends, given the piece before it and what the piece
+    /// before that ended: a dimension if that is `x` after a number.
+    fn ending_at(word: &Word, before: Option<(&Piece, &Dimension)>) -> Self {
+        let parts: Vec<&str> = word.whole.split('x').collect();
+        if parts.len() > 1 && parts.iter().all(|part| is_number(part)) {
+            // Written whole (`2x4x8`): each shorter run of it too.
+            let mut terms = Vec::new();
+            for length in 2..parts.len() {
+                terms.extend(parts.windows(length).map(|run| run.join("x")));
+            }
+            let number = parts.last().map(|n| n.to_string());
+            return Self { number, chain: Some(word.whole.clone()), terms };
+        }
+        let Some(number) = word.number() else { return Self::default() };
+        let after_x = before.filter(|(x, _)| x.word().is_some_and(|x| x.whole == "x"));
+        let Some((_, Dimension { number: Some(first), chain, .. })) = after_x else {
+            return Self { number: Some(number), ..Self::default() };
+        };
+        let mut terms = vec![format!("{first}x{number}")];
+        let chain = match chain {
+            Some(chain) => {
+                let longer = format!("{chain}x{number}");
+                terms.push(longer.clone());
+                longer
+            }
+            None => terms[0].clone(),
+        };
+        Self { number: Some(number), chain: Some(chain), terms }
+    }
 }
 
 /// A query's term, and how many characters the shopper typed for it: the
@@ -289,6 +347,14 @@ impl Word {
         groups
     }
 
+    /// The number this word is or starts a measure with (`8`, `8ft`, `8"`).
+    fn number(&self) -> Option<String> {
+        if is_number(&self.whole) {
+            return Some(self.whole.clone());
+        }
+        split_measure(&self.whole).map(|(number, _)| number.to_string())
+    }
+
     /// The measure this word makes (see the module docs): a number and
     /// its unit together in their canonical spelling, when the unit is
     /// written against the number, as an inch or foot mark after it, or as
@@ -325,6 +391,8 @@ fn pieces(text: &str) -> Vec<Piece> {
     let mut before = ' ';
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
+        // The multiplication sign of dimensions (`8×10`) is their `x`.
+        let c = if c == '×' { 'x' } else { c };
         let opened_by_quote = matches!(before, '"' | '\'' | '“' | '‘');
         before = c;
         if is_cjk(c) {
@@ -500,6 +568,21 @@ mod tests {
         // Spelt canonically already: no repeat.
         assert_eq!(terms("2TB drive"), ["2tb", "drive"]);
         assert_eq!(terms("16-gig"), ["16-gig", "16", "gig", "16gb"]);
+    }
+
+    #[test]
+    fn documents_hold_dimensions_as_shoppers_type_them() {
+        let holds = |text: &str, dimension: &str| terms(text).contains(&dimension.to_string());
+        assert!(holds("5 ft. x 8 ft. Area Rug", "5x8"));
+        assert!(holds("8 x 10 frame", "8x10") && holds("8×10 frame", "8x10") && holds("8-in x 10-in", "8x10"));
+        for dimension in ["2x4", "4x8", "2x4x8"] {
+            assert!(holds("2 in. x 4 in. x 8 ft. Lumber", dimension), "{dimension}");
+            assert!(holds("2x4x8 stud", dimension), "{dimension}");
+        }
+        assert_eq!(terms("2 x batteries"), ["2", "x", "batteries", "battery"]);
+        let texts: Vec<Vec<String>> =
+            query_words("5x8 rug").into_iter().map(|word| word.into_iter().map(|t| t.text).collect()).collect();
+        assert_eq!(texts, [["5x8"], ["rug"]]);
     }
 
     #[test]
