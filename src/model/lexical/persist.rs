@@ -17,8 +17,8 @@ use super::{fingerprint, schema, LexicalError, LexicalIndex, FINGERPRINT, KEY};
 
 /// Written with every commit. An index whose last commit carries another
 /// format was cut into other terms (a change to `tokens`) and is emptied.
-/// 2: measures (`16 GB` → `16gb`) and plurals' stems.
-const FORMAT: &str = "shoprank-lexical-2";
+/// 2: measures (`16 GB` → `16gb`) and plurals' stems; 3: dimensions (`2x4`).
+const FORMAT: &str = "shoprank-lexical-3";
 
 /// Commits the writer's changes, marked with this version's format.
 pub(super) fn commit(writer: &mut IndexWriter) -> Result<(), LexicalError> {

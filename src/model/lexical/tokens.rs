@@ -92,6 +92,9 @@ pub(crate) fn words(text: &str) -> Vec<Vec<String>> {
     out
 }
 
+/// Most numbers in one dimension run (`2x4x8` has 3).
+const MAX_DIMENSIONS: usize = 4;
+
 /// The number a piece ends and the dimensions it ends (`2 in. x 4 in.` ends
 /// `4` and `2x4`): a document holds each dimension as one term, as shoppers
 /// type it (`2x4`, `5x8 rug`, `8x10 frame`), however the title spells it
@@ -110,6 +113,10 @@ impl Dimension {
     /// before that ended: a dimension if that is `x` after a number.
     fn ending_at(word: &Word, before: Option<(&Piece, &Dimension)>) -> Self {
         let parts: Vec<&str> = word.whole.split('x').collect();
+        if word.whole.len() > MAX_TERM_CHARS || parts.len() > MAX_DIMENSIONS {
+            // Bounded work whatever a text holds: no runs of an overlong word.
+            return Self::default();
+        }
         if parts.len() > 1 && parts.iter().all(|part| is_number(part)) {
             // Written whole (`2x4x8`): each shorter run of it too.
             let mut terms = Vec::new();
@@ -119,7 +126,7 @@ impl Dimension {
             let number = parts.last().map(|n| n.to_string());
             return Self { number, chain: Some(word.whole.clone()), terms };
         }
-        let Some(number) = word.number() else { return Self::default() };
+        let Some(number) = word.number().filter(|n| n.len() <= MAX_TERM_CHARS) else { return Self::default() };
         let after_x = before.filter(|(x, _)| x.word().is_some_and(|x| x.whole == "x"));
         let Some((_, Dimension { number: Some(first), chain, .. })) = after_x else {
             return Self { number: Some(number), ..Self::default() };
@@ -133,7 +140,9 @@ impl Dimension {
             }
             None => terms[0].clone(),
         };
-        Self { number: Some(number), chain: Some(chain), terms }
+        // A chain past a term's length ends (and with it the work it costs).
+        let chain = (chain.len() <= MAX_TERM_CHARS && chain.split('x').count() < MAX_DIMENSIONS).then_some(chain);
+        Self { number: Some(number), chain, terms }
     }
 }
 
@@ -391,8 +400,14 @@ fn pieces(text: &str) -> Vec<Piece> {
     let mut before = ' ';
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
-        // The multiplication sign of dimensions (`8×10`) is their `x`.
-        let c = if c == '×' { 'x' } else { c };
+        // The multiplication sign of dimensions (`8×10`, `8 × 10`) is their
+        // `x`; elsewhere (`KAWS×UNIQLO`) it parts words.
+        let c = match (c, chars.peek()) {
+            ('×', next) if before.is_ascii_digit() || next.is_some_and(|n| n.is_ascii_digit() || n.is_whitespace()) => {
+                'x'
+            }
+            _ => c,
+        };
         let opened_by_quote = matches!(before, '"' | '\'' | '“' | '‘');
         before = c;
         if is_cjk(c) {
@@ -580,6 +595,13 @@ mod tests {
             assert!(holds("2x4x8 stud", dimension), "{dimension}");
         }
         assert_eq!(terms("2 x batteries"), ["2", "x", "batteries", "battery"]);
+        assert_eq!(terms("NIKE×SACAI"), ["nike", "sacai"]);
+        assert!(holds("8 × 10 frame", "8x10"));
+        // Overlong runs cost no more than a word: no runs, no growing chain.
+        let long = vec!["1"; 5_000].join("x");
+        assert_eq!(terms(&long), Vec::<String>::new());
+        let spaced = vec!["1"; 5_000].join(" x ");
+        assert!(terms(&spaced).iter().all(|t| t.len() <= 7), "at most 1x1x1x1");
         let texts: Vec<Vec<String>> =
             query_words("5x8 rug").into_iter().map(|word| word.into_iter().map(|t| t.text).collect()).collect();
         assert_eq!(texts, [["5x8"], ["rug"]]);
