@@ -36,9 +36,12 @@
 use serde::{Deserialize, Serialize};
 
 /// The smallest isotonic block, as a share of the pairs (see
-/// [`Calibration::fit_isotonic`]): at most 2,000 knots.
+/// [`Calibration::fit_isotonic`]): at most 2,000 knots. Fitting is
+/// training's, so it is built with the `offline` layer only.
+#[cfg(any(test, feature = "offline"))]
 pub(crate) const MIN_BLOCK_SHARE: f64 = 1.0 / 2_000.0;
 /// The smallest isotonic block in pairs, whatever the share.
+#[cfg(any(test, feature = "offline"))]
 pub(crate) const MIN_BLOCK_PAIRS: f64 = 100.0;
 
 /// A fitted logit map and what it was fitted on.
@@ -91,6 +94,7 @@ pub struct InvalidCalibration(String);
 
 impl Calibration {
     /// The event a map fitted on a `horizon_days` window predicts.
+    #[cfg(any(test, feature = "offline"))]
     pub(crate) fn event_for(horizon_days: u32) -> String {
         format!(
             "the shopper buys this item, one they have not bought before, within the next {horizon_days} days \
@@ -102,6 +106,7 @@ impl Calibration {
     /// the log loss (two parameters, so each step solves a 2×2 system).
     /// `None` when the pairs cannot identify a map: no positive or no
     /// negative, or logits that do not vary.
+    #[cfg(any(test, feature = "offline"))]
     pub(crate) fn fit(pairs: &[(f32, bool)]) -> Option<(f64, f64)> {
         let positives = pairs.iter().filter(|(_, y)| *y).count();
         if positives == 0 || positives == pairs.len() {
@@ -155,6 +160,7 @@ impl Calibration {
     /// the top (three pairs, all bought: a rate of 1) that would make the
     /// best-scored items' probabilities noise. Joining neighbours keeps the
     /// rates rising (a joined rate lies between the two).
+    #[cfg(any(test, feature = "offline"))]
     pub(crate) fn fit_isotonic(pairs: &mut [(f32, bool)]) -> Vec<[f32; 2]> {
         pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
         // (sum of logits, positives, count) per block.
@@ -278,6 +284,7 @@ impl LogitMap {
     }
 }
 
+#[cfg(any(test, feature = "offline"))]
 fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }

@@ -31,7 +31,9 @@ use xxhash_rust::xxh3::xxh3_64;
 pub use self::persist::Reconciled;
 pub(crate) use self::scorer::LexicalMatch;
 pub use self::scorer::LexicalQuery;
-pub(crate) use self::scorer::{score, score_among, CorpusStats, TextsStats};
+#[cfg(feature = "offline")]
+pub(crate) use self::scorer::TextsStats;
+pub(crate) use self::scorer::{score, score_among, CorpusStats};
 
 /// The string field holding each document's key: indexed whole, to replace
 /// by key; a fast column, read in order when the index is reconciled.

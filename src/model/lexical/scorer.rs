@@ -358,6 +358,7 @@ pub(crate) struct TextsStats {
 }
 
 impl TextsStats {
+    #[cfg(any(test, feature = "offline"))]
     pub(crate) fn of<'a>(texts: impl IntoIterator<Item = &'a str>) -> Self {
         let words: Vec<Vec<Vec<String>>> = texts.into_iter().map(tokens::words).collect();
         Self::of_words(&words)
