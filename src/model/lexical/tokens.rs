@@ -172,28 +172,67 @@ impl From<String> for QueryTerm {
 /// document's [`terms`] hold: a plural as its stem only (`jars` → `jar`,
 /// which `jar` and `jars` both hold), and a measure as its canonical term
 /// only (`16 gb` → `16gb`, one word), so that a size the shopper typed
-/// counts once, not once per word. Words are cut as [`words`] cuts them.
+/// counts once, not once per word; so is a dimension (`8 x 10` → `8x10`,
+/// the longest run of `2 x 4 x 8`). Words are cut as [`words`] cuts them.
 pub(crate) fn query_words(text: &str) -> Vec<Vec<QueryTerm>> {
     let pieces = pieces(text);
     let mut out: Vec<Vec<QueryTerm>> = Vec::new();
-    // How many words the last piece pushed: a unit after a number replaces them.
-    let mut last_pushed = 0;
+    // Per piece: where its words begin in `out` (a unit's: its number's),
+    // what it ends (see `Dimension`), and whether it was folded into a
+    // dimension.
+    let mut starts: Vec<usize> = Vec::with_capacity(pieces.len());
+    let mut ends: Vec<Dimension> = Vec::with_capacity(pieces.len());
+    let mut folded: Vec<bool> = Vec::with_capacity(pieces.len());
     for (at, piece) in pieces.iter().enumerate() {
-        let groups = match piece {
-            Piece::Cjk(run) => bigrams(run).into_iter().map(|bigram| vec![QueryTerm::typed(bigram)]).collect(),
-            Piece::Word(word) => match word.measure(neighbours(&pieces, at)) {
-                Some(Measure::AfterNumber(term)) => {
-                    out.truncate(out.len() - last_pushed);
-                    vec![vec![QueryTerm::typed(term)]]
-                }
-                Some(Measure::Whole(term)) => vec![vec![QueryTerm::typed(term)]],
-                None => word.groups(|part| {
-                    let typed_chars = part.chars().count();
-                    vec![QueryTerm { text: plural_stem(part).unwrap_or_else(|| part.to_string()), typed_chars }]
-                }),
-            },
+        let start = out.len();
+        let word = match piece {
+            Piece::Cjk(run) => {
+                out.extend(bigrams(run).into_iter().map(|bigram| vec![QueryTerm::typed(bigram)]));
+                starts.push(start);
+                ends.push(Dimension::default());
+                folded.push(false);
+                continue;
+            }
+            Piece::Word(word) => word,
         };
-        last_pushed = groups.len();
+        let measure = word.measure(neighbours(&pieces, at));
+        let after_number = matches!(measure, Some(Measure::AfterNumber(_)));
+        if after_number && folded[at - 1] {
+            // `8 x 10 in`: the unit belongs to the dimension already searched.
+            starts.push(starts[at - 1]);
+            ends.push(ends[at - 1].clone());
+            folded.push(true);
+            continue;
+        }
+        let end = if after_number {
+            ends[at - 1].clone()
+        } else {
+            Dimension::ending_at(word, at.checked_sub(2).map(|before| (&pieces[before + 1], &ends[before])))
+        };
+        let spaced = at >= 2 && pieces[at - 1].word().is_some_and(|x| x.whole == "x");
+        if let Some(dimension) = end.chain.clone().filter(|_| spaced && !end.terms.is_empty()) {
+            // `8 x 10` is searched as `8x10`, one word, as documents hold it.
+            out.truncate(starts[at - 2]);
+            out.push(vec![QueryTerm::typed(dimension)]);
+            starts.push(starts[at - 2]);
+            ends.push(Dimension { terms: Vec::new(), ..end });
+            folded.push(true);
+            continue;
+        }
+        let groups = match measure {
+            Some(Measure::AfterNumber(term)) => {
+                out.truncate(starts[at - 1]);
+                vec![vec![QueryTerm::typed(term)]]
+            }
+            Some(Measure::Whole(term)) => vec![vec![QueryTerm::typed(term)]],
+            None => word.groups(|part| {
+                let typed_chars = part.chars().count();
+                vec![QueryTerm { text: plural_stem(part).unwrap_or_else(|| part.to_string()), typed_chars }]
+            }),
+        };
+        starts.push(if after_number { starts[at - 1] } else { start });
+        ends.push(Dimension { terms: Vec::new(), ..end });
+        folded.push(false);
         out.extend(groups);
     }
     out
@@ -605,6 +644,14 @@ mod tests {
         let texts: Vec<Vec<String>> =
             query_words("5x8 rug").into_iter().map(|word| word.into_iter().map(|t| t.text).collect()).collect();
         assert_eq!(texts, [["5x8"], ["rug"]]);
+        let query = |text: &str| -> Vec<Vec<String>> {
+            query_words(text).into_iter().map(|word| word.into_iter().map(|t| t.text).collect()).collect()
+        };
+        assert_eq!(query("8 x 10 frames"), [["8x10"], ["frame"]]);
+        assert_eq!(query("5 ft x 8 ft rug"), [["5x8"], ["rug"]]);
+        assert_eq!(query("2 x 4 x 8 stud"), [["2x4x8"], ["stud"]]);
+        assert_eq!(query("8 x 10 in"), [["8x10"]]);
+        assert_eq!(query("pack 2 x batteries"), [["pack"], ["2"], ["x"], ["battery"]]);
     }
 
     #[test]
