@@ -288,7 +288,11 @@ fn score_terms(query: &LexicalQuery, words: &[Vec<String>], corpus: &dyn CorpusS
             if term.typos == 0 {
                 return (0.0, false, false);
             }
+            // Lengths further apart than the allowance are further apart
+            // in edits too: skip them before the quadratic distance.
+            let chars = term.text.chars().count();
             let closest = distinct(&terms)
+                .filter(|t| t.chars().count().abs_diff(chars) <= term.typos)
                 .filter_map(|t| {
                     let distance = strsim::damerau_levenshtein(&term.text, t);
                     (distance <= term.typos).then_some((distance, t))

@@ -112,6 +112,10 @@ impl Dimension {
     /// What `word` ends, given the piece before it and what the piece
     /// before that ended: a dimension if that is `x` after a number.
     fn ending_at(word: &Word, before: Option<(&Piece, &Dimension)>) -> Self {
+        if !word.whole.starts_with(|c: char| c.is_ascii_digit()) {
+            // Most words: no number, nothing to split or copy.
+            return Self::default();
+        }
         let parts: Vec<&str> = word.whole.split('x').collect();
         if word.whole.len() > MAX_TERM_CHARS || parts.len() > MAX_DIMENSIONS {
             // Bounded work whatever a text holds: no runs of an overlong word.
