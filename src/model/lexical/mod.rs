@@ -423,5 +423,9 @@ mod tests {
         assert_eq!(keys(&index.search(&LexicalQuery::new("lether handbga", &stats), 10).unwrap()), [0]);
         assert_eq!(keys(&index.search(&LexicalQuery::new("保温杯", &stats), 10).unwrap()), [2]);
         assert_eq!(keys(&index.search(&LexicalQuery::new("500ML", &stats), 10).unwrap()), [2]);
+        // A measure spelt apart beside Chinese words still meets its title.
+        let found = index.search(&LexicalQuery::new("保温杯 500 ml", &stats), 10).unwrap();
+        assert_eq!(keys(&found), [2]);
+        assert_eq!(score(&LexicalQuery::new("保温杯 500 ml", &stats), "不锈钢保温杯 500ml", &stats).exact, 1.0);
     }
 }

@@ -371,10 +371,9 @@ impl TextsStats {
     /// The statistics of texts already split into their words' terms.
     fn of_words(texts: &[Vec<Vec<String>>]) -> Self {
         let mut doc_freq = std::collections::HashMap::new();
-        let mut total = 0usize;
+        let total: usize = texts.iter().flatten().map(Vec::len).sum();
         for words in texts {
             let mut distinct: Vec<&String> = words.iter().flatten().collect();
-            total += distinct.len();
             distinct.sort_unstable();
             distinct.dedup();
             for term in distinct {
@@ -517,8 +516,11 @@ mod tests {
         assert!(mac_book.retrieval_terms().contains(&("macbook", 0)), "the index searches the joined word too");
         assert_eq!(found("lightbulb", texts[3]).exact, 1.0);
         assert_eq!(found("harleydavidson jacket", texts[5]).phrase, 1.0);
-        // A word the texts hold is never split.
-        assert_eq!(found("jacket", texts[6]), LexicalMatch::default());
+        // A word the texts hold is never split, though its halves are words too.
+        let whole = TextsStats::of(["harley davidson mug", "harley davidson cap", "harleydavidson tee"]);
+        let known = LexicalQuery::new("harleydavidson", &whole);
+        assert_eq!(known.retrieval_terms(), [("harleydavidson", 0)]);
+        assert_eq!(score(&known, "harley davidson mug", &whole), LexicalMatch::default());
     }
 
     #[test]
